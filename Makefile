@@ -1,0 +1,69 @@
+# edgeresnext — every target sets up what it needs (a .venv with CPU torch 2.13.0) on first use.
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+PIP     = $(VENV)/bin/pip
+TARGET ?= cpu
+# Torch first, pinned: a bare `torch` requirement would pull a CUDA build with GBs of extra packages.
+# On a machine without a local CPU wheel, set TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
+TORCH_SPEC  ?= torch==2.13.0
+EXTRA_BUILD_ARGS = $(if $(MODEL),--model $(MODEL)) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) \
+                   $(if $(DATA),--data $(DATA)) $(if $(CALIB),--calib $(CALIB))
+PYTEST_ARGS ?=
+
+.PHONY: setup data train build build-all test test-slow test-gpu bench lint format clean help
+
+help:
+	@echo "make setup | data | train | build TARGET=<name> | build-all | test | test-slow | test-gpu | bench | lint | clean"
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
+	$(PIP) install --quiet -e ".[dev]"
+	@touch $@
+
+setup: $(VENV)/.installed
+
+calib_data/.complete: $(VENV)/.installed
+	$(PY) -m edgeresnext.cli data --out calib_data --count 500
+	@touch $@
+
+data: calib_data/.complete
+
+train: setup
+	$(PY) -m edgeresnext.cli train --arch resnext11_4x8d --dataset fashion-mnist --epochs 15 --batch-size 128 \
+	    --lr 0.1 --seed 0 --out runs/fashion-mnist
+
+build: setup data
+	$(PY) -m edgeresnext.cli build --target $(TARGET) $(EXTRA_BUILD_ARGS)
+
+build-all: setup data
+	$(PY) -m edgeresnext.cli build-all
+
+test: setup data
+	$(PY) -m pytest -m "not slow and not gpu and not tensorrt" $(PYTEST_ARGS)
+
+test-slow: setup data
+	$(PY) -m pytest -m "slow and not gpu and not tensorrt" $(PYTEST_ARGS)
+
+test-gpu: setup data
+	$(PIP) install --quiet -e ".[tensorrt]"
+	$(PY) -m pytest -m "gpu or tensorrt" $(PYTEST_ARGS)
+
+bench: setup data
+	$(PY) -m bench.run --out bench/results.json
+
+lint: setup
+	$(VENV)/bin/ruff check edgeresnext tests
+	$(VENV)/bin/ruff format --check edgeresnext tests
+
+format: setup
+	$(VENV)/bin/ruff format edgeresnext tests
+	$(VENV)/bin/ruff check --fix edgeresnext tests
+
+clean:
+	rm -rf build runs .pytest_cache .ruff_cache calib_data/.complete
+	find calib_data -mindepth 1 -maxdepth 1 -type d -exec rm -rf {} +
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

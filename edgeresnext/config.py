@@ -1,0 +1,316 @@
+"""Typed configuration: one :class:`Target` object, entered three ways (YAML, CLI flags, Python).
+
+A target file says what a device needs (backend, precision, shapes, quantization, gates), never how the
+code works. Files may ``extends: base.yaml`` (a path relative to the file); mappings merge key by key, the
+extending file wins. Unknown keys and wrong types are :class:`~edgeresnext.errors.ConfigError` naming the
+file, the key path and what would be accepted. YAML is read with ``yaml.safe_load`` (no object tags).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from edgeresnext.errors import ConfigError
+
+DEFAULT_ARCH = "resnext11_4x8d"
+SHIPPED_CHECKPOINT = "shipped:fashion-mnist"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False, validate_assignment=True)
+
+
+class ModelSpec(_Strict):
+    """Which FP32 model the build starts from."""
+
+    arch: str | None = Field(None, description="registered arch; None takes it from the checkpoint")
+    checkpoint: str = Field(SHIPPED_CHECKPOINT, description="path, or 'shipped:fashion-mnist' for the bundled model")
+    num_classes: int | None = Field(None, ge=1)
+    in_channels: int | None = Field(None, ge=1)
+
+
+class DataSpec(_Strict):
+    """Validation data (and the default source of calibration images)."""
+
+    dataset: str = Field("fashion-mnist", description="'fashion-mnist', 'cifar10' or an image-folder path")
+    root: str | None = None
+    split: str = "test"
+    limit: int | None = Field(None, ge=1, description="validate on the first N images only")
+    on_bad_image: Literal["fail", "skip"] = "fail"
+
+
+class QuantSpec(_Strict):
+    """How the INT8 model is made. ``method: none`` builds FP32/FP16 only."""
+
+    method: Literal["ptq", "qat", "none"] = "ptq"
+    calib_dir: str = "calib_data"
+    subset_size: int = Field(300, ge=1)
+    range_estimator: Literal["minmax", "mean_minmax", "percentile", "histogram"] = "minmax"
+    per_channel: bool = True
+    fast_bias_correction: bool = True
+    symmetric_activations: bool = True
+    placement: Literal["residual", "nncf_default"] = "residual"
+    ignored_scope: list[str] = Field(default_factory=list)
+    sensitivity: bool = True
+    max_fallback_layers: int = Field(8, ge=0)
+    qat_epochs: int = Field(2, ge=1)
+    qat_lr: float = Field(1e-3, gt=0)
+    qat_batch_size: int = Field(128, ge=1)
+
+
+class BatchRange(_Strict):
+    min: int = Field(1, ge=1)
+    opt: int = Field(1, ge=1)
+    max: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> BatchRange:
+        if not self.min <= self.opt <= self.max:
+            raise ValueError(f"batch range must satisfy min <= opt <= max, got min={self.min} opt={self.opt} "
+                             f"max={self.max}")
+        return self
+
+
+class InputSpec(_Strict):
+    batch: BatchRange = Field(default_factory=BatchRange)
+    size: int | None = Field(None, ge=1, description="input height=width; None takes the model's")
+
+
+class OpenVINOOptions(_Strict):
+    hint: Literal["latency", "throughput"] = "latency"
+    threads: int | None = Field(None, ge=1)
+    cache_dir: str | None = None
+    native_int8: bool = Field(False, description="quantize the FP32 IR with NNCF instead of reading the Q/DQ ONNX")
+
+
+class TensorRTOptions(_Strict):
+    workspace_mb: int = Field(1024, ge=16)
+    dla_core: int | None = Field(None, ge=0)
+    gpu_fallback: bool = True
+    timing_cache: str | None = "build/timing.cache"
+    strongly_typed: bool = True
+    fp16: bool = True
+    on_device: bool = Field(False, description="always produce the on-device build kit (Jetson)")
+    device: str = Field("gpu", description="human name of the device the engine is for, e.g. 'jetson-orin'")
+
+
+class ONNXRuntimeOptions(_Strict):
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
+    threads: int | None = Field(None, ge=1)
+
+
+class BackendOptions(_Strict):
+    openvino: OpenVINOOptions = Field(default_factory=OpenVINOOptions)
+    tensorrt: TensorRTOptions = Field(default_factory=TensorRTOptions)
+    onnxruntime: ONNXRuntimeOptions = Field(default_factory=ONNXRuntimeOptions)
+
+
+class Gates(_Strict):
+    """Build fails when any set gate is not met. Drops and agreement are fractions (0.003 = 0.3 %)."""
+
+    max_top1_drop: float | None = Field(None, ge=0)
+    min_agreement: float | None = Field(None, ge=0, le=1)
+    max_latency_ms: float | None = Field(None, gt=0)
+    min_speedup_vs_fp32: float | None = Field(None, gt=0)
+
+
+class ValidateSpec(_Strict):
+    latency_runs: int = Field(50, ge=1)
+    warmup_runs: int = Field(10, ge=0)
+
+
+class Target(_Strict):
+    """One deployment target: ``targets/<name>.yaml``."""
+
+    name: str
+    description: str = ""
+    backend: Literal["openvino", "tensorrt", "onnxruntime"]
+    precision: Literal["int8", "fp16", "fp32"] = "int8"
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    data: DataSpec = Field(default_factory=DataSpec)
+    quant: QuantSpec = Field(default_factory=QuantSpec)
+    input: InputSpec = Field(default_factory=InputSpec)
+    backend_options: BackendOptions = Field(default_factory=BackendOptions)
+    gates: Gates = Field(default_factory=Gates)
+    validate_: ValidateSpec = Field(default_factory=ValidateSpec, alias="validate")
+    source: str | None = Field(None, exclude=True, description="file the target was read from")
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
+
+    @model_validator(mode="after")
+    def _combinations(self) -> Target:
+        if self.precision == "int8" and self.quant.method == "none":
+            raise ValueError("precision 'int8' needs quant.method 'ptq' or 'qat', not 'none'")
+        if self.backend == "tensorrt" and self.precision == "int8" and not self.quant.symmetric_activations:
+            raise ValueError("TensorRT INT8 needs quant.symmetric_activations: true (TensorRT takes signed INT8, "
+                             "zero point 0)")
+        trt = self.backend_options.tensorrt
+        if trt.dla_core is not None and self.backend != "tensorrt":
+            raise ValueError(f"backend_options.tensorrt.dla_core is set but backend is {self.backend!r}")
+        if self.backend == "tensorrt" and trt.dla_core is not None:
+            batch = self.input.batch
+            if batch.min != batch.max:
+                raise ValueError(f"DLA engines take static shapes: with backend_options.tensorrt.dla_core set, "
+                                 f"input.batch needs min == max (got min={batch.min}, max={batch.max})")
+            if self.precision == "fp32":
+                raise ValueError("DLA runs int8 or fp16 only; precision 'fp32' cannot use dla_core")
+        if self.backend == "openvino" and self.precision == "fp16":
+            raise ValueError("backend 'openvino' on CPU runs 'int8' or 'fp32'; fp16 is a TensorRT precision")
+        return self
+
+    def resolved(self) -> dict[str, Any]:
+        """The full config as plain data (saved beside every run's outputs)."""
+        return self.model_dump(mode="json", by_alias=True, exclude={"source"})
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as err:
+        raise ConfigError(f"{path}: no such target file") from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read ({err})") from err
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from err
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a target file must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def _resolve_extends(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: 'extends' loops back to itself via {' -> '.join(str(p) for p in seen)}")
+    data = read_yaml(path)
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: key 'extends' must be a file path string, got {type(parent).__name__}")
+    base = _resolve_extends((path.parent / parent), seen + (path,))
+    return _deep_merge(base, data)
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    location = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        parent = first["loc"][:-1]
+        accepted = _accepted_keys(parent)
+        return f"{source}: unknown key {location!r}" + (f"; accepted keys here: {', '.join(accepted)}" if accepted else "")
+    if kind == "missing":
+        return f"{source}: missing required key {location!r}"
+    message = first["msg"]
+    value = first.get("input")
+    shown = f" (got {value!r})" if value is not None and not isinstance(value, dict) else ""
+    return f"{source}: {location}: {message}{shown}"
+
+
+def _accepted_keys(loc: tuple[Any, ...]) -> list[str]:
+    model: type[BaseModel] = Target
+    for part in loc:
+        field = model.model_fields.get(str(part)) or next(
+            (f for f in model.model_fields.values() if f.alias == part), None
+        )
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return sorted(f.alias or name for name, f in model.model_fields.items() if name != "source")
+
+
+def target_from_dict(data: dict[str, Any], source: str = "<config>") -> Target:
+    try:
+        target = Target.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, source)) from err
+    target.source = source
+    return target
+
+
+def load_target(path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> Target:
+    """Read ``targets/<name>.yaml`` (following ``extends``), apply dotted-key ``overrides``, validate."""
+    path = Path(path)
+    data = _resolve_extends(path)
+    data.setdefault("name", path.stem)
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        cursor = data
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            cursor = cursor.setdefault(part, {})
+            if not isinstance(cursor, dict):
+                raise ConfigError(f"{path}: cannot override {dotted!r}: {part!r} is not a mapping")
+        cursor[parts[-1]] = value
+    return target_from_dict(data, str(path))
+
+
+def find_target(name_or_path: str, targets_dir: str | os.PathLike[str] = "targets") -> Path:
+    """``cpu`` or ``targets/cpu.yaml`` to the file path; an unknown name lists the known ones."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml"):
+        if not candidate.is_file():
+            raise ConfigError(f"{candidate}: no such target file")
+        return candidate
+    path = Path(targets_dir) / f"{name_or_path}.yaml"
+    if path.is_file():
+        return path
+    known = sorted(p.stem for p in Path(targets_dir).glob("*.yaml") if not p.stem.startswith("_"))
+    raise ConfigError(f"unknown target {name_or_path!r}; expected one of: {', '.join(known) or '(none found)'} "
+                      f"in {targets_dir}/")
+
+
+@dataclass
+class TrainConfig:
+    """One training run. Defaults reproduce the shipped Fashion-MNIST model."""
+
+    arch: str = "resnext11_4x8d"
+    dataset: str = "fashion-mnist"
+    data_root: str | None = None
+    out_dir: str = "runs/fashion-mnist"
+    epochs: int = 15
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.0
+    augment: bool = True
+    seed: int = 0
+    threads: int | None = None
+    resume: bool = True
+    progress: bool = True
+    limit_train: int | None = None
+    recipe: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        for key in ("epochs", "batch_size"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"train.{key}={getattr(self, key)}; expected an integer >= 1")
+        if self.lr <= 0:
+            raise ConfigError(f"train.lr={self.lr}; expected a positive number")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"train.label_smoothing={self.label_smoothing}; expected 0 <= value < 1")

@@ -1,0 +1,109 @@
+"""Calibration sets: class-balanced samples written as PNG images into ``calib_data/<class>/``.
+
+The folder layout is the image-folder layout (one sub-folder per class, JPEG/PNG files), so a user can
+replace it with their own images; labels are not needed for calibration, only the images.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgeresnext.atomic import write_text_atomic
+from edgeresnext.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+README = """# Calibration images
+
+`make data` (or `edgeresnext data --count 500`) fills this folder with a class-balanced sample of the
+training split of the default dataset (Fashion-MNIST), one sub-folder per class:
+
+    calib_data/
+      00_t-shirt-top/00000.png
+      01_trouser/00000.png
+      ...
+
+Post-training quantization reads every `.png`, `.jpg`/`.jpeg` (and `.bmp`, `.webp`) file below this folder,
+in sorted path order, and preprocesses it exactly as the model was trained (the preprocessing stored in
+the checkpoint: channel mode, resize, center crop, mean/std). Labels are not used, so the sub-folders are
+optional; to calibrate your own model, replace the contents with 300-1000 images representative of what
+the device will see (all classes, real lighting and backgrounds). Images of any size and mode are
+accepted; they are converted to the model's channel mode and size.
+
+Never put validation or test images here: calibrating on the images you validate on hides errors.
+"""
+
+
+@dataclass
+class CalibrationSet:
+    folder: Path
+    count: int
+    per_class: int
+
+
+def _slug(index: int, name: str) -> str:
+    return f"{index:02d}_" + re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def balanced_indices(labels: np.ndarray, count: int, seed: int = 0) -> np.ndarray:
+    """``count`` indices with classes as equal as possible (earlier classes take the remainder), seeded."""
+    classes = np.unique(labels)
+    if count < 1:
+        raise DataError(f"calibration count {count}; expected at least 1")
+    if count > len(labels):
+        raise DataError(f"calibration count {count} exceeds the {len(labels)} images available")
+    rng = np.random.default_rng(seed)
+    per_class, extra = divmod(count, len(classes))
+    chosen = []
+    for position, cls in enumerate(classes):
+        pool = np.flatnonzero(labels == cls)
+        take = per_class + (1 if position < extra else 0)
+        if take > len(pool):
+            raise DataError(f"class {cls} has {len(pool)} images, {take} needed for a balanced set of {count}")
+        chosen.append(rng.choice(pool, size=take, replace=False))
+    return np.sort(np.concatenate(chosen))
+
+
+def write_calibration_set(out: str | os.PathLike[str], dataset: str = "fashion-mnist", root: str | None = None,
+                          count: int = 500, seed: int = 0, split: str = "train") -> CalibrationSet:
+    """Replace the images in ``out`` with a balanced sample; built in a sibling folder, then swapped in."""
+    from PIL import Image
+
+    from edgeresnext.data import load_dataset
+
+    data = load_dataset(dataset, split=split, root=root)
+    indices = balanced_indices(data.labels, count, seed)
+    out = Path(out)
+    staging = out.parent / f".{out.name}.staging-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        counters: dict[int, int] = {}
+        for index in indices:
+            label = int(data.labels[index])
+            folder = staging / _slug(label, data.class_names[label])
+            folder.mkdir(exist_ok=True)
+            number = counters.get(label, 0)
+            counters[label] = number + 1
+            Image.fromarray(data.images[index]).save(folder / f"{number:05d}.png")
+        write_text_atomic(staging / "README.md", README)
+        out.mkdir(parents=True, exist_ok=True)
+        # Swap: drop old class folders and images, move the new ones in (README last).
+        for old in out.iterdir():
+            if old.is_dir():
+                shutil.rmtree(old)
+            elif old.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".webp"):
+                old.unlink()
+        for new in sorted(staging.iterdir()):
+            os.replace(new, out / new.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    logger.info("wrote %d images to %s", len(indices), out)
+    return CalibrationSet(folder=out, count=len(indices), per_class=len(indices) // len(counters))
