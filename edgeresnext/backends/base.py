@@ -1,0 +1,153 @@
+"""The Backend protocol, the Runner base class and the lazy backend registry.
+
+A backend is one file with one class: ``available()`` says whether it can run here (None) or why not,
+``compile()`` turns the ONNX model into what the device runs, ``load()`` returns a :class:`Runner`
+(``runner(batch) -> logits``). Public methods check inputs and state once and call the ``_impl`` hook
+that a backend implements (Polygraphy's ``infer``/``infer_impl``).
+
+Backends are named in the registry as ``name -> "module:Class"`` and imported on first use, so
+openvino/tensorrt stay optional (Olive's ``module_path``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgeresnext.errors import BackendUnavailable, ConfigError, EdgeResNeXtError
+
+if TYPE_CHECKING:
+    from edgeresnext.config import Target
+
+BACKENDS: dict[str, str] = {
+    "onnxruntime": "edgeresnext.backends.onnxruntime:ONNXRuntimeBackend",
+    "openvino": "edgeresnext.backends.openvino:OpenVINOBackend",
+    "tensorrt": "edgeresnext.backends.tensorrt:TensorRTBackend",
+}
+
+
+@dataclass
+class Artifact:
+    """What ``compile`` produced: the main file, every file it needs, and how it was built."""
+
+    backend: str
+    precision: str  # "int8" | "fp16" | "fp32" (what the artifact was built to run)
+    kind: str  # "onnx" | "ir" | "engine" | "kit"
+    path: Path  # the file a runtime opens (.onnx, .xml, .engine, or the kit folder)
+    files: list[Path] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["path"] = str(self.path)
+        data["files"] = [str(p) for p in self.files]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Artifact:
+        return cls(backend=data["backend"], precision=data["precision"], kind=data["kind"], path=Path(data["path"]),
+                   files=[Path(p) for p in data.get("files", [])], info=dict(data.get("info", {})))
+
+    def save(self, path: str | Path) -> Path:
+        from edgeresnext.atomic import write_json_atomic
+
+        return write_json_atomic(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> Artifact:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+class Runner:
+    """Runs one compiled artifact: ``runner(batch)`` with a float32 NCHW batch returns float32 logits."""
+
+    def __init__(self, artifact: Artifact, input_shape: tuple[int, ...] | None = None) -> None:
+        self.artifact = artifact
+        # (C, H, W) the artifact expects; the batch dimension is checked against min/max if known.
+        self.input_shape = input_shape
+        self.batch_range: tuple[int, int] | None = None
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.asarray(batch)
+        if batch.dtype != np.float32:
+            raise EdgeResNeXtError(f"{self.artifact.path}: input batch must be float32, got {batch.dtype}")
+        if batch.ndim != 4:
+            raise EdgeResNeXtError(f"{self.artifact.path}: input batch must be NCHW (4-D), got shape {batch.shape}")
+        if self.input_shape is not None and tuple(batch.shape[1:]) != tuple(self.input_shape):
+            raise EdgeResNeXtError(f"{self.artifact.path}: input shape {tuple(batch.shape[1:])} "
+                                   f"does not match the model's {tuple(self.input_shape)}")
+        if self.batch_range is not None and not self.batch_range[0] <= batch.shape[0] <= self.batch_range[1]:
+            raise EdgeResNeXtError(f"{self.artifact.path}: batch {batch.shape[0]} is outside the artifact's "
+                                   f"range {self.batch_range[0]}..{self.batch_range[1]}")
+        return np.asarray(self._infer_impl(np.ascontiguousarray(batch)), dtype=np.float32)
+
+    def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def precision_report(self) -> dict[str, Any]:
+        """What actually runs in which precision (backends fill it from their runtime model)."""
+        return {"precision": self.artifact.precision}
+
+    def close(self) -> None:
+        """Free device resources (sessions, engines); the runner is unusable afterwards."""
+
+
+class Backend:
+    """Base class: subclasses set ``name`` and implement the ``_impl`` hooks."""
+
+    name: str = ""
+    kinds: tuple[str, ...] = ()
+
+    def available(self) -> str | None:
+        """None if this backend can compile and run here, else the reason it cannot."""
+        return None
+
+    def compile(self, onnx_path: str | Path, target: Target, out_dir: str | Path) -> Artifact:
+        onnx_path = Path(onnx_path)
+        if not onnx_path.is_file():
+            raise ConfigError(f"{onnx_path}: ONNX model not found")
+        if target.backend != self.name:
+            raise ConfigError(f"{target.source or target.name}: target backend is {target.backend!r}, "
+                              f"not {self.name!r}")
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return self._compile_impl(onnx_path, target, out_dir)
+
+    def load(self, artifact: Artifact, target: Target | None = None) -> Runner:
+        if artifact.backend != self.name:
+            raise ConfigError(f"{artifact.path}: artifact is for {artifact.backend!r}, not {self.name!r}")
+        reason = self.available()
+        if reason is not None:
+            raise BackendUnavailable(f"{self.name} cannot run {artifact.path} here: {reason}")
+        if not Path(artifact.path).exists():
+            raise ConfigError(f"{artifact.path}: artifact file not found")
+        return self._load_impl(artifact, target)
+
+    def _compile_impl(self, onnx_path: Path, target: Target, out_dir: Path) -> Artifact:
+        raise NotImplementedError
+
+    def _load_impl(self, artifact: Artifact, target: Target | None) -> Runner:
+        raise NotImplementedError
+
+
+_INSTANCES: dict[str, Backend] = {}
+
+
+def list_backends() -> list[str]:
+    return sorted(BACKENDS)
+
+
+def get_backend(name: str) -> Backend:
+    """The backend registered as ``name``, imported on first use."""
+    if name not in BACKENDS:
+        raise ConfigError(f"unknown backend {name!r}; expected one of: {', '.join(list_backends())}")
+    if name not in _INSTANCES:
+        module_name, class_name = BACKENDS[name].split(":")
+        module = importlib.import_module(module_name)
+        _INSTANCES[name] = getattr(module, class_name)()
+    return _INSTANCES[name]
