@@ -145,6 +145,110 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="build", help="build root (default build/)")
 
 
+# --------------------------------------------------------------------------------------------- validate
+def _run_validate(args: argparse.Namespace) -> int:
+    from edgeresnext.config import find_target, load_target
+    from edgeresnext.report import summary_rows
+    from edgeresnext.validate import validate_target
+
+    target = load_target(find_target(args.target), overrides={"data.limit": args.limit, "data.dataset": args.data})
+    report, paths = validate_target(
+        target, build_root=args.build, artifact_specs=args.artifact or (), out_dir=args.out,
+        checkpoint=args.checkpoint, primary=args.primary, runs=args.runs, warmup=args.warmup, threads=args.threads,
+        command="edgeresnext " + " ".join(sys.argv[1:]), progress=not args.quiet, html_report=not args.no_html,
+    )
+    rows = summary_rows(report)
+    keep = [0, 2, 3, 5, 6, 7, 9, 10, 11, 12, 14]  # the columns that fit a terminal
+    widths = [max(len(row[i]) for row in rows) for i in keep]
+    for row in rows:
+        print("  ".join(row[i].ljust(w) for i, w in zip(keep, widths, strict=True)).rstrip())
+    for note in report["notes"]:
+        print(f"note: {note}")
+    for gate in report["gates"]:
+        print(("PASS " if gate["passed"] else "FAIL ") + gate["message"])
+    print(f"report: {', '.join(str(p) for p in paths.values())}")
+    if not report["passed"]:
+        failed = "; ".join(g["message"] for g in report["gates"] if not g["passed"])
+        print(f"edgeresnext validate: gate failed: {failed}", file=sys.stderr)
+        return 1
+    return 0
+
+
+@command("validate")
+def _add_validate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("validate", help="validate every artifact of a build against FP32; write the report")
+    p.add_argument("--target", required=True, help="target name (targets/<name>.yaml) or path to a YAML file")
+    p.add_argument("--build", default="build", help="build root holding <target>/ (default build/)")
+    p.add_argument("--artifact", action="append", metavar="NAME=[BACKEND:]PATH",
+                   help="validate this file instead of the build's artifacts (repeatable); BACKEND is onnxruntime, "
+                        "openvino, tensorrt or pytorch, guessed from the suffix when left out")
+    p.add_argument("--primary", default=None, help="artifact the gates apply to (default: the target's deployed one)")
+    p.add_argument("--checkpoint", default=None, help="FP32 reference (default: the build's model stage, else the "
+                                                      "target's checkpoint)")
+    p.add_argument("--data", default=None, help="override data.dataset (a dataset name or a labelled image folder)")
+    p.add_argument("--limit", type=int, default=None, help="validate on the first N images only")
+    p.add_argument("--runs", type=int, default=None,
+                   help="timed latency runs (default: the target's validate.latency_runs)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed warm-up runs (default: the target's)")
+    p.add_argument("--threads", type=int, default=None, help="threads for every runtime (default: the target's, "
+                                                            "else all usable cores)")
+    p.add_argument("--out", default=None, help="report folder (default build/<target>/report)")
+    p.add_argument("--no-html", action="store_true", help="skip report.html (no matplotlib needed)")
+
+
+# --------------------------------------------------------------------------------------------- compare
+def _run_compare(args: argparse.Namespace) -> int:
+    from edgeresnext.config import DataSpec
+    from edgeresnext.models import read_checkpoint
+    from edgeresnext.pipeline import resolve_checkpoint
+    from edgeresnext.validate import compare_artifacts, load_validation_data
+
+    meta = read_checkpoint(resolve_checkpoint(args.checkpoint)).meta
+    if meta is None:
+        from edgeresnext.errors import CheckpointError
+
+        raise CheckpointError(f"{args.checkpoint}: no metadata (preprocessing, classes) to prepare the inputs with")
+    spec = DataSpec(dataset=args.data, split=args.split, limit=args.limit)
+    data = load_validation_data(spec, meta.preprocess, meta.class_names)
+    result = compare_artifacts(args.a, args.b, data, atol=args.atol, rtol=args.rtol, worst=args.worst)
+    names = result["class_names"]
+    print(f"compare {args.a} vs {args.b} (reference) on {result['data']} ({result['images']} images)")
+    print(f"  max abs error {result['max_abs_error']:.4g}  mean {result['mean_abs_error']:.4g}  "
+          f"median {result['median_abs_error']:.4g}  max rel {result['max_rel_error']:.4g}")
+    print(f"  cosine mean {result['cosine_mean']:.6f}  min {result['cosine_min']:.6f}  top-1 agreement "
+          f"{result['agreement'] * 100:.2f} %  (top-1 a {result['top1_a'] * 100:.2f} %, "
+          f"b {result['top1_b'] * 100:.2f} %)")
+    print(f"  within atol={args.atol:g} rtol={args.rtol:g}: {result['elements_within_tolerance'] * 100:.2f} % of "
+          f"logits, {result['images_within_tolerance'] * 100:.2f} % of images -> "
+          f"{'PASS' if result['passed'] else 'FAIL'}")
+    print(f"  worst {len(result['worst'])} images:")
+    for row in result["worst"]:
+        print(f"    #{row['index']:<6d} label {names[row['label']]:<12s} a: {names[row['pred_a']]:<12s} "
+              f"b: {names[row['pred_b']]:<12s} max abs {row['max_abs_error']:.4g}  cosine {row['cosine']:.6f}")
+    if args.json:
+        from edgeresnext.atomic import write_json_atomic
+
+        write_json_atomic(args.json, result)
+        print(f"  written to {args.json}")
+    return 0 if result["passed"] else 1
+
+
+@command("compare")
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="compare two artifacts' outputs on the same inputs (b is the reference)")
+    p.add_argument("a", help="[BACKEND:]PATH of an .onnx, .xml, .engine, .safetensors or .pt")
+    p.add_argument("b", help="the reference, same forms as a")
+    p.add_argument("--checkpoint", default="shipped:fashion-mnist",
+                   help="checkpoint whose preprocessing and class names prepare the inputs (default shipped)")
+    p.add_argument("--data", default="fashion-mnist", help="dataset name or labelled image folder")
+    p.add_argument("--split", default="test")
+    p.add_argument("--limit", type=int, default=512, help="number of images (default 512)")
+    p.add_argument("--atol", type=float, default=1e-3, help="absolute tolerance per logit (default 1e-3)")
+    p.add_argument("--rtol", type=float, default=1e-3, help="relative tolerance per logit (default 1e-3)")
+    p.add_argument("--worst", type=int, default=10, help="how many worst images to list")
+    p.add_argument("--json", default=None, help="also write the comparison as JSON to this file")
+
+
 # --------------------------------------------------------------------------------------------- main
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
