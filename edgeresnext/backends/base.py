@@ -107,7 +107,9 @@ class Backend:
         """None if this backend can compile and run here, else the reason it cannot."""
         return None
 
-    def compile(self, onnx_path: str | Path, target: Target, out_dir: str | Path) -> Artifact:
+    def compile(self, onnx_path: str | Path, target: Target, out_dir: str | Path, **extra: Any) -> Artifact:
+        """Turn ``onnx_path`` into what ``target`` runs, in ``out_dir``. ``extra``: backend-specific inputs
+        (OpenVINO's native INT8 takes ``calibration=`` a float32 NCHW array)."""
         onnx_path = Path(onnx_path)
         if not onnx_path.is_file():
             raise ConfigError(f"{onnx_path}: ONNX model not found")
@@ -116,7 +118,7 @@ class Backend:
                               f"not {self.name!r}")
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        return self._compile_impl(onnx_path, target, out_dir)
+        return self._compile_impl(onnx_path, target, out_dir, **extra)
 
     def load(self, artifact: Artifact, target: Target | None = None) -> Runner:
         if artifact.backend != self.name:
@@ -128,11 +130,59 @@ class Backend:
             raise ConfigError(f"{artifact.path}: artifact file not found")
         return self._load_impl(artifact, target)
 
-    def _compile_impl(self, onnx_path: Path, target: Target, out_dir: Path) -> Artifact:
+    def _compile_impl(self, onnx_path: Path, target: Target, out_dir: Path, **extra: Any) -> Artifact:
         raise NotImplementedError
 
     def _load_impl(self, artifact: Artifact, target: Target | None) -> Runner:
         raise NotImplementedError
+
+
+def onnx_input(onnx_path: str | Path) -> tuple[str, list[int | str]]:
+    """Name and shape of the model's single image input (a dynamic dimension is its symbol, e.g. 'batch')."""
+    import onnx
+
+    try:
+        model = onnx.load(str(onnx_path), load_external_data=False)
+    except Exception as err:  # onnx raises DecodeError, OSError, ... for a file that is not ONNX
+        raise ConfigError(f"{onnx_path}: not a readable ONNX model ({err})") from err
+    initializers = {init.name for init in model.graph.initializer}
+    inputs = [value for value in model.graph.input if value.name not in initializers]
+    if len(inputs) != 1:
+        raise ConfigError(f"{onnx_path}: expected one image input, found {[value.name for value in inputs]}")
+    dims = inputs[0].type.tensor_type.shape.dim
+    shape: list[int | str] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims]
+    if len(shape) != 4:
+        raise ConfigError(f"{onnx_path}: input {inputs[0].name!r} has shape {shape}; expected NCHW (4-D)")
+    return inputs[0].name, shape
+
+
+def run_in_chunks(batch: np.ndarray, infer, sizes: tuple[int, int]) -> np.ndarray:
+    """Run ``infer`` on a batch of any size with an artifact that takes batches of ``sizes`` (min, max).
+
+    Larger batches are split into chunks of ``max``; a remainder below ``min`` is zero-padded and the padding's
+    outputs dropped, so validation can feed 64 images to an engine built for batch 1..8 or exactly 1.
+    """
+    lo, hi = sizes
+    outputs = []
+    for start in range(0, batch.shape[0], hi):
+        chunk = batch[start:start + hi]
+        count = chunk.shape[0]
+        if count < lo:
+            pad = np.zeros((lo - count, *chunk.shape[1:]), dtype=chunk.dtype)
+            chunk = np.concatenate([chunk, pad])
+        outputs.append(np.asarray(infer(np.ascontiguousarray(chunk)))[:count])
+    return np.concatenate(outputs)
+
+
+def copy_file_atomic(source: str | Path, dest: str | Path) -> Path:
+    """Copy ``source`` to ``dest`` through a temporary name (no half-copied artifact on interruption)."""
+    import shutil
+
+    from edgeresnext.atomic import atomic_path
+
+    with atomic_path(dest) as tmp:
+        shutil.copyfile(source, tmp)
+    return Path(dest)
 
 
 _INSTANCES: dict[str, Backend] = {}

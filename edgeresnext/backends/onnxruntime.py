@@ -1,0 +1,148 @@
+"""ONNX Runtime (CPU execution provider): the generic backend for CPUs and ARM boards without OpenVINO.
+
+The artifact is the ONNX file itself (FP32, the Q/DQ INT8 model, or its FP16 Q/DQ variant); what the
+target adds is how the session runs it: graph optimisation level and intra-op threads. ONNX Runtime fuses
+``DequantizeLinear -> Conv -> QuantizeLinear`` into integer kernels (``QLinearConv``) only at the
+``extended``/``all`` levels, so the precision report reads the *optimised* graph, not the file.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgeresnext.backends.base import Artifact, Backend, Runner, copy_file_atomic, onnx_input
+from edgeresnext.errors import BackendUnavailable, ConfigError
+
+if TYPE_CHECKING:
+    from edgeresnext.config import ONNXRuntimeOptions, Target
+
+logger = logging.getLogger(__name__)
+
+# Operators of an optimised ONNX Runtime graph that compute in integers.
+INT8_OPS = frozenset({"QLinearConv", "ConvInteger", "QLinearMatMul", "MatMulInteger", "QGemm", "QLinearAdd",
+                      "QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearMul", "QLinearConcat",
+                      "DynamicQuantizeMatMul", "MatMulIntegerToFloat"})
+# Float operators that carry the model's compute (convolutions and dense layers).
+FLOAT_COMPUTE_OPS = frozenset({"Conv", "FusedConv", "NchwcConv", "Gemm", "MatMul", "FusedMatMul",
+                               "FusedGemm", "ConvTranspose"})
+
+_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
+           "all": "ORT_ENABLE_ALL"}
+
+
+def session_options(options: ONNXRuntimeOptions, optimized_model_path: Path | None = None) -> Any:
+    """``onnxruntime.SessionOptions`` for a target's ``backend_options.onnxruntime``."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[options.graph_optimization])
+    if options.threads is not None:
+        so.intra_op_num_threads = options.threads
+        so.inter_op_num_threads = 1
+    if optimized_model_path is not None:
+        so.optimized_model_filepath = str(optimized_model_path)
+    so.log_severity_level = 3  # errors only: ORT's warnings about unused initializers are noise here
+    return so
+
+
+def count_compute_ops(op_types: list[str]) -> dict[str, Any]:
+    """Integer vs float compute operators of an (optimised) graph."""
+    counts = Counter(op_types)
+    int8 = {op: n for op, n in sorted(counts.items()) if op in INT8_OPS}
+    float_ops = {op: n for op, n in sorted(counts.items()) if op in FLOAT_COMPUTE_OPS}
+    total = sum(int8.values()) + sum(float_ops.values())
+    return {"int8_ops": int8, "float_ops": float_ops,
+            "int8_fraction": round(sum(int8.values()) / total, 4) if total else 0.0}
+
+
+class ONNXRuntimeRunner(Runner):
+    def __init__(self, artifact: Artifact, options: ONNXRuntimeOptions) -> None:
+        import onnx
+        import onnxruntime as ort
+
+        self.options = options
+        name, shape = onnx_input(artifact.path)
+        super().__init__(artifact, input_shape=tuple(int(d) for d in shape[1:]) if all(
+            isinstance(d, int) for d in shape[1:]) else None)
+        if isinstance(shape[0], int):
+            self.batch_range = (shape[0], shape[0])
+        self.input_name = name
+        # Let ORT write the graph it will actually run, so the precision report describes the runtime model.
+        with tempfile.TemporaryDirectory(prefix="edgeresnext-ort-") as tmp:
+            optimized = Path(tmp) / "optimized.onnx"
+            self.session = ort.InferenceSession(str(artifact.path), session_options(options, optimized),
+                                                providers=["CPUExecutionProvider"])
+            runtime_ops = [node.op_type for node in onnx.load(str(optimized)).graph.node] if optimized.is_file() \
+                else []
+        self._report = count_compute_ops(runtime_ops)
+        self.input_dtype = np.float16 if self.session.get_inputs()[0].type == "tensor(float16)" else np.float32
+
+    def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
+        (logits,) = self.session.run(None, {self.input_name: batch.astype(self.input_dtype, copy=False)})
+        return logits
+
+    def precision_report(self) -> dict[str, Any]:
+        return {"precision": self.artifact.precision, "backend": "onnxruntime",
+                "graph_optimization": self.options.graph_optimization, **self._report}
+
+    def close(self) -> None:
+        self.session = None
+
+
+class ONNXRuntimeBackend(Backend):
+    name = "onnxruntime"
+    kinds = ("onnx",)
+
+    def available(self) -> str | None:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError as err:
+            return f"onnxruntime is not installed ({err}); pip install onnxruntime"
+        return None
+
+    def _compile_impl(self, onnx_path: Path, target: Target, out_dir: Path) -> Artifact:
+        reason = self.available()
+        if reason is not None:
+            raise BackendUnavailable(reason)
+        _name, shape = onnx_input(onnx_path)
+        dest = out_dir / "model.onnx"
+        info: dict[str, Any] = {"source_onnx": str(onnx_path), "input_shape": shape,
+                                "graph_optimization": target.backend_options.onnxruntime.graph_optimization,
+                                "threads": target.backend_options.onnxruntime.threads}
+        if target.precision == "fp16":
+            from edgeresnext.backends.tensorrt import fp16_qdq_from_onnx
+
+            info["fp16"] = fp16_qdq_from_onnx(onnx_path, dest)
+        elif onnx_path.resolve() != dest.resolve():
+            copy_file_atomic(onnx_path, dest)
+        _check_precision(dest, target.precision)
+        logger.info("onnxruntime: %s model ready at %s", target.precision, dest)
+        return Artifact(backend=self.name, precision=target.precision, kind="onnx", path=dest, files=[dest],
+                        info=info)
+
+    def _load_impl(self, artifact: Artifact, target: Target | None) -> Runner:
+        from edgeresnext.config import ONNXRuntimeOptions
+
+        options = target.backend_options.onnxruntime if target is not None else ONNXRuntimeOptions(
+            **{k: v for k, v in artifact.info.items() if k in ("graph_optimization", "threads")})
+        return ONNXRuntimeRunner(artifact, options)
+
+
+def _check_precision(onnx_path: Path, precision: str) -> None:
+    """An INT8 target needs Q/DQ nodes in the file; an FP32 target must not silently ship a quantized one."""
+    import onnx
+
+    ops = {node.op_type for node in onnx.load(str(onnx_path), load_external_data=False).graph.node}
+    has_qdq = "QuantizeLinear" in ops or "DequantizeLinear" in ops
+    if precision == "int8" and not has_qdq:
+        raise ConfigError(f"{onnx_path}: target precision is int8 but the model has no QuantizeLinear/"
+                          "DequantizeLinear nodes; pass the Q/DQ ONNX from `edgeresnext quantize`")
+    if precision == "fp32" and has_qdq:
+        raise ConfigError(f"{onnx_path}: target precision is fp32 but the model is quantized (Q/DQ nodes); "
+                          "pass the FP32 ONNX")

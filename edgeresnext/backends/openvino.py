@@ -1,0 +1,238 @@
+"""OpenVINO (x86 CPU): IR (``.xml``/``.bin``) from the FP32 or the Q/DQ INT8 ONNX.
+
+OpenVINO reads ``QuantizeLinear``/``DequantizeLinear`` pairs as ``FakeQuantize`` and its low-precision
+transformations turn them into INT8 kernels when the CPU plugin compiles the model, so the IR of the Q/DQ
+ONNX is the same INT8 model TensorRT gets. ``native_int8: true`` instead quantizes the FP32 IR with NNCF's
+OpenVINO path (OpenVINO's own placement, unsigned activations after ReLU): faster on some CPUs, but no
+longer the file the other backends run. The Runner reports which convolutions really run in INT8, read
+from the compiled (runtime) model, never from the file.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgeresnext.backends.base import Artifact, Backend, Runner, onnx_input, run_in_chunks
+from edgeresnext.errors import BackendUnavailable, ConfigError, DataError
+
+if TYPE_CHECKING:
+    from edgeresnext.config import OpenVINOOptions, Target
+
+logger = logging.getLogger(__name__)
+
+# Runtime-model layer types that carry the compute (the CPU plugin names them after its kernels).
+COMPUTE_LAYERS = frozenset({"Convolution", "GroupConvolution", "FullyConnected", "MatMul", "Deconvolution"})
+INT8_PRECISIONS = frozenset({"i8", "u8"})
+
+
+def ir_from_onnx(onnx_path: str | Path, xml_path: str | Path, batch: tuple[int, int] | None = None) -> Path:
+    """Convert an ONNX model (FP32 or Q/DQ) to OpenVINO IR at ``xml_path`` (+ ``.bin``), written atomically.
+
+    ``batch`` (min, max) fixes the batch dimension: one value makes a static shape (fastest on CPU), a range
+    a bounded dynamic one. Weights stay FP32: FP16 compression would only round them for a CPU that
+    decompresses them again.
+    """
+    import openvino as ov
+
+    xml_path = Path(xml_path)
+    try:
+        model = ov.convert_model(str(onnx_path))
+    except Exception as err:  # the converter raises its own error types for unsupported graphs
+        raise ConfigError(f"{onnx_path}: OpenVINO cannot convert this ONNX model ({err})") from err
+    if batch is not None:
+        _reshape_batch(model, batch)
+    _save_ir_atomic(model, xml_path)
+    return xml_path
+
+
+def _reshape_batch(model: Any, batch: tuple[int, int]) -> None:
+    import openvino as ov
+
+    shape = model.input(0).get_partial_shape()
+    dims = [shape[i] for i in range(shape.rank.get_length())]
+    dims[0] = ov.Dimension(batch[0]) if batch[0] == batch[1] else ov.Dimension(batch[0], batch[1])
+    model.reshape({model.input(0).get_any_name(): ov.PartialShape(dims)})
+
+
+def _save_ir_atomic(model: Any, xml_path: Path) -> None:
+    """Write ``.xml`` and ``.bin`` under temporary names, then rename both (bin first: the xml names it)."""
+    import os
+
+    import openvino as ov
+
+    from edgeresnext.atomic import TMP_MARK
+
+    xml_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_xml = xml_path.with_name(f".{xml_path.stem}{TMP_MARK}{os.getpid()}.xml")
+    tmp_bin = tmp_xml.with_suffix(".bin")
+    try:
+        ov.save_model(model, str(tmp_xml), compress_to_fp16=False)
+        # The xml refers to its weights by the bin's file name, so the final names must match it.
+        os.replace(tmp_bin, xml_path.with_suffix(".bin"))
+        os.replace(tmp_xml, xml_path)
+    finally:
+        for leftover in (tmp_xml, tmp_bin):
+            if leftover.exists():
+                leftover.unlink()
+
+
+def native_int8_ir_from_onnx(onnx_path: str | Path, xml_path: str | Path, calibration: np.ndarray,
+                             subset_size: int = 300, batch: tuple[int, int] | None = None) -> Path:
+    """FP32 ONNX -> OpenVINO INT8 IR quantized by ``nncf.quantize`` on the OpenVINO model (its defaults)."""
+    import nncf
+    import openvino as ov
+
+    xml_path = Path(xml_path)
+    model = ov.convert_model(str(onnx_path))
+    if batch is not None:
+        _reshape_batch(model, (1, batch[1]) if batch[0] != batch[1] else batch)
+    samples = [calibration[i:i + 1] for i in range(len(calibration))]
+    dataset = nncf.Dataset(samples)
+    quantized = nncf.quantize(model, dataset, subset_size=min(subset_size, len(samples)))
+    if batch is not None:
+        _reshape_batch(quantized, batch)
+    _save_ir_atomic(quantized, xml_path)
+    return xml_path
+
+
+def compile_config(options: OpenVINOOptions) -> dict[str, Any]:
+    """CPU plugin properties from a target's ``backend_options.openvino``."""
+    import openvino.properties as props
+    import openvino.properties.hint as hints
+
+    mode = {"latency": hints.PerformanceMode.LATENCY, "throughput": hints.PerformanceMode.THROUGHPUT}
+    import openvino as ov
+
+    # Float layers run in FP32: CPUs with BF16 support would otherwise silently run "FP32" models in BF16,
+    # and the accuracy proved on ONNX Runtime would no longer speak for this artifact.
+    config: dict[str, Any] = {hints.performance_mode: mode[options.hint], hints.inference_precision: ov.Type.f32}
+    if options.threads is not None:
+        config[props.inference_num_threads] = options.threads
+    return config
+
+
+def runtime_precisions(compiled: Any) -> dict[str, Any]:
+    """Which compute layers of the compiled model run in which precision (from ``get_runtime_model``)."""
+    layers: list[dict[str, str]] = []
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        layer_type = str(info["layerType"].astype(str)) if "layerType" in info else op.get_type_name()
+        if layer_type not in COMPUTE_LAYERS:
+            continue
+        precision = str(info["runtimePrecision"].astype(str)) if "runtimePrecision" in info else "unknown"
+        layers.append({"name": op.get_friendly_name(), "type": layer_type, "precision": precision})
+    counts = Counter(layer["precision"] for layer in layers)
+    int8 = sum(n for p, n in counts.items() if p in INT8_PRECISIONS)
+    return {"compute_layers": len(layers), "int8_layers": int8,
+            "int8_fraction": round(int8 / len(layers), 4) if layers else 0.0,
+            "by_precision": dict(sorted(counts.items())),
+            "float_layers": [layer["name"] for layer in layers if layer["precision"] not in INT8_PRECISIONS],
+            "layers": layers}
+
+
+class OpenVINORunner(Runner):
+    def __init__(self, artifact: Artifact, options: OpenVINOOptions) -> None:
+        import openvino as ov
+
+        super().__init__(artifact)
+        self.options = options
+        core = ov.Core()
+        if options.cache_dir:
+            core.set_property({"CACHE_DIR": str(options.cache_dir)})
+        model = core.read_model(str(artifact.path))
+        shape = model.input(0).get_partial_shape()
+        if shape[1:].is_static:
+            self.input_shape = tuple(int(d.get_length()) for d in list(shape)[1:])
+        batch = shape[0]
+        # Batches outside the IR's batch dimension are split/padded by run_in_chunks (-1: unbounded).
+        upper = batch.get_max_length()
+        self.sizes = (max(1, batch.get_min_length()), upper if upper > 0 else 1 << 16)
+        self.compiled = core.compile_model(model, "CPU", compile_config(options))
+        self.request = self.compiled.create_infer_request()
+
+    def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
+        def infer(chunk: np.ndarray) -> np.ndarray:
+            return self.request.infer({0: chunk})[self.compiled.output(0)]
+
+        return run_in_chunks(batch, infer, self.sizes)
+
+    def precision_report(self) -> dict[str, Any]:
+        return {"precision": self.artifact.precision, "backend": "openvino", "device": "CPU",
+                "hint": self.options.hint, **runtime_precisions(self.compiled)}
+
+    def close(self) -> None:
+        self.request = None
+        self.compiled = None
+
+
+class OpenVINOBackend(Backend):
+    name = "openvino"
+    kinds = ("ir",)
+
+    def available(self) -> str | None:
+        try:
+            import openvino as ov
+        except ImportError as err:
+            return f"openvino is not installed ({err}); pip install openvino"
+        if "CPU" not in ov.Core().available_devices:
+            return "OpenVINO finds no CPU device"
+        return None
+
+    def _compile_impl(self, onnx_path: Path, target: Target, out_dir: Path, **extra: Any) -> Artifact:
+        reason = self.available()
+        if reason is not None:
+            raise BackendUnavailable(reason)
+        from edgeresnext.backends.onnxruntime import _check_precision
+
+        options = target.backend_options.openvino
+        batch = (target.input.batch.min, target.input.batch.max)
+        xml = out_dir / "model.xml"
+        _name, shape = onnx_input(onnx_path)
+        info: dict[str, Any] = {"source_onnx": str(onnx_path), "input_shape": shape, "batch": list(batch),
+                                "hint": options.hint, "threads": options.threads, "cache_dir": options.cache_dir}
+        if target.precision == "int8" and options.native_int8:
+            _check_precision(onnx_path, "fp32")
+            calibration = extra.get("calibration")
+            if calibration is None:
+                calibration = _calibration_from_target(target)
+            native_int8_ir_from_onnx(onnx_path, xml, calibration, target.quant.subset_size, batch)
+            info["int8_source"] = "nncf.quantize on the OpenVINO model (native INT8)"
+        else:
+            _check_precision(onnx_path, target.precision)
+            ir_from_onnx(onnx_path, xml, batch)
+            info["int8_source"] = "Q/DQ ONNX" if target.precision == "int8" else None
+        logger.info("openvino: %s IR written to %s", target.precision, xml)
+        return Artifact(backend=self.name, precision=target.precision, kind="ir", path=xml,
+                        files=[xml, xml.with_suffix(".bin")], info=info)
+
+    def _load_impl(self, artifact: Artifact, target: Target | None) -> Runner:
+        from edgeresnext.config import OpenVINOOptions
+
+        if target is not None:
+            options = target.backend_options.openvino
+        else:
+            options = OpenVINOOptions(**{k: artifact.info[k] for k in ("hint", "threads", "cache_dir")
+                                         if artifact.info.get(k) is not None})
+        return OpenVINORunner(artifact, options)
+
+
+def _calibration_from_target(target: Target) -> np.ndarray:
+    """Calibration images of ``target.quant.calib_dir``, preprocessed as the target's checkpoint says."""
+    from edgeresnext.data.folder import list_images, load_folder_arrays
+    from edgeresnext.models.checkpoints import read_checkpoint
+    from edgeresnext.pipeline import resolve_checkpoint
+
+    meta = read_checkpoint(resolve_checkpoint(target.model.checkpoint)).meta
+    if meta is None:
+        raise ConfigError(f"{target.model.checkpoint}: checkpoint has no metadata (preprocessing) to calibrate "
+                          "OpenVINO's native INT8 with; pass calibration= to compile()")
+    files = list_images(target.quant.calib_dir)[: target.quant.subset_size]
+    if not files:
+        raise DataError(f"{target.quant.calib_dir}: no calibration images (run `make data`)")
+    array, _kept = load_folder_arrays(files, meta.preprocess, on_bad_image=target.data.on_bad_image)
+    return array
