@@ -40,7 +40,7 @@ KIT_FILE = "kit.json"
 KIT_SCRIPT = "build_engine.sh"
 ENGINE_FILE = "model.engine"
 QDQ_FILE = "model.qdq.onnx"
-FP16_QDQ_FILE = "model.fp16-qdq.onnx"
+FP16_QDQ_FILE = "model.qdq-fp16.onnx"
 TIMING_CACHE_FILE = "timing.cache"
 # QuantizeLinear/DequantizeLinear take an FP16 scale (matching FP16 activations) from opset 19 on.
 FP16_QDQ_MIN_OPSET = 19
@@ -290,8 +290,9 @@ def kit_from_onnx(onnx_path: str | Path, target: Target, out_dir: str | Path, re
     logger.warning("tensorrt: no engine built here (%s). Wrote the on-device build kit %s; on the %s run "
                    "`%s/%s` or `edgeresnext compile --on-device %s`", reason, out_dir, plan["device"], out_dir,
                    KIT_SCRIPT, out_dir)
+    commands = [f"{out_dir}/{KIT_SCRIPT}", f"edgeresnext compile --on-device {out_dir}"]
     return Artifact(backend="tensorrt", precision=target.precision, kind="kit", path=out_dir, files=files,
-                    info={"reason": reason, "plan": plan, **info})
+                    info={"reason": reason, "plan": plan, "device_commands": commands, **info})
 
 
 def _kit_readme(plan: dict[str, Any], out_dir: Path, reason: str) -> str:
