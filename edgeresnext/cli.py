@@ -11,6 +11,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from edgeresnext import __version__
 from edgeresnext.errors import EdgeResNeXtError
@@ -122,27 +123,52 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
 
 
 # --------------------------------------------------------------------------------------------- build
+def _build_overrides(args: argparse.Namespace) -> dict[str, object]:
+    return {"model.arch": args.model, "model.checkpoint": args.checkpoint, "data.dataset": args.data,
+            "quant.calib_dir": args.calib}
+
+
 def _run_build(args: argparse.Namespace) -> int:
     from edgeresnext.config import find_target, load_target
     from edgeresnext.pipeline import build
 
-    overrides = {"model.arch": args.model, "model.checkpoint": args.checkpoint, "data.dataset": args.data,
-                 "quant.calib_dir": args.calib}
-    target = load_target(find_target(args.target), overrides=overrides)
-    summary = build(target, out_root=args.out, progress=not args.quiet)
+    target = load_target(find_target(args.target, args.targets_dir), overrides=_build_overrides(args))
+    summary = build(target, out_root=args.out, progress=not args.quiet, on_event=print)
     print(summary.render())
     return 0 if summary.ok else 1
+
+
+def _add_build_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="override model.arch (MODEL=...)")
+    p.add_argument("--checkpoint", default=None, help="override model.checkpoint (CHECKPOINT=...)")
+    p.add_argument("--data", default=None, help="override data.dataset: a dataset name or image folder (DATA=...)")
+    p.add_argument("--calib", default=None, help="override quant.calib_dir (CALIB=...)")
+    p.add_argument("--out", default="build", help="build root (default build/)")
+    p.add_argument("--targets-dir", default="targets", help="where target names are looked up (default targets/)")
 
 
 @command("build")
 def _add_build(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("build", help="run the whole pipeline for one target into build/<target>/")
     p.add_argument("--target", required=True, help="target name (targets/<name>.yaml) or path to a YAML file")
-    p.add_argument("--model", default=None, help="override model.arch")
-    p.add_argument("--checkpoint", default=None, help="override model.checkpoint")
-    p.add_argument("--data", default=None, help="override data.dataset")
-    p.add_argument("--calib", default=None, help="override quant.calib_dir")
-    p.add_argument("--out", default="build", help="build root (default build/)")
+    _add_build_options(p)
+
+
+def _run_build_all(args: argparse.Namespace) -> int:
+    from edgeresnext.config import load_target
+    from edgeresnext.pipeline import build_all
+
+    paths = sorted(p for p in Path(args.targets_dir).glob("*.yaml") if not p.name.startswith("_"))
+    targets = [load_target(p, overrides=_build_overrides(args)) for p in paths]
+    table, ok = build_all(targets, out_root=args.out, progress=not args.quiet, on_event=print)
+    print(table)
+    return 0 if ok else 1
+
+
+@command("build-all")
+def _add_build_all(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("build-all", help="build every target in targets/ and write one comparison table")
+    _add_build_options(p)
 
 
 # --------------------------------------------------------------------------------------------- validate
@@ -247,6 +273,68 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rtol", type=float, default=1e-3, help="relative tolerance per logit (default 1e-3)")
     p.add_argument("--worst", type=int, default=10, help="how many worst images to list")
     p.add_argument("--json", default=None, help="also write the comparison as JSON to this file")
+
+
+# --------------------------------------------------------------------------------------------- compile
+def _run_compile(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    if args.on_device:
+        from edgeresnext.backends.tensorrt import engine_from_kit
+
+        artifact = engine_from_kit(args.on_device)
+        info = artifact.info
+        print(f"engine: {artifact.path}  ({info['build_mode'].replace('_', ' ')}, TensorRT {info['tensorrt_version']}, "
+              f"{info['gpu_name']} SM {info['gpu_sm']}, built in {info['build_seconds']} s)")
+        print(f"build record: {artifact.path}.json")
+        return 0
+    from edgeresnext.backends import get_backend
+    from edgeresnext.config import find_target, load_target
+
+    target = load_target(find_target(args.target))
+    out = Path(args.out) if args.out else Path("build") / target.name / "compile"
+    onnx_path = Path(args.onnx) if args.onnx else _onnx_for_target(target, Path(args.build), progress=not args.quiet)
+    artifact = get_backend(target.backend).compile(onnx_path, target, out)
+    artifact.save(out / "artifact.json")
+    print(f"{target.name}: {artifact.backend} {artifact.precision} {artifact.kind} from {onnx_path}")
+    for path in artifact.files:
+        size = Path(path).stat().st_size if Path(path).is_file() else 0
+        print(f"  {path}  {size / 1e6:.2f} MB")
+    if artifact.kind == "kit":
+        print(f"no engine built here: {artifact.info['reason']}")
+        print("build it on the device (copy the folder there first):")
+        for line in artifact.info.get("device_commands", []):
+            print(f"  {line}")
+    return 0
+
+
+def _onnx_for_target(target, build_root, progress: bool):
+    """The ONNX the target compiles from, made by the cached pipeline stages: FP32, or the linted Q/DQ INT8."""
+    from edgeresnext.pipeline import stage_export, stage_lint, stage_model, stage_quantize
+
+    root = build_root / target.name
+    model_stage = stage_model(target, root)
+    export = stage_export(target, root, model_stage)
+    if target.precision != "int8":
+        return export.folder / "model_fp32.onnx"
+    quantized = stage_quantize(target, root, model_stage, export, progress)
+    qdq_onnx = quantized.folder / "model_int8.onnx"
+    stage_lint(target, root, qdq_onnx)
+    return qdq_onnx
+
+
+@command("compile")
+def _add_compile(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compile", help="turn the (Q/DQ) ONNX into what one target runs; or build a TensorRT kit "
+                                       "on the device")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--target", help="target name (targets/<name>.yaml) or path to a YAML file")
+    what.add_argument("--on-device", metavar="KIT", help="build the engine of a TensorRT build kit here (on the "
+                                                         "Jetson/GPU host, with its TensorRT)")
+    p.add_argument("--onnx", default=None, help="ONNX to compile (default: made by the cached model/export/quantize "
+                                                "stages under --build)")
+    p.add_argument("--out", default=None, help="output folder (default build/<target>/compile)")
+    p.add_argument("--build", default="build", help="build root for the stages that make the ONNX (default build/)")
 
 
 # --------------------------------------------------------------------------------------------- main
