@@ -401,6 +401,8 @@ def evaluate_gates(
             message = f"{gate}: {what} {shown} {'>=' if higher_is_better else '<='} {bound} (passed)"
         else:
             miss = abs(value - limit) * scale
+            # A difference of percentages is in percentage points.
+            unit = " pp" if unit == " %" else unit
             message = (
                 f"{gate}: {primary} {what} {shown} {'<' if higher_is_better else '>'} {bound}, "
                 f"{'short' if higher_is_better else 'over'} by {miss:.4g}{unit}"

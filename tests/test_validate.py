@@ -1,0 +1,275 @@
+"""Validation against FP32: metrics on hand-made logits with known answers, latency and memory probes,
+gates passing and failing, and the whole validate step on the shipped model with a real ONNX Runtime artifact."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeresnext.config import Gates, target_from_dict
+from edgeresnext.errors import ConfigError, GateFailed
+from edgeresnext.validate import (
+    ArtifactUnderTest,
+    PeakMemory,
+    SkippedArtifact,
+    ValidationData,
+    classification_metrics,
+    compare_outputs,
+    cosine_similarity_rows,
+    evaluate_gates,
+    fidelity_metrics,
+    load_validation_data,
+    measure_latency,
+    raise_for_gates,
+    run_logits,
+    topk_accuracy,
+    validate,
+)
+
+# Four images, six classes. Labels 0, 1, 2, 5.
+LOGITS = np.array(
+    [
+        [9, 1, 0, 0, 0, 0],  # label 0: top-1 right
+        [5, 4, 3, 2, 1, 0],  # label 1: second -> top-5 right, top-1 wrong
+        [0, 1, 2, 3, 4, 5],  # label 2: fourth largest -> top-5 right
+        [6, 5, 4, 3, 2, 1],  # label 5: smallest of six -> wrong even at top-5
+    ],
+    dtype=np.float32,
+)
+LABELS = np.array([0, 1, 2, 5])
+
+
+def test_topk_accuracy_known_answers():
+    assert topk_accuracy(LOGITS, LABELS, 1) == 0.25
+    assert topk_accuracy(LOGITS, LABELS, 5) == 0.75
+    assert topk_accuracy(LOGITS, LABELS, 6) == 1.0
+    # k larger than the class count means "any class": everything is right.
+    assert topk_accuracy(LOGITS[:, :3], np.array([0, 1, 2, 0]), 5) == 1.0
+
+
+def test_ties_rank_the_lower_class_first_like_argmax():
+    tied = np.array([[1.0, 1.0, 0.0]])
+    assert topk_accuracy(tied, np.array([0]), 1) == 1.0
+    assert topk_accuracy(tied, np.array([1]), 1) == 0.0
+
+
+def test_per_class_accuracy_and_confusion_matrix():
+    metrics = classification_metrics(LOGITS, LABELS)
+    assert metrics["top1"] == 0.25 and metrics["top5"] == 0.75
+    # Predictions: 0, 0, 5, 0.
+    assert metrics["per_class_accuracy"] == [1.0, 0.0, 0.0, None, None, 0.0]
+    confusion = np.array(metrics["confusion"])
+    assert confusion.shape == (6, 6)
+    assert confusion[0, 0] == 1 and confusion[1, 0] == 1 and confusion[2, 5] == 1 and confusion[5, 0] == 1
+    assert confusion.sum() == 4
+
+
+def test_confusion_matrix_left_out_above_20_classes():
+    logits = np.eye(21, dtype=np.float32)
+    metrics = classification_metrics(logits, np.arange(21))
+    assert metrics["confusion"] is None and metrics["top1"] == 1.0
+
+
+def test_fidelity_of_identical_scaled_and_flipped_logits():
+    same = fidelity_metrics(LOGITS, LOGITS)
+    assert same == pytest.approx({"agreement": 1.0, "cosine_mean": 1.0, "cosine_min": 1.0, "max_abs_error": 0.0,
+                                  "mean_abs_error": 0.0})
+    doubled = fidelity_metrics(LOGITS * 2, LOGITS)
+    # Scaling keeps direction and argmax; the largest logit (9) moves by 9.
+    assert doubled["agreement"] == 1.0 and doubled["cosine_min"] == pytest.approx(1.0)
+    assert doubled["max_abs_error"] == 9.0
+    flipped = fidelity_metrics(-LOGITS, LOGITS)
+    assert flipped["cosine_mean"] == pytest.approx(-1.0)
+    assert flipped["agreement"] == 0.0
+
+
+def test_cosine_of_zero_rows():
+    zero = np.zeros((1, 3))
+    assert cosine_similarity_rows(zero, zero)[0] == 1.0
+    assert cosine_similarity_rows(zero, np.ones((1, 3)))[0] == 0.0
+
+
+class FixedBatchRunner:
+    """Like a static-shape engine: accepts exactly four images and returns the per-image pixel sum."""
+
+    batch_range = (4, 4)
+
+    def __init__(self) -> None:
+        self.calls = []
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        assert batch.shape[0] == 4, batch.shape
+        self.calls.append(batch.shape[0])
+        return batch.reshape(4, -1).sum(axis=1, keepdims=True)
+
+
+def test_run_logits_pads_the_last_batch_for_fixed_batch_runners():
+    inputs = np.arange(10 * 2, dtype=np.float32).reshape(10, 1, 2, 1)
+    runner = FixedBatchRunner()
+    logits = run_logits(runner, inputs, batch_size=64)
+    assert logits.shape == (10, 1)
+    np.testing.assert_allclose(logits[:, 0], inputs.reshape(10, -1).sum(axis=1))
+    assert runner.calls == [4, 4, 4]
+
+
+def test_measure_latency_times_each_call_after_warmup():
+    calls = []
+
+    def slow(batch: np.ndarray) -> np.ndarray:
+        calls.append(batch.shape[0])
+        time.sleep(0.003)
+        return batch
+
+    stats = measure_latency(slow, np.zeros((1, 1, 2, 2), np.float32), runs=8, warmup=3)
+    assert len(calls) == 11 and len(stats.samples_ms) == 8
+    summary = stats.to_dict()
+    assert 3.0 <= summary["p50_ms"] <= summary["p90_ms"] <= summary["p99_ms"] <= summary["max_ms"]
+    with pytest.raises(ConfigError, match="runs=0"):
+        measure_latency(slow, np.zeros((1, 1, 2, 2), np.float32), runs=0)
+
+
+def test_peak_memory_sees_a_temporary_allocation():
+    with PeakMemory() as memory:
+        block = np.ones(64 * 1024 * 1024 // 8)  # 64 MB, touched, then freed
+        del block
+    assert memory.delta_mb >= 50, (memory.delta_mb, memory.method)
+    assert memory.method
+
+
+def _result(name: str, top1: float, agreement: float, p50: float) -> dict:
+    return {"name": name, "top1": top1, "top1_drop": 0.92 - top1, "agreement": agreement, "latency": {"p50_ms": p50}}
+
+
+RESULTS = [_result("pytorch-fp32", 0.92, 1.0, 4.0), _result("openvino-int8", 0.91, 0.985, 1.0)]
+
+
+def test_gates_pass():
+    gates = Gates(max_top1_drop=0.02, min_agreement=0.98, max_latency_ms=2.0, min_speedup_vs_fp32=3.0)
+    checks = evaluate_gates(gates, RESULTS, primary="openvino-int8")
+    assert [c.gate for c in checks] == ["max_top1_drop", "min_agreement", "max_latency_ms", "min_speedup_vs_fp32"]
+    assert all(c.passed for c in checks)
+    assert checks[3].value == pytest.approx(4.0)
+
+
+def test_gates_fail_and_say_by_how_much():
+    gates = Gates(max_top1_drop=0.003, min_agreement=0.99, max_latency_ms=0.5, min_speedup_vs_fp32=5.0)
+    checks = {c.gate: c for c in evaluate_gates(gates, RESULTS, primary="openvino-int8")}
+    assert not any(c.passed for c in checks.values())
+    assert "1 pp > 0.3 pp, over by 0.7 pp" in checks["max_top1_drop"].message
+    assert "short by 0.5 pp" in checks["min_agreement"].message
+    assert "over by 0.5 ms" in checks["max_latency_ms"].message
+    assert "4x < 5x, short by 1x" in checks["min_speedup_vs_fp32"].message
+    with pytest.raises(GateFailed, match="max_latency_ms"):
+        raise_for_gates({"gates": [c.to_dict() for c in checks.values()]})
+
+
+def test_unset_gates_check_nothing_and_unknown_primary_is_an_error():
+    assert evaluate_gates(Gates(), RESULTS, primary="openvino-int8") == []
+    with pytest.raises(ConfigError, match="tensorrt-int8"):
+        evaluate_gates(Gates(max_top1_drop=0.01), RESULTS, primary="tensorrt-int8")
+
+
+def test_compare_outputs_tolerances_and_worst_images():
+    reference = np.array([[1.0, 0.0], [0.0, 1.0], [2.0, 1.0]])
+    candidate = reference + np.array([[0.0005, 0.0], [0.0, 0.5], [-1.5, 0.0]])
+    result = compare_outputs(candidate, reference, labels=np.array([0, 1, 0]), atol=1e-3, rtol=0.0, worst=2)
+    assert not result["passed"]
+    assert result["max_abs_error"] == pytest.approx(1.5)
+    assert result["images_within_tolerance"] == pytest.approx(1 / 3)
+    assert result["agreement"] == pytest.approx(2 / 3)  # image 2 flips from class 0 to class 1
+    assert [w["index"] for w in result["worst"]] == [2, 1]
+    assert result["worst"][0]["pred_a"] == 1 and result["worst"][0]["pred_b"] == 0
+    assert compare_outputs(reference, reference)["passed"]
+
+
+def test_validation_data_uses_the_model_preprocessing(fmnist_test):
+    from edgeresnext.config import DataSpec
+
+    data = load_validation_data(DataSpec(limit=16), fmnist_test.preprocess, fmnist_test.class_names)
+    assert data.inputs.shape == (16, 1, 28, 28) and data.inputs.dtype == np.float32
+    np.testing.assert_allclose(data.inputs[3], fmnist_test.preprocess.image_to_array(fmnist_test.images[3]),
+                               atol=1e-6)
+    np.testing.assert_array_equal(data.labels, fmnist_test.labels[:16])
+
+
+# --------------------------------------------------------------------------------------------- real artifacts
+@pytest.fixture(scope="module")
+def fp32_onnx(shipped_model, tmp_path_factory) -> Path:
+    from edgeresnext.export import onnx_from_torch
+
+    return onnx_from_torch(shipped_model, tmp_path_factory.mktemp("onnx") / "model.onnx")
+
+
+@pytest.fixture(scope="module")
+def small_data(fmnist_test) -> ValidationData:
+    from edgeresnext.data.loaders import normalize_array
+
+    return ValidationData(inputs=normalize_array(fmnist_test.images[:128], fmnist_test.preprocess).numpy(),
+                          labels=fmnist_test.labels[:128], class_names=fmnist_test.class_names,
+                          name="fashion-mnist/test[:128]")
+
+
+def _target(**gates):
+    return target_from_dict({"name": "cpu-test", "backend": "onnxruntime", "precision": "fp32",
+                             "quant": {"method": "none"}, "gates": gates, "validate": {"latency_runs": 5,
+                                                                                       "warmup_runs": 1}})
+
+
+def test_validate_onnx_runtime_artifact_against_fp32(shipped_model, fp32_onnx, small_data):
+    from edgeresnext.validate import runner_from_file
+
+    target = _target(max_top1_drop=0.0, min_agreement=0.99)
+    artifacts = [ArtifactUnderTest("onnx-fp32", runner_from_file(fp32_onnx, target), [fp32_onnx], "onnxruntime",
+                                   "fp32"),
+                 SkippedArtifact("tensorrt-int8", "no NVIDIA GPU here", backend="tensorrt", precision="int8")]
+    report = validate(target, artifacts, shipped_model, small_data, primary="onnx-fp32", threads=1, progress=False)
+    reference, onnx, skipped = report["artifacts"]
+    assert reference["name"] == "pytorch-fp32" and reference["top1_drop"] == 0.0
+    # The FP32 export only reorders sums: same predictions, logits equal to ~1e-5.
+    assert onnx["agreement"] == 1.0 and onnx["top1"] == reference["top1"] and onnx["max_abs_error"] < 1e-3
+    assert onnx["cosine_min"] > 0.99999
+    assert onnx["latency"]["runs"] == 5 and len(onnx["latency"]["samples_ms"]) == 5
+    assert onnx["size_bytes"] == fp32_onnx.stat().st_size
+    assert reference["top1"] > 0.6  # a trained model, not noise
+    assert skipped["status"] == "skipped" and "GPU" in skipped["skip_reason"]
+    assert report["passed"] and len(report["gates"]) == 2
+    assert report["environment"]["cpu_cores"] >= 1 and report["protocol"]["threads"] == 1
+
+
+def test_cli_validate_fails_on_a_tight_gate(shipped_checkpoint, fp32_onnx, tmp_path):
+    from edgeresnext.cli import main
+
+    target = tmp_path / "tight.yaml"
+    target.write_text(
+        "backend: onnxruntime\nprecision: fp32\nquant: {method: none}\n"
+        f"model: {{checkpoint: {shipped_checkpoint}}}\ndata: {{limit: 64}}\n"
+        "validate: {latency_runs: 3, warmup_runs: 1}\ngates: {max_latency_ms: 0.000001}\n"
+    )
+    out = tmp_path / "report"
+    code = main(["-q", "validate", "--target", str(target), "--artifact", f"onnx-fp32={fp32_onnx}",
+                 "--out", str(out), "--no-html"])
+    assert code == 1
+    import json
+
+    report = json.loads((out / "report.json").read_text())
+    assert not report["passed"] and report["gates"][0]["gate"] == "max_latency_ms"
+    assert "FAIL: max_latency_ms" in (out / "report.md").read_text()
+    target.write_text(target.read_text().replace("max_latency_ms: 0.000001", "max_top1_drop: 0.001"))
+    assert main(["-q", "validate", "--target", str(target), "--artifact", f"onnx-fp32={fp32_onnx}",
+                 "--out", str(out), "--no-html"]) == 0
+
+
+def test_cli_compare_lists_worst_images(shipped_checkpoint, fp32_onnx, capsys):
+    from edgeresnext.cli import main
+
+    code = main(["-q", "compare", str(fp32_onnx), str(shipped_checkpoint), "--checkpoint", str(shipped_checkpoint),
+                 "--limit", "32", "--worst", "3"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "top-1 agreement 100.00 %" in printed and printed.count("    #") == 3
+    # Zero tolerance cannot hold across runtimes (different summation order): the command says FAIL.
+    assert main(["-q", "compare", str(fp32_onnx), str(shipped_checkpoint), "--checkpoint", str(shipped_checkpoint),
+                 "--limit", "32", "--atol", "0", "--rtol", "0"]) == 1
