@@ -126,8 +126,9 @@ def _io_signature(artifact: Artifact, meta: ModelMeta) -> dict[str, Any]:
     except ImportError as err:
         logger.warning("cannot read the input/output names of %s (%s); using %s/%s", path, err,
                        sig["input_name"], sig["output_name"])
-    for key in sig:
-        if key in artifact.info:
+    # Engines cannot be opened here: the backend may have recorded the names (shapes come from the metadata).
+    for key in ("input_name", "output_name"):
+        if artifact.kind not in ("onnx", "ir") and isinstance(artifact.info.get(key), str):
             sig[key] = artifact.info[key]
     return sig
 
@@ -148,7 +149,8 @@ def build_manifest(artifacts: Sequence[Artifact], names: dict[Path, str], meta: 
     primary = artifacts[0]
     sig = _io_signature(primary, meta)
     info = dict(primary.info)
-    backend_version = str(info.get("backend_version") or _package_version(BACKEND_PACKAGES[primary.backend]))
+    backend_version = str(info.get("backend_version") or info.get("tensorrt_version")
+                          or _package_version(BACKEND_PACKAGES[primary.backend]))
     target_device = DEFAULT_DEVICE[primary.backend]
     if target is not None and primary.backend == "tensorrt":
         target_device = target.backend_options.tensorrt.device
@@ -184,7 +186,7 @@ def build_manifest(artifacts: Sequence[Artifact], names: dict[Path, str], meta: 
         "device": {
             "target_device": target_device,
             "built_on": {"machine": platform.machine(), "system": platform.system(), "cpu": _cpu_name(),
-                         **{k: info[k] for k in ("gpu_name", "sm", "tensorrt_version", "build_mode") if k in info}},
+                         **{k: info[k] for k in ("gpu_name", "gpu_sm", "tensorrt_version", "build_mode") if k in info}},
         },
         "validation": _jsonable(validation_summary) if validation_summary is not None else None,
         "artifacts": [
@@ -231,10 +233,14 @@ def bundle_from_artifacts(out_dir: str | os.PathLike[str], artifacts: Artifact |
         for source in _artifact_files(artifact):
             if not source.exists():
                 raise ConfigError(f"{source}: file of the {artifact.backend} artifact not found")
-            if folder is not None and source != folder and source.is_relative_to(folder):
-                names[source] = f"{folder.name}/{source.relative_to(folder).as_posix()}"
-                continue  # copied with its folder
+            if source == folder:
+                names[source] = folder.name  # only the files the artifact lists are copied, not the folder
+                continue
             name = source.name
+            if folder is not None and source.is_relative_to(folder):
+                name = f"{folder.name}/{source.relative_to(folder).as_posix()}"
+            elif source.is_dir():
+                raise ConfigError(f"{source}: a folder inside the artifact's file list; list its files instead")
             if name in (MANIFEST, LABELS):
                 raise ConfigError(f"{source}: the name {name!r} is reserved in a bundle")
             if name in sources and sources[name].resolve() != source.resolve():
@@ -250,10 +256,8 @@ def bundle_from_artifacts(out_dir: str | os.PathLike[str], artifacts: Artifact |
     tmp.mkdir(parents=True)
     try:
         for name, source in sources.items():
-            if source.is_dir():
-                shutil.copytree(source, tmp / name)
-            else:
-                shutil.copyfile(source, tmp / name)
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, tmp / name)
         (tmp / LABELS).write_text("".join(f"{name}\n" for name in class_names), encoding="utf-8")
         manifest["files"] = _file_entries(tmp)
         _validate(manifest, _schema(), "manifest")

@@ -58,7 +58,7 @@ class _Session:
 
 
 # OpenVINO's CPU plugin runs float layers in bf16 by default on CPUs that have it (AVX512-BF16, AMX); the
-# bundle's accuracy was validated in f32, so that is the default unless the backend recorded its own config.
+# backend validates in f32 (edgeresnext.backends.openvino.compile_config), so the runtime does too.
 OPENVINO_DEFAULT_CONFIG = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
 
 
@@ -67,9 +67,12 @@ class _OpenVINOSession(_Session):
         import openvino as ov
 
         core = ov.Core()
-        config: dict[str, Any] = dict(info.get("openvino_config") or OPENVINO_DEFAULT_CONFIG)
+        config: dict[str, Any] = dict(OPENVINO_DEFAULT_CONFIG)
+        if info.get("hint"):  # the target's backend_options.openvino, recorded by the backend
+            config["PERFORMANCE_HINT"] = str(info["hint"]).upper()
+        threads = threads or info.get("threads")
         if threads:
-            config["INFERENCE_NUM_THREADS"] = threads
+            config["INFERENCE_NUM_THREADS"] = int(threads)
         self.compiled = core.compile_model(core.read_model(str(path)), device, config)
         self.request = self.compiled.create_infer_request()
 

@@ -4,6 +4,7 @@
 //   edgeresnext_ov_classify <bundle_dir> <image.pgm|image.ppm> [--top-k 5] [--device CPU] [--no-verify]
 //
 // Output: one line per class, best first: "<rank>\t<class index>\t<probability>\t<label>".
+#include <cctype>
 #include <cstdlib>
 #include <iostream>
 #include <string>
@@ -21,21 +22,20 @@ int usage() {
   return 2;
 }
 
-// What the bundle says OpenVINO was validated with (artifact info "openvino_config"); otherwise f32, because the
-// CPU plugin would pick bf16 on CPUs that have it and the bundle's accuracy was measured in f32.
+// f32 inference precision: the CPU plugin would otherwise pick bf16 on CPUs that have it, while the bundle was
+// validated in f32. The performance hint and thread count are the target's, recorded in the artifact's info.
 ov::AnyMap compile_config(const edgeresnext::Json& artifact) {
-  ov::AnyMap config;
-  if (artifact.has("info") && artifact["info"].has("openvino_config")) {
-    for (const auto& [key, value] : artifact["info"]["openvino_config"].object) {
-      if (value.type == edgeresnext::Json::Type::String)
-        config[key] = value.string;
-      else if (value.type == edgeresnext::Json::Type::Number)
-        config[key] = std::to_string(static_cast<long long>(value.number));
-    }
-    return config;
+  ov::AnyMap config{{ov::hint::performance_mode.name(), std::string("LATENCY")},
+                    {ov::hint::inference_precision.name(), std::string("f32")}};
+  if (!artifact.has("info")) return config;
+  const edgeresnext::Json& info = artifact["info"];
+  if (info.has("hint") && info["hint"].type == edgeresnext::Json::Type::String) {
+    std::string hint = info["hint"].string;
+    for (char& c : hint) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    config[ov::hint::performance_mode.name()] = hint;
   }
-  config[ov::hint::performance_mode.name()] = "LATENCY";
-  config[ov::hint::inference_precision.name()] = "f32";
+  if (info.has("threads") && info["threads"].type == edgeresnext::Json::Type::Number)
+    config[ov::inference_num_threads.name()] = static_cast<int>(info["threads"].number);
   return config;
 }
 
