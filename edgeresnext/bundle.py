@@ -126,6 +126,8 @@ def _io_signature(artifact: Artifact, meta: ModelMeta) -> dict[str, Any]:
     except ImportError as err:
         logger.warning("cannot read the input/output names of %s (%s); using %s/%s", path, err,
                        sig["input_name"], sig["output_name"])
+    except Exception as err:  # onnx/openvino raise their own types (DecodeError, RuntimeError) for a bad file
+        raise ConfigError(f"{path}: cannot read the {artifact.backend} {artifact.kind} artifact ({err})") from err
     # Engines cannot be opened here: the backend may have recorded the names (shapes come from the metadata).
     for key in ("input_name", "output_name"):
         if artifact.kind not in ("onnx", "ir") and isinstance(artifact.info.get(key), str):

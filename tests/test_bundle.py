@@ -1,0 +1,176 @@
+"""Bundles: manifest schema, sha256 of every file, tamper detection, atomic replacement, CLI ``bundle verify``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+from dataclasses import replace
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+from bundle_helpers import SUMMARY, make_bundles
+
+from edgeresnext.backends.base import Artifact
+from edgeresnext.bundle import MANIFEST, SCHEMA_PATH, BundleError, bundle_from_artifacts, verify_bundle
+from edgeresnext.cli import main
+from edgeresnext.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def bundles(shipped_model, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return make_bundles(shipped_model, tmp_path_factory.mktemp("bundles"))
+
+
+@pytest.fixture
+def bundle_copy(bundles: dict[str, Path], tmp_path: Path) -> Path:
+    """A private copy of the OpenVINO bundle that a test may damage."""
+    return Path(shutil.copytree(bundles["openvino"], tmp_path / "bundle"))
+
+
+def _rewrite_manifest(bundle: Path, change) -> None:
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    change(manifest)
+    (bundle / MANIFEST).write_text(json.dumps(manifest))
+
+
+def test_manifest_describes_model_input_preprocessing_and_backend(bundles, shipped_model):
+    manifest = verify_bundle(bundles["openvino"])
+    meta = shipped_model.meta
+    assert manifest["format"] == "edgeresnext-bundle" and manifest["schema_version"] == 1
+    assert manifest["model"]["arch"] == meta.arch and manifest["model"]["num_classes"] == meta.num_classes
+    assert manifest["input"] == {"name": "input", "shape": [-1, meta.in_channels, 28, 28], "dtype": "float32",
+                                 "layout": "NCHW", "batch": {"min": 1, "opt": 1, "max": 8}}
+    pre = manifest["preprocess"]
+    assert (pre["channels"], pre["resize"], pre["crop"]) == (meta.preprocess.channels, None, None)
+    assert pre["mean"] == list(meta.preprocess.mean) and pre["std"] == list(meta.preprocess.std)
+    assert pre["scale"] == pytest.approx(1 / 255)
+    assert manifest["output"]["meaning"] == "logits" and manifest["output"]["shape"] == [-1, meta.num_classes]
+    assert manifest["precision"] == "fp32"
+    assert manifest["backend"] == {"name": "openvino", "version": metadata.version("openvino")}
+    assert manifest["device"]["target_device"] == "CPU"
+    assert manifest["validation"] == {"top1": float(SUMMARY["top1"]), "top1_drop": 0.0, "latency_ms_p50": 0.4}
+    assert [a["kind"] for a in manifest["artifacts"]] == ["ir", "onnx"]
+    assert manifest["artifacts"][0]["files"] == ["model.xml", "model.bin"]
+    assert manifest["target"]["name"] == "test-openvino-fp32"
+    labels = (bundles["openvino"] / "labels.txt").read_text().splitlines()
+    assert labels == meta.class_names
+
+
+def test_manifest_lists_every_file_with_its_sha256(bundles):
+    bundle = bundles["openvino"]
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    on_disk = sorted(p.name for p in bundle.iterdir() if p.name != MANIFEST)
+    assert [entry["path"] for entry in manifest["files"]] == on_disk == ["labels.txt", "model.bin", "model.onnx",
+                                                                         "model.xml"]
+    for entry in manifest["files"]:
+        data = (bundle / entry["path"]).read_bytes()
+        assert entry["sha256"] == hashlib.sha256(data).hexdigest() and entry["bytes"] == len(data)
+
+
+def test_schema_file_is_the_one_verify_enforces(bundle_copy):
+    schema = json.loads(SCHEMA_PATH.read_text())
+    assert set(schema["required"]) <= set(json.loads((bundle_copy / MANIFEST).read_text()))
+    _rewrite_manifest(bundle_copy, lambda m: m.pop("precision"))
+    with pytest.raises(BundleError, match="missing required key 'precision'"):
+        verify_bundle(bundle_copy)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda m: m["input"].update(shape=[1, 28, 28]), r"input\.shape: needs at least 4 items"),
+        (lambda m: m["input"].update(layout="NHWC"), r"input\.layout: 'NHWC' is not one of \['NCHW'\]"),
+        (lambda m: m["input"].update(colour="RGB"), r"input: unknown key 'colour'"),
+        (lambda m: m.update(precision="int4"), r"precision: 'int4' is not one of"),
+        (lambda m: m["model"].update(num_classes="ten"), r"model\.num_classes: expected integer"),
+        (lambda m: m["files"][0].update(sha256="XYZ"), r"files\[0\]\.sha256: 'XYZ' does not match"),
+        (lambda m: m.update(schema_version=99), r"schema_version 99 was written by a newer edgeresnext"),
+    ],
+)
+def test_malformed_manifest_is_one_clear_error(bundle_copy, change, message):
+    _rewrite_manifest(bundle_copy, change)
+    with pytest.raises(BundleError, match=message):
+        verify_bundle(bundle_copy)
+
+
+def test_a_flipped_byte_is_caught(bundle_copy):
+    weights = bundle_copy / "model.bin"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    weights.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"model\.bin: sha256 differs from the manifest"):
+        verify_bundle(bundle_copy)
+
+
+def test_missing_added_and_resized_files_are_caught(bundle_copy):
+    (bundle_copy / "model.onnx").unlink()
+    (bundle_copy / "extra.so").write_bytes(b"\x7fELF")
+    with open(bundle_copy / "labels.txt", "a") as handle:
+        handle.write("Sock\n")
+    with pytest.raises(BundleError) as info:
+        verify_bundle(bundle_copy)
+    message = str(info.value)
+    assert "model.onnx: missing" in message
+    assert "extra.so: not listed in the manifest" in message
+    assert re.search(r"labels\.txt: \d+ bytes, the manifest says \d+", message)
+
+
+def test_paths_outside_the_bundle_are_refused(bundle_copy):
+    _rewrite_manifest(bundle_copy, lambda m: m["files"][0].update(path="../outside.txt"))
+    with pytest.raises(BundleError, match="must stay inside the bundle"):
+        verify_bundle(bundle_copy)
+
+
+def test_not_a_bundle(tmp_path):
+    with pytest.raises(BundleError, match="no such bundle folder"):
+        verify_bundle(tmp_path / "nowhere")
+    with pytest.raises(BundleError, match="not a bundle"):
+        verify_bundle(tmp_path)
+    (tmp_path / MANIFEST).write_text("{not json")
+    with pytest.raises(BundleError, match="not valid JSON"):
+        verify_bundle(tmp_path)
+
+
+def test_rebundling_replaces_the_folder_whole(bundles, shipped_model, tmp_path):
+    manifest = json.loads((bundles["onnxruntime"] / MANIFEST).read_text())
+    onnx_file = tmp_path / "model.onnx"
+    shutil.copyfile(bundles["onnxruntime"] / "model.onnx", onnx_file)
+    artifact = Artifact(backend="onnxruntime", precision="fp32", kind="onnx", path=onnx_file, files=[onnx_file])
+    out = tmp_path / "bundle"
+    out.mkdir()
+    (out / "stale.engine").write_bytes(b"old")
+    bundle_from_artifacts(out, artifact, shipped_model.meta, None)
+    assert sorted(p.name for p in out.iterdir()) == ["labels.txt", "manifest.json", "model.onnx"]
+    assert verify_bundle(out)["validation"] is None
+    assert verify_bundle(out)["input"]["name"] == manifest["input"]["name"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary folders left
+
+
+def test_bad_artifacts_and_metadata_are_config_errors(bundles, shipped_model, tmp_path):
+    missing = Artifact(backend="openvino", precision="fp32", kind="ir", path=tmp_path / "model.xml")
+    with pytest.raises(ConfigError, match=r"model\.xml: file of the openvino artifact not found"):
+        bundle_from_artifacts(tmp_path / "bundle", missing, shipped_model.meta)
+    onnx_file = tmp_path / "model.onnx"
+    onnx_file.write_bytes(b"not a protobuf")
+    artifact = Artifact(backend="onnxruntime", precision="fp32", kind="onnx", path=onnx_file)
+    with pytest.raises(ConfigError, match=r"model\.onnx: cannot read the onnxruntime onnx artifact"):
+        bundle_from_artifacts(tmp_path / "bundle", artifact, shipped_model.meta)
+    shutil.copyfile(bundles["onnxruntime"] / "model.onnx", onnx_file)
+    short = replace(shipped_model.meta, class_names=["a", "b"])
+    with pytest.raises(ConfigError, match="2 class names for 10 classes"):
+        bundle_from_artifacts(tmp_path / "bundle", artifact, short)
+    with pytest.raises(ConfigError, match="not JSON data"):
+        bundle_from_artifacts(tmp_path / "bundle", artifact, shipped_model.meta, {"report": object()})
+    assert not (tmp_path / "bundle").exists()
+
+
+def test_cli_bundle_verify(bundles, bundle_copy, capsys):
+    assert main(["bundle", "verify", str(bundles["openvino"])]) == 0
+    out = capsys.readouterr().out
+    assert "OK" in out and "openvino" in out and "4 files" in out
+    (bundle_copy / "labels.txt").write_text("tampered\n" * 10)
+    assert main(["bundle", "verify", str(bundle_copy)]) == 2
+    assert "labels.txt" in capsys.readouterr().err
