@@ -1,0 +1,128 @@
+"""The report: report.json follows the committed schema, report.md reads as tables, report.html is one
+self-contained file whose plots a real browser (headless Chromium) decodes and draws."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeresnext.config import target_from_dict
+from edgeresnext.errors import ConfigError
+from edgeresnext.report import check_report, load_schema, render_html, render_markdown, write_report
+from edgeresnext.validate import ArtifactUnderTest, SkippedArtifact, ValidationData, validate
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def report(shipped_model, fmnist_test, tmp_path_factory) -> dict:
+    """A real report: the shipped model in PyTorch and as ONNX Runtime FP32, on 64 test images."""
+    from edgeresnext.data.loaders import normalize_array
+    from edgeresnext.export import onnx_from_torch
+    from edgeresnext.validate import runner_from_file
+
+    onnx_path = onnx_from_torch(shipped_model, tmp_path_factory.mktemp("onnx") / "model.onnx")
+    target = target_from_dict({"name": "report-test", "backend": "onnxruntime", "precision": "fp32",
+                               "quant": {"method": "none"}, "gates": {"max_top1_drop": 0.01, "max_latency_ms": 1e-6},
+                               "validate": {"latency_runs": 8, "warmup_runs": 2}})
+    data = ValidationData(inputs=normalize_array(fmnist_test.images[:64], fmnist_test.preprocess).numpy(),
+                          labels=fmnist_test.labels[:64], class_names=fmnist_test.class_names,
+                          name="fashion-mnist/test[:64]")
+    artifacts = [ArtifactUnderTest("onnx-fp32", runner_from_file(onnx_path, target), [onnx_path], "onnxruntime",
+                                   "fp32"),
+                 SkippedArtifact("tensorrt-fp16", "tensorrt is not installed", backend="tensorrt", precision="fp16")]
+    # Per-layer sensitivity as the quantization stage reports it: the real conv layers of the model.
+    convs = [name for name, module in shipped_model.named_modules() if type(module).__name__ == "Conv2d"]
+    sensitivity = [{"layer": name, "top1_drop": 0.001 * (i + 1)} for i, name in enumerate(convs)]
+    return validate(target, artifacts, shipped_model, data, primary="onnx-fp32", threads=1, sensitivity=sensitivity,
+                    command="pytest report fixture", progress=False)
+
+
+def test_report_follows_the_schema(report):
+    assert report["schema_version"] == load_schema()["properties"]["schema_version"]["const"]
+    check_report(report)
+    assert [a["status"] for a in report["artifacts"]] == ["ok", "ok", "skipped"]
+    assert report["sensitivity"][0]["metric"] == "top1_drop"  # largest first
+    assert report["sensitivity"][0]["value"] >= report["sensitivity"][-1]["value"]
+
+
+@pytest.mark.parametrize(("path", "value", "where"), [
+    (("artifacts", 1, "top1"), 1.5, "artifacts/1"),
+    (("schema_version",), 2, "schema_version"),
+    (("gates", 0, "gate"), "max_speed", "gates/0/gate"),
+])
+def test_schema_rejects_broken_reports(report, path, value, where):
+    broken = copy.deepcopy(report)
+    cursor = broken
+    for key in path[:-1]:
+        cursor = cursor[key]
+    cursor[path[-1]] = value
+    with pytest.raises(ConfigError, match=where):
+        check_report(broken)
+
+
+def test_markdown_has_the_tables(report):
+    text = render_markdown(report)
+    assert text.startswith("# Validation report: report-test — FAILED")
+    assert "| pytorch-fp32 | pytorch | fp32 |" in text and "| onnx-fp32 | onnxruntime | fp32 |" in text
+    assert "skipped: tensorrt is not installed" in text
+    assert "| max_top1_drop | onnx-fp32 | 0.01 | 0 | pass |" in text
+    assert "FAIL: max_latency_ms: onnx-fp32 p50 latency (batch 1)" in text
+    assert "| Ankle boot |" in text and "## Quantization sensitivity" in text
+
+
+def test_write_report_writes_three_files_and_html_is_self_contained(report, tmp_path):
+    paths = write_report(report, tmp_path / "report")
+    assert sorted(p.name for p in paths.values()) == ["report.html", "report.json", "report.md"]
+    assert json.loads(paths["json"].read_text())["artifacts"][1]["name"] == "onnx-fp32"
+    page = paths["html"].read_text()
+    assert page.count("<img class='plot-img'") == 4
+    # Nothing to fetch: the file opens the same offline, in a CI artifact or an e-mail.
+    for remote in ("src='http", 'src="http', "href=", "<link", "@import", "<script src"):
+        assert remote not in page
+    assert not list((tmp_path / "report").glob(".*tmp*"))  # no half-written leftovers
+
+
+def _chromium(*args: str, profile: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
+         "--force-device-scale-factor=1", "--window-size=1400,2600", "--hide-scrollbars", *args],
+        capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium; .ci/run does)")
+def test_html_plots_render_in_headless_chromium(report, tmp_path):
+    from PIL import Image
+
+    page = tmp_path / "report.html"
+    page.write_text(render_html(report))
+    # 1. The page's own script counts the plots the browser decoded and records where they are drawn.
+    dom = _chromium("--virtual-time-budget=5000", "--dump-dom", page.as_uri(), profile=tmp_path / "profile")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    body = dom.stdout[dom.stdout.index("<body"):]
+    body = body[: body.index(">")]
+    attrs = dict(part.split("=", 1) for part in body.replace('"', "").split()[1:] if "=" in part)
+    assert attrs["data-plots"] == "4" and attrs["data-plots-decoded"] == "4", body
+    rects = json.loads(body.split('data-plot-rects="', 1)[1].split('"', 1)[0].replace("&quot;", '"'))
+    # 2. A screenshot: where each plot is, there must be a drawing, not blank page.
+    shot = tmp_path / "shot.png"
+    result = _chromium(f"--screenshot={shot}", page.as_uri(), profile=tmp_path / "profile")
+    assert result.returncode == 0 and shot.is_file(), result.stderr[-2000:]
+    pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=np.int16)
+    assert len(rects) == 4
+    for left, top, width, height in rects:
+        assert width > 200 and height > 200 and top + height <= pixels.shape[0], (left, top, width, height)
+        region = pixels[top : top + height, left : left + width]
+        inked = np.mean(region.min(axis=2) < 200)  # share of pixels darker than near-white
+        colored = np.mean(region.max(axis=2) - region.min(axis=2) > 60)  # plot colours, never in plain text
+        assert inked > 0.02 and colored > 0.0005, (left, top, inked, colored)
+    # The page background far right of the plots stays blank: the check above can tell ink from no ink.
+    margin = pixels[: rects[0][1], -20:]
+    assert np.mean(margin.min(axis=2) < 200) < 0.01
