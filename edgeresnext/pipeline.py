@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 SHIPPED = {"fashion-mnist": "fashion_mnist_resnext11_4x8d.safetensors"}
 STAGE_FILE = "stage.json"
+LOCK_FILE = ".lock"
 
 
 def resolve_checkpoint(spec: str) -> Path:
@@ -83,16 +84,16 @@ class StageResult:
 
 
 def run_stage(folder: Path, name: str, config: Any, input_files: list[Path],
-              produce: Callable[[Path], dict[str, Any]], upstream_changed: bool = False) -> StageResult:
+              produce: Callable[[Path], dict[str, Any]], upstream_changed: bool = False,
+              record_path: Path | None = None) -> StageResult:
     """Run ``produce(folder)`` unless ``folder/stage.json`` proves the same inputs already made intact outputs.
 
     ``produce`` writes its files into ``folder`` (atomically) and returns an ``info`` dict; every regular
     file it leaves (besides stage.json) is recorded with its sha256.
     """
-    folder.mkdir(parents=True, exist_ok=True)
     packages = package_versions()
     key = inputs_hash(config, input_files, packages)
-    record_path = folder / STAGE_FILE
+    record_path = record_path or folder / STAGE_FILE
     if not upstream_changed and record_path.is_file():
         try:
             record = json.loads(record_path.read_text())
@@ -103,10 +104,13 @@ def run_stage(folder: Path, name: str, config: Any, input_files: list[Path],
             return StageResult(name, folder, record["outputs"], True, 0.0, record.get("info", {}))
         logger.info("stage %s: inputs changed or outputs damaged, rerunning", name)
     record_path.unlink(missing_ok=True)
+    _clear_folder(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
     info = produce(folder)
-    outputs = {p.name: sha256_file(p) for p in sorted(folder.iterdir())
-               if p.is_file() and p.name != STAGE_FILE and not p.name.startswith(".")}
+    outputs = {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*"))
+               if p.is_file() and p != record_path
+               and not any(part.startswith(".") for part in p.relative_to(folder).parts)}
     seconds = round(time.perf_counter() - began, 2)
     write_json_atomic(record_path, {"stage": name, "inputs_hash": key, "config": config, "packages": packages,
                                     "inputs": [str(p) for p in input_files], "outputs": outputs, "info": info,
@@ -118,22 +122,105 @@ def _outputs_intact(folder: Path, outputs: dict[str, str]) -> bool:
     return bool(outputs) and all((folder / n).is_file() and sha256_file(folder / n) == h for n, h in outputs.items())
 
 
+def _clear_folder(folder: Path) -> None:
+    """Remove what a previous (finished, stale or killed) run of the stage left, so outputs are only new files."""
+    import shutil
+
+    if not folder.is_dir():
+        return
+    for entry in folder.iterdir():
+        if entry.name == LOCK_FILE:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+
+
+# --------------------------------------------------------------------------------------------- the build
+STAGES = ("model", "export", "quantize", "lint", "compile", "validate", "bundle")
+EXPORT_PARITY_IMAGES = 32
+EXPORT_TOLERANCE = 1e-3
+
+
 @dataclass
 class BuildSummary:
-    target: str
+    target: Target
     root: Path
-    stages: list[StageResult]
+    stages: list[StageResult] = field(default_factory=list)
     ok: bool = True
     notes: list[str] = field(default_factory=list)
+    not_done: list[str] = field(default_factory=list)
+
+    def stage(self, name: str) -> StageResult | None:
+        return next((s for s in self.stages if s.name == name), None)
 
     def render(self) -> str:
-        lines = [f"build {self.target}: {'OK' if self.ok else 'FAILED'}  ({self.root})"]
+        """The closing summary: stages, artifacts with sizes, accuracy and latency, gates, where things are."""
+        lines = [f"build {self.target.name}: {'OK' if self.ok else 'FAILED'}  "
+                 f"({self.target.backend}, {self.target.precision}; {self.root})"]
         for stage in self.stages:
             state = "cached" if stage.skipped else f"{stage.seconds:.1f} s"
-            files = ", ".join(f"{n} ({(stage.folder / n).stat().st_size / 1e6:.2f} MB)" for n in stage.outputs)
-            lines.append(f"  {stage.name:10s} {state:>9s}  {files}")
-        lines += [f"  note: {note}" for note in self.notes]
+            lines.append(f"  {stage.name:9s} {state:>8s}")
+        compile_stage = self.stage("compile")
+        if compile_stage:
+            lines.append("artifacts:")
+            for name in compile_stage.outputs:
+                path = compile_stage.folder / name
+                lines.append(f"  {path}  {path.stat().st_size / 1e6:.2f} MB")
+        validate_stage = self.stage("validate")
+        if validate_stage:
+            lines.append("validation (same images, batch-1 latency p50):")
+            for row in validate_stage.info.get("artifacts", []):
+                if row.get("status") != "ok":
+                    lines.append(f"  {row['name']:28s} not run here: {row.get('skip_reason')}")
+                    continue
+                lines.append(f"  {row['name']:28s} top-1 {row['top1'] * 100:6.2f} %  drop {row['top1_drop'] * 100:+.2f} "
+                             f"pt  agreement {row['agreement'] * 100:6.2f} %  p50 {row['p50_ms']:7.3f} ms  "
+                             f"x{row['speedup_vs_fp32']:.2f} vs FP32")
+            for gate in validate_stage.info.get("gates", []):
+                verdict = "pass" if gate["passed"] else "FAIL"
+                lines.append(f"  gate {gate['gate']}: {verdict} ({gate.get('message', '')})")
+            lines.append(f"report: {validate_stage.folder / 'report.md'} (and report.html, report.json)")
+        bundle_stage = self.stage("bundle")
+        if bundle_stage:
+            lines.append(f"bundle: {bundle_stage.folder} (edgeresnext bundle verify {bundle_stage.folder})")
+        lines += [f"not done here: {item}" for item in self.not_done]
+        lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
+
+
+class BuildLock:
+    """An exclusive lock on ``build/<target>/.lock``: a second build of the same target waits for the first."""
+
+    def __init__(self, root: Path, on_wait: Callable[[str], None] | None = None) -> None:
+        self.path = root / LOCK_FILE
+        self.on_wait = on_wait
+        self.handle = None
+
+    def __enter__(self) -> BuildLock:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.handle = open(self.path, "a+")  # held for the whole build
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            message = f"another build of {self.path.parent.name} is running; waiting for {self.path}"
+            logger.warning(message)
+            if self.on_wait:
+                self.on_wait(message)
+            fcntl.flock(self.handle, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import fcntl
+
+        if self.handle is not None:
+            fcntl.flock(self.handle, fcntl.LOCK_UN)
+            self.handle.close()
 
 
 def stage_model(target: Target, root: Path) -> StageResult:
@@ -154,13 +241,290 @@ def stage_model(target: Target, root: Path) -> StageResult:
     return run_stage(root / "model", "model", section, [checkpoint], produce)
 
 
-def build(target: Target, out_root: str | Path = "build", progress: bool = True) -> BuildSummary:
-    """Run every stage for ``target``; returns the summary the CLI prints."""
+def _load_stage_model(model_stage: StageResult):
+    from edgeresnext.models import load_checkpoint
+
+    return load_checkpoint(model_stage.folder / "model.safetensors")
+
+
+def _calibration_files(target: Target) -> list[Path]:
+    from edgeresnext.data.folder import list_images
+
+    return list_images(target.quant.calib_dir)
+
+
+def stage_export(target: Target, root: Path, model_stage: StageResult) -> StageResult:
+    """FP32 ONNX (dynamic batch), onnx.checker + shape inference, parity with PyTorch on real images."""
+    model_file = model_stage.folder / "model.safetensors"
+    calib_files = _calibration_files(target)[:EXPORT_PARITY_IMAGES]
+    config = {"input": target.input.model_dump(mode="json"), "opset": 17, "tolerance": EXPORT_TOLERANCE}
+
+    def produce(folder: Path) -> dict[str, Any]:
+        from edgeresnext.data.folder import load_folder_arrays
+        from edgeresnext.export import assert_parity, onnx_from_torch
+
+        model = _load_stage_model(model_stage)
+        onnx_path = onnx_from_torch(model, folder / "model_fp32.onnx", input_shape=_input_shape(target, model),
+                                    dynamic_batch=True)
+        images, _kept = load_folder_arrays(calib_files, model.meta.preprocess, on_bad_image="skip")
+        error = assert_parity(model, onnx_path, images, tolerance=EXPORT_TOLERANCE)
+        return {"max_abs_error_vs_torch": float(error), "parity_images": len(images)}
+
+    return run_stage(root / "export", "export", config, [model_file, *calib_files], produce)
+
+
+def _input_shape(target: Target, model) -> tuple[int, int, int]:
+    size = target.input.size or model.meta.input_size
+    return (model.meta.in_channels, size, size)
+
+
+def stage_quantize(target: Target, root: Path, model_stage: StageResult, export: StageResult,
+                   progress: bool) -> StageResult:
+    """PTQ (or QAT) to the Q/DQ INT8 ONNX every backend reads; per-layer sensitivity; fallback until the gate holds."""
+    model_file = model_stage.folder / "model.safetensors"
+    fp32_onnx = export.folder / "model_fp32.onnx"
+    calib_files = _calibration_files(target)
+    section = {"quant": target.quant.model_dump(mode="json"), "gate": target.gates.max_top1_drop,
+               "data": target.data.model_dump(mode="json"), "on_bad_image": target.data.on_bad_image}
+
+    def produce(folder: Path) -> dict[str, Any]:
+        from edgeresnext.data.folder import load_folder_arrays
+        from edgeresnext.quantize.ptq import quantize_ptq
+
+        model = _load_stage_model(model_stage)
+        skipped: list[tuple[str, str]] = []
+        files = calib_files[: target.quant.subset_size]
+        calib, _kept = load_folder_arrays(files, model.meta.preprocess, on_bad_image=target.data.on_bad_image,
+                                          skipped=skipped)
+        began = time.perf_counter()
+        quantize_ptq(model, calib, target.quant, folder / "model_int8.onnx", fp32_onnx=fp32_onnx)
+        info = {"method": target.quant.method, "calibration_images": len(calib), "calibration_skipped": skipped,
+                "seconds": round(time.perf_counter() - began, 2)}
+        write_json_atomic(folder / "quant.json", info)
+        return info
+
+    return run_stage(root / "quantize", "quantize", section, [model_file, fp32_onnx, *calib_files], produce)
+
+
+def stage_lint(target: Target, root: Path, qdq_onnx: Path) -> StageResult:
+    """The TensorRT lint on the Q/DQ ONNX: every INT8 export passes it before any backend sees it."""
+
+    def produce(folder: Path) -> dict[str, Any]:
+        from edgeresnext.errors import ExportError
+        from edgeresnext.export import lint_onnx
+
+        found = lint_onnx(qdq_onnx, rules="tensorrt")
+        rows = [{"node": v.node, "rule": v.rule, "severity": v.severity, "message": v.message} for v in found]
+        write_json_atomic(folder / "lint.json", {"model": str(qdq_onnx), "rules": "tensorrt", "violations": rows})
+        errors = [v for v in found if v.severity == "error"]
+        if errors:
+            raise ExportError(f"{qdq_onnx}: {len(errors)} TensorRT lint violation(s), first: {errors[0]} "
+                              f"(all in {folder / 'lint.json'})")
+        return {"errors": 0, "warnings": len(found) - len(errors)}
+
+    return run_stage(root / "lint", "lint", {"rules": "tensorrt"}, [qdq_onnx], produce)
+
+
+def stage_compile(target: Target, root: Path, onnx_path: Path) -> StageResult:
+    """The target's backend turns the (Q/DQ or FP32) ONNX into what the device runs; artifact.json describes it."""
+    from edgeresnext.backends import get_backend
+
+    backend = get_backend(target.backend)
+    section = {"backend": target.backend, "precision": target.precision,
+               "input": target.input.model_dump(mode="json"),
+               "options": getattr(target.backend_options, target.backend).model_dump(mode="json"),
+               "available": backend.available()}
+
+    def produce(folder: Path) -> dict[str, Any]:
+        artifact = backend.compile(onnx_path, target, folder)
+        artifact.save(folder / "artifact.json")
+        return {"artifact": artifact.to_dict()}
+
+    return run_stage(root / "compile", "compile", section, [onnx_path], produce)
+
+
+def _artifacts_under_test(target: Target, export: StageResult, qdq_onnx: Path | None, compiled: StageResult):
+    from edgeresnext.backends import Artifact, get_backend
+    from edgeresnext.validate import ArtifactUnderTest, SkippedArtifact, runner_from_file
+
+    items: list[Any] = []
+    fp32 = export.folder / "model_fp32.onnx"
+    items.append(ArtifactUnderTest("onnx-fp32 (onnxruntime)", runner_from_file(fp32, target, "onnxruntime"), [fp32],
+                                   "onnxruntime", "fp32"))
+    if qdq_onnx is not None:
+        items.append(ArtifactUnderTest("qdq-int8 (onnxruntime)", runner_from_file(qdq_onnx, target, "onnxruntime"),
+                                       [qdq_onnx], "onnxruntime", "int8"))
+    artifact = Artifact.load(compiled.folder / "artifact.json")
+    if artifact.backend == "onnxruntime" and artifact.precision in ("fp32", "int8"):
+        return items  # the artifact is one of the files above, already validated
+    backend = get_backend(artifact.backend)
+    name = f"{artifact.backend}-{artifact.precision}"
+    files = [Path(p) for p in artifact.files if Path(p).is_file()]
+    reason = backend.available() if artifact.kind != "kit" else (
+        artifact.info.get("reason") or "an on-device build kit: the engine is built on the device")
+    if reason is None:
+        runner = backend.load(artifact, target)
+        items.append(ArtifactUnderTest(name, runner, files, artifact.backend, artifact.precision,
+                                       info=runner.precision_report()))
+    else:
+        items.append(SkippedArtifact(name, reason, files, artifact.backend, artifact.precision))
+    # What TensorRT will read in FP16-for-float layers mode can still be proven on the CPU.
+    fp16_onnx = next((p for p in files if p.name.endswith("fp16.onnx")), None)
+    if fp16_onnx is not None:
+        items.append(ArtifactUnderTest("qdq-int8-fp16 (onnxruntime)", runner_from_file(fp16_onnx, target,
+                                                                                       "onnxruntime"),
+                                       [fp16_onnx], "onnxruntime", "int8+fp16"))
+    return items
+
+
+def stage_validate(target: Target, root: Path, model_stage: StageResult, export: StageResult,
+                   qdq_onnx: Path | None, compiled: StageResult, sensitivity: Path | None,
+                   progress: bool) -> StageResult:
+    """Every artifact against the FP32 PyTorch model on the target's validation set; the report; gate verdicts."""
+    files = [model_stage.folder / "model.safetensors", export.folder / "model_fp32.onnx",
+             *([qdq_onnx] if qdq_onnx else []), *[compiled.folder / n for n in sorted(compiled.outputs)],
+             *([sensitivity] if sensitivity and sensitivity.is_file() else [])]
+    section = {"data": target.data.model_dump(mode="json"), "gates": target.gates.model_dump(mode="json"),
+               "validate": target.validate_.model_dump(mode="json"), "threads": _threads(target)}
+
+    def produce(folder: Path) -> dict[str, Any]:
+        from edgeresnext.report import write_report
+        from edgeresnext.validate import load_validation_data, validate
+
+        model = _load_stage_model(model_stage)
+        data = load_validation_data(target.data, model.meta.preprocess, model.meta.class_names)
+        items = _artifacts_under_test(target, export, qdq_onnx, compiled)
+        runnable = [i for i in items if hasattr(i, "runner")]
+        primary = runnable[-1].name
+        sens = json.loads(sensitivity.read_text()) if sensitivity and sensitivity.is_file() else None
+        report = validate(target, items, model, data, primary=primary, sensitivity=sens,
+                          model_files=[model_stage.folder / "model.safetensors"], progress=progress)
+        write_report(report, folder)
+        rows = []
+        for row in report["artifacts"]:
+            entry = {k: row.get(k) for k in ("name", "status", "skip_reason", "top1", "top1_drop", "agreement",
+                                              "speedup_vs_fp32", "size_bytes")}
+            if row.get("status") == "ok":
+                entry["p50_ms"] = row["latency"]["p50_ms"]
+            rows.append(entry)
+        return {"passed": report["passed"], "primary": report["primary"], "artifacts": rows,
+                "gates": report["gates"]}
+
+    return run_stage(root / "report", "validate", section, files, produce)
+
+
+def _threads(target: Target) -> int | None:
+    from edgeresnext.validate import target_threads
+
+    return target_threads(target)
+
+
+def stage_bundle(target: Target, root: Path, model_stage: StageResult, compiled: StageResult,
+                 qdq_onnx: Path | None, validated: StageResult) -> StageResult:
+    """The folder device apps embed: artifact(s), labels.txt, manifest.json with sha256 of every file."""
+    artifact_json = compiled.folder / "artifact.json"
+    report_json = validated.folder / "report.json"
+    files = [model_stage.folder / "model.safetensors", artifact_json, report_json,
+             *[compiled.folder / n for n in sorted(compiled.outputs)]]
+
+    def produce(folder: Path) -> dict[str, Any]:
+        from edgeresnext.backends import Artifact
+        from edgeresnext.bundle import bundle_from_artifacts
+        from edgeresnext.models import read_checkpoint
+
+        meta = read_checkpoint(model_stage.folder / "model.safetensors").meta
+        artifact = Artifact.load(artifact_json)
+        report = json.loads(report_json.read_text())
+        primary = next(r for r in report["artifacts"] if r["name"] == report["primary"])
+        summary = {"dataset": report["data"]["name"], "images": report["data"]["count"],
+                   "validated_artifact": primary["name"], "top1": primary["top1"],
+                   "top1_fp32": report["artifacts"][0]["top1"], "top1_drop": primary["top1_drop"],
+                   "agreement": primary["agreement"], "latency_ms_p50": primary["latency"]["p50_ms"],
+                   "gates_passed": report["passed"]}
+        bundle_from_artifacts(folder, [artifact], meta, validation_summary=summary, target=target)
+        return {"validation_summary": summary}
+
+    return run_stage(root / "bundle", "bundle", {"backend": target.backend}, files, produce,
+                     record_path=root / "bundle.stage.json")
+
+
+def build(target: Target, out_root: str | Path = "build", progress: bool = True,
+          on_event: Callable[[str], None] | None = None) -> BuildSummary:
+    """Run every stage for ``target`` into ``<out_root>/<target.name>/``; returns the summary the CLI prints.
+
+    ``on_event`` receives one line per stage as it starts and ends (the CLI prints them).
+    """
     root = Path(out_root) / target.name
-    root.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(root / "config.json", target.resolved())
-    stages = [stage_model(target, root)]
-    summary = BuildSummary(target=target.name, root=root, stages=stages)
+    say = on_event or (lambda line: logger.info(line))
+    summary = BuildSummary(target=target, root=root)
+    int8 = target.precision == "int8"
+    planned = [s for s in STAGES if int8 or s not in ("quantize", "lint")]
+
+    def step(name: str, run: Callable[[], StageResult]) -> StageResult:
+        index = planned.index(name) + 1
+        say(f"[{index}/{len(planned)}] {name} ...")
+        result = run()
+        summary.stages.append(result)
+        state = "unchanged, skipped" if result.skipped else f"done in {result.seconds:.1f} s"
+        say(f"[{index}/{len(planned)}] {name}: {state}")
+        return result
+
+    with BuildLock(root, on_wait=say):
+        write_json_atomic(root / "config.json", target.resolved())
+        model_stage = step("model", lambda: stage_model(target, root))
+        export = step("export", lambda: stage_export(target, root, model_stage))
+        qdq_onnx = sensitivity = None
+        if int8:
+            quantized = step("quantize", lambda: stage_quantize(target, root, model_stage, export, progress))
+            qdq_onnx = quantized.folder / "model_int8.onnx"
+            sensitivity = quantized.folder / "sensitivity.json"
+            step("lint", lambda: stage_lint(target, root, qdq_onnx))
+        source = qdq_onnx if int8 else export.folder / "model_fp32.onnx"
+        compiled = step("compile", lambda: stage_compile(target, root, source))
+        validated = step("validate", lambda: stage_validate(target, root, model_stage, export, qdq_onnx, compiled,
+                                                            sensitivity, progress))
+        step("bundle", lambda: stage_bundle(target, root, model_stage, compiled, qdq_onnx, validated))
+    summary.ok = bool(validated.info.get("passed", True))
+    artifact = compiled.info.get("artifact", {})
+    if artifact.get("kind") == "kit":
+        summary.not_done.append(artifact.get("info", {}).get("reason", "TensorRT engine: built on the device"))
+        for line in artifact.get("info", {}).get("device_commands", []):
+            summary.notes.append(f"on the device: {line}")
     if target.model.checkpoint == SHIPPED_CHECKPOINT:
         summary.notes.append("model: the shipped Fashion-MNIST ResNeXt (override with CHECKPOINT=... / MODEL=...)")
     return summary
+
+
+def build_all(targets: list[Target], out_root: str | Path = "build", progress: bool = True,
+              on_event: Callable[[str], None] | None = None) -> tuple[str, bool]:
+    """Build each target (a failure is recorded, not fatal) and write ``<out_root>/comparison.md``."""
+    from edgeresnext.errors import EdgeResNeXtError
+
+    rows = [["target", "backend", "precision", "artifact", "top-1", "drop (pt)", "agreement", "p50 ms",
+             "speed-up vs FP32", "gates"]]
+    all_ok = True
+    for target in targets:
+        try:
+            summary = build(target, out_root=out_root, progress=progress, on_event=on_event)
+        except EdgeResNeXtError as err:
+            all_ok = False
+            rows.append([target.name, target.backend, target.precision, "-", "-", "-", "-", "-", "-",
+                         f"error: {err}"])
+            continue
+        all_ok &= summary.ok
+        validated = summary.stage("validate")
+        info = validated.info if validated else {}
+        primary = next((r for r in info.get("artifacts", []) if r["name"] == info.get("primary")), None)
+        if primary is None:
+            rows.append([target.name, target.backend, target.precision, "-", "-", "-", "-", "-", "-", "-"])
+            continue
+        rows.append([target.name, target.backend, target.precision, primary["name"],
+                     f"{primary['top1'] * 100:.2f} %", f"{primary['top1_drop'] * 100:+.2f}",
+                     f"{primary['agreement'] * 100:.2f} %", f"{primary['p50_ms']:.3f}",
+                     f"{primary['speedup_vs_fp32']:.2f}x", "pass" if info.get("passed") else "FAIL"])
+    table = "\n".join("| " + " | ".join(row) + " |" + ("\n|" + "---|" * len(row) if i == 0 else "")
+                      for i, row in enumerate(rows))
+    from edgeresnext.atomic import write_text_atomic
+
+    path = write_text_atomic(Path(out_root) / "comparison.md", "# Targets compared\n\n" + table + "\n")
+    return f"{table}\n\ncomparison written to {path}", all_ok
