@@ -1,0 +1,164 @@
+"""edgeresnext.runtime: load a bundle, predict like the torch model, preprocess like training, import without torch."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from bundle_helpers import make_bundles
+from PIL import Image
+
+from edgeresnext.data.loaders import normalize_array
+from edgeresnext.errors import BackendUnavailable, ConfigError, DataError
+from edgeresnext.runtime import BundleError, Prediction, load_bundle
+
+
+@pytest.fixture(scope="module")
+def bundles(shipped_model, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return make_bundles(shipped_model, tmp_path_factory.mktemp("bundles"))
+
+
+@pytest.fixture(scope="module")
+def image_files(fmnist_test, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Eight real test images saved as PNG, the way a device app receives them."""
+    folder = tmp_path_factory.mktemp("images")
+    paths = []
+    for index, image in enumerate(fmnist_test.images[:8]):
+        paths.append(folder / f"{index}.png")
+        Image.fromarray(image).save(paths[-1])
+    return paths
+
+
+@pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
+def test_predict_matches_the_torch_model(bundles, backend, shipped_model, fmnist_test, image_files):
+    clf = load_bundle(bundles[backend])
+    results = clf.predict(image_files, top_k=5)
+    inputs = normalize_array(fmnist_test.images[:8], fmnist_test.preprocess)
+    with torch.no_grad():
+        probs = torch.softmax(shipped_model(inputs).double(), dim=1).numpy()
+    for result, row in zip(results, probs, strict=True):
+        assert isinstance(result, Prediction) and len(result.labels) == 5
+        assert result.indices == list(np.argsort(-row, kind="stable")[:5])
+        assert result.labels == [fmnist_test.class_names[i] for i in result.indices]
+        np.testing.assert_allclose(result.scores, row[result.indices], atol=1e-5)
+        assert result.scores == sorted(result.scores, reverse=True)
+
+
+def test_preprocessing_matches_training(bundles, fmnist_test, image_files):
+    """The runtime turns an image file into the very tensor the training loader fed the model."""
+    clf = load_bundle(bundles["openvino"])
+    runtime_batch = clf.preprocess_images(image_files)
+    training_batch = normalize_array(fmnist_test.images[:8], fmnist_test.preprocess).numpy()
+    assert runtime_batch.dtype == np.float32 and runtime_batch.shape == (8, 1, 28, 28)
+    np.testing.assert_allclose(runtime_batch, training_batch, rtol=0, atol=1e-6)
+    assert clf.preprocess == fmnist_test.preprocess
+
+
+def test_every_input_form_gives_the_same_answer(bundles, fmnist_test, image_files):
+    clf = load_bundle(bundles["onnxruntime"])
+    image = fmnist_test.images[3]
+    expected = clf.predict(image_files[3], top_k=3)
+    assert clf.predict(image, top_k=3) == expected  # uint8 HW array
+    assert clf.predict(Image.open(image_files[3]), top_k=3) == expected  # PIL image
+    assert clf.predict(Image.fromarray(image).convert("RGB"), top_k=3) == expected  # converted to L as trained
+    assert clf.predict([image_files[3]], top_k=3) == [expected]  # a list gives a list
+    chw = fmnist_test.preprocess.image_to_array(image)
+    assert clf.predict(chw, top_k=3) == expected  # preprocessed float32 CHW
+    assert clf.predict(chw[None], top_k=3) == [expected]  # preprocessed float32 NCHW batch
+    assert clf.predict([], top_k=3) == []
+
+
+def test_batches_beyond_the_artifact_range_are_split(bundles, fmnist_test):
+    clf = load_bundle(bundles["openvino"])
+    assert clf.batch_range == (1, 8)
+    batch = np.stack([fmnist_test.preprocess.image_to_array(img) for img in fmnist_test.images[:19]])
+    whole = clf.logits(batch)
+    one_by_one = np.concatenate([clf.logits(batch[i:i + 1]) for i in range(19)])
+    assert whole.shape == (19, 10)
+    np.testing.assert_allclose(whole, one_by_one, atol=1e-5)
+
+
+def test_second_artifact_selected_by_backend(bundles, image_files):
+    primary = load_bundle(bundles["openvino"])
+    other = load_bundle(bundles["openvino"], backend="onnxruntime")
+    assert (primary.backend, other.backend) == ("openvino", "onnxruntime")
+    a, b = primary.predict(image_files[0]), other.predict(image_files[0])
+    assert a.indices == b.indices
+    np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
+    with pytest.raises(ConfigError, match="no 'tensorrt' artifact; the bundle has onnxruntime, openvino"):
+        load_bundle(bundles["openvino"], backend="tensorrt")
+
+
+def test_bad_input_is_one_clear_error(bundles, tmp_path):
+    clf = load_bundle(bundles["onnxruntime"])
+    with pytest.raises(ConfigError, match="top_k=0"):
+        clf.predict(np.zeros((28, 28), np.uint8), top_k=0)
+    big = tmp_path / "big.png"
+    Image.fromarray(np.zeros((32, 40), np.uint8)).save(big)
+    with pytest.raises(DataError, match=r"shape \(1, 32, 40\), the model takes \(1, 28, 28\)"):
+        clf.predict(big)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG not really")
+    with pytest.raises(DataError, match=r"broken\.png: cannot read the image"):
+        clf.predict(broken)
+    with pytest.raises(DataError, match="uint8 pixels"):
+        clf.predict(np.zeros((28, 28), np.float64))
+
+
+def test_tampered_bundle_is_refused_on_load(bundles, tmp_path):
+    bundle = Path(shutil.copytree(bundles["onnxruntime"], tmp_path / "bundle"))
+    data = bytearray((bundle / "model.onnx").read_bytes())
+    data[-10] ^= 0xFF
+    (bundle / "model.onnx").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"model\.onnx: sha256 differs"):
+        load_bundle(bundle)
+
+
+def test_kit_bundle_says_to_build_on_device(bundles, tmp_path):
+    bundle = Path(shutil.copytree(bundles["onnxruntime"], tmp_path / "bundle"))
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["artifacts"][0].update(backend="tensorrt", kind="kit")
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BackendUnavailable, match="build the engine on the device first"):
+        load_bundle(bundle)
+
+
+# Blocks heavy packages the device runtime must not need: importing any of them fails like a missing package.
+_BLOCKED_IMPORT = """
+import sys
+BLOCKED = ("torch", "torchvision", "nncf", "pydantic", "yaml", "onnx", "tqdm")
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked for this test)")
+        return None
+sys.meta_path.insert(0, Block())
+"""
+
+
+def test_runtime_works_without_torch(bundles, image_files):
+    code = _BLOCKED_IMPORT + f"""
+import json
+from edgeresnext.runtime import load_bundle
+result = load_bundle({str(bundles["openvino"])!r}).predict({str(image_files[0])!r}, top_k=5)
+try:
+    import torch
+except ModuleNotFoundError:
+    pass
+else:
+    raise SystemExit("the block did not hold")
+assert "torch" not in sys.modules and "nncf" not in sys.modules
+print(json.dumps(result.to_dict()))
+"""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    expected = load_bundle(bundles["openvino"]).predict(image_files[0], top_k=5)
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == expected.to_dict()
