@@ -1,0 +1,200 @@
+"""Rewrites of a Q/DQ ONNX graph that make NNCF's output a TensorRT-ready hand-off file.
+
+* :func:`signed_symmetric` turns every UINT8 or asymmetric activation quantizer into signed INT8 with
+  zero point 0 (TensorRT rejects UINT8; NNCF emits it after ReLU). The scale is re-fitted so the
+  calibrated range still fits: ``[0, 255*s]`` becomes ``[-127*s', 127*s']`` with ``s' = 255*s/127``.
+* :func:`apply_residual_placement` makes each residual ``Add`` read its convolution branch unquantized
+  and its skip branch through a Q/DQ pair: the placement TensorRT fuses into the INT8 convolution
+  (Conv + Add + ReLU as one kernel) and OpenVINO's CPU plugin fuses as a convolution sum post-op.
+* :func:`module_name` maps an exported node name (``/layer1/layer1.0/conv1/Conv``) to the torch module
+  name (``layer1.0.conv1``) so users can name layers either way.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+_INT8 = 3
+
+
+def module_name(node_name: str) -> str:
+    """``/layer1/layer1.0/downsample/downsample.0/Conv`` -> ``layer1.0.downsample.0`` (the torch module)."""
+    parts = [p for p in node_name.strip("/").split("/")[:-1] if p]
+    stack: list[str] = []
+    for part in parts:
+        if stack and part.startswith(stack[-1] + "."):
+            # The exporter scopes Sequential children as "<parent attr>.<index>": it replaces the parent.
+            stack[-1] = part
+        else:
+            stack.append(part)
+    return ".".join(stack)
+
+
+def _consumers(model) -> dict[str, list]:
+    found: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            found.setdefault(name, []).append(node)
+    return found
+
+
+def _producers(model) -> dict[str, object]:
+    return {out: node for node in model.graph.node for out in node.output}
+
+
+def signed_symmetric(model) -> int:
+    """Make every Q/DQ pair signed INT8 with zero point 0, in place; returns how many quantizers changed."""
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in model.graph.initializer}
+    consumers = _consumers(model)
+    changed = 0
+    for node in model.graph.node:
+        if node.op_type != "QuantizeLinear" or len(node.input) < 3 or node.input[2] not in inits:
+            continue
+        zero_tensor, scale_tensor = inits[node.input[2]], inits.get(node.input[1])
+        zero = numpy_helper.to_array(zero_tensor)
+        if zero_tensor.data_type == _INT8 and not np.any(zero):
+            continue
+        if scale_tensor is None:
+            continue
+        scale = numpy_helper.to_array(scale_tensor).astype(np.float64)
+        info = np.iinfo(zero.dtype)
+        low = (info.min - zero.astype(np.float64)) * scale
+        high = (info.max - zero.astype(np.float64)) * scale
+        new_scale = (np.maximum(np.abs(low), np.abs(high)) / 127.0).astype(np.float32)
+        new_zero = np.zeros_like(zero, dtype=np.int8)
+        # The Q and its DQ share the scale/zero-point initializers; other users get fresh copies untouched.
+        users = consumers.get(node.input[2], []) + consumers.get(node.input[1], [])
+        pair = {id(node)} | {id(c) for c in consumers.get(node.output[0], []) if c.op_type == "DequantizeLinear"}
+        if any(id(u) not in pair for u in users):
+            suffix = f"_s8_{changed}"
+            scale_name, zero_name = node.input[1] + suffix, node.input[2] + suffix
+            model.graph.initializer.append(numpy_helper.from_array(new_scale, scale_name))
+            model.graph.initializer.append(numpy_helper.from_array(new_zero, zero_name))
+            for user in (n for n in model.graph.node if id(n) in pair):
+                user.input[1], user.input[2] = scale_name, zero_name
+        else:
+            scale_tensor.CopyFrom(numpy_helper.from_array(new_scale, scale_tensor.name))
+            zero_tensor.CopyFrom(numpy_helper.from_array(new_zero, zero_tensor.name))
+        changed += 1
+    return changed
+
+
+def normalize_weight_axes(model) -> None:
+    """Write negative ``axis`` attributes of weight DequantizeLinear nodes as non-negative (same meaning)."""
+    inits = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type != "DequantizeLinear" or node.input[0] not in inits:
+            continue
+        rank = len(inits[node.input[0]].dims)
+        for attr in node.attribute:
+            if attr.name == "axis" and attr.i < 0:
+                attr.i += rank
+
+
+def apply_residual_placement(model) -> int:
+    """Drop the Q/DQ between a Conv and the residual Add it feeds (keeping the skip input's Q/DQ), in place.
+
+    Returns the number of Adds rewritten. An Add is rewritten only when both inputs arrive through
+    DequantizeLinear and exactly one of them quantizes a Conv output used by nothing else.
+    """
+    producers = _producers(model)
+    consumers = _consumers(model)
+    removed = []
+    rewritten = 0
+    for add in model.graph.node:
+        if add.op_type != "Add" or len(add.input) != 2:
+            continue
+        branches = []
+        for position, tensor in enumerate(add.input):
+            dq = producers.get(tensor)
+            q = producers.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            source = producers.get(q.input[0]) if q is not None and q.op_type == "QuantizeLinear" else None
+            branches.append((position, dq, q, source))
+        if any(b[1] is None or b[2] is None for b in branches):
+            continue
+        conv_branches = [b for b in branches if b[3] is not None and b[3].op_type == "Conv"
+                         and len(consumers.get(b[2].input[0], [])) == 1 and len(consumers.get(b[1].output[0], [])) == 1
+                         and len(consumers.get(b[2].output[0], [])) == 1]
+        if len(conv_branches) == 2:
+            # Downsample block: both inputs are convolutions; keep the skip (downsample) one quantized.
+            conv_branches = [b for b in conv_branches if "downsample" not in b[3].name][:1] or conv_branches[:1]
+        if len(conv_branches) != 1:
+            continue
+        position, dq, q, source = conv_branches[0]
+        add.input[position] = q.input[0]
+        removed += [id(dq), id(q)]
+        rewritten += 1
+    if removed:
+        keep = [n for n in model.graph.node if id(n) not in set(removed)]
+        del model.graph.node[:]
+        model.graph.node.extend(keep)
+        _drop_unused_initializers(model)
+    return rewritten
+
+
+def _drop_unused_initializers(model) -> None:
+    used = {name for node in model.graph.node for name in node.input}
+    keep = [t for t in model.graph.initializer if t.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+
+
+def remove_quantizers_of(model, node_names: set[str]) -> list[str]:
+    """Leave the named Conv/Gemm nodes in float: drop the Q/DQ on their activation input and dequantize their
+    weights back to float constants. Returns the names actually changed (fallback)."""
+    from onnx import numpy_helper
+
+    producers = _producers(model)
+    inits = {t.name: t for t in model.graph.initializer}
+    changed = []
+    for node in model.graph.node:
+        if node.name not in node_names:
+            continue
+        for position, tensor in enumerate(list(node.input[:2])):
+            dq = producers.get(tensor)
+            if dq is None or dq.op_type != "DequantizeLinear":
+                continue
+            if dq.input[0] in inits:  # weight: fold the DQ into a float initializer
+                weight = numpy_helper.to_array(inits[dq.input[0]]).astype(np.float32)
+                scale = numpy_helper.to_array(inits[dq.input[1]]).astype(np.float32)
+                axis = next((a.i for a in dq.attribute if a.name == "axis"), 1) % weight.ndim
+                shape = [1] * weight.ndim
+                shape[axis] = -1
+                value = weight * (scale.reshape(shape) if scale.size > 1 else scale)
+                name = f"{dq.input[0]}_float"
+                model.graph.initializer.append(numpy_helper.from_array(value.astype(np.float32), name))
+                node.input[position] = name
+            else:
+                q = producers.get(dq.input[0])
+                if q is not None and q.op_type == "QuantizeLinear":
+                    node.input[position] = q.input[0]
+        changed.append(node.name)
+    if changed:
+        used = {name for n in model.graph.node for name in n.input} | {o.name for o in model.graph.output}
+        # Drop Q/DQ nodes nobody reads any more (repeat: a Q is orphaned once its DQ goes).
+        for _ in range(2):
+            keep = [n for n in model.graph.node
+                    if n.op_type not in ("QuantizeLinear", "DequantizeLinear") or any(o in used for o in n.output)]
+            del model.graph.node[:]
+            model.graph.node.extend(keep)
+            used = {name for n in model.graph.node for name in n.input} | {o.name for o in model.graph.output}
+        _drop_unused_initializers(model)
+    return changed
+
+
+def quantized_layers(model) -> list[str]:
+    """Names of Conv/Gemm/MatMul nodes whose weights are quantized (candidates for fallback), in graph order."""
+    producers = _producers(model)
+    names = []
+    for node in model.graph.node:
+        if node.op_type in ("Conv", "Gemm", "MatMul") and len(node.input) > 1:
+            dq = producers.get(node.input[1])
+            if dq is not None and dq.op_type == "DequantizeLinear":
+                names.append(node.name)
+    return names
