@@ -379,6 +379,130 @@ def _add_bundle(sub: argparse._SubParsersAction) -> None:
     predict.add_argument("--json", action="store_true", help="one JSON line per image")
 
 
+# --------------------------------------------------------------------------------------------- export
+def _load_cli_model(args: argparse.Namespace):
+    from edgeresnext.models import load_checkpoint
+    from edgeresnext.pipeline import resolve_checkpoint
+
+    return load_checkpoint(resolve_checkpoint(args.checkpoint), arch=args.arch)
+
+
+def _parity_batch(model, count: int):
+    import numpy as np
+
+    from edgeresnext.data import load_dataset
+
+    data = load_dataset(model.meta.dataset or "fashion-mnist", split="test")
+    return np.stack([model.meta.preprocess.image_to_array(image) for image in data.images[:count]])
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from edgeresnext.export import assert_parity, onnx_from_torch
+
+    model = _load_cli_model(args)
+    path = onnx_from_torch(model, args.out, dynamic_batch=not args.static_batch, opset=args.opset)
+    message = f"wrote {path} (opset {args.opset}, checker and shape inference pass)"
+    if args.parity_images:
+        error = assert_parity(model, path, _parity_batch(model, args.parity_images), tolerance=args.tolerance)
+        message += f"; max abs error vs PyTorch {error:.2e} on {args.parity_images} test images"
+    print(message)
+    return 0
+
+
+@command("export")
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export the FP32 ONNX (checked, compared with PyTorch on real images)")
+    p.add_argument("checkpoint", nargs="?", default="shipped:fashion-mnist", help="checkpoint path or shipped:<name>")
+    p.add_argument("--arch", default=None, help="arch of a bare state dict")
+    p.add_argument("--out", default="model_fp32.onnx")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--static-batch", action="store_true", help="fix the batch axis to 1 (default: dynamic)")
+    p.add_argument("--parity-images", type=int, default=64, help="test images for the PyTorch comparison (0: skip)")
+    p.add_argument("--tolerance", type=float, default=1e-3, help="max abs logit error accepted (default 1e-3)")
+
+
+# --------------------------------------------------------------------------------------------- quantize
+def _run_quantize(args: argparse.Namespace) -> int:
+    from edgeresnext.config import QuantSpec, find_target, load_target
+    from edgeresnext.data.calibration import load_calibration_images
+
+    spec = load_target(find_target(args.target)).quant if args.target else QuantSpec()
+    overrides = {"method": args.method, "calib_dir": args.calib, "subset_size": args.subset_size,
+                 "range_estimator": args.range_estimator, "placement": args.placement,
+                 "qat_epochs": args.epochs}
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(spec, key, value)
+    if args.per_tensor:
+        spec.per_channel = False
+    if args.no_bias_correction:
+        spec.fast_bias_correction = False
+    if args.ignore:
+        spec.ignored_scope = list(spec.ignored_scope) + args.ignore
+    model = _load_cli_model(args)
+    calib = load_calibration_images(spec.calib_dir, model.meta.preprocess, spec.subset_size, args.on_bad_image)
+    if spec.method == "qat":
+        from edgeresnext.quantize.qat import quantize_qat
+
+        out = quantize_qat(model, calib, spec, args.out, progress=not args.quiet)
+    elif spec.method == "ptq":
+        from edgeresnext.quantize.ptq import quantize_ptq
+
+        out = quantize_ptq(model, calib, spec, args.out)
+    else:
+        from edgeresnext.errors import ConfigError
+
+        raise ConfigError("--method none makes no INT8 model; use ptq or qat")
+    print(f"wrote {out} ({spec.method}, {len(calib)} calibration images from {spec.calib_dir}, placement "
+          f"{spec.placement}; TensorRT lint clean)")
+    if args.sensitivity:
+        from edgeresnext.quantize.sensitivity import layer_sensitivity
+
+        report = layer_sensitivity(out, calib[:64], args.sensitivity)
+        print(f"wrote {args.sensitivity}: most sensitive {', '.join(r['layer'] for r in report['layers'][:3])}")
+    return 0
+
+
+@command("quantize")
+def _add_quantize(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("quantize", help="INT8 Q/DQ ONNX by PTQ or QAT (NNCF), TensorRT-lint clean")
+    p.add_argument("checkpoint", nargs="?", default="shipped:fashion-mnist", help="checkpoint path or shipped:<name>")
+    p.add_argument("--arch", default=None, help="arch of a bare state dict")
+    p.add_argument("--target", default=None, help="take quant settings from targets/<name>.yaml (flags override)")
+    p.add_argument("--method", choices=["ptq", "qat"], default=None)
+    p.add_argument("--calib", default=None, help="calibration image folder (default calib_data)")
+    p.add_argument("--subset-size", type=int, default=None, help="calibration images (default 300)")
+    p.add_argument("--range-estimator", choices=["minmax", "mean_minmax", "percentile", "histogram"], default=None)
+    p.add_argument("--per-tensor", action="store_true", help="per-tensor weights (TensorRT lint will refuse)")
+    p.add_argument("--no-bias-correction", action="store_true", help="skip NNCF's fast bias correction")
+    p.add_argument("--ignore", action="append", default=[], metavar="LAYER",
+                   help="leave a layer in float (torch module name such as layer1.0.conv1, or ONNX node name)")
+    p.add_argument("--placement", choices=["residual", "nncf_default"], default=None)
+    p.add_argument("--epochs", type=int, default=None, help="QAT fine-tuning epochs")
+    p.add_argument("--on-bad-image", choices=["fail", "skip"], default="fail")
+    p.add_argument("--sensitivity", default=None, metavar="JSON", help="also write per-layer sensitivity here")
+    p.add_argument("--out", default="model_int8.onnx")
+
+
+# --------------------------------------------------------------------------------------------- lint
+def _run_lint(args: argparse.Namespace) -> int:
+    from edgeresnext.export import lint_onnx
+
+    found = lint_onnx(args.model, rules=args.rules)
+    for violation in found:
+        print(f"{violation.severity}: {violation}")
+    errors = sum(v.severity == "error" for v in found)
+    print(f"{args.model}: {errors} error(s), {len(found) - errors} warning(s) against the {args.rules} rules")
+    return 1 if errors else 0
+
+
+@command("lint")
+def _add_lint(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("lint", help="check a Q/DQ ONNX against TensorRT's rules (exit 1 on violations)")
+    p.add_argument("model", help="ONNX file")
+    p.add_argument("--for", dest="rules", choices=["tensorrt"], default="tensorrt")
+
+
 # --------------------------------------------------------------------------------------------- main
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(

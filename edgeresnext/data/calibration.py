@@ -107,3 +107,38 @@ def write_calibration_set(out: str | os.PathLike[str], dataset: str = "fashion-m
         shutil.rmtree(staging, ignore_errors=True)
     logger.info("wrote %d images to %s", len(indices), out)
     return CalibrationSet(folder=out, count=len(indices), per_class=len(indices) // len(counters))
+
+
+def load_calibration_images(folder: str | os.PathLike[str], preprocess, count: int | None = None,
+                            on_bad_image: str = "fail") -> np.ndarray:
+    """The first ``count`` images below ``folder`` (sorted paths), preprocessed for the model: float32 NCHW.
+
+    Any folder of images works (class sub-folders optional). ``on_bad_image='skip'`` drops unreadable files
+    with a warning and takes the next ones, so the set still has ``count`` images when the folder has them.
+    """
+    from edgeresnext.data.folder import list_images, load_folder_arrays
+
+    files = list_images(folder)
+    if count is not None and count < 1:
+        raise DataError(f"calibration count {count}; expected at least 1")
+    wanted = len(files) if count is None else count
+    if wanted > len(files):
+        logger.warning("%s holds %d images, fewer than the %d asked for; calibrating on all of them",
+                       folder, len(files), wanted)
+    arrays: list[np.ndarray] = []
+    position = 0
+    while sum(len(a) for a in arrays) < wanted and position < len(files):
+        take = files[position:position + wanted - sum(len(a) for a in arrays)]
+        position += len(take)
+        try:
+            batch, _kept = load_folder_arrays(take, preprocess, on_bad_image=on_bad_image)
+        except DataError:
+            if on_bad_image == "fail":
+                raise
+            continue  # every file of this slice was bad: try the next ones
+        arrays.append(batch)
+    if not arrays:
+        raise DataError(f"{folder}: none of its {len(files)} images could be used for calibration")
+    images = np.concatenate(arrays)
+    logger.info("calibration: %d images from %s", len(images), folder)
+    return images
