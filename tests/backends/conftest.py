@@ -1,0 +1,56 @@
+"""Fixtures for the backend tests: the shipped (tiny) ResNeXt, its FP32 ONNX and its Q/DQ INT8 ONNX made by
+the project's own PTQ on real calibration images, and the FP32 logits every backend is compared with.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="session")
+def test_images(fmnist_test, shipped_model) -> np.ndarray:
+    """The 512 Fashion-MNIST test images, preprocessed as the model was trained (float32 NCHW)."""
+    preprocess = shipped_model.meta.preprocess
+    return np.stack([preprocess.image_to_array(image) for image in fmnist_test.images])
+
+
+@pytest.fixture(scope="session")
+def fp32_logits(shipped_model, test_images) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return shipped_model.eval()(torch.from_numpy(test_images)).numpy()
+
+
+@pytest.fixture(scope="session")
+def fp32_onnx(tmp_path_factory, shipped_model) -> Path:
+    from edgeresnext.export import onnx_from_torch
+
+    return onnx_from_torch(shipped_model, tmp_path_factory.mktemp("onnx") / "model_fp32.onnx", dynamic_batch=True)
+
+
+@pytest.fixture(scope="session")
+def qdq_onnx(tmp_path_factory, shipped_model, calib_dir, fp32_onnx) -> Path:
+    """The Q/DQ INT8 ONNX every backend compiles: signed symmetric, per-channel, residual placement."""
+    from edgeresnext.config import QuantSpec
+    from edgeresnext.data.folder import list_images, load_folder_arrays
+    from edgeresnext.quantize.ptq import quantize_ptq
+
+    calib, _kept = load_folder_arrays(list_images(calib_dir), shipped_model.meta.preprocess)
+    out = tmp_path_factory.mktemp("qdq") / "model_int8.onnx"
+    return quantize_ptq(shipped_model, calib, QuantSpec(subset_size=100), out, fp32_onnx=fp32_onnx, lint=False)
+
+
+@pytest.fixture(scope="session")
+def qdq_logits(qdq_onnx, test_images) -> np.ndarray:
+    """What the Q/DQ file means: ONNX Runtime with every graph optimisation off runs each QuantizeLinear/
+    DequantizeLinear as written (fake quantization in FP32). A backend's INT8 kernels must reproduce this."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(qdq_onnx), options, providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: test_images})[0]
