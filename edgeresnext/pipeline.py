@@ -254,23 +254,24 @@ def _calibration_files(target: Target) -> list[Path]:
 
 
 def stage_export(target: Target, root: Path, model_stage: StageResult) -> StageResult:
-    """FP32 ONNX (dynamic batch), onnx.checker + shape inference, parity with PyTorch on real images."""
+    """FP32 ONNX (dynamic batch), onnx.checker + shape inference, parity with PyTorch on real validation images."""
     model_file = model_stage.folder / "model.safetensors"
-    calib_files = _calibration_files(target)[:EXPORT_PARITY_IMAGES]
-    config = {"input": target.input.model_dump(mode="json"), "opset": 17, "tolerance": EXPORT_TOLERANCE}
+    parity_data = target.data.model_copy(update={"limit": EXPORT_PARITY_IMAGES, "on_bad_image": "skip"})
+    config = {"input": target.input.model_dump(mode="json"), "opset": 17, "tolerance": EXPORT_TOLERANCE,
+              "parity_data": parity_data.model_dump(mode="json")}
 
     def produce(folder: Path) -> dict[str, Any]:
-        from edgeresnext.data.folder import load_folder_arrays
         from edgeresnext.export import assert_parity, onnx_from_torch
+        from edgeresnext.validate import load_validation_data
 
         model = _load_stage_model(model_stage)
         onnx_path = onnx_from_torch(model, folder / "model_fp32.onnx", input_shape=_input_shape(target, model),
                                     dynamic_batch=True)
-        images, _kept = load_folder_arrays(calib_files, model.meta.preprocess, on_bad_image="skip")
+        images = load_validation_data(parity_data, model.meta.preprocess, model.meta.class_names).inputs
         error = assert_parity(model, onnx_path, images, tolerance=EXPORT_TOLERANCE)
         return {"max_abs_error_vs_torch": float(error), "parity_images": len(images)}
 
-    return run_stage(root / "export", "export", config, [model_file, *calib_files], produce)
+    return run_stage(root / "export", "export", config, [model_file], produce)
 
 
 def _input_shape(target: Target, model) -> tuple[int, int, int]:

@@ -1,0 +1,157 @@
+"""The build pipeline as a user runs it: stage cache hits, invalidation per stage, lock, summary.
+
+One small real build (shipped model, 200 validation images, 60 calibration images) is made once per session
+and copied for each test that changes something, so every test sees a finished build to start from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edgeresnext.config import load_target
+from edgeresnext.pipeline import STAGES, build
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _write_target(folder: Path, calib: Path, checkpoint: Path, **overrides: object) -> Path:
+    data = {
+        "extends": str(REPO / "targets" / "cpu.yaml"),
+        "name": "cpu-small",
+        "model": {"checkpoint": str(checkpoint)},
+        "data": {"limit": 200},
+        "quant": {"calib_dir": str(calib), "subset_size": 60},
+        "validate": {"latency_runs": 5, "warmup_runs": 1},
+        "gates": {"max_top1_drop": 0.05},
+    }
+    for dotted, value in overrides.items():
+        cursor = data
+        *parents, leaf = dotted.split("__")
+        for part in parents:
+            cursor = cursor.setdefault(part, {})
+        cursor[leaf] = value
+    path = folder / "cpu-small.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _stage_records(root: Path) -> dict[str, dict]:
+    records = {}
+    for name in STAGES:
+        path = root / ("bundle.stage.json" if name == "bundle" else f"{'report' if name == 'validate' else name}/stage.json")
+        if path.is_file():
+            records[name] = json.loads(path.read_text())
+    return records
+
+
+@pytest.fixture(scope="session")
+def small_calib(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from edgeresnext.data.calibration import write_calibration_set
+
+    folder = tmp_path_factory.mktemp("pipeline-calib") / "calib"
+    write_calibration_set(folder, count=60, seed=1)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def first_build(tmp_path_factory: pytest.TempPathFactory, small_calib: Path, shipped_checkpoint: Path):
+    """(target yaml, build root, summary) of one complete build."""
+    folder = tmp_path_factory.mktemp("pipeline")
+    yaml_path = _write_target(folder, small_calib, shipped_checkpoint)
+    summary = build(load_target(yaml_path), out_root=folder / "build", progress=False)
+    return yaml_path, folder / "build", summary
+
+
+def _copy_build(first_build, tmp_path: Path, calib: Path | None = None, **overrides: object):
+    yaml_path, build_root, _summary = first_build
+    shutil.copytree(build_root, tmp_path / "build")
+    source = yaml.safe_load(yaml_path.read_text())
+    calib = calib or Path(source["quant"]["calib_dir"])
+    new_yaml = _write_target(tmp_path, calib, Path(source["model"]["checkpoint"]), **overrides)
+    return load_target(new_yaml), tmp_path / "build"
+
+
+def test_first_build_runs_every_stage_and_passes(first_build) -> None:
+    _yaml, root, summary = first_build
+    assert summary.ok, summary.render()
+    assert [s.name for s in summary.stages] == list(STAGES)
+    assert not any(s.skipped for s in summary.stages)
+    target_root = root / "cpu-small"
+    for relative in ("model/model.safetensors", "export/model_fp32.onnx", "quantize/model_int8.onnx",
+                     "lint/lint.json", "compile/model.xml", "compile/model.bin", "report/report.json",
+                     "report/report.html", "bundle/manifest.json", "config.json"):
+        assert (target_root / relative).is_file(), relative
+    assert not list(target_root.rglob(".*.tmp-*")), "temporary files left behind"
+    text = summary.render()
+    assert "openvino-int8" in text and "gate max_top1_drop: pass" in text
+
+
+def test_second_build_skips_every_stage(first_build, tmp_path: Path) -> None:
+    target, root = _copy_build(first_build, tmp_path)
+    before = _stage_records(root / "cpu-small")
+    summary = build(target, out_root=root, progress=False)
+    assert [s.name for s in summary.stages if not s.skipped] == []
+    assert _stage_records(root / "cpu-small") == before
+
+
+def test_changed_validation_setting_reruns_only_validate_and_bundle(first_build, tmp_path: Path) -> None:
+    target, root = _copy_build(first_build, tmp_path, validate__latency_runs=6)
+    summary = build(target, out_root=root, progress=False)
+    rerun = [s.name for s in summary.stages if not s.skipped]
+    assert rerun == ["validate", "bundle"]
+    report = json.loads((root / "cpu-small" / "report" / "report.json").read_text())
+    assert report["protocol"]["runs"] == 6
+
+
+def test_changed_calibration_set_reruns_quantize_and_what_follows(first_build, tmp_path: Path) -> None:
+    from edgeresnext.data.calibration import write_calibration_set
+
+    calib = tmp_path / "calib-other"
+    write_calibration_set(calib, count=60, seed=7)
+    target, root = _copy_build(first_build, tmp_path, calib=calib)
+    summary = build(target, out_root=root, progress=False)
+    assert [s.name for s in summary.stages if s.skipped] == ["model", "export"]
+    assert [s.name for s in summary.stages if not s.skipped] == ["quantize", "lint", "compile", "validate", "bundle"]
+
+
+def test_corrupted_stage_output_is_detected_and_rebuilt(first_build, tmp_path: Path) -> None:
+    target, root = _copy_build(first_build, tmp_path)
+    ir = root / "cpu-small" / "compile" / "model.bin"
+    original = ir.read_bytes()
+    ir.write_bytes(original[:-16] + bytes(16))
+    summary = build(target, out_root=root, progress=False)
+    assert summary.stage("compile") is not None and not summary.stage("compile").skipped
+    assert ir.read_bytes() == original
+    assert [s.name for s in summary.stages if not s.skipped][0] == "compile"
+
+
+def test_concurrent_builds_of_one_target_wait_for_each_other(first_build, tmp_path: Path) -> None:
+    target, root = _copy_build(first_build, tmp_path, validate__latency_runs=7)
+    yaml_path = tmp_path / "cpu-small.yaml"
+    command = [sys.executable, "-m", "edgeresnext.cli", "-q", "build", "--target", str(yaml_path), "--out", str(root)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    second = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    outputs = [p.communicate(timeout=600)[0] for p in (first, second)]
+    assert [first.returncode, second.returncode] == [0, 0], outputs
+    # Exactly one of them did the work; the other found it done after waiting for the lock.
+    reran = [out.count("validate: done") for out in outputs]
+    assert sorted(reran) == [0, 1], outputs
+    from edgeresnext.bundle import verify_bundle
+
+    verify_bundle(root / "cpu-small" / "bundle")
+
+
+def test_unknown_target_name_lists_the_known_ones(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "edgeresnext.cli", "build", "--target", "nosuch"], cwd=REPO,
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "unknown target 'nosuch'" in result.stderr and "cpu" in result.stderr
