@@ -121,3 +121,17 @@ def test_cpp_sample_rejects_images_it_cannot_use(classify, bundles, tmp_path):
     done = run_sample(classify, bundles["openvino"], wrong_size)
     assert done.returncode == 1 and "preprocessed image is 28x30, the model takes 28x28" in done.stderr
 
+
+
+def test_tensorrt_sample_configures_or_says_why_it_is_skipped(tmp_path):
+    """Without TensorRT the configure step succeeds, builds nothing and names what is missing."""
+    done = subprocess.run(["cmake", "-S", str(SAMPLE.parent / "tensorrt"), "-B", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    if "build skipped:" in done.stderr:
+        assert "TensorRT" in done.stderr or "CUDA toolkit" in done.stderr
+        build = subprocess.run(["cmake", "--build", str(tmp_path)], capture_output=True, text=True, timeout=300)
+        assert build.returncode == 0 and not (tmp_path / "edgeresnext_trt_classify").exists()
+    else:
+        assert "TensorRT" in done.stdout
+

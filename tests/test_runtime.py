@@ -162,3 +162,14 @@ print(json.dumps(result.to_dict()))
     assert done.returncode == 0, done.stderr
     expected = load_bundle(bundles["openvino"]).predict(image_files[0], top_k=5)
     assert json.loads(done.stdout.strip().splitlines()[-1]) == expected.to_dict()
+
+
+def test_python_example_prints_the_runtime_top5(bundles, image_files):
+    example = Path(__file__).resolve().parents[1] / "examples" / "python" / "classify.py"
+    assert len(example.read_text().splitlines()) <= 10
+    done = subprocess.run([sys.executable, str(example), str(bundles["openvino"]), str(image_files[0])],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    expected = load_bundle(bundles["openvino"]).predict(image_files[0])
+    pairs = "  ".join(f"{label} {score:.3f}" for label, score in zip(expected.labels, expected.scores, strict=True))
+    assert done.stdout.strip() == f"{image_files[0]} {pairs}"

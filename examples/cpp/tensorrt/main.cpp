@@ -1,0 +1,127 @@
+// edgeresnext TensorRT device-app sample: verify a bundle, deserialize its engine, preprocess a PGM/PPM image as
+// training did, run one inference with the TensorRT 10/11 API (name-based I/O, enqueueV3), print the top-k.
+//
+//   edgeresnext_trt_classify <bundle_dir> <image.pgm|image.ppm> [--top-k 5] [--no-verify]
+//
+// Engines run only with the TensorRT version and GPU (SM) that built them: build the engine on the device
+// (the bundle's TensorRT kit) and bundle it there. Output lines: "<rank>\t<class index>\t<probability>\t<label>".
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <NvInfer.h>
+#include <cuda_runtime_api.h>
+
+#include "edgeresnext_bundle.hpp"
+
+namespace {
+
+class Logger : public nvinfer1::ILogger {
+  void log(Severity severity, const char* msg) noexcept override {
+    if (severity <= Severity::kWARNING) std::cerr << "TensorRT: " << msg << "\n";
+  }
+};
+
+void cuda_check(cudaError_t status, const char* what) {
+  if (status != cudaSuccess) throw edgeresnext::BundleError(std::string(what) + ": " + cudaGetErrorString(status));
+}
+
+struct DeviceBuffer {
+  void* ptr = nullptr;
+  explicit DeviceBuffer(size_t bytes) { cuda_check(cudaMalloc(&ptr, bytes), "cudaMalloc"); }
+  ~DeviceBuffer() { cudaFree(ptr); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+};
+
+int usage() {
+  std::cerr << "usage: edgeresnext_trt_classify <bundle_dir> <image.pgm|image.ppm> [--top-k N] [--no-verify]\n";
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 3) return usage();
+  std::string bundle_dir = argv[1], image_path = argv[2];
+  size_t k = 5;
+  bool verify = true;
+  for (int i = 3; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--top-k" && i + 1 < argc) {
+      k = static_cast<size_t>(std::atoi(argv[++i]));
+    } else if (arg == "--no-verify") {
+      verify = false;
+    } else {
+      return usage();
+    }
+  }
+  try {
+    edgeresnext::Bundle bundle = edgeresnext::load_bundle(bundle_dir, verify);
+    const edgeresnext::Json& artifact = bundle.artifact("tensorrt", {"engine"});
+    const edgeresnext::Json& built_on = bundle.manifest["device"]["built_on"];
+    if (built_on.has("tensorrt_version"))
+      std::cerr << "engine built with TensorRT " << built_on["tensorrt_version"].str() << "; running TensorRT "
+                << getInferLibVersion() << "\n";
+
+    Logger logger;
+    std::unique_ptr<nvinfer1::IRuntime> runtime(nvinfer1::createInferRuntime(logger));
+    std::string plan = edgeresnext::read_file(bundle.path(artifact["path"].str()));
+    std::unique_ptr<nvinfer1::ICudaEngine> engine(runtime->deserializeCudaEngine(plan.data(), plan.size()));
+    if (!engine)
+      throw edgeresnext::BundleError("could not deserialize the engine: built by another TensorRT version or for "
+                                     "another GPU? Rebuild it on this device from the bundle's ONNX");
+    std::unique_ptr<nvinfer1::IExecutionContext> context(engine->createExecutionContext());
+
+    std::string input_name, output_name;
+    for (int i = 0; i < engine->getNbIOTensors(); ++i) {
+      const char* name = engine->getIOTensorName(i);
+      if (engine->getTensorIOMode(name) == nvinfer1::TensorIOMode::kINPUT)
+        input_name = name;
+      else
+        output_name = name;
+    }
+    if (engine->getTensorDataType(input_name.c_str()) != nvinfer1::DataType::kFLOAT ||
+        engine->getTensorDataType(output_name.c_str()) != nvinfer1::DataType::kFLOAT)
+      throw edgeresnext::BundleError("expected float32 input and output tensors (the FP16 variant keeps FP32 I/O)");
+
+    const auto& shape = bundle.input_shape;  // N, C, H, W
+    std::vector<float> input = edgeresnext::preprocess(edgeresnext::read_pnm(image_path), bundle.preprocess,
+                                                       static_cast<int>(shape[2]), static_cast<int>(shape[3]));
+    nvinfer1::Dims4 dims{1, shape[1], shape[2], shape[3]};
+    if (!context->setInputShape(input_name.c_str(), dims))
+      throw edgeresnext::BundleError("batch 1 is outside the engine's optimisation profile");
+    nvinfer1::Dims out_dims = context->getTensorShape(output_name.c_str());
+    size_t classes = 1;
+    for (int i = 0; i < out_dims.nbDims; ++i) classes *= static_cast<size_t>(out_dims.d[i]);
+    if (classes != bundle.labels.size())
+      throw edgeresnext::BundleError("engine gives " + std::to_string(classes) + " logits for " +
+                                     std::to_string(bundle.labels.size()) + " labels");
+
+    cudaStream_t stream;
+    cuda_check(cudaStreamCreate(&stream), "cudaStreamCreate");
+    DeviceBuffer d_input(input.size() * sizeof(float)), d_output(classes * sizeof(float));
+    std::vector<float> logits(classes);
+    cuda_check(cudaMemcpyAsync(d_input.ptr, input.data(), input.size() * sizeof(float), cudaMemcpyHostToDevice,
+                               stream), "cudaMemcpyAsync");
+    context->setTensorAddress(input_name.c_str(), d_input.ptr);
+    context->setTensorAddress(output_name.c_str(), d_output.ptr);
+    if (!context->enqueueV3(stream)) throw edgeresnext::BundleError("enqueueV3 failed (see the TensorRT log)");
+    cuda_check(cudaMemcpyAsync(logits.data(), d_output.ptr, classes * sizeof(float), cudaMemcpyDeviceToHost, stream),
+               "cudaMemcpyAsync");
+    cuda_check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+    cudaStreamDestroy(stream);
+
+    auto best = edgeresnext::top_k(logits.data(), classes, k);
+    for (size_t rank = 0; rank < best.size(); ++rank)
+      std::printf("%zu\t%d\t%.9g\t%s\n", rank + 1, best[rank].index, best[rank].score,
+                  bundle.labels[size_t(best[rank].index)].c_str());
+  } catch (const std::exception& err) {
+    std::cerr << "edgeresnext_trt_classify: error: " << err.what() << "\n";
+    return 1;
+  }
+  return 0;
+}
