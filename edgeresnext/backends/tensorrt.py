@@ -621,10 +621,14 @@ class TensorRTBackend(Backend):
         return Artifact(backend=self.name, precision=target.precision, kind="engine", path=out_dir / ENGINE_FILE,
                         files=[out_dir / ENGINE_FILE, out_dir / f"{ENGINE_FILE}.json", model], info=info)
 
-    def _load_impl(self, artifact: Artifact, target: Target | None) -> Runner:
+    def load(self, artifact: Artifact, target: Target | None = None) -> Runner:
+        # A kit is never runnable, whatever this host has: say what to do with it before anything else.
         if artifact.kind == "kit":
             raise BackendUnavailable(f"{artifact.path} is an on-device build kit, not an engine: build it on the "
                                      f"device with `edgeresnext compile --on-device {artifact.path}`")
+        return super().load(artifact, target)
+
+    def _load_impl(self, artifact: Artifact, target: Target | None) -> Runner:
         engine_json = Path(f"{artifact.path}.json")
         if engine_json.is_file() and not artifact.info.get("tensorrt_version"):
             artifact.info.update(json.loads(engine_json.read_text()))

@@ -1,0 +1,224 @@
+"""TensorRT backend: FP16 Q/DQ converter (proved on ONNX Runtime), the on-device build kit for jetson.yaml, and,
+on a GPU host (`make test-gpu`), real engines built and run with TensorRT 10/11.
+
+trtexec and TensorRT cannot run on the CPU machines; the kit's script is exercised with a stand-in trtexec
+that records its arguments and prints what trtexec prints, so the script's own logic (TensorRT 10 vs 11
+flags, the engine record) is tested here, and the engine itself on a GPU host.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shlex
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from backend_helpers import agreement
+
+from edgeresnext.backends import get_backend
+from edgeresnext.backends.tensorrt import (
+    FP16_QDQ_FILE,
+    KIT_SCRIPT,
+    build_plan,
+    engine_from_kit,
+    fp16_qdq_from_onnx,
+    read_kit,
+    trtexec_args,
+)
+from edgeresnext.config import load_target
+from edgeresnext.errors import BackendUnavailable, ConfigError
+
+TARGETS = Path(__file__).resolve().parents[2] / "targets"
+GPU_REASON = get_backend("tensorrt").available()
+needs_gpu = pytest.mark.skipif(GPU_REASON is not None, reason=f"TensorRT cannot run here: {GPU_REASON}")
+
+
+def script_args(kit: Path) -> list[str]:
+    """The trtexec flags in a kit's build_engine.sh (its ARGS=(...) line)."""
+    line = next(line for line in (kit / KIT_SCRIPT).read_text().splitlines() if line.startswith("ARGS=("))
+    return shlex.split(line[len("ARGS=(") : -1])
+
+
+# ------------------------------------------------------------------------------------------ FP16 Q/DQ
+def test_fp16_qdq_keeps_int8_and_runs_in_onnxruntime(qdq_onnx, test_images, fp32_logits, qdq_logits, tmp_path):
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, numpy_helper
+
+    out = tmp_path / FP16_QDQ_FILE
+    report = fp16_qdq_from_onnx(qdq_onnx, out)
+    model, source = onnx.load(str(out)), onnx.load(str(qdq_onnx))
+    types = {init.name: init.data_type for init in model.graph.initializer}
+    assert TensorProto.FLOAT not in types.values(), "a float32 initializer survived"
+    # INT8 weights and zero points are untouched; Q/DQ scales keep their values up to FP16 rounding.
+    before = {init.name: numpy_helper.to_array(init) for init in source.graph.initializer}
+    for init in model.graph.initializer:
+        if before[init.name].dtype == np.int8:
+            assert init.data_type == TensorProto.INT8 and np.array_equal(numpy_helper.to_array(init),
+                                                                         before[init.name])
+    assert report["qdq_scales"] > 0 and report["max_scale_rel_error"] < 0.02
+    # The interface stays float32, so runtimes and device apps feed the same images.
+    assert model.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    assert model.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    logits = session.run(None, {"input": test_images})[0]
+    assert agreement(logits, qdq_logits) >= 0.98
+    assert agreement(logits, fp32_logits) >= 0.90
+
+
+def test_fp16_of_an_fp32_model_matches_it(fp32_onnx, test_images, fp32_logits, tmp_path):
+    import onnxruntime as ort
+
+    fp16_qdq_from_onnx(fp32_onnx, tmp_path / "fp16.onnx")
+    session = ort.InferenceSession(str(tmp_path / "fp16.onnx"), providers=["CPUExecutionProvider"])
+    logits = session.run(None, {"input": test_images})[0]
+    assert agreement(logits, fp32_logits) >= 0.99
+    assert np.abs(logits - fp32_logits).max() < 0.1
+
+
+# ------------------------------------------------------------------------------------------ the kit
+def test_jetson_target_makes_an_on_device_kit(qdq_onnx, tmp_path):
+    target = load_target(TARGETS / "jetson.yaml")
+    artifact = get_backend("tensorrt").compile(qdq_onnx, target, tmp_path / "kit")
+    kit = tmp_path / "kit"
+    assert artifact.kind == "kit" and artifact.path == kit
+    assert "on the device" in artifact.info["reason"] or "tensorrt" in artifact.info["reason"].lower()
+    for name in ("model.qdq.onnx", FP16_QDQ_FILE, KIT_SCRIPT, "kit.json", "README.md"):
+        assert (kit / name).is_file(), name
+    assert (kit / KIT_SCRIPT).stat().st_mode & 0o111
+    subprocess.run(["bash", "-n", str(kit / KIT_SCRIPT)], check=True)
+    options = target.backend_options.tensorrt
+    # The script's flags are the target's settings: strongly typed FP16 Q/DQ model, batch 1, workspace, no DLA.
+    assert script_args(kit) == [
+        f"--onnx={FP16_QDQ_FILE}", "--saveEngine=model.engine", f"--memPoolSize=workspace:{options.workspace_mb}M",
+        "--timingCacheFile=timing.cache", "--minShapes=input:1x1x28x28", "--optShapes=input:1x1x28x28",
+        "--maxShapes=input:1x1x28x28",
+    ]
+    plan = read_kit(kit)["plan"]
+    assert plan["build_mode"] == "strongly_typed" and plan["dla_core"] is None
+    assert plan["batch"] == {"min": 1, "opt": 1, "max": 1} and plan["device"] == "jetson-orin"
+    assert f"edgeresnext compile --on-device {kit}" in artifact.info["device_commands"]
+
+
+def test_dla_and_batch_range_reach_the_flags(qdq_onnx):
+    dla = trtexec_args(build_plan(qdq_onnx, load_target(TARGETS / "jetson-dla.yaml")))
+    assert "--useDLACore=0" in dla and "--allowGPUFallback" in dla
+    gpu = trtexec_args(build_plan(qdq_onnx, load_target(TARGETS / "gpu.yaml")))
+    assert "--minShapes=input:1x1x28x28" in gpu and "--optShapes=input:8x1x28x28" in gpu
+    assert "--maxShapes=input:32x1x28x28" in gpu and "--memPoolSize=workspace:2048M" in gpu
+    assert not any(flag.startswith("--useDLACore") for flag in gpu)
+    # Strongly typed builds carry no precision flags: precision comes from the graph.
+    assert "--int8" not in gpu and "--fp16" not in gpu
+
+
+def test_weakly_typed_option_uses_the_int8_fp16_flags(qdq_onnx):
+    target = load_target(TARGETS / "jetson.yaml", overrides={"backend_options.tensorrt.strongly_typed": False})
+    args = trtexec_args(build_plan(qdq_onnx, target))
+    assert "--onnx=model.qdq.onnx" in args and "--int8" in args and "--fp16" in args
+
+
+FAKE_TRTEXEC = """#!/usr/bin/env bash
+# Stand-in for trtexec: records its arguments, prints the lines trtexec prints, writes an engine file.
+printf '%s\\n' "$@" > trtexec.args
+echo "&&&& RUNNING TensorRT.trtexec [TensorRT v100300] # trtexec $*"
+echo "[11/22/2026-10:00:00] [I] === Device Information ==="
+echo "[11/22/2026-10:00:00] [I] Selected Device: Orin"
+echo "[11/22/2026-10:00:00] [I] Compute Capability: 8.7"
+echo "[11/22/2026-10:00:00] [I] TensorRT version: 10.3.0"
+for arg in "$@"; do case "$arg" in --saveEngine=*) echo engine > "${arg#--saveEngine=}";; esac; done
+"""
+
+
+@pytest.mark.parametrize(("major", "strongly_typed_flag"), [(10, True), (11, False)])
+def test_build_script_adapts_to_tensorrt_10_and_11(qdq_onnx, tmp_path, major, strongly_typed_flag):
+    kit = tmp_path / "kit"
+    get_backend("tensorrt").compile(qdq_onnx, load_target(TARGETS / "jetson.yaml"), kit)
+    fake = tmp_path / "trtexec"
+    fake.write_text(FAKE_TRTEXEC)
+    fake.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "TRTEXEC": str(fake), "TRT_MAJOR": str(major)}
+    subprocess.run([str(kit / KIT_SCRIPT)], env=env, check=True, capture_output=True)
+    passed = (kit / "trtexec.args").read_text().split()
+    assert passed[: len(script_args(kit))] == script_args(kit)
+    assert ("--stronglyTyped" in passed) is strongly_typed_flag
+    record = json.loads((kit / "model.engine.json").read_text())
+    assert record["tensorrt_version"] == "10.3.0" and record["gpu_name"] == "Orin" and record["gpu_sm"] == "8.7"
+    assert record["build_mode"] == "strongly_typed" and record["tensorrt_major"] == major
+    assert (kit / "model.engine").is_file()
+
+
+def test_build_script_refuses_weak_typing_on_tensorrt_11(qdq_onnx, tmp_path):
+    kit = tmp_path / "kit"
+    target = load_target(TARGETS / "jetson.yaml", overrides={"backend_options.tensorrt.strongly_typed": False})
+    get_backend("tensorrt").compile(qdq_onnx, target, kit)
+    fake = tmp_path / "trtexec"
+    fake.write_text(FAKE_TRTEXEC)
+    fake.chmod(0o755)
+    result = subprocess.run([str(kit / KIT_SCRIPT)], env={"PATH": "/usr/bin:/bin", "TRTEXEC": str(fake),
+                                                         "TRT_MAJOR": "11"}, capture_output=True, text=True)
+    assert result.returncode == 2 and "TensorRT 11 removed" in result.stderr
+    assert not (kit / "model.engine").exists()
+
+
+def test_static_batch_onnx_must_match_the_target(tmp_path, shipped_model):
+    from edgeresnext.export import onnx_from_torch
+
+    static = onnx_from_torch(shipped_model, tmp_path / "static.onnx", dynamic_batch=False)
+    with pytest.raises(ConfigError, match="fixed batch of 1"):
+        build_plan(static, load_target(TARGETS / "gpu.yaml"))
+    assert not any(flag.endswith("Shapes") for flag in trtexec_args(build_plan(static, load_target(
+        TARGETS / "jetson.yaml"))))
+
+
+def test_not_a_kit(tmp_path):
+    with pytest.raises(ConfigError, match="not a TensorRT build kit"):
+        read_kit(tmp_path)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="tensorrt is installed here")
+def test_without_tensorrt_the_module_still_works_and_says_why(qdq_onnx, tmp_path):
+    backend = get_backend("tensorrt")
+    assert "tensorrt" in backend.available()
+    # gpu.yaml builds here when it can; without TensorRT it falls back to the kit and says why.
+    artifact = backend.compile(qdq_onnx, load_target(TARGETS / "gpu.yaml"), tmp_path / "gpu")
+    assert artifact.kind == "kit" and "tensorrt" in artifact.info["reason"]
+    with pytest.raises(BackendUnavailable, match="on-device build kit"):
+        backend.load(artifact)
+    with pytest.raises(BackendUnavailable, match="tensorrt"):
+        engine_from_kit(tmp_path / "gpu")
+
+
+# ------------------------------------------------------------------------------------------ GPU host
+@pytest.mark.gpu
+@pytest.mark.tensorrt
+@needs_gpu
+def test_engine_builds_runs_and_records_its_device(qdq_onnx, test_images, fp32_logits, qdq_logits, tmp_path):
+    backend = get_backend("tensorrt")
+    target = load_target(TARGETS / "gpu.yaml", overrides={"backend_options.tensorrt.timing_cache":
+                                                           str(tmp_path / "timing.cache")})
+    artifact = backend.compile(qdq_onnx, target, tmp_path / "engine")
+    assert artifact.kind == "engine"
+    record = json.loads(Path(f"{artifact.path}.json").read_text())
+    assert record["build_mode"] == "strongly_typed" and record["gpu_sm"] and record["tensorrt_version"]
+    assert (tmp_path / "timing.cache").stat().st_size > 0
+    runner = backend.load(artifact, target)
+    logits = runner(test_images)  # 512 images in chunks of the profile's max batch (32)
+    assert agreement(logits, qdq_logits) >= 0.97
+    assert agreement(logits, fp32_logits) >= 0.90
+    assert runner.precision_report()["layers"] > 0
+    runner.close()
+
+
+@pytest.mark.gpu
+@pytest.mark.tensorrt
+@needs_gpu
+def test_kit_builds_on_the_device(qdq_onnx, test_images, qdq_logits, tmp_path):
+    """What `edgeresnext compile --on-device <kit>` does on the Jetson, here on whatever GPU runs the tests."""
+    get_backend("tensorrt").compile(qdq_onnx, load_target(TARGETS / "jetson.yaml"), tmp_path / "kit")
+    artifact = engine_from_kit(tmp_path / "kit")
+    runner = get_backend("tensorrt").load(artifact)
+    assert agreement(runner(test_images), qdq_logits) >= 0.97
+    assert (tmp_path / "kit" / "timing.cache").is_file()
