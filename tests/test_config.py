@@ -1,0 +1,110 @@
+"""Target configs: YAML, Python and CLI overrides build the same typed Target; bad input names file and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgeresnext.config import Target, find_target, load_target, target_from_dict
+from edgeresnext.errors import ConfigError
+
+
+def write(folder: Path, name: str, text: str) -> Path:
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+def test_yaml_python_and_overrides_build_the_same_target(tmp_path):
+    path = write(tmp_path, "edge.yaml", "backend: openvino\nprecision: int8\nbackend_options:\n"
+                                        "  openvino:\n    hint: throughput\n    threads: 2\n")
+    from_yaml = load_target(path)
+    from_python = target_from_dict({"name": "edge", "backend": "openvino", "precision": "int8",
+                                    "backend_options": {"openvino": {"hint": "throughput", "threads": 2}}})
+    assert from_yaml.resolved() == from_python.resolved()
+    assert from_yaml.name == "edge" and from_yaml.source == str(path)
+    overridden = load_target(path, overrides={"backend_options.openvino.threads": 4, "quant.calib_dir": None})
+    assert overridden.backend_options.openvino.threads == 4 and overridden.quant.calib_dir == "calib_data"
+
+
+def test_unknown_key_names_the_file_the_key_and_what_is_accepted(tmp_path):
+    path = write(tmp_path, "bad.yaml", "backend: tensorrt\nbackend_options:\n  tensorrt:\n    workspace: 512\n")
+    with pytest.raises(ConfigError) as err:
+        load_target(path)
+    message = str(err.value)
+    assert str(path) in message and "backend_options.tensorrt.workspace" in message
+    assert "workspace_mb" in message  # the accepted keys are listed
+
+
+def test_wrong_type_names_the_key_and_the_value(tmp_path):
+    path = write(tmp_path, "bad.yaml", "backend: onnxruntime\nbackend_options:\n  onnxruntime:\n    threads: many\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: backend_options\.onnxruntime\.threads: .*'many'"):
+        load_target(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("precision: int8\n", "missing required key 'backend'"),
+        ("backend: coreml\n", "backend"),
+        ("backend: openvino\nprecision: fp16\n", "fp16 is a TensorRT precision"),
+        ("backend: openvino\nprecision: int8\nquant:\n  method: none\n", "needs quant.method"),
+        ("backend: tensorrt\nquant:\n  symmetric_activations: false\n", "zero point 0"),
+        ("backend: tensorrt\ninput:\n  batch: {min: 1, opt: 1, max: 8}\nbackend_options:\n  tensorrt: {dla_core: 0}\n",
+         "DLA engines take static shapes"),
+        ("backend: openvino\nbackend_options:\n  tensorrt: {dla_core: 0}\n", "dla_core is set but backend"),
+        ("backend: tensorrt\ninput:\n  batch: {min: 4, opt: 2, max: 8}\n", "min <= opt <= max"),
+        ("backend: tensorrt\nbackend_options:\n  tensorrt: {workspace_mb: 1}\n", "workspace_mb"),
+        ("- a list\n", "must be a mapping"),
+        ("backend: [unclosed\n", "not valid YAML"),
+    ],
+)
+def test_invalid_targets_are_one_clear_error(tmp_path, text, expected):
+    path = write(tmp_path, "t.yaml", text)
+    with pytest.raises(ConfigError, match=str(path)) as err:
+        load_target(path)
+    assert expected in str(err.value)
+
+
+def test_extends_merges_key_by_key(tmp_path):
+    write(tmp_path, "base.yaml", "backend: tensorrt\ninput:\n  batch: {min: 1, opt: 8, max: 32}\n"
+                                 "backend_options:\n  tensorrt: {workspace_mb: 2048, fp16: true}\n")
+    child = write(tmp_path, "child.yaml", "extends: base.yaml\ninput:\n  batch: {opt: 1, max: 1}\n"
+                                          "backend_options:\n  tensorrt: {workspace_mb: 512}\n")
+    target = load_target(child)
+    assert target.name == "child" and target.backend == "tensorrt"
+    assert (target.input.batch.min, target.input.batch.opt, target.input.batch.max) == (1, 1, 1)
+    assert target.backend_options.tensorrt.workspace_mb == 512 and target.backend_options.tensorrt.fp16
+
+
+def test_extends_errors(tmp_path):
+    loop_a = write(tmp_path, "a.yaml", "extends: b.yaml\nbackend: openvino\n")
+    write(tmp_path, "b.yaml", "extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="loops back"):
+        load_target(loop_a)
+    missing = write(tmp_path, "c.yaml", "extends: nowhere.yaml\nbackend: openvino\n")
+    with pytest.raises(ConfigError, match=r"nowhere\.yaml: no such target file"):
+        load_target(missing)
+    not_a_path = write(tmp_path, "d.yaml", "extends: [a.yaml]\nbackend: openvino\n")
+    with pytest.raises(ConfigError, match="'extends' must be a file path"):
+        load_target(not_a_path)
+
+
+def test_yaml_object_tags_are_refused(tmp_path):
+    path = write(tmp_path, "evil.yaml", "backend: !!python/object/apply:os.system ['true']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_target(path)
+
+
+def test_find_target_by_name_lists_the_known_ones(tmp_path):
+    write(tmp_path, "cpu.yaml", "backend: openvino\n")
+    assert find_target("cpu", tmp_path) == tmp_path / "cpu.yaml"
+    with pytest.raises(ConfigError, match=r"unknown target 'tpu'; expected one of: cpu"):
+        find_target("tpu", tmp_path)
+
+
+def test_resolved_config_round_trips():
+    target = target_from_dict({"name": "x", "backend": "tensorrt", "validate": {"latency_runs": 5}})
+    again = Target.model_validate({"name": "x", **target.resolved()})
+    assert again.resolved() == target.resolved() and again.validate_.latency_runs == 5
