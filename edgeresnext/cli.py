@@ -292,7 +292,7 @@ def _run_compile(args: argparse.Namespace) -> int:
     from edgeresnext.config import find_target, load_target
 
     target = load_target(find_target(args.target))
-    out = Path(args.out) if args.out else Path("build") / target.name / "compile"
+    out = Path(args.out) if args.out else Path(args.build) / target.name / "compile"
     onnx_path = Path(args.onnx) if args.onnx else _onnx_for_target(target, Path(args.build), progress=not args.quiet)
     artifact = get_backend(target.backend).compile(onnx_path, target, out)
     artifact.save(out / "artifact.json")
