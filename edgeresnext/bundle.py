@@ -96,8 +96,10 @@ def _io_signature(artifact: Artifact, meta: ModelMeta) -> dict[str, Any]:
     ONNX/IR file, else what the model's metadata implies (``input``/``logits``)."""
     size = meta.preprocess.crop or meta.preprocess.resize or meta.input_size
     sig: dict[str, Any] = {
-        "input_name": "input", "input_shape": [-1, meta.in_channels, size, size],
-        "output_name": "logits", "output_shape": [-1, meta.num_classes],
+        "input_name": "input",
+        "input_shape": [-1, meta.in_channels, size, size],
+        "output_name": "logits",
+        "output_shape": [-1, meta.num_classes],
     }
     path = Path(artifact.path)
     try:
@@ -111,8 +113,12 @@ def _io_signature(artifact: Artifact, meta: ModelMeta) -> dict[str, Any]:
             def dims(value_info) -> list[int]:
                 return [d.dim_value if d.HasField("dim_value") else -1 for d in value_info.type.tensor_type.shape.dim]
 
-            sig.update(input_name=inputs[0].name, input_shape=dims(inputs[0]),
-                       output_name=graph.output[0].name, output_shape=dims(graph.output[0]))
+            sig.update(
+                input_name=inputs[0].name,
+                input_shape=dims(inputs[0]),
+                output_name=graph.output[0].name,
+                output_shape=dims(graph.output[0]),
+            )
         elif artifact.kind == "ir":
             import openvino as ov
 
@@ -121,11 +127,20 @@ def _io_signature(artifact: Artifact, meta: ModelMeta) -> dict[str, Any]:
             def dims(port) -> list[int]:
                 return [d.get_length() if d.is_static else -1 for d in port.get_partial_shape()]
 
-            sig.update(input_name=model.inputs[0].get_any_name(), input_shape=dims(model.inputs[0]),
-                       output_name=model.outputs[0].get_any_name(), output_shape=dims(model.outputs[0]))
+            sig.update(
+                input_name=model.inputs[0].get_any_name(),
+                input_shape=dims(model.inputs[0]),
+                output_name=model.outputs[0].get_any_name(),
+                output_shape=dims(model.outputs[0]),
+            )
     except ImportError as err:
-        logger.warning("cannot read the input/output names of %s (%s); using %s/%s", path, err,
-                       sig["input_name"], sig["output_name"])
+        logger.warning(
+            "cannot read the input/output names of %s (%s); using %s/%s",
+            path,
+            err,
+            sig["input_name"],
+            sig["output_name"],
+        )
     except Exception as err:  # onnx/openvino raise their own types (DecodeError, RuntimeError) for a bad file
         raise ConfigError(f"{path}: cannot read the {artifact.backend} {artifact.kind} artifact ({err})") from err
     # Engines cannot be opened here: the backend may have recorded the names (shapes come from the metadata).
@@ -145,14 +160,22 @@ def _cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
-def build_manifest(artifacts: Sequence[Artifact], names: dict[Path, str], meta: ModelMeta,
-                   validation_summary: dict[str, Any] | None, target: Target | None) -> dict[str, Any]:
+def build_manifest(
+    artifacts: Sequence[Artifact],
+    names: dict[Path, str],
+    meta: ModelMeta,
+    validation_summary: dict[str, Any] | None,
+    target: Target | None,
+) -> dict[str, Any]:
     """The manifest (without ``files``) for artifacts whose files are known in the bundle as ``names``."""
     primary = artifacts[0]
     sig = _io_signature(primary, meta)
     info = dict(primary.info)
-    backend_version = str(info.get("backend_version") or info.get("tensorrt_version")
-                          or _package_version(BACKEND_PACKAGES[primary.backend]))
+    backend_version = str(
+        info.get("backend_version")
+        or info.get("tensorrt_version")
+        or _package_version(BACKEND_PACKAGES[primary.backend])
+    )
     target_device = DEFAULT_DEVICE[primary.backend]
     if target is not None and primary.backend == "tensorrt":
         target_device = target.backend_options.tensorrt.device
@@ -167,10 +190,20 @@ def build_manifest(artifacts: Sequence[Artifact], names: dict[Path, str], meta: 
         "format": FORMAT,
         "schema_version": SCHEMA_VERSION,
         "created_by": f"edgeresnext {_edgeresnext_version()}",
-        "model": {"arch": meta.arch, "num_classes": meta.num_classes, "dataset": meta.dataset,
-                  "recipe": meta.recipe, "metrics": _jsonable(meta.metrics)},
-        "input": {"name": sig["input_name"], "shape": [int(d) for d in sig["input_shape"]],
-                  "dtype": str(info.get("input_dtype", "float32")), "layout": "NCHW", "batch": batch},
+        "model": {
+            "arch": meta.arch,
+            "num_classes": meta.num_classes,
+            "dataset": meta.dataset,
+            "recipe": meta.recipe,
+            "metrics": _jsonable(meta.metrics),
+        },
+        "input": {
+            "name": sig["input_name"],
+            "shape": [int(d) for d in sig["input_shape"]],
+            "dtype": str(info.get("input_dtype", "float32")),
+            "layout": "NCHW",
+            "batch": batch,
+        },
         "preprocess": {
             **pre.to_dict(),
             "channel_order": pre.channels,
@@ -179,21 +212,35 @@ def build_manifest(artifacts: Sequence[Artifact], names: dict[Path, str], meta: 
             "scale": 1.0 / 255.0,
             "order": "convert to `channels`, resize, crop, x * scale, (x - mean) / std, HWC to CHW",
         },
-        "output": {"name": sig["output_name"], "shape": [int(d) for d in sig["output_shape"]],
-                   "dtype": str(info.get("output_dtype", "float32")), "meaning": "logits",
-                   "scores": "softmax over the class axis; class i is line i of labels.txt"},
+        "output": {
+            "name": sig["output_name"],
+            "shape": [int(d) for d in sig["output_shape"]],
+            "dtype": str(info.get("output_dtype", "float32")),
+            "meaning": "logits",
+            "scores": "softmax over the class axis; class i is line i of labels.txt",
+        },
         "labels": LABELS,
         "precision": primary.precision,
         "backend": {"name": primary.backend, "version": backend_version},
         "device": {
             "target_device": target_device,
-            "built_on": {"machine": platform.machine(), "system": platform.system(), "cpu": _cpu_name(),
-                         **{k: info[k] for k in ("gpu_name", "gpu_sm", "tensorrt_version", "build_mode") if k in info}},
+            "built_on": {
+                "machine": platform.machine(),
+                "system": platform.system(),
+                "cpu": _cpu_name(),
+                **{k: info[k] for k in ("gpu_name", "gpu_sm", "tensorrt_version", "build_mode") if k in info},
+            },
         },
         "validation": _jsonable(validation_summary) if validation_summary is not None else None,
         "artifacts": [
-            {"backend": a.backend, "precision": a.precision, "kind": a.kind, "path": names[Path(a.path)],
-             "files": [names[p] for p in _artifact_files(a)], "info": _jsonable(a.info)}
+            {
+                "backend": a.backend,
+                "precision": a.precision,
+                "kind": a.kind,
+                "path": names[Path(a.path)],
+                "files": [names[p] for p in _artifact_files(a)],
+                "info": _jsonable(a.info),
+            }
             for a in artifacts
         ],
     }
@@ -202,9 +249,13 @@ def build_manifest(artifacts: Sequence[Artifact], names: dict[Path, str], meta: 
     return manifest
 
 
-def bundle_from_artifacts(out_dir: str | os.PathLike[str], artifacts: Artifact | Sequence[Artifact],
-                          meta: ModelMeta, validation_summary: dict[str, Any] | None = None,
-                          target: Target | None = None) -> Path:
+def bundle_from_artifacts(
+    out_dir: str | os.PathLike[str],
+    artifacts: Artifact | Sequence[Artifact],
+    meta: ModelMeta,
+    validation_summary: dict[str, Any] | None = None,
+    target: Target | None = None,
+) -> Path:
     """Write a bundle folder: the artifacts' files, ``labels.txt`` and ``manifest.json``; returns ``out_dir``.
 
     The first artifact is the primary one (its backend, precision and input/output describe the bundle);
@@ -218,8 +269,10 @@ def bundle_from_artifacts(out_dir: str | os.PathLike[str], artifacts: Artifact |
         raise ConfigError(f"{out_dir}: a bundle needs at least one artifact")
     for artifact in artifacts:
         if artifact.backend not in BACKEND_PACKAGES:
-            raise ConfigError(f"{artifact.path}: unknown backend {artifact.backend!r}; expected one of "
-                              f"{', '.join(sorted(BACKEND_PACKAGES))}")
+            raise ConfigError(
+                f"{artifact.path}: unknown backend {artifact.backend!r}; expected one of "
+                f"{', '.join(sorted(BACKEND_PACKAGES))}"
+            )
     if meta.class_names and len(meta.class_names) != meta.num_classes:
         raise ConfigError(f"model metadata has {len(meta.class_names)} class names for {meta.num_classes} classes")
     class_names = meta.class_names or [f"class_{i}" for i in range(meta.num_classes)]
@@ -246,8 +299,9 @@ def bundle_from_artifacts(out_dir: str | os.PathLike[str], artifacts: Artifact |
             if name in (MANIFEST, LABELS):
                 raise ConfigError(f"{source}: the name {name!r} is reserved in a bundle")
             if name in sources and sources[name].resolve() != source.resolve():
-                raise ConfigError(f"{source}: two different artifact files are both named {name!r} "
-                                  f"(the other is {sources[name]})")
+                raise ConfigError(
+                    f"{source}: two different artifact files are both named {name!r} (the other is {sources[name]})"
+                )
             names[source] = name
             sources[name] = source
 
@@ -277,16 +331,22 @@ def bundle_from_artifacts(out_dir: str | os.PathLike[str], artifacts: Artifact |
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
-    logger.info("bundle %s: %s %s, %d files", out_dir, manifest["backend"]["name"], manifest["precision"],
-                len(manifest["files"]))
+    logger.info(
+        "bundle %s: %s %s, %d files",
+        out_dir,
+        manifest["backend"]["name"],
+        manifest["precision"],
+        len(manifest["files"]),
+    )
     return out_dir
 
 
 def _file_entries(root: Path) -> list[dict[str, Any]]:
     entries = []
     for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST):
-        entries.append({"path": path.relative_to(root).as_posix(), "sha256": sha256_file(path),
-                        "bytes": path.stat().st_size})
+        entries.append(
+            {"path": path.relative_to(root).as_posix(), "sha256": sha256_file(path), "bytes": path.stat().st_size}
+        )
     return entries
 
 
@@ -354,10 +414,15 @@ def read_manifest(bundle_dir: str | os.PathLike[str]) -> dict[str, Any]:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise BundleError(f"{path}: not valid JSON ({err})") from err
-    if isinstance(manifest, dict) and isinstance(manifest.get("schema_version"), int) \
-            and manifest["schema_version"] > SCHEMA_VERSION:
-        raise BundleError(f"{path}: schema_version {manifest['schema_version']} was written by a newer edgeresnext; "
-                          f"this one reads version {SCHEMA_VERSION}")
+    if (
+        isinstance(manifest, dict)
+        and isinstance(manifest.get("schema_version"), int)
+        and manifest["schema_version"] > SCHEMA_VERSION
+    ):
+        raise BundleError(
+            f"{path}: schema_version {manifest['schema_version']} was written by a newer edgeresnext; "
+            f"this one reads version {SCHEMA_VERSION}"
+        )
     _validate(manifest, _schema(), str(path))
     return manifest
 

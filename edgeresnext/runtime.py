@@ -88,8 +88,9 @@ class _ONNXRuntimeSession(_Session):
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.upper() == "GPU" else \
-            ["CPUExecutionProvider"]
+        providers = (
+            ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.upper() == "GPU" else ["CPUExecutionProvider"]
+        )
         providers = [p for p in providers if p in ort.get_available_providers()]
         self.session = ort.InferenceSession(str(path), options, providers=providers)
         self.input_name = self.session.get_inputs()[0].name
@@ -113,8 +114,10 @@ class _TensorRTSession(_Session):
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.engine = trt.Runtime(self.logger).deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:
-            raise BackendUnavailable(f"{path}: TensorRT {trt.__version__} could not deserialize the engine (built by "
-                                     "another TensorRT version or for another GPU?)")
+            raise BackendUnavailable(
+                f"{path}: TensorRT {trt.__version__} could not deserialize the engine (built by "
+                "another TensorRT version or for another GPU?)"
+            )
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.input_name = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
@@ -171,8 +174,9 @@ class Classifier:
         self.session = session
         self.labels = read_labels(bundle_dir, manifest)
         fields = set(Preprocess.__dataclass_fields__)
-        self.preprocess = Preprocess.from_dict({k: v for k, v in manifest["preprocess"].items() if k in fields},
-                                               f"{bundle_dir}/manifest.json: preprocess")
+        self.preprocess = Preprocess.from_dict(
+            {k: v for k, v in manifest["preprocess"].items() if k in fields}, f"{bundle_dir}/manifest.json: preprocess"
+        )
         shape = manifest["input"]["shape"]
         self.input_shape: tuple[int, int, int] = (shape[1], shape[2], shape[3])
         batch = manifest["input"].get("batch", {"min": 1, "max": 1})
@@ -193,22 +197,26 @@ class Classifier:
         arrays = [self.preprocess.image_to_array(_open_image(image)) for image in images]
         batch = np.stack(arrays).astype(np.float32, copy=False)
         if tuple(batch.shape[1:]) != self.input_shape:
-            raise DataError(f"preprocessed images have shape {tuple(batch.shape[1:])}, the model takes "
-                            f"{self.input_shape} (C, H, W); the bundle's preprocess has resize={self.preprocess.resize}"
-                            f", crop={self.preprocess.crop}, so images must be {self.input_shape[2]}x"
-                            f"{self.input_shape[1]} already")
+            raise DataError(
+                f"preprocessed images have shape {tuple(batch.shape[1:])}, the model takes "
+                f"{self.input_shape} (C, H, W); the bundle's preprocess has resize={self.preprocess.resize}"
+                f", crop={self.preprocess.crop}, so images must be {self.input_shape[2]}x"
+                f"{self.input_shape[1]} already"
+            )
         return batch
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """Raw logits (N, num_classes) of a preprocessed float32 NCHW batch of any size."""
         batch = np.asarray(batch)
         if batch.dtype != np.float32 or batch.ndim != 4 or tuple(batch.shape[1:]) != self.input_shape:
-            raise DataError(f"expected a float32 batch of shape (N, {', '.join(map(str, self.input_shape))}), got "
-                            f"{batch.dtype} {batch.shape}")
+            raise DataError(
+                f"expected a float32 batch of shape (N, {', '.join(map(str, self.input_shape))}), got "
+                f"{batch.dtype} {batch.shape}"
+            )
         low, high = self.batch_range
         outputs = []
         for start in range(0, len(batch), high):
-            chunk = np.ascontiguousarray(batch[start:start + high])
+            chunk = np.ascontiguousarray(batch[start : start + high])
             count = len(chunk)
             if count < low:  # a static or minimum batch: pad, then drop the padding's outputs
                 chunk = np.concatenate([chunk, np.zeros((low - count, *chunk.shape[1:]), np.float32)])
@@ -241,14 +249,21 @@ class Classifier:
         results = []
         for row in probs:
             order = np.argsort(-row, kind="stable")[:k]
-            results.append(Prediction(labels=[self.labels[i] for i in order], scores=[float(row[i]) for i in order],
-                                      indices=[int(i) for i in order]))
+            results.append(
+                Prediction(
+                    labels=[self.labels[i] for i in order],
+                    scores=[float(row[i]) for i in order],
+                    indices=[int(i) for i in order],
+                )
+            )
         return results[0] if single else results
 
     def __repr__(self) -> str:
         model = self.manifest["model"]
-        return (f"Classifier({self.bundle_dir}, {model['arch']}, {self.backend} {self.precision}, "
-                f"{len(self.labels)} classes)")
+        return (
+            f"Classifier({self.bundle_dir}, {model['arch']}, {self.backend} {self.precision}, "
+            f"{len(self.labels)} classes)"
+        )
 
 
 def _open_image(image: Any) -> Any:
@@ -267,8 +282,13 @@ def _open_image(image: Any) -> Any:
     return image
 
 
-def load_bundle(path: str | os.PathLike[str], backend: str | None = None, device: str | None = None,
-                threads: int | None = None, verify: bool = True) -> Classifier:
+def load_bundle(
+    path: str | os.PathLike[str],
+    backend: str | None = None,
+    device: str | None = None,
+    threads: int | None = None,
+    verify: bool = True,
+) -> Classifier:
     """Open a bundle folder for inference.
 
     ``verify`` checks the manifest schema and the sha256 of every file first (a tampered or missing file is a
@@ -283,20 +303,26 @@ def load_bundle(path: str | os.PathLike[str], backend: str | None = None, device
     else:
         matching = [a for a in artifacts if a["backend"] == backend]
         if not matching:
-            raise ConfigError(f"{bundle_dir}: no {backend!r} artifact; the bundle has "
-                              f"{', '.join(sorted({a['backend'] for a in artifacts}))}")
+            raise ConfigError(
+                f"{bundle_dir}: no {backend!r} artifact; the bundle has "
+                f"{', '.join(sorted({a['backend'] for a in artifacts}))}"
+            )
         artifact = matching[0]
     if artifact["kind"] == "kit":
-        raise BackendUnavailable(f"{bundle_dir / artifact['path']}: an on-device build kit, not an engine; build the "
-                                 "engine on the device first (see the kit's README)")
+        raise BackendUnavailable(
+            f"{bundle_dir / artifact['path']}: an on-device build kit, not an engine; build the "
+            "engine on the device first (see the kit's README)"
+        )
     module, session_class = _SESSIONS[artifact["backend"]]
     try:
         __import__(module)
     except ImportError as err:
         others = [a["backend"] for a in artifacts if a is not artifact]
         hint = f"; the bundle also has: {', '.join(others)} (load_bundle(..., backend=...))" if others else ""
-        raise BackendUnavailable(f"{bundle_dir}: the {artifact['backend']} artifact needs the {module!r} package, "
-                                 f"which is not installed ({err}){hint}") from err
+        raise BackendUnavailable(
+            f"{bundle_dir}: the {artifact['backend']} artifact needs the {module!r} package, "
+            f"which is not installed ({err}){hint}"
+        ) from err
     if device is None:
         device = manifest["device"]["target_device"] if artifact is artifacts[0] else "CPU"
         if artifact["backend"] == "openvino" and device not in ("CPU", "GPU", "NPU", "AUTO"):

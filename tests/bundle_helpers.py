@@ -16,8 +16,15 @@ SUMMARY = {"top1": np.float64(0.91), "top1_drop": 0.0, "latency_ms_p50": 0.4}
 
 
 def fp32_target(backend: str) -> Target:
-    return target_from_dict({"name": f"test-{backend}-fp32", "backend": backend, "precision": "fp32",
-                             "quant": {"method": "none"}, "input": {"batch": {"min": 1, "opt": 1, "max": 8}}})
+    return target_from_dict(
+        {
+            "name": f"test-{backend}-fp32",
+            "backend": backend,
+            "precision": "fp32",
+            "quant": {"method": "none"},
+            "input": {"batch": {"min": 1, "opt": 1, "max": 8}},
+        }
+    )
 
 
 def make_bundles(model, work: Path, summary: dict | None = None) -> dict[str, Path]:
@@ -32,9 +39,14 @@ def make_bundles(model, work: Path, summary: dict | None = None) -> dict[str, Pa
     for backend in ("openvino", "onnxruntime"):
         target = fp32_target(backend)
         artifacts[backend] = get_backend(backend).compile(onnx_path, target, work / backend / "compile")
-    bundles["openvino"] = bundle_from_artifacts(work / "openvino" / "bundle",
-                                                [artifacts["openvino"], artifacts["onnxruntime"]], model.meta,
-                                                summary, fp32_target("openvino"))
-    bundles["onnxruntime"] = bundle_from_artifacts(work / "onnxruntime" / "bundle", artifacts["onnxruntime"],
-                                                   model.meta, summary, fp32_target("onnxruntime"))
+    bundles["openvino"] = bundle_from_artifacts(
+        work / "openvino" / "bundle",
+        [artifacts["openvino"], artifacts["onnxruntime"]],
+        model.meta,
+        summary,
+        fp32_target("openvino"),
+    )
+    bundles["onnxruntime"] = bundle_from_artifacts(
+        work / "onnxruntime" / "bundle", artifacts["onnxruntime"], model.meta, summary, fp32_target("onnxruntime")
+    )
     return bundles

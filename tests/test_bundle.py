@@ -41,8 +41,13 @@ def test_manifest_describes_model_input_preprocessing_and_backend(bundles, shipp
     meta = shipped_model.meta
     assert manifest["format"] == "edgeresnext-bundle" and manifest["schema_version"] == 1
     assert manifest["model"]["arch"] == meta.arch and manifest["model"]["num_classes"] == meta.num_classes
-    assert manifest["input"] == {"name": "input", "shape": [-1, meta.in_channels, 28, 28], "dtype": "float32",
-                                 "layout": "NCHW", "batch": {"min": 1, "opt": 1, "max": 8}}
+    assert manifest["input"] == {
+        "name": "input",
+        "shape": [-1, meta.in_channels, 28, 28],
+        "dtype": "float32",
+        "layout": "NCHW",
+        "batch": {"min": 1, "opt": 1, "max": 8},
+    }
     pre = manifest["preprocess"]
     assert (pre["channels"], pre["resize"], pre["crop"]) == (meta.preprocess.channels, None, None)
     assert pre["mean"] == list(meta.preprocess.mean) and pre["std"] == list(meta.preprocess.std)
@@ -63,8 +68,11 @@ def test_manifest_lists_every_file_with_its_sha256(bundles):
     bundle = bundles["openvino"]
     manifest = json.loads((bundle / MANIFEST).read_text())
     on_disk = sorted(p.name for p in bundle.iterdir() if p.name != MANIFEST)
-    assert [entry["path"] for entry in manifest["files"]] == on_disk == ["labels.txt", "model.bin", "model.onnx",
-                                                                         "model.xml"]
+    assert (
+        [entry["path"] for entry in manifest["files"]]
+        == on_disk
+        == ["labels.txt", "model.bin", "model.onnx", "model.xml"]
+    )
     for entry in manifest["files"]:
         data = (bundle / entry["path"]).read_bytes()
         assert entry["sha256"] == hashlib.sha256(data).hexdigest() and entry["bytes"] == len(data)

@@ -31,12 +31,15 @@ def classify(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     build = tmp_path_factory.mktemp("cpp-openvino-build")
     ov_cmake = Path(openvino.__file__).parent / "cmake"
-    configure = subprocess.run(["cmake", "-S", str(SAMPLE), "-B", str(build), f"-DOpenVINO_DIR={ov_cmake}",
-                                "-DCMAKE_BUILD_TYPE=Release"], capture_output=True, text=True, timeout=300)
+    configure = subprocess.run(
+        ["cmake", "-S", str(SAMPLE), "-B", str(build), f"-DOpenVINO_DIR={ov_cmake}", "-DCMAKE_BUILD_TYPE=Release"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert configure.returncode == 0, configure.stdout + configure.stderr
     jobs = str(min(2, os.cpu_count() or 1))
-    compiled = subprocess.run(["cmake", "--build", str(build), "-j", jobs], capture_output=True, text=True,
-                              timeout=600)
+    compiled = subprocess.run(["cmake", "--build", str(build), "-j", jobs], capture_output=True, text=True, timeout=600)
     assert compiled.returncode == 0, compiled.stdout + compiled.stderr
     return build / "edgeresnext_ov_classify"
 
@@ -56,8 +59,7 @@ def bundles(shipped_model, tmp_path_factory: pytest.TempPathFactory) -> dict[str
 
 
 def run_sample(classify: Path, bundle: Path, image: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(classify), str(bundle), str(image), *extra], capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run([str(classify), str(bundle), str(image), *extra], capture_output=True, text=True, timeout=120)
 
 
 def parse_top_k(stdout: str) -> tuple[list[int], list[float], list[str]]:
@@ -122,11 +124,14 @@ def test_cpp_sample_rejects_images_it_cannot_use(classify, bundles, tmp_path):
     assert done.returncode == 1 and "preprocessed image is 28x30, the model takes 28x28" in done.stderr
 
 
-
 def test_tensorrt_sample_configures_or_says_why_it_is_skipped(tmp_path):
     """Without TensorRT the configure step succeeds, builds nothing and names what is missing."""
-    done = subprocess.run(["cmake", "-S", str(SAMPLE.parent / "tensorrt"), "-B", str(tmp_path)],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        ["cmake", "-S", str(SAMPLE.parent / "tensorrt"), "-B", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     if "build skipped:" in done.stderr:
         assert "TensorRT" in done.stderr or "CUDA toolkit" in done.stderr
@@ -134,4 +139,3 @@ def test_tensorrt_sample_configures_or_says_why_it_is_skipped(tmp_path):
         assert build.returncode == 0 and not (tmp_path / "edgeresnext_trt_classify").exists()
     else:
         assert "TensorRT" in done.stdout
-

@@ -80,7 +80,7 @@ def test_batches_beyond_the_artifact_range_are_split(bundles, fmnist_test):
     assert clf.batch_range == (1, 8)
     batch = np.stack([fmnist_test.preprocess.image_to_array(img) for img in fmnist_test.images[:19]])
     whole = clf.logits(batch)
-    one_by_one = np.concatenate([clf.logits(batch[i:i + 1]) for i in range(19)])
+    one_by_one = np.concatenate([clf.logits(batch[i : i + 1]) for i in range(19)])
     assert whole.shape == (19, 10)
     np.testing.assert_allclose(whole, one_by_one, atol=1e-5)
 
@@ -144,7 +144,9 @@ sys.meta_path.insert(0, Block())
 
 
 def test_runtime_works_without_torch(bundles, image_files):
-    code = _BLOCKED_IMPORT + f"""
+    code = (
+        _BLOCKED_IMPORT
+        + f"""
 import json
 from edgeresnext.runtime import load_bundle
 result = load_bundle({str(bundles["openvino"])!r}).predict({str(image_files[0])!r}, top_k=5)
@@ -157,6 +159,7 @@ else:
 assert "torch" not in sys.modules and "nncf" not in sys.modules
 print(json.dumps(result.to_dict()))
 """
+    )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -167,8 +170,12 @@ print(json.dumps(result.to_dict()))
 def test_python_example_prints_the_runtime_top5(bundles, image_files):
     example = Path(__file__).resolve().parents[1] / "examples" / "python" / "classify.py"
     assert len(example.read_text().splitlines()) <= 10
-    done = subprocess.run([sys.executable, str(example), str(bundles["openvino"]), str(image_files[0])],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(example), str(bundles["openvino"]), str(image_files[0])],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     expected = load_bundle(bundles["openvino"]).predict(image_files[0])
     pairs = "  ".join(f"{label} {score:.3f}" for label, score in zip(expected.labels, expected.scores, strict=True))

@@ -1,4 +1,5 @@
 """Classify images with an edgeresnext bundle: python classify.py build/cpu/bundle shoe.png [more.png ...]"""
+
 import sys
 
 from edgeresnext.runtime import load_bundle
