@@ -17,11 +17,20 @@ def write(folder: Path, name: str, text: str) -> Path:
 
 
 def test_yaml_python_and_overrides_build_the_same_target(tmp_path):
-    path = write(tmp_path, "edge.yaml", "backend: openvino\nprecision: int8\nbackend_options:\n"
-                                        "  openvino:\n    hint: throughput\n    threads: 2\n")
+    path = write(
+        tmp_path,
+        "edge.yaml",
+        "backend: openvino\nprecision: int8\nbackend_options:\n  openvino:\n    hint: throughput\n    threads: 2\n",
+    )
     from_yaml = load_target(path)
-    from_python = target_from_dict({"name": "edge", "backend": "openvino", "precision": "int8",
-                                    "backend_options": {"openvino": {"hint": "throughput", "threads": 2}}})
+    from_python = target_from_dict(
+        {
+            "name": "edge",
+            "backend": "openvino",
+            "precision": "int8",
+            "backend_options": {"openvino": {"hint": "throughput", "threads": 2}},
+        }
+    )
     assert from_yaml.resolved() == from_python.resolved()
     assert from_yaml.name == "edge" and from_yaml.source == str(path)
     overridden = load_target(path, overrides={"backend_options.openvino.threads": 4, "quant.calib_dir": None})
@@ -51,8 +60,11 @@ def test_wrong_type_names_the_key_and_the_value(tmp_path):
         ("backend: openvino\nprecision: fp16\n", "fp16 is a TensorRT precision"),
         ("backend: openvino\nprecision: int8\nquant:\n  method: none\n", "needs quant.method"),
         ("backend: tensorrt\nquant:\n  symmetric_activations: false\n", "zero point 0"),
-        ("backend: tensorrt\ninput:\n  batch: {min: 1, opt: 1, max: 8}\nbackend_options:\n  tensorrt: {dla_core: 0}\n",
-         "DLA engines take static shapes"),
+        (
+            "backend: tensorrt\ninput:\n  batch: {min: 1, opt: 1, max: 8}\n"
+            "backend_options:\n  tensorrt: {dla_core: 0}\n",
+            "DLA engines take static shapes",
+        ),
         ("backend: openvino\nbackend_options:\n  tensorrt: {dla_core: 0}\n", "dla_core is set but backend"),
         ("backend: tensorrt\ninput:\n  batch: {min: 4, opt: 2, max: 8}\n", "min <= opt <= max"),
         ("backend: tensorrt\nbackend_options:\n  tensorrt: {workspace_mb: 1}\n", "workspace_mb"),
@@ -68,10 +80,17 @@ def test_invalid_targets_are_one_clear_error(tmp_path, text, expected):
 
 
 def test_extends_merges_key_by_key(tmp_path):
-    write(tmp_path, "base.yaml", "backend: tensorrt\ninput:\n  batch: {min: 1, opt: 8, max: 32}\n"
-                                 "backend_options:\n  tensorrt: {workspace_mb: 2048, fp16: true}\n")
-    child = write(tmp_path, "child.yaml", "extends: base.yaml\ninput:\n  batch: {opt: 1, max: 1}\n"
-                                          "backend_options:\n  tensorrt: {workspace_mb: 512}\n")
+    write(
+        tmp_path,
+        "base.yaml",
+        "backend: tensorrt\ninput:\n  batch: {min: 1, opt: 8, max: 32}\n"
+        "backend_options:\n  tensorrt: {workspace_mb: 2048, fp16: true}\n",
+    )
+    child = write(
+        tmp_path,
+        "child.yaml",
+        "extends: base.yaml\ninput:\n  batch: {opt: 1, max: 1}\nbackend_options:\n  tensorrt: {workspace_mb: 512}\n",
+    )
     target = load_target(child)
     assert target.name == "child" and target.backend == "tensorrt"
     assert (target.input.batch.min, target.input.batch.opt, target.input.batch.max) == (1, 1, 1)

@@ -64,7 +64,9 @@ def test_backends_import_lazily():
     import subprocess
     import sys
 
-    code = ("import sys, edgeresnext.backends as b; b.get_backend('tensorrt'); b.get_backend('onnxruntime'); "
-            "print(sorted(m for m in ('openvino', 'tensorrt', 'torch', 'nncf') if m in sys.modules))")
+    code = (
+        "import sys, edgeresnext.backends as b; b.get_backend('tensorrt'); b.get_backend('onnxruntime'); "
+        "print(sorted(m for m in ('openvino', 'tensorrt', 'torch', 'nncf') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", f"heavy packages imported just by getting backends: {out}"

@@ -25,15 +25,33 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 # Operators of an optimised ONNX Runtime graph that compute in integers.
-INT8_OPS = frozenset({"QLinearConv", "ConvInteger", "QLinearMatMul", "MatMulInteger", "QGemm", "QLinearAdd",
-                      "QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearMul", "QLinearConcat",
-                      "DynamicQuantizeMatMul", "MatMulIntegerToFloat"})
+INT8_OPS = frozenset(
+    {
+        "QLinearConv",
+        "ConvInteger",
+        "QLinearMatMul",
+        "MatMulInteger",
+        "QGemm",
+        "QLinearAdd",
+        "QLinearGlobalAveragePool",
+        "QLinearAveragePool",
+        "QLinearMul",
+        "QLinearConcat",
+        "DynamicQuantizeMatMul",
+        "MatMulIntegerToFloat",
+    }
+)
 # Float operators that carry the model's compute (convolutions and dense layers).
-FLOAT_COMPUTE_OPS = frozenset({"Conv", "FusedConv", "NchwcConv", "Gemm", "MatMul", "FusedMatMul",
-                               "FusedGemm", "ConvTranspose"})
+FLOAT_COMPUTE_OPS = frozenset(
+    {"Conv", "FusedConv", "NchwcConv", "Gemm", "MatMul", "FusedMatMul", "FusedGemm", "ConvTranspose"}
+)
 
-_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
-           "all": "ORT_ENABLE_ALL"}
+_LEVELS = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
 
 
 def session_options(options: ONNXRuntimeOptions, optimized_model_path: Path | None = None) -> Any:
@@ -57,8 +75,11 @@ def count_compute_ops(op_types: list[str]) -> dict[str, Any]:
     int8 = {op: n for op, n in sorted(counts.items()) if op in INT8_OPS}
     float_ops = {op: n for op, n in sorted(counts.items()) if op in FLOAT_COMPUTE_OPS}
     total = sum(int8.values()) + sum(float_ops.values())
-    return {"int8_ops": int8, "float_ops": float_ops,
-            "int8_fraction": round(sum(int8.values()) / total, 4) if total else 0.0}
+    return {
+        "int8_ops": int8,
+        "float_ops": float_ops,
+        "int8_fraction": round(sum(int8.values()) / total, 4) if total else 0.0,
+    }
 
 
 class ONNXRuntimeRunner(Runner):
@@ -68,18 +89,20 @@ class ONNXRuntimeRunner(Runner):
 
         self.options = options
         name, shape = onnx_input(artifact.path)
-        super().__init__(artifact, input_shape=tuple(int(d) for d in shape[1:]) if all(
-            isinstance(d, int) for d in shape[1:]) else None)
+        super().__init__(
+            artifact,
+            input_shape=tuple(int(d) for d in shape[1:]) if all(isinstance(d, int) for d in shape[1:]) else None,
+        )
         if isinstance(shape[0], int):
             self.batch_range = (shape[0], shape[0])
         self.input_name = name
         # Let ORT write the graph it will actually run, so the precision report describes the runtime model.
         with tempfile.TemporaryDirectory(prefix="edgeresnext-ort-") as tmp:
             optimized = Path(tmp) / "optimized.onnx"
-            self.session = ort.InferenceSession(str(artifact.path), session_options(options, optimized),
-                                                providers=["CPUExecutionProvider"])
-            runtime_ops = [node.op_type for node in onnx.load(str(optimized)).graph.node] if optimized.is_file() \
-                else []
+            self.session = ort.InferenceSession(
+                str(artifact.path), session_options(options, optimized), providers=["CPUExecutionProvider"]
+            )
+            runtime_ops = [node.op_type for node in onnx.load(str(optimized)).graph.node] if optimized.is_file() else []
         self._report = count_compute_ops(runtime_ops)
         self.input_dtype = np.float16 if self.session.get_inputs()[0].type == "tensor(float16)" else np.float32
 
@@ -88,8 +111,12 @@ class ONNXRuntimeRunner(Runner):
         return logits
 
     def precision_report(self) -> dict[str, Any]:
-        return {"precision": self.artifact.precision, "backend": "onnxruntime",
-                "graph_optimization": self.options.graph_optimization, **self._report}
+        return {
+            "precision": self.artifact.precision,
+            "backend": "onnxruntime",
+            "graph_optimization": self.options.graph_optimization,
+            **self._report,
+        }
 
     def close(self) -> None:
         self.session = None
@@ -112,9 +139,12 @@ class ONNXRuntimeBackend(Backend):
             raise BackendUnavailable(reason)
         _name, shape = onnx_input(onnx_path)
         dest = out_dir / "model.onnx"
-        info: dict[str, Any] = {"source_onnx": str(onnx_path), "input_shape": shape,
-                                "graph_optimization": target.backend_options.onnxruntime.graph_optimization,
-                                "threads": target.backend_options.onnxruntime.threads}
+        info: dict[str, Any] = {
+            "source_onnx": str(onnx_path),
+            "input_shape": shape,
+            "graph_optimization": target.backend_options.onnxruntime.graph_optimization,
+            "threads": target.backend_options.onnxruntime.threads,
+        }
         if target.precision == "fp16":
             from edgeresnext.backends.tensorrt import fp16_qdq_from_onnx
 
@@ -123,14 +153,18 @@ class ONNXRuntimeBackend(Backend):
             copy_file_atomic(onnx_path, dest)
         _check_precision(dest, target.precision)
         logger.info("onnxruntime: %s model ready at %s", target.precision, dest)
-        return Artifact(backend=self.name, precision=target.precision, kind="onnx", path=dest, files=[dest],
-                        info=info)
+        return Artifact(backend=self.name, precision=target.precision, kind="onnx", path=dest, files=[dest], info=info)
 
     def _load_impl(self, artifact: Artifact, target: Target | None) -> Runner:
         from edgeresnext.config import ONNXRuntimeOptions
 
-        options = target.backend_options.onnxruntime if target is not None else ONNXRuntimeOptions(
-            **{k: v for k, v in artifact.info.items() if k in ("graph_optimization", "threads")})
+        options = (
+            target.backend_options.onnxruntime
+            if target is not None
+            else ONNXRuntimeOptions(
+                **{k: v for k, v in artifact.info.items() if k in ("graph_optimization", "threads")}
+            )
+        )
         return ONNXRuntimeRunner(artifact, options)
 
 
@@ -141,8 +175,11 @@ def _check_precision(onnx_path: Path, precision: str) -> None:
     ops = {node.op_type for node in onnx.load(str(onnx_path), load_external_data=False).graph.node}
     has_qdq = "QuantizeLinear" in ops or "DequantizeLinear" in ops
     if precision == "int8" and not has_qdq:
-        raise ConfigError(f"{onnx_path}: target precision is int8 but the model has no QuantizeLinear/"
-                          "DequantizeLinear nodes; pass the Q/DQ ONNX from `edgeresnext quantize`")
+        raise ConfigError(
+            f"{onnx_path}: target precision is int8 but the model has no QuantizeLinear/"
+            "DequantizeLinear nodes; pass the Q/DQ ONNX from `edgeresnext quantize`"
+        )
     if precision == "fp32" and has_qdq:
-        raise ConfigError(f"{onnx_path}: target precision is fp32 but the model is quantized (Q/DQ nodes); "
-                          "pass the FP32 ONNX")
+        raise ConfigError(
+            f"{onnx_path}: target precision is fp32 but the model is quantized (Q/DQ nodes); pass the FP32 ONNX"
+        )

@@ -81,8 +81,13 @@ def _save_ir_atomic(model: Any, xml_path: Path) -> None:
                 leftover.unlink()
 
 
-def native_int8_ir_from_onnx(onnx_path: str | Path, xml_path: str | Path, calibration: np.ndarray,
-                             subset_size: int = 300, batch: tuple[int, int] | None = None) -> Path:
+def native_int8_ir_from_onnx(
+    onnx_path: str | Path,
+    xml_path: str | Path,
+    calibration: np.ndarray,
+    subset_size: int = 300,
+    batch: tuple[int, int] | None = None,
+) -> Path:
     """FP32 ONNX -> OpenVINO INT8 IR quantized by ``nncf.quantize`` on the OpenVINO model (its defaults)."""
     import nncf
     import openvino as ov
@@ -91,7 +96,7 @@ def native_int8_ir_from_onnx(onnx_path: str | Path, xml_path: str | Path, calibr
     model = ov.convert_model(str(onnx_path))
     if batch is not None:
         _reshape_batch(model, (1, batch[1]) if batch[0] != batch[1] else batch)
-    samples = [calibration[i:i + 1] for i in range(len(calibration))]
+    samples = [calibration[i : i + 1] for i in range(len(calibration))]
     dataset = nncf.Dataset(samples)
     quantized = nncf.quantize(model, dataset, subset_size=min(subset_size, len(samples)))
     if batch is not None:
@@ -128,11 +133,14 @@ def runtime_precisions(compiled: Any) -> dict[str, Any]:
         layers.append({"name": op.get_friendly_name(), "type": layer_type, "precision": precision})
     counts = Counter(layer["precision"] for layer in layers)
     int8 = sum(n for p, n in counts.items() if p in INT8_PRECISIONS)
-    return {"compute_layers": len(layers), "int8_layers": int8,
-            "int8_fraction": round(int8 / len(layers), 4) if layers else 0.0,
-            "by_precision": dict(sorted(counts.items())),
-            "float_layers": [layer["name"] for layer in layers if layer["precision"] not in INT8_PRECISIONS],
-            "layers": layers}
+    return {
+        "compute_layers": len(layers),
+        "int8_layers": int8,
+        "int8_fraction": round(int8 / len(layers), 4) if layers else 0.0,
+        "by_precision": dict(sorted(counts.items())),
+        "float_layers": [layer["name"] for layer in layers if layer["precision"] not in INT8_PRECISIONS],
+        "layers": layers,
+    }
 
 
 class OpenVINORunner(Runner):
@@ -162,8 +170,13 @@ class OpenVINORunner(Runner):
         return run_in_chunks(batch, infer, self.sizes)
 
     def precision_report(self) -> dict[str, Any]:
-        return {"precision": self.artifact.precision, "backend": "openvino", "device": "CPU",
-                "hint": self.options.hint, **runtime_precisions(self.compiled)}
+        return {
+            "precision": self.artifact.precision,
+            "backend": "openvino",
+            "device": "CPU",
+            "hint": self.options.hint,
+            **runtime_precisions(self.compiled),
+        }
 
     def close(self) -> None:
         self.request = None
@@ -193,8 +206,14 @@ class OpenVINOBackend(Backend):
         batch = (target.input.batch.min, target.input.batch.max)
         xml = out_dir / "model.xml"
         _name, shape = onnx_input(onnx_path)
-        info: dict[str, Any] = {"source_onnx": str(onnx_path), "input_shape": shape, "batch": list(batch),
-                                "hint": options.hint, "threads": options.threads, "cache_dir": options.cache_dir}
+        info: dict[str, Any] = {
+            "source_onnx": str(onnx_path),
+            "input_shape": shape,
+            "batch": list(batch),
+            "hint": options.hint,
+            "threads": options.threads,
+            "cache_dir": options.cache_dir,
+        }
         if target.precision == "int8" and options.native_int8:
             _check_precision(onnx_path, "fp32")
             calibration = extra.get("calibration")
@@ -207,8 +226,14 @@ class OpenVINOBackend(Backend):
             ir_from_onnx(onnx_path, xml, batch)
             info["int8_source"] = "Q/DQ ONNX" if target.precision == "int8" else None
         logger.info("openvino: %s IR written to %s", target.precision, xml)
-        return Artifact(backend=self.name, precision=target.precision, kind="ir", path=xml,
-                        files=[xml, xml.with_suffix(".bin")], info=info)
+        return Artifact(
+            backend=self.name,
+            precision=target.precision,
+            kind="ir",
+            path=xml,
+            files=[xml, xml.with_suffix(".bin")],
+            info=info,
+        )
 
     def _load_impl(self, artifact: Artifact, target: Target | None) -> Runner:
         from edgeresnext.config import OpenVINOOptions
@@ -216,8 +241,9 @@ class OpenVINOBackend(Backend):
         if target is not None:
             options = target.backend_options.openvino
         else:
-            options = OpenVINOOptions(**{k: artifact.info[k] for k in ("hint", "threads", "cache_dir")
-                                         if artifact.info.get(k) is not None})
+            options = OpenVINOOptions(
+                **{k: artifact.info[k] for k in ("hint", "threads", "cache_dir") if artifact.info.get(k) is not None}
+            )
         return OpenVINORunner(artifact, options)
 
 
@@ -229,8 +255,10 @@ def _calibration_from_target(target: Target) -> np.ndarray:
 
     meta = read_checkpoint(resolve_checkpoint(target.model.checkpoint)).meta
     if meta is None:
-        raise ConfigError(f"{target.model.checkpoint}: checkpoint has no metadata (preprocessing) to calibrate "
-                          "OpenVINO's native INT8 with; pass calibration= to compile()")
+        raise ConfigError(
+            f"{target.model.checkpoint}: checkpoint has no metadata (preprocessing) to calibrate "
+            "OpenVINO's native INT8 with; pass calibration= to compile()"
+        )
     files = list_images(target.quant.calib_dir)[: target.quant.subset_size]
     if not files:
         raise DataError(f"{target.quant.calib_dir}: no calibration images (run `make data`)")

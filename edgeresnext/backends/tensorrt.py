@@ -68,11 +68,15 @@ def fp16_qdq_from_onnx(onnx_path: str | Path, out_path: str | Path) -> dict[str,
         try:
             model = onnx.version_converter.convert_version(model, FP16_QDQ_MIN_OPSET)
         except Exception as err:  # the converter raises plain RuntimeError/ValueError on unsupported graphs
-            raise ConfigError(f"{onnx_path}: cannot raise opset {opset} to {FP16_QDQ_MIN_OPSET} for FP16 Q/DQ "
-                              f"scales ({err})") from err
+            raise ConfigError(
+                f"{onnx_path}: cannot raise opset {opset} to {FP16_QDQ_MIN_OPSET} for FP16 Q/DQ scales ({err})"
+            ) from err
     graph = model.graph
-    scale_names = {node.input[1] for node in graph.node
-                   if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 1}
+    scale_names = {
+        node.input[1]
+        for node in graph.node
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 1
+    }
     cast_count = 0
     scale_rel_error = 0.0
     subnormal_scales = 0
@@ -96,8 +100,7 @@ def fp16_qdq_from_onnx(onnx_path: str | Path, out_path: str | Path) -> dict[str,
             if node.op_type == "Cast" and attr.name == "to" and attr.i == TensorProto.FLOAT:
                 attr.i = TensorProto.FLOAT16
             elif attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == TensorProto.FLOAT:
-                attr.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(attr.t).astype(np.float16),
-                                                        attr.t.name))
+                attr.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(attr.t).astype(np.float16), attr.t.name))
     # Keep the model's interface FP32: runtimes and device apps feed float32 images.
     new_nodes = []
     for value in graph.input:
@@ -107,8 +110,11 @@ def fp16_qdq_from_onnx(onnx_path: str | Path, out_path: str | Path) -> dict[str,
                 for i, name in enumerate(node.input):
                     if name == value.name:
                         node.input[i] = half_name
-            new_nodes.append(helper.make_node("Cast", [value.name], [half_name], to=TensorProto.FLOAT16,
-                                              name=f"{value.name}_to_fp16"))
+            new_nodes.append(
+                helper.make_node(
+                    "Cast", [value.name], [half_name], to=TensorProto.FLOAT16, name=f"{value.name}_to_fp16"
+                )
+            )
     tail_nodes = []
     for value in graph.output:
         if value.type.tensor_type.elem_type == TensorProto.FLOAT:
@@ -117,8 +123,9 @@ def fp16_qdq_from_onnx(onnx_path: str | Path, out_path: str | Path) -> dict[str,
                 for i, name in enumerate(node.output):
                     if name == value.name:
                         node.output[i] = half_name
-            tail_nodes.append(helper.make_node("Cast", [half_name], [value.name], to=TensorProto.FLOAT,
-                                               name=f"{value.name}_to_fp32"))
+            tail_nodes.append(
+                helper.make_node("Cast", [half_name], [value.name], to=TensorProto.FLOAT, name=f"{value.name}_to_fp32")
+            )
     nodes = new_nodes + list(graph.node) + tail_nodes
     del graph.node[:]
     graph.node.extend(nodes)
@@ -132,12 +139,19 @@ def fp16_qdq_from_onnx(onnx_path: str | Path, out_path: str | Path) -> dict[str,
     out_path = Path(out_path)
     with atomic_path(out_path) as tmp:
         onnx.save(model, str(tmp))
-    report = {"opset": max(opset, FP16_QDQ_MIN_OPSET), "float_tensors_cast": cast_count,
-              "qdq_scales": len(scale_names), "max_scale_rel_error": scale_rel_error,
-              "subnormal_scales": subnormal_scales}
+    report = {
+        "opset": max(opset, FP16_QDQ_MIN_OPSET),
+        "float_tensors_cast": cast_count,
+        "qdq_scales": len(scale_names),
+        "max_scale_rel_error": scale_rel_error,
+        "subnormal_scales": subnormal_scales,
+    }
     if subnormal_scales:
-        logger.warning("%s: %d Q/DQ scales are below FP16's normal range and lose precision in the FP16 variant",
-                       onnx_path, subnormal_scales)
+        logger.warning(
+            "%s: %d Q/DQ scales are below FP16's normal range and lose precision in the FP16 variant",
+            onnx_path,
+            subnormal_scales,
+        )
     return report
 
 
@@ -150,8 +164,10 @@ def build_plan(onnx_path: str | Path, target: Target) -> dict[str, Any]:
     batch = target.input.batch
     dynamic = not isinstance(shape[0], int)
     if not dynamic and not batch.min == batch.max == shape[0]:
-        raise ConfigError(f"{onnx_path}: the ONNX has a fixed batch of {shape[0]} but target input.batch is "
-                          f"{batch.min}..{batch.max}; export with a dynamic batch dimension")
+        raise ConfigError(
+            f"{onnx_path}: the ONNX has a fixed batch of {shape[0]} but target input.batch is "
+            f"{batch.min}..{batch.max}; export with a dynamic batch dimension"
+        )
     chw = [int(d) for d in shape[1:]] if all(isinstance(d, int) for d in shape[1:]) else None
     if chw is None:
         raise ConfigError(f"{onnx_path}: input {name!r} needs fixed C, H, W (got {shape})")
@@ -186,8 +202,12 @@ def build_plan(onnx_path: str | Path, target: Target) -> dict[str, Any]:
 def trtexec_args(plan: dict[str, Any]) -> list[str]:
     """trtexec flags for a build plan (TensorRT 10 and 11; the version-dependent ``--stronglyTyped`` is
     added by build_engine.sh, which knows the device's TensorRT)."""
-    args = [f"--onnx={plan['onnx']}", f"--saveEngine={plan['engine']}",
-            f"--memPoolSize=workspace:{plan['workspace_mb']}M", f"--timingCacheFile={plan['timing_cache']}"]
+    args = [
+        f"--onnx={plan['onnx']}",
+        f"--saveEngine={plan['engine']}",
+        f"--memPoolSize=workspace:{plan['workspace_mb']}M",
+        f"--timingCacheFile={plan['timing_cache']}",
+    ]
     if plan["dynamic_batch"]:
         chw = "x".join(str(d) for d in plan["input_chw"])
         for key, flag in (("min", "--minShapes"), ("opt", "--optShapes"), ("max", "--maxShapes")):
@@ -258,9 +278,16 @@ def build_script(plan: dict[str, Any]) -> str:
     from edgeresnext import __version__
 
     args = " ".join(shlex.quote(arg) for arg in trtexec_args(plan))
-    return _SCRIPT.format(target=plan["target"], device=plan["device"], version=__version__, args=args,
-                          mode=plan["build_mode"], engine=plan["engine"], onnx=plan["onnx"],
-                          dla="null" if plan["dla_core"] is None else plan["dla_core"])
+    return _SCRIPT.format(
+        target=plan["target"],
+        device=plan["device"],
+        version=__version__,
+        args=args,
+        mode=plan["build_mode"],
+        engine=plan["engine"],
+        onnx=plan["onnx"],
+        dla="null" if plan["dla_core"] is None else plan["dla_core"],
+    )
 
 
 # ------------------------------------------------------------------------------------------ on-device kit
@@ -281,22 +308,40 @@ def kit_from_onnx(onnx_path: str | Path, target: Target, out_dir: str | Path, re
     script = write_text_atomic(out_dir / KIT_SCRIPT, build_script(plan))
     script.chmod(0o755)
     files.append(script)
-    kit = {"kit_version": 1, "plan": plan, "reason": reason, "target_config": target.resolved(),
-           "sha256": {path.name: sha256_file(path) for path in files if path.suffix == ".onnx"},
-           "build_python": f"edgeresnext compile --on-device {out_dir}",
-           "build_trtexec": f"{out_dir}/{KIT_SCRIPT}"}
+    kit = {
+        "kit_version": 1,
+        "plan": plan,
+        "reason": reason,
+        "target_config": target.resolved(),
+        "sha256": {path.name: sha256_file(path) for path in files if path.suffix == ".onnx"},
+        "build_python": f"edgeresnext compile --on-device {out_dir}",
+        "build_trtexec": f"{out_dir}/{KIT_SCRIPT}",
+    }
     files.append(write_json_atomic(out_dir / KIT_FILE, kit))
     files.append(write_text_atomic(out_dir / "README.md", _kit_readme(plan, out_dir, reason)))
-    logger.warning("tensorrt: no engine built here (%s). Wrote the on-device build kit %s; on the %s run "
-                   "`%s/%s` or `edgeresnext compile --on-device %s`", reason, out_dir, plan["device"], out_dir,
-                   KIT_SCRIPT, out_dir)
+    logger.warning(
+        "tensorrt: no engine built here (%s). Wrote the on-device build kit %s; on the %s run "
+        "`%s/%s` or `edgeresnext compile --on-device %s`",
+        reason,
+        out_dir,
+        plan["device"],
+        out_dir,
+        KIT_SCRIPT,
+        out_dir,
+    )
     commands = [f"{out_dir}/{KIT_SCRIPT}", f"edgeresnext compile --on-device {out_dir}"]
-    return Artifact(backend="tensorrt", precision=target.precision, kind="kit", path=out_dir, files=files,
-                    info={"reason": reason, "plan": plan, "device_commands": commands, **info})
+    return Artifact(
+        backend="tensorrt",
+        precision=target.precision,
+        kind="kit",
+        path=out_dir,
+        files=files,
+        info={"reason": reason, "plan": plan, "device_commands": commands, **info},
+    )
 
 
 def _kit_readme(plan: dict[str, Any], out_dir: Path, reason: str) -> str:
-    return f"""# TensorRT build kit: {plan['target']} ({plan['device']})
+    return f"""# TensorRT build kit: {plan["target"]} ({plan["device"]})
 
 No engine was built on the host that made this kit ({reason}). TensorRT engines run only with the
 TensorRT version and GPU that built them, so build it on the device itself (JetPack 6 = TensorRT 10.x):
@@ -304,10 +349,10 @@ TensorRT version and GPU that built them, so build it on the device itself (JetP
     ./{KIT_SCRIPT}                                  # trtexec, nothing else needed
     edgeresnext compile --on-device {out_dir.name}      # same settings through TensorRT's Python API
 
-Either writes `{plan['engine']}` and `{plan['engine']}.json` (TensorRT version, build mode, GPU name, SM).
-Model: `{plan['onnx']}` ({plan['build_mode'].replace('_', ' ')}), input `{plan['input_name']}`
-{plan['batch']['min']}..{plan['batch']['max']} x {'x'.join(map(str, plan['input_chw']))}, workspace \
-{plan['workspace_mb']} MiB, DLA core: {plan['dla_core'] if plan['dla_core'] is not None else 'off'}.
+Either writes `{plan["engine"]}` and `{plan["engine"]}.json` (TensorRT version, build mode, GPU name, SM).
+Model: `{plan["onnx"]}` ({plan["build_mode"].replace("_", " ")}), input `{plan["input_name"]}`
+{plan["batch"]["min"]}..{plan["batch"]["max"]} x {"x".join(map(str, plan["input_chw"]))}, workspace \
+{plan["workspace_mb"]} MiB, DLA core: {plan["dla_core"] if plan["dla_core"] is not None else "off"}.
 Validate a DLA engine on its own: DLA INT8 accuracy can differ from the GPU's.
 """
 
@@ -316,8 +361,10 @@ def read_kit(kit_dir: str | Path) -> dict[str, Any]:
     kit_dir = Path(kit_dir)
     path = kit_dir / KIT_FILE
     if not path.is_file():
-        raise ConfigError(f"{kit_dir}: not a TensorRT build kit (no {KIT_FILE}); make one with "
-                          "`edgeresnext compile --target targets/jetson.yaml`")
+        raise ConfigError(
+            f"{kit_dir}: not a TensorRT build kit (no {KIT_FILE}); make one with "
+            "`edgeresnext compile --target targets/jetson.yaml`"
+        )
     try:
         kit = json.loads(path.read_text())
         plan = kit["plan"]
@@ -336,8 +383,14 @@ def engine_from_kit(kit_dir: str | Path) -> Artifact:
     if not onnx_path.is_file():
         raise ConfigError(f"{onnx_path}: the kit's ONNX model is missing")
     info = engine_from_onnx(onnx_path, kit_dir / plan["engine"], plan, timing_cache=kit_dir / plan["timing_cache"])
-    return Artifact(backend="tensorrt", precision=plan["precision"], kind="engine", path=kit_dir / plan["engine"],
-                    files=[kit_dir / plan["engine"], kit_dir / f"{plan['engine']}.json"], info=info)
+    return Artifact(
+        backend="tensorrt",
+        precision=plan["precision"],
+        kind="engine",
+        path=kit_dir / plan["engine"],
+        files=[kit_dir / plan["engine"], kit_dir / f"{plan['engine']}.json"],
+        info=info,
+    )
 
 
 # ------------------------------------------------------------------------------------------ engine build
@@ -345,9 +398,10 @@ def _import_tensorrt() -> Any:
     try:
         import tensorrt as trt
     except ImportError as err:
-        raise BackendUnavailable(f"the tensorrt Python package is not installed ({err}); on JetPack it comes "
-                                 "with the OS (python3-libnvinfer), elsewhere pip install 'edgeresnext[tensorrt]'") \
-            from err
+        raise BackendUnavailable(
+            f"the tensorrt Python package is not installed ({err}); on JetPack it comes "
+            "with the OS (python3-libnvinfer), elsewhere pip install 'edgeresnext[tensorrt]'"
+        ) from err
     return trt
 
 
@@ -398,8 +452,9 @@ class _TRTLogger:
         return Forward()
 
 
-def engine_from_onnx(onnx_path: str | Path, engine_path: str | Path, plan: dict[str, Any],
-                     timing_cache: str | Path | None = None) -> dict[str, Any]:
+def engine_from_onnx(
+    onnx_path: str | Path, engine_path: str | Path, plan: dict[str, Any], timing_cache: str | Path | None = None
+) -> dict[str, Any]:
     """Build and serialize a TensorRT engine from ``onnx_path`` following ``plan`` (see :func:`build_plan`).
 
     Writes ``engine_path`` and ``<engine_path>.json`` (TensorRT version, build mode, GPU name and SM, DLA core)
@@ -413,14 +468,15 @@ def engine_from_onnx(onnx_path: str | Path, engine_path: str | Path, plan: dict[
     if major < 10:
         raise BackendUnavailable(f"TensorRT {trt.__version__} found; edgeresnext needs TensorRT 10 or 11")
     if plan["build_mode"] == "weakly_typed" and major >= 11:
-        raise ConfigError(f"target {plan['target']!r}: weakly typed builds (--int8/--fp16) were removed in "
-                          f"TensorRT 11 (found {trt.__version__}); set backend_options.tensorrt.strongly_typed: true")
+        raise ConfigError(
+            f"target {plan['target']!r}: weakly typed builds (--int8/--fp16) were removed in "
+            f"TensorRT 11 (found {trt.__version__}); set backend_options.tensorrt.strongly_typed: true"
+        )
     engine_path = Path(engine_path)
     trt_logger = _TRTLogger.create(trt)
     builder = trt.Builder(trt_logger)
     # TensorRT 11 is always strongly typed (the flag is kept but ignored); TensorRT 10 opts in.
-    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if plan["build_mode"] == "strongly_typed" \
-        else 0
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if plan["build_mode"] == "strongly_typed" else 0
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, trt_logger)
     if not parser.parse_from_file(str(onnx_path)):
@@ -442,8 +498,9 @@ def engine_from_onnx(onnx_path: str | Path, engine_path: str | Path, plan: dict[
         config.add_optimization_profile(profile)
     if plan["dla_core"] is not None:
         if builder.num_DLA_cores == 0:
-            raise BackendUnavailable(f"target {plan['target']!r} asks for DLA core {plan['dla_core']} but this "
-                                     "device has no DLA")
+            raise BackendUnavailable(
+                f"target {plan['target']!r} asks for DLA core {plan['dla_core']} but this device has no DLA"
+            )
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = int(plan["dla_core"])
         if plan["gpu_fallback"]:
@@ -461,14 +518,31 @@ def engine_from_onnx(onnx_path: str | Path, engine_path: str | Path, plan: dict[
     write_bytes_atomic(engine_path, bytes(serialized))
     if cache_path is not None:
         write_bytes_atomic(cache_path, bytes(config.get_timing_cache().serialize()))
-    info = {"engine": engine_path.name, "onnx": Path(onnx_path).name, "onnx_sha256": sha256_file(onnx_path),
-            "tensorrt_version": trt.__version__, "tensorrt_major": major, "build_mode": plan["build_mode"],
-            **gpu_info(), "dla_core": plan["dla_core"], "batch": plan["batch"], "workspace_mb": plan["workspace_mb"],
-            "built_with": "tensorrt-python", "build_seconds": round(seconds, 2),
-            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    info = {
+        "engine": engine_path.name,
+        "onnx": Path(onnx_path).name,
+        "onnx_sha256": sha256_file(onnx_path),
+        "tensorrt_version": trt.__version__,
+        "tensorrt_major": major,
+        "build_mode": plan["build_mode"],
+        **gpu_info(),
+        "dla_core": plan["dla_core"],
+        "batch": plan["batch"],
+        "workspace_mb": plan["workspace_mb"],
+        "built_with": "tensorrt-python",
+        "build_seconds": round(seconds, 2),
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     write_json_atomic(engine_path.with_name(engine_path.name + ".json"), info)
-    logger.info("tensorrt: built %s in %.1f s (%s, TensorRT %s, %s SM %s)", engine_path, seconds,
-                plan["build_mode"], trt.__version__, info["gpu_name"], info["gpu_sm"])
+    logger.info(
+        "tensorrt: built %s in %.1f s (%s, TensorRT %s, %s SM %s)",
+        engine_path,
+        seconds,
+        plan["build_mode"],
+        trt.__version__,
+        info["gpu_name"],
+        info["gpu_sm"],
+    )
     return info
 
 
@@ -486,9 +560,11 @@ class TensorRTRunner(Runner):
         self.engine = self.runtime.deserialize_cuda_engine(Path(artifact.path).read_bytes())
         if self.engine is None:
             meta = artifact.info
-            raise BackendUnavailable(f"{artifact.path}: TensorRT cannot load this engine here; it was built with "
-                                     f"TensorRT {meta.get('tensorrt_version', '?')} for {meta.get('gpu_name', '?')} "
-                                     f"(SM {meta.get('gpu_sm', '?')}); rebuild it on this device")
+            raise BackendUnavailable(
+                f"{artifact.path}: TensorRT cannot load this engine here; it was built with "
+                f"TensorRT {meta.get('tensorrt_version', '?')} for {meta.get('gpu_name', '?')} "
+                f"(SM {meta.get('gpu_sm', '?')}); rebuild it on this device"
+            )
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
@@ -527,14 +603,20 @@ class TensorRTRunner(Runner):
         d_out = self._device_buffer(self.output_name, host_out.nbytes)
         self.context.set_tensor_address(self.input_name, d_in)
         self.context.set_tensor_address(self.output_name, d_out)
-        _cuda_check(cudart.cudaMemcpyAsync(d_in, host_in.ctypes.data, host_in.nbytes,
-                                           cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, self.stream),
-                    "cudaMemcpyAsync H2D")
+        _cuda_check(
+            cudart.cudaMemcpyAsync(
+                d_in, host_in.ctypes.data, host_in.nbytes, cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, self.stream
+            ),
+            "cudaMemcpyAsync H2D",
+        )
         if not self.context.execute_async_v3(int(self.stream)):
             raise EdgeResNeXtError(f"{self.artifact.path}: TensorRT execute_async_v3 failed")
-        _cuda_check(cudart.cudaMemcpyAsync(host_out.ctypes.data, d_out, host_out.nbytes,
-                                           cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, self.stream),
-                    "cudaMemcpyAsync D2H")
+        _cuda_check(
+            cudart.cudaMemcpyAsync(
+                host_out.ctypes.data, d_out, host_out.nbytes, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, self.stream
+            ),
+            "cudaMemcpyAsync D2H",
+        )
         _cuda_check(cudart.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
         return host_out.astype(np.float32)
 
@@ -545,9 +627,14 @@ class TensorRTRunner(Runner):
         """Layer precisions from TensorRT's engine inspector (needs the DETAILED profiling verbosity we build
         with); an engine built elsewhere without it reports only its build mode."""
         trt = self._trt
-        report: dict[str, Any] = {"precision": self.artifact.precision, "backend": "tensorrt",
-                                  **{k: self.artifact.info.get(k) for k in ("build_mode", "tensorrt_version",
-                                                                            "gpu_name", "gpu_sm", "dla_core")}}
+        report: dict[str, Any] = {
+            "precision": self.artifact.precision,
+            "backend": "tensorrt",
+            **{
+                k: self.artifact.info.get(k)
+                for k in ("build_mode", "tensorrt_version", "gpu_name", "gpu_sm", "dla_core")
+            },
+        }
         try:
             inspector = self.engine.create_engine_inspector()
             layers = json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON)).get("Layers", [])
@@ -560,12 +647,24 @@ class TensorRTRunner(Runner):
             if not isinstance(layer, dict):
                 continue
             formats = " ".join(str(t.get("Format/Datatype", "")) for t in layer.get("Inputs", []))
-            precision = "int8" if "Int8" in formats or "INT8" in formats else \
-                "fp16" if "Half" in formats or "FP16" in formats else "fp32" if formats else "unknown"
+            precision = (
+                "int8"
+                if "Int8" in formats or "INT8" in formats
+                else "fp16"
+                if "Half" in formats or "FP16" in formats
+                else "fp32"
+                if formats
+                else "unknown"
+            )
             kinds[precision] = kinds.get(precision, 0) + 1
             int8 += precision == "int8"
-        report.update({"layers": len(layers), "by_precision": kinds,
-                       "int8_fraction": round(int8 / len(layers), 4) if layers else 0.0})
+        report.update(
+            {
+                "layers": len(layers),
+                "by_precision": kinds,
+                "int8_fraction": round(int8 / len(layers), 4) if layers else 0.0,
+            }
+        )
         return report
 
     def close(self) -> None:
@@ -618,14 +717,22 @@ class TensorRTBackend(Backend):
         timing_cache = Path(options.timing_cache) if options.timing_cache else None
         info = engine_from_onnx(model, out_dir / ENGINE_FILE, plan, timing_cache=timing_cache)
         info["fp16"] = fp16
-        return Artifact(backend=self.name, precision=target.precision, kind="engine", path=out_dir / ENGINE_FILE,
-                        files=[out_dir / ENGINE_FILE, out_dir / f"{ENGINE_FILE}.json", model], info=info)
+        return Artifact(
+            backend=self.name,
+            precision=target.precision,
+            kind="engine",
+            path=out_dir / ENGINE_FILE,
+            files=[out_dir / ENGINE_FILE, out_dir / f"{ENGINE_FILE}.json", model],
+            info=info,
+        )
 
     def load(self, artifact: Artifact, target: Target | None = None) -> Runner:
         # A kit is never runnable, whatever this host has: say what to do with it before anything else.
         if artifact.kind == "kit":
-            raise BackendUnavailable(f"{artifact.path} is an on-device build kit, not an engine: build it on the "
-                                     f"device with `edgeresnext compile --on-device {artifact.path}`")
+            raise BackendUnavailable(
+                f"{artifact.path} is an on-device build kit, not an engine: build it on the "
+                f"device with `edgeresnext compile --on-device {artifact.path}`"
+            )
         return super().load(artifact, target)
 
     def _load_impl(self, artifact: Artifact, target: Target | None) -> Runner:

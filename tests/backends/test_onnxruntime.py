@@ -49,8 +49,12 @@ def test_precision_report_reads_the_runtime_graph(qdq_onnx, tmp_path):
     assert "FusedConv" not in report["float_ops"]
     # With optimisation on, the report shows ONNX Runtime's own fused kernels, which the file does not contain.
     fused = make_target("onnxruntime", "int8", backend_options={"onnxruntime": {"graph_optimization": "all"}})
-    assert backend.load(backend.compile(qdq_onnx, fused, tmp_path / "all"), fused).precision_report()[
-        "float_ops"].get("FusedConv", 0) > 0
+    assert (
+        backend.load(backend.compile(qdq_onnx, fused, tmp_path / "all"), fused)
+        .precision_report()["float_ops"]
+        .get("FusedConv", 0)
+        > 0
+    )
 
 
 def test_fp16_variant_of_the_qdq_model(qdq_onnx, test_images, fp32_logits, qdq_logits, tmp_path):

@@ -55,8 +55,9 @@ def test_native_int8_through_nncf(fp32_onnx, shipped_model, calib_dir, test_imag
 
     calib, _kept = load_folder_arrays(list_images(calib_dir), shipped_model.meta.preprocess)
     backend = get_backend("openvino")
-    target = make_target("openvino", "int8", quant={"subset_size": 100},
-                         backend_options={"openvino": {"native_int8": True}})
+    target = make_target(
+        "openvino", "int8", quant={"subset_size": 100}, backend_options={"openvino": {"native_int8": True}}
+    )
     artifact = backend.compile(fp32_onnx, target, tmp_path, calibration=calib)
     assert "nncf" in artifact.info["int8_source"]
     runner = backend.load(artifact, target)

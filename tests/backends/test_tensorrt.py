@@ -57,8 +57,7 @@ def test_fp16_qdq_keeps_int8_and_runs_in_onnxruntime(qdq_onnx, test_images, fp32
     before = {init.name: numpy_helper.to_array(init) for init in source.graph.initializer}
     for init in model.graph.initializer:
         if before[init.name].dtype == np.int8:
-            assert init.data_type == TensorProto.INT8 and np.array_equal(numpy_helper.to_array(init),
-                                                                         before[init.name])
+            assert init.data_type == TensorProto.INT8 and np.array_equal(numpy_helper.to_array(init), before[init.name])
     assert report["qdq_scales"] > 0 and report["max_scale_rel_error"] < 0.02
     # The interface stays float32, so runtimes and device apps feed the same images.
     assert model.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
@@ -93,8 +92,12 @@ def test_jetson_target_makes_an_on_device_kit(qdq_onnx, tmp_path):
     options = target.backend_options.tensorrt
     # The script's flags are the target's settings: strongly typed FP16 Q/DQ model, batch 1, workspace, no DLA.
     assert script_args(kit) == [
-        f"--onnx={FP16_QDQ_FILE}", "--saveEngine=model.engine", f"--memPoolSize=workspace:{options.workspace_mb}M",
-        "--timingCacheFile=timing.cache", "--minShapes=input:1x1x28x28", "--optShapes=input:1x1x28x28",
+        f"--onnx={FP16_QDQ_FILE}",
+        "--saveEngine=model.engine",
+        f"--memPoolSize=workspace:{options.workspace_mb}M",
+        "--timingCacheFile=timing.cache",
+        "--minShapes=input:1x1x28x28",
+        "--optShapes=input:1x1x28x28",
         "--maxShapes=input:1x1x28x28",
     ]
     plan = read_kit(kit)["plan"]
@@ -157,8 +160,12 @@ def test_build_script_refuses_weak_typing_on_tensorrt_11(qdq_onnx, tmp_path):
     fake = tmp_path / "trtexec"
     fake.write_text(FAKE_TRTEXEC)
     fake.chmod(0o755)
-    result = subprocess.run([str(kit / KIT_SCRIPT)], env={"PATH": "/usr/bin:/bin", "TRTEXEC": str(fake),
-                                                         "TRT_MAJOR": "11"}, capture_output=True, text=True)
+    result = subprocess.run(
+        [str(kit / KIT_SCRIPT)],
+        env={"PATH": "/usr/bin:/bin", "TRTEXEC": str(fake), "TRT_MAJOR": "11"},
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2 and "TensorRT 11 removed" in result.stderr
     assert not (kit / "model.engine").exists()
 
@@ -169,8 +176,9 @@ def test_static_batch_onnx_must_match_the_target(tmp_path, shipped_model):
     static = onnx_from_torch(shipped_model, tmp_path / "static.onnx", dynamic_batch=False)
     with pytest.raises(ConfigError, match="fixed batch of 1"):
         build_plan(static, load_target(TARGETS / "gpu.yaml"))
-    assert not any(flag.endswith("Shapes") for flag in trtexec_args(build_plan(static, load_target(
-        TARGETS / "jetson.yaml"))))
+    assert not any(
+        flag.endswith("Shapes") for flag in trtexec_args(build_plan(static, load_target(TARGETS / "jetson.yaml")))
+    )
 
 
 def test_not_a_kit(tmp_path):
@@ -197,8 +205,9 @@ def test_without_tensorrt_the_module_still_works_and_says_why(qdq_onnx, tmp_path
 @needs_gpu
 def test_engine_builds_runs_and_records_its_device(qdq_onnx, test_images, fp32_logits, qdq_logits, tmp_path):
     backend = get_backend("tensorrt")
-    target = load_target(TARGETS / "gpu.yaml", overrides={"backend_options.tensorrt.timing_cache":
-                                                           str(tmp_path / "timing.cache")})
+    target = load_target(
+        TARGETS / "gpu.yaml", overrides={"backend_options.tensorrt.timing_cache": str(tmp_path / "timing.cache")}
+    )
     artifact = backend.compile(qdq_onnx, target, tmp_path / "engine")
     assert artifact.kind == "engine"
     record = json.loads(Path(f"{artifact.path}.json").read_text())
