@@ -1,0 +1,265 @@
+"""``make bench``: ResNeXt-50 32x4d at 224x224 on this CPU, every runtime in one run, into bench/results.json.
+
+Rows: PyTorch FP32, ONNX Runtime FP32, OpenVINO FP32, OpenVINO INT8 made with ``nncf.quantize`` defaults
+on the OpenVINO model (the anchor every ratio is taken against), and our INT8 Q/DQ ONNX
+(:func:`edgeresnext.quantize.ptq.quantize_ptq`) in ONNX Runtime and in OpenVINO.
+
+The weights are random (no hub downloads here), with BatchNorm statistics re-estimated on the calibration
+images so activations have realistic ranges; accuracy is therefore measured as agreement and logit cosine
+with PyTorch FP32 on held-out images, not as ImageNet top-1. Calibration and evaluation images are
+Fashion-MNIST (train and test split), resized to 224 and replicated to RGB.
+
+Every runtime runs with the same thread count, batch 1, warm-up, and run count; latency is wall-clock per
+call (perf_counter). Peak RSS is the process's peak resident memory during each row's work (model load,
+quantization, evaluation, timing), reset per row through /proc/self/clear_refs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger("bench.run")
+
+ANCHOR = "openvino-int8-nncf-default"
+SCHEMA_VERSION = 1
+
+
+def imagenet_preprocess():
+    from edgeresnext.data.preprocess import Preprocess
+
+    return Preprocess(channels="RGB", resize=224, crop=224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+
+
+def load_images(split: str, count: int, seed: int) -> np.ndarray:
+    """``count`` Fashion-MNIST images of ``split`` as ImageNet-style 3x224x224 inputs."""
+    from edgeresnext.data import load_dataset
+
+    dataset = load_dataset("fashion-mnist", split=split)
+    order = np.random.default_rng(seed).permutation(len(dataset))[:count]
+    preprocess = imagenet_preprocess()
+    return np.stack([preprocess.image_to_array(dataset.images[i]) for i in order]).astype(np.float32)
+
+
+def build_model(calib: np.ndarray, seed: int, bn_images: int):
+    """ResNeXt-50 32x4d with seeded random weights and BatchNorm statistics from ``bn_images`` real images."""
+    import torch
+
+    from edgeresnext.models import create
+
+    torch.manual_seed(seed)
+    model = create("resnext50_32x4d", num_classes=1000)
+    # Cumulative BN averages over the calibration images: without this, random-init running stats (0 mean,
+    # unit variance) let activations grow block after block and every quantizer would see garbage ranges.
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None
+    model.train()
+    with torch.no_grad():
+        for start in range(0, bn_images, 16):
+            model(torch.from_numpy(calib[start : min(start + 16, bn_images)]))
+    return model.eval()
+
+
+def ov_compile(model_or_path: Any, threads: int, fp32: bool = False):
+    """Compile for the CPU with the latency hint and a fixed thread count (the same for every OpenVINO row)."""
+    import openvino as ov
+
+    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
+    if fp32:
+        # Without this the CPU plugin runs "FP32" models in bf16 on AVX512-BF16/AMX CPUs.
+        config["INFERENCE_PRECISION_HINT"] = "f32"
+    compiled = ov.Core().compile_model(model_or_path, "CPU", config)
+    request = compiled.create_infer_request()
+    output = compiled.output(0)
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        return np.array(request.infer({0: batch})[output])
+
+    run.inference_precision = str(compiled.get_property("INFERENCE_PRECISION_HINT"))  # type: ignore[attr-defined]
+    # The IRs are reshaped to a static batch of 1 (fastest for latency); run_logits feeds them one by one.
+    run.batch_range = (1, 1)  # type: ignore[attr-defined]
+    return run
+
+
+def ort_session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        return session.run(None, {name: batch})[0]
+
+    return run
+
+
+def file_size(*paths: Path) -> int:
+    return sum(p.stat().st_size for p in paths if p.is_file())
+
+
+def measure(name: str, runner, eval_inputs: np.ndarray, reference: np.ndarray | None, runs: int, warmup: int,
+            extra: dict[str, Any]) -> tuple[dict[str, Any], np.ndarray]:
+    from edgeresnext.validate import fidelity_metrics, measure_latency, run_logits
+
+    logits = run_logits(runner, eval_inputs, batch_size=8)
+    latency = measure_latency(runner, eval_inputs[:1], runs=runs, warmup=warmup).to_dict()
+    row: dict[str, Any] = {"name": name, **extra, "latency": latency}
+    if reference is not None:
+        row.update(fidelity_metrics(logits, reference))
+    logger.info("%-28s p50 %8.2f ms  p90 %8.2f ms", name, latency["p50_ms"], latency["p90_ms"])
+    return row, logits
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="bench/results.json")
+    parser.add_argument("--calib", type=int, default=300, help="calibration images (nncf.quantize default: 300)")
+    parser.add_argument("--eval-images", type=int, default=64, help="held-out images for agreement/cosine")
+    parser.add_argument("--runs", type=int, default=30, help="timed runs per row (batch 1)")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None, help="threads for every runtime (default: usable cores)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--work", default="build/bench", help="where the ONNX/IR files go")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    import nncf
+    import openvino as ov
+    import torch
+
+    from edgeresnext.atomic import write_json_atomic
+    from edgeresnext.backends.openvino import ir_from_onnx
+    from edgeresnext.config import QuantSpec
+    from edgeresnext.errors import ExportError
+    from edgeresnext.export import onnx_from_torch
+    from edgeresnext.quantize.ptq import quantize_ptq
+    from edgeresnext.validate import PeakMemory, TorchRunner, environment
+
+    threads = args.threads or len(os.sched_getaffinity(0))
+    torch.set_num_threads(threads)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    began = time.perf_counter()
+    calib = load_images("train", args.calib, args.seed)
+    eval_inputs = load_images("test", args.eval_images, args.seed + 1)
+    rows: list[dict[str, Any]] = []
+    common = {"runs": args.runs, "warmup": args.warmup}
+
+    with PeakMemory() as memory:
+        model = build_model(calib, args.seed, bn_images=min(64, len(calib)))
+        row, reference = measure("pytorch-fp32", TorchRunner(model), eval_inputs, None, **common,
+                                 extra={"backend": "pytorch", "precision": "fp32"})
+    row.update(agreement=1.0, cosine_mean=1.0, cosine_min=1.0, max_abs_error=0.0, mean_abs_error=0.0,
+               size_bytes=sum(p.numel() * p.element_size() for p in model.state_dict().values()))
+    rows.append({**row, "peak_rss_mb": memory.peak_mb})
+
+    fp32_onnx = onnx_from_torch(model, work / "resnext50_32x4d_fp32.onnx", input_shape=(3, 224, 224))
+    with PeakMemory() as memory:
+        row, _ = measure("onnxruntime-fp32", ort_session(fp32_onnx, threads), eval_inputs, reference, **common,
+                         extra={"backend": "onnxruntime", "precision": "fp32", "size_bytes": file_size(fp32_onnx)})
+    rows.append({**row, "peak_rss_mb": memory.peak_mb})
+
+    fp32_xml = ir_from_onnx(fp32_onnx, work / "resnext50_32x4d_fp32.xml", batch=(1, 1))
+    with PeakMemory() as memory:
+        runner = ov_compile(str(fp32_xml), threads, fp32=True)
+        row, _ = measure("openvino-fp32", runner, eval_inputs, reference, **common,
+                         extra={"backend": "openvino", "precision": "fp32",
+                                "inference_precision": runner.inference_precision,
+                                "size_bytes": file_size(fp32_xml, fp32_xml.with_suffix(".bin"))})
+    rows.append({**row, "peak_rss_mb": memory.peak_mb})
+
+    # The anchor: nncf.quantize with its defaults on the OpenVINO model, one image per sample.
+    with PeakMemory() as memory:
+        ov_model = ov.Core().read_model(str(fp32_xml))
+        start = time.perf_counter()
+        anchor_model = nncf.quantize(ov_model, nncf.Dataset([calib[i : i + 1] for i in range(len(calib))]),
+                                     subset_size=len(calib))
+        anchor_seconds = time.perf_counter() - start
+        anchor_xml = work / "resnext50_32x4d_int8_nncf_default.xml"
+        ov.save_model(anchor_model, str(anchor_xml), compress_to_fp16=False)
+        runner = ov_compile(str(anchor_xml), threads)
+        row, _ = measure(ANCHOR, runner, eval_inputs, reference, **common,
+                         extra={"backend": "openvino", "precision": "int8", "ptq_seconds": round(anchor_seconds, 2),
+                                "ptq": f"nncf.quantize defaults on the OpenVINO model, subset_size={len(calib)}",
+                                "inference_precision": runner.inference_precision,
+                                "size_bytes": file_size(anchor_xml, anchor_xml.with_suffix(".bin"))})
+    rows.append({**row, "peak_rss_mb": memory.peak_mb})
+
+    # Ours: the Q/DQ ONNX every backend receives (TensorRT-ready placement), in ONNX Runtime and OpenVINO.
+    spec = QuantSpec(subset_size=len(calib))
+    with PeakMemory() as memory:
+        start = time.perf_counter()
+        lint_error = None
+        try:
+            qdq_onnx = quantize_ptq(model, calib, spec, work / "resnext50_32x4d_int8_qdq.onnx",
+                                    input_shape=(3, 224, 224), fp32_onnx=fp32_onnx)
+        except ExportError as err:
+            # A lint failure is a finding to report, not a reason to lose the speed figures: measure anyway.
+            lint_error = str(err).splitlines()[0]
+            logger.warning("Q/DQ ONNX fails the TensorRT lint (%s); benchmarking it without the lint", lint_error)
+            start = time.perf_counter()
+            qdq_onnx = quantize_ptq(model, calib, spec, work / "resnext50_32x4d_int8_qdq.onnx",
+                                    input_shape=(3, 224, 224), fp32_onnx=fp32_onnx, lint=False)
+        ptq_seconds = time.perf_counter() - start
+        row, _ = measure("onnxruntime-int8-qdq", ort_session(qdq_onnx, threads), eval_inputs, reference, **common,
+                         extra={"backend": "onnxruntime", "precision": "int8", "ptq_seconds": round(ptq_seconds, 2),
+                                "ptq": "edgeresnext quantize_ptq (NNCF ONNX, signed symmetric, residual placement)",
+                                "tensorrt_lint": lint_error or "clean", "size_bytes": file_size(qdq_onnx)})
+    rows.append({**row, "peak_rss_mb": memory.peak_mb})
+    qdq_xml = ir_from_onnx(qdq_onnx, work / "resnext50_32x4d_int8_qdq.xml", batch=(1, 1))
+    with PeakMemory() as memory:
+        runner = ov_compile(str(qdq_xml), threads)
+        row, _ = measure("openvino-int8-qdq", runner, eval_inputs, reference, **common,
+                         extra={"backend": "openvino", "precision": "int8", "ptq_seconds": round(ptq_seconds, 2),
+                                "ptq": "the same Q/DQ ONNX as onnxruntime-int8-qdq, read by OpenVINO",
+                                "inference_precision": runner.inference_precision,
+                                "size_bytes": file_size(qdq_xml, qdq_xml.with_suffix(".bin"))})
+    rows.append({**row, "peak_rss_mb": memory.peak_mb})
+
+    anchor = next(r for r in rows if r["name"] == ANCHOR)["latency"]["p50_ms"]
+    for row in rows:
+        row["peak_rss_mb"] = round(row["peak_rss_mb"], 1)
+        row["p50_ms"] = row["latency"]["p50_ms"]
+        row["p50_ratio_to_anchor"] = round(row["p50_ms"] / anchor, 3)  # > 1: slower than the anchor
+    results = {
+        "schema": "edgeresnext.bench", "schema_version": SCHEMA_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": " ".join(["python", "-m", "bench.run", *(argv if argv is not None else sys.argv[1:])]),
+        "model": {"arch": "resnext50_32x4d", "input": [1, 3, 224, 224], "weights": f"random (seed {args.seed}), "
+                  "BatchNorm statistics from the calibration images"},
+        "data": {"calibration": f"fashion-mnist/train, {len(calib)} images resized to 224 RGB",
+                 "evaluation": f"fashion-mnist/test, {len(eval_inputs)} images (agreement/cosine vs pytorch-fp32)"},
+        "protocol": {"batch": 1, "threads": threads, **common, "statistic": "median (p50) of per-call wall-clock",
+                     "memory": "process peak RSS during the row's load/quantize/evaluate/time, reset per row"},
+        "anchor": ANCHOR,
+        "environment": environment(threads),
+        "total_seconds": round(time.perf_counter() - began, 1),
+        "results": rows,
+    }
+    write_json_atomic(args.out, results)
+    width = max(len(r["name"]) for r in rows)
+    print(f"{'row':{width}s}  p50 ms   p90 ms   x anchor  agreement  cosine    PTQ s   peak RSS MB")
+    for r in rows:
+        print(f"{r['name']:{width}s}  {r['p50_ms']:7.2f}  {r['latency']['p90_ms']:7.2f}  "
+              f"{r['p50_ratio_to_anchor']:8.2f}  "
+              f"{r['agreement'] * 100:8.1f} %  {r['cosine_mean']:.5f}  {r.get('ptq_seconds', 0):6.1f}  "
+              f"{r['peak_rss_mb']:8.0f}")
+    print(f"written to {args.out} ({results['total_seconds']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
