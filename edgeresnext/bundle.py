@@ -313,7 +313,7 @@ def bundle_from_artifacts(
     try:
         for name, source in sources.items():
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, tmp / name)
+            shutil.copy2(source, tmp / name)  # keeps the mode: the kit's build_engine.sh stays executable
         (tmp / LABELS).write_text("".join(f"{name}\n" for name in class_names), encoding="utf-8")
         manifest["files"] = _file_entries(tmp)
         _validate(manifest, _schema(), "manifest")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import re
 import shutil
@@ -182,3 +183,21 @@ def test_cli_bundle_verify(bundles, bundle_copy, capsys):
     (bundle_copy / "labels.txt").write_text("tampered\n" * 10)
     assert main(["bundle", "verify", str(bundle_copy)]) == 2
     assert "labels.txt" in capsys.readouterr().err
+
+
+def test_tensorrt_kit_bundle_keeps_the_kit_folder(bundles, shipped_model, tmp_path):
+    """Without TensorRT here the backend writes an on-device build kit; the bundle carries it as a folder."""
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("tensorrt is installed: the backend would build an engine, not a kit")
+    from bundle_helpers import fp32_target
+
+    from edgeresnext.backends import get_backend
+
+    target = fp32_target("tensorrt")
+    kit = get_backend("tensorrt").compile(bundles["onnxruntime"] / "model.onnx", target, tmp_path / "kit")
+    assert kit.kind == "kit"
+    bundle = bundle_from_artifacts(tmp_path / "bundle", kit, shipped_model.meta, None, target)
+    manifest = verify_bundle(bundle)
+    assert manifest["artifacts"][0]["path"] == "kit"
+    assert {f["path"] for f in manifest["files"]} == {"labels.txt"} | {f"kit/{p.name}" for p in kit.files}
+    assert (bundle / "kit" / "build_engine.sh").stat().st_mode & 0o111
