@@ -44,11 +44,18 @@ def evaluate(model: nn.Module, loader, progress: bool = False, desc: str = "eval
 
 
 def load_datasets(config: TrainConfig):
-    """(train, test) ArrayDatasets for ``config.dataset``."""
+    """(train, test) for ``config.dataset``: ArrayDatasets, or for an image folder a lazily read
+    ``ImageFolder`` (train) and an in-memory ArrayDataset (test)."""
     from edgeresnext.data import load_dataset
+    from edgeresnext.data.folder import is_image_folder_name, split_image_folder
 
-    train = load_dataset(config.dataset, split="train", root=config.data_root)
     test = load_dataset(config.dataset, split="test", root=config.data_root)
+    if is_image_folder_name(config.dataset):
+        train = split_image_folder(config.dataset, "train", class_names=test.class_names)
+        if config.limit_train:
+            train.files, train.labels = train.files[: config.limit_train], train.labels[: config.limit_train]
+        return train, test
+    train = load_dataset(config.dataset, split="train", root=config.data_root)
     if config.limit_train:
         train.images, train.labels = train.images[: config.limit_train], train.labels[: config.limit_train]
     return train, test
@@ -68,17 +75,26 @@ def fit(config: TrainConfig) -> Path:
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     train_set, test_set = load_datasets(config)
-    first = train_set.images[0]
+    first = test_set.images[0]  # the test split is in memory for every kind of dataset
     in_channels = 1 if first.ndim == 2 else first.shape[-1]
     model = create(config.arch, num_classes=len(train_set.class_names), in_channels=in_channels)
     # channels_last runs the grouped convolutions ~1.6x faster on CPU (oneDNN's native layout).
     model = model.to(memory_format=torch.channels_last)
     meta = ModelMeta(arch=config.arch, num_classes=len(train_set.class_names), in_channels=in_channels,
-                     preprocess=train_set.preprocess, class_names=list(train_set.class_names),
+                     preprocess=test_set.preprocess, class_names=list(train_set.class_names),
                      input_size=int(first.shape[0]), dataset=config.dataset, recipe=config.recipe)
 
-    train_loader = ArrayLoader(train_set, config.batch_size, shuffle=True, augment=config.augment, seed=config.seed,
-                               drop_last=True)
+    if hasattr(train_set, "images"):
+        train_loader = ArrayLoader(train_set, config.batch_size, shuffle=True, augment=config.augment,
+                                   seed=config.seed, drop_last=True)
+    else:  # image folder: decoded lazily in DataLoader workers
+        from edgeresnext.data.loaders import FolderLoader, ImageFolderDataset
+
+        folder_data = ImageFolderDataset(train_set.files, train_set.labels, test_set.preprocess,
+                                         augment=config.augment, pad=max(1, int(first.shape[0]) // 8))
+        train_loader = FolderLoader(folder_data, config.batch_size, shuffle=True, seed=config.seed, drop_last=True)
+    if len(train_loader) == 0:
+        raise ConfigError(f"train.batch_size={config.batch_size} exceeds the {len(train_set.labels)} training images")
     test_loader = ArrayLoader(test_set, 500)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, nesterov=True,
                                 weight_decay=config.weight_decay)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeresnext.data.preprocess import Preprocess
-from edgeresnext.errors import DataError
+from edgeresnext.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
@@ -121,3 +121,134 @@ def load_folder_arrays(files: list[Path], preprocess: Preprocess, on_bad_image: 
     if not arrays:
         raise DataError(f"no usable images among {len(files)} files (first: {files[0] if files else '-'})")
     return np.stack(arrays), kept
+
+
+# Folder data has no preprocessing of its own: ``root/preprocess.json`` gives it (Preprocess keys), else the
+# ImageNet convention applies (RGB, shorter side to 224, center crop 224, ImageNet mean/std). Resize equals
+# crop on purpose: the images kept in memory are then already at model size and running the same
+# preprocessing on them again changes nothing.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+FOLDER_PREPROCESS = Preprocess(channels="RGB", resize=224, crop=224, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+# Split sub-folders recognised below a dataset root, in order of preference.
+PREPROCESS_FILE = "preprocess.json"
+SPLIT_FOLDERS = {"train": ("train",), "test": ("test", "val"), "val": ("val", "test")}
+# Without split sub-folders, every HOLDOUT_EVERY-th image of each class (sorted paths, starting with the
+# first) is held out as the test split, so train and test never share an image.
+HOLDOUT_EVERY = 10
+
+
+def folder_preprocess(root: str | os.PathLike[str]) -> Preprocess:
+    """The preprocessing of an image-folder dataset: ``root/preprocess.json`` if present, else the default."""
+    import json
+
+    path = Path(root) / PREPROCESS_FILE
+    if not path.is_file():
+        return FOLDER_PREPROCESS
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"{path}: not a readable JSON object of preprocess keys ({err})") from err
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a JSON object of preprocess keys, got {type(data).__name__}")
+    try:
+        return Preprocess.from_dict(data, str(path))
+    except (ConfigError, TypeError, ValueError) as err:
+        raise DataError(str(err) if str(path) in str(err) else f"{path}: {err}") from err
+
+
+def split_image_folder(root: str | os.PathLike[str], split: str = "test",
+                       class_names: list[str] | None = None) -> ImageFolder:
+    """The ``split`` of an image-folder dataset.
+
+    ``root/train/<class>/*`` and ``root/val/<class>/*`` (or ``test/``) are used as they are; a plain
+    ``root/<class>/*`` is split deterministically (every 10th image per class is ``test``/``val``).
+    """
+    root = Path(root)
+    if split not in SPLIT_FOLDERS:
+        raise DataError(f"image folder split {split!r}; expected one of {', '.join(SPLIT_FOLDERS)}")
+    if not root.is_dir():
+        raise DataError(f"{root}: image folder not found")
+    present = [name for names in SPLIT_FOLDERS.values() for name in names if (root / name).is_dir()]
+    if present:
+        sub = next((root / name for name in SPLIT_FOLDERS[split] if (root / name).is_dir()), None)
+        if sub is None:
+            raise DataError(f"{root}: has {present[0]}/ but no {' or '.join(SPLIT_FOLDERS[split])}/ sub-folder "
+                            f"for the {split!r} split")
+        return scan_image_folder(sub, class_names)
+    folder = scan_image_folder(root, class_names)
+    keep = []
+    rank: dict[int, int] = {}
+    for label in folder.labels:
+        position = rank.get(int(label), 0)
+        rank[int(label)] = position + 1
+        held_out = position % HOLDOUT_EVERY == 0
+        keep.append(held_out if split != "train" else not held_out)
+    index = np.flatnonzero(keep)
+    if index.size == 0:
+        raise DataError(f"{root}: too few images for a {split!r} split (every {HOLDOUT_EVERY}th image per class is "
+                        "held out for testing); add images or use train/ and val/ sub-folders")
+    return ImageFolder(root=root, files=[folder.files[i] for i in index], labels=folder.labels[index],
+                       class_names=folder.class_names)
+
+
+def images_at_model_size(files: list[Path], preprocess: Preprocess, on_bad_image: str = "fail",
+                         progress: bool = False) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
+    """Decode ``files`` to uint8 HWC (or HW) pixels after ``preprocess``'s mode conversion, resize and crop.
+
+    Returns (pixels, indices of the files kept, skipped (path, reason) pairs). Normalisation is left to
+    :meth:`Preprocess.normalize` (or ``loaders.normalize_array``), so the result fits an :class:`ArrayDataset`.
+    """
+    from tqdm import tqdm
+
+    from edgeresnext.data.preprocess import to_mode
+
+    if on_bad_image not in ("fail", "skip"):
+        raise DataError(f"on_bad_image={on_bad_image!r}; expected 'fail' or 'skip'")
+    if preprocess.crop is None:
+        raise DataError("image folders need preprocess.crop (images of different sizes cannot be stacked); "
+                        f"got {preprocess.to_dict()}")
+    pixels, kept, skipped = [], [], []
+    for position, path in enumerate(tqdm(files, desc="images", unit="img", disable=not progress, leave=False)):
+        try:
+            image = preprocess.geometry(to_mode(decode_image(path), preprocess.channels))
+        except DataError as err:
+            message = str(err) if str(path) in str(err) else f"{path}: {err}"
+            if on_bad_image == "fail":
+                raise DataError(message) from err
+            logger.warning("skipping %s", message)
+            skipped.append((str(path), message))
+            continue
+        pixels.append(np.asarray(image, dtype=np.uint8))
+        kept.append(position)
+    if not pixels:
+        raise DataError(f"no usable images among {len(files)} files (first: {files[0] if files else '-'})")
+    return np.stack(pixels), kept, skipped
+
+
+def load_image_folder(root: str | os.PathLike[str], split: str = "test", preprocess: Preprocess | None = None,
+                      class_names: list[str] | None = None, on_bad_image: str = "fail", progress: bool = False):
+    """A labelled image folder as an :class:`~edgeresnext.data.fashion_mnist.ArrayDataset` held in memory.
+
+    ``preprocess`` defaults to ``root/preprocess.json`` or :data:`FOLDER_PREPROCESS`; pass the model's
+    (``model.meta.preprocess``) to validate a trained model. The dataset's images are already converted,
+    resized and cropped (uint8, model size); its ``preprocess`` is the full one to apply to raw images.
+    For training on large folders use ``edgeresnext.data.loaders.ImageFolderDataset`` (lazy, DataLoader
+    workers) instead.
+    """
+    from edgeresnext.data.fashion_mnist import ArrayDataset
+
+    preprocess = preprocess or folder_preprocess(root)
+    folder = split_image_folder(root, split, class_names)
+    pixels, kept, skipped = images_at_model_size(folder.files, preprocess, on_bad_image, progress)
+    if skipped:
+        logger.warning("%s: skipped %d of %d images (first: %s)", root, len(skipped), len(folder.files),
+                       skipped[0][1])
+    return ArrayDataset(images=pixels, labels=folder.labels[kept], class_names=folder.class_names,
+                        preprocess=preprocess, name=f"{Path(root).name}/{split}")
+
+
+def is_image_folder_name(name: str | os.PathLike[str]) -> bool:
+    """True when a dataset name is meant as a path (it exists, or is written like one)."""
+    text = os.fspath(name)
+    return Path(text).is_dir() or os.sep in text or text.startswith((".", "~"))

@@ -16,6 +16,7 @@ import torch
 
 from edgeresnext.data.fashion_mnist import ArrayDataset
 from edgeresnext.data.preprocess import Preprocess
+from edgeresnext.errors import DataError
 
 
 def normalize_array(images: np.ndarray, preprocess: Preprocess) -> torch.Tensor:
@@ -96,3 +97,77 @@ class ArrayLoader:
             if self.augment:
                 batch = augment_batch(batch, generator)
             yield batch, self.labels[index]
+
+
+class ImageFolderDataset(torch.utils.data.Dataset):
+    """Lazy image-folder samples for training: each item is decoded and preprocessed when asked for.
+
+    Decoding runs in ``DataLoader`` worker processes; augmentation (random crop after zero padding of
+    ``pad`` pixels in normalised space, horizontal flip) matches :func:`augment_batch`.
+    """
+
+    def __init__(self, files: list, labels: np.ndarray, preprocess: Preprocess, augment: bool = False,
+                 pad: int = 4) -> None:
+        self.files = list(files)
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.preprocess = preprocess
+        self.augment = augment
+        self.pad = pad
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        from edgeresnext.data.folder import decode_image
+
+        image = torch.from_numpy(self.preprocess.image_to_array(decode_image(self.files[index])))
+        if self.augment:
+            _, h, w = image.shape
+            padded = torch.nn.functional.pad(image, (self.pad,) * 4)
+            dy, dx = (int(v) for v in torch.randint(0, 2 * self.pad + 1, (2,)))
+            image = padded[:, dy : dy + h, dx : dx + w]
+            if torch.rand(()) < 0.5:
+                image = image.flip(2)
+        return image.contiguous(), int(self.labels[index])
+
+
+class FolderLoader:
+    """Batches of an :class:`ImageFolderDataset` through ``DataLoader`` workers, with ``ArrayLoader``'s interface.
+
+    The order of an epoch depends only on ``seed`` and the epoch (``set_epoch``), so a resumed run sees the
+    same batches as an uninterrupted one.
+    """
+
+    def __init__(self, dataset: ImageFolderDataset, batch_size: int, shuffle: bool = False, seed: int = 0,
+                 workers: int | None = None, drop_last: bool = False) -> None:
+        import os
+
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.workers = min(4, os.cpu_count() or 1) if workers is None else workers
+        self.drop_last = drop_last
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n = len(self.dataset)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.dataset)
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(n, generator=generator).tolist() if self.shuffle else list(range(n))
+        loader = torch.utils.data.DataLoader(
+            self.dataset, batch_size=self.batch_size, sampler=order, num_workers=self.workers,
+            drop_last=self.drop_last, generator=generator, persistent_workers=False,
+        )
+        try:
+            yield from loader
+        except DataError as err:
+            # A worker's error comes back wrapped with its traceback; keep the one line that names the file.
+            lines = [line for line in str(err).splitlines() if line.strip()]
+            raise DataError(lines[-1].removeprefix("edgeresnext.errors.DataError: ") if lines else str(err)) from err

@@ -94,7 +94,9 @@ class Preprocess:
         if self.crop is not None:
             width, height = image.size
             if width < self.crop or height < self.crop:
-                raise DataError(f"image of {width}x{height} is smaller than the crop {self.crop}; set preprocess.resize")
+                raise DataError(
+                    f"image of {width}x{height} is smaller than the crop {self.crop}; set preprocess.resize"
+                )
             left = (width - self.crop) // 2
             top = (height - self.crop) // 2
             image = image.crop((left, top, left + self.crop, top + self.crop))
