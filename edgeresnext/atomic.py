@@ -7,14 +7,27 @@ all write through it, and none of them should import the pipeline.)
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from edgeresnext.errors import EdgeResNeXtError, StorageError
+
+logger = logging.getLogger(__name__)
+
 TMP_MARK = ".tmp-"
+# bundle.py moves the previous bundle folder aside under this mark while it swaps in the new one.
+OLD_MARK = ".old-"
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+# Writers that wrap the OSError in their own exception (torch's stream writer, OpenVINO's serializer, protobuf)
+# lose errno; a write that failed on a disk with less than this left is taken as "disk full".
+LOW_SPACE_BYTES = 1 << 20
 
 
 def temp_name(path: Path) -> Path:
@@ -22,21 +35,99 @@ def temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
 
 
+def free_bytes(folder: str | os.PathLike[str]) -> int | None:
+    """Bytes the current user may still write on the filesystem holding ``folder`` (None if unknown)."""
+    try:
+        stats = os.statvfs(folder)
+    except OSError:
+        return None
+    return stats.f_bavail * stats.f_frsize
+
+
+def storage_error(path: str | os.PathLike[str], err: BaseException) -> StorageError | None:
+    """Our error for a failed write of ``path`` when the disk (or quota) is full, else None.
+
+    Only a write that fails is examined, so a nearly full disk that still takes the file is no error.
+    """
+    path = Path(path)
+    if isinstance(err, StorageError):
+        return err
+    if isinstance(err, OSError) and err.errno in _DISK_FULL:
+        return StorageError(f"{path}: no space left on device ({os.strerror(err.errno)}); free space on "
+                            f"{_existing_parent(path)} and rerun (nothing partial was kept)")
+    if isinstance(err, EdgeResNeXtError):
+        return None
+    left = free_bytes(_existing_parent(path))
+    if left is not None and left < LOW_SPACE_BYTES:
+        said = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return StorageError(f"{path}: no space left on device ({left} bytes free on {_existing_parent(path)}; the "
+                            f"writer said: {said}); free space and rerun (nothing partial was kept)")
+    return None
+
+
+def _existing_parent(path: Path) -> Path:
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate if candidate.is_dir() else candidate.parent
+    return Path(".")
+
+
+@contextmanager
+def disk_full_as_storage_error(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn a failed write of ``path`` caused by a full disk into :class:`StorageError` (other errors pass)."""
+    try:
+        yield
+    except Exception as err:
+        converted = storage_error(path, err)
+        if converted is None or converted is err:
+            raise
+        raise converted from err
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path to write; on success it is fsynced and renamed to ``path``, on error removed."""
+    """Yield a temporary path to write; on success it is fsynced and renamed to ``path``, on error removed.
+
+    A full disk (ENOSPC/EDQUOT, or a writer's own error on a disk with no space left) becomes
+    :class:`~edgeresnext.errors.StorageError` naming ``path``.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_name(path)
     try:
-        yield tmp
-        if tmp.is_file():
-            with open(tmp, "rb") as handle:
-                os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        with disk_full_as_storage_error(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            yield tmp
+            if tmp.is_file():
+                with open(tmp, "rb") as handle:
+                    os.fsync(handle.fileno())
+            os.replace(tmp, path)
     finally:
-        if tmp.is_file():
+        if tmp.is_file() or tmp.is_symlink():
             tmp.unlink()
+        elif tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_stale_temporaries(root: str | os.PathLike[str]) -> list[Path]:
+    """Delete what killed writers left under ``root`` (hidden ``.*.tmp-<pid>``/``.*.old-<pid>`` entries).
+
+    Call it only while holding the lock that keeps other writers out of ``root`` (the build lock).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    removed = []
+    for entry in sorted(root.rglob(".*"), key=lambda p: len(p.parts), reverse=True):
+        if not (TMP_MARK in entry.name or OLD_MARK in entry.name):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        elif entry.exists() or entry.is_symlink():
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    if removed:
+        logger.warning("removed %d temporary file(s) left by an interrupted run under %s", len(removed), root)
+    return removed
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:

@@ -32,3 +32,7 @@ class BackendUnavailable(EdgeResNeXtError):
 
 class GateFailed(EdgeResNeXtError):
     """A validation gate of the target was not met."""
+
+
+class StorageError(EdgeResNeXtError):
+    """An output cannot be written: the disk (or quota) is full, or the folder is not writable."""

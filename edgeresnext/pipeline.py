@@ -19,9 +19,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from edgeresnext.atomic import write_json_atomic
+from edgeresnext.atomic import remove_stale_temporaries, write_json_atomic
 from edgeresnext.config import SHIPPED_CHECKPOINT, Target
-from edgeresnext.errors import CheckpointError
+from edgeresnext.errors import CheckpointError, DataError
 
 logger = logging.getLogger(__name__)
 
@@ -297,14 +297,28 @@ def stage_quantize(target: Target, root: Path, model_stage: StageResult, export:
         files = calib_files[: target.quant.subset_size]
         calib, _kept = load_folder_arrays(files, model.meta.preprocess, on_bad_image=target.data.on_bad_image,
                                           skipped=skipped)
+        short = _calibration_shortfall(target, len(calib_files), len(calib))
         began = time.perf_counter()
         quantize_ptq(model, calib, target.quant, folder / "model_int8.onnx", fp32_onnx=fp32_onnx)
         info = {"method": target.quant.method, "calibration_images": len(calib), "calibration_skipped": skipped,
-                "seconds": round(time.perf_counter() - began, 2)}
+                "seconds": round(time.perf_counter() - began, 2), **({"calibration_short": short} if short else {})}
         write_json_atomic(folder / "quant.json", info)
         return info
 
     return run_stage(root / "quantize", "quantize", section, [model_file, fp32_onnx, *calib_files], produce)
+
+
+def _calibration_shortfall(target: Target, found: int, usable: int) -> str | None:
+    """Fewer usable calibration images than quant.subset_size: an error under on_bad_image 'fail', else a note."""
+    wanted = target.quant.subset_size
+    if usable >= wanted:
+        return None
+    message = (f"{target.quant.calib_dir}: {usable} usable calibration image(s) ({found} found), fewer than "
+               f"quant.subset_size={wanted}; add images (`make data`) or lower quant.subset_size")
+    if target.data.on_bad_image == "fail":
+        raise DataError(message)
+    logger.warning(message)
+    return message
 
 
 def stage_lint(target: Target, root: Path, qdq_onnx: Path) -> StageResult:
@@ -471,6 +485,11 @@ def build(target: Target, out_root: str | Path = "build", progress: bool = True,
         return result
 
     with BuildLock(root, on_wait=say):
+        # A build killed mid-write (kill -9, power loss) leaves hidden temporaries; the lock says none is live.
+        remove_stale_temporaries(root)
+        if int8:  # a missing, empty or too small calibration folder fails before any heavy work
+            found = len(_calibration_files(target))
+            _calibration_shortfall(target, found, found)
         write_json_atomic(root / "config.json", target.resolved())
         model_stage = step("model", lambda: stage_model(target, root))
         export = step("export", lambda: stage_export(target, root, model_stage))

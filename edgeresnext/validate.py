@@ -81,6 +81,8 @@ class ValidationData:
     labels: np.ndarray
     class_names: list[str]
     name: str
+    # (file, reason) of each unreadable image dropped under data.on_bad_image: skip; the report counts them.
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.inputs.ndim != 4 or self.inputs.dtype != np.float32:
@@ -125,10 +127,12 @@ def load_validation_data(spec: DataSpec, preprocess: Preprocess, class_names: Se
 
     folder = scan_image_folder(folder_path, class_names=list(class_names))
     files = folder.files[: spec.limit] if spec.limit else folder.files
-    inputs, kept = load_folder_arrays(files, preprocess, on_bad_image=spec.on_bad_image)
+    skipped: list[tuple[str, str]] = []
+    inputs, kept = load_folder_arrays(files, preprocess, on_bad_image=spec.on_bad_image, skipped=skipped)
     labels = folder.labels[: len(files)][kept]
     return ValidationData(
-        inputs=inputs.astype(np.float32), labels=labels, class_names=list(class_names), name=str(folder_path)
+        inputs=inputs.astype(np.float32), labels=labels, class_names=list(class_names), name=str(folder_path),
+        skipped=[(str(file), reason) for file, reason in skipped],
     )
 
 
@@ -611,6 +615,8 @@ def validate(
             "num_classes": num_classes,
             "class_names": data.class_names,
             "input_shape": list(data.inputs.shape[1:]),
+            "skipped_count": len(data.skipped),
+            "skipped": [{"file": file, "reason": reason} for file, reason in data.skipped],
         },
         "protocol": {
             "latency_batch": 1,
