@@ -113,6 +113,13 @@ class Backend:
         onnx_path = Path(onnx_path)
         if not onnx_path.is_file():
             raise ConfigError(f"{onnx_path}: ONNX model not found")
+        from edgeresnext.errors import ExportError
+        from edgeresnext.export import check_external_data
+
+        try:  # before any backend parser reads tensors from wherever the file says
+            check_external_data(onnx_path)
+        except ExportError as err:
+            raise ConfigError(str(err)) from err
         if target.backend != self.name:
             raise ConfigError(f"{target.source or target.name}: target backend is {target.backend!r}, "
                               f"not {self.name!r}")
