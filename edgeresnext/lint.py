@@ -249,7 +249,10 @@ def lint_onnx(path: str | os.PathLike[str], rules: str = "tensorrt") -> list[Vio
     """Every TensorRT rule ``path`` breaks (errors and warnings), each naming its node."""
     import onnx
 
+    from edgeresnext.export import check_external_data  # export imports this module
+
     path = Path(path)
+    check_external_data(path)
     try:
         model = onnx.load(str(path))
     except (OSError, onnx.onnx_cpp2py_export.checker.ValidationError, Exception) as err:  # protobuf DecodeError
