@@ -74,3 +74,12 @@ def test_native_int8_needs_the_fp32_model(qdq_onnx, tmp_path):
 def test_target_for_another_backend_is_refused(fp32_onnx, tmp_path):
     with pytest.raises(ConfigError, match="not 'openvino'"):
         get_backend("openvino").compile(fp32_onnx, make_target("onnxruntime", "fp32"), tmp_path)
+
+
+def test_cache_dir_holds_the_compiled_model(fp32_onnx, tmp_path):
+    backend = get_backend("openvino")
+    cache = tmp_path / "ov-cache"
+    target = make_target("openvino", "fp32", backend_options={"openvino": {"cache_dir": str(cache)}})
+    backend.load(backend.compile(fp32_onnx, target, tmp_path / "ir"), target)
+    # A second load on the device reads the compiled blob instead of compiling again.
+    assert any(cache.iterdir())
