@@ -29,7 +29,7 @@ def torchvision_fixture() -> dict:
 
 
 def test_registry_lists_the_issue_archs():
-    assert set(IMAGENET_ARCHS + ["resnext29_8x64d", "resnext29_16x64d"]) <= set(list_archs())
+    assert set([*IMAGENET_ARCHS, "resnext29_8x64d", "resnext29_16x64d"]) <= set(list_archs())
     assert list_archs() == sorted(ARCHS)
 
 
