@@ -497,6 +497,12 @@ def build(target: Target, out_root: str | Path = "build", progress: bool = True,
         if int8:
             quantized = step("quantize", lambda: stage_quantize(target, root, model_stage, export, progress))
             qdq_onnx = quantized.folder / "model_int8.onnx"
+            if quantized.info.get("calibration_skipped"):
+                skipped = quantized.info["calibration_skipped"]
+                summary.notes.append(f"calibration: skipped {len(skipped)} unreadable image(s) (data.on_bad_image: "
+                                     f"skip), first: {skipped[0][1]}; all in {quantized.folder / 'quant.json'}")
+            if quantized.info.get("calibration_short"):
+                summary.notes.append(f"calibration: {quantized.info['calibration_short']}")
             sensitivity = quantized.folder / "sensitivity.json"
             step("lint", lambda: stage_lint(target, root, qdq_onnx))
         source = qdq_onnx if int8 else export.folder / "model_fp32.onnx"

@@ -91,6 +91,12 @@ class ValidationData:
             )
         if len(self.inputs) != len(self.labels) or len(self.labels) == 0:
             raise DataError(f"{self.name}: {len(self.inputs)} inputs for {len(self.labels)} labels")
+        outside = np.flatnonzero((self.labels < 0) | (self.labels >= len(self.class_names)))
+        if len(outside):
+            first = int(outside[0])
+            raise DataError(f"{self.name}: image {first} has label {int(self.labels[first])}, outside the model's "
+                            f"{len(self.class_names)} classes (0-{len(self.class_names) - 1}: "
+                            f"{', '.join(self.class_names)}); {len(outside)} such label(s)")
 
     def __len__(self) -> int:
         return len(self.labels)
