@@ -1,0 +1,98 @@
+"""The command line as a user runs it: help, light imports, and one clear line + exit code 2 on bad input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from data_helpers import make_cifar10_root
+
+from edgeresnext.models import ARCHS, create
+
+HEAVY = ("torch", "onnx", "onnxruntime", "openvino", "nncf", "tensorrt")
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    return subprocess.run([sys.executable, "-m", "edgeresnext.cli", *args], capture_output=True, text=True,
+                          timeout=300, cwd=cwd, env=env)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith(("INFO", "WARNING"))]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_help_lists_the_commands():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for name in ("train", "data", "inspect", "build"):
+        assert name in result.stdout
+    assert run_cli("train", "--help").returncode == 0
+
+
+def test_package_and_cli_import_without_heavy_modules():
+    code = ("import sys, edgeresnext, edgeresnext.cli, edgeresnext.data, edgeresnext.errors;"
+            "edgeresnext.cli.make_parser();"
+            f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "", f"imported at package import: {result.stdout.strip()}"
+
+
+def test_inspect_lists_every_arch():
+    result = run_cli("inspect", "--archs")
+    assert result.returncode == 0
+    assert [line.split()[0] for line in result.stdout.splitlines()] == sorted(ARCHS)
+
+
+def test_unknown_arch_exits_2_naming_it(tmp_path):
+    torch.save(create("resnext11_4x8d", num_classes=10, in_channels=1).state_dict(), tmp_path / "weights.pth")
+    result = run_cli("-q", "inspect", str(tmp_path / "weights.pth"), "--arch", "resnext12_4x8d")
+    assert_one_line_error(result, "unknown arch 'resnext12_4x8d'", "resnext11_4x8d")
+
+
+def test_bare_checkpoint_inspects_with_arch(tmp_path):
+    torch.save(create("resnext11_4x8d", num_classes=4, in_channels=1).state_dict(), tmp_path / "weights.pth")
+    result = run_cli("-q", "inspect", str(tmp_path / "weights.pth"), "--arch", "resnext11_4x8d")
+    assert result.returncode == 0, result.stderr
+    assert '"num_classes": 4' in result.stdout
+
+
+def test_corrupt_checkpoint_exits_2_naming_the_file(tmp_path):
+    path = tmp_path / "model.pt"
+    path.write_bytes(b"PK\x03\x04 this is not really a zip")
+    assert_one_line_error(run_cli("-q", "inspect", str(path)), str(path))
+
+
+def test_missing_data_folder_exits_2_and_writes_nothing(tmp_path):
+    missing = tmp_path / "photos"
+    result = run_cli("-q", "data", "--dataset", str(missing), "--out", str(tmp_path / "calib"))
+    assert_one_line_error(result, str(missing), "image folder not found")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_unknown_dataset_exits_2(tmp_path):
+    result = run_cli("-q", "data", "--dataset", "imagenet", "--out", str(tmp_path / "calib"))
+    assert_one_line_error(result, "unknown dataset 'imagenet'", "cifar10")
+
+
+@pytest.mark.parametrize("count", [20])
+def test_data_writes_a_balanced_calibration_set_from_cifar10(tmp_path, count):
+    root = make_cifar10_root(tmp_path / "cifar", train=200, test=20)
+    result = run_cli("-q", "data", "--dataset", "cifar10", "--data-root", str(root), "--count", str(count),
+                     "--out", str(tmp_path / "calib"))
+    assert result.returncode == 0, result.stderr
+    assert f"wrote {count} calibration images (2 per class)" in result.stdout
+    folders = sorted(p for p in (tmp_path / "calib").iterdir() if p.is_dir())
+    assert [p.name for p in folders][:2] == ["00_airplane", "01_automobile"]
+    assert all(len(list(p.glob("*.png"))) == 2 for p in folders)
+    assert (tmp_path / "calib" / "README.md").is_file()
