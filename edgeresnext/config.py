@@ -102,6 +102,11 @@ class TensorRTOptions(_Strict):
 class ONNXRuntimeOptions(_Strict):
     graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
     threads: int | None = Field(None, ge=1)
+    unsigned_after_relu: bool = Field(
+        False,
+        description="rewrite INT8 zero-point-0 quantizers after ReLU to UINT8 so ONNX Runtime's CPU provider fuses "
+        "QLinearConv (a backend-specific variant of the Q/DQ file; validate it on its own)",
+    )
 
 
 class BackendOptions(_Strict):
