@@ -82,6 +82,60 @@ def count_compute_ops(op_types: list[str]) -> dict[str, Any]:
     }
 
 
+def ort_qdq_from_onnx(onnx_path: str | Path, out_path: str | Path) -> dict[str, Any]:
+    """A Q/DQ variant that ONNX Runtime's CPU provider runs with integer kernels.
+
+    TensorRT needs signed INT8 activations with zero point 0. After a ReLU that leaves ``Conv -> Relu -> Q``,
+    which ONNX Runtime cannot fuse (it drops a ReLU only when the quantizer's zero point is the type's minimum).
+    Here each such quantizer (and its DequantizeLinear partners) becomes UINT8 with zero point 0 and the same
+    scale: identical for activations up to 127 x scale (the calibrated range), and no longer clipped above it.
+    ONNX Runtime then removes the ReLU and fuses ``DQ -> Conv -> Q`` into ``QLinearConv``.
+    """
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    from edgeresnext.atomic import atomic_path
+
+    model = onnx.load(str(onnx_path))
+    graph = model.graph
+    producers = {output: node for node in graph.node for output in node.output}
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    initializers = {init.name: init for init in graph.initializer}
+    rewritten = 0
+    for node in graph.node:
+        if node.op_type != "QuantizeLinear" or len(node.input) < 3:
+            continue
+        producer = producers.get(node.input[0])
+        zero_point = initializers.get(node.input[2])
+        if producer is None or producer.op_type != "Relu" or zero_point is None:
+            continue
+        values = numpy_helper.to_array(zero_point)
+        if zero_point.data_type != TensorProto.INT8 or values.any():
+            continue
+        unsigned = f"{node.input[2]}_uint8"
+        if unsigned not in initializers:
+            initializers[unsigned] = numpy_helper.from_array(np.zeros(values.shape, np.uint8), unsigned)
+            graph.initializer.append(initializers[unsigned])
+        node.input[2] = unsigned
+        for consumer in consumers.get(node.output[0], []):
+            if consumer.op_type == "DequantizeLinear" and len(consumer.input) > 2:
+                consumer.input[2] = unsigned
+        rewritten += 1
+    # Types recorded for the rewritten tensors are stale (INT8 -> UINT8); the runtime infers them again.
+    del graph.value_info[:]
+    used = {name for node in graph.node for name in node.input}
+    keep = [init for init in graph.initializer if init.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    with atomic_path(out_path) as tmp:
+        onnx.save(model, str(tmp))
+        onnx.checker.check_model(str(tmp))
+    return {"unsigned_after_relu": rewritten}
+
+
 class ONNXRuntimeRunner(Runner):
     def __init__(self, artifact: Artifact, options: ONNXRuntimeOptions) -> None:
         import onnx
@@ -149,6 +203,11 @@ class ONNXRuntimeBackend(Backend):
             from edgeresnext.backends.tensorrt import fp16_qdq_from_onnx
 
             info["fp16"] = fp16_qdq_from_onnx(onnx_path, dest)
+        elif target.precision == "int8" and target.backend_options.onnxruntime.unsigned_after_relu:
+            _check_precision(onnx_path, "int8")
+            info.update(ort_qdq_from_onnx(onnx_path, dest))
+            # Not the hand-off file any more: validation must run this artifact, not the Q/DQ ONNX.
+            info["differs_from_source"] = True
         elif onnx_path.resolve() != dest.resolve():
             copy_file_atomic(onnx_path, dest)
         _check_precision(dest, target.precision)

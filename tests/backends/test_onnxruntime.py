@@ -80,3 +80,15 @@ def test_not_an_onnx_file(tmp_path):
     with pytest.raises(ConfigError, match=r"model\.onnx: not a readable ONNX"):
         get_backend("onnxruntime").compile(bogus, make_target("onnxruntime", "fp32"), tmp_path / "out")
     assert not (tmp_path / "out" / "model.onnx").exists()
+
+
+def test_unsigned_after_relu_variant_gets_integer_kernels(qdq_onnx, test_images, fp32_logits, qdq_logits, tmp_path):
+    backend = get_backend("onnxruntime")
+    target = make_target("onnxruntime", "int8", backend_options={"onnxruntime": {"unsigned_after_relu": True}})
+    artifact = backend.compile(qdq_onnx, target, tmp_path)
+    assert artifact.info["unsigned_after_relu"] >= 8 and artifact.info["differs_from_source"]
+    runner = backend.load(artifact, target)
+    assert runner.precision_report()["int8_ops"].get("QLinearConv", 0) >= 8
+    logits = runner(test_images)
+    assert agreement(logits, qdq_logits) >= 0.98
+    assert agreement(logits, fp32_logits) >= 0.90
