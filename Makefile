@@ -48,8 +48,9 @@ test: setup data
 test-slow: setup data
 	$(PY) -m pytest -m "slow and not gpu and not tensorrt" $(PYTEST_ARGS)
 
+# TensorRT + cuda-python from PyPI unless the host already has them (JetPack ships TensorRT with the OS).
 test-gpu: setup data
-	$(PIP) install --quiet -e ".[tensorrt]"
+	$(PY) -c "import tensorrt, cuda" 2>/dev/null || $(PIP) install --quiet -e ".[tensorrt]"
 	$(PY) -m pytest -m "gpu or tensorrt" $(PYTEST_ARGS)
 
 bench: setup data
