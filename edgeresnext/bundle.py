@@ -579,8 +579,11 @@ def extract_bundle(archive: str | os.PathLike[str], dest: str | os.PathLike[str]
                             raise BundleError(f"{archive}: more than {max_bytes} bytes once uncompressed; refused")
                         out.write(block)
                 os.chmod(target, (mode & 0o755) or 0o644)  # keep executables, never setuid/world-writable
-            verify_bundle(tmp)
-            manifest = read_manifest(tmp)
+            try:
+                manifest = verify_bundle(tmp)
+            except BundleError as err:  # name the archive, not our temporary folder
+                said = str(err).replace(f"{tmp}: ", "").replace(str(tmp), str(dest))
+                raise BundleError(f"{archive}: {said}") from err
             if dest.exists():
                 dest.rmdir()
             dest.parent.mkdir(parents=True, exist_ok=True)

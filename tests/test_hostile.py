@@ -1,0 +1,339 @@
+"""Hostile and broken inputs: nothing a user hands us runs code, reads outside its folder, or half-builds.
+
+Checkpoints whose pickle would run a command, ONNX files whose external data points elsewhere, bundle archives
+with escaping paths or links, broken calibration folders, labels the model does not know, impossible target
+files: each is one clear error of our own type, raised before heavy work, leaving nothing behind.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import re
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from bundle_helpers import SUMMARY, fp32_target
+from onnx import TensorProto, helper, numpy_helper
+from PIL import Image
+
+from edgeresnext.backends import get_backend
+from edgeresnext.bundle import BundleError, bundle_from_artifacts, extract_bundle, verify_bundle
+from edgeresnext.cli import main
+from edgeresnext.config import DataSpec, load_target
+from edgeresnext.data.fashion_mnist import PREPROCESS as FMNIST_PREPROCESS
+from edgeresnext.errors import ConfigError, DataError, ExportError
+from edgeresnext.export import check_external_data, check_onnx, lint_onnx, load_onnx_safely, onnx_from_torch
+from edgeresnext.models import ModelMeta, create
+from edgeresnext.pipeline import build
+from edgeresnext.validate import ValidationData, load_validation_data
+
+REPO = Path(__file__).resolve().parents[1]
+ARCH = "resnext11_4x8d"
+
+
+def _target_yaml(folder: Path, calib: Path, **extra: object) -> Path:
+    data = {"extends": str(REPO / "targets" / "cpu.yaml"), "name": "hostile", "data": {"limit": 50},
+            "quant": {"calib_dir": str(calib), "subset_size": 40}, **extra}
+    path = folder / "hostile.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _no_temporaries(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if ".tmp-" in p.name or ".old-" in p.name]
+
+
+# --------------------------------------------------------------------------------------------- checkpoints
+class _RunsCommand:
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self):
+        return (os.system, (self.command,))
+
+
+def test_build_refuses_a_checkpoint_whose_pickle_runs_code(tmp_path, calib_dir, capsys):
+    """End to end: `edgeresnext build --checkpoint evil.pt` exits 2 and the payload never ran."""
+    marker = tmp_path / "pwned"
+    model = create(ARCH, num_classes=10, in_channels=1)
+    evil = tmp_path / "evil.pt"
+    torch.save({"state_dict": model.state_dict(), "hook": _RunsCommand(f"touch {marker}")}, evil)
+    code = main(["-q", "build", "--target", str(_target_yaml(tmp_path, calib_dir)), "--checkpoint", str(evil),
+                 "--out", str(tmp_path / "build")])
+    err = capsys.readouterr().err
+    assert code == 2 and "evil.pt: refused" in err and "never unpickles" in err
+    assert not marker.exists(), "the checkpoint's pickle ran"
+    assert not (tmp_path / "build" / "hostile" / "model" / "model.safetensors").exists()
+    assert not _no_temporaries(tmp_path / "build")
+
+
+# --------------------------------------------------------------------------------------------- ONNX external data
+def _onnx_with_external_weight(folder: Path, location: str) -> Path:
+    """A one-node ONNX (y = x + w) whose initializer w lives in the external file ``location``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    weight = numpy_helper.from_array(np.arange(4, dtype=np.float32).reshape(2, 2), "w")
+    weight.ClearField("raw_data")
+    weight.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", "0"), ("length", "16")):
+        entry = weight.external_data.add()
+        entry.key, entry.value = key, value
+    graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])], [weight])
+    path = folder / "model.onnx"
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    return path
+
+
+@pytest.fixture
+def secret(tmp_path: Path) -> Path:
+    """A file outside the model's folder that a hostile ONNX tries to read as weights."""
+    path = tmp_path / "secret.bin"
+    path.write_bytes(np.full(4, 7, dtype=np.float32).tobytes())
+    return path
+
+
+@pytest.mark.parametrize("kind", ["dotdot", "absolute", "symlink", "nested-dotdot"])
+def test_onnx_external_data_leaving_its_folder_is_refused_everywhere(tmp_path, secret, kind, capsys):
+    folder = tmp_path / "model"
+    location = {"dotdot": "../secret.bin", "absolute": str(secret), "symlink": "weights.bin",
+                "nested-dotdot": "sub/../../secret.bin"}[kind]
+    path = _onnx_with_external_weight(folder, location)
+    if kind == "symlink":
+        (folder / "weights.bin").symlink_to(secret)
+    expected = {"dotdot": "'..' leaves the model's folder", "absolute": "an absolute path",
+                "symlink": "a symlink leaving", "nested-dotdot": "'..' leaves the model's folder"}[kind]
+    for read in (check_external_data, load_onnx_safely, check_onnx, lint_onnx):
+        with pytest.raises(ExportError, match=f"tensor 'w' keeps its data in .*{expected}"):
+            read(path)
+    with pytest.raises(ConfigError, match=expected):
+        get_backend("onnxruntime").compile(path, fp32_target("onnxruntime"), tmp_path / "out")
+    assert not (tmp_path / "out" / "model.onnx").exists()
+    assert main(["lint", str(path)]) == 2
+    assert expected in capsys.readouterr().err
+
+
+def test_onnx_external_data_inside_its_folder_is_read(tmp_path):
+    folder = tmp_path / "model"
+    path = _onnx_with_external_weight(folder, "weights/w.bin")
+    (folder / "weights").mkdir()
+    (folder / "weights" / "w.bin").write_bytes(np.arange(4, dtype=np.float32).tobytes())
+    assert check_external_data(path) == [(folder / "weights" / "w.bin").resolve()]
+    model = load_onnx_safely(path)
+    assert numpy_helper.to_array(model.graph.initializer[0]).tolist() == [[0, 1], [2, 3]]
+    missing = _onnx_with_external_weight(tmp_path / "other", "nowhere.bin")
+    with pytest.raises(ExportError, match="no such file"):
+        check_external_data(missing)
+
+
+# --------------------------------------------------------------------------------------------- bundle archives
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real ONNX Runtime FP32 bundle of an (untrained) resnext11_4x8d for Fashion-MNIST-sized input."""
+    work = tmp_path_factory.mktemp("hostile-bundle")
+    torch.manual_seed(0)
+    model = create(ARCH, num_classes=10, in_channels=1).eval()
+    meta = ModelMeta(arch=ARCH, num_classes=10, in_channels=1, preprocess=FMNIST_PREPROCESS,
+                     class_names=[f"c{i}" for i in range(10)], input_size=28)
+    onnx_path = onnx_from_torch(model, work / "model.onnx", input_shape=(1, 28, 28))
+    target = fp32_target("onnxruntime")
+    artifact = get_backend("onnxruntime").compile(onnx_path, target, work / "compile")
+    return bundle_from_artifacts(work / "bundle", artifact, meta, SUMMARY, target)
+
+
+def _tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]) -> Path:
+    with tarfile.open(path, "w:gz") as archive:
+        for info, data in members:
+            if data is not None:
+                info.size = len(data)
+            archive.addfile(info, io.BytesIO(data) if data is not None else None)
+    return path
+
+
+def _bundle_members(bundle: Path, prefix: str = "bundle/") -> list[tuple[tarfile.TarInfo, bytes]]:
+    return [(tarfile.TarInfo(prefix + p.relative_to(bundle).as_posix()), p.read_bytes())
+            for p in sorted(bundle.rglob("*")) if p.is_file()]
+
+
+def test_a_bundle_archive_extracts_and_verifies(bundle_dir, tmp_path, capsys):
+    tgz = _tar(tmp_path / "bundle.tgz", _bundle_members(bundle_dir))
+    manifest = extract_bundle(tgz, tmp_path / "unpacked")
+    assert manifest == verify_bundle(tmp_path / "unpacked")
+    zipped = tmp_path / "bundle.zip"
+    with zipfile.ZipFile(zipped, "w") as archive:  # no top-level folder this time
+        for path in sorted(bundle_dir.rglob("*")):
+            archive.write(path, path.relative_to(bundle_dir).as_posix())
+    assert main(["bundle", "extract", str(zipped), str(tmp_path / "from-zip")]) == 0
+    assert "sha256 verified" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "from-zip").iterdir()) == sorted(p.name for p in bundle_dir.iterdir())
+
+
+def _hostile_tar(kind: str, bundle: Path, path: Path) -> Path:
+    members = _bundle_members(bundle)
+    if kind == "dotdot":
+        members.append((tarfile.TarInfo("bundle/../../evil.txt"), b"owned"))
+    elif kind == "absolute":
+        members.append((tarfile.TarInfo(str(path.parent / "evil.txt")), b"owned"))
+    elif kind in ("symlink", "hardlink"):
+        link = tarfile.TarInfo("bundle/labels-link.txt")
+        link.type = tarfile.SYMTYPE if kind == "symlink" else tarfile.LNKTYPE
+        link.linkname = "/etc/passwd"
+        members.append((link, None))
+    elif kind == "device":
+        device = tarfile.TarInfo("bundle/null")
+        device.type = tarfile.CHRTYPE
+        members.append((device, None))
+    elif kind == "tampered":
+        members = [(info, data[:-1] + bytes([data[-1] ^ 1]) if info.name.endswith(".onnx") else data)
+                   for info, data in members]
+    return _tar(path, members)
+
+
+@pytest.mark.parametrize(("kind", "message"), [
+    ("dotdot", r"'bundle/\.\./\.\./evil\.txt' would be written outside"),
+    ("absolute", r"evil\.txt' would be written outside"),
+    ("symlink", "is a link; bundle archives may hold only regular files"),
+    ("hardlink", "is a link; bundle archives may hold only regular files"),
+    ("device", "is a device or fifo"),
+    ("tampered", "sha256 differs from the manifest"),
+])
+def test_hostile_tar_bundles_are_refused_and_leave_nothing(bundle_dir, tmp_path, kind, message, capsys):
+    work = tmp_path / "work"
+    work.mkdir()
+    archive = _hostile_tar(kind, bundle_dir, work / "bundle.tgz")
+    with pytest.raises(BundleError, match=message):
+        extract_bundle(archive, work / "unpacked")
+    assert main(["bundle", "extract", str(archive), str(work / "unpacked")]) == 2
+    assert "bundle.tgz" in capsys.readouterr().err
+    assert sorted(p.name for p in work.iterdir()) == ["bundle.tgz"], "something was written"
+    assert not (tmp_path / "evil.txt").exists()
+
+
+def test_hostile_zip_bundles_are_refused(bundle_dir, tmp_path):
+    escaping = tmp_path / "escaping.zip"
+    with zipfile.ZipFile(escaping, "w") as archive:
+        archive.writestr("manifest.json", (bundle_dir / "manifest.json").read_bytes())
+        archive.writestr("../evil.txt", b"owned")
+    with pytest.raises(BundleError, match=r"'\.\./evil\.txt' would be written outside"):
+        extract_bundle(escaping, tmp_path / "a")
+    linked = tmp_path / "linked.zip"
+    with zipfile.ZipFile(linked, "w") as archive:
+        info = zipfile.ZipInfo("labels.txt")
+        info.external_attr = (0o120777 << 16)  # how zip stores a symlink: the target path as the member's data
+        archive.writestr(info, "/etc/passwd")
+    with pytest.raises(BundleError, match="is a link"):
+        extract_bundle(linked, tmp_path / "b")
+    with pytest.raises(BundleError, match="not a readable tar or zip archive"):
+        extract_bundle(_write(tmp_path / "junk.tgz", b"\x1f\x8b garbage"), tmp_path / "c")
+    assert not any((tmp_path / name).exists() for name in ("a", "b", "c", "evil.txt"))
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def test_archive_size_and_member_limits(bundle_dir, tmp_path):
+    tgz = _tar(tmp_path / "bundle.tgz", _bundle_members(bundle_dir))
+    with pytest.raises(BundleError, match="more than the limit of 2"):
+        extract_bundle(tgz, tmp_path / "a", max_files=2)
+    with pytest.raises(BundleError, match="bytes uncompressed, more than the limit of 1000"):
+        extract_bundle(tgz, tmp_path / "b", max_bytes=1000)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("mine")
+    with pytest.raises(BundleError, match="not an empty folder"):
+        extract_bundle(tgz, tmp_path / "full")
+    assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
+
+
+# --------------------------------------------------------------------------------------------- broken data
+@pytest.mark.parametrize(("setup", "message"), [
+    ("missing", "image folder not found"),
+    ("empty", "no images found"),
+    ("too-few", r"5 usable calibration image\(s\) \(5 found\), fewer than quant.subset_size=40"),
+])
+def test_broken_calibration_folder_fails_before_any_stage(tmp_path, setup, message):
+    calib = tmp_path / "calib"
+    if setup == "empty":
+        (calib / "00_t-shirt-top").mkdir(parents=True)
+        (calib / "00_t-shirt-top" / "README.txt").write_text("no images here")
+    elif setup == "too-few":
+        (calib / "00_t-shirt-top").mkdir(parents=True)
+        for number in range(5):
+            Image.new("L", (28, 28), number * 40).save(calib / "00_t-shirt-top" / f"{number}.png")
+    target = load_target(_target_yaml(tmp_path, calib))
+    with pytest.raises(DataError, match=message):
+        build(target, out_root=tmp_path / "build", progress=False)
+    assert not (tmp_path / "build" / "hostile" / "model").exists(), "heavy work started"
+
+
+def _broken_image_folder(root: Path) -> Path:
+    """A labelled folder (Fashion-MNIST class names) with good images, a zero-byte file and a truncated PNG."""
+    rng = np.random.default_rng(0)
+    for name in ("t-shirt-top", "trouser"):
+        (root / name).mkdir(parents=True)
+        for number in range(3):
+            Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).save(root / name / f"{number}.png")
+    (root / "trouser" / "empty.png").write_bytes(b"")
+    good = (root / "t-shirt-top" / "0.png").read_bytes()
+    (root / "t-shirt-top" / "truncated.png").write_bytes(good[: len(good) // 2])
+    return root
+
+
+def test_broken_validation_images_fail_by_default_or_are_skipped_and_counted(tmp_path):
+    folder = _broken_image_folder(tmp_path / "val")
+    classes = ["t-shirt-top", "trouser"]
+    with pytest.raises(DataError, match=r"(empty\.png: empty file|truncated\.png: corrupt or truncated)"):
+        load_validation_data(DataSpec(dataset=str(folder)), FMNIST_PREPROCESS, classes)
+    data = load_validation_data(DataSpec(dataset=str(folder), on_bad_image="skip"), FMNIST_PREPROCESS, classes)
+    assert len(data) == 6 and data.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    assert sorted(Path(file).name for file, _ in data.skipped) == ["empty.png", "truncated.png"]
+    with pytest.raises(DataError, match=r"class folder 'trouser' is not one of the model's classes"):
+        load_validation_data(DataSpec(dataset=str(folder)), FMNIST_PREPROCESS, ["t-shirt-top", "coat"])
+
+
+def test_labels_outside_the_models_classes_are_refused():
+    inputs = np.zeros((3, 1, 28, 28), dtype=np.float32)
+    with pytest.raises(DataError, match=r"image 2 has label 10, outside the model's 10 classes \(0-9"):
+        ValidationData(inputs, np.array([0, 9, 10]), [f"c{i}" for i in range(10)], "labels.idx")
+    with pytest.raises(DataError, match="has label -1"):
+        ValidationData(inputs, np.array([-1, 0, 1]), [f"c{i}" for i in range(10)], "labels.idx")
+
+
+# --------------------------------------------------------------------------------------------- broken configs
+@pytest.mark.parametrize(("extra", "message"), [
+    ({"quant": {"calib_dir": "x", "subset_sise": 3}}, r"unknown key 'quant.subset_sise'; accepted keys here: .*"
+                                                      r"subset_size"),
+    ({"gates": {"max_top1_drop": "small"}}, r"gates.max_top1_drop: .*'small'"),
+    ({"backend": "tensorrt", "quant": {"symmetric_activations": False}}, "zero point 0"),
+    ({"backend": "tensorrt", "input": {"batch": {"min": 1, "opt": 2, "max": 8}},
+      "backend_options": {"tensorrt": {"dla_core": 0}}}, "DLA engines take static shapes"),
+    ({"input": {"batch": {"min": 8, "opt": 8, "max": 2}}}, "min <= opt <= max"),
+    ({"model": {"checkpoint": "!!python/object/apply:os.system ['true']"}}, None),
+])
+def test_bad_target_files_stop_the_build_before_any_work(tmp_path, extra, message, capsys):
+    path = tmp_path / "bad.yaml"
+    if message is None:  # an object tag: safe_load refuses to construct it
+        path.write_text("backend: openvino\nmodel:\n  checkpoint: !!python/object/apply:os.system ['true']\n")
+        message = "not valid YAML"
+    else:
+        path.write_text(yaml.safe_dump({"extends": str(REPO / "targets" / "cpu.yaml"), **extra}))
+    code = main(["-q", "build", "--target", str(path), "--out", str(tmp_path / "build")])
+    err = capsys.readouterr().err
+    assert code == 2 and "bad.yaml" in err and len(err.strip().splitlines()) == 1, err
+    assert re.search(message, err), err
+    assert not (tmp_path / "build").exists(), "the build started"
+
+
+def test_pickle_payload_marker_is_a_real_command(tmp_path):
+    """The payload used above does run when unpickled unsafely (so the refusal test can fail)."""
+    marker = tmp_path / "ran"
+    pickle.loads(pickle.dumps(_RunsCommand(f"touch {marker}")))  # noqa: S301 - our own payload, on purpose
+    assert marker.exists()
