@@ -23,19 +23,28 @@ logger = logging.getLogger(__name__)
 README = """# Calibration images
 
 `make data` (or `edgeresnext data --count 500`) fills this folder with a class-balanced sample of the
-training split of the default dataset (Fashion-MNIST), one sub-folder per class:
+*training* split of the default dataset (Fashion-MNIST), one sub-folder per class:
 
     calib_data/
       00_t-shirt-top/00000.png
       01_trouser/00000.png
       ...
 
-Post-training quantization reads every `.png`, `.jpg`/`.jpeg` (and `.bmp`, `.webp`) file below this folder,
-in sorted path order, and preprocesses it exactly as the model was trained (the preprocessing stored in
-the checkpoint: channel mode, resize, center crop, mean/std). Labels are not used, so the sub-folders are
-optional; to calibrate your own model, replace the contents with 300-1000 images representative of what
-the device will see (all classes, real lighting and backgrounds). Images of any size and mode are
-accepted; they are converted to the model's channel mode and size.
+Other sources: `edgeresnext data --dataset cifar10 --count 500` (CIFAR-10 binary release), or
+`edgeresnext data --dataset /path/to/images` (an image folder: one sub-folder per class). The sample is
+seeded (`--seed`, default 0), so the same command writes the same files.
+
+## Format (to use your own images)
+
+- Files: `.png`, `.jpg`/`.jpeg`, `.bmp`, `.webp` anywhere below this folder; hidden files and folders
+  (starting with `.`) are ignored. They are read in sorted path order.
+- Any size and mode (grayscale, RGB, RGBA, palette, 16-bit): each image is converted to the model's
+  channel mode and size with the preprocessing stored in the checkpoint (channel mode, resize of the
+  shorter side, center crop, mean/std), exactly as in training and on the device.
+- Labels are not used for calibration, so class sub-folders are optional; keeping one per class makes
+  it easy to check that every class is represented.
+- How many: 300-1000 images representative of what the device will see (all classes, real lighting and
+  backgrounds); the default is 500.
 
 Never put validation or test images here: calibrating on the images you validate on hides errors.
 """
