@@ -308,7 +308,13 @@ class TrainConfig:
     resume: bool = True
     progress: bool = True
     limit_train: int | None = None
+    limit_test: int | None = None
+    stop_after: int | None = None  # end this run after that epoch; the schedule still spans `epochs` (resume later)
     recipe: str | None = None
+    # Distributed runs (torchrun/DDP): batch_size above is the global batch, split evenly over the processes.
+    sync_bn: bool = False
+    workers: int | None = None  # DataLoader worker processes for image folders (default: up to 4)
+    device: str | None = None  # cpu | cuda | None (cuda when torch sees a GPU)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -319,3 +325,7 @@ class TrainConfig:
             raise ConfigError(f"train.lr={self.lr}; expected a positive number")
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"train.label_smoothing={self.label_smoothing}; expected 0 <= value < 1")
+        if self.workers is not None and self.workers < 0:
+            raise ConfigError(f"train.workers={self.workers}; expected an integer >= 0 (0: load in the main process)")
+        if self.device not in (None, "cpu", "cuda"):
+            raise ConfigError(f"train.device={self.device!r}; expected cpu or cuda")

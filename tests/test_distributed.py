@@ -1,0 +1,237 @@
+"""Training (and QAT) under torchrun/DDP with gloo on CPU, checked against a single process on the same global batch.
+
+The runs use the real command line (``edgeresnext train --nproc 2`` execs ``python -m torch.distributed.run``),
+a tiny ResNeXt (resnext11_4x8d, ~160k parameters) and 256 real Fashion-MNIST training images.
+
+Tolerances, and why: with ``--sync-bn`` a DDP step computes the same gradient as one process on the global
+batch (checked to float32 precision in ``test_sync_bn_ddp_step_equals_single_process_step``), but float32
+sums are taken in another order (2 ranks x 16 images, all-reduce) and SGD at lr 0.1 amplifies those 1e-7
+differences over the steps; measured over 2 epochs x 8 steps the per-epoch train loss differs by ~2e-3.
+We accept 0.02 on the loss and 3 test images out of 200 on the accuracy. Without SyncBN each rank
+normalises with statistics of its own 16 images instead of 32, a real (small) change of the computation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from edgeresnext import distributed
+from edgeresnext.errors import ConfigError
+
+LOSS_TOL = 0.02  # absolute, per-epoch mean train loss (~2.0 here)
+TEST_IMAGES = 200
+TOP1_TOL = 3 / TEST_IMAGES  # final test accuracy: at most 3 of 200 images classified differently
+
+TRAIN_ARGS = [
+    "--arch",
+    "resnext11_4x8d",
+    "--dataset",
+    "fashion-mnist",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "32",
+    "--lr",
+    "0.1",
+    "--limit-train",
+    "256",
+    "--limit-test",
+    str(TEST_IMAGES),
+    "--no-augment",
+    "--seed",
+    "0",
+    "--no-resume",
+]
+
+
+def edgeresnext(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    """Run the real CLI in a subprocess (torchrun needs its own process tree)."""
+    env = {k: v for k, v in os.environ.items() if k not in distributed.TORCHRUN_ENV}
+    result = subprocess.run(
+        [sys.executable, "-m", "edgeresnext.cli", "-q", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, f"edgeresnext {' '.join(args)} failed:\n{result.stdout}\n{result.stderr[-4000:]}"
+    return result
+
+
+def history(run: Path) -> list[dict]:
+    return json.loads((run / "history.json").read_text())
+
+
+def assert_runs_match(a: list[dict], b: list[dict]) -> None:
+    assert [r["epoch"] for r in a] == [r["epoch"] for r in b]
+    for ra, rb in zip(a, b, strict=True):
+        assert abs(ra["train_loss"] - rb["train_loss"]) <= LOSS_TOL, (ra, rb)
+    assert abs(a[-1]["test_top1"] - b[-1]["test_top1"]) <= TOP1_TOL + 1e-9, (a[-1], b[-1])
+
+
+@pytest.fixture(scope="module")
+def single_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("single") / "run"
+    edgeresnext("train", *TRAIN_ARGS, "--threads", "1", "--out", str(out))
+    return out
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("ddp") / "run"
+    result = edgeresnext("train", *TRAIN_ARGS, "--nproc", "2", "--sync-bn", "--out", str(out))
+    assert result.stdout.count("test top-1") == 1, "only rank 0 prints the result"
+    return out
+
+
+def test_two_gloo_processes_train_like_one_process_on_the_same_global_batch(single_run: Path, ddp_run: Path):
+    from edgeresnext.models import read_checkpoint
+
+    single, ddp = history(single_run), history(ddp_run)
+    assert_runs_match(ddp, single)
+    assert ddp[-1]["train_loss"] < ddp[0]["train_loss"]  # it did learn
+    # Rank 0 alone wrote the run folder; the checkpoint records the world size it was made with.
+    assert sorted(p.name for p in ddp_run.iterdir()) == ["history.json", "last.pt", "model.safetensors"]
+    training = read_checkpoint(ddp_run / "last.pt").training
+    assert training["world_size"] == 2 and training["epoch"] == 2
+    # Evaluation is sharded over the ranks and all-reduced: the count is the whole test set, once.
+    meta = read_checkpoint(ddp_run / "model.safetensors").meta
+    assert meta.metrics["test_top1"] == pytest.approx(ddp[-1]["test_top1"], abs=1e-4)
+
+
+def test_resume_a_single_process_run_with_two_processes(tmp_path: Path, single_run: Path):
+    from edgeresnext.models import read_checkpoint
+
+    out = tmp_path / "run"
+    args = [a for a in TRAIN_ARGS if a != "--no-resume"]
+    result = edgeresnext("train", *args, "--threads", "1", "--out", str(out), "--stop-after-epoch", "1")
+    assert "stopped after epoch 1/2" in result.stdout
+    assert read_checkpoint(out / "last.pt").training["world_size"] == 1
+    assert not (out / "model.safetensors").exists()
+    edgeresnext("train", *args, "--nproc", "2", "--sync-bn", "--out", str(out))
+    resumed = history(out)
+    kept = {k: v for k, v in resumed[0].items() if k != "seconds"}
+    assert kept == {k: v for k, v in history(single_run)[0].items() if k != "seconds"}  # epoch 1 kept, not redone
+    assert_runs_match(resumed, history(single_run))
+    assert read_checkpoint(out / "last.pt").training["world_size"] == 2
+
+
+def test_resume_refuses_a_different_global_batch(tmp_path: Path):
+    from edgeresnext.config import TrainConfig
+    from edgeresnext.train import fit
+
+    config = TrainConfig(
+        out_dir=str(tmp_path),
+        epochs=2,
+        batch_size=64,
+        limit_train=128,
+        limit_test=50,
+        augment=False,
+        progress=False,
+        threads=1,
+        stop_after=1,
+    )
+    fit(config)
+    config.batch_size, config.stop_after = 32, None
+    with pytest.raises(ConfigError, match="global batch 64, not 32"):
+        fit(config)
+
+
+def _sync_bn_step(rank: int, port: int, queue) -> None:
+    """One DDP step with SyncBatchNorm2d on half the batch per rank; rank 0 compares with one process on all of it."""
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
+    torch.set_num_threads(1)
+    from edgeresnext.models import create
+
+    ctx = distributed.init_from_env(device="cpu")
+    try:
+        torch.manual_seed(0)
+        images, labels = torch.randn(32, 1, 28, 28), torch.randint(0, 10, (32,))
+        torch.manual_seed(0)
+        reference = create("resnext11_4x8d", num_classes=10, in_channels=1)
+        torch.manual_seed(0)
+        model = distributed.convert_sync_batchnorm(create("resnext11_4x8d", num_classes=10, in_channels=1), ctx.device)
+        ddp = distributed.wrap_ddp(ctx, model)
+        torch.nn.functional.cross_entropy(ddp(images[rank::2]), labels[rank::2]).backward()
+        torch.nn.functional.cross_entropy(reference(images), labels).backward()
+        grad_error = max(
+            ((p.grad - q.grad).abs().max() / q.grad.abs().max()).item()
+            for p, q in zip(model.parameters(), reference.parameters(), strict=True)
+        )
+        stats_error = max(
+            (a - b).abs().max().item()
+            for (k, a), b in zip(model.state_dict().items(), reference.state_dict().values(), strict=True)
+            if "running" in k
+        )
+        digests = distributed.gather_digests(ctx, model)
+        if rank == 0:
+            queue.put((grad_error, stats_error, digests))
+    finally:
+        distributed.shutdown(ctx)
+
+
+def test_sync_bn_ddp_step_equals_single_process_step():
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    queue = mp.get_context("spawn").SimpleQueue()
+    mp.spawn(_sync_bn_step, args=(port, queue), nprocs=2, join=True)
+    grad_error, stats_error, digests = queue.get()
+    assert grad_error < 1e-4  # relative to each tensor's largest gradient; measured ~4e-6
+    assert stats_error < 1e-5  # BatchNorm running mean/var from the global batch
+    # Both ranks hold the same weights and, thanks to SyncBN, the same running statistics.
+    assert len(set(digests)) == 1
+
+
+# --------------------------------------------------------------------------------------------- plumbing
+def test_local_batch_is_the_global_batch_split_evenly():
+    ctx = distributed.DistContext(rank=1, world_size=4)
+    assert ctx.local_batch(128) == 32
+    with pytest.raises(ConfigError, match="batch_size=30 does not split over 4 processes"):
+        ctx.local_batch(30)
+
+
+def test_single_process_context_outside_torchrun(monkeypatch):
+    for key in distributed.TORCHRUN_ENV:
+        monkeypatch.delenv(key, raising=False)
+    ctx = distributed.init_from_env(device="cpu")
+    assert (ctx.rank, ctx.world_size, ctx.is_main, ctx.distributed) == (0, 1, True, False)
+    assert distributed.all_reduce_sums(ctx, {"loss": 2.5}) == {"loss": 2.5}
+    assert distributed.choose_backend(torch.device("cuda", 0)) == "nccl"
+    assert distributed.choose_backend(torch.device("cpu")) == "gloo"
+
+
+def test_launcher_runs_the_same_command_without_its_own_options():
+    command = distributed.strip_launcher_options(
+        ["-q", "train", "--nproc", "2", "--epochs=3", "--nnodes=1", "--sync-bn", "--rdzv-endpoint", "h:1"],
+        {"--nproc": True, "--nnodes": True, "--rdzv-endpoint": True},
+    )
+    assert command == ["-q", "train", "--epochs=3", "--sync-bn"]
+    argv = distributed.torchrun_argv(2, command)
+    assert argv[1:5] == ["-m", "torch.distributed.run", "--nproc-per-node=2", "--nnodes=1"]
+    assert "--standalone" in argv and argv[-6:] == ["-m", "edgeresnext.cli", *command]
+    multi = distributed.torchrun_argv(8, command, nnodes="2", node_rank=1, rdzv_endpoint="node0:29500")
+    assert "--rdzv-endpoint=node0:29500" in multi and "--node-rank=1" in multi and "--standalone" not in multi
+    with pytest.raises(ConfigError, match="needs --rdzv-endpoint"):
+        distributed.torchrun_argv(8, command, nnodes="2")
+
+
+def test_gpu_nccl_is_not_available_here():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: the nccl run belongs to a gpu-marked test")
+    with pytest.raises(ConfigError, match="torch sees no GPU"):
+        distributed.init_from_env(device="cuda")
