@@ -273,3 +273,26 @@ def test_cli_compare_lists_worst_images(shipped_checkpoint, fp32_onnx, capsys):
     # Zero tolerance cannot hold across runtimes (different summation order): the command says FAIL.
     assert main(["-q", "compare", str(fp32_onnx), str(shipped_checkpoint), "--checkpoint", str(shipped_checkpoint),
                  "--limit", "32", "--atol", "0", "--rtol", "0"]) == 1
+
+
+def test_discover_artifacts_finds_each_model_file_once(fp32_onnx, tmp_path):
+    import shutil
+
+    from edgeresnext.validate import discover_artifacts, pick_primary
+
+    root = tmp_path / "build" / "cpu-test"
+    (root / "export").mkdir(parents=True)
+    (root / "bundle").mkdir()
+    (root / "compile").mkdir()
+    shutil.copy(fp32_onnx, root / "export" / "model_fp32.onnx")
+    shutil.copy(fp32_onnx, root / "bundle" / "model.onnx")  # the bundle's copy: same bytes, validated once
+    (root / "compile" / "model.engine").write_bytes(b"not runnable here")
+    target = _target()
+    found = discover_artifacts(root, target)
+    runnable = [a for a in found if isinstance(a, ArtifactUnderTest)]
+    skipped = [a for a in found if isinstance(a, SkippedArtifact)]
+    assert [a.name for a in runnable] == ["onnx-fp32"] and runnable[0].precision == "fp32"
+    assert [a.backend for a in skipped] == ["tensorrt"] and skipped[0].reason
+    assert pick_primary(target, found) == "onnx-fp32"  # the target deploys onnxruntime at fp32
+    with pytest.raises(ConfigError, match="no artifacts"):
+        discover_artifacts(tmp_path / "empty", target)
