@@ -196,6 +196,8 @@ def read_yaml(path: Path) -> dict[str, Any]:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from err
+    except RecursionError as err:  # PyYAML's parser recurses once per nesting level
+        raise ConfigError(f"{path}: nested too deeply to be a target file") from err
     if data is None:
         data = {}
     if not isinstance(data, dict):
