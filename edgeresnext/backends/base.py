@@ -163,6 +163,23 @@ def onnx_input(onnx_path: str | Path) -> tuple[str, list[int | str]]:
     return inputs[0].name, shape
 
 
+def check_onnx_precision(onnx_path: Path, precision: str) -> None:
+    """An INT8 target needs Q/DQ nodes in the file; an FP32 target must not silently ship a quantized one."""
+    import onnx
+
+    ops = {node.op_type for node in onnx.load(str(onnx_path), load_external_data=False).graph.node}
+    has_qdq = "QuantizeLinear" in ops or "DequantizeLinear" in ops
+    if precision == "int8" and not has_qdq:
+        raise ConfigError(
+            f"{onnx_path}: target precision is int8 but the model has no QuantizeLinear/"
+            "DequantizeLinear nodes; pass the Q/DQ ONNX from `edgeresnext quantize`"
+        )
+    if precision == "fp32" and has_qdq:
+        raise ConfigError(
+            f"{onnx_path}: target precision is fp32 but the model is quantized (Q/DQ nodes); pass the FP32 ONNX"
+        )
+
+
 def run_in_chunks(batch: np.ndarray, infer, sizes: tuple[int, int]) -> np.ndarray:
     """Run ``infer`` on a batch of any size with an artifact that takes batches of ``sizes`` (min, max).
 

@@ -16,8 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgeresnext.backends.base import Artifact, Backend, Runner, copy_file_atomic, onnx_input
-from edgeresnext.errors import BackendUnavailable, ConfigError
+from edgeresnext.backends.base import (
+    Artifact,
+    Backend,
+    Runner,
+    check_onnx_precision,
+    copy_file_atomic,
+    onnx_input,
+)
+from edgeresnext.errors import BackendUnavailable
 
 if TYPE_CHECKING:
     from edgeresnext.config import ONNXRuntimeOptions, Target
@@ -204,13 +211,13 @@ class ONNXRuntimeBackend(Backend):
 
             info["fp16"] = fp16_qdq_from_onnx(onnx_path, dest)
         elif target.precision == "int8" and target.backend_options.onnxruntime.unsigned_after_relu:
-            _check_precision(onnx_path, "int8")
+            check_onnx_precision(onnx_path, "int8")
             info.update(ort_qdq_from_onnx(onnx_path, dest))
             # Not the hand-off file any more: validation must run this artifact, not the Q/DQ ONNX.
             info["differs_from_source"] = True
         elif onnx_path.resolve() != dest.resolve():
             copy_file_atomic(onnx_path, dest)
-        _check_precision(dest, target.precision)
+        check_onnx_precision(dest, target.precision)
         logger.info("onnxruntime: %s model ready at %s", target.precision, dest)
         return Artifact(backend=self.name, precision=target.precision, kind="onnx", path=dest, files=[dest], info=info)
 
@@ -225,20 +232,3 @@ class ONNXRuntimeBackend(Backend):
             )
         )
         return ONNXRuntimeRunner(artifact, options)
-
-
-def _check_precision(onnx_path: Path, precision: str) -> None:
-    """An INT8 target needs Q/DQ nodes in the file; an FP32 target must not silently ship a quantized one."""
-    import onnx
-
-    ops = {node.op_type for node in onnx.load(str(onnx_path), load_external_data=False).graph.node}
-    has_qdq = "QuantizeLinear" in ops or "DequantizeLinear" in ops
-    if precision == "int8" and not has_qdq:
-        raise ConfigError(
-            f"{onnx_path}: target precision is int8 but the model has no QuantizeLinear/"
-            "DequantizeLinear nodes; pass the Q/DQ ONNX from `edgeresnext quantize`"
-        )
-    if precision == "fp32" and has_qdq:
-        raise ConfigError(
-            f"{onnx_path}: target precision is fp32 but the model is quantized (Q/DQ nodes); pass the FP32 ONNX"
-        )

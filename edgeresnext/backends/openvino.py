@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgeresnext.backends.base import Artifact, Backend, Runner, onnx_input, run_in_chunks
+from edgeresnext.backends.base import (
+    Artifact,
+    Backend,
+    Runner,
+    check_onnx_precision,
+    onnx_input,
+    run_in_chunks,
+)
 from edgeresnext.errors import BackendUnavailable, ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -200,8 +207,6 @@ class OpenVINOBackend(Backend):
         reason = self.available()
         if reason is not None:
             raise BackendUnavailable(reason)
-        from edgeresnext.backends.onnxruntime import _check_precision
-
         options = target.backend_options.openvino
         batch = (target.input.batch.min, target.input.batch.max)
         xml = out_dir / "model.xml"
@@ -215,14 +220,14 @@ class OpenVINOBackend(Backend):
             "cache_dir": options.cache_dir,
         }
         if target.precision == "int8" and options.native_int8:
-            _check_precision(onnx_path, "fp32")
+            check_onnx_precision(onnx_path, "fp32")
             calibration = extra.get("calibration")
             if calibration is None:
                 calibration = _calibration_from_target(target)
             native_int8_ir_from_onnx(onnx_path, xml, calibration, target.quant.subset_size, batch)
             info["int8_source"] = "nncf.quantize on the OpenVINO model (native INT8)"
         else:
-            _check_precision(onnx_path, target.precision)
+            check_onnx_precision(onnx_path, target.precision)
             ir_from_onnx(onnx_path, xml, batch)
             info["int8_source"] = "Q/DQ ONNX" if target.precision == "int8" else None
         logger.info("openvino: %s IR written to %s", target.precision, xml)

@@ -28,7 +28,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgeresnext.backends.base import Artifact, Backend, Runner, copy_file_atomic, onnx_input, run_in_chunks
+from edgeresnext.backends.base import (
+    Artifact,
+    Backend,
+    Runner,
+    check_onnx_precision,
+    copy_file_atomic,
+    onnx_input,
+    run_in_chunks,
+)
 from edgeresnext.errors import BackendUnavailable, ConfigError, EdgeResNeXtError
 
 if TYPE_CHECKING:
@@ -700,10 +708,8 @@ class TensorRTBackend(Backend):
         return None
 
     def _compile_impl(self, onnx_path: Path, target: Target, out_dir: Path, **extra: Any) -> Artifact:
-        from edgeresnext.backends.onnxruntime import _check_precision
-
         options = target.backend_options.tensorrt
-        _check_precision(onnx_path, "int8" if target.precision == "int8" else "fp32")
+        check_onnx_precision(onnx_path, "int8" if target.precision == "int8" else "fp32")
         reason = _why_not_here(options)
         if reason is not None:
             return kit_from_onnx(onnx_path, target, out_dir, reason)
