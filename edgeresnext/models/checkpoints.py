@@ -60,7 +60,9 @@ class ModelMeta:
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(data) - known)
         if unknown:
-            raise CheckpointError(f"{source}: unknown metadata key {unknown[0]!r}; accepted: {', '.join(sorted(known))}")
+            raise CheckpointError(
+                f"{source}: unknown metadata key {unknown[0]!r}; accepted: {', '.join(sorted(known))}"
+            )
         missing = [key for key in ("arch", "num_classes") if key not in data]
         if missing:
             raise CheckpointError(f"{source}: metadata lacks {missing[0]!r}")
@@ -146,11 +148,15 @@ def _read_pickle_zip(path: Path) -> Checkpoint:
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({err})") from err
     if not isinstance(payload, dict):
-        raise CheckpointError(f"{path}: expected a dict of tensors or an edgeresnext checkpoint, got {type(payload).__name__}")
+        raise CheckpointError(
+            f"{path}: expected a dict of tensors or an edgeresnext checkpoint, got {type(payload).__name__}"
+        )
     if payload.get("format") == FORMAT:
         version = payload.get("format_version")
         if version != FORMAT_VERSION:
-            raise CheckpointError(f"{path}: checkpoint format_version {version!r}; this edgeresnext reads {FORMAT_VERSION}")
+            raise CheckpointError(
+                f"{path}: checkpoint format_version {version!r}; this edgeresnext reads {FORMAT_VERSION}"
+            )
         meta = ModelMeta.from_dict(payload["meta"], str(path))
         return Checkpoint(path=path, state_dict=payload["state_dict"], meta=meta, training=payload.get("training", {}))
     # Common wrappers around a bare state dict.
@@ -238,8 +244,14 @@ def load_checkpoint(path: str | os.PathLike[str], arch: str | None = None, **kwa
             raise CheckpointError(f"{ckpt.path}: {key}={value} was requested but the checkpoint has {key}={build[key]}")
         build[key] = value
     model = create(arch, **build)
-    _check_keys(ckpt.path, model, ckpt.state_dict, arch)
-    model.load_state_dict(ckpt.state_dict, strict=True)
+    state = dict(ckpt.state_dict)
+    for key, buffer in model.state_dict().items():
+        # State dicts saved before PyTorch 0.4.1 (and some converters) have no BatchNorm step counter; it
+        # only matters for momentum=None BatchNorm, so it starts at 0 like PyTorch's own loader does.
+        if key.endswith("num_batches_tracked") and key not in state:
+            state[key] = torch.zeros_like(buffer)
+    _check_keys(ckpt.path, model, state, arch)
+    model.load_state_dict(state, strict=True)
     model.eval()
     if meta is None:
         meta = ModelMeta(arch=arch, num_classes=build.get("num_classes", model.num_classes),

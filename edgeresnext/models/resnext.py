@@ -167,7 +167,9 @@ def _make_factory(arch: str, config: ResNeXtConfig):
         return ResNeXt(config, num_classes=classes, in_channels=in_channels)
 
     factory.__name__ = arch
-    factory.__doc__ = f"{arch}: layers={config.layers}, groups={config.groups}, channels/group={config.group_channels()}"
+    factory.__doc__ = (
+        f"{arch}: layers={config.layers}, groups={config.groups}, channels/group={config.group_channels()}"
+    )
     return factory
 
 

@@ -194,3 +194,10 @@ def test_shipped_model_classifies_fashion_mnist(shipped_model, fmnist_test, fmni
     with torch.inference_mode():
         predictions = shipped_model(torch.from_numpy(fmnist_batch)).argmax(1).numpy()
     assert (predictions == fmnist_test.labels[:64]).mean() >= 0.8
+
+
+def test_state_dict_without_batchnorm_counters_still_loads(tmp_path, tiny_model):
+    """Checkpoints from before PyTorch 0.4.1 have no num_batches_tracked buffers."""
+    state = {k: v for k, v in tiny_model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    torch.save(state, tmp_path / "old.pth")
+    _same_logits(tiny_model, load_checkpoint(tmp_path / "old.pth", arch=ARCH))
