@@ -483,8 +483,9 @@ def engine_from_onnx(
     engine_path = Path(engine_path)
     trt_logger = _TRTLogger.create(trt)
     builder = trt.Builder(trt_logger)
-    # TensorRT 11 is always strongly typed (the flag is kept but ignored); TensorRT 10 opts in.
-    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if plan["build_mode"] == "strongly_typed" else 0
+    # TensorRT 10 opts in to strong typing; TensorRT 11 is always strongly typed and deprecates the flag.
+    strongly_typed_flag = plan["build_mode"] == "strongly_typed" and major < 11
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed_flag else 0
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, trt_logger)
     if not parser.parse_from_file(str(onnx_path)):
