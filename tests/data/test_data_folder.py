@@ -147,3 +147,22 @@ def test_bad_preprocess_json_is_named(tmp_path):
     (tmp_path / "preprocess.json").write_text("{not json")
     with pytest.raises(DataError, match=r"preprocess.json: not a readable JSON object"):
         load_image_folder(tmp_path)
+
+
+def test_lazy_folder_loader_batches_are_seeded_by_epoch(tmp_path):
+    from edgeresnext.data.loaders import FolderLoader, ImageFolderDataset
+
+    root = make_image_folder(tmp_path, count=40, preprocess=FMNIST_FOLDER_PREPROCESS)
+    train = split_image_folder(root, "train")
+    dataset = ImageFolderDataset(train.files, train.labels, folder_preprocess(root), augment=False)
+    loader = FolderLoader(dataset, batch_size=8, shuffle=True, seed=5, workers=0)
+    first = [labels.tolist() for _, labels in loader]
+    again = [labels.tolist() for _, labels in loader]
+    loader.set_epoch(1)
+    other = [labels.tolist() for _, labels in loader]
+    assert first == again and first != other and len(first) == len(loader)
+    inputs, _ = next(iter(loader))
+    assert tuple(inputs.shape) == (8, 1, 28, 28)
+    expected = folder_preprocess(root).image_to_array(decode_image(train.files[0]))
+    unshuffled = FolderLoader(dataset, batch_size=8, workers=0)
+    np.testing.assert_allclose(next(iter(unshuffled))[0][0].numpy(), expected)
