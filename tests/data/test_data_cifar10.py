@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from data_helpers import fmnist_as_cifar, make_cifar10_root
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edgeresnext.data import DATASETS, load_dataset
 from edgeresnext.data.cifar10 import (
@@ -124,3 +126,14 @@ def test_missing_root_and_files_are_named(tmp_path):
         load_cifar10("train", root=tmp_path)
     with pytest.raises(DataError, match=r"split 'valid'"):
         load_cifar10("valid")
+
+
+@given(st.integers(1, 5), st.integers(0, 2**32 - 1))
+@settings(max_examples=25, deadline=None)
+def test_records_round_trip_for_any_images(count, seed):
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (count, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, count)
+    parsed_images, parsed_labels = parse_records(records_from_arrays(images, labels), "x.bin")
+    np.testing.assert_array_equal(parsed_images, images)
+    np.testing.assert_array_equal(parsed_labels, labels)
