@@ -414,6 +414,8 @@ def read_manifest(bundle_dir: str | os.PathLike[str]) -> dict[str, Any]:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise BundleError(f"{path}: not valid JSON ({err})") from err
+    except RecursionError as err:  # json recurses once per nesting level
+        raise BundleError(f"{path}: nested too deeply to be a manifest") from err
     if (
         isinstance(manifest, dict)
         and isinstance(manifest.get("schema_version"), int)

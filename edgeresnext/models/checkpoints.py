@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import pickle
+import struct
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -145,8 +146,10 @@ def _read_pickle_zip(path: Path) -> Checkpoint:
             f"{path}: refused, the file needs more than tensors and plain containers to load ({first_line}). "
             "edgeresnext never unpickles arbitrary objects; re-save it as a state dict or .safetensors"
         ) from err
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({err})") from err
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, TypeError, IndexError, KeyError,
+            AttributeError, UnicodeDecodeError, struct.error, MemoryError, OverflowError) as err:
+        # A damaged file trips the (safe) weights-only unpickler in many ways; all mean the same to the user.
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: {err})") from err
     if not isinstance(payload, dict):
         raise CheckpointError(
             f"{path}: expected a dict of tensors or an edgeresnext checkpoint, got {type(payload).__name__}"

@@ -1,0 +1,251 @@
+"""Faults during a build: kill -9 at several points, a full disk, a corrupted cached output, and determinism.
+
+One small real build (shipped model, 100 validation images, 40 calibration images, 3 latency runs) is made
+uninterrupted as the reference. A second build of the same target is killed with SIGKILL at several points
+and rerun until it finishes; its artifacts must equal the reference byte for byte and no temporary file may
+remain. The same pair proves determinism: two builds of the same inputs give byte-identical weights, ONNX, IR
+and bundle files; the files that differ are exactly those holding timings or the build's own path
+(:data:`DIFFERS_BY_DESIGN`), and even those agree once timings and paths are taken out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edgeresnext.atomic import write_bytes_atomic
+from edgeresnext.bundle import verify_bundle
+from edgeresnext.config import load_target
+from edgeresnext.errors import StorageError
+from edgeresnext.pipeline import STAGES, build, sha256_file
+
+REPO = Path(__file__).resolve().parents[1]
+NAME = "faults"
+# The artifacts a device or a later stage consumes: byte-identical across builds of the same inputs.
+ARTIFACTS = ("model/model.safetensors", "export/model_fp32.onnx", "quantize/model_int8.onnx", "compile/model.xml",
+             "compile/model.bin", "bundle/model.xml", "bundle/model.bin", "bundle/labels.txt", "config.json")
+# Files that legitimately differ between two builds, and why (the README's reliability section repeats this).
+DIFFERS_BY_DESIGN = {
+    "report/report.json": "measured latency/throughput/memory, creation time, host load",
+    "report/report.md": "measured latency/throughput, creation time",
+    "report/report.html": "measured latency/throughput, creation time",
+    "report/stage.json": "stage duration, measured latency, the build's own path, and so its input hash (an input, "
+                         "compile/artifact.json, names the build's absolute paths)",
+    "bundle/manifest.json": "validated latency (validation.latency_ms_p50), the source ONNX's absolute path",
+    "bundle.stage.json": "stage duration, validated latency, the build's own path, and so its input hash and the "
+                         "manifest's sha256 (report.json and manifest.json hold timings)",
+    "quantize/quant.json": "calibration duration (seconds)",
+    "compile/artifact.json": "absolute paths of the build's files",
+}
+# Every stage.json holds its duration and the absolute paths of its inputs; outputs and input hashes match.
+DIFFERS_BY_DESIGN.update({f"{stage}/stage.json": "stage duration, the build's own path"
+                          for stage in ("model", "export", "quantize", "lint", "compile")})
+DIFFERS_BY_DESIGN["lint/lint.json"] = "the linted model's absolute path"
+TIMING_KEYS = {"seconds", "p50_ms", "latency_ms_p50", "speedup_vs_fp32", "created", "latency", "throughput",
+               "environment", "peak_rss_mb", "peak_rss_delta_mb", "memory_method", "protocol", "command"}
+
+
+def _write_target(folder: Path, calib: Path, checkpoint: Path) -> Path:
+    data = {"extends": str(REPO / "targets" / "cpu.yaml"), "name": NAME, "model": {"checkpoint": str(checkpoint)},
+            "data": {"limit": 100, "on_bad_image": "skip"},
+            "quant": {"calib_dir": str(calib), "subset_size": 40, "sensitivity": False},
+            "validate": {"latency_runs": 3, "warmup_runs": 1}, "gates": {"max_top1_drop": 0.05}}
+    path = folder / f"{NAME}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture(scope="module")
+def target_yaml(tmp_path_factory: pytest.TempPathFactory, shipped_checkpoint: Path) -> Path:
+    """A small target whose calibration folder also holds one zero-byte image (skipped and counted)."""
+    from edgeresnext.data.calibration import write_calibration_set
+
+    folder = tmp_path_factory.mktemp("faults")
+    calib = folder / "calib"
+    write_calibration_set(calib, count=40, seed=1)
+    first_class = sorted(p for p in calib.iterdir() if p.is_dir())[0]
+    (first_class / "000-empty.png").write_bytes(b"")
+    return _write_target(folder, calib, shipped_checkpoint)
+
+
+@pytest.fixture(scope="module")
+def reference(target_yaml: Path) -> Path:
+    """An uninterrupted build (in this process); returns build/<target>."""
+    out = target_yaml.parent / "reference"
+    summary = build(load_target(target_yaml), out_root=out, progress=False)
+    assert summary.ok, summary.render()
+    return out / NAME
+
+
+def _cli_build(target_yaml: Path, out: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "edgeresnext.cli", "-q", "build", "--target", str(target_yaml),
+                             "--out", str(out)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+
+
+# Kill points: the moment each of these exists under build/<target>/ (so the build is inside that stage).
+KILL_WHEN = ("model", "quantize", "report", "bundle")
+
+
+@pytest.fixture(scope="module")
+def resumed(target_yaml: Path) -> tuple[Path, list[str]]:
+    """The same build killed with SIGKILL as each KILL_WHEN path appears, then rerun to the end.
+
+    Returns (build/<target>, what happened at each kill)."""
+    out = target_yaml.parent / "resumed"
+    root = out / NAME
+    log = []
+    for marker in KILL_WHEN:
+        process = _cli_build(target_yaml, out)
+        deadline = time.monotonic() + 240
+        while process.poll() is None and not (root / marker).exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait()
+            log.append(f"killed when {marker}/ appeared")
+        else:
+            log.append(f"finished (rc {process.returncode}) before {marker}/ appeared")
+        process.stdout.close()
+    # What a kill in the middle of a write leaves: hidden temporaries, at the root and inside a cached stage.
+    (root / f".config.json.tmp-{2**22 + 1}").write_text("{half")
+    (root / "export" / f".model_fp32.onnx.tmp-{2**22 + 1}").write_bytes(b"\x08\x07")
+    (root / f".bundle.tmp-{2**22 + 1}").mkdir(exist_ok=True)
+    (root / f".bundle.tmp-{2**22 + 1}" / "model.bin").write_bytes(b"half")
+    final = _cli_build(target_yaml, out)
+    output, _ = final.communicate(timeout=300)
+    assert final.returncode == 0, output
+    return root, log
+
+
+def _files(root: Path) -> dict[str, Path]:
+    return {p.relative_to(root).as_posix(): p for p in sorted(root.rglob("*")) if p.is_file() and p.name != ".lock"}
+
+
+def test_kill_9_at_several_points_then_rerun_gives_the_reference_artifacts(reference, resumed):
+    root, log = resumed
+    assert sum(entry.startswith("killed") for entry in log) >= 3, log
+    leftovers = [name for name in _files(root) if ".tmp-" in name or ".old-" in name]
+    assert not leftovers, f"temporary files left behind: {leftovers}"
+    for name in ARTIFACTS:
+        assert sha256_file(root / name) == sha256_file(reference / name), f"{name} differs after kill -9 ({log})"
+    assert set(_files(root)) == set(_files(reference))
+    verify_bundle(root / "bundle")
+    for stage in STAGES:  # every stage record matches the files it lists
+        record_path = root / ("bundle.stage.json" if stage == "bundle" else
+                              f"{'report' if stage == 'validate' else stage}/stage.json")
+        record = json.loads(record_path.read_text())
+        folder = record_path.parent if stage != "bundle" else root / "bundle"
+        for name, digest in record["outputs"].items():
+            assert sha256_file(folder / name) == digest, f"{stage}: {name}"
+
+
+def test_skipped_calibration_image_is_counted(resumed):
+    root, _log = resumed
+    quant = json.loads((root / "quantize" / "quant.json").read_text())
+    assert [Path(file).name for file, _reason in quant["calibration_skipped"]] == ["000-empty.png"]
+    assert "empty file (0 bytes)" in quant["calibration_skipped"][0][1]
+    assert quant["calibration_images"] == 39 and "fewer than quant.subset_size=40" in quant["calibration_short"]
+
+
+def _without_timings(value, roots: tuple[str, ...]):
+    if isinstance(value, dict):
+        return {k: _without_timings(v, roots) for k, v in value.items() if k not in TIMING_KEYS}
+    if isinstance(value, list):
+        return [_without_timings(v, roots) for v in value]
+    if isinstance(value, str):
+        for root in roots:
+            value = value.replace(root, "<build>")
+        return value
+    return value
+
+
+def test_two_builds_are_byte_identical_except_timings_and_paths(reference, resumed):
+    root, _log = resumed
+    ours, theirs = _files(reference), _files(root)
+    differing = sorted(name for name in ours if sha256_file(ours[name]) != sha256_file(theirs[name]))
+    unexplained = [name for name in differing if name not in DIFFERS_BY_DESIGN]
+    assert not unexplained, f"files differ between two builds of the same inputs: {unexplained}"
+    roots = (str(reference), str(root))
+    for name in differing:
+        if name.endswith(".json"):
+            a = _without_timings(json.loads(ours[name].read_text()), roots)
+            b = _without_timings(json.loads(theirs[name].read_text()), roots)
+            if name.endswith("stage.json"):  # hashes of files that hold timings differ with them
+                folder = "bundle/" if name == "bundle.stage.json" else name.rsplit("/", 1)[0] + "/"
+                for record in (a, b):
+                    record["outputs"] = {k: v for k, v in record["outputs"].items()
+                                         if folder + k not in DIFFERS_BY_DESIGN}
+                    if name in ("report/stage.json", "bundle.stage.json"):
+                        record.pop("inputs_hash")
+            assert a == b, f"{name} differs beyond timings and paths"
+    # Accuracy is part of the report and must not move between builds.
+    for a, b in zip(json.loads(ours["report/report.json"].read_text())["artifacts"],
+                    json.loads(theirs["report/report.json"].read_text())["artifacts"], strict=True):
+        assert (a["name"], a.get("top1"), a.get("agreement")) == (b["name"], b.get("top1"), b.get("agreement"))
+
+
+def test_corrupted_cached_output_is_detected_and_rebuilt(reference, resumed, target_yaml):
+    root, _log = resumed
+    damaged = root / "compile" / "model.bin"
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    (root / "report" / "stage.json").write_text("{not json")
+    summary = build(load_target(target_yaml), out_root=root.parent, progress=False)
+    ran = {s.name for s in summary.stages if not s.skipped}
+    assert ran == {"compile", "validate", "bundle"}, ran
+    assert sha256_file(damaged) == sha256_file(reference / "compile" / "model.bin")
+    verify_bundle(root / "bundle")
+
+
+# --------------------------------------------------------------------------------------------- full disk
+@pytest.fixture
+def small_disk(tmp_path: Path, request: pytest.FixtureRequest):
+    """A tmpfs of ``request.param`` bytes (root only; skipped with the reason elsewhere)."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={request.param}", "tmpfs", str(mount_point)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({result.stderr.strip() or 'mount failed'}); needs root")
+    yield mount_point
+    subprocess.run(["umount", str(mount_point)], check=False)
+
+
+@pytest.mark.parametrize("small_disk", [256 * 1024], indirect=True)
+def test_full_disk_is_one_clear_error_and_no_partial_file(small_disk, shipped_model):
+    from edgeresnext.models import save_checkpoint
+
+    with pytest.raises(StorageError, match=r"big\.bin: no space left on device"):
+        write_bytes_atomic(small_disk / "big.bin", b"\0" * (1 << 20))
+    for suffix in (".safetensors", ".pt"):  # safetensors' and torch's own writers, not ours
+        with pytest.raises(StorageError, match=rf"model{suffix}: no space left on device"):
+            save_checkpoint(small_disk / f"model{suffix}", shipped_model.float(), shipped_model.meta)
+    assert list(small_disk.iterdir()) == [], "a partial file was left"
+
+
+@pytest.mark.parametrize("small_disk", [720 * 1024], indirect=True)
+def test_build_on_a_full_disk_stops_with_one_line_and_leaves_no_partial_artifact(small_disk, target_yaml):
+    process = subprocess.run([sys.executable, "-m", "edgeresnext.cli", "-q", "build", "--target", str(target_yaml),
+                              "--out", str(small_disk)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert process.returncode == 2, process.stdout + process.stderr
+    errors = [line for line in process.stderr.splitlines() if line.startswith("edgeresnext build: error:")]
+    assert len(errors) == 1 and "no space left on device" in errors[0], process.stderr
+    root = small_disk / NAME
+    files = _files(root)
+    assert not [name for name in files if ".tmp-" in name], files
+    # Every file is either the resolved config or a finished stage's output listed (with its sha256) in stage.json.
+    for name, path in files.items():
+        if name == "config.json" or name.endswith("stage.json"):
+            continue
+        record = json.loads((path.parent / "stage.json").read_text())
+        assert record["outputs"][path.name] == sha256_file(path), name

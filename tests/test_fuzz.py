@@ -1,0 +1,312 @@
+"""Property-based tests: whatever bytes or structures reach the config loader, the manifest reader, the image
+decoding path, the bundle extractor or the checkpoint reader, the answer is a valid object or one of our own
+errors, never a crash (TypeError, KeyError, RecursionError, ...) or a hang (each example has a deadline).
+
+Examples are bounded so the whole file stays well under a minute on two shared cores.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import tarfile
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from edgeresnext.bundle import MANIFEST, BundleError, extract_bundle, read_manifest, verify_bundle
+from edgeresnext.config import Target, load_target
+from edgeresnext.data.fashion_mnist import PREPROCESS as FMNIST_PREPROCESS
+from edgeresnext.data.folder import decode_image
+from edgeresnext.data.preprocess import Preprocess
+from edgeresnext.errors import CheckpointError, ConfigError, DataError, EdgeResNeXtError
+from edgeresnext.models import ModelMeta, create, read_checkpoint, save_checkpoint
+
+FUZZ = settings(max_examples=60, deadline=timedelta(seconds=5), derandomize=False,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
+                                       HealthCheck.data_too_large])
+TARGET_KEYS = {
+    "": ["name", "description", "backend", "precision", "model", "data", "quant", "input", "backend_options",
+         "gates", "validate", "extends", "bogus"],
+    "model": ["arch", "checkpoint", "num_classes", "in_channels"],
+    "data": ["dataset", "root", "split", "limit", "on_bad_image"],
+    "quant": ["method", "calib_dir", "subset_size", "range_estimator", "per_channel", "symmetric_activations",
+              "placement", "ignored_scope", "max_fallback_layers"],
+    "input": ["batch", "size"],
+    "batch": ["min", "opt", "max"],
+    "backend_options": ["openvino", "tensorrt", "onnxruntime"],
+    "tensorrt": ["workspace_mb", "dla_core", "fp16", "strongly_typed", "device"],
+    "gates": ["max_top1_drop", "min_agreement", "max_latency_ms"],
+}
+SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True),
+                    st.text(max_size=12), st.sampled_from(["openvino", "tensorrt", "onnxruntime", "int8", "fp16",
+                                                           "fp32", "ptq", "none", "skip", "fail", "minmax"]))
+
+
+def _section(name: str, depth: int = 0) -> st.SearchStrategy:
+    keys = st.sampled_from([*TARGET_KEYS.get(name, ["x"]), "unknown_key"])
+    value = st.deferred(lambda: st.one_of(SCALARS, st.lists(SCALARS, max_size=3))) if depth >= 2 else None
+
+    def children(key: str) -> st.SearchStrategy:
+        if depth < 2 and key in TARGET_KEYS:
+            return st.one_of(_section(key, depth + 1), SCALARS)
+        return value if value is not None else st.one_of(SCALARS, st.lists(SCALARS, max_size=3))
+
+    return st.dictionaries(keys, st.none(), max_size=6).flatmap(
+        lambda shape: st.fixed_dictionaries({k: children(k) for k in shape}))
+
+
+def _expect_ours(call):
+    """Run ``call``; our error types are fine answers, anything else propagates and fails the test."""
+    try:
+        return call()
+    except EdgeResNeXtError:
+        return None
+
+
+# --------------------------------------------------------------------------------------------- config loader
+@FUZZ
+@given(text=st.text(max_size=300))
+def test_any_yaml_text_is_a_target_or_a_config_error(text):
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "fuzz.yaml"
+        path.write_text(text, encoding="utf-8")
+        result = _expect_ours(lambda: load_target(path))
+        assert result is None or isinstance(result, Target)
+
+
+@FUZZ
+@given(data=_section(""))
+def test_any_target_structure_is_a_target_or_a_config_error(data):
+    data.pop("extends", None)  # 'extends' names files; covered with real files in test_config.py
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "fuzz.yaml"
+        path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+        try:
+            target = load_target(path)
+        except ConfigError as err:
+            assert str(path) in str(err)  # every config error names the file
+            return
+        assert isinstance(target, Target)
+        assert target.input.batch.min <= target.input.batch.opt <= target.input.batch.max
+
+
+@pytest.mark.parametrize("text", [
+    "a: &a [*a]\n",  # a self-referencing alias
+    "- " * 2000 + "x\n",  # deep nesting
+    "x: !!binary AAAA\n", "!!python/name:os.system\n", "backend: !!set {openvino}\n",
+    "\x00\x01\x02", "\ufeffbackend: openvino\n", "backend: openvino\n" * 3,
+])
+def test_strange_yaml_is_answered(tmp_path, text):
+    path = tmp_path / "odd.yaml"
+    path.write_text(text, encoding="utf-8")
+    result = _expect_ours(lambda: load_target(path))
+    assert result is None or isinstance(result, Target)
+
+
+# --------------------------------------------------------------------------------------------- manifest reader
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real ONNX Runtime bundle of an untrained resnext11_4x8d (from the hostile tests' recipe)."""
+    from bundle_helpers import SUMMARY, fp32_target
+
+    from edgeresnext.backends import get_backend
+    from edgeresnext.bundle import bundle_from_artifacts
+    from edgeresnext.export import onnx_from_torch
+
+    work = tmp_path_factory.mktemp("fuzz-bundle")
+    torch.manual_seed(0)
+    model = create("resnext11_4x8d", num_classes=10, in_channels=1).eval()
+    meta = ModelMeta(arch="resnext11_4x8d", num_classes=10, in_channels=1, preprocess=FMNIST_PREPROCESS,
+                     class_names=[f"c{i}" for i in range(10)], input_size=28)
+    onnx_path = onnx_from_torch(model, work / "model.onnx", input_shape=(1, 28, 28))
+    target = fp32_target("onnxruntime")
+    artifact = get_backend("onnxruntime").compile(onnx_path, target, work / "compile")
+    return bundle_from_artifacts(work / "bundle", artifact, meta, SUMMARY, target)
+
+
+JSON = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(-(2**64), 2**64), st.floats(allow_nan=False),
+                              st.text(max_size=10)),
+                    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner,
+                                                                                         max_size=4)),
+                    max_leaves=20)
+
+
+def _paths(value, prefix=()):
+    """Every key path in a JSON value (to pick which one to replace)."""
+    yield prefix
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _paths(item, (*prefix, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _paths(item, (*prefix, index))
+
+
+@FUZZ
+@given(data=st.data())
+def test_any_manifest_change_is_verified_or_a_bundle_error(bundle, data):
+    original = json.loads((bundle / MANIFEST).read_text())
+    paths = list(_paths(original))[1:]
+    where = data.draw(st.sampled_from(paths), label="key path")
+    replacement = data.draw(JSON, label="new value")
+    manifest = json.loads(json.dumps(original))
+    cursor = manifest
+    for part in where[:-1]:
+        cursor = cursor[part]
+    if data.draw(st.booleans(), label="delete") and isinstance(cursor, dict):
+        del cursor[where[-1]]
+    else:
+        cursor[where[-1]] = replacement
+    with tempfile.TemporaryDirectory() as folder:
+        copy = Path(shutil.copytree(bundle, Path(folder) / "bundle"))
+        (copy / MANIFEST).write_text(json.dumps(manifest))
+        result = _expect_ours(lambda: verify_bundle(copy))
+        assert result is None or result == manifest
+
+
+@FUZZ
+@given(raw=st.one_of(JSON.map(json.dumps), st.binary(max_size=200).map(lambda b: b.decode("latin-1"))))
+def test_any_manifest_file_is_read_or_a_bundle_error(raw):
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / MANIFEST).write_text(raw, encoding="utf-8")
+        result = _expect_ours(lambda: read_manifest(folder))
+        assert result is None or isinstance(result, dict)
+
+
+def test_deeply_nested_manifest_is_a_bundle_error(tmp_path):
+    (tmp_path / MANIFEST).write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(BundleError, match=r"manifest\.json"):
+        read_manifest(tmp_path)
+
+
+# --------------------------------------------------------------------------------------------- image decoding
+def _image_bytes(kind: str) -> bytes:
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)
+    image = Image.fromarray(pixels)
+    buffer = io.BytesIO()
+    {"png": lambda: image.save(buffer, "PNG"), "jpeg": lambda: image.save(buffer, "JPEG"),
+     "bmp": lambda: image.save(buffer, "BMP"), "gif": lambda: image.convert("P").save(buffer, "GIF"),
+     "png16": lambda: Image.fromarray(pixels[:, :, 0].astype(np.uint16) * 257).save(buffer, "PNG"),
+     "tiff": lambda: image.save(buffer, "TIFF")}[kind]()
+    return buffer.getvalue()
+
+
+SEEDS = {kind: _image_bytes(kind) for kind in ("png", "jpeg", "bmp", "gif", "png16", "tiff")}
+PREPROCESS = [FMNIST_PREPROCESS, Preprocess(channels="RGB", resize=16, crop=16)]
+
+
+@st.composite
+def damaged_images(draw) -> tuple[str, bytes]:
+    kind = draw(st.sampled_from(sorted(SEEDS)))
+    data = bytearray(SEEDS[kind])
+    for _ in range(draw(st.integers(0, 6))):
+        position = draw(st.integers(0, len(data) - 1))
+        data[position] = draw(st.integers(0, 255))
+    if draw(st.booleans()):
+        data = data[: draw(st.integers(0, len(data)))]
+    return kind, bytes(data)
+
+
+def _decode_and_preprocess(path: Path) -> None:
+    try:
+        image = decode_image(path)
+    except DataError as err:
+        assert str(path) in str(err)  # the error names the file
+        return
+    for preprocess in PREPROCESS:
+        array = preprocess.image_to_array(image)
+        assert array.dtype == np.float32 and array.ndim == 3 and np.isfinite(array).all()
+
+
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data:UserWarning")  # Pillow's note on a damaged TIFF header
+@FUZZ
+@given(sample=damaged_images())
+def test_damaged_images_decode_or_are_a_data_error(sample):
+    kind, data = sample
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"image.{'jpg' if kind == 'jpeg' else 'png' if kind == 'png16' else kind}"
+        path.write_bytes(data)
+        _decode_and_preprocess(path)
+
+
+@FUZZ
+@given(data=st.binary(max_size=512), suffix=st.sampled_from([".png", ".jpg", ".bmp", ".gif", ".pgm", ".webp"]))
+def test_random_bytes_are_a_data_error(data, suffix):
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"random{suffix}"
+        path.write_bytes(data)
+        _decode_and_preprocess(path)
+
+
+def test_decompression_bomb_is_refused(tmp_path):
+    path = tmp_path / "bomb.png"
+    Image.new("1", (20_000, 20_000)).save(path)  # tiny file, 400 megapixels once decoded
+    with pytest.raises(DataError, match=r"bomb\.png"):
+        decode_image(path)
+
+
+# --------------------------------------------------------------------------------------------- archives, checkpoints
+@pytest.fixture(scope="module")
+def bundle_tgz(bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    path = tmp_path_factory.mktemp("fuzz-tgz") / "bundle.tar"
+    with tarfile.open(path, "w") as archive:
+        archive.add(bundle, arcname="bundle")
+    return path.read_bytes()
+
+
+@settings(FUZZ, max_examples=30)
+@given(data=st.data())
+def test_damaged_archives_extract_verified_or_are_a_bundle_error(bundle_tgz, data):
+    raw = bytearray(bundle_tgz)
+    for _ in range(data.draw(st.integers(1, 4), label="flips")):
+        raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+    with tempfile.TemporaryDirectory() as folder:
+        archive = Path(folder) / "bundle.tar"
+        archive.write_bytes(bytes(raw))
+        try:
+            manifest = extract_bundle(archive, Path(folder) / "out")
+        except BundleError:
+            assert sorted(p.name for p in Path(folder).iterdir()) == ["bundle.tar"], "extraction left files"
+            return
+        verify_bundle(Path(folder) / "out")
+        assert manifest["files"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint_bytes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    folder = tmp_path_factory.mktemp("fuzz-ckpt")
+    model = create("resnext11_4x8d", num_classes=10, in_channels=1)
+    meta = ModelMeta(arch="resnext11_4x8d", num_classes=10, in_channels=1, class_names=[str(i) for i in range(10)])
+    return {suffix: save_checkpoint(folder / f"m{suffix}", model, meta).read_bytes()
+            for suffix in (".safetensors", ".pt")}
+
+
+@settings(FUZZ, max_examples=60)
+@given(data=st.data())
+def test_damaged_checkpoints_read_or_are_a_checkpoint_error(checkpoint_bytes, data):
+    suffix = data.draw(st.sampled_from(sorted(checkpoint_bytes)), label="format")
+    raw = bytearray(checkpoint_bytes[suffix])
+    head = data.draw(st.booleans(), label="damage the header")
+    for _ in range(data.draw(st.integers(1, 4), label="flips")):
+        position = data.draw(st.integers(0, min(len(raw) - 1, 2048) if head else len(raw) - 1))
+        raw[position] = data.draw(st.integers(0, 255))
+    if data.draw(st.booleans(), label="truncate"):
+        raw = raw[: data.draw(st.integers(0, len(raw)))]
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"damaged{suffix}"
+        path.write_bytes(bytes(raw))
+        try:
+            read_checkpoint(path)
+        except CheckpointError as err:
+            assert "damaged" in str(err)
