@@ -108,7 +108,9 @@ class _Graph:
         if tensor in self.constants:
             return True
         node = self.producer.get(tensor)
-        return node is not None and node.op_type in ("QuantizeLinear", "Identity") and self.is_constant(node.input[0])
+        # The exporter shares identical weights through Identity nodes, so follow those as well.
+        return (node is not None and node.op_type in ("QuantizeLinear", "DequantizeLinear", "Identity")
+                and self.is_constant(node.input[0]))
 
 
 def _attr(node, name: str, default=None):

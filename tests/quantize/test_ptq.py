@@ -1,0 +1,101 @@
+"""PTQ, sensitivity and fallback on a tiny trained ResNeXt with real Fashion-MNIST images."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from edgeresnext.config import QuantSpec
+from edgeresnext.errors import ConfigError, DataError, GateFailed
+from edgeresnext.export import lint_onnx, onnx_from_torch, onnx_runner
+from edgeresnext.quantize.ptq import quantize_ptq
+from edgeresnext.quantize.sensitivity import fallback, layer_sensitivity
+
+
+def top1(path, images, labels) -> float:
+    return float(np.mean(onnx_runner(path)(images).argmax(1) == labels))
+
+
+@pytest.fixture(scope="module")
+def fp32_onnx(tiny_model, tmp_path_factory):
+    return onnx_from_torch(tiny_model, tmp_path_factory.mktemp("fp32") / "fp32.onnx")
+
+
+@pytest.fixture(scope="module")
+def int8_onnx(tiny_model, calib_images, fp32_onnx, tmp_path_factory):
+    return quantize_ptq(tiny_model, calib_images, QuantSpec(subset_size=100), tmp_path_factory.mktemp("q") / "int8.onnx")
+
+
+def test_ptq_writes_a_lint_clean_signed_qdq_model(int8_onnx):
+    proto = onnx.load(str(int8_onnx))
+    ops = [n.op_type for n in proto.graph.node]
+    assert ops.count("QuantizeLinear") >= 5 and ops.count("DequantizeLinear") > ops.count("QuantizeLinear")
+    zero_points = {t.name: t for t in proto.graph.initializer}
+    for node in proto.graph.node:
+        if node.op_type == "QuantizeLinear":
+            assert zero_points[node.input[2]].data_type == onnx.TensorProto.INT8
+    assert [v for v in lint_onnx(int8_onnx)] == []
+
+
+def test_residual_placement_feeds_conv_output_straight_into_add(int8_onnx):
+    proto = onnx.load(str(int8_onnx))
+    producer = {o: n for n in proto.graph.node for o in n.output}
+    for add in (n for n in proto.graph.node if n.op_type == "Add"):
+        sources = sorted(producer[i].op_type for i in add.input)
+        assert sources == ["Conv", "DequantizeLinear"], add.name
+
+
+def test_ptq_keeps_accuracy_in_onnx_runtime_and_openvino(tiny_model, fp32_onnx, int8_onnx, test_images):
+    import openvino as ov
+
+    images, labels = test_images
+    fp32, int8 = top1(fp32_onnx, images, labels), top1(int8_onnx, images, labels)
+    assert fp32 > 0.4  # the fixture really learned something (chance is 0.1)
+    assert fp32 - int8 <= 0.02, (fp32, int8)
+    compiled = ov.Core().compile_model(str(int8_onnx), "CPU")
+    ov_top1 = float(np.mean(compiled(images)[0].argmax(1) == labels))
+    assert abs(ov_top1 - int8) <= 0.01
+
+
+def test_nncf_default_placement_and_ignored_scope(tiny_model, calib_images, tmp_path):
+    spec = QuantSpec(subset_size=50, placement="nncf_default", ignored_scope=["layer1.0.conv2"])
+    path = quantize_ptq(tiny_model, calib_images, spec, tmp_path / "q.onnx")
+    proto = onnx.load(str(path))
+    producer = {o: n for n in proto.graph.node for o in n.output}
+    conv2 = next(n for n in proto.graph.node if n.name == "/layer1/layer1.0/conv2/Conv")
+    assert conv2.input[1] not in producer or producer[conv2.input[1]].op_type != "DequantizeLinear"
+    adds = [n for n in proto.graph.node if n.op_type == "Add"]
+    assert all(producer[i].op_type == "DequantizeLinear" for a in adds for i in a.input)
+
+
+def test_bad_settings_are_our_errors(tiny_model, calib_images, tmp_path):
+    with pytest.raises(ConfigError, match="no layer named 'layer9.conv'"):
+        quantize_ptq(tiny_model, calib_images, QuantSpec(ignored_scope=["layer9.conv"]), tmp_path / "q.onnx")
+    with pytest.raises(DataError, match="float32 NCHW"):
+        quantize_ptq(tiny_model, calib_images[0], QuantSpec(), tmp_path / "q.onnx")
+    assert not (tmp_path / "q.onnx").exists()
+
+
+def test_sensitivity_and_fallback_reach_a_gate(fp32_onnx, calib_images, test_images, tiny_model, tmp_path):
+    images, labels = test_images
+    # Per-tensor weights and 10 calibration images: a deliberately poor INT8 model with a real drop.
+    rough = quantize_ptq(tiny_model, calib_images[:10], QuantSpec(subset_size=10, per_channel=False,
+                                                                   fast_bias_correction=False),
+                         tmp_path / "rough.onnx", lint=False)
+    report = layer_sensitivity(rough, calib_images[:64], tmp_path / "sensitivity.json", fp32_onnx=fp32_onnx)
+    assert json.loads((tmp_path / "sensitivity.json").read_text())["layers"][0]["layer"] == report["layers"][0]["layer"]
+    assert len(report["layers"]) == 9 and report["layers"][0]["gain"] >= report["layers"][-1]["gain"]
+    start_drop = top1(fp32_onnx, images, labels) - top1(rough, images, labels)
+    gate = start_drop / 2
+    assert start_drop > 0.005, start_drop  # the test needs a drop to repair
+    result = fallback(rough, fp32_onnx, images, labels, gate, tmp_path / "fallback.onnx", sensitivity=report,
+                      max_layers=9, sensitivity_json=tmp_path / "sensitivity.json")
+    assert result.passed and result.top1_drop <= gate and 1 <= len(result.layers) <= 9
+    assert abs(top1(tmp_path / "fallback.onnx", images, labels) - (result.fp32_top1 - result.top1_drop)) < 1e-9
+    saved = json.loads((tmp_path / "sensitivity.json").read_text())["fallback"]
+    assert [s["layer"] for s in saved["steps"]] == result.layers and "latency_cost_ms" in saved["steps"][0]
+    with pytest.raises(GateFailed, match="still above the gate"):
+        fallback(rough, fp32_onnx, images, labels, -1.0, tmp_path / "never.onnx", sensitivity=report, max_layers=1)
