@@ -1,6 +1,7 @@
 """Fashion-MNIST (Xiao et al. 2017) from its idx files.
 
-Looked up in order: an explicit ``root``, ``$EDGERESNEXT_DATA/fashion-mnist``, Debian's
+An explicit ``root`` is the only place read (missing files there are an error). Otherwise looked up in
+order: ``$EDGERESNEXT_DATA/fashion-mnist``, Debian's
 ``/usr/share/datasets/fashion-mnist`` (package ``dataset-fashion-mnist``), the user cache
 ``~/.cache/edgeresnext/fashion-mnist``; if none has the files and ``download=True``, they are fetched from
 the official mirror into the cache. Every file, found or downloaded, is checked against the sha256 of its
@@ -114,16 +115,22 @@ def load_fashion_mnist(split: str = "train", root: str | os.PathLike[str] | None
     if split not in SPLITS:
         raise DataError(f"Fashion-MNIST split {split!r}; expected one of {SPLITS}")
     found: dict[str, Path] = {}
-    roots = search_roots(root)
-    for candidate in roots:
+    names = [FILES[(split, kind)][0] for kind in ("images", "labels")]
+    if root is not None:
+        # An explicit root is what the user wants read: never fall back to another copy behind their back.
+        paths = {kind: _find(Path(root), name) for kind, name in zip(("images", "labels"), names, strict=True)}
+        missing = [name for name, path in zip(names, paths.values(), strict=True) if path is None]
+        if missing:
+            raise DataError(f"{root}: no Fashion-MNIST file {missing[0]}[.gz] for split {split!r} "
+                            f"(expected {names[0]}[.gz] and {names[1]}[.gz])")
+        found = paths  # type: ignore[assignment]
+    roots = search_roots(None)
+    for candidate in roots if not found else []:
         paths = {kind: _find(candidate, FILES[(split, kind)][0]) for kind in ("images", "labels")}
         if all(paths.values()):
             found = paths  # type: ignore[assignment]
             break
     if not found:
-        if root is not None and Path(root).exists() and not download_missing:
-            raise DataError(f"{root}: no Fashion-MNIST idx files for split {split!r} "
-                            f"(expected {FILES[(split, 'images')][0]}[.gz] and {FILES[(split, 'labels')][0]}[.gz])")
         if not download_missing:
             raise DataError("Fashion-MNIST not found in " + ", ".join(str(r) for r in roots)
                             + "; install Debian's dataset-fashion-mnist or pass a root with the idx files")

@@ -89,3 +89,12 @@ def test_recompressed_official_files_still_verify(tmp_path):
 def test_unknown_split_is_named():
     with pytest.raises(DataError, match="split 'valid'"):
         load_fashion_mnist("valid")
+
+
+def test_explicit_root_without_the_files_is_an_error_not_a_fallback(tmp_path):
+    from edgeresnext.data import load_dataset
+    from edgeresnext.errors import DataError
+
+    with pytest.raises(DataError, match=r"no Fashion-MNIST file t10k-images-idx3-ubyte\[\.gz\]") as info:
+        load_dataset("fashion-mnist", split="test", root=tmp_path)
+    assert str(tmp_path) in str(info.value)
