@@ -681,11 +681,17 @@ def _tile(inputs: np.ndarray, batch: int) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([inputs] * reps)[:batch]) if reps > 1 else inputs[:batch].copy()
 
 
+# Which number of a per-layer row ranks the layers, in order of preference (the quantize stage writes "gain":
+# how much keeping that layer in float reduces the logit error).
+SENSITIVITY_KEYS = ("gain", "top1_drop", "sensitivity", "error", "value")
+
+
 def normalize_sensitivity(sensitivity: Any) -> list[dict[str, Any]] | None:
     """Per-layer sensitivity from the quantization stage as ``[{"layer", "value", "metric"}]``, largest first.
 
-    Accepts ``{layer: value}``, a list of dicts with ``layer`` and a numeric field, or a dict holding such a
-    list under ``layers``; anything else is ignored with a warning (the report is still useful without it).
+    Accepts ``{layer: value}``, a list of dicts with ``layer`` (and ``module``, shown instead when present) and
+    a numeric field (``SENSITIVITY_KEYS`` first), or a dict holding such a list under ``layers`` (as
+    :func:`edgeresnext.quantize.sensitivity.layer_sensitivity` writes); anything else is left out with a warning.
     """
     if not sensitivity:
         return None
@@ -696,20 +702,19 @@ def normalize_sensitivity(sensitivity: Any) -> list[dict[str, Any]] | None:
         rows = [
             {"layer": str(k), "value": float(v), "metric": "error"}
             for k, v in sensitivity.items()
-            if isinstance(v, (int, float))
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
         ]
     elif isinstance(sensitivity, list):
         for row in sensitivity:
             if not isinstance(row, dict) or "layer" not in row:
                 continue
-            numeric = [
-                (k, v)
-                for k, v in row.items()
-                if k != "layer" and isinstance(v, (int, float)) and not isinstance(v, bool)
-            ]
-            if numeric:
-                key, value = numeric[0]
-                rows.append({"layer": str(row["layer"]), "value": float(value), "metric": str(row.get("metric", key))})
+            numeric = {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            key = next((k for k in SENSITIVITY_KEYS if k in numeric), next(iter(numeric), None))
+            if key is None:
+                continue
+            metric = "logit MSE removed by keeping the layer in float" if key == "gain" else str(row.get("metric", key))
+            rows.append({"layer": str(row.get("module") or row["layer"]), "value": float(numeric[key]),
+                         "metric": metric})
     if not rows:
         logger.warning("sensitivity data has no usable {layer: value} entries; left out of the report")
         return None

@@ -296,3 +296,18 @@ def test_discover_artifacts_finds_each_model_file_once(fp32_onnx, tmp_path):
     assert pick_primary(target, found) == "onnx-fp32"  # the target deploys onnxruntime at fp32
     with pytest.raises(ConfigError, match="no artifacts"):
         discover_artifacts(tmp_path / "empty", target)
+
+
+def test_sensitivity_from_the_quantize_stage_is_ranked_by_gain():
+    from edgeresnext.validate import normalize_sensitivity
+
+    # The shape edgeresnext.quantize.sensitivity.layer_sensitivity writes.
+    stage = {"metric": "mean squared logit error vs FP32 with only this layer in float", "images": 64,
+             "int8_error": 0.9, "layers": [
+                 {"layer": "/layer1/layer1.0/conv2/Conv", "module": "layer1.0.conv2", "error": 0.8, "gain": 0.1},
+                 {"layer": "/fc/Gemm", "module": "fc", "error": 0.3, "gain": 0.6}]}
+    rows = normalize_sensitivity(stage)
+    assert [r["layer"] for r in rows] == ["fc", "layer1.0.conv2"]
+    assert [r["value"] for r in rows] == [0.6, 0.1] and "float" in rows[0]["metric"]
+    assert normalize_sensitivity({"conv1": 0.2, "fc": 0.5})[0] == {"layer": "fc", "value": 0.5, "metric": "error"}
+    assert normalize_sensitivity([{"name": "no layer key"}]) is None and normalize_sensitivity(None) is None
