@@ -130,8 +130,15 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"Data: {data['name']} ({data['count']} images, {data['num_classes']} classes, input "
         f"{'x'.join(map(str, data['input_shape']))}).",
         "",
-        *([f"Skipped {data['skipped_count']} unreadable image(s) (data.on_bad_image: skip); first: "
-           f"{data['skipped'][0]['file']} ({data['skipped'][0]['reason']}).", ""] if data.get("skipped_count") else []),
+        *(
+            [
+                f"Skipped {data['skipped_count']} unreadable image(s) (data.on_bad_image: skip); first: "
+                f"{data['skipped'][0]['file']} ({data['skipped'][0]['reason']}).",
+                "",
+            ]
+            if data.get("skipped_count")
+            else []
+        ),
         f"Latency: batch {proto['latency_batch']}, {proto['warmup']} warm-up + {proto['runs']} timed runs, "
         f"{proto['threads']} threads; throughput at batch {proto['throughput_batch']}. "
         f"Host: {env['cpu_model']}, {env['cpu_cores']} cores ({env['cpu_cores_usable']} usable), load average "

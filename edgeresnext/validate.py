@@ -94,9 +94,11 @@ class ValidationData:
         outside = np.flatnonzero((self.labels < 0) | (self.labels >= len(self.class_names)))
         if len(outside):
             first = int(outside[0])
-            raise DataError(f"{self.name}: image {first} has label {int(self.labels[first])}, outside the model's "
-                            f"{len(self.class_names)} classes (0-{len(self.class_names) - 1}: "
-                            f"{', '.join(self.class_names)}); {len(outside)} such label(s)")
+            raise DataError(
+                f"{self.name}: image {first} has label {int(self.labels[first])}, outside the model's "
+                f"{len(self.class_names)} classes (0-{len(self.class_names) - 1}: "
+                f"{', '.join(self.class_names)}); {len(outside)} such label(s)"
+            )
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -137,7 +139,10 @@ def load_validation_data(spec: DataSpec, preprocess: Preprocess, class_names: Se
     inputs, kept = load_folder_arrays(files, preprocess, on_bad_image=spec.on_bad_image, skipped=skipped)
     labels = folder.labels[: len(files)][kept]
     return ValidationData(
-        inputs=inputs.astype(np.float32), labels=labels, class_names=list(class_names), name=str(folder_path),
+        inputs=inputs.astype(np.float32),
+        labels=labels,
+        class_names=list(class_names),
+        name=str(folder_path),
         skipped=[(str(file), reason) for file, reason in skipped],
     )
 
@@ -713,8 +718,9 @@ def normalize_sensitivity(sensitivity: Any) -> list[dict[str, Any]] | None:
             if key is None:
                 continue
             metric = "logit MSE removed by keeping the layer in float" if key == "gain" else str(row.get("metric", key))
-            rows.append({"layer": str(row.get("module") or row["layer"]), "value": float(numeric[key]),
-                         "metric": metric})
+            rows.append(
+                {"layer": str(row.get("module") or row["layer"]), "value": float(numeric[key]), "metric": metric}
+            )
     if not rows:
         logger.warning("sensitivity data has no usable {layer: value} entries; left out of the report")
         return None

@@ -28,20 +28,40 @@ def report(shipped_model, fmnist_test, tmp_path_factory) -> dict:
     from edgeresnext.validate import runner_from_file
 
     onnx_path = onnx_from_torch(shipped_model, tmp_path_factory.mktemp("onnx") / "model.onnx")
-    target = target_from_dict({"name": "report-test", "backend": "onnxruntime", "precision": "fp32",
-                               "quant": {"method": "none"}, "gates": {"max_top1_drop": 0.01, "max_latency_ms": 1e-6},
-                               "validate": {"latency_runs": 8, "warmup_runs": 2}})
-    data = ValidationData(inputs=normalize_array(fmnist_test.images[:64], fmnist_test.preprocess).numpy(),
-                          labels=fmnist_test.labels[:64], class_names=fmnist_test.class_names,
-                          name="fashion-mnist/test[:64]")
-    artifacts = [ArtifactUnderTest("onnx-fp32", runner_from_file(onnx_path, target), [onnx_path], "onnxruntime",
-                                   "fp32"),
-                 SkippedArtifact("tensorrt-fp16", "tensorrt is not installed", backend="tensorrt", precision="fp16")]
+    target = target_from_dict(
+        {
+            "name": "report-test",
+            "backend": "onnxruntime",
+            "precision": "fp32",
+            "quant": {"method": "none"},
+            "gates": {"max_top1_drop": 0.01, "max_latency_ms": 1e-6},
+            "validate": {"latency_runs": 8, "warmup_runs": 2},
+        }
+    )
+    data = ValidationData(
+        inputs=normalize_array(fmnist_test.images[:64], fmnist_test.preprocess).numpy(),
+        labels=fmnist_test.labels[:64],
+        class_names=fmnist_test.class_names,
+        name="fashion-mnist/test[:64]",
+    )
+    artifacts = [
+        ArtifactUnderTest("onnx-fp32", runner_from_file(onnx_path, target), [onnx_path], "onnxruntime", "fp32"),
+        SkippedArtifact("tensorrt-fp16", "tensorrt is not installed", backend="tensorrt", precision="fp16"),
+    ]
     # Per-layer sensitivity as the quantization stage reports it: the real conv layers of the model.
     convs = [name for name, module in shipped_model.named_modules() if type(module).__name__ == "Conv2d"]
     sensitivity = [{"layer": name, "top1_drop": 0.001 * (i + 1)} for i, name in enumerate(convs)]
-    return validate(target, artifacts, shipped_model, data, primary="onnx-fp32", threads=1, sensitivity=sensitivity,
-                    command="pytest report fixture", progress=False)
+    return validate(
+        target,
+        artifacts,
+        shipped_model,
+        data,
+        primary="onnx-fp32",
+        threads=1,
+        sensitivity=sensitivity,
+        command="pytest report fixture",
+        progress=False,
+    )
 
 
 def test_report_follows_the_schema(report):
@@ -52,11 +72,14 @@ def test_report_follows_the_schema(report):
     assert report["sensitivity"][0]["value"] >= report["sensitivity"][-1]["value"]
 
 
-@pytest.mark.parametrize(("path", "value", "where"), [
-    (("artifacts", 1, "top1"), 1.5, "artifacts/1"),
-    (("schema_version",), 2, "schema_version"),
-    (("gates", 0, "gate"), "max_speed", "gates/0/gate"),
-])
+@pytest.mark.parametrize(
+    ("path", "value", "where"),
+    [
+        (("artifacts", 1, "top1"), 1.5, "artifacts/1"),
+        (("schema_version",), 2, "schema_version"),
+        (("gates", 0, "gate"), "max_speed", "gates/0/gate"),
+    ],
+)
 def test_schema_rejects_broken_reports(report, path, value, where):
     broken = copy.deepcopy(report)
     cursor = broken
@@ -91,10 +114,26 @@ def test_write_report_writes_three_files_and_html_is_self_contained(report, tmp_
 
 def _chromium(*args: str, profile: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
-         "--force-device-scale-factor=1", "--window-size=1400,2600", "--hide-scrollbars", *args],
-        capture_output=True, text=True, timeout=120, check=False)
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={profile}",
+            "--force-device-scale-factor=1",
+            "--window-size=1400,2600",
+            "--hide-scrollbars",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium; .ci/run does)")
@@ -106,7 +145,7 @@ def test_html_plots_render_in_headless_chromium(report, tmp_path):
     # 1. The page's own script counts the plots the browser decoded and records where they are drawn.
     dom = _chromium("--virtual-time-budget=5000", "--dump-dom", page.as_uri(), profile=tmp_path / "profile")
     assert dom.returncode == 0, dom.stderr[-2000:]
-    body = dom.stdout[dom.stdout.index("<body"):]
+    body = dom.stdout[dom.stdout.index("<body") :]
     body = body[: body.index(">")]
     attrs = dict(part.split("=", 1) for part in body.replace('"', "").split()[1:] if "=" in part)
     assert attrs["data-plots"] == "4" and attrs["data-plots-decoded"] == "4", body

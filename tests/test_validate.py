@@ -75,8 +75,9 @@ def test_confusion_matrix_left_out_above_20_classes():
 
 def test_fidelity_of_identical_scaled_and_flipped_logits():
     same = fidelity_metrics(LOGITS, LOGITS)
-    assert same == pytest.approx({"agreement": 1.0, "cosine_mean": 1.0, "cosine_min": 1.0, "max_abs_error": 0.0,
-                                  "mean_abs_error": 0.0})
+    assert same == pytest.approx(
+        {"agreement": 1.0, "cosine_mean": 1.0, "cosine_min": 1.0, "max_abs_error": 0.0, "mean_abs_error": 0.0}
+    )
     doubled = fidelity_metrics(LOGITS * 2, LOGITS)
     # Scaling keeps direction and argmax; the largest logit (9) moves by 9.
     assert doubled["agreement"] == 1.0 and doubled["cosine_min"] == pytest.approx(1.0)
@@ -190,8 +191,7 @@ def test_validation_data_uses_the_model_preprocessing(fmnist_test):
 
     data = load_validation_data(DataSpec(limit=16), fmnist_test.preprocess, fmnist_test.class_names)
     assert data.inputs.shape == (16, 1, 28, 28) and data.inputs.dtype == np.float32
-    np.testing.assert_allclose(data.inputs[3], fmnist_test.preprocess.image_to_array(fmnist_test.images[3]),
-                               atol=1e-6)
+    np.testing.assert_allclose(data.inputs[3], fmnist_test.preprocess.image_to_array(fmnist_test.images[3]), atol=1e-6)
     np.testing.assert_array_equal(data.labels, fmnist_test.labels[:16])
 
 
@@ -207,24 +207,35 @@ def fp32_onnx(shipped_model, tmp_path_factory) -> Path:
 def small_data(fmnist_test) -> ValidationData:
     from edgeresnext.data.loaders import normalize_array
 
-    return ValidationData(inputs=normalize_array(fmnist_test.images[:128], fmnist_test.preprocess).numpy(),
-                          labels=fmnist_test.labels[:128], class_names=fmnist_test.class_names,
-                          name="fashion-mnist/test[:128]")
+    return ValidationData(
+        inputs=normalize_array(fmnist_test.images[:128], fmnist_test.preprocess).numpy(),
+        labels=fmnist_test.labels[:128],
+        class_names=fmnist_test.class_names,
+        name="fashion-mnist/test[:128]",
+    )
 
 
 def _target(**gates):
-    return target_from_dict({"name": "cpu-test", "backend": "onnxruntime", "precision": "fp32",
-                             "quant": {"method": "none"}, "gates": gates, "validate": {"latency_runs": 5,
-                                                                                       "warmup_runs": 1}})
+    return target_from_dict(
+        {
+            "name": "cpu-test",
+            "backend": "onnxruntime",
+            "precision": "fp32",
+            "quant": {"method": "none"},
+            "gates": gates,
+            "validate": {"latency_runs": 5, "warmup_runs": 1},
+        }
+    )
 
 
 def test_validate_onnx_runtime_artifact_against_fp32(shipped_model, fp32_onnx, small_data):
     from edgeresnext.validate import runner_from_file
 
     target = _target(max_top1_drop=0.0, min_agreement=0.99)
-    artifacts = [ArtifactUnderTest("onnx-fp32", runner_from_file(fp32_onnx, target), [fp32_onnx], "onnxruntime",
-                                   "fp32"),
-                 SkippedArtifact("tensorrt-int8", "no NVIDIA GPU here", backend="tensorrt", precision="int8")]
+    artifacts = [
+        ArtifactUnderTest("onnx-fp32", runner_from_file(fp32_onnx, target), [fp32_onnx], "onnxruntime", "fp32"),
+        SkippedArtifact("tensorrt-int8", "no NVIDIA GPU here", backend="tensorrt", precision="int8"),
+    ]
     report = validate(target, artifacts, shipped_model, small_data, primary="onnx-fp32", threads=1, progress=False)
     reference, onnx, skipped = report["artifacts"]
     assert reference["name"] == "pytorch-fp32" and reference["top1_drop"] == 0.0
@@ -249,8 +260,19 @@ def test_cli_validate_fails_on_a_tight_gate(shipped_checkpoint, fp32_onnx, tmp_p
         "validate: {latency_runs: 3, warmup_runs: 1}\ngates: {max_latency_ms: 0.000001}\n"
     )
     out = tmp_path / "report"
-    code = main(["-q", "validate", "--target", str(target), "--artifact", f"onnx-fp32={fp32_onnx}",
-                 "--out", str(out), "--no-html"])
+    code = main(
+        [
+            "-q",
+            "validate",
+            "--target",
+            str(target),
+            "--artifact",
+            f"onnx-fp32={fp32_onnx}",
+            "--out",
+            str(out),
+            "--no-html",
+        ]
+    )
     assert code == 1
     import json
 
@@ -258,21 +280,64 @@ def test_cli_validate_fails_on_a_tight_gate(shipped_checkpoint, fp32_onnx, tmp_p
     assert not report["passed"] and report["gates"][0]["gate"] == "max_latency_ms"
     assert "FAIL: max_latency_ms" in (out / "report.md").read_text()
     target.write_text(target.read_text().replace("max_latency_ms: 0.000001", "max_top1_drop: 0.001"))
-    assert main(["-q", "validate", "--target", str(target), "--artifact", f"onnx-fp32={fp32_onnx}",
-                 "--out", str(out), "--no-html"]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "validate",
+                "--target",
+                str(target),
+                "--artifact",
+                f"onnx-fp32={fp32_onnx}",
+                "--out",
+                str(out),
+                "--no-html",
+            ]
+        )
+        == 0
+    )
 
 
 def test_cli_compare_lists_worst_images(shipped_checkpoint, fp32_onnx, capsys):
     from edgeresnext.cli import main
 
-    code = main(["-q", "compare", str(fp32_onnx), str(shipped_checkpoint), "--checkpoint", str(shipped_checkpoint),
-                 "--limit", "32", "--worst", "3"])
+    code = main(
+        [
+            "-q",
+            "compare",
+            str(fp32_onnx),
+            str(shipped_checkpoint),
+            "--checkpoint",
+            str(shipped_checkpoint),
+            "--limit",
+            "32",
+            "--worst",
+            "3",
+        ]
+    )
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert "top-1 agreement 100.00 %" in printed and printed.count("    #") == 3
     # Zero tolerance cannot hold across runtimes (different summation order): the command says FAIL.
-    assert main(["-q", "compare", str(fp32_onnx), str(shipped_checkpoint), "--checkpoint", str(shipped_checkpoint),
-                 "--limit", "32", "--atol", "0", "--rtol", "0"]) == 1
+    assert (
+        main(
+            [
+                "-q",
+                "compare",
+                str(fp32_onnx),
+                str(shipped_checkpoint),
+                "--checkpoint",
+                str(shipped_checkpoint),
+                "--limit",
+                "32",
+                "--atol",
+                "0",
+                "--rtol",
+                "0",
+            ]
+        )
+        == 1
+    )
 
 
 def test_discover_artifacts_finds_each_model_file_once(fp32_onnx, tmp_path):
@@ -302,10 +367,15 @@ def test_sensitivity_from_the_quantize_stage_is_ranked_by_gain():
     from edgeresnext.validate import normalize_sensitivity
 
     # The shape edgeresnext.quantize.sensitivity.layer_sensitivity writes.
-    stage = {"metric": "mean squared logit error vs FP32 with only this layer in float", "images": 64,
-             "int8_error": 0.9, "layers": [
-                 {"layer": "/layer1/layer1.0/conv2/Conv", "module": "layer1.0.conv2", "error": 0.8, "gain": 0.1},
-                 {"layer": "/fc/Gemm", "module": "fc", "error": 0.3, "gain": 0.6}]}
+    stage = {
+        "metric": "mean squared logit error vs FP32 with only this layer in float",
+        "images": 64,
+        "int8_error": 0.9,
+        "layers": [
+            {"layer": "/layer1/layer1.0/conv2/Conv", "module": "layer1.0.conv2", "error": 0.8, "gain": 0.1},
+            {"layer": "/fc/Gemm", "module": "fc", "error": 0.3, "gain": 0.6},
+        ],
+    }
     rows = normalize_sensitivity(stage)
     assert [r["layer"] for r in rows] == ["fc", "layer1.0.conv2"]
     assert [r["value"] for r in rows] == [0.6, 0.1] and "float" in rows[0]["metric"]
