@@ -606,8 +606,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A full disk hit outside edgeresnext.atomic (a library writing on its own) is still the user's to fix.
         if err.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
-        print(f"edgeresnext {args.command}: error: {err.filename or ''}: no space left on device ({err.strerror}); "
-              "free space and rerun", file=sys.stderr)
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"edgeresnext {args.command}: error: {where}no space left on device ({err.strerror}); free space and "
+              "rerun", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"edgeresnext {args.command}: interrupted", file=sys.stderr)

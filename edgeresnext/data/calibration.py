@@ -112,6 +112,13 @@ def write_calibration_set(out: str | os.PathLike[str], dataset: str = "fashion-m
                 old.unlink()
         for new in sorted(staging.iterdir()):
             os.replace(new, out / new.name)
+    except OSError as err:  # Pillow's save drops the file name: say which folder filled the disk
+        from edgeresnext.atomic import storage_error
+
+        full = storage_error(out, err)
+        if full is None:
+            raise
+        raise full from err
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     logger.info("wrote %d images to %s", len(indices), out)
