@@ -249,3 +249,14 @@ def test_build_on_a_full_disk_stops_with_one_line_and_leaves_no_partial_artifact
             continue
         record = json.loads((path.parent / "stage.json").read_text())
         assert record["outputs"][path.name] == sha256_file(path), name
+
+
+@pytest.mark.parametrize("small_disk", [64 * 1024], indirect=True)
+def test_calibration_set_on_a_full_disk_is_one_line_and_leaves_nothing(small_disk, capsys):
+    from edgeresnext.cli import main
+
+    assert main(["-q", "data", "--out", str(small_disk / "calib"), "--count", "100"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("edgeresnext data: error:") and "calib: no space left on device" in err, err
+    assert len(err.splitlines()) == 1
+    assert list(small_disk.iterdir()) == [], "a partial calibration set was left"
