@@ -448,7 +448,10 @@ def verify_bundle(bundle_dir: str | os.PathLike[str]) -> dict[str, Any]:
         name = _safe_relative(entry["path"], where).as_posix()
         listed.add(name)
         path = bundle_dir / name
-        if not path.is_file():
+        if any((bundle_dir / parent).is_symlink() for parent in (*PurePosixPath(name).parents, name)
+               if str(parent) != "."):
+            problems.append(f"{name}: a symlink; bundles hold regular files only (a link can point anywhere)")
+        elif not path.is_file():
             problems.append(f"{name}: missing")
         elif path.stat().st_size != entry["bytes"]:
             problems.append(f"{name}: {path.stat().st_size} bytes, the manifest says {entry['bytes']}")

@@ -11,6 +11,7 @@ import io
 import os
 import pickle
 import re
+import shutil
 import tarfile
 import zipfile
 from pathlib import Path
@@ -337,3 +338,14 @@ def test_pickle_payload_marker_is_a_real_command(tmp_path):
     marker = tmp_path / "ran"
     pickle.loads(pickle.dumps(_RunsCommand(f"touch {marker}")))  # noqa: S301 - our own payload, on purpose
     assert marker.exists()
+
+
+def test_a_symlink_inside_a_bundle_folder_is_refused(bundle_dir, tmp_path):
+    """Even with the right sha256 (here: a link to an identical copy outside), a listed file may not be a link."""
+    copy = Path(shutil.copytree(bundle_dir, tmp_path / "bundle"))
+    outside = tmp_path / "labels-outside.txt"
+    outside.write_bytes((copy / "labels.txt").read_bytes())
+    (copy / "labels.txt").unlink()
+    (copy / "labels.txt").symlink_to(outside)
+    with pytest.raises(BundleError, match=r"labels\.txt: a symlink; bundles hold regular files only"):
+        verify_bundle(copy)
