@@ -58,6 +58,8 @@ class ModelMeta:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str) -> ModelMeta:
+        if not isinstance(data, dict):
+            raise CheckpointError(f"{source}: metadata must be a JSON object, got {type(data).__name__}")
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(data) - known)
         if unknown:
@@ -67,6 +69,17 @@ class ModelMeta:
         missing = [key for key in ("arch", "num_classes") if key not in data]
         if missing:
             raise CheckpointError(f"{source}: metadata lacks {missing[0]!r}")
+        types = {"arch": str, "num_classes": int, "in_channels": int, "input_size": int, "class_names": list,
+                 "metrics": dict, "dataset": (str, type(None)), "recipe": (str, type(None)), "preprocess": dict}
+        for key, expected in types.items():
+            value = data.get(key)
+            if key in data and (not isinstance(value, expected) or isinstance(value, bool)):
+                raise CheckpointError(f"{source}: metadata {key!r} is {value!r}; expected "
+                                      f"{getattr(expected, '__name__', 'a string or null')}")
+        if data["num_classes"] < 1 or data.get("in_channels", 1) < 1:
+            raise CheckpointError(f"{source}: metadata num_classes/in_channels must be >= 1")
+        if not all(isinstance(name, str) for name in data.get("class_names", [])):
+            raise CheckpointError(f"{source}: metadata 'class_names' must be a list of strings")
         values = dict(data)
         try:
             values["preprocess"] = Preprocess.from_dict(values.get("preprocess", {}), f"{source}: preprocess")
@@ -160,8 +173,15 @@ def _read_pickle_zip(path: Path) -> Checkpoint:
             raise CheckpointError(
                 f"{path}: checkpoint format_version {version!r}; this edgeresnext reads {FORMAT_VERSION}"
             )
+        for key in ("meta", "state_dict"):
+            if not isinstance(payload.get(key), dict):
+                raise CheckpointError(f"{path}: an {FORMAT} without a {key!r} dict (damaged or not written by us)")
+        if not all(isinstance(v, torch.Tensor) for v in payload["state_dict"].values()):
+            raise CheckpointError(f"{path}: state_dict holds values that are not tensors (damaged)")
         meta = ModelMeta.from_dict(payload["meta"], str(path))
-        return Checkpoint(path=path, state_dict=payload["state_dict"], meta=meta, training=payload.get("training", {}))
+        training = payload.get("training", {})
+        return Checkpoint(path=path, state_dict=payload["state_dict"], meta=meta,
+                          training=training if isinstance(training, dict) else {})
     # Common wrappers around a bare state dict.
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(payload.get(key), dict):
