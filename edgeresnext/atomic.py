@@ -53,15 +53,19 @@ def storage_error(path: str | os.PathLike[str], err: BaseException) -> StorageEr
     if isinstance(err, StorageError):
         return err
     if isinstance(err, OSError) and err.errno in _DISK_FULL:
-        return StorageError(f"{path}: no space left on device ({os.strerror(err.errno)}); free space on "
-                            f"{_existing_parent(path)} and rerun (nothing partial was kept)")
+        return StorageError(
+            f"{path}: no space left on device ({os.strerror(err.errno)}); free space on "
+            f"{_existing_parent(path)} and rerun (nothing partial was kept)"
+        )
     if isinstance(err, EdgeResNeXtError):
         return None
     left = free_bytes(_existing_parent(path))
     if left is not None and left < LOW_SPACE_BYTES:
         said = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        return StorageError(f"{path}: no space left on device ({left} bytes free on {_existing_parent(path)}; the "
-                            f"writer said: {said}); free space and rerun (nothing partial was kept)")
+        return StorageError(
+            f"{path}: no space left on device ({left} bytes free on {_existing_parent(path)}; the "
+            f"writer said: {said}); free space and rerun (nothing partial was kept)"
+        )
     return None
 
 

@@ -448,8 +448,9 @@ def verify_bundle(bundle_dir: str | os.PathLike[str]) -> dict[str, Any]:
         name = _safe_relative(entry["path"], where).as_posix()
         listed.add(name)
         path = bundle_dir / name
-        if any((bundle_dir / parent).is_symlink() for parent in (*PurePosixPath(name).parents, name)
-               if str(parent) != "."):
+        if any(
+            (bundle_dir / parent).is_symlink() for parent in (*PurePosixPath(name).parents, name) if str(parent) != "."
+        ):
             problems.append(f"{name}: a symlink; bundles hold regular files only (a link can point anywhere)")
         elif not path.is_file():
             problems.append(f"{name}: missing")
@@ -508,15 +509,24 @@ def _archive_entries(archive: Path) -> tuple[list[tuple[str, str, int, int]], An
     handle = tarfile.open(archive, "r:*")
     members = {}
     for member in handle.getmembers():
-        kind = "file" if member.isreg() else "dir" if member.isdir() else (
-            "link" if member.issym() or member.islnk() else "special")
+        kind = (
+            "file"
+            if member.isreg()
+            else "dir"
+            if member.isdir()
+            else ("link" if member.issym() or member.islnk() else "special")
+        )
         entries.append((member.name, kind, member.size, member.mode & 0o777))
         members[member.name] = member
     return entries, (handle, lambda name: handle.extractfile(members[name]))
 
 
-def extract_bundle(archive: str | os.PathLike[str], dest: str | os.PathLike[str],
-                   max_bytes: int = MAX_ARCHIVE_BYTES, max_files: int = MAX_ARCHIVE_FILES) -> dict[str, Any]:
+def extract_bundle(
+    archive: str | os.PathLike[str],
+    dest: str | os.PathLike[str],
+    max_bytes: int = MAX_ARCHIVE_BYTES,
+    max_files: int = MAX_ARCHIVE_FILES,
+) -> dict[str, Any]:
     """Unpack a bundle archive (``.tar[.gz|.bz2|.xz]``/``.tgz``/``.zip``) into ``dest`` and verify it.
 
     Every member is checked before anything is written: names must stay inside ``dest`` (relative, no ``..``,
@@ -539,8 +549,9 @@ def extract_bundle(archive: str | os.PathLike[str], dest: str | os.PathLike[str]
     try:
         entries, (handle, open_member) = _archive_entries(archive)
     except unreadable as err:
-        raise BundleError(f"{archive}: not a readable tar or zip archive ({err}); accepted: "
-                          f"{', '.join(ARCHIVE_SUFFIXES)}") from err
+        raise BundleError(
+            f"{archive}: not a readable tar or zip archive ({err}); accepted: {', '.join(ARCHIVE_SUFFIXES)}"
+        ) from err
     with handle:
         if len(entries) > max_files:
             raise BundleError(f"{archive}: {len(entries)} members, more than the limit of {max_files}")
@@ -550,14 +561,17 @@ def extract_bundle(archive: str | os.PathLike[str], dest: str | os.PathLike[str]
         names: list[tuple[str, PurePosixPath, str, int]] = []
         for name, kind, _size, mode in entries:
             if kind in ("link", "special"):
-                raise BundleError(f"{archive}: member {name!r} is a {'link' if kind == 'link' else 'device or fifo'}"
-                                  "; bundle archives may hold only regular files and folders")
+                raise BundleError(
+                    f"{archive}: member {name!r} is a {'link' if kind == 'link' else 'device or fifo'}"
+                    "; bundle archives may hold only regular files and folders"
+                )
             if "\\" in name or "\0" in name:
                 raise BundleError(f"{archive}: member {name!r} has a backslash or NUL in its name; refused")
             relative = PurePosixPath(name)
             if relative.is_absolute() or ".." in relative.parts:
-                raise BundleError(f"{archive}: member {name!r} would be written outside {dest} (absolute or '..'); "
-                                  "refused")
+                raise BundleError(
+                    f"{archive}: member {name!r} would be written outside {dest} (absolute or '..'); refused"
+                )
             if relative.parts and relative.parts != (".",):
                 names.append((name, PurePosixPath(*[p for p in relative.parts if p != "."]), kind, mode))
         tops = {relative.parts[0] for _name, relative, _kind, _mode in names}

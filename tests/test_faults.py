@@ -30,34 +30,65 @@ from edgeresnext.pipeline import STAGES, build, sha256_file
 REPO = Path(__file__).resolve().parents[1]
 NAME = "faults"
 # The artifacts a device or a later stage consumes: byte-identical across builds of the same inputs.
-ARTIFACTS = ("model/model.safetensors", "export/model_fp32.onnx", "quantize/model_int8.onnx", "compile/model.xml",
-             "compile/model.bin", "bundle/model.xml", "bundle/model.bin", "bundle/labels.txt", "config.json")
+ARTIFACTS = (
+    "model/model.safetensors",
+    "export/model_fp32.onnx",
+    "quantize/model_int8.onnx",
+    "compile/model.xml",
+    "compile/model.bin",
+    "bundle/model.xml",
+    "bundle/model.bin",
+    "bundle/labels.txt",
+    "config.json",
+)
 # Files that legitimately differ between two builds, and why (the README's reliability section repeats this).
 DIFFERS_BY_DESIGN = {
     "report/report.json": "measured latency/throughput/memory, creation time, host load",
     "report/report.md": "measured latency/throughput, creation time",
     "report/report.html": "measured latency/throughput, creation time",
     "report/stage.json": "stage duration, measured latency, the build's own path, and so its input hash (an input, "
-                         "compile/artifact.json, names the build's absolute paths)",
+    "compile/artifact.json, names the build's absolute paths)",
     "bundle/manifest.json": "validated latency (validation.latency_ms_p50), the source ONNX's absolute path",
     "bundle.stage.json": "stage duration, validated latency, the build's own path, and so its input hash and the "
-                         "manifest's sha256 (report.json and manifest.json hold timings)",
+    "manifest's sha256 (report.json and manifest.json hold timings)",
     "quantize/quant.json": "calibration duration (seconds)",
     "compile/artifact.json": "absolute paths of the build's files",
 }
 # Every stage.json holds its duration and the absolute paths of its inputs; outputs and input hashes match.
-DIFFERS_BY_DESIGN.update({f"{stage}/stage.json": "stage duration, the build's own path"
-                          for stage in ("model", "export", "quantize", "lint", "compile")})
+DIFFERS_BY_DESIGN.update(
+    {
+        f"{stage}/stage.json": "stage duration, the build's own path"
+        for stage in ("model", "export", "quantize", "lint", "compile")
+    }
+)
 DIFFERS_BY_DESIGN["lint/lint.json"] = "the linted model's absolute path"
-TIMING_KEYS = {"seconds", "p50_ms", "latency_ms_p50", "speedup_vs_fp32", "created", "latency", "throughput",
-               "environment", "peak_rss_mb", "peak_rss_delta_mb", "memory_method", "protocol", "command"}
+TIMING_KEYS = {
+    "seconds",
+    "p50_ms",
+    "latency_ms_p50",
+    "speedup_vs_fp32",
+    "created",
+    "latency",
+    "throughput",
+    "environment",
+    "peak_rss_mb",
+    "peak_rss_delta_mb",
+    "memory_method",
+    "protocol",
+    "command",
+}
 
 
 def _write_target(folder: Path, calib: Path, checkpoint: Path) -> Path:
-    data = {"extends": str(REPO / "targets" / "cpu.yaml"), "name": NAME, "model": {"checkpoint": str(checkpoint)},
-            "data": {"limit": 100, "on_bad_image": "skip"},
-            "quant": {"calib_dir": str(calib), "subset_size": 40, "sensitivity": False},
-            "validate": {"latency_runs": 3, "warmup_runs": 1}, "gates": {"max_top1_drop": 0.05}}
+    data = {
+        "extends": str(REPO / "targets" / "cpu.yaml"),
+        "name": NAME,
+        "model": {"checkpoint": str(checkpoint)},
+        "data": {"limit": 100, "on_bad_image": "skip"},
+        "quant": {"calib_dir": str(calib), "subset_size": 40, "sensitivity": False},
+        "validate": {"latency_runs": 3, "warmup_runs": 1},
+        "gates": {"max_top1_drop": 0.05},
+    }
     path = folder / f"{NAME}.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -86,9 +117,14 @@ def reference(target_yaml: Path) -> Path:
 
 
 def _cli_build(target_yaml: Path, out: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "edgeresnext.cli", "-q", "build", "--target", str(target_yaml),
-                             "--out", str(out)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "edgeresnext.cli", "-q", "build", "--target", str(target_yaml), "--out", str(out)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 # Kill points: the moment each of these exists under build/<target>/ (so the build is inside that stage).
@@ -140,8 +176,9 @@ def test_kill_9_at_several_points_then_rerun_gives_the_reference_artifacts(refer
     assert set(_files(root)) == set(_files(reference))
     verify_bundle(root / "bundle")
     for stage in STAGES:  # every stage record matches the files it lists
-        record_path = root / ("bundle.stage.json" if stage == "bundle" else
-                              f"{'report' if stage == 'validate' else stage}/stage.json")
+        record_path = root / (
+            "bundle.stage.json" if stage == "bundle" else f"{'report' if stage == 'validate' else stage}/stage.json"
+        )
         record = json.loads(record_path.read_text())
         folder = record_path.parent if stage != "bundle" else root / "bundle"
         for name, digest in record["outputs"].items():
@@ -182,14 +219,18 @@ def test_two_builds_are_byte_identical_except_timings_and_paths(reference, resum
             if name.endswith("stage.json"):  # hashes of files that hold timings differ with them
                 folder = "bundle/" if name == "bundle.stage.json" else name.rsplit("/", 1)[0] + "/"
                 for record in (a, b):
-                    record["outputs"] = {k: v for k, v in record["outputs"].items()
-                                         if folder + k not in DIFFERS_BY_DESIGN}
+                    record["outputs"] = {
+                        k: v for k, v in record["outputs"].items() if folder + k not in DIFFERS_BY_DESIGN
+                    }
                     if name in ("report/stage.json", "bundle.stage.json"):
                         record.pop("inputs_hash")
             assert a == b, f"{name} differs beyond timings and paths"
     # Accuracy is part of the report and must not move between builds.
-    for a, b in zip(json.loads(ours["report/report.json"].read_text())["artifacts"],
-                    json.loads(theirs["report/report.json"].read_text())["artifacts"], strict=True):
+    for a, b in zip(
+        json.loads(ours["report/report.json"].read_text())["artifacts"],
+        json.loads(theirs["report/report.json"].read_text())["artifacts"],
+        strict=True,
+    ):
         assert (a["name"], a.get("top1"), a.get("agreement")) == (b["name"], b.get("top1"), b.get("agreement"))
 
 
@@ -213,8 +254,11 @@ def small_disk(tmp_path: Path, request: pytest.FixtureRequest):
     """A tmpfs of ``request.param`` bytes (root only; skipped with the reason elsewhere)."""
     mount_point = tmp_path / "disk"
     mount_point.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={request.param}", "tmpfs", str(mount_point)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={request.param}", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+    )
     if result.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here ({result.stderr.strip() or 'mount failed'}); needs root")
     yield mount_point
@@ -235,8 +279,23 @@ def test_full_disk_is_one_clear_error_and_no_partial_file(small_disk, shipped_mo
 
 @pytest.mark.parametrize("small_disk", [720 * 1024], indirect=True)
 def test_build_on_a_full_disk_stops_with_one_line_and_leaves_no_partial_artifact(small_disk, target_yaml):
-    process = subprocess.run([sys.executable, "-m", "edgeresnext.cli", "-q", "build", "--target", str(target_yaml),
-                              "--out", str(small_disk)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    process = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgeresnext.cli",
+            "-q",
+            "build",
+            "--target",
+            str(target_yaml),
+            "--out",
+            str(small_disk),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert process.returncode == 2, process.stdout + process.stderr
     errors = [line for line in process.stderr.splitlines() if line.startswith("edgeresnext build: error:")]
     assert len(errors) == 1 and "no space left on device" in errors[0], process.stderr

@@ -31,25 +31,57 @@ from edgeresnext.data.preprocess import Preprocess
 from edgeresnext.errors import CheckpointError, ConfigError, DataError, EdgeResNeXtError
 from edgeresnext.models import ModelMeta, create, read_checkpoint, save_checkpoint
 
-FUZZ = settings(max_examples=60, deadline=timedelta(seconds=5), derandomize=False,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
-                                       HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=60,
+    deadline=timedelta(seconds=5),
+    derandomize=False,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large],
+)
 TARGET_KEYS = {
-    "": ["name", "description", "backend", "precision", "model", "data", "quant", "input", "backend_options",
-         "gates", "validate", "extends", "bogus"],
+    "": [
+        "name",
+        "description",
+        "backend",
+        "precision",
+        "model",
+        "data",
+        "quant",
+        "input",
+        "backend_options",
+        "gates",
+        "validate",
+        "extends",
+        "bogus",
+    ],
     "model": ["arch", "checkpoint", "num_classes", "in_channels"],
     "data": ["dataset", "root", "split", "limit", "on_bad_image"],
-    "quant": ["method", "calib_dir", "subset_size", "range_estimator", "per_channel", "symmetric_activations",
-              "placement", "ignored_scope", "max_fallback_layers"],
+    "quant": [
+        "method",
+        "calib_dir",
+        "subset_size",
+        "range_estimator",
+        "per_channel",
+        "symmetric_activations",
+        "placement",
+        "ignored_scope",
+        "max_fallback_layers",
+    ],
     "input": ["batch", "size"],
     "batch": ["min", "opt", "max"],
     "backend_options": ["openvino", "tensorrt", "onnxruntime"],
     "tensorrt": ["workspace_mb", "dla_core", "fp16", "strongly_typed", "device"],
     "gates": ["max_top1_drop", "min_agreement", "max_latency_ms"],
 }
-SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True),
-                    st.text(max_size=12), st.sampled_from(["openvino", "tensorrt", "onnxruntime", "int8", "fp16",
-                                                           "fp32", "ptq", "none", "skip", "fail", "minmax"]))
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True),
+    st.text(max_size=12),
+    st.sampled_from(
+        ["openvino", "tensorrt", "onnxruntime", "int8", "fp16", "fp32", "ptq", "none", "skip", "fail", "minmax"]
+    ),
+)
 
 
 def _section(name: str, depth: int = 0) -> st.SearchStrategy:
@@ -62,7 +94,8 @@ def _section(name: str, depth: int = 0) -> st.SearchStrategy:
         return value if value is not None else st.one_of(SCALARS, st.lists(SCALARS, max_size=3))
 
     return st.dictionaries(keys, st.none(), max_size=6).flatmap(
-        lambda shape: st.fixed_dictionaries({k: children(k) for k in shape}))
+        lambda shape: st.fixed_dictionaries({k: children(k) for k in shape})
+    )
 
 
 def _expect_ours(call):
@@ -100,12 +133,19 @@ def test_any_target_structure_is_a_target_or_a_config_error(data):
         assert target.input.batch.min <= target.input.batch.opt <= target.input.batch.max
 
 
-@pytest.mark.parametrize("text", [
-    "a: &a [*a]\n",  # a self-referencing alias
-    "- " * 2000 + "x\n",  # deep nesting
-    "x: !!binary AAAA\n", "!!python/name:os.system\n", "backend: !!set {openvino}\n",
-    "\x00\x01\x02", "\ufeffbackend: openvino\n", "backend: openvino\n" * 3,
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a: &a [*a]\n",  # a self-referencing alias
+        "- " * 2000 + "x\n",  # deep nesting
+        "x: !!binary AAAA\n",
+        "!!python/name:os.system\n",
+        "backend: !!set {openvino}\n",
+        "\x00\x01\x02",
+        "\ufeffbackend: openvino\n",
+        "backend: openvino\n" * 3,
+    ],
+)
 def test_strange_yaml_is_answered(tmp_path, text):
     path = tmp_path / "odd.yaml"
     path.write_text(text, encoding="utf-8")
@@ -126,19 +166,25 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("fuzz-bundle")
     torch.manual_seed(0)
     model = create("resnext11_4x8d", num_classes=10, in_channels=1).eval()
-    meta = ModelMeta(arch="resnext11_4x8d", num_classes=10, in_channels=1, preprocess=FMNIST_PREPROCESS,
-                     class_names=[f"c{i}" for i in range(10)], input_size=28)
+    meta = ModelMeta(
+        arch="resnext11_4x8d",
+        num_classes=10,
+        in_channels=1,
+        preprocess=FMNIST_PREPROCESS,
+        class_names=[f"c{i}" for i in range(10)],
+        input_size=28,
+    )
     onnx_path = onnx_from_torch(model, work / "model.onnx", input_shape=(1, 28, 28))
     target = fp32_target("onnxruntime")
     artifact = get_backend("onnxruntime").compile(onnx_path, target, work / "compile")
     return bundle_from_artifacts(work / "bundle", artifact, meta, SUMMARY, target)
 
 
-JSON = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(-(2**64), 2**64), st.floats(allow_nan=False),
-                              st.text(max_size=10)),
-                    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner,
-                                                                                         max_size=4)),
-                    max_leaves=20)
+JSON = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-(2**64), 2**64), st.floats(allow_nan=False), st.text(max_size=10)),
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+    max_leaves=20,
+)
 
 
 def _paths(value, prefix=()):
@@ -195,10 +241,14 @@ def _image_bytes(kind: str) -> bytes:
     pixels = rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)
     image = Image.fromarray(pixels)
     buffer = io.BytesIO()
-    {"png": lambda: image.save(buffer, "PNG"), "jpeg": lambda: image.save(buffer, "JPEG"),
-     "bmp": lambda: image.save(buffer, "BMP"), "gif": lambda: image.convert("P").save(buffer, "GIF"),
-     "png16": lambda: Image.fromarray(pixels[:, :, 0].astype(np.uint16) * 257).save(buffer, "PNG"),
-     "tiff": lambda: image.save(buffer, "TIFF")}[kind]()
+    {
+        "png": lambda: image.save(buffer, "PNG"),
+        "jpeg": lambda: image.save(buffer, "JPEG"),
+        "bmp": lambda: image.save(buffer, "BMP"),
+        "gif": lambda: image.convert("P").save(buffer, "GIF"),
+        "png16": lambda: Image.fromarray(pixels[:, :, 0].astype(np.uint16) * 257).save(buffer, "PNG"),
+        "tiff": lambda: image.save(buffer, "TIFF"),
+    }[kind]()
     return buffer.getvalue()
 
 
@@ -288,8 +338,9 @@ def checkpoint_bytes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, byte
     folder = tmp_path_factory.mktemp("fuzz-ckpt")
     model = create("resnext11_4x8d", num_classes=10, in_channels=1)
     meta = ModelMeta(arch="resnext11_4x8d", num_classes=10, in_channels=1, class_names=[str(i) for i in range(10)])
-    return {suffix: save_checkpoint(folder / f"m{suffix}", model, meta).read_bytes()
-            for suffix in (".safetensors", ".pt")}
+    return {
+        suffix: save_checkpoint(folder / f"m{suffix}", model, meta).read_bytes() for suffix in (".safetensors", ".pt")
+    }
 
 
 @settings(FUZZ, max_examples=60)

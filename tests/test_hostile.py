@@ -40,8 +40,13 @@ ARCH = "resnext11_4x8d"
 
 
 def _target_yaml(folder: Path, calib: Path, **extra: object) -> Path:
-    data = {"extends": str(REPO / "targets" / "cpu.yaml"), "name": "hostile", "data": {"limit": 50},
-            "quant": {"calib_dir": str(calib), "subset_size": 40}, **extra}
+    data = {
+        "extends": str(REPO / "targets" / "cpu.yaml"),
+        "name": "hostile",
+        "data": {"limit": 50},
+        "quant": {"calib_dir": str(calib), "subset_size": 40},
+        **extra,
+    }
     path = folder / "hostile.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -66,8 +71,18 @@ def test_build_refuses_a_checkpoint_whose_pickle_runs_code(tmp_path, calib_dir, 
     model = create(ARCH, num_classes=10, in_channels=1)
     evil = tmp_path / "evil.pt"
     torch.save({"state_dict": model.state_dict(), "hook": _RunsCommand(f"touch {marker}")}, evil)
-    code = main(["-q", "build", "--target", str(_target_yaml(tmp_path, calib_dir)), "--checkpoint", str(evil),
-                 "--out", str(tmp_path / "build")])
+    code = main(
+        [
+            "-q",
+            "build",
+            "--target",
+            str(_target_yaml(tmp_path, calib_dir)),
+            "--checkpoint",
+            str(evil),
+            "--out",
+            str(tmp_path / "build"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "evil.pt: refused" in err and "never unpickles" in err
     assert not marker.exists(), "the checkpoint's pickle ran"
@@ -85,9 +100,13 @@ def _onnx_with_external_weight(folder: Path, location: str) -> Path:
     for key, value in (("location", location), ("offset", "0"), ("length", "16")):
         entry = weight.external_data.add()
         entry.key, entry.value = key, value
-    graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])], [weight])
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])],
+        [weight],
+    )
     path = folder / "model.onnx"
     path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
     return path
@@ -104,13 +123,21 @@ def secret(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("kind", ["dotdot", "absolute", "symlink", "nested-dotdot"])
 def test_onnx_external_data_leaving_its_folder_is_refused_everywhere(tmp_path, secret, kind, capsys):
     folder = tmp_path / "model"
-    location = {"dotdot": "../secret.bin", "absolute": str(secret), "symlink": "weights.bin",
-                "nested-dotdot": "sub/../../secret.bin"}[kind]
+    location = {
+        "dotdot": "../secret.bin",
+        "absolute": str(secret),
+        "symlink": "weights.bin",
+        "nested-dotdot": "sub/../../secret.bin",
+    }[kind]
     path = _onnx_with_external_weight(folder, location)
     if kind == "symlink":
         (folder / "weights.bin").symlink_to(secret)
-    expected = {"dotdot": "'..' leaves the model's folder", "absolute": "an absolute path",
-                "symlink": "a symlink leaving", "nested-dotdot": "'..' leaves the model's folder"}[kind]
+    expected = {
+        "dotdot": "'..' leaves the model's folder",
+        "absolute": "an absolute path",
+        "symlink": "a symlink leaving",
+        "nested-dotdot": "'..' leaves the model's folder",
+    }[kind]
     for read in (check_external_data, load_onnx_safely, check_onnx, lint_onnx):
         with pytest.raises(ExportError, match=f"tensor 'w' keeps its data in .*{expected}"):
             read(path)
@@ -141,8 +168,14 @@ def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("hostile-bundle")
     torch.manual_seed(0)
     model = create(ARCH, num_classes=10, in_channels=1).eval()
-    meta = ModelMeta(arch=ARCH, num_classes=10, in_channels=1, preprocess=FMNIST_PREPROCESS,
-                     class_names=[f"c{i}" for i in range(10)], input_size=28)
+    meta = ModelMeta(
+        arch=ARCH,
+        num_classes=10,
+        in_channels=1,
+        preprocess=FMNIST_PREPROCESS,
+        class_names=[f"c{i}" for i in range(10)],
+        input_size=28,
+    )
     onnx_path = onnx_from_torch(model, work / "model.onnx", input_shape=(1, 28, 28))
     target = fp32_target("onnxruntime")
     artifact = get_backend("onnxruntime").compile(onnx_path, target, work / "compile")
@@ -159,8 +192,11 @@ def _tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]) -> Pat
 
 
 def _bundle_members(bundle: Path, prefix: str = "bundle/") -> list[tuple[tarfile.TarInfo, bytes]]:
-    return [(tarfile.TarInfo(prefix + p.relative_to(bundle).as_posix()), p.read_bytes())
-            for p in sorted(bundle.rglob("*")) if p.is_file()]
+    return [
+        (tarfile.TarInfo(prefix + p.relative_to(bundle).as_posix()), p.read_bytes())
+        for p in sorted(bundle.rglob("*"))
+        if p.is_file()
+    ]
 
 
 def test_a_bundle_archive_extracts_and_verifies(bundle_dir, tmp_path, capsys):
@@ -192,19 +228,23 @@ def _hostile_tar(kind: str, bundle: Path, path: Path) -> Path:
         device.type = tarfile.CHRTYPE
         members.append((device, None))
     elif kind == "tampered":
-        members = [(info, data[:-1] + bytes([data[-1] ^ 1]) if info.name.endswith(".onnx") else data)
-                   for info, data in members]
+        members = [
+            (info, data[:-1] + bytes([data[-1] ^ 1]) if info.name.endswith(".onnx") else data) for info, data in members
+        ]
     return _tar(path, members)
 
 
-@pytest.mark.parametrize(("kind", "message"), [
-    ("dotdot", r"'bundle/\.\./\.\./evil\.txt' would be written outside"),
-    ("absolute", r"evil\.txt' would be written outside"),
-    ("symlink", "is a link; bundle archives may hold only regular files"),
-    ("hardlink", "is a link; bundle archives may hold only regular files"),
-    ("device", "is a device or fifo"),
-    ("tampered", "sha256 differs from the manifest"),
-])
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("dotdot", r"'bundle/\.\./\.\./evil\.txt' would be written outside"),
+        ("absolute", r"evil\.txt' would be written outside"),
+        ("symlink", "is a link; bundle archives may hold only regular files"),
+        ("hardlink", "is a link; bundle archives may hold only regular files"),
+        ("device", "is a device or fifo"),
+        ("tampered", "sha256 differs from the manifest"),
+    ],
+)
 def test_hostile_tar_bundles_are_refused_and_leave_nothing(bundle_dir, tmp_path, kind, message, capsys):
     work = tmp_path / "work"
     work.mkdir()
@@ -227,7 +267,7 @@ def test_hostile_zip_bundles_are_refused(bundle_dir, tmp_path):
     linked = tmp_path / "linked.zip"
     with zipfile.ZipFile(linked, "w") as archive:
         info = zipfile.ZipInfo("labels.txt")
-        info.external_attr = (0o120777 << 16)  # how zip stores a symlink: the target path as the member's data
+        info.external_attr = 0o120777 << 16  # how zip stores a symlink: the target path as the member's data
         archive.writestr(info, "/etc/passwd")
     with pytest.raises(BundleError, match="is a link"):
         extract_bundle(linked, tmp_path / "b")
@@ -255,11 +295,14 @@ def test_archive_size_and_member_limits(bundle_dir, tmp_path):
 
 
 # --------------------------------------------------------------------------------------------- broken data
-@pytest.mark.parametrize(("setup", "message"), [
-    ("missing", "image folder not found"),
-    ("empty", "no images found"),
-    ("too-few", r"5 usable calibration image\(s\) \(5 found\), fewer than quant.subset_size=40"),
-])
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        ("missing", "image folder not found"),
+        ("empty", "no images found"),
+        ("too-few", r"5 usable calibration image\(s\) \(5 found\), fewer than quant.subset_size=40"),
+    ],
+)
 def test_broken_calibration_folder_fails_before_any_stage(tmp_path, setup, message):
     calib = tmp_path / "calib"
     if setup == "empty":
@@ -309,16 +352,28 @@ def test_labels_outside_the_models_classes_are_refused():
 
 
 # --------------------------------------------------------------------------------------------- broken configs
-@pytest.mark.parametrize(("extra", "message"), [
-    ({"quant": {"calib_dir": "x", "subset_sise": 3}}, r"unknown key 'quant.subset_sise'; accepted keys here: .*"
-                                                      r"subset_size"),
-    ({"gates": {"max_top1_drop": "small"}}, r"gates.max_top1_drop: .*'small'"),
-    ({"backend": "tensorrt", "quant": {"symmetric_activations": False}}, "zero point 0"),
-    ({"backend": "tensorrt", "input": {"batch": {"min": 1, "opt": 2, "max": 8}},
-      "backend_options": {"tensorrt": {"dla_core": 0}}}, "DLA engines take static shapes"),
-    ({"input": {"batch": {"min": 8, "opt": 8, "max": 2}}}, "min <= opt <= max"),
-    ({"model": {"checkpoint": "!!python/object/apply:os.system ['true']"}}, None),
-])
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            {"quant": {"calib_dir": "x", "subset_sise": 3}},
+            r"unknown key 'quant.subset_sise'; accepted keys here: .*"
+            r"subset_size",
+        ),
+        ({"gates": {"max_top1_drop": "small"}}, r"gates.max_top1_drop: .*'small'"),
+        ({"backend": "tensorrt", "quant": {"symmetric_activations": False}}, "zero point 0"),
+        (
+            {
+                "backend": "tensorrt",
+                "input": {"batch": {"min": 1, "opt": 2, "max": 8}},
+                "backend_options": {"tensorrt": {"dla_core": 0}},
+            },
+            "DLA engines take static shapes",
+        ),
+        ({"input": {"batch": {"min": 8, "opt": 8, "max": 2}}}, "min <= opt <= max"),
+        ({"model": {"checkpoint": "!!python/object/apply:os.system ['true']"}}, None),
+    ],
+)
 def test_bad_target_files_stop_the_build_before_any_work(tmp_path, extra, message, capsys):
     path = tmp_path / "bad.yaml"
     if message is None:  # an object tag: safe_load refuses to construct it
