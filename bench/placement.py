@@ -71,8 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     from edgeresnext.quantize import qdq
     from edgeresnext.quantize.ptq import calibration_dataset, quantize_onnx
 
-    result: dict = {"arch": args.arch, "input": [1, 3, args.size, args.size], "command": " ".join(sys.argv),
-                    "versions": {"openvino": ov.__version__, "nncf": nncf.__version__}}
+    result: dict = {
+        "arch": args.arch,
+        "input": [1, 3, args.size, args.size],
+        "command": " ".join(sys.argv),
+        "versions": {"openvino": ov.__version__, "nncf": nncf.__version__},
+    }
     scratch = Path(tempfile.mkdtemp(prefix="placement-"))
     model = create(args.arch).eval()
     torch.manual_seed(0)
@@ -86,20 +90,29 @@ def main(argv: list[str] | None = None) -> int:
     calib = calibration_images(max(args.calib, args.native_calib), args.size)
 
     began = time.perf_counter()
-    raw = quantize_onnx(fp32, calib[: args.calib], QuantSpec(subset_size=args.calib, placement="nncf_default",
-                                                               symmetric_activations=True),
-                        scratch / "qdq_nncf_default.onnx")
+    raw = quantize_onnx(
+        fp32,
+        calib[: args.calib],
+        QuantSpec(subset_size=args.calib, placement="nncf_default", symmetric_activations=True),
+        scratch / "qdq_nncf_default.onnx",
+    )
     result["ptq_seconds"] = round(time.perf_counter() - began, 1)
     result["ptq_peak_rss_gb"] = round(peak_rss_gb(), 2)
     residual = copy.deepcopy(raw)
     result["residual_adds_rewritten"] = qdq.apply_residual_placement(residual)
     onnx.save(residual, scratch / "qdq_residual.onnx")
-    unsigned = quantize_onnx(fp32, calib[:20], QuantSpec(subset_size=20, placement="nncf_default",
-                                                           symmetric_activations=False), scratch / "u8.onnx",
-                             lint=False)
+    unsigned = quantize_onnx(
+        fp32,
+        calib[:20],
+        QuantSpec(subset_size=20, placement="nncf_default", symmetric_activations=False),
+        scratch / "u8.onnx",
+        lint=False,
+    )
     del unsigned  # only the file is used: NNCF's MIXED preset output, UINT8 after ReLU
-    result["lint_errors"] = {name: sum(v.severity == "error" for v in lint_onnx(scratch / f"{name}.onnx"))
-                             for name in ("qdq_nncf_default", "qdq_residual", "u8")}
+    result["lint_errors"] = {
+        name: sum(v.severity == "error" for v in lint_onnx(scratch / f"{name}.onnx"))
+        for name in ("qdq_nncf_default", "qdq_residual", "u8")
+    }
 
     core = ov.Core()
     config = {"PERFORMANCE_HINT": "LATENCY"}
@@ -108,8 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     native_model = core.read_model(str(fp32))
     native_model.reshape([1, 3, args.size, args.size])
     began = time.perf_counter()
-    native = nncf.quantize(native_model, calibration_dataset(calib[: args.native_calib], 1),
-                           subset_size=args.native_calib)
+    native = nncf.quantize(
+        native_model, calibration_dataset(calib[: args.native_calib], 1), subset_size=args.native_calib
+    )
     result["ov_native_nncf_seconds"] = round(time.perf_counter() - began, 1)
 
     def compiled(source):
@@ -117,10 +131,13 @@ def main(argv: list[str] | None = None) -> int:
         graph.reshape([1, 3, args.size, args.size])
         return core.compile_model(graph, "CPU", config)
 
-    variants = {"fp32": compiled(fp32), "ov_native_nncf": compiled(native),
-                "qdq_nncf_default_u8": compiled(scratch / "u8.onnx"),
-                "qdq_nncf_default": compiled(scratch / "qdq_nncf_default.onnx"),
-                "qdq_residual": compiled(scratch / "qdq_residual.onnx")}
+    variants = {
+        "fp32": compiled(fp32),
+        "ov_native_nncf": compiled(native),
+        "qdq_nncf_default_u8": compiled(scratch / "u8.onnx"),
+        "qdq_nncf_default": compiled(scratch / "qdq_nncf_default.onnx"),
+        "qdq_residual": compiled(scratch / "qdq_residual.onnx"),
+    }
     image = calib[:1]
     times: dict[str, list[float]] = {name: [] for name in variants}
     for net in variants.values():
@@ -136,8 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     result["latency_ms_median"] = medians
     result["runs_per_variant"] = args.rounds * args.runs
     result["ratio_vs_fp32"] = {name: round(value / medians["fp32"], 3) for name, value in medians.items()}
-    result["ratio_vs_ov_native_nncf"] = {name: round(value / medians["ov_native_nncf"], 3)
-                                         for name, value in medians.items()}
+    result["ratio_vs_ov_native_nncf"] = {
+        name: round(value / medians["ov_native_nncf"], 3) for name, value in medians.items()
+    }
     write_json_atomic(args.out, result)
     print(json.dumps(result, indent=2))
     return 0

@@ -21,9 +21,21 @@ from edgeresnext.lint import Violation, assert_lint_clean, lint_onnx
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["INPUT_NAME", "MIN_OPSET", "OUTPUT_NAME", "Violation", "assert_lint_clean", "assert_parity",
-           "check_external_data", "check_onnx", "lint_onnx", "load_onnx_safely", "max_abs_error_vs_torch",
-           "onnx_from_torch", "onnx_runner"]
+__all__ = [
+    "INPUT_NAME",
+    "MIN_OPSET",
+    "OUTPUT_NAME",
+    "Violation",
+    "assert_lint_clean",
+    "assert_parity",
+    "check_external_data",
+    "check_onnx",
+    "lint_onnx",
+    "load_onnx_safely",
+    "max_abs_error_vs_torch",
+    "onnx_from_torch",
+    "onnx_runner",
+]
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -39,8 +51,13 @@ def _model_input_shape(model) -> tuple[int, int, int]:
     return (int(meta.in_channels), int(meta.input_size), int(meta.input_size))
 
 
-def onnx_from_torch(model, path: str | os.PathLike[str], input_shape: tuple[int, int, int] | None = None,
-                    dynamic_batch: bool = True, opset: int = MIN_OPSET) -> Path:
+def onnx_from_torch(
+    model,
+    path: str | os.PathLike[str],
+    input_shape: tuple[int, int, int] | None = None,
+    dynamic_batch: bool = True,
+    opset: int = MIN_OPSET,
+) -> Path:
     """Export ``model`` (eval mode) to an FP32 ONNX at ``path``, then run :func:`check_onnx` on it.
 
     ``input_shape`` is (C, H, W); None takes it from ``model.meta``. BatchNorm is folded into the
@@ -63,8 +80,17 @@ def onnx_from_torch(model, path: str | os.PathLike[str], input_shape: tuple[int,
             # The TorchScript exporter names nodes after modules and folds BatchNorm; the dynamo exporter's
             # deprecation notice for it is not actionable here.
             warnings.simplefilter("ignore", DeprecationWarning)
-            torch.onnx.export(model, (example,), str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                              opset_version=opset, dynamic_axes=axes, do_constant_folding=True, dynamo=False)
+            torch.onnx.export(
+                model,
+                (example,),
+                str(tmp),
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                opset_version=opset,
+                dynamic_axes=axes,
+                do_constant_folding=True,
+                dynamo=False,
+            )
             check_onnx(tmp)
     except ExportError:
         raise
@@ -96,8 +122,10 @@ def check_onnx(path: str | os.PathLike[str]) -> None:
     inputs = [i.name for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
     outputs = [o.name for o in model.graph.output]
     if inputs != [INPUT_NAME] or outputs != [OUTPUT_NAME]:
-        raise ExportError(f"{path}: expected one input {INPUT_NAME!r} and one output {OUTPUT_NAME!r}, "
-                          f"got inputs {inputs} and outputs {outputs}")
+        raise ExportError(
+            f"{path}: expected one input {INPUT_NAME!r} and one output {OUTPUT_NAME!r}, "
+            f"got inputs {inputs} and outputs {outputs}"
+        )
 
 
 def onnx_runner(onnx_path: str | os.PathLike[str], threads: int | None = None):
@@ -133,13 +161,16 @@ def max_abs_error_vs_torch(model, onnx_path: str | os.PathLike[str], batch: np.n
     return float(np.max(np.abs(actual - expected)))
 
 
-def assert_parity(model, onnx_path: str | os.PathLike[str], batch: np.ndarray,
-                  tolerance: float = DEFAULT_TOLERANCE) -> float:
+def assert_parity(
+    model, onnx_path: str | os.PathLike[str], batch: np.ndarray, tolerance: float = DEFAULT_TOLERANCE
+) -> float:
     """:func:`max_abs_error_vs_torch`, raising ExportError when it exceeds ``tolerance``; returns the error."""
     error = max_abs_error_vs_torch(model, onnx_path, batch)
     if not error <= tolerance:
-        raise ExportError(f"{onnx_path}: logits differ from PyTorch by up to {error:.3g} on {len(batch)} images "
-                          f"(tolerance {tolerance:g})")
+        raise ExportError(
+            f"{onnx_path}: logits differ from PyTorch by up to {error:.3g} on {len(batch)} images "
+            f"(tolerance {tolerance:g})"
+        )
     logger.info("parity: max abs error %.3g on %d images (tolerance %g)", error, len(batch), tolerance)
     return error
 

@@ -33,29 +33,39 @@ MIN_QDQ_OPSET = 13
 
 # TensorRT ONNX parser (onnx-tensorrt operators.md, TensorRT 10.x): ops it imports. Q/DQ-only ops such as
 # QLinearConv, ConvInteger, MatMulInteger and DynamicQuantizeLinear are deliberately absent.
-TENSORRT_OPS = frozenset("""
+TENSORRT_OPS = frozenset(
+    """
 Abs Acos Acosh Add AffineGrid And ArgMax ArgMin Asin Asinh Atan Atanh AveragePool BatchNormalization Bernoulli
 BitwiseAnd BitwiseNot BitwiseOr BitwiseXor BlackmanWindow Cast CastLike Ceil Celu Clip Concat ConcatFromSequence
 Constant ConstantOfShape Conv ConvTranspose Cos Cosh CumSum DFT DeformConv DepthToSpace DequantizeLinear Div Dropout
-DynamicQuantizeLinear_ Einsum Elu Equal Erf Exp Expand EyeLike Flatten Floor GRU Gather GatherElements GatherND Gelu
+Einsum Elu Equal Erf Exp Expand EyeLike Flatten Floor GRU Gather GatherElements GatherND Gelu
 Gemm GlobalAveragePool GlobalLpPool GlobalMaxPool Greater GreaterOrEqual GridSample GroupNormalization HammingWindow
 HannWindow HardSigmoid HardSwish Hardmax Identity If InstanceNormalization IsInf IsNaN LRN LSTM LayerNormalization
-LeakyRelu Less LessOrEqual Log LogSoftmax Loop LpNormalization LpPool MatMul Max MaxPool MaxRoiPool MeanVarianceNormalization
-Mean Min Mish Mod Mul Multinomial Neg NonMaxSuppression NonZero Not OneHot Or PRelu Pad ParametricSoftplus Pow
+LeakyRelu Less LessOrEqual Log LogSoftmax Loop LpNormalization LpPool MatMul Max MaxPool MaxRoiPool
+MeanVarianceNormalization Mean Min Mish Mod Mul Multinomial
+Neg NonMaxSuppression NonZero Not OneHot Or PRelu Pad ParametricSoftplus Pow
 QuantizeLinear RNN RandomNormal RandomNormalLike RandomUniform RandomUniformLike Range Reciprocal ReduceL1 ReduceL2
 ReduceLogSum ReduceLogSumExp ReduceMax ReduceMean ReduceMin ReduceProd ReduceSum ReduceSumSquare Relu Reshape Resize
 ReverseSequence RoiAlign Round STFT ScaledTanh Scan Scatter ScatterElements ScatterND Selu SequenceAt
 SequenceConstruct SequenceEmpty SequenceErase SequenceInsert SequenceLength Shape Shrink Sigmoid Sign Sin Sinh Size
 Slice Softmax Softplus Softsign SpaceToDepth Split SplitToSequence Sqrt Squeeze Sub Sum Tan Tanh ThresholdedRelu Tile
 TopK Transpose Trilu Unique Unsqueeze Upsample Where Xor
-""".split()) - {"DynamicQuantizeLinear_"}
+""".split())
 
 _INT8, _UINT8, _INT32 = 3, 2, 6
 # TensorProto types TensorRT accepts in Q/DQ: INT8, FLOAT8E4M3FN, INT4.
 _ALLOWED_QDQ_TYPES = {3: "INT8", 17: "FLOAT8E4M3FN", 22: "INT4"}
 _WEIGHTED_OPS = {"Conv": 0, "ConvTranspose": 1, "Gemm": None, "MatMul": None}
-RULES = ("opset", "custom-domain", "unsupported-op", "qdq-type", "zero-point", "weight-per-channel",
-         "activation-per-tensor", "group-channels")
+RULES = (
+    "opset",
+    "custom-domain",
+    "unsupported-op",
+    "qdq-type",
+    "zero-point",
+    "weight-per-channel",
+    "activation-per-tensor",
+    "group-channels",
+)
 
 
 @dataclass(frozen=True)
@@ -86,7 +96,9 @@ class _Graph:
         self.model = model
         self.nodes = list(model.graph.node)
         self.initializers = {t.name: t for t in model.graph.initializer}
-        self.constants: dict[str, np.ndarray] = {name: numpy_helper.to_array(t) for name, t in self.initializers.items()}
+        self.constants: dict[str, np.ndarray] = {
+            name: numpy_helper.to_array(t) for name, t in self.initializers.items()
+        }
         self.constant_types = {name: t.data_type for name, t in self.initializers.items()}
         for node in self.nodes:
             if node.op_type == "Constant" and node.output:
@@ -109,8 +121,11 @@ class _Graph:
             return True
         node = self.producer.get(tensor)
         # The exporter shares identical weights through Identity nodes, so follow those as well.
-        return (node is not None and node.op_type in ("QuantizeLinear", "DequantizeLinear", "Identity")
-                and self.is_constant(node.input[0]))
+        return (
+            node is not None
+            and node.op_type in ("QuantizeLinear", "DequantizeLinear", "Identity")
+            and self.is_constant(node.input[0])
+        )
 
 
 def _attr(node, name: str, default=None):
@@ -139,23 +154,42 @@ def _check_qdq(graph: _Graph, node, found: list[Violation]) -> None:
     name = graph.name(node)
     elem = _qdq_type(graph, node)
     if elem == _INT32:
-        found.append(Violation(name, "qdq-type", "INT32 DequantizeLinear (bias quantization); TensorRT takes float bias"))
+        found.append(
+            Violation(name, "qdq-type", "INT32 DequantizeLinear (bias quantization); TensorRT takes float bias")
+        )
     elif elem is not None and elem not in _ALLOWED_QDQ_TYPES:
-        found.append(Violation(name, "qdq-type", f"quantized type {_type_name(elem)}; TensorRT accepts signed INT8 "
-                                                 "(or FP8/INT4), never UINT8"))
+        found.append(
+            Violation(
+                name,
+                "qdq-type",
+                f"quantized type {_type_name(elem)}; TensorRT accepts signed INT8 (or FP8/INT4), never UINT8",
+            )
+        )
     if len(node.input) > 2 and node.input[2]:
         zero_point = graph.constants.get(node.input[2])
         if zero_point is None:
             found.append(Violation(name, "zero-point", f"zero point {node.input[2]!r} is computed, not a constant 0"))
         elif np.any(zero_point.astype(np.int64) != 0):
             values = np.unique(zero_point.astype(np.int64))[:4].tolist()
-            found.append(Violation(name, "zero-point", f"zero point {values} is not 0; TensorRT quantization is "
-                                                       "symmetric"))
+            found.append(
+                Violation(name, "zero-point", f"zero point {values} is not 0; TensorRT quantization is symmetric")
+            )
     scale = graph.constants.get(node.input[1])
-    if node.op_type == "QuantizeLinear" and not graph.is_constant(node.input[0]) and scale is not None and scale.size > 1:
-        found.append(Violation(name, "activation-per-tensor", f"activation quantized with {scale.size} scales "
-                                                              "(axis {}); TensorRT wants one scale per activation "
-                                                              "tensor".format(_attr(node, "axis", 1))))
+    if (
+        node.op_type == "QuantizeLinear"
+        and not graph.is_constant(node.input[0])
+        and scale is not None
+        and scale.size > 1
+    ):
+        found.append(
+            Violation(
+                name,
+                "activation-per-tensor",
+                f"activation quantized with {scale.size} scales "
+                "(axis {}); TensorRT wants one scale per activation "
+                "tensor".format(_attr(node, "axis", 1)),
+            )
+        )
 
 
 def _weight_dequantizer(graph: _Graph, tensor: str):
@@ -188,37 +222,63 @@ def _check_weights(graph: _Graph, node, found: list[Violation]) -> None:
     channels = weight.shape[out_axis] if rank > out_axis else 1
     name = graph.name(node)
     if scale.size == 1 and channels > 1:
-        found.append(Violation(name, "weight-per-channel", f"weight {dq.input[0]!r} is quantized per tensor (one "
-                                                           f"scale for {channels} output channels); quantize it per "
-                                                           f"output channel (axis {out_axis})"))
+        found.append(
+            Violation(
+                name,
+                "weight-per-channel",
+                f"weight {dq.input[0]!r} is quantized per tensor (one "
+                f"scale for {channels} output channels); quantize it per "
+                f"output channel (axis {out_axis})",
+            )
+        )
     elif scale.size > 1:
         axis = _attr(dq, "axis", 1)
         axis = axis + rank if axis < 0 else axis
         if axis != out_axis or scale.size != channels:
-            found.append(Violation(name, "weight-per-channel", f"weight {dq.input[0]!r} has {scale.size} scales on "
-                                                               f"axis {axis}; expected {channels} on axis {out_axis} "
-                                                               "(the output channels)"))
+            found.append(
+                Violation(
+                    name,
+                    "weight-per-channel",
+                    f"weight {dq.input[0]!r} has {scale.size} scales on "
+                    f"axis {axis}; expected {channels} on axis {out_axis} "
+                    "(the output channels)",
+                )
+            )
     group = _attr(node, "group", 1)
     if node.op_type == "Conv" and group > 1:
         out_per_group = weight.shape[0] // group
         in_per_group = weight.shape[1]
         if out_per_group % 4 or in_per_group % 4:
-            found.append(Violation(name, "group-channels", f"INT8 grouped convolution with {in_per_group} input and "
-                                                           f"{out_per_group} output channels per group ({group} "
-                                                           "groups); TensorRT needs multiples of 4"))
+            found.append(
+                Violation(
+                    name,
+                    "group-channels",
+                    f"INT8 grouped convolution with {in_per_group} input and "
+                    f"{out_per_group} output channels per group ({group} "
+                    "groups); TensorRT needs multiples of 4",
+                )
+            )
 
 
 def _check_residual_add(graph: _Graph, node, found: list[Violation]) -> None:
     if node.op_type != "Add" or len(node.input) != 2 or any(graph.is_constant(i) for i in node.input):
         return
     producers = [graph.producer.get(i) for i in node.input]
-    quantized_conv = any(p is not None and p.op_type == "Conv" and _weight_dequantizer(graph, p.input[1]) is not None
-                         for p in producers)
+    quantized_conv = any(
+        p is not None and p.op_type == "Conv" and _weight_dequantizer(graph, p.input[1]) is not None for p in producers
+    )
     skip_quantized = any(p is not None and p.op_type == "DequantizeLinear" for p in producers)
     if quantized_conv and not skip_quantized:
-        found.append(Violation(graph.name(node), "residual-add", "an INT8 convolution feeds this Add but the skip "
-                                                                 "input has no Q/DQ; TensorRT fuses the Add into the "
-                                                                 "convolution only when it does", severity="warning"))
+        found.append(
+            Violation(
+                graph.name(node),
+                "residual-add",
+                "an INT8 convolution feeds this Add but the skip "
+                "input has no Q/DQ; TensorRT fuses the Add into the "
+                "convolution only when it does",
+                severity="warning",
+            )
+        )
 
 
 def lint_model(model, rules: str = "tensorrt") -> list[Violation]:
@@ -229,17 +289,29 @@ def lint_model(model, rules: str = "tensorrt") -> list[Violation]:
     found: list[Violation] = []
     opsets = {entry.domain or "ai.onnx": entry.version for entry in model.opset_import}
     if opsets.get("ai.onnx", 0) < MIN_QDQ_OPSET:
-        found.append(Violation("(model)", "opset", f"default-domain opset {opsets.get('ai.onnx')}; TensorRT Q/DQ "
-                                                   f"needs >= {MIN_QDQ_OPSET}"))
+        found.append(
+            Violation(
+                "(model)",
+                "opset",
+                f"default-domain opset {opsets.get('ai.onnx')}; TensorRT Q/DQ needs >= {MIN_QDQ_OPSET}",
+            )
+        )
     for node in graph.nodes:
         name = graph.name(node)
         if node.domain not in ("", "ai.onnx"):
-            found.append(Violation(name, "custom-domain", f"op {node.domain}::{node.op_type} is a custom op; TensorRT "
-                                                          "reads the default ONNX domain only (no plugins here)"))
+            found.append(
+                Violation(
+                    name,
+                    "custom-domain",
+                    f"op {node.domain}::{node.op_type} is a custom op; TensorRT "
+                    "reads the default ONNX domain only (no plugins here)",
+                )
+            )
             continue
         if node.op_type not in TENSORRT_OPS:
-            found.append(Violation(name, "unsupported-op", f"op {node.op_type} is not supported by TensorRT's ONNX "
-                                                           "parser"))
+            found.append(
+                Violation(name, "unsupported-op", f"op {node.op_type} is not supported by TensorRT's ONNX parser")
+            )
         if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
             _check_qdq(graph, node, found)
         _check_weights(graph, node, found)

@@ -52,11 +52,11 @@ def test_check_onnx_names_the_file_and_problem(model, tmp_path):
     proto.graph.node[-1].output[0] = "scores"
     renamed = tmp_path / "renamed.onnx"
     onnx.save(proto, str(renamed))
-    with pytest.raises(ExportError, match="renamed.onnx.*'logits'"):
+    with pytest.raises(ExportError, match=r"renamed\.onnx.*'logits'"):
         check_onnx(renamed)
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"not a protobuf")
-    with pytest.raises(ExportError, match="broken.onnx"):
+    with pytest.raises(ExportError, match=r"broken\.onnx"):
         check_onnx(broken)
 
 

@@ -29,8 +29,12 @@ CALIB_BATCH = 10
 def _range_estimator(name: str):
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet as Sets
 
-    table = {"minmax": Sets.MINMAX, "mean_minmax": Sets.MEAN_MINMAX, "percentile": Sets.MEAN_QUANTILE,
-             "histogram": Sets.HISTOGRAM}
+    table = {
+        "minmax": Sets.MINMAX,
+        "mean_minmax": Sets.MEAN_MINMAX,
+        "percentile": Sets.MEAN_QUANTILE,
+        "histogram": Sets.HISTOGRAM,
+    }
     if name not in table:
         raise ConfigError(f"quant.range_estimator={name!r}; expected one of {', '.join(table)}")
     return table[name]
@@ -48,8 +52,10 @@ def resolve_ignored_scope(onnx_model, names: list[str]) -> list[str]:
         matches = [n.name for n in weighted if qdq.module_name(n.name) == name]
         if not matches:
             known = ", ".join(qdq.module_name(n.name) for n in weighted[:8])
-            raise ConfigError(f"quant.ignored_scope: no layer named {name!r}; use a torch module name "
-                              f"({known}, ...) or an ONNX node name")
+            raise ConfigError(
+                f"quant.ignored_scope: no layer named {name!r}; use a torch module name "
+                f"({known}, ...) or an ONNX node name"
+            )
         resolved += matches
     return resolved
 
@@ -59,12 +65,18 @@ def calibration_dataset(calib: np.ndarray, batch_size: int = CALIB_BATCH):
     import nncf
 
     calib = np.ascontiguousarray(calib, dtype=np.float32)
-    batches = [calib[i:i + batch_size] for i in range(0, len(calib), batch_size)]
+    batches = [calib[i : i + batch_size] for i in range(0, len(calib), batch_size)]
     return nncf.Dataset(batches, lambda batch: {"input": batch})
 
 
-def quantize_onnx(fp32_onnx: str | os.PathLike[str], calib: np.ndarray, spec: QuantSpec, out_path: str | os.PathLike[str],
-                  lint: bool = True, batch_size: int = CALIB_BATCH):
+def quantize_onnx(
+    fp32_onnx: str | os.PathLike[str],
+    calib: np.ndarray,
+    spec: QuantSpec,
+    out_path: str | os.PathLike[str],
+    lint: bool = True,
+    batch_size: int = CALIB_BATCH,
+):
     """Quantize an FP32 ONNX file (input ``input``) into a Q/DQ INT8 ONNX at ``out_path``; returns the ModelProto."""
     import nncf
     import onnx
@@ -81,6 +93,9 @@ def quantize_onnx(fp32_onnx: str | os.PathLike[str], calib: np.ndarray, spec: Qu
     ignored = resolve_ignored_scope(model, list(spec.ignored_scope))
     advanced = AdvancedQuantizationParameters(
         batchwise_statistics=True,
+        # fast_bias_correction=False in NNCF means the *full* BiasCorrection, which builds sub-models that
+        # ONNX Runtime rejects on our graphs ("Duplicate definition-site"); our switch means on/off instead.
+        disable_bias_correction=not spec.fast_bias_correction,
         activations_range_estimator_params=_range_estimator(spec.range_estimator),
     )
     if not spec.per_channel:
@@ -91,8 +106,11 @@ def quantize_onnx(fp32_onnx: str | os.PathLike[str], calib: np.ndarray, spec: Qu
     preset = nncf.QuantizationPreset.PERFORMANCE if spec.symmetric_activations else nncf.QuantizationPreset.MIXED
     try:
         quantized = nncf.quantize(
-            model, dataset, preset=preset, subset_size=-(-count // batch_size),
-            fast_bias_correction=spec.fast_bias_correction,
+            model,
+            dataset,
+            preset=preset,
+            subset_size=-(-count // batch_size),
+            fast_bias_correction=True,
             ignored_scope=nncf.IgnoredScope(names=ignored) if ignored else None,
             advanced_parameters=advanced,
         )
@@ -116,9 +134,17 @@ def quantize_onnx(fp32_onnx: str | os.PathLike[str], calib: np.ndarray, spec: Qu
     return quantized
 
 
-def quantize_ptq(model, calib: np.ndarray, spec: QuantSpec, out_path: str | os.PathLike[str], *,
-                 input_shape: tuple[int, int, int] | None = None, dynamic_batch: bool = True,
-                 fp32_onnx: str | os.PathLike[str] | None = None, lint: bool = True) -> Path:
+def quantize_ptq(
+    model,
+    calib: np.ndarray,
+    spec: QuantSpec,
+    out_path: str | os.PathLike[str],
+    *,
+    input_shape: tuple[int, int, int] | None = None,
+    dynamic_batch: bool = True,
+    fp32_onnx: str | os.PathLike[str] | None = None,
+    lint: bool = True,
+) -> Path:
     """PTQ of a torch ``model`` (or of ``fp32_onnx`` when given) into a Q/DQ INT8 ONNX at ``out_path``.
 
     ``calib``: preprocessed calibration images (float32 NCHW), e.g. from

@@ -118,9 +118,15 @@ def apply_residual_placement(model) -> int:
             branches.append((position, dq, q, source))
         if any(b[1] is None or b[2] is None for b in branches):
             continue
-        conv_branches = [b for b in branches if b[3] is not None and b[3].op_type == "Conv"
-                         and len(consumers.get(b[2].input[0], [])) == 1 and len(consumers.get(b[1].output[0], [])) == 1
-                         and len(consumers.get(b[2].output[0], [])) == 1]
+        conv_branches = [
+            b
+            for b in branches
+            if b[3] is not None
+            and b[3].op_type == "Conv"
+            and len(consumers.get(b[2].input[0], [])) == 1
+            and len(consumers.get(b[1].output[0], [])) == 1
+            and len(consumers.get(b[2].output[0], [])) == 1
+        ]
         if len(conv_branches) == 2:
             # Downsample block: both inputs are convolutions; keep the skip (downsample) one quantized.
             conv_branches = [b for b in conv_branches if "downsample" not in b[3].name][:1] or conv_branches[:1]
@@ -179,8 +185,11 @@ def remove_quantizers_of(model, node_names: set[str]) -> list[str]:
         used = {name for n in model.graph.node for name in n.input} | {o.name for o in model.graph.output}
         # Drop Q/DQ nodes nobody reads any more (repeat: a Q is orphaned once its DQ goes).
         for _ in range(2):
-            keep = [n for n in model.graph.node
-                    if n.op_type not in ("QuantizeLinear", "DequantizeLinear") or any(o in used for o in n.output)]
+            keep = [
+                n
+                for n in model.graph.node
+                if n.op_type not in ("QuantizeLinear", "DequantizeLinear") or any(o in used for o in n.output)
+            ]
             del model.graph.node[:]
             model.graph.node.extend(keep)
             used = {name for n in model.graph.node for name in n.input} | {o.name for o in model.graph.output}

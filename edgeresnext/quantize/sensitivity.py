@@ -14,7 +14,6 @@ import os
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,7 +36,7 @@ def _session(model_proto):
 def _logits(model_proto, images: np.ndarray, batch: int = 256) -> np.ndarray:
     session = _session(model_proto)
     name = session.get_inputs()[0].name
-    return np.concatenate([session.run(None, {name: images[i:i + batch]})[0] for i in range(0, len(images), batch)])
+    return np.concatenate([session.run(None, {name: images[i : i + batch]})[0] for i in range(0, len(images), batch)])
 
 
 def _latency_ms(model_proto, image: np.ndarray, runs: int = 20) -> float:
@@ -59,8 +58,13 @@ def _load(path):
     return onnx.load(str(path))
 
 
-def layer_sensitivity(qdq_onnx: str | os.PathLike[str], images: np.ndarray, out_json: str | os.PathLike[str] | None,
-                      fp32_onnx: str | os.PathLike[str] | None = None, progress: bool = False) -> dict[str, Any]:
+def layer_sensitivity(
+    qdq_onnx: str | os.PathLike[str],
+    images: np.ndarray,
+    out_json: str | os.PathLike[str] | None,
+    fp32_onnx: str | os.PathLike[str] | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Rank the quantized layers of ``qdq_onnx`` by how much leaving each in float reduces the logit error.
 
     The reference is ``fp32_onnx`` when given, else the Q/DQ model with every layer in float. Returns (and
@@ -85,8 +89,12 @@ def layer_sensitivity(qdq_onnx: str | os.PathLike[str], images: np.ndarray, out_
         error = float(np.mean((_logits(candidate, images) - reference) ** 2))
         rows.append({"layer": layer, "module": qdq.module_name(layer), "error": error, "gain": int8_error - error})
     rows.sort(key=lambda row: row["gain"], reverse=True)
-    report = {"metric": "mean squared logit error vs FP32 with only this layer in float", "images": len(images),
-              "int8_error": int8_error, "layers": rows}
+    report = {
+        "metric": "mean squared logit error vs FP32 with only this layer in float",
+        "images": len(images),
+        "int8_error": int8_error,
+        "layers": rows,
+    }
     if out_json is not None:
         write_json_atomic(out_json, report)
     return report
@@ -112,10 +120,18 @@ class FallbackResult:
         return self.steps[-1]["top1_drop"] if self.steps else self.fp32_top1 - self.int8_top1
 
 
-def fallback(qdq_onnx: str | os.PathLike[str], fp32_onnx: str | os.PathLike[str], images: np.ndarray,
-             labels: np.ndarray, max_top1_drop: float, out_onnx: str | os.PathLike[str],
-             sensitivity: dict[str, Any] | None = None, max_layers: int = 8,
-             sensitivity_json: str | os.PathLike[str] | None = None, raise_on_fail: bool = True) -> FallbackResult:
+def fallback(
+    qdq_onnx: str | os.PathLike[str],
+    fp32_onnx: str | os.PathLike[str],
+    images: np.ndarray,
+    labels: np.ndarray,
+    max_top1_drop: float,
+    out_onnx: str | os.PathLike[str],
+    sensitivity: dict[str, Any] | None = None,
+    max_layers: int = 8,
+    sensitivity_json: str | os.PathLike[str] | None = None,
+    raise_on_fail: bool = True,
+) -> FallbackResult:
     """Leave the most sensitive layers in float, one at a time, until the top-1 drop is <= ``max_top1_drop``.
 
     Writes the final model to ``out_onnx`` (lint still applies: only float layers were added) and, with
@@ -134,8 +150,9 @@ def fallback(qdq_onnx: str | os.PathLike[str], fp32_onnx: str | os.PathLike[str]
     latency = _latency_ms(current, probe)
     result.int8_latency_ms = round(latency, 3)
     drop = fp32_top1 - int8_top1
-    logger.info("fallback: FP32 top-1 %.4f, INT8 %.4f (drop %.4f, gate %.4f)", fp32_top1, int8_top1, drop,
-                max_top1_drop)
+    logger.info(
+        "fallback: FP32 top-1 %.4f, INT8 %.4f (drop %.4f, gate %.4f)", fp32_top1, int8_top1, drop, max_top1_drop
+    )
     ranking = [row["layer"] for row in sensitivity["layers"]]
     while drop > max_top1_drop and len(result.steps) < min(max_layers, len(ranking)):
         layer = ranking[len(result.steps)]
@@ -143,22 +160,39 @@ def fallback(qdq_onnx: str | os.PathLike[str], fp32_onnx: str | os.PathLike[str]
         top1 = float(np.mean(_logits(current, images).argmax(1) == labels))
         new_latency = _latency_ms(current, probe)
         drop = fp32_top1 - top1
-        result.steps.append({"layer": layer, "module": qdq.module_name(layer), "top1": top1, "top1_drop": drop,
-                             "latency_ms": round(new_latency, 3), "latency_cost_ms": round(new_latency - latency, 3)})
-        logger.info("fallback: %s in float -> top-1 %.4f (drop %.4f), latency %+.3f ms", layer, top1, drop,
-                    new_latency - latency)
+        result.steps.append(
+            {
+                "layer": layer,
+                "module": qdq.module_name(layer),
+                "top1": top1,
+                "top1_drop": drop,
+                "latency_ms": round(new_latency, 3),
+                "latency_cost_ms": round(new_latency - latency, 3),
+            }
+        )
+        logger.info(
+            "fallback: %s in float -> top-1 %.4f (drop %.4f), latency %+.3f ms",
+            layer,
+            top1,
+            drop,
+            new_latency - latency,
+        )
         latency = new_latency
     result.passed = drop <= max_top1_drop
     with atomic_path(out_onnx) as tmp:
         onnx.save(current, str(tmp))
     if sensitivity_json is not None:
         payload = dict(sensitivity)
-        payload["fallback"] = {**asdict(result), "images": len(images),
-                               "latency": "ONNX Runtime CPU, batch 1, median of 20"}
+        payload["fallback"] = {
+            **asdict(result),
+            "images": len(images),
+            "latency": "ONNX Runtime CPU, batch 1, median of 20",
+        }
         write_json_atomic(sensitivity_json, payload)
     if not result.passed and raise_on_fail:
-        raise GateFailed(f"top-1 drop {drop:.4f} still above the gate {max_top1_drop:.4f} after leaving "
-                         f"{len(result.steps)} layer(s) in float ({', '.join(result.layers) or 'none'}); raise "
-                         "quant.max_fallback_layers or try QAT")
+        raise GateFailed(
+            f"top-1 drop {drop:.4f} still above the gate {max_top1_drop:.4f} after leaving "
+            f"{len(result.steps)} layer(s) in float ({', '.join(result.layers) or 'none'}); raise "
+            "quant.max_fallback_layers or try QAT"
+        )
     return result
-

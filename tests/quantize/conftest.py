@@ -18,8 +18,13 @@ TINY = ResNeXtConfig(layers=(1, 1, 1), groups=4, width_per_group=32, stem="cifar
 @pytest.fixture(scope="session")
 def fmnist_train_subset() -> ArrayDataset:
     data = load_dataset("fashion-mnist", split="train")
-    return ArrayDataset(images=data.images[-2048:], labels=data.labels[-2048:], class_names=data.class_names,
-                        preprocess=data.preprocess, name="fashion-mnist/train[-2048:]")
+    return ArrayDataset(
+        images=data.images[-2048:],
+        labels=data.labels[-2048:],
+        class_names=data.class_names,
+        preprocess=data.preprocess,
+        name="fashion-mnist/train[-2048:]",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -35,13 +40,20 @@ def tiny_model(fmnist_train_subset: ArrayDataset):
     for _epoch in range(1):
         order = torch.randperm(len(x))
         for start in range(0, len(x), 32):
-            index = order[start:start + 32]
+            index = order[start : start + 32]
             optimizer.zero_grad()
             torch.nn.functional.cross_entropy(model(x[index]), y[index]).backward()
             optimizer.step()
     model.eval()
-    model.meta = ModelMeta(arch="tiny", num_classes=10, in_channels=1, preprocess=data.preprocess,
-                           class_names=list(data.class_names), input_size=28, dataset="fashion-mnist")
+    model.meta = ModelMeta(
+        arch="tiny",
+        num_classes=10,
+        in_channels=1,
+        preprocess=data.preprocess,
+        class_names=list(data.class_names),
+        input_size=28,
+        dataset="fashion-mnist",
+    )
     return model
 
 

@@ -11,8 +11,19 @@ from edgeresnext.errors import ExportError
 from edgeresnext.export import assert_lint_clean, lint_onnx
 
 
-def qdq_conv(path, *, act_type=TensorProto.INT8, act_zero=0, weight_scales=8, weight_axis=0, groups=1,
-             extra_node=None, opset=17, out_channels=8, in_channels=8):
+def qdq_conv(
+    path,
+    *,
+    act_type=TensorProto.INT8,
+    act_zero=0,
+    weight_scales=8,
+    weight_axis=0,
+    groups=1,
+    extra_node=None,
+    opset=17,
+    out_channels=8,
+    in_channels=8,
+):
     """input -> Q -> DQ -> Conv(weight: int8 -> DQ) -> output, with the defects the arguments ask for."""
     act_dtype = np.int8 if act_type == TensorProto.INT8 else np.uint8
     weight = np.ones((out_channels, in_channels // groups, 3, 3), np.int8)
@@ -20,8 +31,9 @@ def qdq_conv(path, *, act_type=TensorProto.INT8, act_zero=0, weight_scales=8, we
         numpy_helper.from_array(np.array(0.05, np.float32), "act_scale"),
         numpy_helper.from_array(np.array(act_zero, act_dtype), "act_zero"),
         numpy_helper.from_array(weight, "w_q"),
-        numpy_helper.from_array(np.full(weight_scales, 0.01, np.float32).reshape(() if weight_scales == 1 else -1),
-                                "w_scale"),
+        numpy_helper.from_array(
+            np.full(weight_scales, 0.01, np.float32).reshape(() if weight_scales == 1 else -1), "w_scale"
+        ),
         numpy_helper.from_array(np.zeros(weight_scales, np.int8).reshape(() if weight_scales == 1 else -1), "w_zero"),
     ]
     nodes = [
@@ -35,8 +47,13 @@ def qdq_conv(path, *, act_type=TensorProto.INT8, act_zero=0, weight_scales=8, we
         nodes.append(extra_node)
         last = extra_node.output[0]
     nodes.append(helper.make_node("Identity", [last], ["logits"], name="out"))
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, in_channels, 8, 8])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)], inits)
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, in_channels, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)],
+        inits,
+    )
     opsets = [helper.make_opsetid("", opset)]
     if extra_node is not None and extra_node.domain:
         opsets.append(helper.make_opsetid(extra_node.domain, 1))
@@ -102,5 +119,5 @@ def test_assert_lint_clean_lists_every_violation(tmp_path):
 def test_unreadable_file(tmp_path):
     bad = tmp_path / "x.onnx"
     bad.write_bytes(b"\x00garbage")
-    with pytest.raises(ExportError, match="x.onnx"):
+    with pytest.raises(ExportError, match=r"x\.onnx"):
         lint_onnx(bad)

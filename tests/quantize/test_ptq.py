@@ -7,6 +7,7 @@ import json
 import numpy as np
 import onnx
 import pytest
+from onnx import numpy_helper
 
 from edgeresnext.config import QuantSpec
 from edgeresnext.errors import ConfigError, DataError, GateFailed
@@ -26,7 +27,9 @@ def fp32_onnx(tiny_model, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def int8_onnx(tiny_model, calib_images, fp32_onnx, tmp_path_factory):
-    return quantize_ptq(tiny_model, calib_images, QuantSpec(subset_size=100), tmp_path_factory.mktemp("q") / "int8.onnx")
+    return quantize_ptq(
+        tiny_model, calib_images, QuantSpec(subset_size=100), tmp_path_factory.mktemp("q") / "int8.onnx"
+    )
 
 
 def test_ptq_writes_a_lint_clean_signed_qdq_model(int8_onnx):
@@ -72,28 +75,51 @@ def test_nncf_default_placement_and_ignored_scope(tiny_model, calib_images, tmp_
 
 
 def test_bad_settings_are_our_errors(tiny_model, calib_images, tmp_path):
-    with pytest.raises(ConfigError, match="no layer named 'layer9.conv'"):
+    with pytest.raises(ConfigError, match=r"no layer named 'layer9\.conv'"):
         quantize_ptq(tiny_model, calib_images, QuantSpec(ignored_scope=["layer9.conv"]), tmp_path / "q.onnx")
     with pytest.raises(DataError, match="float32 NCHW"):
         quantize_ptq(tiny_model, calib_images[0], QuantSpec(), tmp_path / "q.onnx")
     assert not (tmp_path / "q.onnx").exists()
 
 
-def test_sensitivity_and_fallback_reach_a_gate(fp32_onnx, calib_images, test_images, tiny_model, tmp_path):
+def coarsen_weights(src, dst, layer: str, step: int = 32) -> None:
+    """Re-quantize one layer's INT8 weights on a grid ``step`` times coarser (about 3 bits): a layer that
+    quantization really hurts, for the fallback to find."""
+    proto = onnx.load(str(src))
+    producer = {o: n for n in proto.graph.node for o in n.output}
+    inits = {t.name: t for t in proto.graph.initializer}
+    dq = producer[next(n for n in proto.graph.node if n.name == layer).input[1]]
+    weight = numpy_helper.to_array(inits[dq.input[0]]).astype(np.float32)
+    scale = numpy_helper.to_array(inits[dq.input[1]])
+    inits[dq.input[0]].CopyFrom(numpy_helper.from_array(np.round(weight / step).astype(np.int8), dq.input[0]))
+    inits[dq.input[1]].CopyFrom(numpy_helper.from_array((scale * step).astype(np.float32), dq.input[1]))
+    onnx.save(proto, str(dst))
+
+
+def test_sensitivity_and_fallback_reach_a_gate(fp32_onnx, int8_onnx, calib_images, test_images, tmp_path):
     images, labels = test_images
-    # Per-tensor weights and 10 calibration images: a deliberately poor INT8 model with a real drop.
-    rough = quantize_ptq(tiny_model, calib_images[:10], QuantSpec(subset_size=10, per_channel=False,
-                                                                   fast_bias_correction=False),
-                         tmp_path / "rough.onnx", lint=False)
+    rough = tmp_path / "rough.onnx"
+    coarsen_weights(int8_onnx, rough, "/layer1/layer1.0/conv1/Conv")
     report = layer_sensitivity(rough, calib_images[:64], tmp_path / "sensitivity.json", fp32_onnx=fp32_onnx)
     assert json.loads((tmp_path / "sensitivity.json").read_text())["layers"][0]["layer"] == report["layers"][0]["layer"]
-    assert len(report["layers"]) == 9 and report["layers"][0]["gain"] >= report["layers"][-1]["gain"]
+    assert len(report["layers"]) == 14  # stem, 3 blocks x (conv1-3 + downsample), fc
+    assert report["layers"][0]["layer"] == "/layer1/layer1.0/conv1/Conv"  # the coarsened layer ranks first
+    assert report["layers"][0]["module"] == "layer1.0.conv1"
     start_drop = top1(fp32_onnx, images, labels) - top1(rough, images, labels)
     gate = start_drop / 2
     assert start_drop > 0.005, start_drop  # the test needs a drop to repair
-    result = fallback(rough, fp32_onnx, images, labels, gate, tmp_path / "fallback.onnx", sensitivity=report,
-                      max_layers=9, sensitivity_json=tmp_path / "sensitivity.json")
-    assert result.passed and result.top1_drop <= gate and 1 <= len(result.layers) <= 9
+    result = fallback(
+        rough,
+        fp32_onnx,
+        images,
+        labels,
+        gate,
+        tmp_path / "fallback.onnx",
+        sensitivity=report,
+        max_layers=14,
+        sensitivity_json=tmp_path / "sensitivity.json",
+    )
+    assert result.passed and result.top1_drop <= gate and 1 <= len(result.layers) <= 14
     assert abs(top1(tmp_path / "fallback.onnx", images, labels) - (result.fp32_top1 - result.top1_drop)) < 1e-9
     saved = json.loads((tmp_path / "sensitivity.json").read_text())["fallback"]
     assert [s["layer"] for s in saved["steps"]] == result.layers and "latency_cost_ms" in saved["steps"][0]
