@@ -501,8 +501,11 @@ def build(target: Target, out_root: str | Path = "build", progress: bool = True,
                 skipped = quantized.info["calibration_skipped"]
                 summary.notes.append(f"calibration: skipped {len(skipped)} unreadable image(s) (data.on_bad_image: "
                                      f"skip), first: {skipped[0][1]}; all in {quantized.folder / 'quant.json'}")
-            if quantized.info.get("calibration_short"):
-                summary.notes.append(f"calibration: {quantized.info['calibration_short']}")
+            # Judged here from what the stage used (also for a cached stage), not inside it.
+            short = _calibration_shortfall(target, len(_calibration_files(target)),
+                                           int(quantized.info.get("calibration_images", 0)))
+            if short:
+                summary.notes.append(f"calibration: {short}")
             sensitivity = quantized.folder / "sensitivity.json"
             step("lint", lambda: stage_lint(target, root, qdq_onnx))
         source = qdq_onnx if int8 else export.folder / "model_fp32.onnx"
