@@ -290,18 +290,47 @@ def stage_quantize(target: Target, root: Path, model_stage: StageResult, export:
 
     def produce(folder: Path) -> dict[str, Any]:
         from edgeresnext.data.folder import load_folder_arrays
-        from edgeresnext.quantize.ptq import quantize_ptq
+        from edgeresnext.quantize.sensitivity import fallback, layer_sensitivity
 
+        spec = target.quant
         model = _load_stage_model(model_stage)
         skipped: list[tuple[str, str]] = []
-        files = calib_files[: target.quant.subset_size]
-        calib, _kept = load_folder_arrays(files, model.meta.preprocess, on_bad_image=target.data.on_bad_image,
-                                          skipped=skipped)
-        short = _calibration_shortfall(target, len(calib_files), len(calib))
+        calib, _kept = load_folder_arrays(calib_files[: spec.subset_size], model.meta.preprocess,
+                                          on_bad_image=target.data.on_bad_image, skipped=skipped)
         began = time.perf_counter()
-        quantize_ptq(model, calib, target.quant, folder / "model_int8.onnx", fp32_onnx=fp32_onnx)
-        info = {"method": target.quant.method, "calibration_images": len(calib), "calibration_skipped": skipped,
-                "seconds": round(time.perf_counter() - began, 2), **({"calibration_short": short} if short else {})}
+        int8 = folder / "model_int8.onnx"
+        if spec.method == "qat":
+            from edgeresnext.quantize.qat import quantize_qat
+
+            quantize_qat(model, calib, spec, int8, progress=progress)
+        else:
+            from edgeresnext.quantize.ptq import quantize_ptq
+
+            quantize_ptq(model, calib, spec, int8, fp32_onnx=fp32_onnx)
+        info: dict[str, Any] = {"method": spec.method, "calibration_images": len(calib),
+                                "calibration_skipped": skipped,
+                                "quantize_seconds": round(time.perf_counter() - began, 2)}
+        sensitivity = None
+        if spec.sensitivity:
+            sensitivity = layer_sensitivity(int8, calib[:64], folder / "sensitivity.json", fp32_onnx=fp32_onnx,
+                                            progress=progress)
+            info["most_sensitive"] = [row["module"] for row in sensitivity["layers"][:3]]
+        gate = target.gates.max_top1_drop
+        if gate is not None and spec.max_fallback_layers > 0:
+            # The gate is judged on the validation set, so the fallback decides on the same images (stated in
+            # quant.json and the report): it leaves layers in float only while the gate would fail.
+            from edgeresnext.validate import load_validation_data
+
+            data = load_validation_data(target.data, model.meta.preprocess, model.meta.class_names)
+            result = fallback(int8, fp32_onnx, data.inputs, data.labels, gate, int8, sensitivity=sensitivity,
+                              max_layers=spec.max_fallback_layers,
+                              sensitivity_json=folder / "sensitivity.json" if sensitivity else None,
+                              raise_on_fail=False)
+            info["fallback"] = {"images": data.name,
+                                "top1_drop_before": round(result.fp32_top1 - result.int8_top1, 5),
+                                "top1_drop_after": round(result.top1_drop, 5), "layers_in_float": result.layers,
+                                "steps": result.steps, "gate_reached": result.passed}
+        info["seconds"] = round(time.perf_counter() - began, 2)
         write_json_atomic(folder / "quant.json", info)
         return info
 
@@ -355,7 +384,11 @@ def stage_compile(target: Target, root: Path, onnx_path: Path) -> StageResult:
         artifact.save(folder / "artifact.json")
         return {"artifact": artifact.to_dict()}
 
-    return run_stage(root / "compile", "compile", section, [onnx_path], produce)
+    inputs = [onnx_path]
+    if target.backend == "openvino" and target.precision == "int8" and target.backend_options.openvino.native_int8:
+        inputs += _calibration_files(target)  # NNCF calibrates the IR itself
+        section["quant"] = target.quant.model_dump(mode="json")
+    return run_stage(root / "compile", "compile", section, inputs, produce)
 
 
 def _artifacts_under_test(target: Target, export: StageResult, qdq_onnx: Path | None, compiled: StageResult):
@@ -370,7 +403,8 @@ def _artifacts_under_test(target: Target, export: StageResult, qdq_onnx: Path | 
         items.append(ArtifactUnderTest("qdq-int8 (onnxruntime)", runner_from_file(qdq_onnx, target, "onnxruntime"),
                                        [qdq_onnx], "onnxruntime", "int8"))
     artifact = Artifact.load(compiled.folder / "artifact.json")
-    if artifact.backend == "onnxruntime" and artifact.precision in ("fp32", "int8"):
+    if artifact.backend == "onnxruntime" and artifact.precision in ("fp32", "int8") \
+            and not artifact.info.get("differs_from_source"):
         return items  # the artifact is one of the files above, already validated
     backend = get_backend(artifact.backend)
     name = f"{artifact.backend}-{artifact.precision}"
@@ -508,7 +542,9 @@ def build(target: Target, out_root: str | Path = "build", progress: bool = True,
                 summary.notes.append(f"calibration: {short}")
             sensitivity = quantized.folder / "sensitivity.json"
             step("lint", lambda: stage_lint(target, root, qdq_onnx))
-        source = qdq_onnx if int8 else export.folder / "model_fp32.onnx"
+        # OpenVINO-native INT8 quantizes the FP32 model itself (NNCF's OpenVINO path), not the Q/DQ file.
+        native = target.backend == "openvino" and target.backend_options.openvino.native_int8
+        source = qdq_onnx if int8 and not native else export.folder / "model_fp32.onnx"
         compiled = step("compile", lambda: stage_compile(target, root, source))
         validated = step("validate", lambda: stage_validate(target, root, model_stage, export, qdq_onnx, compiled,
                                                             sensitivity, progress))
