@@ -267,7 +267,8 @@ def small_disk(tmp_path: Path, request: pytest.FixtureRequest):
     if result.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here ({result.stderr.strip() or 'mount failed'}); needs root")
     yield mount_point
-    subprocess.run(["umount", str(mount_point)], check=False)
+    # Lazy: a writer that failed may still hold its file open until garbage collection.
+    subprocess.run(["umount", "--lazy", str(mount_point)], check=False)
 
 
 @pytest.mark.parametrize("small_disk", [256 * 1024], indirect=True)
