@@ -91,15 +91,18 @@ def _launch_torchrun_if_asked(args: argparse.Namespace) -> None:
         rdzv_endpoint=args.rdzv_endpoint, rdzv_id=args.rdzv_id))
 
 
-def _add_distributed_options(p: argparse.ArgumentParser) -> None:
-    """--nproc and torchrun's multi-node options (also usable as `torchrun ... -m edgeresnext.cli <command>`)."""
-    g = p.add_argument_group("distributed (torchrun/DDP; --batch-size is the global batch)")
+def _add_distributed_options(p: argparse.ArgumentParser, training: bool = True) -> None:
+    """--nproc and torchrun's multi-node options (also usable as `torchrun ... -m edgeresnext.cli <command>`);
+    ``training``: also --sync-bn, --workers and --device (the FP32 training loop)."""
+    g = p.add_argument_group("distributed (torchrun/DDP; the batch size is the global batch)")
     g.add_argument("--nproc", type=int, default=None, metavar="N",
                    help="launch N processes on this node with torchrun (DDP: gloo on CPU, nccl on GPU)")
     g.add_argument("--nnodes", default="1", help="nodes in the job (torchrun --nnodes; default 1)")
     g.add_argument("--node-rank", type=int, default=None, help="this node's rank (torchrun --node-rank)")
     g.add_argument("--rdzv-endpoint", default=None, metavar="HOST:PORT", help="node 0's address for a multi-node job")
     g.add_argument("--rdzv-id", default=None, help="job id shared by all nodes (default edgeresnext)")
+    if not training:
+        return
     g.add_argument("--sync-bn", action="store_true", help="BatchNorm statistics over the global batch")
     g.add_argument("--workers", type=int, default=None, help="data loader worker processes for image folders")
     g.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
@@ -491,6 +494,12 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 # --------------------------------------------------------------------------------------------- quantize
 def _run_quantize(args: argparse.Namespace) -> int:
+    if args.method == "qat":
+        _launch_torchrun_if_asked(args)
+    elif args.nproc is not None:
+        from edgeresnext.errors import ConfigError
+
+        raise ConfigError("--nproc runs QAT fine-tuning under torchrun; PTQ needs no training (use --method qat)")
     from edgeresnext.config import QuantSpec, find_target, load_target
     from edgeresnext.data.calibration import load_calibration_images
 
@@ -512,7 +521,9 @@ def _run_quantize(args: argparse.Namespace) -> int:
     if spec.method == "qat":
         from edgeresnext.quantize.qat import quantize_qat
 
-        out = quantize_qat(model, calib, spec, args.out, progress=not args.quiet)
+        out = quantize_qat(model, calib, spec, args.out, progress=not args.quiet, train_limit=args.limit_train)
+        if not _is_rank0():
+            return 0
     elif spec.method == "ptq":
         from edgeresnext.quantize.ptq import quantize_ptq
 
@@ -547,6 +558,8 @@ def _add_quantize(sub: argparse._SubParsersAction) -> None:
                    help="leave a layer in float (torch module name such as layer1.0.conv1, or ONNX node name)")
     p.add_argument("--placement", choices=["residual", "nncf_default"], default=None)
     p.add_argument("--epochs", type=int, default=None, help="QAT fine-tuning epochs")
+    p.add_argument("--limit-train", type=int, default=None, help="QAT on the first N training images only")
+    _add_distributed_options(p, training=False)
     p.add_argument("--on-bad-image", choices=["fail", "skip"], default="fail")
     p.add_argument("--sensitivity", default=None, metavar="JSON", help="also write per-layer sensitivity here")
     p.add_argument("--out", default="model_int8.onnx")
