@@ -235,3 +235,98 @@ def test_gpu_nccl_is_not_available_here():
         pytest.skip("a GPU is present: the nccl run belongs to a gpu-marked test")
     with pytest.raises(ConfigError, match="torch sees no GPU"):
         distributed.init_from_env(device="cuda")
+
+
+# --------------------------------------------------------------------------------------------- QAT
+QAT_TRAIN = 256  # training images for the QAT fine-tuning (global batch 32: 8 steps)
+
+
+def _qat_data():
+    """The trained tiny model of ``ddp_run`` is not picklable across spawn cleanly; ranks rebuild inputs alike."""
+    import numpy as np
+
+    from edgeresnext.data import load_dataset
+
+    data = load_dataset("fashion-mnist", split="train")
+    images = np.stack([data.preprocess.image_to_array(i) for i in data.images[-QAT_TRAIN:]])
+    calib = np.stack([data.preprocess.image_to_array(i) for i in data.images[:40]])
+    return calib, images, data.labels[-QAT_TRAIN:]
+
+
+def _qat_rank(rank: int, port: int, checkpoint: str, out: str, queue) -> None:
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
+    torch.set_num_threads(1)
+    from edgeresnext.models import load_checkpoint
+    from edgeresnext.quantize import qat
+
+    ctx = distributed.init_from_env(device="cpu")
+    try:
+        calib, images, labels = _qat_data()
+        tuned = qat.fine_tune_quantized(
+            load_checkpoint(checkpoint), calib, images, labels, QAT_SPEC, progress=False, ctx=ctx
+        )
+        if rank == 0:
+            from edgeresnext.quantize.ptq import quantize_ptq
+
+            quantize_ptq(tuned, calib, QAT_SPEC, out)
+            queue.put((tuned.qat_history, tuned.quantizer_digests, distributed.state_digest(tuned)))
+    finally:
+        distributed.shutdown(ctx)
+
+
+def _qat_spec():
+    from edgeresnext.config import QuantSpec
+
+    return QuantSpec(subset_size=40, qat_epochs=2, qat_lr=1e-2, qat_batch_size=32)
+
+
+QAT_SPEC = _qat_spec()
+
+
+def test_qat_on_two_gloo_processes_matches_one_process_and_exports_lint_clean_qdq(ddp_run: Path, tmp_path: Path):
+    import socket
+
+    import numpy as np
+    import onnxruntime as ort
+    import torch.multiprocessing as mp
+
+    from edgeresnext.data import load_dataset
+    from edgeresnext.export import lint_onnx
+    from edgeresnext.models import load_checkpoint
+    from edgeresnext.quantize import qat
+    from edgeresnext.quantize.ptq import quantize_ptq
+
+    checkpoint = ddp_run / "model.safetensors"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    queue = mp.get_context("spawn").SimpleQueue()
+    ddp_onnx = tmp_path / "qat_2proc.onnx"
+    mp.spawn(_qat_rank, args=(port, str(checkpoint), str(ddp_onnx), queue), nprocs=2, join=True)
+    ddp_history, digests, _ = queue.get()
+    # NNCF's quantizer initialisation (PTQ statistics) is identical on both ranks.
+    assert len(digests) == 2 and digests[0] == digests[1]
+
+    torch.set_num_threads(1)
+    calib, images, labels = _qat_data()
+    tuned = qat.fine_tune_quantized(load_checkpoint(checkpoint), calib, images, labels, QAT_SPEC, progress=False)
+    single_onnx = quantize_ptq(tuned, calib, QAT_SPEC, tmp_path / "qat_1proc.onnx")
+    assert_runs_match_loss(ddp_history, tuned.qat_history)
+
+    assert [v for v in lint_onnx(ddp_onnx) if v.severity == "error"] == []  # TensorRT lint: clean
+    test = load_dataset("fashion-mnist", split="test")
+    x = np.stack([test.preprocess.image_to_array(i) for i in test.images[:TEST_IMAGES]])
+
+    def top1(path: Path) -> float:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return float(np.mean(session.run(None, {"input": x})[0].argmax(1) == test.labels[:TEST_IMAGES]))
+
+    assert abs(top1(ddp_onnx) - top1(single_onnx)) <= TOP1_TOL + 1e-9
+
+
+def assert_runs_match_loss(a: list[dict], b: list[dict]) -> None:
+    assert [r["epoch"] for r in a] == [r["epoch"] for r in b] == [1, 2]
+    for ra, rb in zip(a, b, strict=True):
+        assert abs(ra["train_loss"] - rb["train_loss"]) <= LOSS_TOL, (a, b)
