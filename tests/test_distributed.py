@@ -330,3 +330,30 @@ def assert_runs_match_loss(a: list[dict], b: list[dict]) -> None:
     assert [r["epoch"] for r in a] == [r["epoch"] for r in b] == [1, 2]
     for ra, rb in zip(a, b, strict=True):
         assert abs(ra["train_loss"] - rb["train_loss"]) <= LOSS_TOL, (a, b)
+
+
+@pytest.mark.slow
+def test_quantize_qat_command_runs_under_torchrun(ddp_run: Path, calib_dir: Path, tmp_path: Path):
+    from edgeresnext.export import lint_onnx
+
+    out = tmp_path / "qat.onnx"
+    result = edgeresnext(
+        "quantize",
+        str(ddp_run / "model.safetensors"),
+        "--method",
+        "qat",
+        "--nproc",
+        "2",
+        "--calib",
+        str(calib_dir),
+        "--subset-size",
+        "40",
+        "--epochs",
+        "1",
+        "--limit-train",
+        "256",
+        "--out",
+        str(out),
+    )
+    assert result.stdout.count("wrote ") == 1  # rank 0 alone exports and reports
+    assert [v for v in lint_onnx(out) if v.severity == "error"] == []
