@@ -151,9 +151,10 @@ def _drop_unused_initializers(model) -> None:
     model.graph.initializer.extend(keep)
 
 
-def remove_quantizers_of(model, node_names: set[str]) -> list[str]:
-    """Leave the named Conv/Gemm nodes in float: drop the Q/DQ on their activation input and dequantize their
-    weights back to float constants. Returns the names actually changed (fallback)."""
+def remove_quantizers_of(model, node_names: set[str], float_weights: dict[str, np.ndarray] | None = None) -> list[str]:
+    """Leave the named Conv/Gemm nodes in float: drop the Q/DQ on their activation input and give them float
+    weights: ``float_weights[node name]`` (the FP32 model's, see :func:`float_weights_of`) when given, else the
+    dequantized INT8 weights. Returns the names actually changed (fallback)."""
     from onnx import numpy_helper
 
     producers = _producers(model)
@@ -167,6 +168,11 @@ def remove_quantizers_of(model, node_names: set[str]) -> list[str]:
             if dq is None or dq.op_type != "DequantizeLinear":
                 continue
             if dq.input[0] in inits:  # weight: fold the DQ into a float initializer
+                if float_weights is not None and node.name in float_weights:
+                    name = f"{dq.input[0]}_fp32"
+                    model.graph.initializer.append(numpy_helper.from_array(float_weights[node.name], name))
+                    node.input[position] = name
+                    continue
                 weight = numpy_helper.to_array(inits[dq.input[0]]).astype(np.float32)
                 scale = numpy_helper.to_array(inits[dq.input[1]]).astype(np.float32)
                 axis = next((a.i for a in dq.attribute if a.name == "axis"), 1) % weight.ndim
@@ -207,3 +213,15 @@ def quantized_layers(model) -> list[str]:
             if dq is not None and dq.op_type == "DequantizeLinear":
                 names.append(node.name)
     return names
+
+
+def float_weights_of(fp32_model) -> dict[str, np.ndarray]:
+    """Weight tensors of the FP32 ONNX by node name (NNCF keeps node names, so they match the Q/DQ model's)."""
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in fp32_model.graph.initializer}
+    return {
+        node.name: numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
+        for node in fp32_model.graph.node
+        if node.op_type in ("Conv", "Gemm", "MatMul") and len(node.input) > 1 and node.input[1] in inits
+    }

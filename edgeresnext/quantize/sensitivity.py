@@ -75,8 +75,11 @@ def layer_sensitivity(
 
     quantized = _load(qdq_onnx)
     layers = qdq.quantized_layers(quantized)
+    weights = None
     if fp32_onnx is not None:
-        reference = _logits(_load(fp32_onnx), images)
+        fp32 = _load(fp32_onnx)
+        weights = qdq.float_weights_of(fp32)
+        reference = _logits(fp32, images)
     else:
         floated = copy.deepcopy(quantized)
         qdq.remove_quantizers_of(floated, set(layers))
@@ -85,7 +88,7 @@ def layer_sensitivity(
     rows = []
     for layer in tqdm(layers, desc="sensitivity", unit="layer", disable=not progress):
         candidate = copy.deepcopy(quantized)
-        qdq.remove_quantizers_of(candidate, {layer})
+        qdq.remove_quantizers_of(candidate, {layer}, weights)
         error = float(np.mean((_logits(candidate, images) - reference) ** 2))
         rows.append({"layer": layer, "module": qdq.module_name(layer), "error": error, "gain": int8_error - error})
     rows.sort(key=lambda row: row["gain"], reverse=True)
@@ -142,7 +145,9 @@ def fallback(
 
     if sensitivity is None:
         sensitivity = layer_sensitivity(qdq_onnx, images[:256], None, fp32_onnx=fp32_onnx)
-    fp32_top1 = float(np.mean(_logits(_load(fp32_onnx), images).argmax(1) == labels))
+    fp32 = _load(fp32_onnx)
+    weights = qdq.float_weights_of(fp32)  # a layer in float gets its FP32 weights back, not the dequantized ones
+    fp32_top1 = float(np.mean(_logits(fp32, images).argmax(1) == labels))
     current = _load(qdq_onnx)
     int8_top1 = float(np.mean(_logits(current, images).argmax(1) == labels))
     result = FallbackResult(fp32_top1=fp32_top1, int8_top1=int8_top1, max_top1_drop=max_top1_drop)
@@ -156,7 +161,7 @@ def fallback(
     ranking = [row["layer"] for row in sensitivity["layers"]]
     while drop > max_top1_drop and len(result.steps) < min(max_layers, len(ranking)):
         layer = ranking[len(result.steps)]
-        qdq.remove_quantizers_of(current, {layer})
+        qdq.remove_quantizers_of(current, {layer}, weights)
         top1 = float(np.mean(_logits(current, images).argmax(1) == labels))
         new_latency = _latency_ms(current, probe)
         drop = fp32_top1 - top1
