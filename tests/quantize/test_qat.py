@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 
 from edgeresnext.config import QuantSpec
 from edgeresnext.export import lint_onnx, onnx_from_torch, onnx_runner
 from edgeresnext.quantize.qat import quantize_qat
 
 
+# NNCF's torch backend compiles a C++ extension on first use (about a minute) and QAT trains: slow.
+@pytest.mark.slow
 def test_qat_writes_lint_clean_qdq_and_keeps_accuracy(tiny_model, calib_images, fmnist_train_subset, test_images,
                                                        tmp_path):
     images, labels = test_images
