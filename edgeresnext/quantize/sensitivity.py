@@ -159,6 +159,7 @@ def fallback(
         "fallback: FP32 top-1 %.4f, INT8 %.4f (drop %.4f, gate %.4f)", fp32_top1, int8_top1, drop, max_top1_drop
     )
     ranking = [row["layer"] for row in sensitivity["layers"]]
+    best_drop, best_model, best_steps = drop, copy.deepcopy(current), 0
     while drop > max_top1_drop and len(result.steps) < min(max_layers, len(ranking)):
         layer = ranking[len(result.steps)]
         qdq.remove_quantizers_of(current, {layer}, weights)
@@ -183,7 +184,15 @@ def fallback(
             new_latency - latency,
         )
         latency = new_latency
+        if drop < best_drop:
+            best_drop, best_model, best_steps = drop, copy.deepcopy(current), len(result.steps)
     result.passed = drop <= max_top1_drop
+    if not result.passed and best_steps < len(result.steps):
+        # The gate was not reached: keep the state with the smallest drop, not the last one tried (a layer
+        # whose float copy did not help costs latency for nothing).
+        current = best_model
+        result.steps = result.steps[:best_steps]
+        drop = best_drop
     with atomic_path(out_onnx) as tmp:
         onnx.save(current, str(tmp))
     if sensitivity_json is not None:
