@@ -66,6 +66,24 @@ def _reshape_batch(model: Any, batch: tuple[int, int]) -> None:
     model.reshape({model.input(0).get_any_name(): ov.PartialShape(dims)})
 
 
+def _stable_names(model: Any) -> int:
+    """Rename nodes that carry auto-generated names (``Constant_127222``) by graph position.
+
+    Those numbers come from a process-wide counter, so the same ONNX converted after other work in the
+    process would give a different .xml; named by position, two builds of the same inputs are byte-identical.
+    """
+    import re
+
+    renamed = 0
+    for index, op in enumerate(model.get_ordered_ops()):
+        # Auto names are "<OpType>_<counter>" (a folded Reshape keeps "Reshape_N" on its Const); names from
+        # the ONNX graph carry "/" or "::" and are kept.
+        if re.fullmatch(r"[A-Za-z][A-Za-z0-9]*_\d+", op.get_friendly_name()):
+            op.set_friendly_name(f"{op.get_type_name()}_n{index}")
+            renamed += 1
+    return renamed
+
+
 def _save_ir_atomic(model: Any, xml_path: Path) -> None:
     """Write ``.xml`` and ``.bin`` under temporary names, then rename both (bin first: the xml names it)."""
     import os
@@ -77,6 +95,7 @@ def _save_ir_atomic(model: Any, xml_path: Path) -> None:
     xml_path.parent.mkdir(parents=True, exist_ok=True)
     tmp_xml = xml_path.with_name(f".{xml_path.stem}{TMP_MARK}{os.getpid()}.xml")
     tmp_bin = tmp_xml.with_suffix(".bin")
+    _stable_names(model)
     try:
         ov.save_model(model, str(tmp_xml), compress_to_fp16=False)
         # The xml refers to its weights by the bin's file name, so the final names must match it.
