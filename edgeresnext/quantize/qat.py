@@ -27,6 +27,10 @@ from edgeresnext.errors import DataError
 
 logger = logging.getLogger(__name__)
 
+# NNCF compiles its fake-quantization C++ extension on first use and gives up after 60 s by default; on a
+# fresh two-core machine the compile alone takes longer, so QAT would fail on every new machine (seen in CI).
+EXTENSION_LOAD_TIMEOUT_S = "900"
+
 
 def fine_tune_quantized(model, calib: np.ndarray, images: np.ndarray, labels: np.ndarray, spec: QuantSpec,
                         progress: bool = True, seed: int = 0, ctx=None):
@@ -36,6 +40,7 @@ def fine_tune_quantized(model, calib: np.ndarray, images: np.ndarray, labels: np
     ``qat_history`` (per-epoch mean loss over all ranks) and ``quantizer_digests`` (one per rank) attached.
     ``ctx``: a :class:`~edgeresnext.distributed.DistContext` (default: single process).
     """
+    os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", EXTENSION_LOAD_TIMEOUT_S)
     import nncf
     import torch
     from tqdm import tqdm
