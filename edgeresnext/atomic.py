@@ -22,6 +22,17 @@ from edgeresnext.errors import EdgeResNeXtError, StorageError
 logger = logging.getLogger(__name__)
 
 TMP_MARK = ".tmp-"
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks (stage records, bundle manifests and engine metadata use it)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 # bundle.py moves the previous bundle folder aside under this mark while it swaps in the new one.
 OLD_MARK = ".old-"
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)

@@ -11,7 +11,6 @@ This module imports only the standard library at import time: :mod:`edgeresnext.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -23,6 +22,7 @@ from importlib import metadata
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from edgeresnext.atomic import sha256_file
 from edgeresnext.errors import ConfigError, EdgeResNeXtError
 
 if TYPE_CHECKING:
@@ -47,13 +47,6 @@ class BundleError(EdgeResNeXtError):
 
 
 # --------------------------------------------------------------------------------------------- writing
-def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def _package_version(name: str) -> str:
     try:

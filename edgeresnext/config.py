@@ -217,7 +217,7 @@ def _resolve_extends(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         return data
     if not isinstance(parent, str):
         raise ConfigError(f"{path}: key 'extends' must be a file path string, got {type(parent).__name__}")
-    base = _resolve_extends((path.parent / parent), seen + (path,))
+    base = _resolve_extends((path.parent / parent), (*seen, path))
     return _deep_merge(base, data)
 
 

@@ -19,7 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from edgeresnext.atomic import remove_stale_temporaries, write_json_atomic
+from edgeresnext.atomic import remove_stale_temporaries, sha256_file, write_json_atomic
 from edgeresnext.config import SHIPPED_CHECKPOINT, Target
 from edgeresnext.errors import CheckpointError, DataError
 
@@ -44,13 +44,6 @@ def resolve_checkpoint(spec: str) -> Path:
         return path
     return Path(spec)
 
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def package_versions(names: tuple[str, ...] = ("torch", "onnx", "onnxruntime", "openvino", "nncf")) -> dict[str, str]:

@@ -853,7 +853,7 @@ def discover_artifacts(root: str | Path, target: Target) -> list[ArtifactUnderTe
     Names are ``<backend>-<precision>`` (plus the stage folder when two would clash); files with the same
     content (a bundle's copy of the exported ONNX) are validated once.
     """
-    from edgeresnext.pipeline import sha256_file
+    from edgeresnext.atomic import sha256_file
 
     root = Path(root)
     found: list[tuple[str, Path]] = []

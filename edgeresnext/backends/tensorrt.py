@@ -302,7 +302,7 @@ def build_script(plan: dict[str, Any]) -> str:
 def kit_from_onnx(onnx_path: str | Path, target: Target, out_dir: str | Path, reason: str) -> Artifact:
     """Write the on-device build kit for ``target`` into ``out_dir`` (see the module docstring)."""
     from edgeresnext.atomic import write_json_atomic, write_text_atomic
-    from edgeresnext.pipeline import sha256_file
+    from edgeresnext.atomic import sha256_file
 
     onnx_path = Path(onnx_path)
     out_dir = Path(out_dir)
@@ -469,7 +469,7 @@ def engine_from_onnx(
     atomically; reuses and updates ``timing_cache``. Returns the JSON's content.
     """
     from edgeresnext.atomic import write_bytes_atomic, write_json_atomic
-    from edgeresnext.pipeline import sha256_file
+    from edgeresnext.atomic import sha256_file
 
     trt = _import_tensorrt()
     major = int(trt.__version__.split(".")[0])

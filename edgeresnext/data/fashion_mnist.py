@@ -138,7 +138,7 @@ def load_fashion_mnist(split: str = "train", root: str | os.PathLike[str] | None
         found = {kind: _find(cache_dir(), FILES[(split, kind)][0]) for kind in ("images", "labels")}  # type: ignore[misc]
     arrays = {}
     for kind, path in found.items():
-        stem, sha256 = FILES[(split, kind)]
+        _stem, sha256 = FILES[(split, kind)]
         data = _verify(path, sha256) if verify else read_idx_bytes(path)
         arrays[kind] = parse_idx(data, str(path))
     images, labels = arrays["images"], arrays["labels"].astype(np.int64)
