@@ -143,16 +143,6 @@ def _io_signature(artifact: Artifact, meta: ModelMeta) -> dict[str, Any]:
     return sig
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def build_manifest(
     artifacts: Sequence[Artifact],
     names: dict[Path, str],
@@ -161,6 +151,7 @@ def build_manifest(
     target: Target | None,
 ) -> dict[str, Any]:
     """The manifest (without ``files``) for artifacts whose files are known in the bundle as ``names``."""
+    from edgeresnext.validate import cpu_model
     primary = artifacts[0]
     sig = _io_signature(primary, meta)
     info = dict(primary.info)
@@ -220,7 +211,7 @@ def build_manifest(
             "built_on": {
                 "machine": platform.machine(),
                 "system": platform.system(),
-                "cpu": _cpu_name(),
+                "cpu": cpu_model(),
                 **{k: info[k] for k in ("gpu_name", "gpu_sm", "tensorrt_version", "build_mode") if k in info},
             },
         },
