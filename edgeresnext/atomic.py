@@ -33,6 +33,8 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
 # bundle.py moves the previous bundle folder aside under this mark while it swaps in the new one.
 OLD_MARK = ".old-"
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)

@@ -48,6 +48,7 @@ class BundleError(EdgeResNeXtError):
 
 # --------------------------------------------------------------------------------------------- writing
 
+
 def _package_version(name: str) -> str:
     try:
         return metadata.version(name)
@@ -152,6 +153,7 @@ def build_manifest(
 ) -> dict[str, Any]:
     """The manifest (without ``files``) for artifacts whose files are known in the bundle as ``names``."""
     from edgeresnext.validate import cpu_model
+
     primary = artifacts[0]
     sig = _io_signature(primary, meta)
     info = dict(primary.info)

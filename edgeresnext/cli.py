@@ -42,11 +42,26 @@ def _run_train(args: argparse.Namespace) -> int:
 
     recipe = "edgeresnext train " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else None
     config = TrainConfig(
-        arch=args.arch, dataset=args.dataset, data_root=args.data_root, out_dir=args.out, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
-        threads=args.threads, resume=not args.no_resume, progress=not args.quiet, limit_train=args.limit_train,
-        recipe=recipe, limit_test=args.limit_test, sync_bn=args.sync_bn, workers=args.workers, device=args.device,
-        augment=not args.no_augment, stop_after=args.stop_after_epoch,
+        arch=args.arch,
+        dataset=args.dataset,
+        data_root=args.data_root,
+        out_dir=args.out,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        seed=args.seed,
+        threads=args.threads,
+        resume=not args.no_resume,
+        progress=not args.quiet,
+        limit_train=args.limit_train,
+        recipe=recipe,
+        limit_test=args.limit_test,
+        sync_bn=args.sync_bn,
+        workers=args.workers,
+        device=args.device,
+        augment=not args.no_augment,
+        stop_after=args.stop_after_epoch,
     )
     final = fit(config)
     if not _is_rank0():
@@ -69,8 +84,7 @@ def _is_rank0() -> bool:
 
 
 # Launcher options that only the outer `edgeresnext ... --nproc N` process reads (True: takes a value).
-_LAUNCHER_OPTIONS = {"--nproc": True, "--nnodes": True, "--node-rank": True, "--rdzv-endpoint": True,
-                     "--rdzv-id": True}
+_LAUNCHER_OPTIONS = {"--nproc": True, "--nnodes": True, "--node-rank": True, "--rdzv-endpoint": True, "--rdzv-id": True}
 
 
 def _launch_torchrun_if_asked(args: argparse.Namespace) -> None:
@@ -86,17 +100,29 @@ def _launch_torchrun_if_asked(args: argparse.Namespace) -> None:
         return
     argv = list(getattr(args, "argv", None) or sys.argv[1:])
     command_argv = distributed.strip_launcher_options(argv, _LAUNCHER_OPTIONS)
-    distributed.exec_torchrun(distributed.torchrun_argv(
-        args.nproc or 1, command_argv, nnodes=args.nnodes, node_rank=args.node_rank,
-        rdzv_endpoint=args.rdzv_endpoint, rdzv_id=args.rdzv_id))
+    distributed.exec_torchrun(
+        distributed.torchrun_argv(
+            args.nproc or 1,
+            command_argv,
+            nnodes=args.nnodes,
+            node_rank=args.node_rank,
+            rdzv_endpoint=args.rdzv_endpoint,
+            rdzv_id=args.rdzv_id,
+        )
+    )
 
 
 def _add_distributed_options(p: argparse.ArgumentParser, training: bool = True) -> None:
     """--nproc and torchrun's multi-node options (also usable as `torchrun ... -m edgeresnext.cli <command>`);
     ``training``: also --sync-bn, --workers and --device (the FP32 training loop)."""
     g = p.add_argument_group("distributed (torchrun/DDP; the batch size is the global batch)")
-    g.add_argument("--nproc", type=int, default=None, metavar="N",
-                   help="launch N processes on this node with torchrun (DDP: gloo on CPU, nccl on GPU)")
+    g.add_argument(
+        "--nproc",
+        type=int,
+        default=None,
+        metavar="N",
+        help="launch N processes on this node with torchrun (DDP: gloo on CPU, nccl on GPU)",
+    )
     g.add_argument("--nnodes", default="1", help="nodes in the job (torchrun --nnodes; default 1)")
     g.add_argument("--node-rank", type=int, default=None, help="this node's rank (torchrun --node-rank)")
     g.add_argument("--rdzv-endpoint", default=None, metavar="HOST:PORT", help="node 0's address for a multi-node job")
@@ -114,7 +140,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
     d = TrainConfig()
     p = sub.add_parser("train", help="train a ResNeXt (FP32) with checkpoints every epoch and resume")
-    p.add_argument("--arch", default=d.arch, help=f"registered arch (default {d.arch}; see `edgeresnext inspect --archs`)")
+    p.add_argument(
+        "--arch", default=d.arch, help=f"registered arch (default {d.arch}; see `edgeresnext inspect --archs`)"
+    )
     p.add_argument("--dataset", default=d.dataset, help="fashion-mnist | cifar10 | path to an image folder")
     p.add_argument("--data-root", default=None, help="where the dataset files are (default: search the usual places)")
     p.add_argument("--out", default=d.out_dir, help=f"run folder (default {d.out_dir})")
@@ -128,8 +156,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-resume", action="store_true", help="start over even if the run folder has last.pt")
     p.add_argument("--limit-test", type=int, default=None, help="evaluate on the first N test images only")
     p.add_argument("--no-augment", action="store_true", help="no random crop/flip (deterministic batches)")
-    p.add_argument("--stop-after-epoch", type=int, default=None, metavar="N",
-                   help="end after epoch N of the schedule (time-limited jobs); the same command resumes")
+    p.add_argument(
+        "--stop-after-epoch",
+        type=int,
+        default=None,
+        metavar="N",
+        help="end after epoch N of the schedule (time-limited jobs); the same command resumes",
+    )
     _add_distributed_options(p)
 
 
@@ -139,8 +172,10 @@ def _run_inspect(args: argparse.Namespace) -> int:
         from edgeresnext.models import ARCHS
 
         for name, config in sorted(ARCHS.items()):
-            print(f"{name:20s} stem={config.stem:8s} layers={config.layers} groups={config.groups} "
-                  f"channels/group={config.group_channels()}")
+            print(
+                f"{name:20s} stem={config.stem:8s} layers={config.layers} groups={config.groups} "
+                f"channels/group={config.group_channels()}"
+            )
         return 0
     import json
 
@@ -166,8 +201,9 @@ def _add_inspect(sub: argparse._SubParsersAction) -> None:
 def _run_data(args: argparse.Namespace) -> int:
     from edgeresnext.data.calibration import write_calibration_set
 
-    written = write_calibration_set(args.out, dataset=args.dataset, root=args.data_root, count=args.count,
-                                    seed=args.seed, split=args.split)
+    written = write_calibration_set(
+        args.out, dataset=args.dataset, root=args.data_root, count=args.count, seed=args.seed, split=args.split
+    )
     print(f"wrote {written.count} calibration images ({written.per_class} per class) to {written.folder}")
     return 0
 
@@ -185,8 +221,12 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
 
 # --------------------------------------------------------------------------------------------- build
 def _build_overrides(args: argparse.Namespace) -> dict[str, object]:
-    return {"model.arch": args.model, "model.checkpoint": args.checkpoint, "data.dataset": args.data,
-            "quant.calib_dir": args.calib}
+    return {
+        "model.arch": args.model,
+        "model.checkpoint": args.checkpoint,
+        "data.dataset": args.data,
+        "quant.calib_dir": args.calib,
+    }
 
 
 def _run_build(args: argparse.Namespace) -> int:
@@ -240,9 +280,18 @@ def _run_validate(args: argparse.Namespace) -> int:
 
     target = load_target(find_target(args.target), overrides={"data.limit": args.limit, "data.dataset": args.data})
     report, paths = validate_target(
-        target, build_root=args.build, artifact_specs=args.artifact or (), out_dir=args.out,
-        checkpoint=args.checkpoint, primary=args.primary, runs=args.runs, warmup=args.warmup, threads=args.threads,
-        command="edgeresnext " + " ".join(sys.argv[1:]), progress=not args.quiet, html_report=not args.no_html,
+        target,
+        build_root=args.build,
+        artifact_specs=args.artifact or (),
+        out_dir=args.out,
+        checkpoint=args.checkpoint,
+        primary=args.primary,
+        runs=args.runs,
+        warmup=args.warmup,
+        threads=args.threads,
+        command="edgeresnext " + " ".join(sys.argv[1:]),
+        progress=not args.quiet,
+        html_report=not args.no_html,
     )
     rows = summary_rows(report)
     keep = [0, 2, 3, 5, 6, 7, 9, 10, 11, 12, 14]  # the columns that fit a terminal
@@ -266,19 +315,31 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate", help="validate every artifact of a build against FP32; write the report")
     p.add_argument("--target", required=True, help="target name (targets/<name>.yaml) or path to a YAML file")
     p.add_argument("--build", default="build", help="build root holding <target>/ (default build/)")
-    p.add_argument("--artifact", action="append", metavar="NAME=[BACKEND:]PATH",
-                   help="validate this file instead of the build's artifacts (repeatable); BACKEND is onnxruntime, "
-                        "openvino, tensorrt or pytorch, guessed from the suffix when left out")
+    p.add_argument(
+        "--artifact",
+        action="append",
+        metavar="NAME=[BACKEND:]PATH",
+        help="validate this file instead of the build's artifacts (repeatable); BACKEND is onnxruntime, "
+        "openvino, tensorrt or pytorch, guessed from the suffix when left out",
+    )
     p.add_argument("--primary", default=None, help="artifact the gates apply to (default: the target's deployed one)")
-    p.add_argument("--checkpoint", default=None, help="FP32 reference (default: the build's model stage, else the "
-                                                      "target's checkpoint)")
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help="FP32 reference (default: the build's model stage, else the target's checkpoint)",
+    )
     p.add_argument("--data", default=None, help="override data.dataset (a dataset name or a labelled image folder)")
     p.add_argument("--limit", type=int, default=None, help="validate on the first N images only")
-    p.add_argument("--runs", type=int, default=None,
-                   help="timed latency runs (default: the target's validate.latency_runs)")
+    p.add_argument(
+        "--runs", type=int, default=None, help="timed latency runs (default: the target's validate.latency_runs)"
+    )
     p.add_argument("--warmup", type=int, default=None, help="untimed warm-up runs (default: the target's)")
-    p.add_argument("--threads", type=int, default=None, help="threads for every runtime (default: the target's, "
-                                                            "else all usable cores)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="threads for every runtime (default: the target's, else all usable cores)",
+    )
     p.add_argument("--out", default=None, help="report folder (default build/<target>/report)")
     p.add_argument("--no-html", action="store_true", help="skip report.html (no matplotlib needed)")
 
@@ -300,18 +361,26 @@ def _run_compare(args: argparse.Namespace) -> int:
     result = compare_artifacts(args.a, args.b, data, atol=args.atol, rtol=args.rtol, worst=args.worst)
     names = result["class_names"]
     print(f"compare {args.a} vs {args.b} (reference) on {result['data']} ({result['images']} images)")
-    print(f"  max abs error {result['max_abs_error']:.4g}  mean {result['mean_abs_error']:.4g}  "
-          f"median {result['median_abs_error']:.4g}  max rel {result['max_rel_error']:.4g}")
-    print(f"  cosine mean {result['cosine_mean']:.6f}  min {result['cosine_min']:.6f}  top-1 agreement "
-          f"{result['agreement'] * 100:.2f} %  (top-1 a {result['top1_a'] * 100:.2f} %, "
-          f"b {result['top1_b'] * 100:.2f} %)")
-    print(f"  within atol={args.atol:g} rtol={args.rtol:g}: {result['elements_within_tolerance'] * 100:.2f} % of "
-          f"logits, {result['images_within_tolerance'] * 100:.2f} % of images -> "
-          f"{'PASS' if result['passed'] else 'FAIL'}")
+    print(
+        f"  max abs error {result['max_abs_error']:.4g}  mean {result['mean_abs_error']:.4g}  "
+        f"median {result['median_abs_error']:.4g}  max rel {result['max_rel_error']:.4g}"
+    )
+    print(
+        f"  cosine mean {result['cosine_mean']:.6f}  min {result['cosine_min']:.6f}  top-1 agreement "
+        f"{result['agreement'] * 100:.2f} %  (top-1 a {result['top1_a'] * 100:.2f} %, "
+        f"b {result['top1_b'] * 100:.2f} %)"
+    )
+    print(
+        f"  within atol={args.atol:g} rtol={args.rtol:g}: {result['elements_within_tolerance'] * 100:.2f} % of "
+        f"logits, {result['images_within_tolerance'] * 100:.2f} % of images -> "
+        f"{'PASS' if result['passed'] else 'FAIL'}"
+    )
     print(f"  worst {len(result['worst'])} images:")
     for row in result["worst"]:
-        print(f"    #{row['index']:<6d} label {names[row['label']]:<12s} a: {names[row['pred_a']]:<12s} "
-              f"b: {names[row['pred_b']]:<12s} max abs {row['max_abs_error']:.4g}  cosine {row['cosine']:.6f}")
+        print(
+            f"    #{row['index']:<6d} label {names[row['label']]:<12s} a: {names[row['pred_a']]:<12s} "
+            f"b: {names[row['pred_b']]:<12s} max abs {row['max_abs_error']:.4g}  cosine {row['cosine']:.6f}"
+        )
     if args.json:
         from edgeresnext.atomic import write_json_atomic
 
@@ -325,8 +394,11 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="compare two artifacts' outputs on the same inputs (b is the reference)")
     p.add_argument("a", help="[BACKEND:]PATH of an .onnx, .xml, .engine, .safetensors or .pt")
     p.add_argument("b", help="the reference, same forms as a")
-    p.add_argument("--checkpoint", default="shipped:fashion-mnist",
-                   help="checkpoint whose preprocessing and class names prepare the inputs (default shipped)")
+    p.add_argument(
+        "--checkpoint",
+        default="shipped:fashion-mnist",
+        help="checkpoint whose preprocessing and class names prepare the inputs (default shipped)",
+    )
     p.add_argument("--data", default="fashion-mnist", help="dataset name or labelled image folder")
     p.add_argument("--split", default="test")
     p.add_argument("--limit", type=int, default=512, help="number of images (default 512)")
@@ -345,8 +417,10 @@ def _run_compile(args: argparse.Namespace) -> int:
 
         artifact = engine_from_kit(args.on_device)
         info = artifact.info
-        print(f"engine: {artifact.path}  ({info['build_mode'].replace('_', ' ')}, TensorRT {info['tensorrt_version']}, "
-              f"{info['gpu_name']} SM {info['gpu_sm']}, built in {info['build_seconds']} s)")
+        print(
+            f"engine: {artifact.path}  ({info['build_mode'].replace('_', ' ')}, TensorRT {info['tensorrt_version']}, "
+            f"{info['gpu_name']} SM {info['gpu_sm']}, built in {info['build_seconds']} s)"
+        )
         print(f"build record: {artifact.path}.json")
         return 0
     from edgeresnext.backends import get_backend
@@ -386,14 +460,21 @@ def _onnx_for_target(target, build_root, progress: bool):
 
 @command("compile")
 def _add_compile(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("compile", help="turn the (Q/DQ) ONNX into what one target runs; or build a TensorRT kit "
-                                       "on the device")
+    p = sub.add_parser(
+        "compile", help="turn the (Q/DQ) ONNX into what one target runs; or build a TensorRT kit on the device"
+    )
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--target", help="target name (targets/<name>.yaml) or path to a YAML file")
-    what.add_argument("--on-device", metavar="KIT", help="build the engine of a TensorRT build kit here (on the "
-                                                         "Jetson/GPU host, with its TensorRT)")
-    p.add_argument("--onnx", default=None, help="ONNX to compile (default: made by the cached model/export/quantize "
-                                                "stages under --build)")
+    what.add_argument(
+        "--on-device",
+        metavar="KIT",
+        help="build the engine of a TensorRT build kit here (on the Jetson/GPU host, with its TensorRT)",
+    )
+    p.add_argument(
+        "--onnx",
+        default=None,
+        help="ONNX to compile (default: made by the cached model/export/quantize stages under --build)",
+    )
     p.add_argument("--out", default=None, help="output folder (default build/<target>/compile)")
     p.add_argument("--build", default="build", help="build root for the stages that make the ONNX (default build/)")
 
@@ -411,9 +492,11 @@ def _run_bundle(args: argparse.Namespace) -> int:
 
         manifest = verify_bundle(args.bundle)
         backend = manifest["backend"]
-        print(f"OK {args.bundle}: {manifest['model']['arch']} {manifest['precision']} for {backend['name']} "
-              f"{backend['version']} ({manifest['device']['target_device']}), {len(manifest['files'])} files, "
-              "sha256 verified")
+        print(
+            f"OK {args.bundle}: {manifest['model']['arch']} {manifest['precision']} for {backend['name']} "
+            f"{backend['version']} ({manifest['device']['target_device']}), {len(manifest['files'])} files, "
+            "sha256 verified"
+        )
         return 0
     import json
 
@@ -426,8 +509,9 @@ def _run_bundle(args: argparse.Namespace) -> int:
             print(json.dumps({"image": image, **result.to_dict()}))
             continue
         print(image)
-        for rank, (index, label, score) in enumerate(zip(result.indices, result.labels, result.scores,
-                                                         strict=True), start=1):
+        for rank, (index, label, score) in enumerate(
+            zip(result.indices, result.labels, result.scores, strict=True), start=1
+        ):
             print(f"  {rank}. {label:20s} {score:.6f}  (class {index})")
     return 0
 
@@ -438,8 +522,11 @@ def _add_bundle(sub: argparse._SubParsersAction) -> None:
     actions = p.add_subparsers(dest="bundle_command", metavar="ACTION", required=True)
     verify = actions.add_parser("verify", help="check manifest.json and the sha256 of every file; exit 2 if not")
     verify.add_argument("bundle", help="bundle folder, e.g. build/cpu/bundle")
-    extract = actions.add_parser("extract", help="unpack a .tar[.gz]/.zip bundle safely (no paths leaving the "
-                                                 "folder, no links, size limits), then verify it")
+    extract = actions.add_parser(
+        "extract",
+        help="unpack a .tar[.gz]/.zip bundle safely (no paths leaving the "
+        "folder, no links, size limits), then verify it",
+    )
     extract.add_argument("archive", help="bundle archive, e.g. cpu-bundle.tar.gz")
     extract.add_argument("dest", help="new (or empty) folder to unpack into")
     predict = actions.add_parser("predict", help="top-k classes of images with the bundle's runtime")
@@ -504,9 +591,14 @@ def _run_quantize(args: argparse.Namespace) -> int:
     from edgeresnext.data.calibration import load_calibration_images
 
     spec = load_target(find_target(args.target)).quant if args.target else QuantSpec()
-    overrides = {"method": args.method, "calib_dir": args.calib, "subset_size": args.subset_size,
-                 "range_estimator": args.range_estimator, "placement": args.placement,
-                 "qat_epochs": args.epochs}
+    overrides = {
+        "method": args.method,
+        "calib_dir": args.calib,
+        "subset_size": args.subset_size,
+        "range_estimator": args.range_estimator,
+        "placement": args.placement,
+        "qat_epochs": args.epochs,
+    }
     for key, value in overrides.items():
         if value is not None:
             setattr(spec, key, value)
@@ -534,8 +626,10 @@ def _run_quantize(args: argparse.Namespace) -> int:
         from edgeresnext.errors import ConfigError
 
         raise ConfigError("--method none makes no INT8 model; use ptq or qat")
-    print(f"wrote {out} ({spec.method}, {len(calib)} calibration images from {spec.calib_dir}, placement "
-          f"{spec.placement}; TensorRT lint clean)")
+    print(
+        f"wrote {out} ({spec.method}, {len(calib)} calibration images from {spec.calib_dir}, placement "
+        f"{spec.placement}; TensorRT lint clean)"
+    )
     if args.sensitivity:
         from edgeresnext.quantize.sensitivity import layer_sensitivity
 
@@ -557,8 +651,13 @@ def _add_quantize(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--per-tensor", action="store_true", help="per-tensor weights (TensorRT lint will refuse)")
     p.add_argument("--no-bias-correction", action="store_true", help="skip NNCF's fast bias correction (default)")
     p.add_argument("--bias-correction", action="store_true", help="apply NNCF's fast bias correction")
-    p.add_argument("--ignore", action="append", default=[], metavar="LAYER",
-                   help="leave a layer in float (torch module name such as layer1.0.conv1, or ONNX node name)")
+    p.add_argument(
+        "--ignore",
+        action="append",
+        default=[],
+        metavar="LAYER",
+        help="leave a layer in float (torch module name such as layer1.0.conv1, or ONNX node name)",
+    )
     p.add_argument("--placement", choices=["residual", "nncf_default"], default=None)
     p.add_argument("--epochs", type=int, default=None, help="QAT fine-tuning epochs")
     p.add_argument("--limit-train", type=int, default=None, help="QAT on the first N training images only")
@@ -592,7 +691,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edgeresnext",
         description="ResNeXt from PyTorch to edge devices: train, quantize (INT8 PTQ/QAT), export ONNX, compile "
-                    "(OpenVINO, TensorRT, ONNX Runtime), validate against FP32, bundle.",
+        "(OpenVINO, TensorRT, ONNX Runtime), validate against FP32, bundle.",
     )
     parser.add_argument("--version", action="version", version=f"edgeresnext {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -623,8 +722,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if err.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
         where = f"{err.filename}: " if err.filename else ""
-        print(f"edgeresnext {args.command}: error: {where}no space left on device ({err.strerror}); free space and "
-              "rerun", file=sys.stderr)
+        print(
+            f"edgeresnext {args.command}: error: {where}no space left on device ({err.strerror}); free space and rerun",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print(f"edgeresnext {args.command}: interrupted", file=sys.stderr)

@@ -73,8 +73,9 @@ class BatchRange(_Strict):
     @model_validator(mode="after")
     def _ordered(self) -> BatchRange:
         if not self.min <= self.opt <= self.max:
-            raise ValueError(f"batch range must satisfy min <= opt <= max, got min={self.min} opt={self.opt} "
-                             f"max={self.max}")
+            raise ValueError(
+                f"batch range must satisfy min <= opt <= max, got min={self.min} opt={self.opt} max={self.max}"
+            )
         return self
 
 
@@ -154,16 +155,19 @@ class Target(_Strict):
         if self.precision == "int8" and self.quant.method == "none":
             raise ValueError("precision 'int8' needs quant.method 'ptq' or 'qat', not 'none'")
         if self.backend == "tensorrt" and self.precision == "int8" and not self.quant.symmetric_activations:
-            raise ValueError("TensorRT INT8 needs quant.symmetric_activations: true (TensorRT takes signed INT8, "
-                             "zero point 0)")
+            raise ValueError(
+                "TensorRT INT8 needs quant.symmetric_activations: true (TensorRT takes signed INT8, zero point 0)"
+            )
         trt = self.backend_options.tensorrt
         if trt.dla_core is not None and self.backend != "tensorrt":
             raise ValueError(f"backend_options.tensorrt.dla_core is set but backend is {self.backend!r}")
         if self.backend == "tensorrt" and trt.dla_core is not None:
             batch = self.input.batch
             if batch.min != batch.max:
-                raise ValueError(f"DLA engines take static shapes: with backend_options.tensorrt.dla_core set, "
-                                 f"input.batch needs min == max (got min={batch.min}, max={batch.max})")
+                raise ValueError(
+                    f"DLA engines take static shapes: with backend_options.tensorrt.dla_core set, "
+                    f"input.batch needs min == max (got min={batch.min}, max={batch.max})"
+                )
             if self.precision == "fp32":
                 raise ValueError("DLA runs int8 or fp16 only; precision 'fp32' cannot use dla_core")
         if self.backend == "openvino" and self.precision == "fp16":
@@ -228,7 +232,8 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
     if kind == "extra_forbidden":
         parent = first["loc"][:-1]
         accepted = _accepted_keys(parent)
-        return f"{source}: unknown key {location!r}" + (f"; accepted keys here: {', '.join(accepted)}" if accepted else "")
+        hint = f"; accepted keys here: {', '.join(accepted)}" if accepted else ""
+        return f"{source}: unknown key {location!r}{hint}"
     if kind == "missing":
         return f"{source}: missing required key {location!r}"
     message = first["msg"]
@@ -288,8 +293,9 @@ def find_target(name_or_path: str, targets_dir: str | os.PathLike[str] = "target
     if path.is_file():
         return path
     known = sorted(p.stem for p in Path(targets_dir).glob("*.yaml") if not p.stem.startswith("_"))
-    raise ConfigError(f"unknown target {name_or_path!r}; expected one of: {', '.join(known) or '(none found)'} "
-                      f"in {targets_dir}/")
+    raise ConfigError(
+        f"unknown target {name_or_path!r}; expected one of: {', '.join(known) or '(none found)'} in {targets_dir}/"
+    )
 
 
 @dataclass

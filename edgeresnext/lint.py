@@ -50,7 +50,8 @@ ReverseSequence RoiAlign Round STFT ScaledTanh Scan Scatter ScatterElements Scat
 SequenceConstruct SequenceEmpty SequenceErase SequenceInsert SequenceLength Shape Shrink Sigmoid Sign Sin Sinh Size
 Slice Softmax Softplus Softsign SpaceToDepth Split SplitToSequence Sqrt Squeeze Sub Sum Tan Tanh ThresholdedRelu Tile
 TopK Transpose Trilu Unique Unsqueeze Upsample Where Xor
-""".split())
+""".split()
+)
 
 _INT8, _UINT8, _INT32 = 3, 2, 6
 # TensorProto types TensorRT accepts in Q/DQ: INT8, FLOAT8E4M3FN, INT4.

@@ -35,15 +35,16 @@ def resolve_checkpoint(spec: str) -> Path:
     if spec.startswith("shipped:"):
         name = spec.split(":", 1)[1]
         if name not in SHIPPED:
-            raise CheckpointError(f"unknown shipped model {name!r}; expected one of: "
-                                  + ", ".join(f"shipped:{k}" for k in SHIPPED))
+            raise CheckpointError(
+                f"unknown shipped model {name!r}; expected one of: " + ", ".join(f"shipped:{k}" for k in SHIPPED)
+            )
         path = Path(__file__).parent / "weights" / SHIPPED[name]
         if not path.is_file():
-            raise CheckpointError(f"{path}: the shipped model is missing from this installation; "
-                                  "run `make train` to recreate it")
+            raise CheckpointError(
+                f"{path}: the shipped model is missing from this installation; run `make train` to recreate it"
+            )
         return path
     return Path(spec)
-
 
 
 def package_versions(names: tuple[str, ...] = ("torch", "onnx", "onnxruntime", "openvino", "nncf")) -> dict[str, str]:
@@ -76,9 +77,15 @@ class StageResult:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def run_stage(folder: Path, name: str, config: Any, input_files: list[Path],
-              produce: Callable[[Path], dict[str, Any]], upstream_changed: bool = False,
-              record_path: Path | None = None) -> StageResult:
+def run_stage(
+    folder: Path,
+    name: str,
+    config: Any,
+    input_files: list[Path],
+    produce: Callable[[Path], dict[str, Any]],
+    upstream_changed: bool = False,
+    record_path: Path | None = None,
+) -> StageResult:
     """Run ``produce(folder)`` unless ``folder/stage.json`` proves the same inputs already made intact outputs.
 
     ``produce`` writes its files into ``folder`` (atomically) and returns an ``info`` dict; every regular
@@ -101,13 +108,25 @@ def run_stage(folder: Path, name: str, config: Any, input_files: list[Path],
     folder.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
     info = produce(folder)
-    outputs = {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*"))
-               if p.is_file() and p != record_path
-               and not any(part.startswith(".") for part in p.relative_to(folder).parts)}
+    outputs = {
+        p.relative_to(folder).as_posix(): sha256_file(p)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p != record_path and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    }
     seconds = round(time.perf_counter() - began, 2)
-    write_json_atomic(record_path, {"stage": name, "inputs_hash": key, "config": config, "packages": packages,
-                                    "inputs": [str(p) for p in input_files], "outputs": outputs, "info": info,
-                                    "seconds": seconds})
+    write_json_atomic(
+        record_path,
+        {
+            "stage": name,
+            "inputs_hash": key,
+            "config": config,
+            "packages": packages,
+            "inputs": [str(p) for p in input_files],
+            "outputs": outputs,
+            "info": info,
+            "seconds": seconds,
+        },
+    )
     return StageResult(name, folder, outputs, False, seconds, info)
 
 
@@ -130,8 +149,6 @@ def _clear_folder(folder: Path) -> None:
             entry.unlink()
 
 
-
-
 # --------------------------------------------------------------------------------------------- the build
 STAGES = ("model", "export", "quantize", "lint", "compile", "validate", "bundle")
 EXPORT_PARITY_IMAGES = 32
@@ -152,8 +169,10 @@ class BuildSummary:
 
     def render(self) -> str:
         """The closing summary: stages, artifacts with sizes, accuracy and latency, gates, where things are."""
-        lines = [f"build {self.target.name}: {'OK' if self.ok else 'FAILED'}  "
-                 f"({self.target.backend}, {self.target.precision}; {self.root})"]
+        lines = [
+            f"build {self.target.name}: {'OK' if self.ok else 'FAILED'}  "
+            f"({self.target.backend}, {self.target.precision}; {self.root})"
+        ]
         for stage in self.stages:
             state = "cached" if stage.skipped else f"{stage.seconds:.1f} s"
             lines.append(f"  {stage.name:9s} {state:>8s}")
@@ -170,9 +189,12 @@ class BuildSummary:
                 if row.get("status") != "ok":
                     lines.append(f"  {row['name']:28s} not run here: {row.get('skip_reason')}")
                     continue
-                lines.append(f"  {row['name']:28s} top-1 {row['top1'] * 100:6.2f} %  drop {row['top1_drop'] * 100:+.2f} "
-                             f"pt  agreement {row['agreement'] * 100:6.2f} %  p50 {row['p50_ms']:7.3f} ms  "
-                             f"x{row['speedup_vs_fp32']:.2f} vs FP32")
+                lines.append(
+                    f"  {row['name']:28s} top-1 {row['top1'] * 100:6.2f} %  "
+                    f"drop {row['top1_drop'] * 100:+.2f} "
+                    f"pt  agreement {row['agreement'] * 100:6.2f} %  p50 {row['p50_ms']:7.3f} ms  "
+                    f"x{row['speedup_vs_fp32']:.2f} vs FP32"
+                )
             for gate in validate_stage.info.get("gates", []):
                 verdict = "pass" if gate["passed"] else "FAIL"
                 lines.append(f"  gate {gate['gate']}: {verdict} ({gate.get('message', '')})")
@@ -224,12 +246,19 @@ def stage_model(target: Target, root: Path) -> StageResult:
     def produce(folder: Path) -> dict[str, Any]:
         from edgeresnext.models import load_checkpoint, save_checkpoint
 
-        kwargs = {k: v for k, v in (("num_classes", target.model.num_classes),
-                                    ("in_channels", target.model.in_channels)) if v is not None}
+        kwargs = {
+            k: v
+            for k, v in (("num_classes", target.model.num_classes), ("in_channels", target.model.in_channels))
+            if v is not None
+        }
         model = load_checkpoint(checkpoint, arch=target.model.arch, **kwargs)
         save_checkpoint(folder / "model.safetensors", model, model.meta)
-        return {"arch": model.meta.arch, "num_classes": model.meta.num_classes, "source": str(checkpoint),
-                "parameters": sum(p.numel() for p in model.parameters())}
+        return {
+            "arch": model.meta.arch,
+            "num_classes": model.meta.num_classes,
+            "source": str(checkpoint),
+            "parameters": sum(p.numel() for p in model.parameters()),
+        }
 
     return run_stage(root / "model", "model", section, [checkpoint], produce)
 
@@ -250,16 +279,21 @@ def stage_export(target: Target, root: Path, model_stage: StageResult) -> StageR
     """FP32 ONNX (dynamic batch), onnx.checker + shape inference, parity with PyTorch on real validation images."""
     model_file = model_stage.folder / "model.safetensors"
     parity_data = target.data.model_copy(update={"limit": EXPORT_PARITY_IMAGES, "on_bad_image": "skip"})
-    config = {"input": target.input.model_dump(mode="json"), "opset": 17, "tolerance": EXPORT_TOLERANCE,
-              "parity_data": parity_data.model_dump(mode="json")}
+    config = {
+        "input": target.input.model_dump(mode="json"),
+        "opset": 17,
+        "tolerance": EXPORT_TOLERANCE,
+        "parity_data": parity_data.model_dump(mode="json"),
+    }
 
     def produce(folder: Path) -> dict[str, Any]:
         from edgeresnext.export import assert_parity, onnx_from_torch
         from edgeresnext.validate import load_validation_data
 
         model = _load_stage_model(model_stage)
-        onnx_path = onnx_from_torch(model, folder / "model_fp32.onnx", input_shape=_input_shape(target, model),
-                                    dynamic_batch=True)
+        onnx_path = onnx_from_torch(
+            model, folder / "model_fp32.onnx", input_shape=_input_shape(target, model), dynamic_batch=True
+        )
         images = load_validation_data(parity_data, model.meta.preprocess, model.meta.class_names).inputs
         error = assert_parity(model, onnx_path, images, tolerance=EXPORT_TOLERANCE)
         return {"max_abs_error_vs_torch": float(error), "parity_images": len(images)}
@@ -272,14 +306,19 @@ def _input_shape(target: Target, model) -> tuple[int, int, int]:
     return (model.meta.in_channels, size, size)
 
 
-def stage_quantize(target: Target, root: Path, model_stage: StageResult, export: StageResult,
-                   progress: bool) -> StageResult:
+def stage_quantize(
+    target: Target, root: Path, model_stage: StageResult, export: StageResult, progress: bool
+) -> StageResult:
     """PTQ (or QAT) to the Q/DQ INT8 ONNX every backend reads; per-layer sensitivity; fallback until the gate holds."""
     model_file = model_stage.folder / "model.safetensors"
     fp32_onnx = export.folder / "model_fp32.onnx"
     calib_files = _calibration_files(target)
-    section = {"quant": target.quant.model_dump(mode="json"), "gate": target.gates.max_top1_drop,
-               "data": target.data.model_dump(mode="json"), "on_bad_image": target.data.on_bad_image}
+    section = {
+        "quant": target.quant.model_dump(mode="json"),
+        "gate": target.gates.max_top1_drop,
+        "data": target.data.model_dump(mode="json"),
+        "on_bad_image": target.data.on_bad_image,
+    }
 
     def produce(folder: Path) -> dict[str, Any]:
         from edgeresnext.data.folder import load_folder_arrays
@@ -288,8 +327,12 @@ def stage_quantize(target: Target, root: Path, model_stage: StageResult, export:
         spec = target.quant
         model = _load_stage_model(model_stage)
         skipped: list[tuple[str, str]] = []
-        calib, _kept = load_folder_arrays(calib_files[: spec.subset_size], model.meta.preprocess,
-                                          on_bad_image=target.data.on_bad_image, skipped=skipped)
+        calib, _kept = load_folder_arrays(
+            calib_files[: spec.subset_size],
+            model.meta.preprocess,
+            on_bad_image=target.data.on_bad_image,
+            skipped=skipped,
+        )
         began = time.perf_counter()
         int8 = folder / "model_int8.onnx"
         if spec.method == "qat":
@@ -300,13 +343,17 @@ def stage_quantize(target: Target, root: Path, model_stage: StageResult, export:
             from edgeresnext.quantize.ptq import quantize_ptq
 
             quantize_ptq(model, calib, spec, int8, fp32_onnx=fp32_onnx)
-        info: dict[str, Any] = {"method": spec.method, "calibration_images": len(calib),
-                                "calibration_skipped": skipped,
-                                "quantize_seconds": round(time.perf_counter() - began, 2)}
+        info: dict[str, Any] = {
+            "method": spec.method,
+            "calibration_images": len(calib),
+            "calibration_skipped": skipped,
+            "quantize_seconds": round(time.perf_counter() - began, 2),
+        }
         sensitivity = None
         if spec.sensitivity:
-            sensitivity = layer_sensitivity(int8, calib[:64], folder / "sensitivity.json", fp32_onnx=fp32_onnx,
-                                            progress=progress)
+            sensitivity = layer_sensitivity(
+                int8, calib[:64], folder / "sensitivity.json", fp32_onnx=fp32_onnx, progress=progress
+            )
             info["most_sensitive"] = [row["module"] for row in sensitivity["layers"][:3]]
         gate = target.gates.max_top1_drop
         if gate is not None and spec.max_fallback_layers > 0:
@@ -315,14 +362,26 @@ def stage_quantize(target: Target, root: Path, model_stage: StageResult, export:
             from edgeresnext.validate import load_validation_data
 
             data = load_validation_data(target.data, model.meta.preprocess, model.meta.class_names)
-            result = fallback(int8, fp32_onnx, data.inputs, data.labels, gate, int8, sensitivity=sensitivity,
-                              max_layers=spec.max_fallback_layers,
-                              sensitivity_json=folder / "sensitivity.json" if sensitivity else None,
-                              raise_on_fail=False)
-            info["fallback"] = {"images": data.name,
-                                "top1_drop_before": round(result.fp32_top1 - result.int8_top1, 5),
-                                "top1_drop_after": round(result.top1_drop, 5), "layers_in_float": result.layers,
-                                "steps": result.steps, "gate_reached": result.passed}
+            result = fallback(
+                int8,
+                fp32_onnx,
+                data.inputs,
+                data.labels,
+                gate,
+                int8,
+                sensitivity=sensitivity,
+                max_layers=spec.max_fallback_layers,
+                sensitivity_json=folder / "sensitivity.json" if sensitivity else None,
+                raise_on_fail=False,
+            )
+            info["fallback"] = {
+                "images": data.name,
+                "top1_drop_before": round(result.fp32_top1 - result.int8_top1, 5),
+                "top1_drop_after": round(result.top1_drop, 5),
+                "layers_in_float": result.layers,
+                "steps": result.steps,
+                "gate_reached": result.passed,
+            }
         info["seconds"] = round(time.perf_counter() - began, 2)
         write_json_atomic(folder / "quant.json", info)
         return info
@@ -335,8 +394,10 @@ def _calibration_shortfall(target: Target, found: int, usable: int) -> str | Non
     wanted = target.quant.subset_size
     if usable >= wanted:
         return None
-    message = (f"{target.quant.calib_dir}: {usable} usable calibration image(s) ({found} found), fewer than "
-               f"quant.subset_size={wanted}; add images (`make data`) or lower quant.subset_size")
+    message = (
+        f"{target.quant.calib_dir}: {usable} usable calibration image(s) ({found} found), fewer than "
+        f"quant.subset_size={wanted}; add images (`make data`) or lower quant.subset_size"
+    )
     if target.data.on_bad_image == "fail":
         raise DataError(message)
     logger.warning(message)
@@ -355,8 +416,10 @@ def stage_lint(target: Target, root: Path, qdq_onnx: Path) -> StageResult:
         write_json_atomic(folder / "lint.json", {"model": str(qdq_onnx), "rules": "tensorrt", "violations": rows})
         errors = [v for v in found if v.severity == "error"]
         if errors:
-            raise ExportError(f"{qdq_onnx}: {len(errors)} TensorRT lint violation(s), first: {errors[0]} "
-                              f"(all in {folder / 'lint.json'})")
+            raise ExportError(
+                f"{qdq_onnx}: {len(errors)} TensorRT lint violation(s), first: {errors[0]} "
+                f"(all in {folder / 'lint.json'})"
+            )
         return {"errors": 0, "warnings": len(found) - len(errors)}
 
     return run_stage(root / "lint", "lint", {"rules": "tensorrt"}, [qdq_onnx], produce)
@@ -367,10 +430,13 @@ def stage_compile(target: Target, root: Path, onnx_path: Path) -> StageResult:
     from edgeresnext.backends import get_backend
 
     backend = get_backend(target.backend)
-    section = {"backend": target.backend, "precision": target.precision,
-               "input": target.input.model_dump(mode="json"),
-               "options": getattr(target.backend_options, target.backend).model_dump(mode="json"),
-               "available": backend.available()}
+    section = {
+        "backend": target.backend,
+        "precision": target.precision,
+        "input": target.input.model_dump(mode="json"),
+        "options": getattr(target.backend_options, target.backend).model_dump(mode="json"),
+        "available": backend.available(),
+    }
 
     def produce(folder: Path) -> dict[str, Any]:
         artifact = backend.compile(onnx_path, target, folder)
@@ -390,44 +456,82 @@ def _artifacts_under_test(target: Target, export: StageResult, qdq_onnx: Path | 
 
     items: list[Any] = []
     fp32 = export.folder / "model_fp32.onnx"
-    items.append(ArtifactUnderTest("onnx-fp32 (onnxruntime)", runner_from_file(fp32, target, "onnxruntime"), [fp32],
-                                   "onnxruntime", "fp32"))
+    items.append(
+        ArtifactUnderTest(
+            "onnx-fp32 (onnxruntime)", runner_from_file(fp32, target, "onnxruntime"), [fp32], "onnxruntime", "fp32"
+        )
+    )
     if qdq_onnx is not None:
-        items.append(ArtifactUnderTest("qdq-int8 (onnxruntime)", runner_from_file(qdq_onnx, target, "onnxruntime"),
-                                       [qdq_onnx], "onnxruntime", "int8"))
+        items.append(
+            ArtifactUnderTest(
+                "qdq-int8 (onnxruntime)",
+                runner_from_file(qdq_onnx, target, "onnxruntime"),
+                [qdq_onnx],
+                "onnxruntime",
+                "int8",
+            )
+        )
     artifact = Artifact.load(compiled.folder / "artifact.json")
-    if artifact.backend == "onnxruntime" and artifact.precision in ("fp32", "int8") \
-            and not artifact.info.get("differs_from_source"):
+    if (
+        artifact.backend == "onnxruntime"
+        and artifact.precision in ("fp32", "int8")
+        and not artifact.info.get("differs_from_source")
+    ):
         return items  # the artifact is one of the files above, already validated
     backend = get_backend(artifact.backend)
     name = f"{artifact.backend}-{artifact.precision}"
     files = [Path(p) for p in artifact.files if Path(p).is_file()]
-    reason = backend.available() if artifact.kind != "kit" else (
-        artifact.info.get("reason") or "an on-device build kit: the engine is built on the device")
+    reason = (
+        backend.available()
+        if artifact.kind != "kit"
+        else (artifact.info.get("reason") or "an on-device build kit: the engine is built on the device")
+    )
     if reason is None:
         runner = backend.load(artifact, target)
-        items.append(ArtifactUnderTest(name, runner, files, artifact.backend, artifact.precision,
-                                       info=runner.precision_report()))
+        items.append(
+            ArtifactUnderTest(name, runner, files, artifact.backend, artifact.precision, info=runner.precision_report())
+        )
     else:
         items.append(SkippedArtifact(name, reason, files, artifact.backend, artifact.precision))
     # What TensorRT will read in FP16-for-float layers mode can still be proven on the CPU.
     fp16_onnx = next((p for p in files if p.name.endswith("fp16.onnx")), None)
     if fp16_onnx is not None:
-        items.append(ArtifactUnderTest("qdq-int8-fp16 (onnxruntime)", runner_from_file(fp16_onnx, target,
-                                                                                       "onnxruntime"),
-                                       [fp16_onnx], "onnxruntime", "int8+fp16"))
+        items.append(
+            ArtifactUnderTest(
+                "qdq-int8-fp16 (onnxruntime)",
+                runner_from_file(fp16_onnx, target, "onnxruntime"),
+                [fp16_onnx],
+                "onnxruntime",
+                "int8+fp16",
+            )
+        )
     return items
 
 
-def stage_validate(target: Target, root: Path, model_stage: StageResult, export: StageResult,
-                   qdq_onnx: Path | None, compiled: StageResult, sensitivity: Path | None,
-                   progress: bool) -> StageResult:
+def stage_validate(
+    target: Target,
+    root: Path,
+    model_stage: StageResult,
+    export: StageResult,
+    qdq_onnx: Path | None,
+    compiled: StageResult,
+    sensitivity: Path | None,
+    progress: bool,
+) -> StageResult:
     """Every artifact against the FP32 PyTorch model on the target's validation set; the report; gate verdicts."""
-    files = [model_stage.folder / "model.safetensors", export.folder / "model_fp32.onnx",
-             *([qdq_onnx] if qdq_onnx else []), *[compiled.folder / n for n in sorted(compiled.outputs)],
-             *([sensitivity] if sensitivity and sensitivity.is_file() else [])]
-    section = {"data": target.data.model_dump(mode="json"), "gates": target.gates.model_dump(mode="json"),
-               "validate": target.validate_.model_dump(mode="json"), "threads": _threads(target)}
+    files = [
+        model_stage.folder / "model.safetensors",
+        export.folder / "model_fp32.onnx",
+        *([qdq_onnx] if qdq_onnx else []),
+        *[compiled.folder / n for n in sorted(compiled.outputs)],
+        *([sensitivity] if sensitivity and sensitivity.is_file() else []),
+    ]
+    section = {
+        "data": target.data.model_dump(mode="json"),
+        "gates": target.gates.model_dump(mode="json"),
+        "validate": target.validate_.model_dump(mode="json"),
+        "threads": _threads(target),
+    }
 
     def produce(folder: Path) -> dict[str, Any]:
         from edgeresnext.report import write_report
@@ -439,18 +543,36 @@ def stage_validate(target: Target, root: Path, model_stage: StageResult, export:
         runnable = [i for i in items if hasattr(i, "runner")]
         primary = runnable[-1].name
         sens = json.loads(sensitivity.read_text()) if sensitivity and sensitivity.is_file() else None
-        report = validate(target, items, model, data, primary=primary, sensitivity=sens,
-                          model_files=[model_stage.folder / "model.safetensors"], progress=progress)
+        report = validate(
+            target,
+            items,
+            model,
+            data,
+            primary=primary,
+            sensitivity=sens,
+            model_files=[model_stage.folder / "model.safetensors"],
+            progress=progress,
+        )
         write_report(report, folder)
         rows = []
         for row in report["artifacts"]:
-            entry = {k: row.get(k) for k in ("name", "status", "skip_reason", "top1", "top1_drop", "agreement",
-                                              "speedup_vs_fp32", "size_bytes")}
+            entry = {
+                k: row.get(k)
+                for k in (
+                    "name",
+                    "status",
+                    "skip_reason",
+                    "top1",
+                    "top1_drop",
+                    "agreement",
+                    "speedup_vs_fp32",
+                    "size_bytes",
+                )
+            }
             if row.get("status") == "ok":
                 entry["p50_ms"] = row["latency"]["p50_ms"]
             rows.append(entry)
-        return {"passed": report["passed"], "primary": report["primary"], "artifacts": rows,
-                "gates": report["gates"]}
+        return {"passed": report["passed"], "primary": report["primary"], "artifacts": rows, "gates": report["gates"]}
 
     return run_stage(root / "report", "validate", section, files, produce)
 
@@ -461,13 +583,23 @@ def _threads(target: Target) -> int | None:
     return target_threads(target)
 
 
-def stage_bundle(target: Target, root: Path, model_stage: StageResult, compiled: StageResult,
-                 qdq_onnx: Path | None, validated: StageResult) -> StageResult:
+def stage_bundle(
+    target: Target,
+    root: Path,
+    model_stage: StageResult,
+    compiled: StageResult,
+    qdq_onnx: Path | None,
+    validated: StageResult,
+) -> StageResult:
     """The folder device apps embed: artifact(s), labels.txt, manifest.json with sha256 of every file."""
     artifact_json = compiled.folder / "artifact.json"
     report_json = validated.folder / "report.json"
-    files = [model_stage.folder / "model.safetensors", artifact_json, report_json,
-             *[compiled.folder / n for n in sorted(compiled.outputs)]]
+    files = [
+        model_stage.folder / "model.safetensors",
+        artifact_json,
+        report_json,
+        *[compiled.folder / n for n in sorted(compiled.outputs)],
+    ]
 
     def produce(folder: Path) -> dict[str, Any]:
         from edgeresnext.backends import Artifact
@@ -478,20 +610,28 @@ def stage_bundle(target: Target, root: Path, model_stage: StageResult, compiled:
         artifact = Artifact.load(artifact_json)
         report = json.loads(report_json.read_text())
         primary = next(r for r in report["artifacts"] if r["name"] == report["primary"])
-        summary = {"dataset": report["data"]["name"], "images": report["data"]["count"],
-                   "validated_artifact": primary["name"], "top1": primary["top1"],
-                   "top1_fp32": report["artifacts"][0]["top1"], "top1_drop": primary["top1_drop"],
-                   "agreement": primary["agreement"], "latency_ms_p50": primary["latency"]["p50_ms"],
-                   "gates_passed": report["passed"]}
+        summary = {
+            "dataset": report["data"]["name"],
+            "images": report["data"]["count"],
+            "validated_artifact": primary["name"],
+            "top1": primary["top1"],
+            "top1_fp32": report["artifacts"][0]["top1"],
+            "top1_drop": primary["top1_drop"],
+            "agreement": primary["agreement"],
+            "latency_ms_p50": primary["latency"]["p50_ms"],
+            "gates_passed": report["passed"],
+        }
         bundle_from_artifacts(folder, [artifact], meta, validation_summary=summary, target=target)
         return {"validation_summary": summary}
 
-    return run_stage(root / "bundle", "bundle", {"backend": target.backend}, files, produce,
-                     record_path=root / "bundle.stage.json")
+    return run_stage(
+        root / "bundle", "bundle", {"backend": target.backend}, files, produce, record_path=root / "bundle.stage.json"
+    )
 
 
-def build(target: Target, out_root: str | Path = "build", progress: bool = True,
-          on_event: Callable[[str], None] | None = None) -> BuildSummary:
+def build(
+    target: Target, out_root: str | Path = "build", progress: bool = True, on_event: Callable[[str], None] | None = None
+) -> BuildSummary:
     """Run every stage for ``target`` into ``<out_root>/<target.name>/``; returns the summary the CLI prints.
 
     ``on_event`` receives one line per stage as it starts and ends (the CLI prints them).
@@ -526,11 +666,14 @@ def build(target: Target, out_root: str | Path = "build", progress: bool = True,
             qdq_onnx = quantized.folder / "model_int8.onnx"
             if quantized.info.get("calibration_skipped"):
                 skipped = quantized.info["calibration_skipped"]
-                summary.notes.append(f"calibration: skipped {len(skipped)} unreadable image(s) (data.on_bad_image: "
-                                     f"skip), first: {skipped[0][1]}; all in {quantized.folder / 'quant.json'}")
+                summary.notes.append(
+                    f"calibration: skipped {len(skipped)} unreadable image(s) (data.on_bad_image: "
+                    f"skip), first: {skipped[0][1]}; all in {quantized.folder / 'quant.json'}"
+                )
             # Judged here from what the stage used (also for a cached stage), not inside it.
-            short = _calibration_shortfall(target, len(_calibration_files(target)),
-                                           int(quantized.info.get("calibration_images", 0)))
+            short = _calibration_shortfall(
+                target, len(_calibration_files(target)), int(quantized.info.get("calibration_images", 0))
+            )
             if short:
                 summary.notes.append(f"calibration: {short}")
             sensitivity = quantized.folder / "sensitivity.json"
@@ -539,8 +682,10 @@ def build(target: Target, out_root: str | Path = "build", progress: bool = True,
         native = target.backend == "openvino" and target.backend_options.openvino.native_int8
         source = qdq_onnx if int8 and not native else export.folder / "model_fp32.onnx"
         compiled = step("compile", lambda: stage_compile(target, root, source))
-        validated = step("validate", lambda: stage_validate(target, root, model_stage, export, qdq_onnx, compiled,
-                                                            sensitivity, progress))
+        validated = step(
+            "validate",
+            lambda: stage_validate(target, root, model_stage, export, qdq_onnx, compiled, sensitivity, progress),
+        )
         step("bundle", lambda: stage_bundle(target, root, model_stage, compiled, qdq_onnx, validated))
     summary.ok = bool(validated.info.get("passed", True))
     artifact = compiled.info.get("artifact", {})
@@ -553,21 +698,36 @@ def build(target: Target, out_root: str | Path = "build", progress: bool = True,
     return summary
 
 
-def build_all(targets: list[Target], out_root: str | Path = "build", progress: bool = True,
-              on_event: Callable[[str], None] | None = None) -> tuple[str, bool]:
+def build_all(
+    targets: list[Target],
+    out_root: str | Path = "build",
+    progress: bool = True,
+    on_event: Callable[[str], None] | None = None,
+) -> tuple[str, bool]:
     """Build each target (a failure is recorded, not fatal) and write ``<out_root>/comparison.md``."""
     from edgeresnext.errors import EdgeResNeXtError
 
-    rows = [["target", "backend", "precision", "artifact", "top-1", "drop (pt)", "agreement", "p50 ms",
-             "speed-up vs FP32", "gates"]]
+    rows = [
+        [
+            "target",
+            "backend",
+            "precision",
+            "artifact",
+            "top-1",
+            "drop (pt)",
+            "agreement",
+            "p50 ms",
+            "speed-up vs FP32",
+            "gates",
+        ]
+    ]
     all_ok = True
     for target in targets:
         try:
             summary = build(target, out_root=out_root, progress=progress, on_event=on_event)
         except EdgeResNeXtError as err:
             all_ok = False
-            rows.append([target.name, target.backend, target.precision, "-", "-", "-", "-", "-", "-",
-                         f"error: {err}"])
+            rows.append([target.name, target.backend, target.precision, "-", "-", "-", "-", "-", "-", f"error: {err}"])
             continue
         all_ok &= summary.ok
         validated = summary.stage("validate")
@@ -576,12 +736,23 @@ def build_all(targets: list[Target], out_root: str | Path = "build", progress: b
         if primary is None:
             rows.append([target.name, target.backend, target.precision, "-", "-", "-", "-", "-", "-", "-"])
             continue
-        rows.append([target.name, target.backend, target.precision, primary["name"],
-                     f"{primary['top1'] * 100:.2f} %", f"{primary['top1_drop'] * 100:+.2f}",
-                     f"{primary['agreement'] * 100:.2f} %", f"{primary['p50_ms']:.3f}",
-                     f"{primary['speedup_vs_fp32']:.2f}x", "pass" if info.get("passed") else "FAIL"])
-    table = "\n".join("| " + " | ".join(row) + " |" + ("\n|" + "---|" * len(row) if i == 0 else "")
-                      for i, row in enumerate(rows))
+        rows.append(
+            [
+                target.name,
+                target.backend,
+                target.precision,
+                primary["name"],
+                f"{primary['top1'] * 100:.2f} %",
+                f"{primary['top1_drop'] * 100:+.2f}",
+                f"{primary['agreement'] * 100:.2f} %",
+                f"{primary['p50_ms']:.3f}",
+                f"{primary['speedup_vs_fp32']:.2f}x",
+                "pass" if info.get("passed") else "FAIL",
+            ]
+        )
+    table = "\n".join(
+        "| " + " | ".join(row) + " |" + ("\n|" + "---|" * len(row) if i == 0 else "") for i, row in enumerate(rows)
+    )
     from edgeresnext.atomic import write_text_atomic
 
     path = write_text_atomic(Path(out_root) / "comparison.md", "# Targets compared\n\n" + table + "\n")

@@ -140,7 +140,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             else []
         ),
         f"Latency: batch {proto['latency_batch']}, {proto['warmup']} warm-up + {proto['runs']} timed runs, "
-        f"{proto['threads']} threads; throughput at batch {proto['throughput_batch']}. "
+        f"{proto['threads']} threads; throughput at batch {proto['throughput_batch']}. Timer: {proto['timer']}. "
         f"Host: {env['cpu_model']}, {env['cpu_cores']} cores ({env['cpu_cores_usable']} usable), load average "
         f"{', '.join(f'{x:.2f}' for x in env['load_average'] or [])} at the start.",
         "",

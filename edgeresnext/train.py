@@ -230,8 +230,9 @@ def _fit(config: TrainConfig, ctx: DistContext) -> Path:
             write_json_atomic(out / "history.json", history)
         if config.stop_after is not None and epoch + 1 >= config.stop_after and epoch + 1 < config.epochs:
             if ctx.is_main:
-                logger.info("stopping after epoch %d/%d as asked; resume with the same command", epoch + 1,
-                            config.epochs)
+                logger.info(
+                    "stopping after epoch %d/%d as asked; resume with the same command", epoch + 1, config.epochs
+                )
             distributed.barrier(ctx)
             return last
 

@@ -17,8 +17,13 @@ from edgeresnext.data import ArrayDataset, load_dataset
 def fmnist_test() -> ArrayDataset:
     """The first 512 images of the Fashion-MNIST test split (all classes present)."""
     data = load_dataset("fashion-mnist", split="test")
-    return ArrayDataset(images=data.images[:512], labels=data.labels[:512], class_names=data.class_names,
-                        preprocess=data.preprocess, name="fashion-mnist/test[:512]")
+    return ArrayDataset(
+        images=data.images[:512],
+        labels=data.labels[:512],
+        class_names=data.class_names,
+        preprocess=data.preprocess,
+        name="fashion-mnist/test[:512]",
+    )
 
 
 @pytest.fixture(scope="session")

@@ -18,8 +18,9 @@ HEAVY = ("torch", "onnx", "onnxruntime", "openvino", "nncf", "tensorrt")
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    return subprocess.run([sys.executable, "-m", "edgeresnext.cli", *args], capture_output=True, text=True,
-                          timeout=300, cwd=cwd, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "edgeresnext.cli", *args], capture_output=True, text=True, timeout=300, cwd=cwd, env=env
+    )
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -40,9 +41,11 @@ def test_help_lists_the_commands():
 
 
 def test_package_and_cli_import_without_heavy_modules():
-    code = ("import sys, edgeresnext, edgeresnext.cli, edgeresnext.data, edgeresnext.errors;"
-            "edgeresnext.cli.make_parser();"
-            f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))")
+    code = (
+        "import sys, edgeresnext, edgeresnext.cli, edgeresnext.data, edgeresnext.errors;"
+        "edgeresnext.cli.make_parser();"
+        f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "", f"imported at package import: {result.stdout.strip()}"
@@ -88,8 +91,18 @@ def test_unknown_dataset_exits_2(tmp_path):
 @pytest.mark.parametrize("count", [20])
 def test_data_writes_a_balanced_calibration_set_from_cifar10(tmp_path, count):
     root = make_cifar10_root(tmp_path / "cifar", train=200, test=20)
-    result = run_cli("-q", "data", "--dataset", "cifar10", "--data-root", str(root), "--count", str(count),
-                     "--out", str(tmp_path / "calib"))
+    result = run_cli(
+        "-q",
+        "data",
+        "--dataset",
+        "cifar10",
+        "--data-root",
+        str(root),
+        "--count",
+        str(count),
+        "--out",
+        str(tmp_path / "calib"),
+    )
     assert result.returncode == 0, result.stderr
     assert f"wrote {count} calibration images (2 per class)" in result.stdout
     folders = sorted(p for p in (tmp_path / "calib").iterdir() if p.is_dir())

@@ -46,7 +46,8 @@ def _write_target(folder: Path, calib: Path, checkpoint: Path, **overrides: obje
 def _stage_records(root: Path) -> dict[str, dict]:
     records = {}
     for name in STAGES:
-        path = root / ("bundle.stage.json" if name == "bundle" else f"{'report' if name == 'validate' else name}/stage.json")
+        folder = "report" if name == "validate" else name
+        path = root / ("bundle.stage.json" if name == "bundle" else f"{folder}/stage.json")
         if path.is_file():
             records[name] = json.loads(path.read_text())
     return records
@@ -85,9 +86,18 @@ def test_first_build_runs_every_stage_and_passes(first_build) -> None:
     assert [s.name for s in summary.stages] == list(STAGES)
     assert not any(s.skipped for s in summary.stages)
     target_root = root / "cpu-small"
-    for relative in ("model/model.safetensors", "export/model_fp32.onnx", "quantize/model_int8.onnx",
-                     "lint/lint.json", "compile/model.xml", "compile/model.bin", "report/report.json",
-                     "report/report.html", "bundle/manifest.json", "config.json"):
+    for relative in (
+        "model/model.safetensors",
+        "export/model_fp32.onnx",
+        "quantize/model_int8.onnx",
+        "lint/lint.json",
+        "compile/model.xml",
+        "compile/model.bin",
+        "report/report.json",
+        "report/report.html",
+        "bundle/manifest.json",
+        "config.json",
+    ):
         assert (target_root / relative).is_file(), relative
     assert not list(target_root.rglob(".*.tmp-*")), "temporary files left behind"
     text = summary.render()
@@ -130,11 +140,11 @@ def test_corrupted_stage_output_is_detected_and_rebuilt(first_build, tmp_path: P
     summary = build(target, out_root=root, progress=False)
     assert summary.stage("compile") is not None and not summary.stage("compile").skipped
     assert ir.read_bytes() == original
-    assert [s.name for s in summary.stages if not s.skipped][0] == "compile"
+    assert next(s.name for s in summary.stages if not s.skipped) == "compile"
 
 
 def test_concurrent_builds_of_one_target_wait_for_each_other(first_build, tmp_path: Path) -> None:
-    target, root = _copy_build(first_build, tmp_path, validate__latency_runs=7)
+    _, root = _copy_build(first_build, tmp_path, validate__latency_runs=7)
     yaml_path = tmp_path / "cpu-small.yaml"
     command = [sys.executable, "-m", "edgeresnext.cli", "-q", "build", "--target", str(yaml_path), "--out", str(root)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -151,7 +161,11 @@ def test_concurrent_builds_of_one_target_wait_for_each_other(first_build, tmp_pa
 
 
 def test_unknown_target_name_lists_the_known_ones(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "edgeresnext.cli", "build", "--target", "nosuch"], cwd=REPO,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "edgeresnext.cli", "build", "--target", "nosuch"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2
     assert "unknown target 'nosuch'" in result.stderr and "cpu" in result.stderr

@@ -26,8 +26,27 @@ def cifar_root(tmp_path_factory) -> Path:
 
 
 def _train_args(root: Path, out: Path) -> list[str]:
-    return ["train", "--arch", "resnext11_4x8d", "--dataset", "cifar10", "--data-root", str(root), "--epochs", "2",
-            "--batch-size", "32", "--lr", "0.05", "--threads", "1", "--seed", "0", "--out", str(out)]
+    return [
+        "train",
+        "--arch",
+        "resnext11_4x8d",
+        "--dataset",
+        "cifar10",
+        "--data-root",
+        str(root),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "32",
+        "--lr",
+        "0.05",
+        "--threads",
+        "1",
+        "--seed",
+        "0",
+        "--out",
+        str(out),
+    ]
 
 
 def _history(out: Path) -> list[dict]:
@@ -51,8 +70,12 @@ def test_killed_run_resumes_from_epoch_1_and_matches_an_uninterrupted_run(cifar_
     assert read_checkpoint(out / "last.pt").training["epoch"] == 1
     assert not (out / "model.safetensors").exists()
 
-    resumed = subprocess.run([sys.executable, "-m", "edgeresnext.cli", *_train_args(cifar_root, out)],
-                             capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "edgeresnext.cli", *_train_args(cifar_root, out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stderr and "from epoch 1/2" in resumed.stderr
     history = _history(out)
@@ -61,9 +84,20 @@ def test_killed_run_resumes_from_epoch_1_and_matches_an_uninterrupted_run(cifar_
 
     threads = torch.get_num_threads()
     try:
-        straight = fit(TrainConfig(arch="resnext11_4x8d", dataset="cifar10", data_root=str(cifar_root),
-                                   out_dir=str(tmp_path / "straight"), epochs=2, batch_size=32, lr=0.05, seed=0,
-                                   threads=1, progress=False))
+        straight = fit(
+            TrainConfig(
+                arch="resnext11_4x8d",
+                dataset="cifar10",
+                data_root=str(cifar_root),
+                out_dir=str(tmp_path / "straight"),
+                epochs=2,
+                batch_size=32,
+                lr=0.05,
+                seed=0,
+                threads=1,
+                progress=False,
+            )
+        )
     finally:
         torch.set_num_threads(threads)
     a = load_checkpoint(out / "model.safetensors").state_dict()
@@ -77,9 +111,28 @@ def test_killed_run_resumes_from_epoch_1_and_matches_an_uninterrupted_run(cifar_
 
 def test_image_folder_trains_with_its_preprocess_json(tmp_path):
     root = make_image_folder(tmp_path / "photos", count=100, preprocess=FMNIST_FOLDER_PREPROCESS)
-    result = subprocess.run([sys.executable, "-m", "edgeresnext.cli", "-q", "train", "--dataset", str(root),
-                             "--epochs", "1", "--batch-size", "32", "--threads", "1", "--out", str(tmp_path / "run")],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgeresnext.cli",
+            "-q",
+            "train",
+            "--dataset",
+            str(root),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "32",
+            "--threads",
+            "1",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     meta = read_checkpoint(tmp_path / "run" / "model.safetensors").meta
     assert meta.in_channels == 1 and meta.input_size == 28
@@ -91,5 +144,14 @@ def test_batch_larger_than_the_data_is_a_clear_error(cifar_root, tmp_path):
     from edgeresnext.errors import ConfigError
 
     with pytest.raises(ConfigError, match="batch_size=512 exceeds the 100 training images"):
-        fit(TrainConfig(dataset="cifar10", data_root=str(cifar_root), out_dir=str(tmp_path), epochs=1,
-                        batch_size=512, limit_train=100, progress=False))
+        fit(
+            TrainConfig(
+                dataset="cifar10",
+                data_root=str(cifar_root),
+                out_dir=str(tmp_path),
+                epochs=1,
+                batch_size=512,
+                limit_train=100,
+                progress=False,
+            )
+        )

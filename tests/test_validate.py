@@ -125,11 +125,35 @@ def test_measure_latency_times_each_call_after_warmup():
         return batch
 
     stats = measure_latency(slow, np.zeros((1, 1, 2, 2), np.float32), runs=8, warmup=3)
-    assert len(calls) == 11 and len(stats.samples_ms) == 8
+    # 3 warm-up + 8 timed calls, then 3 + 8 more for the whole-call figure (a plain function has nothing to bind).
+    assert len(calls) == 22 and len(stats.samples_ms) == 8 and len(stats.call_samples_ms) == 8
     summary = stats.to_dict()
     assert 3.0 <= summary["p50_ms"] <= summary["p90_ms"] <= summary["p99_ms"] <= summary["max_ms"]
+    assert summary["timed"] == "runner(batch) call" and summary["call_p50_ms"] >= 3.0
     with pytest.raises(ConfigError, match="runs=0"):
         measure_latency(slow, np.zeros((1, 1, 2, 2), np.float32), runs=0)
+
+
+def test_measure_latency_times_the_bound_inference_of_a_runner():
+    """A runner's bound call (input set once) is what p50 reports; whole calls give call_p50_ms."""
+
+    class Bindable:
+        def __init__(self) -> None:
+            self.bound_with: list[tuple[int, ...]] = []
+
+        def __call__(self, batch: np.ndarray) -> np.ndarray:
+            time.sleep(0.03)  # input checks and conversion of a slow Python wrapper
+            return batch
+
+        def bind(self, batch: np.ndarray):
+            self.bound_with.append(batch.shape)
+            return lambda: time.sleep(0.002)
+
+    runner = Bindable()
+    summary = measure_latency(runner, np.zeros((1, 1, 2, 2), np.float32), runs=5, warmup=1).to_dict()
+    assert runner.bound_with == [(1, 1, 2, 2)]
+    assert summary["timed"] == "inference, input bound once"
+    assert 2.0 <= summary["p50_ms"] < 30.0 <= summary["call_p50_ms"]
 
 
 def test_peak_memory_sees_a_temporary_allocation():

@@ -301,8 +301,7 @@ def build_script(plan: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------------------ on-device kit
 def kit_from_onnx(onnx_path: str | Path, target: Target, out_dir: str | Path, reason: str) -> Artifact:
     """Write the on-device build kit for ``target`` into ``out_dir`` (see the module docstring)."""
-    from edgeresnext.atomic import write_json_atomic, write_text_atomic
-    from edgeresnext.atomic import sha256_file
+    from edgeresnext.atomic import sha256_file, write_json_atomic, write_text_atomic
 
     onnx_path = Path(onnx_path)
     out_dir = Path(out_dir)
@@ -468,8 +467,7 @@ def engine_from_onnx(
     Writes ``engine_path`` and ``<engine_path>.json`` (TensorRT version, build mode, GPU name and SM, DLA core)
     atomically; reuses and updates ``timing_cache``. Returns the JSON's content.
     """
-    from edgeresnext.atomic import write_bytes_atomic, write_json_atomic
-    from edgeresnext.atomic import sha256_file
+    from edgeresnext.atomic import sha256_file, write_bytes_atomic, write_json_atomic
 
     trt = _import_tensorrt()
     major = int(trt.__version__.split(".")[0])

@@ -80,8 +80,14 @@ def balanced_indices(labels: np.ndarray, count: int, seed: int = 0) -> np.ndarra
     return np.sort(np.concatenate(chosen))
 
 
-def write_calibration_set(out: str | os.PathLike[str], dataset: str = "fashion-mnist", root: str | None = None,
-                          count: int = 500, seed: int = 0, split: str = "train") -> CalibrationSet:
+def write_calibration_set(
+    out: str | os.PathLike[str],
+    dataset: str = "fashion-mnist",
+    root: str | None = None,
+    count: int = 500,
+    seed: int = 0,
+    split: str = "train",
+) -> CalibrationSet:
     """Replace the images in ``out`` with a balanced sample; built in a sibling folder, then swapped in."""
     from PIL import Image
 
@@ -125,8 +131,9 @@ def write_calibration_set(out: str | os.PathLike[str], dataset: str = "fashion-m
     return CalibrationSet(folder=out, count=len(indices), per_class=len(indices) // len(counters))
 
 
-def load_calibration_images(folder: str | os.PathLike[str], preprocess, count: int | None = None,
-                            on_bad_image: str = "fail") -> np.ndarray:
+def load_calibration_images(
+    folder: str | os.PathLike[str], preprocess, count: int | None = None, on_bad_image: str = "fail"
+) -> np.ndarray:
     """The first ``count`` images below ``folder`` (sorted paths), preprocessed for the model: float32 NCHW.
 
     Any folder of images works (class sub-folders optional). ``on_bad_image='skip'`` drops unreadable files
@@ -139,12 +146,13 @@ def load_calibration_images(folder: str | os.PathLike[str], preprocess, count: i
         raise DataError(f"calibration count {count}; expected at least 1")
     wanted = len(files) if count is None else count
     if wanted > len(files):
-        logger.warning("%s holds %d images, fewer than the %d asked for; calibrating on all of them",
-                       folder, len(files), wanted)
+        logger.warning(
+            "%s holds %d images, fewer than the %d asked for; calibrating on all of them", folder, len(files), wanted
+        )
     arrays: list[np.ndarray] = []
     position = 0
     while sum(len(a) for a in arrays) < wanted and position < len(files):
-        take = files[position:position + wanted - sum(len(a) for a in arrays)]
+        take = files[position : position + wanted - sum(len(a) for a in arrays)]
         position += len(take)
         try:
             batch, _kept = load_folder_arrays(take, preprocess, on_bad_image=on_bad_image)

@@ -48,8 +48,9 @@ CLASS_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "
 SIDE = 32
 RECORD_BYTES = 1 + 3 * SIDE * SIDE
 # Per-channel mean/std of the 50,000 training images (pixels / 255), the values used across the CIFAR literature.
-PREPROCESS = Preprocess(channels="RGB", resize=None, crop=None, mean=(0.4914, 0.4822, 0.4465),
-                        std=(0.2470, 0.2435, 0.2616))
+PREPROCESS = Preprocess(
+    channels="RGB", resize=None, crop=None, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616)
+)
 SPLITS = tuple(SPLIT_FILES)
 
 
@@ -64,15 +65,19 @@ def parse_records(data: bytes, source: str) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"{source}: empty file; expected {RECORD_BYTES}-byte CIFAR-10 records")
     if len(data) % RECORD_BYTES:
         whole = len(data) // RECORD_BYTES
-        raise DataError(f"{source}: {len(data)} bytes is not a whole number of {RECORD_BYTES}-byte CIFAR-10 records "
-                        f"({whole} records and {len(data) - whole * RECORD_BYTES} bytes over: truncated or not a "
-                        "CIFAR-10 binary batch)")
+        raise DataError(
+            f"{source}: {len(data)} bytes is not a whole number of {RECORD_BYTES}-byte CIFAR-10 records "
+            f"({whole} records and {len(data) - whole * RECORD_BYTES} bytes over: truncated or not a "
+            "CIFAR-10 binary batch)"
+        )
     records = np.frombuffer(data, dtype=np.uint8).reshape(-1, RECORD_BYTES)
     labels = records[:, 0].astype(np.int64)
     bad = np.flatnonzero(labels >= len(CLASS_NAMES))
     if bad.size:
-        raise DataError(f"{source}: record {int(bad[0])} has label {int(labels[bad[0]])}; CIFAR-10 labels are 0-9 "
-                        "(corrupt file, or the CIFAR-100 release)")
+        raise DataError(
+            f"{source}: record {int(bad[0])} has label {int(labels[bad[0]])}; CIFAR-10 labels are 0-9 "
+            "(corrupt file, or the CIFAR-100 release)"
+        )
     images = records[:, 1:].reshape(-1, 3, SIDE, SIDE).transpose(0, 2, 3, 1)
     return np.ascontiguousarray(images), labels
 
@@ -81,8 +86,10 @@ def records_from_arrays(images: np.ndarray, labels: np.ndarray) -> bytes:
     """The inverse of :func:`parse_records`: uint8 NHWC 32x32x3 images + labels to binary-release bytes."""
     images = np.asarray(images, dtype=np.uint8)
     if images.ndim != 4 or images.shape[1:] != (SIDE, SIDE, 3) or len(images) != len(labels):
-        raise DataError(f"CIFAR-10 records need N x 32 x 32 x 3 uint8 images and N labels, got {images.shape} "
-                        f"and {len(labels)} labels")
+        raise DataError(
+            f"CIFAR-10 records need N x 32 x 32 x 3 uint8 images and N labels, got {images.shape} "
+            f"and {len(labels)} labels"
+        )
     records = np.empty((len(images), RECORD_BYTES), dtype=np.uint8)
     records[:, 0] = np.asarray(labels, dtype=np.uint8)
     records[:, 1:] = images.transpose(0, 3, 1, 2).reshape(len(images), -1)
@@ -111,8 +118,10 @@ def verify_tarball(path: Path) -> None:
     except OSError as err:
         raise DataError(f"{path}: cannot read ({err.strerror})") from err
     if actual != TARBALL_MD5:
-        raise DataError(f"{path}: MD5 {actual} differs from the published {TARBALL_MD5} of {TARBALL} (corrupt, "
-                        "truncated or not the official release; pass verify=False for a tarball you packed yourself)")
+        raise DataError(
+            f"{path}: MD5 {actual} differs from the published {TARBALL_MD5} of {TARBALL} (corrupt, "
+            "truncated or not the official release; pass verify=False for a tarball you packed yourself)"
+        )
 
 
 def read_tarball_members(path: Path, names: list[str]) -> dict[str, bytes]:
@@ -152,16 +161,18 @@ def download(dest: Path) -> Path:
 
         with urllib.request.urlopen(URL, timeout=60) as response, open(tmp, "wb") as out:
             total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=TARBALL,
-                      disable=not logger.isEnabledFor(logging.INFO)) as bar:
+            with tqdm(
+                total=total, unit="B", unit_scale=True, desc=TARBALL, disable=not logger.isEnabledFor(logging.INFO)
+            ) as bar:
                 while chunk := response.read(1 << 20):
                     out.write(chunk)
                     bar.update(len(chunk))
         verify_tarball(tmp)
         os.replace(tmp, target)
     except OSError as err:
-        raise DataError(f"cannot download CIFAR-10 from {URL} ({err}); copy {TARBALL} or the extracted {FOLDER}/ "
-                        f"into {dest}") from err
+        raise DataError(
+            f"cannot download CIFAR-10 from {URL} ({err}); copy {TARBALL} or the extracted {FOLDER}/ into {dest}"
+        ) from err
     finally:
         tmp.unlink(missing_ok=True)
     return target
@@ -192,21 +203,25 @@ def search_roots(root: str | os.PathLike[str] | None = None) -> list[Path]:
     return roots
 
 
-def load_cifar10(split: str = "train", root: str | os.PathLike[str] | None = None, download_missing: bool = True,
-                 verify: bool = True) -> ArrayDataset:
+def load_cifar10(
+    split: str = "train", root: str | os.PathLike[str] | None = None, download_missing: bool = True, verify: bool = True
+) -> ArrayDataset:
     """CIFAR-10 ``train`` (50,000) or ``test`` (10,000) as uint8 32x32x3 (NHWC) images and int64 labels."""
     if split not in SPLITS:
         raise DataError(f"CIFAR-10 split {split!r}; expected one of {SPLITS}")
     if root is not None and not Path(root).exists():
-        raise DataError(f"{root}: CIFAR-10 root not found (expected a folder with {FOLDER}/ or {TARBALL}, or the "
-                        "tarball itself)")
+        raise DataError(
+            f"{root}: CIFAR-10 root not found (expected a folder with {FOLDER}/ or {TARBALL}, or the tarball itself)"
+        )
     roots = search_roots(root)
     place = _locate(split, roots)
     if place is None:
         if root is not None or not download_missing:
             where = root if root is not None else ", ".join(str(r) for r in roots)
-            raise DataError(f"{where}: no CIFAR-10 binary files for split {split!r} (expected "
-                            f"{', '.join(SPLIT_FILES[split])} in {FOLDER}/, or {TARBALL})")
+            raise DataError(
+                f"{where}: no CIFAR-10 binary files for split {split!r} (expected "
+                f"{', '.join(SPLIT_FILES[split])} in {FOLDER}/, or {TARBALL})"
+            )
         place = download(cache_dir())
     names = [*SPLIT_FILES[split], META_FILE]
     if place.is_file():
@@ -232,12 +247,18 @@ def load_cifar10(split: str = "train", root: str | os.PathLike[str] | None = Non
     if META_FILE in blobs:
         class_names = parse_class_names(blobs[META_FILE].decode("utf-8", errors="replace"), sources[META_FILE])
     logger.debug("CIFAR-10 %s: %d images from %s", split, len(labels), place)
-    return ArrayDataset(images=images, labels=labels, class_names=class_names, preprocess=PREPROCESS,
-                        name=f"cifar10/{split}")
+    return ArrayDataset(
+        images=images, labels=labels, class_names=class_names, preprocess=PREPROCESS, name=f"cifar10/{split}"
+    )
 
 
-def write_cifar10_folder(folder: str | os.PathLike[str], split: str, images: np.ndarray, labels: np.ndarray,
-                         class_names: list[str] | None = None) -> Path:
+def write_cifar10_folder(
+    folder: str | os.PathLike[str],
+    split: str,
+    images: np.ndarray,
+    labels: np.ndarray,
+    class_names: list[str] | None = None,
+) -> Path:
     """Write ``images``/``labels`` as a binary-release split into ``folder`` (tests, and converting own data)."""
     folder = Path(folder)
     if len(images) != len(labels):

@@ -25,14 +25,19 @@ from edgeresnext.errors import DataError
 
 logger = logging.getLogger(__name__)
 
-CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-               "Ankle boot"]
+CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 # Mean/std of the 60,000 training images (pixels / 255).
 PREPROCESS = Preprocess(channels="L", resize=None, crop=None, mean=(0.2860,), std=(0.3530,))
 MIRROR = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 FILES = {
-    ("train", "images"): ("train-images-idx3-ubyte", "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"),
-    ("train", "labels"): ("train-labels-idx1-ubyte", "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"),
+    ("train", "images"): (
+        "train-images-idx3-ubyte",
+        "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    ),
+    ("train", "labels"): (
+        "train-labels-idx1-ubyte",
+        "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    ),
     ("test", "images"): ("t10k-images-idx3-ubyte", "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"),
     ("test", "labels"): ("t10k-labels-idx1-ubyte", "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
 }
@@ -80,8 +85,10 @@ def download(dest: Path, verify: bool = True) -> None:
                 _verify(tmp, sha256, source=url)
             os.replace(tmp, target)
         except OSError as err:
-            raise DataError(f"cannot download Fashion-MNIST from {url} ({err}); install Debian's "
-                            f"dataset-fashion-mnist or copy the idx files into {dest}") from err
+            raise DataError(
+                f"cannot download Fashion-MNIST from {url} ({err}); install Debian's "
+                f"dataset-fashion-mnist or copy the idx files into {dest}"
+            ) from err
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -90,8 +97,10 @@ def _verify(path: Path, sha256: str, source: str | None = None) -> bytes:
     data = read_idx_bytes(path)
     digest = hashlib.sha256(data).hexdigest()
     if digest != sha256:
-        raise DataError(f"{source or path}: sha256 of the idx data is {digest}, expected {sha256} "
-                        "(corrupt, truncated, or not the official Fashion-MNIST file)")
+        raise DataError(
+            f"{source or path}: sha256 of the idx data is {digest}, expected {sha256} "
+            "(corrupt, truncated, or not the official Fashion-MNIST file)"
+        )
     return data
 
 
@@ -109,8 +118,9 @@ class ArrayDataset:
         return len(self.labels)
 
 
-def load_fashion_mnist(split: str = "train", root: str | os.PathLike[str] | None = None, download_missing: bool = True,
-                       verify: bool = True) -> ArrayDataset:
+def load_fashion_mnist(
+    split: str = "train", root: str | os.PathLike[str] | None = None, download_missing: bool = True, verify: bool = True
+) -> ArrayDataset:
     """Fashion-MNIST ``train`` (60,000) or ``test`` (10,000) as uint8 28x28 images and labels."""
     if split not in SPLITS:
         raise DataError(f"Fashion-MNIST split {split!r}; expected one of {SPLITS}")
@@ -121,8 +131,10 @@ def load_fashion_mnist(split: str = "train", root: str | os.PathLike[str] | None
         paths = {kind: _find(Path(root), name) for kind, name in zip(("images", "labels"), names, strict=True)}
         missing = [name for name, path in zip(names, paths.values(), strict=True) if path is None]
         if missing:
-            raise DataError(f"{root}: no Fashion-MNIST file {missing[0]}[.gz] for split {split!r} "
-                            f"(expected {names[0]}[.gz] and {names[1]}[.gz])")
+            raise DataError(
+                f"{root}: no Fashion-MNIST file {missing[0]}[.gz] for split {split!r} "
+                f"(expected {names[0]}[.gz] and {names[1]}[.gz])"
+            )
         found = paths  # type: ignore[assignment]
     roots = search_roots(None)
     for candidate in roots if not found else []:
@@ -132,8 +144,11 @@ def load_fashion_mnist(split: str = "train", root: str | os.PathLike[str] | None
             break
     if not found:
         if not download_missing:
-            raise DataError("Fashion-MNIST not found in " + ", ".join(str(r) for r in roots)
-                            + "; install Debian's dataset-fashion-mnist or pass a root with the idx files")
+            raise DataError(
+                "Fashion-MNIST not found in "
+                + ", ".join(str(r) for r in roots)
+                + "; install Debian's dataset-fashion-mnist or pass a root with the idx files"
+            )
         download(cache_dir(), verify=verify)
         found = {kind: _find(cache_dir(), FILES[(split, kind)][0]) for kind in ("images", "labels")}  # type: ignore[misc]
     arrays = {}
@@ -144,5 +159,10 @@ def load_fashion_mnist(split: str = "train", root: str | os.PathLike[str] | None
     images, labels = arrays["images"], arrays["labels"].astype(np.int64)
     if images.ndim != 3 or len(images) != len(labels):
         raise DataError(f"{found['images']}: {images.shape} images do not match {labels.shape} labels")
-    return ArrayDataset(images=images, labels=labels, class_names=list(CLASS_NAMES), preprocess=PREPROCESS,
-                        name=f"fashion-mnist/{split}")
+    return ArrayDataset(
+        images=images,
+        labels=labels,
+        class_names=list(CLASS_NAMES),
+        preprocess=PREPROCESS,
+        name=f"fashion-mnist/{split}",
+    )

@@ -56,8 +56,13 @@ def list_images(root: str | os.PathLike[str]) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: image folder not found")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    files = sorted(
+        p
+        for p in root.rglob("*")
+        if p.suffix.lower() in IMAGE_SUFFIXES
+        and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
     if not files:
         raise DataError(f"{root}: no images found (expected files ending in {', '.join(IMAGE_SUFFIXES)})")
     return files
@@ -86,8 +91,10 @@ def scan_image_folder(root: str | os.PathLike[str], class_names: list[str] | Non
         class_names = folders
     unknown = [name for name in folders if name not in class_names]
     if unknown:
-        raise DataError(f"{root / unknown[0]}: class folder {unknown[0]!r} is not one of the model's classes "
-                        f"({', '.join(class_names)})")
+        raise DataError(
+            f"{root / unknown[0]}: class folder {unknown[0]!r} is not one of the model's classes "
+            f"({', '.join(class_names)})"
+        )
     loose = [f for f in files if len(f.relative_to(root).parts) == 1]
     if loose:
         raise DataError(f"{loose[0]}: labelled image folders need one sub-folder per class; found an image at the top")
@@ -96,8 +103,9 @@ def scan_image_folder(root: str | os.PathLike[str], class_names: list[str] | Non
     return ImageFolder(root=root, files=files, labels=labels, class_names=list(class_names))
 
 
-def load_folder_arrays(files: list[Path], preprocess: Preprocess, on_bad_image: str = "fail",
-                       skipped: list[tuple[str, str]] | None = None) -> tuple[np.ndarray, list[int]]:
+def load_folder_arrays(
+    files: list[Path], preprocess: Preprocess, on_bad_image: str = "fail", skipped: list[tuple[str, str]] | None = None
+) -> tuple[np.ndarray, list[int]]:
     """Decode + preprocess ``files`` into one float32 NCHW array. Returns (array, indices of files kept).
 
     ``on_bad_image``: ``fail`` raises on the first broken file; ``skip`` drops it and appends
@@ -157,8 +165,9 @@ def folder_preprocess(root: str | os.PathLike[str]) -> Preprocess:
         raise DataError(str(err) if str(path) in str(err) else f"{path}: {err}") from err
 
 
-def split_image_folder(root: str | os.PathLike[str], split: str = "test",
-                       class_names: list[str] | None = None) -> ImageFolder:
+def split_image_folder(
+    root: str | os.PathLike[str], split: str = "test", class_names: list[str] | None = None
+) -> ImageFolder:
     """The ``split`` of an image-folder dataset.
 
     ``root/train/<class>/*`` and ``root/val/<class>/*`` (or ``test/``) are used as they are; a plain
@@ -173,8 +182,10 @@ def split_image_folder(root: str | os.PathLike[str], split: str = "test",
     if present:
         sub = next((root / name for name in SPLIT_FOLDERS[split] if (root / name).is_dir()), None)
         if sub is None:
-            raise DataError(f"{root}: has {present[0]}/ but no {' or '.join(SPLIT_FOLDERS[split])}/ sub-folder "
-                            f"for the {split!r} split")
+            raise DataError(
+                f"{root}: has {present[0]}/ but no {' or '.join(SPLIT_FOLDERS[split])}/ sub-folder "
+                f"for the {split!r} split"
+            )
         return scan_image_folder(sub, class_names)
     folder = scan_image_folder(root, class_names)
     keep = []
@@ -186,14 +197,18 @@ def split_image_folder(root: str | os.PathLike[str], split: str = "test",
         keep.append(held_out if split != "train" else not held_out)
     index = np.flatnonzero(keep)
     if index.size == 0:
-        raise DataError(f"{root}: too few images for a {split!r} split (every {HOLDOUT_EVERY}th image per class is "
-                        "held out for testing); add images or use train/ and val/ sub-folders")
-    return ImageFolder(root=root, files=[folder.files[i] for i in index], labels=folder.labels[index],
-                       class_names=folder.class_names)
+        raise DataError(
+            f"{root}: too few images for a {split!r} split (every {HOLDOUT_EVERY}th image per class is "
+            "held out for testing); add images or use train/ and val/ sub-folders"
+        )
+    return ImageFolder(
+        root=root, files=[folder.files[i] for i in index], labels=folder.labels[index], class_names=folder.class_names
+    )
 
 
-def images_at_model_size(files: list[Path], preprocess: Preprocess, on_bad_image: str = "fail",
-                         progress: bool = False) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
+def images_at_model_size(
+    files: list[Path], preprocess: Preprocess, on_bad_image: str = "fail", progress: bool = False
+) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
     """Decode ``files`` to uint8 HWC (or HW) pixels after ``preprocess``'s mode conversion, resize and crop.
 
     Returns (pixels, indices of the files kept, skipped (path, reason) pairs). Normalisation is left to
@@ -206,8 +221,10 @@ def images_at_model_size(files: list[Path], preprocess: Preprocess, on_bad_image
     if on_bad_image not in ("fail", "skip"):
         raise DataError(f"on_bad_image={on_bad_image!r}; expected 'fail' or 'skip'")
     if preprocess.crop is None:
-        raise DataError("image folders need preprocess.crop (images of different sizes cannot be stacked); "
-                        f"got {preprocess.to_dict()}")
+        raise DataError(
+            "image folders need preprocess.crop (images of different sizes cannot be stacked); "
+            f"got {preprocess.to_dict()}"
+        )
     pixels, kept, skipped = [], [], []
     for position, path in enumerate(tqdm(files, desc="images", unit="img", disable=not progress, leave=False)):
         try:
@@ -226,8 +243,14 @@ def images_at_model_size(files: list[Path], preprocess: Preprocess, on_bad_image
     return np.stack(pixels), kept, skipped
 
 
-def load_image_folder(root: str | os.PathLike[str], split: str = "test", preprocess: Preprocess | None = None,
-                      class_names: list[str] | None = None, on_bad_image: str = "fail", progress: bool = False):
+def load_image_folder(
+    root: str | os.PathLike[str],
+    split: str = "test",
+    preprocess: Preprocess | None = None,
+    class_names: list[str] | None = None,
+    on_bad_image: str = "fail",
+    progress: bool = False,
+):
     """A labelled image folder as an :class:`~edgeresnext.data.fashion_mnist.ArrayDataset` held in memory.
 
     ``preprocess`` defaults to ``root/preprocess.json`` or :data:`FOLDER_PREPROCESS`; pass the model's
@@ -242,10 +265,14 @@ def load_image_folder(root: str | os.PathLike[str], split: str = "test", preproc
     folder = split_image_folder(root, split, class_names)
     pixels, kept, skipped = images_at_model_size(folder.files, preprocess, on_bad_image, progress)
     if skipped:
-        logger.warning("%s: skipped %d of %d images (first: %s)", root, len(skipped), len(folder.files),
-                       skipped[0][1])
-    return ArrayDataset(images=pixels, labels=folder.labels[kept], class_names=folder.class_names,
-                        preprocess=preprocess, name=f"{Path(root).name}/{split}")
+        logger.warning("%s: skipped %d of %d images (first: %s)", root, len(skipped), len(folder.files), skipped[0][1])
+    return ArrayDataset(
+        images=pixels,
+        labels=folder.labels[kept],
+        class_names=folder.class_names,
+        preprocess=preprocess,
+        name=f"{Path(root).name}/{split}",
+    )
 
 
 def is_image_folder_name(name: str | os.PathLike[str]) -> bool:

@@ -12,8 +12,14 @@ import numpy as np
 
 from edgeresnext.errors import DataError
 
-_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"),
-           0x0E: np.dtype(">f8")}
+_DTYPES = {
+    0x08: np.uint8,
+    0x09: np.int8,
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
 
 
 def read_idx_bytes(path: str | os.PathLike[str]) -> bytes:
@@ -50,8 +56,10 @@ def parse_idx(data: bytes, source: str) -> np.ndarray:
     expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
     payload = len(data) - header
     if payload != expected:
-        raise DataError(f"{source}: idx header says {dims} ({expected} bytes) but the file holds {payload} bytes"
-                        + (" (truncated)" if payload < expected else " (trailing data)"))
+        raise DataError(
+            f"{source}: idx header says {dims} ({expected} bytes) but the file holds {payload} bytes"
+            + (" (truncated)" if payload < expected else " (trailing data)")
+        )
     return np.frombuffer(data, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="), copy=False)
 
 

@@ -53,8 +53,17 @@ class ArrayLoader:
     depends only on ``seed`` and the epoch, like ``DistributedSampler``.
     """
 
-    def __init__(self, dataset: ArrayDataset, batch_size: int, shuffle: bool = False, augment: bool = False,
-                 seed: int = 0, rank: int = 0, world_size: int = 1, drop_last: bool = False) -> None:
+    def __init__(
+        self,
+        dataset: ArrayDataset,
+        batch_size: int,
+        shuffle: bool = False,
+        augment: bool = False,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = False,
+    ) -> None:
         self.inputs = normalize_array(dataset.images, dataset.preprocess)
         self.labels = torch.from_numpy(dataset.labels.astype(np.int64))
         self.batch_size = batch_size
@@ -106,8 +115,9 @@ class ImageFolderDataset(torch.utils.data.Dataset):
     ``pad`` pixels in normalised space, horizontal flip) matches :func:`augment_batch`.
     """
 
-    def __init__(self, files: list, labels: np.ndarray, preprocess: Preprocess, augment: bool = False,
-                 pad: int = 4) -> None:
+    def __init__(
+        self, files: list, labels: np.ndarray, preprocess: Preprocess, augment: bool = False, pad: int = 4
+    ) -> None:
         self.files = list(files)
         self.labels = np.asarray(labels, dtype=np.int64)
         self.preprocess = preprocess
@@ -138,8 +148,15 @@ class FolderLoader:
     same batches as an uninterrupted one.
     """
 
-    def __init__(self, dataset: ImageFolderDataset, batch_size: int, shuffle: bool = False, seed: int = 0,
-                 workers: int | None = None, drop_last: bool = False) -> None:
+    def __init__(
+        self,
+        dataset: ImageFolderDataset,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        workers: int | None = None,
+        drop_last: bool = False,
+    ) -> None:
         import os
 
         self.dataset = dataset
@@ -162,8 +179,13 @@ class FolderLoader:
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         order = torch.randperm(n, generator=generator).tolist() if self.shuffle else list(range(n))
         loader = torch.utils.data.DataLoader(
-            self.dataset, batch_size=self.batch_size, sampler=order, num_workers=self.workers,
-            drop_last=self.drop_last, generator=generator, persistent_workers=False,
+            self.dataset,
+            batch_size=self.batch_size,
+            sampler=order,
+            num_workers=self.workers,
+            drop_last=self.drop_last,
+            generator=generator,
+            persistent_workers=False,
         )
         try:
             yield from loader

@@ -69,13 +69,24 @@ class ModelMeta:
         missing = [key for key in ("arch", "num_classes") if key not in data]
         if missing:
             raise CheckpointError(f"{source}: metadata lacks {missing[0]!r}")
-        types = {"arch": str, "num_classes": int, "in_channels": int, "input_size": int, "class_names": list,
-                 "metrics": dict, "dataset": (str, type(None)), "recipe": (str, type(None)), "preprocess": dict}
+        types = {
+            "arch": str,
+            "num_classes": int,
+            "in_channels": int,
+            "input_size": int,
+            "class_names": list,
+            "metrics": dict,
+            "dataset": (str, type(None)),
+            "recipe": (str, type(None)),
+            "preprocess": dict,
+        }
         for key, expected in types.items():
             value = data.get(key)
             if key in data and (not isinstance(value, expected) or isinstance(value, bool)):
-                raise CheckpointError(f"{source}: metadata {key!r} is {value!r}; expected "
-                                      f"{getattr(expected, '__name__', 'a string or null')}")
+                raise CheckpointError(
+                    f"{source}: metadata {key!r} is {value!r}; expected "
+                    f"{getattr(expected, '__name__', 'a string or null')}"
+                )
         if data["num_classes"] < 1 or data.get("in_channels", 1) < 1:
             raise CheckpointError(f"{source}: metadata num_classes/in_channels must be >= 1")
         if not all(isinstance(name, str) for name in data.get("class_names", [])):
@@ -159,8 +170,21 @@ def _read_pickle_zip(path: Path) -> Checkpoint:
             f"{path}: refused, the file needs more than tensors and plain containers to load ({first_line}). "
             "edgeresnext never unpickles arbitrary objects; re-save it as a state dict or .safetensors"
         ) from err
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, TypeError, IndexError, KeyError,
-            AttributeError, UnicodeDecodeError, struct.error, MemoryError, OverflowError) as err:
+    except (
+        RuntimeError,
+        EOFError,
+        zipfile.BadZipFile,
+        OSError,
+        ValueError,
+        TypeError,
+        IndexError,
+        KeyError,
+        AttributeError,
+        UnicodeDecodeError,
+        struct.error,
+        MemoryError,
+        OverflowError,
+    ) as err:
         # A damaged file trips the (safe) weights-only unpickler in many ways; all mean the same to the user.
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: {err})") from err
     if not isinstance(payload, dict):
@@ -180,8 +204,12 @@ def _read_pickle_zip(path: Path) -> Checkpoint:
             raise CheckpointError(f"{path}: state_dict holds values that are not tensors (damaged)")
         meta = ModelMeta.from_dict(payload["meta"], str(path))
         training = payload.get("training", {})
-        return Checkpoint(path=path, state_dict=payload["state_dict"], meta=meta,
-                          training=training if isinstance(training, dict) else {})
+        return Checkpoint(
+            path=path,
+            state_dict=payload["state_dict"],
+            meta=meta,
+            training=training if isinstance(training, dict) else {},
+        )
     # Common wrappers around a bare state dict.
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(payload.get(key), dict):
@@ -191,7 +219,7 @@ def _read_pickle_zip(path: Path) -> Checkpoint:
     if not tensors or len(tensors) != len(payload):
         bad = next((k for k, v in payload.items() if not isinstance(v, torch.Tensor)), None)
         raise CheckpointError(f"{path}: not a state dict (key {bad!r} is not a tensor)")
-    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in tensors.items()}
+    state = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in tensors.items()}
     return Checkpoint(path=path, state_dict=state)
 
 
@@ -277,9 +305,17 @@ def load_checkpoint(path: str | os.PathLike[str], arch: str | None = None, **kwa
     model.load_state_dict(state, strict=True)
     model.eval()
     if meta is None:
-        meta = ModelMeta(arch=arch, num_classes=build.get("num_classes", model.num_classes),
-                         in_channels=build.get("in_channels", model.in_channels))
+        meta = ModelMeta(
+            arch=arch,
+            num_classes=build.get("num_classes", model.num_classes),
+            in_channels=build.get("in_channels", model.in_channels),
+        )
     model.meta = meta
-    logger.info("loaded %s (%s, %d classes) from %s", arch, "with metadata" if ckpt.meta else "bare", meta.num_classes,
-                ckpt.path)
+    logger.info(
+        "loaded %s (%s, %d classes) from %s",
+        arch,
+        "with metadata" if ckpt.meta else "bare",
+        meta.num_classes,
+        ckpt.path,
+    )
     return model

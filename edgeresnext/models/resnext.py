@@ -114,8 +114,9 @@ class ResNeXt(nn.Module):
             )
         layers = [Bottleneck(self.inplanes, planes, stride, downsample, self.groups, self.base_width)]
         self.inplanes = planes * Bottleneck.expansion
-        layers += [Bottleneck(self.inplanes, planes, groups=self.groups, base_width=self.base_width)
-                   for _ in range(1, blocks)]
+        layers += [
+            Bottleneck(self.inplanes, planes, groups=self.groups, base_width=self.base_width) for _ in range(1, blocks)
+        ]
         return nn.Sequential(*layers)
 
     def _init_weights(self) -> None:

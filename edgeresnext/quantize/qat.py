@@ -32,8 +32,16 @@ logger = logging.getLogger(__name__)
 EXTENSION_LOAD_TIMEOUT_S = "900"
 
 
-def fine_tune_quantized(model, calib: np.ndarray, images: np.ndarray, labels: np.ndarray, spec: QuantSpec,
-                        progress: bool = True, seed: int = 0, ctx=None):
+def fine_tune_quantized(
+    model,
+    calib: np.ndarray,
+    images: np.ndarray,
+    labels: np.ndarray,
+    spec: QuantSpec,
+    progress: bool = True,
+    seed: int = 0,
+    ctx=None,
+):
     """NNCF fake-quantized copy of ``model`` (PTQ-initialised), fine-tuned on ``images``/``labels``.
 
     Returns ``model``'s architecture with the fine-tuned float weights (the original is not modified), with
@@ -51,10 +59,14 @@ def fine_tune_quantized(model, calib: np.ndarray, images: np.ndarray, labels: np
         raise DataError(f"QAT needs labelled images: got {len(images)} images and {len(labels)} labels")
     torch.manual_seed(seed)
     calib_t = torch.from_numpy(np.ascontiguousarray(calib, dtype=np.float32))
-    batches = [calib_t[i:i + 32] for i in range(0, len(calib_t), 32)]
-    quantized = nncf.quantize(copy.deepcopy(model).eval(), nncf.Dataset(batches),
-                              preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(batches),
-                              fast_bias_correction=True)
+    batches = [calib_t[i : i + 32] for i in range(0, len(calib_t), 32)]
+    quantized = nncf.quantize(
+        copy.deepcopy(model).eval(),
+        nncf.Dataset(batches),
+        preset=nncf.QuantizationPreset.PERFORMANCE,
+        subset_size=len(batches),
+        fast_bias_correction=True,
+    )
     ctx = ctx or distributed.DistContext()
     # The same calibration batches give the same ranges on every rank; rank 0's state is broadcast anyway so a
     # reduction-order difference cannot leave the ranks with different quantizers, and the digests prove it.
@@ -75,8 +87,8 @@ def fine_tune_quantized(model, calib: np.ndarray, images: np.ndarray, labels: np
         order = torch.randperm(len(x))  # the same on every rank: all seeded alike
         loss_sum = 0.0
         for start in range(0, len(x), spec.qat_batch_size):
-            index = order[start:start + spec.qat_batch_size]
-            mine = index[ctx.rank::ctx.world_size]  # this rank's share of the global batch
+            index = order[start : start + spec.qat_batch_size]
+            mine = index[ctx.rank :: ctx.world_size]  # this rank's share of the global batch
             optimizer.zero_grad()
             loss = torch.nn.functional.cross_entropy(ddp(x[mine]), y[mine])
             # DDP averages gradients over ranks; weighting by the share keeps uneven last batches exact.
@@ -103,9 +115,18 @@ def fine_tune_quantized(model, calib: np.ndarray, images: np.ndarray, labels: np
     return tuned.eval()
 
 
-def quantize_qat(model, calib: np.ndarray, spec: QuantSpec, out_path: str | os.PathLike[str], *,
-                 train_images: np.ndarray | None = None, train_labels: np.ndarray | None = None,
-                 train_limit: int | None = None, progress: bool = True, ctx=None) -> Path:
+def quantize_qat(
+    model,
+    calib: np.ndarray,
+    spec: QuantSpec,
+    out_path: str | os.PathLike[str],
+    *,
+    train_images: np.ndarray | None = None,
+    train_labels: np.ndarray | None = None,
+    train_limit: int | None = None,
+    progress: bool = True,
+    ctx=None,
+) -> Path:
     """QAT into the Q/DQ INT8 ONNX at ``out_path`` (same form and lint as :func:`quantize_ptq`).
 
     Training data defaults to the training split of the model's dataset (``model.meta.dataset``), preprocessed
@@ -120,8 +141,10 @@ def quantize_qat(model, calib: np.ndarray, spec: QuantSpec, out_path: str | os.P
 
         meta = getattr(model, "meta", None)
         if meta is None or not meta.dataset:
-            raise DataError("QAT needs labelled training data: pass train_images/train_labels, or a model whose "
-                            "metadata names its dataset")
+            raise DataError(
+                "QAT needs labelled training data: pass train_images/train_labels, or a model whose "
+                "metadata names its dataset"
+            )
         data = load_dataset(meta.dataset, split="train")
         count = len(data.labels) if train_limit is None else min(train_limit, len(data.labels))
         train_images = np.stack([meta.preprocess.image_to_array(image) for image in data.images[:count]])

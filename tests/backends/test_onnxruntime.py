@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from backend_helpers import agreement, make_target
 
 from edgeresnext.backends import get_backend
-from edgeresnext.errors import ConfigError
+from edgeresnext.errors import ConfigError, EdgeResNeXtError
 
 
 def test_fp32_matches_pytorch(fp32_onnx, test_images, fp32_logits, tmp_path):
@@ -92,3 +93,16 @@ def test_unsigned_after_relu_variant_gets_integer_kernels(qdq_onnx, test_images,
     logits = runner(test_images)
     assert agreement(logits, qdq_logits) >= 0.98
     assert agreement(logits, fp32_logits) >= 0.90
+
+
+def test_bound_inference_gives_the_runner_logits_and_checks_its_input(fp32_onnx, test_images, tmp_path):
+    """bind() (what validate times) runs the same model on the bound input, and refuses what runner() refuses."""
+    backend = get_backend("onnxruntime")
+    target = make_target("onnxruntime", "fp32")
+    runner = backend.load(backend.compile(fp32_onnx, target, tmp_path), target)
+    sample = test_images[3:4].copy()
+    infer = runner.bind(sample)
+    runner(test_images[:2])  # a plain call in between must not change what the bound call runs on
+    np.testing.assert_allclose(np.asarray(infer()), runner(sample), rtol=1e-5, atol=1e-5)
+    with pytest.raises(EdgeResNeXtError, match="does not match the model's"):
+        runner.bind(np.zeros((1, 3, 28, 28), np.float32))

@@ -71,8 +71,11 @@ def test_tarball_is_read_without_extracting_and_md5_checked(cifar_root, tmp_path
     assert len(data) == 20
     assert len(load_cifar10("train", root=tmp_path, verify=False)) == 50  # folder holding the tarball
     assert sorted(p.name for p in tmp_path.iterdir()) == [TARBALL]  # nothing was extracted
-    with pytest.raises(DataError, match=rf"{TARBALL}: MD5 [0-9a-f]{{32}} differs from the published "
-                                        r"c32a1d4ab5d03f1284b67883e8d87530"):
+    with pytest.raises(
+        DataError,
+        match=rf"{TARBALL}: MD5 [0-9a-f]{{32}} differs from the published "
+        r"c32a1d4ab5d03f1284b67883e8d87530",
+    ):
         load_cifar10("test", root=tarball)
 
 
@@ -89,8 +92,11 @@ def test_tarball_members_outside_the_layout_are_ignored_and_links_refused(cifar_
         info.type = tarfile.SYMTYPE
         info.linkname = "/etc/passwd"
         archive.addfile(info)
-    with pytest.raises(DataError, match=r"linked.tar.gz: member 'cifar-10-batches-bin/test_batch.bin' is not a "
-                                        r"regular file"):
+    with pytest.raises(
+        DataError,
+        match=r"linked.tar.gz: member 'cifar-10-batches-bin/test_batch.bin' is not a "
+        r"regular file",
+    ):
         load_cifar10("test", root=linked, verify=False)
 
 

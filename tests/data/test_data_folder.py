@@ -59,8 +59,9 @@ def test_every_image_mode_becomes_the_models_input(mixed_folder):
     # 16-bit grayscale is scaled to 8 bits, not clipped to white.
     deep = decode_image(mixed_folder / "b" / "deep16.png")
     assert deep.mode.startswith("I")
-    scaled, _ = load_folder_arrays([mixed_folder / "b" / "deep16.png"], Preprocess(channels="L", mean=(0.0,),
-                                                                                    std=(1.0,)))
+    scaled, _ = load_folder_arrays(
+        [mixed_folder / "b" / "deep16.png"], Preprocess(channels="L", mean=(0.0,), std=(1.0,))
+    )
     assert 0.2 < scaled.mean() < 0.8
 
 

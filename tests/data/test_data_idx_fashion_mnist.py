@@ -29,14 +29,17 @@ def test_idx_round_trip_plain_and_gzip(tmp_path):
     np.testing.assert_array_equal(read_idx(tmp_path / "a-idx3-ubyte.gz"), images)
 
 
-@pytest.mark.parametrize(("data", "message"), [
-    (b"\x00\x00", "too short for an idx header"),
-    (b"\x12\x34\x08\x01" + b"\x00" * 8, "not an idx file (magic 12340801"),
-    (b"\x00\x00\x42\x01" + b"\x00" * 8, "not an idx file"),
-    (b"\x00\x00\x08\x03\x00\x00", "truncated idx header"),
-    (struct.pack(">HBBI", 0, 8, 1, 10) + b"\x00" * 7, "(10,) (10 bytes) but the file holds 7 bytes (truncated)"),
-    (struct.pack(">HBBI", 0, 8, 1, 2) + b"\x00" * 5, "(trailing data)"),
-])
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"\x00\x00", "too short for an idx header"),
+        (b"\x12\x34\x08\x01" + b"\x00" * 8, "not an idx file (magic 12340801"),
+        (b"\x00\x00\x42\x01" + b"\x00" * 8, "not an idx file"),
+        (b"\x00\x00\x08\x03\x00\x00", "truncated idx header"),
+        (struct.pack(">HBBI", 0, 8, 1, 10) + b"\x00" * 7, "(10,) (10 bytes) but the file holds 7 bytes (truncated)"),
+        (struct.pack(">HBBI", 0, 8, 1, 2) + b"\x00" * 5, "(trailing data)"),
+    ],
+)
 def test_idx_errors_name_the_file(data, message):
     with pytest.raises(DataError) as info:
         parse_idx(data, "labels.idx")
@@ -74,8 +77,11 @@ def test_sha256_mismatch_is_detected(tmp_path):
     data = bytearray(gzip.decompress(labels.read_bytes()))
     data[-1] = (data[-1] + 1) % 10  # one label changed: still a valid idx file
     labels.write_bytes(gzip.compress(bytes(data)))
-    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte.gz: sha256 of the idx data is [0-9a-f]{64}, "
-                                        r"expected 0402a96d"):
+    with pytest.raises(
+        DataError,
+        match=r"t10k-labels-idx1-ubyte.gz: sha256 of the idx data is [0-9a-f]{64}, "
+        r"expected 0402a96d",
+    ):
         load_fashion_mnist("test", root=tmp_path)
 
 

@@ -18,7 +18,7 @@ def test_normalize_is_scale_then_mean_std_in_chw():
     pixels[..., 0] = 255
     out = pre.image_to_array(pixels)
     assert out.shape == (3, 2, 3) and out.dtype == np.float32
-    np.testing.assert_allclose(out[0], 1.0)   # (1 - 0.5) / 0.5
+    np.testing.assert_allclose(out[0], 1.0)  # (1 - 0.5) / 0.5
     np.testing.assert_allclose(out[1], -1.0)  # (0 - 0.25) / 0.25
     np.testing.assert_allclose(out[2], 0.0)
 

@@ -33,8 +33,15 @@ def tiny_model() -> torch.nn.Module:
 
 @pytest.fixture(scope="module")
 def meta() -> ModelMeta:
-    return ModelMeta(arch=ARCH, num_classes=10, in_channels=1, preprocess=FMNIST_PREPROCESS,
-                     class_names=[f"c{i}" for i in range(10)], input_size=28, metrics={"test_top1": 0.5})
+    return ModelMeta(
+        arch=ARCH,
+        num_classes=10,
+        in_channels=1,
+        preprocess=FMNIST_PREPROCESS,
+        class_names=[f"c{i}" for i in range(10)],
+        input_size=28,
+        metrics={"test_top1": 0.5},
+    )
 
 
 def _same_logits(a: torch.nn.Module, b: torch.nn.Module) -> None:
@@ -115,8 +122,11 @@ def test_malicious_pickle_is_refused_without_running(tmp_path, tiny_model, conta
 
 def test_wrong_num_classes_is_named(tmp_path, tiny_model, meta):
     path = save_checkpoint(tmp_path / "model.safetensors", tiny_model, meta)
-    with pytest.raises(CheckpointError, match=r"model.safetensors: num_classes=5 was requested but the checkpoint "
-                                              r"has num_classes=10"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"model.safetensors: num_classes=5 was requested but the checkpoint "
+        r"has num_classes=10",
+    ):
         load_checkpoint(path, num_classes=5)
     torch.save(tiny_model.state_dict(), tmp_path / "bare.pth")
     with pytest.raises(CheckpointError, match=r"in_channels=3 was requested but the checkpoint has in_channels=1"):
@@ -130,8 +140,11 @@ def test_shape_mismatch_names_key_and_hint(tmp_path, tiny_model, meta):
     # Metadata that disagrees with the weights (a hand-edited or mis-saved checkpoint).
     five_classes = create(ARCH, num_classes=5, in_channels=1)
     path = save_checkpoint(tmp_path / "lying.safetensors", five_classes, meta)
-    with pytest.raises(CheckpointError, match=r"lying.safetensors: fc.weight has shape \(5, 256\), resnext11_4x8d "
-                                              r"expects \(10, 256\) \(the checkpoint has num_classes=5\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"lying.safetensors: fc.weight has shape \(5, 256\), resnext11_4x8d "
+        r"expects \(10, 256\) \(the checkpoint has num_classes=5\)",
+    ):
         load_checkpoint(path)
 
 

@@ -86,8 +86,14 @@ def test_state_dict_keys_and_shapes_are_torchvisions(arch, torchvision_fixture):
     assert sum(p.numel() for p in model.parameters()) == torchvision_fixture["archs"][arch]["parameters"]
 
 
-@pytest.mark.parametrize("arch", ["resnext50_32x4d", pytest.param("resnext101_32x8d", marks=pytest.mark.slow),
-                                  pytest.param("resnext101_64x4d", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "arch",
+    [
+        "resnext50_32x4d",
+        pytest.param("resnext101_32x8d", marks=pytest.mark.slow),
+        pytest.param("resnext101_64x4d", marks=pytest.mark.slow),
+    ],
+)
 def test_torchvision_weights_load_strictly_and_give_torchvisions_logits(arch, torchvision_fixture):
     parity = _parity_module()
     record = torchvision_fixture["archs"][arch]

@@ -13,13 +13,21 @@ from edgeresnext.quantize.qat import quantize_qat
 
 # NNCF's torch backend compiles a C++ extension on first use (about a minute) and QAT trains: slow.
 @pytest.mark.slow
-def test_qat_writes_lint_clean_qdq_and_keeps_accuracy(tiny_model, calib_images, fmnist_train_subset, test_images,
-                                                       tmp_path):
+def test_qat_writes_lint_clean_qdq_and_keeps_accuracy(
+    tiny_model, calib_images, fmnist_train_subset, test_images, tmp_path
+):
     images, labels = test_images
     train_x = np.stack([fmnist_train_subset.preprocess.image_to_array(i) for i in fmnist_train_subset.images[:1024]])
     spec = QuantSpec(subset_size=100, qat_epochs=1, qat_lr=1e-3, qat_batch_size=64)
-    path = quantize_qat(tiny_model, calib_images, spec, tmp_path / "qat.onnx", train_images=train_x,
-                        train_labels=fmnist_train_subset.labels[:1024], progress=False)
+    path = quantize_qat(
+        tiny_model,
+        calib_images,
+        spec,
+        tmp_path / "qat.onnx",
+        train_images=train_x,
+        train_labels=fmnist_train_subset.labels[:1024],
+        progress=False,
+    )
     assert lint_onnx(path) == []
     assert "QuantizeLinear" in {n.op_type for n in onnx.load(str(path)).graph.node}
     fp32 = onnx_from_torch(tiny_model, tmp_path / "fp32.onnx")
