@@ -10,7 +10,9 @@ with PyTorch FP32 on held-out images, not as ImageNet top-1. Calibration and eva
 Fashion-MNIST (train and test split), resized to 224 and replicated to RGB.
 
 Every runtime runs with the same thread count, batch 1, warm-up, and run count; latency is wall-clock per
-call (perf_counter). Peak RSS is the process's peak resident memory during each row's work (model load,
+inference (perf_counter; OpenVINO rows with the input set once, as benchmark_app does). The p50 and the ratios
+to the anchor come from a last, interleaved phase in which the rows take turns, ``--rounds`` times.
+Peak RSS is the process's peak resident memory during each row's work (model load,
 quantization, evaluation, timing), reset per row through /proc/self/clear_refs.
 """
 
@@ -84,6 +86,18 @@ def ov_compile(model_or_path: Any, threads: int, fp32: bool = False):
     def run(batch: np.ndarray) -> np.ndarray:
         return np.array(request.infer({0: batch})[output])
 
+    def bind(batch: np.ndarray):
+        """Input set once on a request of its own, then start/wait alone: how benchmark_app times a model."""
+        bound = compiled.create_infer_request()
+        bound.set_input_tensor(ov.Tensor(np.ascontiguousarray(batch), shared_memory=True))
+
+        def infer(_keep_alive: np.ndarray = batch) -> None:
+            bound.start_async()
+            bound.wait()
+
+        return infer
+
+    run.bind = bind  # type: ignore[attr-defined]
     run.inference_precision = str(compiled.get_property("INFERENCE_PRECISION_HINT"))  # type: ignore[attr-defined]
     # The IRs are reshaped to a static batch of 1 (fastest for latency); run_logits feeds them one by one.
     run.batch_range = (1, 1)  # type: ignore[attr-defined]
@@ -110,6 +124,22 @@ def file_size(*paths: Path) -> int:
     return sum(p.stat().st_size for p in paths if p.is_file())
 
 
+def interleaved_p50(runners: dict[str, Any], sample: np.ndarray, rounds: int, runs: int, warmup: int) -> dict[str, Any]:
+    """Median over ``rounds`` of each runner's per-round p50, the runners taking turns within every round.
+
+    Rows measured one after the other see whatever the machine does at that minute; taking turns puts every
+    runner under the same conditions, so the ratios between them hold even when the absolute figures drift.
+    """
+    from edgeresnext.validate import measure_latency
+
+    per_round: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, runner in runners.items():
+            per_round[name].append(measure_latency(runner, sample, runs=runs, warmup=warmup).percentile(50))
+    return {name: {"p50_ms": float(np.median(values)), "round_p50_ms": [round(v, 3) for v in values]}
+            for name, values in per_round.items()}
+
+
 def measure(name: str, runner, eval_inputs: np.ndarray, reference: np.ndarray | None, runs: int, warmup: int,
             extra: dict[str, Any]) -> tuple[dict[str, Any], np.ndarray]:
     from edgeresnext.validate import fidelity_metrics, measure_latency, run_logits
@@ -132,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="threads for every runtime (default: usable cores)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="rounds of the interleaved timing behind p50 and the ratios (rows take turns)")
+    parser.add_argument("--round-runs", type=int, default=20, help="timed runs per row and round")
     parser.add_argument("--work", default="build/bench", help="where the ONNX/IR files go")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -156,11 +189,13 @@ def main(argv: list[str] | None = None) -> int:
     calib = load_images("train", args.calib, args.seed)
     eval_inputs = load_images("test", args.eval_images, args.seed + 1)
     rows: list[dict[str, Any]] = []
+    runners: dict[str, Any] = {}
     common = {"runs": args.runs, "warmup": args.warmup}
 
     with PeakMemory() as memory:
         model = build_model(calib, args.seed, bn_images=min(64, len(calib)))
-        row, reference = measure("pytorch-fp32", TorchRunner(model), eval_inputs, None, **common,
+        runners["pytorch-fp32"] = TorchRunner(model)
+        row, reference = measure("pytorch-fp32", runners["pytorch-fp32"], eval_inputs, None, **common,
                                  extra={"backend": "pytorch", "precision": "fp32"})
     row.update(agreement=1.0, cosine_mean=1.0, cosine_min=1.0, max_abs_error=0.0, mean_abs_error=0.0,
                size_bytes=sum(p.numel() * p.element_size() for p in model.state_dict().values()))
@@ -168,13 +203,14 @@ def main(argv: list[str] | None = None) -> int:
 
     fp32_onnx = onnx_from_torch(model, work / "resnext50_32x4d_fp32.onnx", input_shape=(3, 224, 224))
     with PeakMemory() as memory:
-        row, _ = measure("onnxruntime-fp32", ort_session(fp32_onnx, threads), eval_inputs, reference, **common,
+        runners["onnxruntime-fp32"] = ort_session(fp32_onnx, threads)
+        row, _ = measure("onnxruntime-fp32", runners["onnxruntime-fp32"], eval_inputs, reference, **common,
                          extra={"backend": "onnxruntime", "precision": "fp32", "size_bytes": file_size(fp32_onnx)})
     rows.append({**row, "peak_rss_mb": memory.peak_mb})
 
     fp32_xml = ir_from_onnx(fp32_onnx, work / "resnext50_32x4d_fp32.xml", batch=(1, 1))
     with PeakMemory() as memory:
-        runner = ov_compile(str(fp32_xml), threads, fp32=True)
+        runner = runners["openvino-fp32"] = ov_compile(str(fp32_xml), threads, fp32=True)
         row, _ = measure("openvino-fp32", runner, eval_inputs, reference, **common,
                          extra={"backend": "openvino", "precision": "fp32",
                                 "inference_precision": runner.inference_precision,
@@ -190,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         anchor_seconds = time.perf_counter() - start
         anchor_xml = work / "resnext50_32x4d_int8_nncf_default.xml"
         ov.save_model(anchor_model, str(anchor_xml), compress_to_fp16=False)
-        runner = ov_compile(str(anchor_xml), threads)
+        runner = runners[ANCHOR] = ov_compile(str(anchor_xml), threads)
         row, _ = measure(ANCHOR, runner, eval_inputs, reference, **common,
                          extra={"backend": "openvino", "precision": "int8", "ptq_seconds": round(anchor_seconds, 2),
                                 "ptq": f"nncf.quantize defaults on the OpenVINO model, subset_size={len(calib)}",
@@ -208,14 +244,15 @@ def main(argv: list[str] | None = None) -> int:
         # Linted apart from PTQ so a violation is reported without losing the speed figures.
         errors = [v for v in lint_onnx(qdq_onnx) if v.severity == "error"]
         lint_error = f"{len(errors)} error(s), first: {errors[0]}" if errors else None
-        row, _ = measure("onnxruntime-int8-qdq", ort_session(qdq_onnx, threads), eval_inputs, reference, **common,
+        runners["onnxruntime-int8-qdq"] = ort_session(qdq_onnx, threads)
+        row, _ = measure("onnxruntime-int8-qdq", runners["onnxruntime-int8-qdq"], eval_inputs, reference, **common,
                          extra={"backend": "onnxruntime", "precision": "int8", "ptq_seconds": round(ptq_seconds, 2),
                                 "ptq": "edgeresnext quantize_ptq (NNCF ONNX, signed symmetric, residual placement)",
                                 "tensorrt_lint": lint_error or "clean", "size_bytes": file_size(qdq_onnx)})
     rows.append({**row, "peak_rss_mb": memory.peak_mb})
     qdq_xml = ir_from_onnx(qdq_onnx, work / "resnext50_32x4d_int8_qdq.xml", batch=(1, 1))
     with PeakMemory() as memory:
-        runner = ov_compile(str(qdq_xml), threads)
+        runner = runners["openvino-int8-qdq"] = ov_compile(str(qdq_xml), threads)
         row, _ = measure("openvino-int8-qdq", runner, eval_inputs, reference, **common,
                          extra={"backend": "openvino", "precision": "int8", "ptq_seconds": round(ptq_seconds, 2),
                                 "ptq": "the same Q/DQ ONNX as onnxruntime-int8-qdq, read by OpenVINO",
@@ -223,10 +260,14 @@ def main(argv: list[str] | None = None) -> int:
                                 "size_bytes": file_size(qdq_xml, qdq_xml.with_suffix(".bin"))})
     rows.append({**row, "peak_rss_mb": memory.peak_mb})
 
-    anchor = next(r for r in rows if r["name"] == ANCHOR)["latency"]["p50_ms"]
+    # The ratios come from the interleaved timing: every row takes a turn in each round.
+    logger.info("interleaved timing: %d rounds x %d runs per row", args.rounds, args.round_runs)
+    interleaved = interleaved_p50(runners, eval_inputs[:1], args.rounds, args.round_runs, warmup=3)
+    anchor = interleaved[ANCHOR]["p50_ms"]
     for row in rows:
         row["peak_rss_mb"] = round(row["peak_rss_mb"], 1)
-        row["p50_ms"] = row["latency"]["p50_ms"]
+        row["interleaved"] = interleaved[row["name"]]
+        row["p50_ms"] = interleaved[row["name"]]["p50_ms"]
         row["p50_ratio_to_anchor"] = round(row["p50_ms"] / anchor, 3)  # > 1: slower than the anchor
     results = {
         "schema": "edgeresnext.bench", "schema_version": SCHEMA_VERSION,
@@ -237,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
         "data": {"calibration": f"fashion-mnist/train, {len(calib)} images resized to 224 RGB",
                  "evaluation": f"fashion-mnist/test, {len(eval_inputs)} images (agreement/cosine vs pytorch-fp32)"},
         "protocol": {"batch": 1, "threads": threads, **common, "statistic": "median (p50) of per-call wall-clock",
+                     "ratios": f"p50_ms: median over {args.rounds} interleaved rounds (every row takes a turn per "
+                               f"round, {args.round_runs} runs each) of the row's p50; latency: the row's own "
+                               "sequential measurement",
                      "memory": "process peak RSS during the row's load/quantize/evaluate/time, reset per row"},
         "anchor": ANCHOR,
         "environment": environment(threads),
