@@ -33,7 +33,7 @@ calib_data/.complete: $(VENV)/.installed
 data: calib_data/.complete
 
 train: setup
-	$(PY) -m edgeresnext.cli train --arch resnext11_4x8d --dataset fashion-mnist --epochs 15 --batch-size 128 \
+	$(PY) -m edgeresnext.cli train --arch resnext20_4x8d --dataset fashion-mnist --epochs 24 --batch-size 128 \
 	    --lr 0.1 --seed 0 --out runs/fashion-mnist
 
 build: setup data

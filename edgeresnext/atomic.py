@@ -101,6 +101,24 @@ def disk_full_as_storage_error(path: str | os.PathLike[str]) -> Iterator[None]:
         raise converted from err
 
 
+def _umask() -> int:
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
+
+
+def _widen_to_umask(path: Path) -> None:
+    """Give a finished file the permissions a plain ``open(path, "w")`` would have.
+
+    Some writers (safetensors, tempfile) create files 0600; an artifact that only its builder can read is a
+    surprise for the service account that loads it. Executable bits a writer set are kept.
+    """
+    mode = path.stat().st_mode & 0o7777
+    wanted = mode | (0o666 & ~_umask())
+    if wanted != mode:
+        os.chmod(path, wanted)
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path to write; on success it is fsynced and renamed to ``path``, on error removed.
@@ -115,6 +133,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             path.parent.mkdir(parents=True, exist_ok=True)
             yield tmp
             if tmp.is_file():
+                _widen_to_umask(tmp)
                 with open(tmp, "rb") as handle:
                     os.fsync(handle.fileno())
             os.replace(tmp, path)

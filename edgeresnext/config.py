@@ -17,7 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from edgeresnext.errors import ConfigError
 
-DEFAULT_ARCH = "resnext11_4x8d"
 SHIPPED_CHECKPOINT = "shipped:fashion-mnist"
 
 
@@ -302,11 +301,11 @@ def find_target(name_or_path: str, targets_dir: str | os.PathLike[str] = "target
 class TrainConfig:
     """One training run. Defaults reproduce the shipped Fashion-MNIST model."""
 
-    arch: str = "resnext11_4x8d"
+    arch: str = "resnext20_4x8d"
     dataset: str = "fashion-mnist"
     data_root: str | None = None
     out_dir: str = "runs/fashion-mnist"
-    epochs: int = 15
+    epochs: int = 24
     batch_size: int = 128
     lr: float = 0.1
     momentum: float = 0.9

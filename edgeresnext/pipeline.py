@@ -25,7 +25,7 @@ from edgeresnext.errors import CheckpointError, DataError
 
 logger = logging.getLogger(__name__)
 
-SHIPPED = {"fashion-mnist": "fashion_mnist_resnext11_4x8d.safetensors"}
+SHIPPED = {"fashion-mnist": "fashion_mnist_resnext20_4x8d.safetensors"}
 STAGE_FILE = "stage.json"
 LOCK_FILE = ".lock"
 

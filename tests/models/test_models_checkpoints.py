@@ -202,11 +202,27 @@ def test_safetensors_checkpoint_is_a_plain_zip_free_file(tmp_path, tiny_model, m
 
 
 def test_shipped_model_classifies_fashion_mnist(shipped_model, fmnist_test, fmnist_batch):
-    assert shipped_model.meta.arch == "resnext11_4x8d" and not shipped_model.training
+    assert shipped_model.meta.arch == "resnext20_4x8d" and not shipped_model.training
     assert shipped_model.meta.preprocess.channels == "L"
     with torch.inference_mode():
         predictions = shipped_model(torch.from_numpy(fmnist_batch)).argmax(1).numpy()
     assert (predictions == fmnist_test.labels[:64]).mean() >= 0.8
+
+
+def test_shipped_model_reaches_its_recorded_accuracy_on_the_whole_test_set(shipped_model):
+    """All 10,000 Fashion-MNIST test images: the file's recorded top-1 is what the weights give, and >= 92.5 %."""
+    from edgeresnext.data import load_dataset
+
+    data = load_dataset("fashion-mnist", split="test")
+    inputs = np.stack([data.preprocess.image_to_array(image) for image in data.images])
+    with torch.inference_mode():
+        predictions = np.concatenate(
+            [shipped_model(torch.from_numpy(inputs[i : i + 500])).argmax(1).numpy() for i in range(0, len(inputs), 500)]
+        )
+    top1 = float((predictions == data.labels).mean())
+    assert len(data.labels) == 10_000
+    assert abs(top1 - shipped_model.meta.metrics["test_top1"]) < 1e-4, (top1, shipped_model.meta.metrics)
+    assert top1 >= 0.925, top1
 
 
 def test_state_dict_without_batchnorm_counters_still_loads(tmp_path, tiny_model):
@@ -214,3 +230,13 @@ def test_state_dict_without_batchnorm_counters_still_loads(tmp_path, tiny_model)
     state = {k: v for k, v in tiny_model.state_dict().items() if not k.endswith("num_batches_tracked")}
     torch.save(state, tmp_path / "old.pth")
     _same_logits(tiny_model, load_checkpoint(tmp_path / "old.pth", arch=ARCH))
+
+
+def test_saved_checkpoint_is_readable_like_any_file_the_user_writes(tmp_path, tiny_model, meta):
+    """safetensors creates its file 0600; the atomic writer widens it to what the umask allows (0644 under 022)."""
+    old = os.umask(0o022)
+    try:
+        path = save_checkpoint(tmp_path / "model.safetensors", tiny_model, meta)
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
