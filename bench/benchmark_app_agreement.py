@@ -6,7 +6,7 @@ minute to the next, so the two are interleaved: each round times validate's runn
 Runner through :func:`edgeresnext.validate.measure_latency`) and then ``benchmark_app``; the figure compared is
 the median over rounds of each round's median.
 
-    python -m bench.benchmark_app_agreement build/cpu/compile/model.xml --threads 2 --rounds 5 --runs 300
+    python -m bench.benchmark_app_agreement build/cpu/compile/model.xml --threads 2 --rounds 9 --runs 1000
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("xml", type=Path, help="OpenVINO IR (.xml) with a static batch of 1")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--runs", type=int, default=300, help="timed calls per round, for each tool")
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--runs", type=int, default=1000, help="timed calls per round, for each tool")
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--out", type=Path, default=None, help="also write the figures as JSON")
     args = parser.parse_args(argv)

