@@ -1,8 +1,9 @@
 """``make bench``: ResNeXt-50 32x4d at 224x224 on this CPU, every runtime in one run, into bench/results.json.
 
 Rows: PyTorch FP32, ONNX Runtime FP32, OpenVINO FP32, OpenVINO INT8 made with ``nncf.quantize`` defaults
-on the OpenVINO model (the anchor every ratio is taken against), and our INT8 Q/DQ ONNX
-(:func:`edgeresnext.quantize.ptq.quantize_ptq`) in ONNX Runtime and in OpenVINO.
+on the OpenVINO model (the anchor every ratio is taken against), our INT8 Q/DQ ONNX
+(:func:`edgeresnext.quantize.ptq.quantize_ptq`, residual placement) in ONNX Runtime and in OpenVINO, and the
+same PTQ with NNCF's placement (``placement: nncf_default``, what targets/cpu.yaml uses) in OpenVINO.
 
 The weights are random (no hub downloads here), with BatchNorm statistics re-estimated on the calibration
 images so activations have realistic ranges; accuracy is therefore measured as agreement and logit cosine
@@ -71,14 +72,14 @@ def build_model(calib: np.ndarray, seed: int, bn_images: int):
     return model.eval()
 
 
-def ov_compile(model_or_path: Any, threads: int, fp32: bool = False):
+def ov_compile(model_or_path: Any, threads: int):
     """Compile for the CPU with the latency hint and a fixed thread count (the same for every OpenVINO row)."""
     import openvino as ov
 
-    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
-    if fp32:
-        # Without this the CPU plugin runs "FP32" models in bf16 on AVX512-BF16/AMX CPUs.
-        config["INFERENCE_PRECISION_HINT"] = "f32"
+    # f32 for every row's float parts, as the OpenVINO backend compiles our artifacts: without it the CPU plugin
+    # runs "FP32" models, and the float layers of INT8 ones, in bf16 on AVX512-BF16/AMX CPUs.
+    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads,
+                              "INFERENCE_PRECISION_HINT": "f32"}
     compiled = ov.Core().compile_model(model_or_path, "CPU", config)
     request = compiled.create_infer_request()
     output = compiled.output(0)
@@ -87,13 +88,12 @@ def ov_compile(model_or_path: Any, threads: int, fp32: bool = False):
         return np.array(request.infer({0: batch})[output])
 
     def bind(batch: np.ndarray):
-        """Input set once on a request of its own, then start/wait alone: how benchmark_app times a model."""
+        """Input set once on a request of its own, then a synchronous infer() alone, as benchmark_app -api sync."""
         bound = compiled.create_infer_request()
         bound.set_input_tensor(ov.Tensor(np.ascontiguousarray(batch), shared_memory=True))
 
         def infer(_keep_alive: np.ndarray = batch) -> None:
-            bound.start_async()
-            bound.wait()
+            bound.infer()
 
         return infer
 
@@ -124,20 +124,38 @@ def file_size(*paths: Path) -> int:
     return sum(p.stat().st_size for p in paths if p.is_file())
 
 
-def interleaved_p50(runners: dict[str, Any], sample: np.ndarray, rounds: int, runs: int, warmup: int) -> dict[str, Any]:
-    """Median over ``rounds`` of each runner's per-round p50, the runners taking turns within every round.
+def interleaved_p50(runners: dict[str, Any], sample: np.ndarray, rounds: int, runs: int, warmup: int,
+                    anchor: str, seed: int = 0) -> dict[str, Any]:
+    """Each runner's latency with the runners taking turns: ``rounds`` rounds, a fresh random order each round.
 
     Rows measured one after the other see whatever the machine does at that minute; taking turns puts every
-    runner under the same conditions, so the ratios between them hold even when the absolute figures drift.
+    runner under the same conditions, and shuffling the order keeps any one row from always running after the
+    same neighbour (whose weights have just filled the caches). Per row: p50/p90 over all its interleaved runs,
+    and the median over rounds of (row p50 / anchor p50 in that round), the figure the ratios report.
     """
+    import random
+
     from edgeresnext.validate import measure_latency
 
+    order = random.Random(seed)  # noqa: S311 - a reproducible row order, not a secret
+    samples: dict[str, list[float]] = {name: [] for name in runners}
     per_round: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(rounds):
-        for name, runner in runners.items():
-            per_round[name].append(measure_latency(runner, sample, runs=runs, warmup=warmup).percentile(50))
-    return {name: {"p50_ms": float(np.median(values)), "round_p50_ms": [round(v, 3) for v in values]}
-            for name, values in per_round.items()}
+        names = list(runners)
+        order.shuffle(names)
+        for name in names:
+            stats = measure_latency(runners[name], sample, runs=runs, warmup=warmup)
+            samples[name].extend(stats.samples_ms)
+            per_round[name].append(stats.percentile(50))
+    result = {}
+    for name, values in per_round.items():
+        ratios = [value / base for value, base in zip(values, per_round[anchor], strict=True)]
+        result[name] = {"p50_ms": float(np.percentile(samples[name], 50)),
+                        "p90_ms": float(np.percentile(samples[name], 90)),
+                        "round_p50_ms": [round(v, 3) for v in values],
+                        "ratio_to_anchor": float(np.median(ratios)),
+                        "round_ratio_to_anchor": [round(r, 3) for r in ratios]}
+    return result
 
 
 def measure(name: str, runner, eval_inputs: np.ndarray, reference: np.ndarray | None, runs: int, warmup: int,
@@ -162,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="threads for every runtime (default: usable cores)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--rounds", type=int, default=5,
+    parser.add_argument("--rounds", type=int, default=15,
                         help="rounds of the interleaved timing behind p50 and the ratios (rows take turns)")
     parser.add_argument("--round-runs", type=int, default=20, help="timed runs per row and round")
     parser.add_argument("--work", default="build/bench", help="where the ONNX/IR files go")
@@ -210,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
 
     fp32_xml = ir_from_onnx(fp32_onnx, work / "resnext50_32x4d_fp32.xml", batch=(1, 1))
     with PeakMemory() as memory:
-        runner = runners["openvino-fp32"] = ov_compile(str(fp32_xml), threads, fp32=True)
+        runner = runners["openvino-fp32"] = ov_compile(str(fp32_xml), threads)
         row, _ = measure("openvino-fp32", runner, eval_inputs, reference, **common,
                          extra={"backend": "openvino", "precision": "fp32",
                                 "inference_precision": runner.inference_precision,
@@ -260,15 +278,35 @@ def main(argv: list[str] | None = None) -> int:
                                 "size_bytes": file_size(qdq_xml, qdq_xml.with_suffix(".bin"))})
     rows.append({**row, "peak_rss_mb": memory.peak_mb})
 
+    # The same PTQ with NNCF's own placement (both residual Add inputs through Q/DQ): still signed and lint
+    # clean, but TensorRT cannot fuse the add into the convolution; targets/cpu.yaml uses it for OpenVINO.
+    spec = QuantSpec(subset_size=len(calib), placement="nncf_default")
+    with PeakMemory() as memory:
+        start = time.perf_counter()
+        placed = quantize_ptq(model, calib, spec, work / "resnext50_32x4d_int8_qdq_nncf_placement.onnx",
+                              input_shape=(3, 224, 224), fp32_onnx=fp32_onnx, lint=False)
+        placed_seconds = time.perf_counter() - start
+        errors = [v for v in lint_onnx(placed) if v.severity == "error"]
+        placed_xml = ir_from_onnx(placed, work / "resnext50_32x4d_int8_qdq_nncf_placement.xml", batch=(1, 1))
+        runner = runners["openvino-int8-qdq-nncf-placement"] = ov_compile(str(placed_xml), threads)
+        row, _ = measure("openvino-int8-qdq-nncf-placement", runner, eval_inputs, reference, **common,
+                         extra={"backend": "openvino", "precision": "int8", "ptq_seconds": round(placed_seconds, 2),
+                                "ptq": "edgeresnext quantize_ptq, placement nncf_default (targets/cpu.yaml)",
+                                "tensorrt_lint": f"{len(errors)} error(s), first: {errors[0]}" if errors else "clean",
+                                "inference_precision": runner.inference_precision,
+                                "size_bytes": file_size(placed_xml, placed_xml.with_suffix(".bin"))})
+    rows.append({**row, "peak_rss_mb": memory.peak_mb})
+
     # The ratios come from the interleaved timing: every row takes a turn in each round.
     logger.info("interleaved timing: %d rounds x %d runs per row", args.rounds, args.round_runs)
-    interleaved = interleaved_p50(runners, eval_inputs[:1], args.rounds, args.round_runs, warmup=3)
-    anchor = interleaved[ANCHOR]["p50_ms"]
+    interleaved = interleaved_p50(runners, eval_inputs[:1], args.rounds, args.round_runs, warmup=3,
+                                  anchor=ANCHOR, seed=args.seed)
     for row in rows:
         row["peak_rss_mb"] = round(row["peak_rss_mb"], 1)
         row["interleaved"] = interleaved[row["name"]]
         row["p50_ms"] = interleaved[row["name"]]["p50_ms"]
-        row["p50_ratio_to_anchor"] = round(row["p50_ms"] / anchor, 3)  # > 1: slower than the anchor
+        row["p90_ms"] = interleaved[row["name"]]["p90_ms"]
+        row["p50_ratio_to_anchor"] = round(interleaved[row["name"]]["ratio_to_anchor"], 3)  # > 1: slower
     results = {
         "schema": "edgeresnext.bench", "schema_version": SCHEMA_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -278,9 +316,10 @@ def main(argv: list[str] | None = None) -> int:
         "data": {"calibration": f"fashion-mnist/train, {len(calib)} images resized to 224 RGB",
                  "evaluation": f"fashion-mnist/test, {len(eval_inputs)} images (agreement/cosine vs pytorch-fp32)"},
         "protocol": {"batch": 1, "threads": threads, **common, "statistic": "median (p50) of per-call wall-clock",
-                     "ratios": f"p50_ms: median over {args.rounds} interleaved rounds (every row takes a turn per "
-                               f"round, {args.round_runs} runs each) of the row's p50; latency: the row's own "
-                               "sequential measurement",
+                     "ratios": f"p50_ms/p90_ms: over all of the row's runs in {args.rounds} interleaved rounds "
+                               f"(every row takes a turn per round, in a shuffled order, {args.round_runs} runs "
+                               "each); p50_ratio_to_anchor: median over rounds of the row's p50 / the anchor's p50 "
+                               "in that round; latency: the row's own sequential measurement",
                      "memory": "process peak RSS during the row's load/quantize/evaluate/time, reset per row"},
         "anchor": ANCHOR,
         "environment": environment(threads),
@@ -291,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     width = max(len(r["name"]) for r in rows)
     print(f"{'row':{width}s}  p50 ms   p90 ms   x anchor  agreement  cosine    PTQ s   peak RSS MB")
     for r in rows:
-        print(f"{r['name']:{width}s}  {r['p50_ms']:7.2f}  {r['latency']['p90_ms']:7.2f}  "
+        print(f"{r['name']:{width}s}  {r['p50_ms']:7.2f}  {r['p90_ms']:7.2f}  "
               f"{r['p50_ratio_to_anchor']:8.2f}  "
               f"{r['agreement'] * 100:8.1f} %  {r['cosine_mean']:.5f}  {r.get('ptq_seconds', 0):6.1f}  "
               f"{r['peak_rss_mb']:8.0f}")

@@ -1,4 +1,4 @@
-"""bench/run.py's interleaved timing: the rows take turns every round, and each row's figure is its own."""
+"""bench/run.py's interleaved timing: the rows take turns every round (shuffled), and each row's figure is its own."""
 
 from __future__ import annotations
 
@@ -22,10 +22,21 @@ def test_interleaved_timing_takes_turns_and_keeps_each_row_apart():
 
     sample = np.zeros((1, 1, 2, 2), np.float32)
     result = interleaved_p50(
-        {"fast": runner("fast", 0.001), "slow": runner("slow", 0.02)}, sample, rounds=3, runs=4, warmup=1
+        {"fast": runner("fast", 0.001), "slow": runner("slow", 0.02)},
+        sample,
+        rounds=6,
+        runs=4,
+        warmup=1,
+        anchor="slow",
+        seed=3,
     )
     # Per round and row: 1 warm-up + 4 timed bound-or-plain calls, then 1 + 4 whole calls (measure_latency).
     per_turn = 10
-    assert order == (["fast"] * per_turn + ["slow"] * per_turn) * 3
-    assert [len(result[name]["round_p50_ms"]) for name in ("fast", "slow")] == [3, 3]
-    assert 1.0 <= result["fast"]["p50_ms"] < 20.0 <= result["slow"]["p50_ms"]
+    turns = [order[i] for i in range(0, len(order), per_turn)]
+    assert all(order[i : i + per_turn] == [order[i]] * per_turn for i in range(0, len(order), per_turn))
+    assert all(sorted(turns[i : i + 2]) == ["fast", "slow"] for i in range(0, 12, 2))
+    assert {tuple(turns[i : i + 2]) for i in range(0, 12, 2)} == {("fast", "slow"), ("slow", "fast")}  # shuffled
+    assert [len(result[name]["round_p50_ms"]) for name in ("fast", "slow")] == [6, 6]
+    assert 1.0 <= result["fast"]["p50_ms"] <= result["fast"]["p90_ms"] < 20.0 <= result["slow"]["p50_ms"]
+    assert result["slow"]["ratio_to_anchor"] == 1.0
+    assert 0.04 < result["fast"]["ratio_to_anchor"] < 0.5
