@@ -2,7 +2,8 @@
 run in ONNX Runtime and in OpenVINO. Calibration: 300 class-balanced training images (seed 0).
 
     .venv/bin/python bench/ptq_accuracy.py edgeresnext/weights/fashion_mnist_resnext20_4x8d.safetensors
-    (add --bias-correction to turn NNCF's fast bias correction on)
+    (add --bias-correction to turn NNCF's fast bias correction on; --int8 FILE.onnx measures that Q/DQ ONNX,
+    e.g. the output of `edgeresnext quantize --method qat`, instead of making one by PTQ)
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ def top1(predict, images: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(logits.argmax(1) == labels))
 
 
-def main(checkpoint: str, bias_correction: bool = False) -> int:
+def main(checkpoint: str, bias_correction: bool = False, int8: str | None = None) -> int:
     import openvino as ov
 
     from edgeresnext.config import QuantSpec
@@ -39,13 +40,17 @@ def main(checkpoint: str, bias_correction: bool = False) -> int:
     test = load_dataset("fashion-mnist", split="test")
     images = np.stack([preprocess.image_to_array(image) for image in test.images])
     onnx_from_torch(model, scratch / "fp32.onnx")
-    began = time.perf_counter()
-    quantize_ptq(model, calib, QuantSpec(fast_bias_correction=bias_correction), scratch / "int8.onnx")
-    print(f"ptq {time.perf_counter() - began:.1f} s")
+    files = {"fp32": scratch / "fp32.onnx", "int8": Path(int8) if int8 else scratch / "int8.onnx"}
+    if not int8:
+        began = time.perf_counter()
+        quantize_ptq(model, calib, QuantSpec(fast_bias_correction=bias_correction), files["int8"])
+        print(f"ptq {time.perf_counter() - began:.1f} s")
+    elif not files["int8"].is_file():
+        raise SystemExit(f"error: {int8}: no such file (expected a Q/DQ ONNX made from {checkpoint})")
     core = ov.Core()
-    for name in ("fp32", "int8"):
-        compiled = core.compile_model(str(scratch / f"{name}.onnx"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-        print(f"{name}: ONNX Runtime top-1 {top1(onnx_runner(scratch / f'{name}.onnx'), images, test.labels):.4f}  "
+    for name, path in files.items():
+        compiled = core.compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        print(f"{name}: ONNX Runtime top-1 {top1(onnx_runner(path), images, test.labels):.4f}  "
               f"OpenVINO top-1 {top1(lambda batch, net=compiled: net(batch)[0], images, test.labels):.4f}", flush=True)
     return 0
 
@@ -54,5 +59,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint")
     parser.add_argument("--bias-correction", action="store_true", help="NNCF fast bias correction on")
+    parser.add_argument("--int8", default=None, metavar="ONNX", help="measure this Q/DQ ONNX instead of making one")
     args = parser.parse_args()
-    sys.exit(main(args.checkpoint, args.bias_correction))
+    sys.exit(main(args.checkpoint, args.bias_correction, args.int8))

@@ -5,8 +5,9 @@ on the OpenVINO model (the anchor every ratio is taken against), our INT8 Q/DQ O
 (:func:`edgeresnext.quantize.ptq.quantize_ptq`, residual placement) in ONNX Runtime and in OpenVINO, and the
 same PTQ with NNCF's placement (``placement: nncf_default``, what targets/cpu.yaml uses) in OpenVINO.
 
-The weights are random (no hub downloads here), with BatchNorm statistics re-estimated on the calibration
-images so activations have realistic ranges; accuracy is therefore measured as agreement and logit cosine
+The weights are random (no hub downloads here), with random BatchNorm affine parameters (the model's own init
+zeroes each bottleneck's last BN) and statistics re-estimated on the calibration images, so activations have
+realistic ranges; accuracy is therefore measured as agreement and logit cosine
 with PyTorch FP32 on held-out images, not as ImageNet top-1. Calibration and evaluation images are
 Fashion-MNIST (train and test split), resized to 224 and replicated to RGB.
 
@@ -59,6 +60,13 @@ def build_model(calib: np.ndarray, seed: int, bn_images: int):
 
     torch.manual_seed(seed)
     model = create("resnext50_32x4d", num_classes=1000)
+    # Random init zeroes each block's last BN weight (zero-init residual), which makes every bottleneck branch
+    # output exactly 0: the network would be its skip paths only, and the placements of the branch quantizers
+    # would give bit-identical outputs. Give BN trained-looking affine parameters instead.
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            torch.nn.init.uniform_(module.weight, 0.5, 1.5)
+            torch.nn.init.uniform_(module.bias, -0.1, 0.1)
     # Cumulative BN averages over the calibration images: without this, random-init running stats (0 mean,
     # unit variance) let activations grow block after block and every quantizer would see garbage ranges.
     for module in model.modules():
@@ -312,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": " ".join(["python", "-m", "bench.run", *(argv if argv is not None else sys.argv[1:])]),
         "model": {"arch": "resnext50_32x4d", "input": [1, 3, 224, 224], "weights": f"random (seed {args.seed}), "
-                  "BatchNorm statistics from the calibration images"},
+                  "BatchNorm weight U(0.5, 1.5) and bias U(-0.1, 0.1), statistics from the calibration images"},
         "data": {"calibration": f"fashion-mnist/train, {len(calib)} images resized to 224 RGB",
                  "evaluation": f"fashion-mnist/test, {len(eval_inputs)} images (agreement/cosine vs pytorch-fp32)"},
         "protocol": {"batch": 1, "threads": threads, **common, "statistic": "median (p50) of per-call wall-clock",
