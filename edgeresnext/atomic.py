@@ -102,6 +102,14 @@ def disk_full_as_storage_error(path: str | os.PathLike[str]) -> Iterator[None]:
 
 
 def _umask() -> int:
+    """The process umask, read from /proc on Linux; elsewhere set and restored (racy with other threads)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
     current = os.umask(0o022)
     os.umask(current)
     return current

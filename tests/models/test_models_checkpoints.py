@@ -232,11 +232,12 @@ def test_state_dict_without_batchnorm_counters_still_loads(tmp_path, tiny_model)
     _same_logits(tiny_model, load_checkpoint(tmp_path / "old.pth", arch=ARCH))
 
 
-def test_saved_checkpoint_is_readable_like_any_file_the_user_writes(tmp_path, tiny_model, meta):
-    """safetensors creates its file 0600; the atomic writer widens it to what the umask allows (0644 under 022)."""
-    old = os.umask(0o022)
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
+def test_saved_checkpoint_is_readable_like_any_file_the_user_writes(tmp_path, tiny_model, meta, umask, mode):
+    """safetensors creates its file 0600; the atomic writer widens it to what the umask allows, no further."""
+    old = os.umask(umask)
     try:
         path = save_checkpoint(tmp_path / "model.safetensors", tiny_model, meta)
     finally:
         os.umask(old)
-    assert path.stat().st_mode & 0o777 == 0o644
+    assert path.stat().st_mode & 0o777 == mode
