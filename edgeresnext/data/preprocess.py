@@ -32,7 +32,7 @@ class Preprocess:
     layout: str = field(default="NCHW")
 
     def __post_init__(self) -> None:
-        if self.channels not in _CHANNELS:
+        if not isinstance(self.channels, str) or self.channels not in _CHANNELS:
             raise ConfigError(f"preprocess.channels={self.channels!r}; expected one of {sorted(_CHANNELS)}")
         n = _CHANNELS[self.channels]
         if len(self.mean) != n or len(self.std) != n:
@@ -67,8 +67,14 @@ class Preprocess:
         values = dict(data)
         for key in ("mean", "std"):
             if key in values:
-                values[key] = tuple(float(v) for v in values[key])
-        return cls(**values)
+                try:
+                    values[key] = tuple(float(v) for v in values[key])
+                except (TypeError, ValueError):
+                    raise ConfigError(f"{source}: {key}={values[key]!r}; expected a list of numbers") from None
+        try:
+            return cls(**values)
+        except ConfigError as err:
+            raise ConfigError(f"{source}: {err}") from None
 
     def normalize(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 HWC (or HW) pixels, already at model size, to float32 CHW."""

@@ -53,6 +53,15 @@ def test_preprocess_round_trips_and_rejects_bad_values():
         Preprocess(crop=-3)
     with pytest.raises(ConfigError, match="unknown key 'size'"):
         Preprocess.from_dict({"size": 3})
+    # Every error from a dict names where the dict came from (a checkpoint, a manifest, a folder's JSON).
+    with pytest.raises(ConfigError, match=r"^model\.pt: preprocess: preprocess\.channels='\\x00GB'; expected one of"):
+        Preprocess.from_dict({"channels": "\x00GB"}, "model.pt: preprocess")
+    with pytest.raises(ConfigError, match=r"^m\.json: preprocess\.channels=\['R'\]"):
+        Preprocess.from_dict({"channels": ["R"]}, "m.json")
+    with pytest.raises(ConfigError, match=r"^m\.json: mean=\['a', 1\]; expected a list of numbers"):
+        Preprocess.from_dict({"mean": ["a", 1]}, "m.json")
+    with pytest.raises(ConfigError, match=r"^m\.json: std=5; expected a list of numbers"):
+        Preprocess.from_dict({"std": 5}, "m.json")
     with pytest.raises(DataError, match="uint8 pixels, got float64"):
         Preprocess().image_to_array(np.zeros((4, 4, 3)))
 

@@ -196,6 +196,16 @@ def test_non_tensor_payload_is_not_a_state_dict(tmp_path):
         load_checkpoint(tmp_path / "odd.pt", arch=ARCH)
 
 
+def test_damaged_preprocess_metadata_names_the_checkpoint(tmp_path, tiny_model, meta):
+    """Found by tests/test_fuzz.py: one flipped byte in a .pt's preprocess channels gave an error without the file."""
+    path = save_checkpoint(tmp_path / "model.pt", tiny_model, meta)
+    payload = torch.load(path, weights_only=True)
+    payload["meta"]["preprocess"]["channels"] = "\x00GB"
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match=r"model\.pt: preprocess: preprocess\.channels='\\x00GB'; expected"):
+        read_checkpoint(path)
+
+
 def test_safetensors_checkpoint_is_a_plain_zip_free_file(tmp_path, tiny_model, meta):
     path = save_checkpoint(tmp_path / "model.safetensors", tiny_model, meta)
     assert not zipfile.is_zipfile(path)  # nothing pickled: safetensors is a header + raw tensors
