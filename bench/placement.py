@@ -9,8 +9,9 @@ Variants of one FP32 model (default ResNeXt-50 32x4d at 224x224, batch 1), all c
 * ``qdq_residual``         signed, plus our residual placement (the default of ``quantize_ptq``)
 
 Latency rounds are interleaved (each round times every variant, in a shuffled order) so a noisy shared CPU
-slows all of them alike; the figure per variant is the median over all its runs. Weights are the arch's random init
-(latency does not depend on weight values); calibration uses real Fashion-MNIST images resized to 224.
+slows all of them alike; the figure per variant is the median over all its runs. Weights are the arch's random
+init with random BatchNorm affine parameters (latency does not depend on weight values); calibration uses real
+Fashion-MNIST images resized to 224.
 
     .venv/bin/python -m bench.placement --out bench/placement.json
 """
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     import openvino as ov
     import torch
 
+    from bench.run import randomize_batchnorm
     from edgeresnext.atomic import write_json_atomic
     from edgeresnext.backends.openvino import ir_from_onnx
     from edgeresnext.config import QuantSpec
@@ -82,12 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="placement-"))
     model = create(args.arch).eval()
     torch.manual_seed(0)
-    for module in model.modules():
-        # Random init zeroes each block's last BN, which makes folded weights identical (shared by the
-        # exporter) and blocks trivially identity; give BN trained-looking statistics instead.
-        if isinstance(module, torch.nn.BatchNorm2d):
-            torch.nn.init.uniform_(module.weight, 0.5, 1.5)
-            torch.nn.init.uniform_(module.bias, -0.1, 0.1)
+    # The zero-init residual BN would also make folded weights identical (shared by the exporter).
+    randomize_batchnorm(model)
     fp32 = onnx_from_torch(model, scratch / "fp32.onnx", input_shape=(3, args.size, args.size))
     calib = calibration_images(max(args.calib, args.native_calib), args.size)
 

@@ -32,21 +32,21 @@ def main(checkpoint: str, bias_correction: bool = False, int8: str | None = None
     from edgeresnext.models import load_checkpoint
     from edgeresnext.quantize.ptq import quantize_ptq
 
+    if int8 and not Path(int8).is_file():
+        raise SystemExit(f"error: {int8}: no such file (expected a Q/DQ ONNX made from {checkpoint})")
     model = load_checkpoint(checkpoint)
     preprocess = model.meta.preprocess
     scratch = Path(tempfile.mkdtemp(prefix="ptq-accuracy-"))
-    write_calibration_set(scratch / "calib", count=300, seed=0)
-    calib = load_calibration_images(scratch / "calib", preprocess, 300)
     test = load_dataset("fashion-mnist", split="test")
     images = np.stack([preprocess.image_to_array(image) for image in test.images])
     onnx_from_torch(model, scratch / "fp32.onnx")
     files = {"fp32": scratch / "fp32.onnx", "int8": Path(int8) if int8 else scratch / "int8.onnx"}
     if not int8:
+        write_calibration_set(scratch / "calib", count=300, seed=0)
+        calib = load_calibration_images(scratch / "calib", preprocess, 300)
         began = time.perf_counter()
         quantize_ptq(model, calib, QuantSpec(fast_bias_correction=bias_correction), files["int8"])
         print(f"ptq {time.perf_counter() - began:.1f} s")
-    elif not files["int8"].is_file():
-        raise SystemExit(f"error: {int8}: no such file (expected a Q/DQ ONNX made from {checkpoint})")
     core = ov.Core()
     for name, path in files.items():
         compiled = core.compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})

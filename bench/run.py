@@ -52,6 +52,21 @@ def load_images(split: str, count: int, seed: int) -> np.ndarray:
     return np.stack([preprocess.image_to_array(dataset.images[i]) for i in order]).astype(np.float32)
 
 
+def randomize_batchnorm(model) -> None:
+    """Trained-looking BatchNorm affine parameters: weight U(0.5, 1.5), bias U(-0.1, 0.1), from torch's RNG.
+
+    The model's own init zeroes each bottleneck's last BN weight (zero-init residual), which makes every branch
+    output exactly 0: the network would be its skip paths only, and where the branch quantizers sit would not
+    change a single output.
+    """
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            torch.nn.init.uniform_(module.weight, 0.5, 1.5)
+            torch.nn.init.uniform_(module.bias, -0.1, 0.1)
+
+
 def build_model(calib: np.ndarray, seed: int, bn_images: int):
     """ResNeXt-50 32x4d with seeded random weights and BatchNorm statistics from ``bn_images`` real images."""
     import torch
@@ -60,13 +75,7 @@ def build_model(calib: np.ndarray, seed: int, bn_images: int):
 
     torch.manual_seed(seed)
     model = create("resnext50_32x4d", num_classes=1000)
-    # Random init zeroes each block's last BN weight (zero-init residual), which makes every bottleneck branch
-    # output exactly 0: the network would be its skip paths only, and the placements of the branch quantizers
-    # would give bit-identical outputs. Give BN trained-looking affine parameters instead.
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            torch.nn.init.uniform_(module.weight, 0.5, 1.5)
-            torch.nn.init.uniform_(module.bias, -0.1, 0.1)
+    randomize_batchnorm(model)
     # Cumulative BN averages over the calibration images: without this, random-init running stats (0 mean,
     # unit variance) let activations grow block after block and every quantizer would see garbage ranges.
     for module in model.modules():
@@ -179,6 +188,27 @@ def measure(name: str, runner, eval_inputs: np.ndarray, reference: np.ndarray | 
     return row, logits
 
 
+def timed_ptq(model, calib: np.ndarray, spec, out: Path, fp32_onnx: Path) -> tuple[Path, float, str]:
+    """Our PTQ (:func:`quantize_ptq`) into ``out``: the Q/DQ ONNX, its seconds, and its TensorRT lint summary.
+
+    Linted apart from PTQ so a violation is reported without losing the speed figures.
+    """
+    from edgeresnext.lint import lint_onnx
+    from edgeresnext.quantize.ptq import quantize_ptq
+
+    start = time.perf_counter()
+    onnx_path = quantize_ptq(model, calib, spec, out, input_shape=(3, 224, 224), fp32_onnx=fp32_onnx, lint=False)
+    seconds = time.perf_counter() - start
+    errors = [v for v in lint_onnx(onnx_path) if v.severity == "error"]
+    return onnx_path, seconds, f"{len(errors)} error(s), first: {errors[0]}" if errors else "clean"
+
+
+def openvino_extra(xml: Path, runner, precision: str, **fields: Any) -> dict[str, Any]:
+    """The fields every OpenVINO row reports, plus ``fields``."""
+    return {"backend": "openvino", "precision": precision, **fields,
+            "inference_precision": runner.inference_precision, "size_bytes": file_size(xml, xml.with_suffix(".bin"))}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="bench/results.json")
@@ -203,8 +233,6 @@ def main(argv: list[str] | None = None) -> int:
     from edgeresnext.backends.openvino import ir_from_onnx
     from edgeresnext.config import QuantSpec
     from edgeresnext.export import onnx_from_torch
-    from edgeresnext.lint import lint_onnx
-    from edgeresnext.quantize.ptq import quantize_ptq
     from edgeresnext.validate import PeakMemory, TorchRunner, environment
 
     threads = args.threads or len(os.sched_getaffinity(0))
@@ -238,9 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     with PeakMemory() as memory:
         runner = runners["openvino-fp32"] = ov_compile(str(fp32_xml), threads)
         row, _ = measure("openvino-fp32", runner, eval_inputs, reference, **common,
-                         extra={"backend": "openvino", "precision": "fp32",
-                                "inference_precision": runner.inference_precision,
-                                "size_bytes": file_size(fp32_xml, fp32_xml.with_suffix(".bin"))})
+                         extra=openvino_extra(fp32_xml, runner, "fp32"))
     rows.append({**row, "peak_rss_mb": memory.peak_mb})
 
     # The anchor: nncf.quantize with its defaults on the OpenVINO model, one image per sample.
@@ -254,55 +280,41 @@ def main(argv: list[str] | None = None) -> int:
         ov.save_model(anchor_model, str(anchor_xml), compress_to_fp16=False)
         runner = runners[ANCHOR] = ov_compile(str(anchor_xml), threads)
         row, _ = measure(ANCHOR, runner, eval_inputs, reference, **common,
-                         extra={"backend": "openvino", "precision": "int8", "ptq_seconds": round(anchor_seconds, 2),
-                                "ptq": f"nncf.quantize defaults on the OpenVINO model, subset_size={len(calib)}",
-                                "inference_precision": runner.inference_precision,
-                                "size_bytes": file_size(anchor_xml, anchor_xml.with_suffix(".bin"))})
+                         extra=openvino_extra(anchor_xml, runner, "int8", ptq_seconds=round(anchor_seconds, 2),
+                                              ptq=f"nncf.quantize defaults on the OpenVINO model, "
+                                                  f"subset_size={len(calib)}"))
     rows.append({**row, "peak_rss_mb": memory.peak_mb})
 
     # Ours: the Q/DQ ONNX every backend receives (TensorRT-ready placement), in ONNX Runtime and OpenVINO.
-    spec = QuantSpec(subset_size=len(calib))
     with PeakMemory() as memory:
-        start = time.perf_counter()
-        qdq_onnx = quantize_ptq(model, calib, spec, work / "resnext50_32x4d_int8_qdq.onnx",
-                                input_shape=(3, 224, 224), fp32_onnx=fp32_onnx, lint=False)
-        ptq_seconds = time.perf_counter() - start
-        # Linted apart from PTQ so a violation is reported without losing the speed figures.
-        errors = [v for v in lint_onnx(qdq_onnx) if v.severity == "error"]
-        lint_error = f"{len(errors)} error(s), first: {errors[0]}" if errors else None
+        qdq_onnx, ptq_seconds, lint = timed_ptq(model, calib, QuantSpec(subset_size=len(calib)),
+                                                work / "resnext50_32x4d_int8_qdq.onnx", fp32_onnx)
         runners["onnxruntime-int8-qdq"] = ort_session(qdq_onnx, threads)
         row, _ = measure("onnxruntime-int8-qdq", runners["onnxruntime-int8-qdq"], eval_inputs, reference, **common,
                          extra={"backend": "onnxruntime", "precision": "int8", "ptq_seconds": round(ptq_seconds, 2),
                                 "ptq": "edgeresnext quantize_ptq (NNCF ONNX, signed symmetric, residual placement)",
-                                "tensorrt_lint": lint_error or "clean", "size_bytes": file_size(qdq_onnx)})
+                                "tensorrt_lint": lint, "size_bytes": file_size(qdq_onnx)})
     rows.append({**row, "peak_rss_mb": memory.peak_mb})
     qdq_xml = ir_from_onnx(qdq_onnx, work / "resnext50_32x4d_int8_qdq.xml", batch=(1, 1))
     with PeakMemory() as memory:
         runner = runners["openvino-int8-qdq"] = ov_compile(str(qdq_xml), threads)
         row, _ = measure("openvino-int8-qdq", runner, eval_inputs, reference, **common,
-                         extra={"backend": "openvino", "precision": "int8", "ptq_seconds": round(ptq_seconds, 2),
-                                "ptq": "the same Q/DQ ONNX as onnxruntime-int8-qdq, read by OpenVINO",
-                                "inference_precision": runner.inference_precision,
-                                "size_bytes": file_size(qdq_xml, qdq_xml.with_suffix(".bin"))})
+                         extra=openvino_extra(qdq_xml, runner, "int8", ptq_seconds=round(ptq_seconds, 2),
+                                              ptq="the same Q/DQ ONNX as onnxruntime-int8-qdq, read by OpenVINO"))
     rows.append({**row, "peak_rss_mb": memory.peak_mb})
 
     # The same PTQ with NNCF's own placement (both residual Add inputs through Q/DQ): still signed and lint
     # clean, but TensorRT cannot fuse the add into the convolution; targets/cpu.yaml uses it for OpenVINO.
-    spec = QuantSpec(subset_size=len(calib), placement="nncf_default")
     with PeakMemory() as memory:
-        start = time.perf_counter()
-        placed = quantize_ptq(model, calib, spec, work / "resnext50_32x4d_int8_qdq_nncf_placement.onnx",
-                              input_shape=(3, 224, 224), fp32_onnx=fp32_onnx, lint=False)
-        placed_seconds = time.perf_counter() - start
-        errors = [v for v in lint_onnx(placed) if v.severity == "error"]
+        spec = QuantSpec(subset_size=len(calib), placement="nncf_default")
+        placed_onnx = work / "resnext50_32x4d_int8_qdq_nncf_placement.onnx"
+        placed, placed_seconds, lint = timed_ptq(model, calib, spec, placed_onnx, fp32_onnx)
         placed_xml = ir_from_onnx(placed, work / "resnext50_32x4d_int8_qdq_nncf_placement.xml", batch=(1, 1))
         runner = runners["openvino-int8-qdq-nncf-placement"] = ov_compile(str(placed_xml), threads)
         row, _ = measure("openvino-int8-qdq-nncf-placement", runner, eval_inputs, reference, **common,
-                         extra={"backend": "openvino", "precision": "int8", "ptq_seconds": round(placed_seconds, 2),
-                                "ptq": "edgeresnext quantize_ptq, placement nncf_default (targets/cpu.yaml)",
-                                "tensorrt_lint": f"{len(errors)} error(s), first: {errors[0]}" if errors else "clean",
-                                "inference_precision": runner.inference_precision,
-                                "size_bytes": file_size(placed_xml, placed_xml.with_suffix(".bin"))})
+                         extra=openvino_extra(placed_xml, runner, "int8", ptq_seconds=round(placed_seconds, 2),
+                                              ptq="edgeresnext quantize_ptq, placement nncf_default "
+                                                  "(targets/cpu.yaml)", tensorrt_lint=lint))
     rows.append({**row, "peak_rss_mb": memory.peak_mb})
 
     # The ratios come from the interleaved timing: every row takes a turn in each round.
