@@ -12,10 +12,10 @@ EXTRA_BUILD_ARGS = $(if $(MODEL),--model $(MODEL)) $(if $(CHECKPOINT),--checkpoi
                    $(if $(DATA),--data $(DATA)) $(if $(CALIB),--calib $(CALIB))
 PYTEST_ARGS ?=
 
-.PHONY: setup data train build build-all test test-slow test-gpu bench lint format clean help
+.PHONY: setup dataset data train build build-all test test-slow test-gpu bench lint format clean help
 
 help:
-	@echo "make setup | data | train | build TARGET=<name> | build-all | test | test-slow | test-gpu | bench | lint | clean"
+	@echo "make setup | dataset | data | train | build TARGET=<name> | build-all | test | test-slow | test-gpu | bench | lint | clean"
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,34 +26,40 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
+# Fashion-MNIST on this machine: found, else apt-get (root or password-less sudo), else downloaded, else one line
+# saying what to run. A no-op once it is there.
+dataset: setup
+	@$(PY) -m edgeresnext.cli --quiet data --fetch-only
+
+# calib_data/.complete is written by the command itself, last.
 calib_data/.complete: $(VENV)/.installed
 	$(PY) -m edgeresnext.cli data --out calib_data --count 500
-	@touch $@
 
 data: calib_data/.complete
 
-train: setup
+train: dataset
 	$(PY) -m edgeresnext.cli train --arch resnext20_4x8d --dataset fashion-mnist --epochs 24 --batch-size 128 \
 	    --lr 0.1 --seed 0 --out runs/fashion-mnist
 
-build: setup data
+# The build sets up the inputs the target reads, and only those (Fashion-MNIST, a generated calib_data/).
+build: setup
 	$(PY) -m edgeresnext.cli build --target $(TARGET) $(EXTRA_BUILD_ARGS)
 
-build-all: setup data
+build-all: setup
 	$(PY) -m edgeresnext.cli build-all
 
-test: setup data
+test: dataset
 	$(PY) -m pytest -m "not slow and not gpu and not tensorrt" $(PYTEST_ARGS)
 
-test-slow: setup data
+test-slow: dataset
 	$(PY) -m pytest -m "slow and not gpu and not tensorrt" $(PYTEST_ARGS)
 
 # TensorRT + cuda-python from PyPI unless the host already has them (JetPack ships TensorRT with the OS).
-test-gpu: setup data
+test-gpu: dataset
 	$(PY) -c "import tensorrt, cuda" 2>/dev/null || $(PIP) install --quiet -e ".[tensorrt]"
 	$(PY) -m pytest -m "gpu or tensorrt" $(PYTEST_ARGS)
 
-bench: setup data
+bench: dataset
 	$(PY) -m bench.run --out bench/results.json
 
 lint: setup

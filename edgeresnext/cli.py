@@ -13,9 +13,52 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from edgeresnext import __version__
 from edgeresnext.errors import EdgeResNeXtError
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's errors as one line naming the flag (exit 2), like our own errors, without the usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def int_at_least(low: int) -> Callable[[str], int]:
+    """An argparse ``type``: an integer >= ``low`` (the message names what is accepted; argparse adds the flag)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def float_above(low: float, inclusive: bool = False) -> Callable[[str], float]:
+    """An argparse ``type``: a finite number > ``low`` (>= with ``inclusive``)."""
+    import math
+
+    symbol = ">=" if inclusive else ">"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number {symbol} {low:g}, got {text!r}") from None
+        if not math.isfinite(value) or (value < low if inclusive else value <= low):
+            raise argparse.ArgumentTypeError(f"must be a number {symbol} {low:g}, got {text}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
 
 _COMMANDS: dict[str, tuple[Callable[[argparse._SubParsersAction], None], Callable[[argparse.Namespace], int]]] = {}
 
@@ -118,19 +161,19 @@ def _add_distributed_options(p: argparse.ArgumentParser, training: bool = True) 
     g = p.add_argument_group("distributed (torchrun/DDP; the batch size is the global batch)")
     g.add_argument(
         "--nproc",
-        type=int,
+        type=int_at_least(1),
         default=None,
         metavar="N",
         help="launch N processes on this node with torchrun (DDP: gloo on CPU, nccl on GPU)",
     )
     g.add_argument("--nnodes", default="1", help="nodes in the job (torchrun --nnodes; default 1)")
-    g.add_argument("--node-rank", type=int, default=None, help="this node's rank (torchrun --node-rank)")
+    g.add_argument("--node-rank", type=int_at_least(0), default=None, help="this node's rank (torchrun --node-rank)")
     g.add_argument("--rdzv-endpoint", default=None, metavar="HOST:PORT", help="node 0's address for a multi-node job")
     g.add_argument("--rdzv-id", default=None, help="job id shared by all nodes (default edgeresnext)")
     if not training:
         return
     g.add_argument("--sync-bn", action="store_true", help="BatchNorm statistics over the global batch")
-    g.add_argument("--workers", type=int, default=None, help="data loader worker processes for image folders")
+    g.add_argument("--workers", type=int_at_least(0), default=None, help="data loader worker processes for image folders")
     g.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
 
 
@@ -146,19 +189,19 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", default=d.dataset, help="fashion-mnist | cifar10 | path to an image folder")
     p.add_argument("--data-root", default=None, help="where the dataset files are (default: search the usual places)")
     p.add_argument("--out", default=d.out_dir, help=f"run folder (default {d.out_dir})")
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate of the one-cycle schedule")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--epochs", type=int_at_least(1), default=d.epochs)
+    p.add_argument("--batch-size", type=int_at_least(1), default=d.batch_size)
+    p.add_argument("--lr", type=float_above(0), default=d.lr, help="peak learning rate of the one-cycle schedule")
+    p.add_argument("--weight-decay", type=float_above(0, inclusive=True), default=d.weight_decay)
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: all cores)")
-    p.add_argument("--limit-train", type=int, default=None, help="train on the first N images only (smoke runs)")
+    p.add_argument("--threads", type=int_at_least(1), default=None, help="torch intra-op threads (default: all cores)")
+    p.add_argument("--limit-train", type=int_at_least(1), default=None, help="train on the first N images only (smoke runs)")
     p.add_argument("--no-resume", action="store_true", help="start over even if the run folder has last.pt")
-    p.add_argument("--limit-test", type=int, default=None, help="evaluate on the first N test images only")
+    p.add_argument("--limit-test", type=int_at_least(1), default=None, help="evaluate on the first N test images only")
     p.add_argument("--no-augment", action="store_true", help="no random crop/flip (deterministic batches)")
     p.add_argument(
         "--stop-after-epoch",
-        type=int,
+        type=int_at_least(1),
         default=None,
         metavar="N",
         help="end after epoch N of the schedule (time-limited jobs); the same command resumes",
@@ -201,8 +244,23 @@ def _add_inspect(sub: argparse._SubParsersAction) -> None:
 def _run_data(args: argparse.Namespace) -> int:
     from edgeresnext.data.calibration import write_calibration_set
 
+    if args.fetch_only:
+        from edgeresnext.data.fashion_mnist import ensure_fashion_mnist
+
+        if args.dataset != "fashion-mnist":
+            from edgeresnext.errors import ConfigError
+
+            raise ConfigError(f"--fetch-only sets up Fashion-MNIST; --dataset {args.dataset!r} is not fetched")
+        print(f"Fashion-MNIST: {ensure_fashion_mnist(install=not args.no_install)}")
+        return 0
     written = write_calibration_set(
-        args.out, dataset=args.dataset, root=args.data_root, count=args.count, seed=args.seed, split=args.split
+        args.out,
+        dataset=args.dataset,
+        root=args.data_root,
+        count=args.count,
+        seed=args.seed,
+        split=args.split,
+        install=not args.no_install,
     )
     print(f"wrote {written.count} calibration images ({written.per_class} per class) to {written.folder}")
     return 0
@@ -215,26 +273,97 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--data-root", default=None)
     p.add_argument("--split", default="train", help="split to sample from (default train: never the test set)")
-    p.add_argument("--count", type=int, default=500)
+    p.add_argument("--count", type=int_at_least(1), default=500)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--fetch-only",
+        action="store_true",
+        help="only make sure Fashion-MNIST is on this machine (apt-get as root/sudo, else download); no images",
+    )
+    p.add_argument(
+        "--no-install", action="store_true", help="never run apt-get (also EDGERESNEXT_NO_INSTALL=1); download only"
+    )
+
+
+# --------------------------------------------------------------------------------------------- target flags
+# Flags that set a target key: (argparse dest, the flag as typed, dotted target key, value for a store_true flag).
+# Every command reads its overrides through _target_from_args, so a bad value is reported against the flag the
+# user typed (`--subset-size must be >= 1, got 0`), never against the target file.
+TargetFlag = tuple[str, str, str, object]
+_BUILD_FLAGS: tuple[TargetFlag, ...] = (
+    ("model", "--model", "model.arch", None),
+    ("checkpoint", "--checkpoint", "model.checkpoint", None),
+    ("data", "--data", "data.dataset", None),
+    ("calib", "--calib", "quant.calib_dir", None),
+)
+_VALIDATE_FLAGS: tuple[TargetFlag, ...] = (
+    ("data", "--data", "data.dataset", None),
+    ("limit", "--limit", "data.limit", None),
+    ("runs", "--runs", "validate.latency_runs", None),
+    ("warmup", "--warmup", "validate.warmup_runs", None),
+)
+_QUANTIZE_FLAGS: tuple[TargetFlag, ...] = (
+    ("method", "--method", "quant.method", None),
+    ("calib", "--calib", "quant.calib_dir", None),
+    ("subset_size", "--subset-size", "quant.subset_size", None),
+    ("range_estimator", "--range-estimator", "quant.range_estimator", None),
+    ("placement", "--placement", "quant.placement", None),
+    ("epochs", "--epochs", "quant.qat_epochs", None),
+    ("per_tensor", "--per-tensor", "quant.per_channel", False),
+    ("bias_correction", "--bias-correction", "quant.fast_bias_correction", True),
+    ("no_bias_correction", "--no-bias-correction", "quant.fast_bias_correction", False),
+)
+
+
+def _target_from_args(args: argparse.Namespace, flags: Sequence[TargetFlag], path: Path | None = None, **extra):
+    """The target named by ``--target`` (or the file ``path``) with the command-line overrides in ``flags``.
+
+    ``extra``: further dotted-key overrides the command computes (named by their flag in ``flags`` too).
+    Without a target file (``quantize`` alone) the defaults of a generic ONNX Runtime target are used.
+    """
+    from edgeresnext.config import apply_overrides, find_target, read_target_file, target_from_dict
+
+    overrides: dict[str, object] = {}
+    named: dict[str, str] = {}
+    for dest, flag, key, constant in flags:
+        value = getattr(args, dest, None)
+        if constant is not None:
+            value = constant if value else None
+        if value is not None:
+            overrides[key] = value
+            named[key] = flag
+    overrides.update({key: value for key, value in extra.items() if value is not None})
+    _check_path_flags(overrides, named)
+    if path is None and getattr(args, "target", None):
+        path = find_target(args.target, getattr(args, "targets_dir", "targets"))
+    if path is None:
+        data, source = {"name": "quantize", "backend": "onnxruntime"}, "<command line>"
+    else:
+        data, source = read_target_file(path), str(path)
+    return target_from_dict(apply_overrides(data, overrides, source), source, named)
+
+
+def _check_path_flags(overrides: dict[str, object], named: dict[str, str]) -> None:
+    """A file or folder given on the command line that is not there is the flag's fault: say so before any work."""
+    from edgeresnext.data import DATASETS
+    from edgeresnext.errors import ConfigError
+
+    expected = {"quant.calib_dir": "an image folder", "model.checkpoint": "a checkpoint file", "data.dataset": None}
+    for key, what in expected.items():
+        value = overrides.get(key)
+        if key not in named or not isinstance(value, str) or value.startswith("shipped:") or value in DATASETS:
+            continue
+        if not Path(value).exists():
+            accepted = what or f"one of {', '.join(DATASETS)} or an image folder"
+            raise ConfigError(f"{named[key]} {value}: no such file or folder; expected {accepted}")
 
 
 # --------------------------------------------------------------------------------------------- build
-def _build_overrides(args: argparse.Namespace) -> dict[str, object]:
-    return {
-        "model.arch": args.model,
-        "model.checkpoint": args.checkpoint,
-        "data.dataset": args.data,
-        "quant.calib_dir": args.calib,
-    }
-
-
 def _run_build(args: argparse.Namespace) -> int:
-    from edgeresnext.config import find_target, load_target
     from edgeresnext.pipeline import build
 
-    target = load_target(find_target(args.target, args.targets_dir), overrides=_build_overrides(args))
-    summary = build(target, out_root=args.out, progress=not args.quiet, on_event=print)
+    target = _target_from_args(args, _BUILD_FLAGS)
+    summary = build(target, out_root=args.out, progress=not args.quiet, on_event=print, install=True)
     print(summary.render())
     return 0 if summary.ok else 1
 
@@ -256,12 +385,11 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_build_all(args: argparse.Namespace) -> int:
-    from edgeresnext.config import load_target
     from edgeresnext.pipeline import build_all
 
     paths = sorted(p for p in Path(args.targets_dir).glob("*.yaml") if not p.name.startswith("_"))
-    targets = [load_target(p, overrides=_build_overrides(args)) for p in paths]
-    table, ok = build_all(targets, out_root=args.out, progress=not args.quiet, on_event=print)
+    targets = [_target_from_args(args, _BUILD_FLAGS, path=p) for p in paths]
+    table, ok = build_all(targets, out_root=args.out, progress=not args.quiet, on_event=print, install=True)
     print(table)
     return 0 if ok else 1
 
@@ -274,11 +402,10 @@ def _add_build_all(sub: argparse._SubParsersAction) -> None:
 
 # --------------------------------------------------------------------------------------------- validate
 def _run_validate(args: argparse.Namespace) -> int:
-    from edgeresnext.config import find_target, load_target
     from edgeresnext.report import summary_rows
     from edgeresnext.validate import validate_target
 
-    target = load_target(find_target(args.target), overrides={"data.limit": args.limit, "data.dataset": args.data})
+    target = _target_from_args(args, _VALIDATE_FLAGS)
     report, paths = validate_target(
         target,
         build_root=args.build,
@@ -286,8 +413,6 @@ def _run_validate(args: argparse.Namespace) -> int:
         out_dir=args.out,
         checkpoint=args.checkpoint,
         primary=args.primary,
-        runs=args.runs,
-        warmup=args.warmup,
         threads=args.threads,
         command="edgeresnext " + " ".join(sys.argv[1:]),
         progress=not args.quiet,
@@ -336,7 +461,7 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=int, default=None, help="untimed warm-up runs (default: the target's)")
     p.add_argument(
         "--threads",
-        type=int,
+        type=int_at_least(1),
         default=None,
         help="threads for every runtime (default: the target's, else all usable cores)",
     )
@@ -401,10 +526,10 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--data", default="fashion-mnist", help="dataset name or labelled image folder")
     p.add_argument("--split", default="test")
-    p.add_argument("--limit", type=int, default=512, help="number of images (default 512)")
-    p.add_argument("--atol", type=float, default=1e-3, help="absolute tolerance per logit (default 1e-3)")
-    p.add_argument("--rtol", type=float, default=1e-3, help="relative tolerance per logit (default 1e-3)")
-    p.add_argument("--worst", type=int, default=10, help="how many worst images to list")
+    p.add_argument("--limit", type=int_at_least(1), default=512, help="number of images (default 512)")
+    p.add_argument("--atol", type=float_above(0, inclusive=True), default=1e-3, help="absolute tolerance per logit (default 1e-3)")
+    p.add_argument("--rtol", type=float_above(0, inclusive=True), default=1e-3, help="relative tolerance per logit (default 1e-3)")
+    p.add_argument("--worst", type=int_at_least(0), default=10, help="how many worst images to list")
     p.add_argument("--json", default=None, help="also write the comparison as JSON to this file")
 
 
@@ -424,9 +549,8 @@ def _run_compile(args: argparse.Namespace) -> int:
         print(f"build record: {artifact.path}.json")
         return 0
     from edgeresnext.backends import get_backend
-    from edgeresnext.config import find_target, load_target
 
-    target = load_target(find_target(args.target))
+    target = _target_from_args(args, ())
     out = Path(args.out) if args.out else Path(args.build) / target.name / "compile"
     onnx_path = Path(args.onnx) if args.onnx else _onnx_for_target(target, Path(args.build), progress=not args.quiet)
     artifact = get_backend(target.backend).compile(onnx_path, target, out)
@@ -532,7 +656,7 @@ def _add_bundle(sub: argparse._SubParsersAction) -> None:
     predict = actions.add_parser("predict", help="top-k classes of images with the bundle's runtime")
     predict.add_argument("bundle", help="bundle folder, e.g. build/cpu/bundle")
     predict.add_argument("images", nargs="+", help="image files (PNG, JPEG, PGM/PPM, ...)")
-    predict.add_argument("--top-k", type=int, default=5)
+    predict.add_argument("--top-k", type=int_at_least(1), default=5)
     predict.add_argument("--backend", default=None, help="which of the bundle's artifacts to run (default: primary)")
     predict.add_argument("--json", action="store_true", help="one JSON line per image")
 
@@ -573,10 +697,10 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", nargs="?", default="shipped:fashion-mnist", help="checkpoint path or shipped:<name>")
     p.add_argument("--arch", default=None, help="arch of a bare state dict")
     p.add_argument("--out", default="model_fp32.onnx")
-    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--opset", type=int_at_least(13), default=17)
     p.add_argument("--static-batch", action="store_true", help="fix the batch axis to 1 (default: dynamic)")
-    p.add_argument("--parity-images", type=int, default=64, help="test images for the PyTorch comparison (0: skip)")
-    p.add_argument("--tolerance", type=float, default=1e-3, help="max abs logit error accepted (default 1e-3)")
+    p.add_argument("--parity-images", type=int_at_least(0), default=64, help="test images for the PyTorch comparison (0: skip)")
+    p.add_argument("--tolerance", type=float_above(0), default=1e-3, help="max abs logit error accepted (default 1e-3)")
 
 
 # --------------------------------------------------------------------------------------------- quantize
@@ -587,27 +711,13 @@ def _run_quantize(args: argparse.Namespace) -> int:
         from edgeresnext.errors import ConfigError
 
         raise ConfigError("--nproc runs QAT fine-tuning under torchrun; PTQ needs no training (use --method qat)")
-    from edgeresnext.config import QuantSpec, find_target, load_target
     from edgeresnext.data.calibration import load_calibration_images
 
-    spec = load_target(find_target(args.target)).quant if args.target else QuantSpec()
-    overrides = {
-        "method": args.method,
-        "calib_dir": args.calib,
-        "subset_size": args.subset_size,
-        "range_estimator": args.range_estimator,
-        "placement": args.placement,
-        "qat_epochs": args.epochs,
-    }
-    for key, value in overrides.items():
-        if value is not None:
-            setattr(spec, key, value)
-    if args.per_tensor:
-        spec.per_channel = False
-    if args.no_bias_correction:
-        spec.fast_bias_correction = False
-    if args.bias_correction:
-        spec.fast_bias_correction = True
+    if args.bias_correction and args.no_bias_correction:
+        from edgeresnext.errors import ConfigError
+
+        raise ConfigError("--bias-correction and --no-bias-correction contradict each other; give one")
+    spec = _target_from_args(args, _QUANTIZE_FLAGS).quant
     if args.ignore:
         spec.ignored_scope = list(spec.ignored_scope) + args.ignore
     model = _load_cli_model(args)
@@ -660,7 +770,7 @@ def _add_quantize(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--placement", choices=["residual", "nncf_default"], default=None)
     p.add_argument("--epochs", type=int, default=None, help="QAT fine-tuning epochs")
-    p.add_argument("--limit-train", type=int, default=None, help="QAT on the first N training images only")
+    p.add_argument("--limit-train", type=int_at_least(1), default=None, help="QAT on the first N training images only")
     _add_distributed_options(p, training=False)
     p.add_argument("--on-bad-image", choices=["fail", "skip"], default="fail")
     p.add_argument("--sensitivity", default=None, metavar="JSON", help="also write per-layer sensitivity here")
@@ -688,7 +798,7 @@ def _add_lint(sub: argparse._SubParsersAction) -> None:
 
 # --------------------------------------------------------------------------------------------- main
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="edgeresnext",
         description="ResNeXt from PyTorch to edge devices: train, quantize (INT8 PTQ/QAT), export ONNX, compile "
         "(OpenVINO, TensorRT, ONNX Runtime), validate against FP32, bundle.",

@@ -225,10 +225,41 @@ def _resolve_extends(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     return _deep_merge(base, data)
 
 
-def _format_validation_error(err: ValidationError, source: str) -> str:
+def _explain(error: dict[str, Any]) -> str:
+    """A pydantic error as what would be accepted: ``must be >= 1``, ``must be one of ptq, qat, none``."""
+    kind, ctx = error["type"], error.get("ctx") or {}
+    bounds = {
+        "greater_than_equal": ">=",
+        "greater_than": ">",
+        "less_than_equal": "<=",
+        "less_than": "<",
+    }
+    for name, symbol in bounds.items():
+        if kind == name:
+            return f"must be {symbol} {next(iter(ctx.values()))}"
+    if kind == "literal_error":
+        return f"must be one of {ctx.get('expected', '').replace(' or ', ', ')}"
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return "must be an integer"
+    if kind in ("float_parsing", "float_type"):
+        return "must be a number"
+    if kind in ("bool_parsing", "bool_type"):
+        return "must be true or false"
+    if kind in ("string_type",):
+        return "must be a string"
+    return str(error["msg"]).removeprefix("Value error, ")
+
+
+def _format_validation_error(err: ValidationError, source: str, flags: dict[str, str] | None = None) -> str:
+    """One line naming where the bad value came from: the command-line flag that set it, else the file and key."""
     first = err.errors()[0]
     location = ".".join(str(part) for part in first["loc"]) or "(top level)"
     kind = first["type"]
+    value = first.get("input")
+    shown = f", got {value!r}" if value is not None and not isinstance(value, dict) else ""
+    flag = (flags or {}).get(location)
+    if flag is not None:
+        return f"{flag} {_explain(first)}{shown}"
     if kind == "extra_forbidden":
         parent = first["loc"][:-1]
         accepted = _accepted_keys(parent)
@@ -236,10 +267,7 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
         return f"{source}: unknown key {location!r}{hint}"
     if kind == "missing":
         return f"{source}: missing required key {location!r}"
-    message = first["msg"]
-    value = first.get("input")
-    shown = f" (got {value!r})" if value is not None and not isinstance(value, dict) else ""
-    return f"{source}: {location}: {message}{shown}"
+    return f"{source}: {location} {_explain(first)}{shown}"
 
 
 def _accepted_keys(loc: tuple[Any, ...]) -> list[str]:
@@ -255,21 +283,28 @@ def _accepted_keys(loc: tuple[Any, ...]) -> list[str]:
     return sorted(f.alias or name for name, f in model.model_fields.items() if name != "source")
 
 
-def target_from_dict(data: dict[str, Any], source: str = "<config>") -> Target:
+def target_from_dict(data: dict[str, Any], source: str = "<config>", flags: dict[str, str] | None = None) -> Target:
+    """Validate plain data into a :class:`Target`; ``flags`` maps dotted keys set on the command line to their
+    flag, so an error in such a value names the flag (``--limit must be >= 1, got 0``), not the file."""
     try:
         target = Target.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format_validation_error(err, source)) from err
+        raise ConfigError(_format_validation_error(err, source, flags)) from err
     target.source = source
     return target
 
 
-def load_target(path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> Target:
-    """Read ``targets/<name>.yaml`` (following ``extends``), apply dotted-key ``overrides``, validate."""
+def read_target_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A target file as plain data, ``extends`` resolved and ``name`` defaulting to the file's stem."""
     path = Path(path)
     data = _resolve_extends(path)
     data.setdefault("name", path.stem)
-    for dotted, value in (overrides or {}).items():
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any], source: str) -> dict[str, Any]:
+    """Set dotted keys (``quant.subset_size``) in ``data``, in place; ``None`` values are left out."""
+    for dotted, value in overrides.items():
         if value is None:
             continue
         cursor = data
@@ -277,9 +312,21 @@ def load_target(path: str | os.PathLike[str], overrides: dict[str, Any] | None =
         for part in parts[:-1]:
             cursor = cursor.setdefault(part, {})
             if not isinstance(cursor, dict):
-                raise ConfigError(f"{path}: cannot override {dotted!r}: {part!r} is not a mapping")
+                raise ConfigError(f"{source}: cannot override {dotted!r}: {part!r} is not a mapping")
         cursor[parts[-1]] = value
-    return target_from_dict(data, str(path))
+    return data
+
+
+def load_target(
+    path: str | os.PathLike[str], overrides: dict[str, Any] | None = None, flags: dict[str, str] | None = None
+) -> Target:
+    """Read ``targets/<name>.yaml`` (following ``extends``), apply dotted-key ``overrides``, validate.
+
+    ``flags`` names the command-line flag behind each override (see :func:`target_from_dict`).
+    """
+    data = read_target_file(path)
+    apply_overrides(data, overrides or {}, str(path))
+    return target_from_dict(data, str(path), flags)
 
 
 def find_target(name_or_path: str, targets_dir: str | os.PathLike[str] = "targets") -> Path:

@@ -629,15 +629,48 @@ def stage_bundle(
     )
 
 
+def prepare_inputs(target: Target, say: Callable[[str], None], install: bool = False) -> None:
+    """Set up the default inputs ``target`` reads, and only those: Fashion-MNIST when it validates (or calibrates)
+    on it, and the generated ``calib_data/`` when it calibrates there and the folder holds no images yet (a
+    folder with images is used as it is: they may be the user's own). ``install`` lets Fashion-MNIST come from
+    apt-get (see :func:`~edgeresnext.data.fashion_mnist.ensure_fashion_mnist`)."""
+    from edgeresnext.data import calibration
+    from edgeresnext.data.fashion_mnist import ensure_fashion_mnist
+
+    calib = Path(target.quant.calib_dir)
+    default_calib = calib == Path(calibration.DEFAULT_FOLDER) and not _has_images(calib)
+    needs_calib = target.precision == "int8" and default_calib
+    if needs_calib or (target.data.dataset == "fashion-mnist" and target.data.root is None):
+        ensure_fashion_mnist(install=install)
+    if needs_calib:
+        say(f"calibration images: {calib}/ is empty; writing {calibration.DEFAULT_COUNT} Fashion-MNIST training images")
+        calibration.write_calibration_set(calib, count=calibration.DEFAULT_COUNT, install=install)
+
+
+def _has_images(folder: Path) -> bool:
+    from edgeresnext.data.folder import list_images
+
+    try:
+        return bool(list_images(folder))
+    except DataError:
+        return False
+
+
 def build(
-    target: Target, out_root: str | Path = "build", progress: bool = True, on_event: Callable[[str], None] | None = None
+    target: Target,
+    out_root: str | Path = "build",
+    progress: bool = True,
+    on_event: Callable[[str], None] | None = None,
+    install: bool = False,
 ) -> BuildSummary:
     """Run every stage for ``target`` into ``<out_root>/<target.name>/``; returns the summary the CLI prints.
 
-    ``on_event`` receives one line per stage as it starts and ends (the CLI prints them).
+    ``on_event`` receives one line per stage as it starts and ends (the CLI prints them). Missing default
+    inputs are set up first (:func:`prepare_inputs`; ``install`` allows apt-get for Fashion-MNIST).
     """
     root = Path(out_root) / target.name
     say = on_event or (lambda line: logger.info(line))
+    prepare_inputs(target, say, install=install)
     summary = BuildSummary(target=target, root=root)
     int8 = target.precision == "int8"
     planned = [s for s in STAGES if int8 or s not in ("quantize", "lint")]
@@ -703,6 +736,7 @@ def build_all(
     out_root: str | Path = "build",
     progress: bool = True,
     on_event: Callable[[str], None] | None = None,
+    install: bool = False,
 ) -> tuple[str, bool]:
     """Build each target (a failure is recorded, not fatal) and write ``<out_root>/comparison.md``."""
     from edgeresnext.errors import EdgeResNeXtError
@@ -724,7 +758,7 @@ def build_all(
     all_ok = True
     for target in targets:
         try:
-            summary = build(target, out_root=out_root, progress=progress, on_event=on_event)
+            summary = build(target, out_root=out_root, progress=progress, on_event=on_event, install=install)
         except EdgeResNeXtError as err:
             all_ok = False
             rows.append([target.name, target.backend, target.precision, "-", "-", "-", "-", "-", "-", f"error: {err}"])

@@ -20,6 +20,11 @@ from edgeresnext.errors import DataError
 
 logger = logging.getLogger(__name__)
 
+# Written last by write_calibration_set: a folder with it holds a finished set (an interrupted one has none).
+COMPLETE_MARK = ".complete"
+DEFAULT_FOLDER = "calib_data"
+DEFAULT_COUNT = 500
+
 README = """# Calibration images
 
 `make data` (or `edgeresnext data --count 500`) fills this folder with a class-balanced sample of the
@@ -87,15 +92,25 @@ def write_calibration_set(
     count: int = 500,
     seed: int = 0,
     split: str = "train",
+    install: bool = False,
 ) -> CalibrationSet:
-    """Replace the images in ``out`` with a balanced sample; built in a sibling folder, then swapped in."""
+    """Replace the images in ``out`` with a balanced sample; built in a sibling folder, then swapped in.
+
+    ``install``: Fashion-MNIST missing from the machine may be installed with apt-get (see
+    :func:`~edgeresnext.data.fashion_mnist.ensure_fashion_mnist`). ``out/.complete`` is written last.
+    """
     from PIL import Image
 
     from edgeresnext.data import load_dataset
 
+    if dataset == "fashion-mnist" and root is None:
+        from edgeresnext.data.fashion_mnist import ensure_fashion_mnist
+
+        ensure_fashion_mnist(install=install)
     data = load_dataset(dataset, split=split, root=root)
     indices = balanced_indices(data.labels, count, seed)
     out = Path(out)
+    (out / COMPLETE_MARK).unlink(missing_ok=True)
     staging = out.parent / f".{out.name}.staging-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -118,6 +133,7 @@ def write_calibration_set(
                 old.unlink()
         for new in sorted(staging.iterdir()):
             os.replace(new, out / new.name)
+        write_text_atomic(out / COMPLETE_MARK, f"{dataset} {split} count={count} seed={seed}\n")
     except OSError as err:  # Pillow's save drops the file name: say which folder filled the disk
         from edgeresnext.atomic import storage_error
 
@@ -129,6 +145,11 @@ def write_calibration_set(
         shutil.rmtree(staging, ignore_errors=True)
     logger.info("wrote %d images to %s", len(indices), out)
     return CalibrationSet(folder=out, count=len(indices), per_class=len(indices) // len(counters))
+
+
+def calibration_set_complete(folder: str | os.PathLike[str]) -> bool:
+    """Whether ``folder`` holds a calibration set that :func:`write_calibration_set` finished writing."""
+    return (Path(folder) / COMPLETE_MARK).is_file()
 
 
 def load_calibration_images(

@@ -6,6 +6,10 @@ order: ``$EDGERESNEXT_DATA/fashion-mnist``, Debian's
 ``~/.cache/edgeresnext/fashion-mnist``; if none has the files and ``download=True``, they are fetched from
 the official mirror into the cache. Every file, found or downloaded, is checked against the sha256 of its
 *uncompressed* idx bytes (robust to re-compression, e.g. Debian's package).
+
+:func:`ensure_fashion_mnist` is the set-up step ``make build``/``make test`` run: when the files are nowhere, it
+installs Debian's package with apt-get where it may (root, or sudo without a password), else downloads, else
+fails with one line giving the command to run.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
+import subprocess
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +48,10 @@ FILES = {
     ("test", "labels"): ("t10k-labels-idx1-ubyte", "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
 }
 SPLITS = ("train", "test")
+APT_PACKAGE = "dataset-fashion-mnist"
+DEBIAN_ROOT = Path("/usr/share/datasets/fashion-mnist")
+# apt-get on a fresh machine: an index update plus one small package; generous, but never hang a build forever.
+APT_TIMEOUT_S = 900
 
 
 def search_roots(root: str | os.PathLike[str] | None = None) -> list[Path]:
@@ -50,7 +60,7 @@ def search_roots(root: str | os.PathLike[str] | None = None) -> list[Path]:
         roots.append(Path(root))
     if os.environ.get("EDGERESNEXT_DATA"):
         roots.append(Path(os.environ["EDGERESNEXT_DATA"]) / "fashion-mnist")
-    roots.append(Path("/usr/share/datasets/fashion-mnist"))
+    roots.append(DEBIAN_ROOT)
     roots.append(cache_dir())
     return roots
 
@@ -85,12 +95,91 @@ def download(dest: Path, verify: bool = True) -> None:
                 _verify(tmp, sha256, source=url)
             os.replace(tmp, target)
         except OSError as err:
-            raise DataError(
-                f"cannot download Fashion-MNIST from {url} ({err}); install Debian's "
-                f"dataset-fashion-mnist or copy the idx files into {dest}"
-            ) from err
+            raise DataError(f"cannot download Fashion-MNIST from {url} ({err}); {install_hint()}") from err
         finally:
             tmp.unlink(missing_ok=True)
+
+
+def find_fashion_mnist() -> Path | None:
+    """The first search root holding all four idx files (both splits), or None."""
+    for root in search_roots(None):
+        if all(_find(root, stem) for stem, _sha in FILES.values()):
+            return root
+    return None
+
+
+def _apt_prefix() -> list[str] | None:
+    """How this process may run apt-get without asking anyone: as root, or through password-less sudo."""
+    if shutil.which("apt-get") is None:
+        return None
+    if os.geteuid() == 0:
+        return []
+    if shutil.which("sudo") is None:
+        return None
+    probe = subprocess.run(["sudo", "-n", "true"], capture_output=True, check=False)  # noqa: S607
+    return ["sudo", "-n"] if probe.returncode == 0 else None
+
+
+def _apt_install(prefix: list[str]) -> str | None:
+    """Install Debian's package (refreshing the package lists once if apt does not know it); None or why not."""
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = [*prefix, "apt-get", "install", "-y", "-q", "--no-install-recommends", APT_PACKAGE]
+    reason = None
+    for attempt in ("install", "update", "install"):
+        command = install if attempt == "install" else [*prefix, "apt-get", "update", "-q"]
+        logger.info("fashion-mnist: %s", " ".join(command))
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=APT_TIMEOUT_S, check=False)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            return f"{' '.join(command)} failed ({err})"
+        if done.returncode == 0 and attempt == "install":
+            return None
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or done.stdout.strip().splitlines() or ["no output"])[-1]
+            reason = f"{' '.join(command)} exited {done.returncode} ({last})"
+            if attempt == "update":
+                return reason
+    return reason
+
+
+def install_hint() -> str:
+    """The one thing a user without root or network can do, as a command line."""
+    return (
+        f"run `sudo apt-get install -y {APT_PACKAGE}` (Debian/Ubuntu), or copy the four idx files "
+        f"({', '.join(stem + '.gz' for stem, _ in FILES.values())}) from {MIRROR} into {cache_dir()}"
+    )
+
+
+def ensure_fashion_mnist(install: bool = True, download_missing: bool = True) -> Path:
+    """Make sure Fashion-MNIST is on this machine and return the folder holding it.
+
+    Order: a copy already in one of :func:`search_roots`; Debian's ``dataset-fashion-mnist`` through apt-get
+    (``install``, and only as root or with password-less sudo; ``EDGERESNEXT_NO_INSTALL=1`` turns it off);
+    the official mirror into the cache (``download_missing``); else a :class:`DataError` whose one line
+    says what was tried and the command to run.
+    """
+    found = find_fashion_mnist()
+    if found is not None:
+        return found
+    tried: list[str] = []
+    if install and os.environ.get("EDGERESNEXT_NO_INSTALL", "") in ("", "0"):
+        prefix = _apt_prefix()
+        if prefix is None:
+            tried.append("apt-get: not root and no password-less sudo")
+        else:
+            logger.warning("Fashion-MNIST is not on this machine: installing Debian's %s with apt-get", APT_PACKAGE)
+            reason = _apt_install(prefix)
+            found = find_fashion_mnist()
+            if found is not None:
+                return found
+            tried.append(reason or f"apt-get installed {APT_PACKAGE} but {DEBIAN_ROOT} has no idx files")
+    if download_missing:
+        try:
+            download(cache_dir())
+            return cache_dir()
+        except DataError as err:
+            tried.append(f"download: {err.__cause__ or err}")
+    raise DataError(f"Fashion-MNIST is not on this machine ({'; '.join(tried) or 'not looked for'}); {install_hint()}")
 
 
 def _verify(path: Path, sha256: str, source: str | None = None) -> bytes:
@@ -144,11 +233,7 @@ def load_fashion_mnist(
             break
     if not found:
         if not download_missing:
-            raise DataError(
-                "Fashion-MNIST not found in "
-                + ", ".join(str(r) for r in roots)
-                + "; install Debian's dataset-fashion-mnist or pass a root with the idx files"
-            )
+            raise DataError("Fashion-MNIST not found in " + ", ".join(str(r) for r in roots) + f"; {install_hint()}")
         download(cache_dir(), verify=verify)
         found = {kind: _find(cache_dir(), FILES[(split, kind)][0]) for kind in ("images", "labels")}  # type: ignore[misc]
     arrays = {}
