@@ -18,6 +18,7 @@ from typing import NoReturn
 from edgeresnext import __version__
 from edgeresnext.errors import EdgeResNeXtError
 
+
 class _Parser(argparse.ArgumentParser):
     """argparse's errors as one line naming the flag (exit 2), like our own errors, without the usage dump."""
 
@@ -173,7 +174,9 @@ def _add_distributed_options(p: argparse.ArgumentParser, training: bool = True) 
     if not training:
         return
     g.add_argument("--sync-bn", action="store_true", help="BatchNorm statistics over the global batch")
-    g.add_argument("--workers", type=int_at_least(0), default=None, help="data loader worker processes for image folders")
+    g.add_argument(
+        "--workers", type=int_at_least(0), default=None, help="data loader worker processes for image folders"
+    )
     g.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
 
 
@@ -195,7 +198,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weight-decay", type=float_above(0, inclusive=True), default=d.weight_decay)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--threads", type=int_at_least(1), default=None, help="torch intra-op threads (default: all cores)")
-    p.add_argument("--limit-train", type=int_at_least(1), default=None, help="train on the first N images only (smoke runs)")
+    p.add_argument(
+        "--limit-train", type=int_at_least(1), default=None, help="train on the first N images only (smoke runs)"
+    )
     p.add_argument("--no-resume", action="store_true", help="start over even if the run folder has last.pt")
     p.add_argument("--limit-test", type=int_at_least(1), default=None, help="evaluate on the first N test images only")
     p.add_argument("--no-augment", action="store_true", help="no random crop/flip (deterministic batches)")
@@ -527,8 +532,12 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default="fashion-mnist", help="dataset name or labelled image folder")
     p.add_argument("--split", default="test")
     p.add_argument("--limit", type=int_at_least(1), default=512, help="number of images (default 512)")
-    p.add_argument("--atol", type=float_above(0, inclusive=True), default=1e-3, help="absolute tolerance per logit (default 1e-3)")
-    p.add_argument("--rtol", type=float_above(0, inclusive=True), default=1e-3, help="relative tolerance per logit (default 1e-3)")
+    p.add_argument(
+        "--atol", type=float_above(0, inclusive=True), default=1e-3, help="absolute tolerance per logit (default 1e-3)"
+    )
+    p.add_argument(
+        "--rtol", type=float_above(0, inclusive=True), default=1e-3, help="relative tolerance per logit (default 1e-3)"
+    )
     p.add_argument("--worst", type=int_at_least(0), default=10, help="how many worst images to list")
     p.add_argument("--json", default=None, help="also write the comparison as JSON to this file")
 
@@ -699,7 +708,9 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="model_fp32.onnx")
     p.add_argument("--opset", type=int_at_least(13), default=17)
     p.add_argument("--static-batch", action="store_true", help="fix the batch axis to 1 (default: dynamic)")
-    p.add_argument("--parity-images", type=int_at_least(0), default=64, help="test images for the PyTorch comparison (0: skip)")
+    p.add_argument(
+        "--parity-images", type=int_at_least(0), default=64, help="test images for the PyTorch comparison (0: skip)"
+    )
     p.add_argument("--tolerance", type=float_above(0), default=1e-3, help="max abs logit error accepted (default 1e-3)")
 
 

@@ -109,3 +109,30 @@ def test_data_writes_a_balanced_calibration_set_from_cifar10(tmp_path, count):
     assert [p.name for p in folders][:2] == ["00_airplane", "01_automobile"]
     assert all(len(list(p.glob("*.png"))) == 2 for p in folders)
     assert (tmp_path / "calib" / "README.md").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "flag_message"),
+    [
+        # Target keys set on the command line: the target's own schema checks them, the error names the flag.
+        (
+            ("quantize", "shipped:fashion-mnist", "--subset-size", "0", "--out", "q.onnx"),
+            "--subset-size must be >= 1, got 0",
+        ),
+        (("validate", "--target", "cpu", "--limit", "0"), "--limit must be >= 1, got 0"),
+        (("validate", "--target", "cpu", "--runs", "0"), "--runs must be >= 1, got 0"),
+        (("build", "--target", "cpu", "--calib", "no-such-folder"), "--calib no-such-folder: no such file or folder"),
+        (("build", "--target", "cpu", "--data", "no-such-folder"), "--data no-such-folder: no such file or folder"),
+        # Plain arguments: argparse checks them, in one line too.
+        (("train", "--epochs", "0"), "argument --epochs: must be >= 1, got 0"),
+        (("train", "--lr", "-1"), "argument --lr: must be a number > 0, got -1"),
+        (("bundle", "predict", "b", "x.png", "--top-k", "0"), "argument --top-k: must be >= 1, got 0"),
+        (("quantize", "--placement", "middle"), "argument --placement: invalid choice: 'middle'"),
+    ],
+)
+def test_a_bad_command_line_value_is_one_line_naming_the_flag(tmp_path, args, flag_message):
+    args = tuple(str(tmp_path / a) if a == "q.onnx" else a for a in args)
+    result = run_cli(*args, cwd=Path(__file__).resolve().parents[1])
+    assert_one_line_error(result, flag_message)
+    assert "targets/cpu.yaml" not in result.stderr  # the value came from the command line, not the file
+    assert not (tmp_path / "q.onnx").exists()

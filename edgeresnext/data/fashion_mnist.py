@@ -116,7 +116,7 @@ def _apt_prefix() -> list[str] | None:
         return []
     if shutil.which("sudo") is None:
         return None
-    probe = subprocess.run(["sudo", "-n", "true"], capture_output=True, check=False)  # noqa: S607
+    probe = subprocess.run(["sudo", "-n", "true"], capture_output=True, check=False)
     return ["sudo", "-n"] if probe.returncode == 0 else None
 
 
