@@ -30,8 +30,26 @@ def benchmark_app_median_ms(xml: Path, threads: int, iterations: int, config_dir
     exe = shutil.which("benchmark_app") or str(Path(sys.executable).with_name("benchmark_app"))
     config = config_dir / "ov_config.json"
     config.write_text(json.dumps({"CPU": {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": str(threads)}}))
-    result = subprocess.run([exe, "-m", str(xml), "-d", "CPU", "-hint", "none", "-load_config", str(config),
-                             "-api", "sync", "-niter", str(iterations)], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [
+            exe,
+            "-m",
+            str(xml),
+            "-d",
+            "CPU",
+            "-hint",
+            "none",
+            "-load_config",
+            str(config),
+            "-api",
+            "sync",
+            "-niter",
+            str(iterations),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     match = re.search(r"Median:\s+([\d.]+) (ms|us)", result.stdout)
     if result.returncode != 0 or match is None:
         raise RuntimeError(f"benchmark_app failed ({result.returncode}): {result.stdout[-800:]}{result.stderr[-800:]}")
@@ -53,8 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     from edgeresnext.config import OpenVINOOptions
     from edgeresnext.validate import measure_latency
 
-    artifact = Artifact(backend="openvino", precision="unknown", kind="ir", path=args.xml,
-                        info={"hint": "latency", "threads": args.threads})
+    artifact = Artifact(
+        backend="openvino",
+        precision="unknown",
+        kind="ir",
+        path=args.xml,
+        info={"hint": "latency", "threads": args.threads},
+    )
     runner = get_backend("openvino").load(artifact)
     assert runner.options == OpenVINOOptions(hint="latency", threads=args.threads), runner.options
     sample = np.random.default_rng(0).standard_normal((1, *runner.input_shape)).astype(np.float32)
@@ -67,15 +90,27 @@ def main(argv: list[str] | None = None) -> int:
     validate_ms, bapp_ms = statistics.median(ours), statistics.median(theirs)
     difference = validate_ms / bapp_ms - 1
     verdict = "within" if abs(difference) <= 0.15 else "OUTSIDE"
-    print(f"validate {validate_ms:.4f} ms vs benchmark_app {bapp_ms:.4f} ms: {difference * 100:+.1f} % "
-          f"({verdict} ±15 %)")
+    print(
+        f"validate {validate_ms:.4f} ms vs benchmark_app {bapp_ms:.4f} ms: {difference * 100:+.1f} % ({verdict} ±15 %)"
+    )
     if args.out:
         from edgeresnext.atomic import write_json_atomic
 
-        write_json_atomic(args.out, {"xml": str(args.xml), "threads": args.threads, "rounds": args.rounds,
-                                     "runs": args.runs, "validate_p50_ms": ours, "benchmark_app_median_ms": theirs,
-                                     "validate_ms": validate_ms, "benchmark_app_ms": bapp_ms,
-                                     "difference": difference, "command": " ".join(sys.argv)})
+        write_json_atomic(
+            args.out,
+            {
+                "xml": str(args.xml),
+                "threads": args.threads,
+                "rounds": args.rounds,
+                "runs": args.runs,
+                "validate_p50_ms": ours,
+                "benchmark_app_median_ms": theirs,
+                "validate_ms": validate_ms,
+                "benchmark_app_ms": bapp_ms,
+                "difference": difference,
+                "command": " ".join(sys.argv),
+            },
+        )
     return 0 if abs(difference) <= 0.15 else 1
 
 

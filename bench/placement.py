@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     from edgeresnext.atomic import write_json_atomic
     from edgeresnext.backends.openvino import ir_from_onnx
     from edgeresnext.config import QuantSpec
-    from edgeresnext.export import lint_onnx, onnx_from_torch
+    from edgeresnext.export import onnx_from_torch
+    from edgeresnext.lint import lint_onnx
     from edgeresnext.models.registry import create
     from edgeresnext.quantize import qdq
     from edgeresnext.quantize.ptq import calibration_dataset, quantize_onnx

@@ -18,7 +18,7 @@ import numpy as np
 
 
 def top1(predict, images: np.ndarray, labels: np.ndarray) -> float:
-    logits = np.concatenate([predict(images[i:i + 1000]) for i in range(0, len(images), 1000)])
+    logits = np.concatenate([predict(images[i : i + 1000]) for i in range(0, len(images), 1000)])
     return float(np.mean(logits.argmax(1) == labels))
 
 
@@ -50,8 +50,11 @@ def main(checkpoint: str, bias_correction: bool = False, int8: str | None = None
     core = ov.Core()
     for name, path in files.items():
         compiled = core.compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-        print(f"{name}: ONNX Runtime top-1 {top1(onnx_runner(path), images, test.labels):.4f}  "
-              f"OpenVINO top-1 {top1(lambda batch, net=compiled: net(batch)[0], images, test.labels):.4f}", flush=True)
+        print(
+            f"{name}: ONNX Runtime top-1 {top1(onnx_runner(path), images, test.labels):.4f}  "
+            f"OpenVINO top-1 {top1(lambda batch, net=compiled: net(batch)[0], images, test.labels):.4f}",
+            flush=True,
+        )
     return 0
 
 

@@ -95,8 +95,11 @@ def ov_compile(model_or_path: Any, threads: int):
 
     # f32 for every row's float parts, as the OpenVINO backend compiles our artifacts: without it the CPU plugin
     # runs "FP32" models, and the float layers of INT8 ones, in bf16 on AVX512-BF16/AMX CPUs.
-    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads,
-                              "INFERENCE_PRECISION_HINT": "f32"}
+    config: dict[str, Any] = {
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_NUM_THREADS": threads,
+        "INFERENCE_PRECISION_HINT": "f32",
+    }
     compiled = ov.Core().compile_model(model_or_path, "CPU", config)
     request = compiled.create_infer_request()
     output = compiled.output(0)
@@ -141,8 +144,9 @@ def file_size(*paths: Path) -> int:
     return sum(p.stat().st_size for p in paths if p.is_file())
 
 
-def interleaved_p50(runners: dict[str, Any], sample: np.ndarray, rounds: int, runs: int, warmup: int,
-                    anchor: str, seed: int = 0) -> dict[str, Any]:
+def interleaved_p50(
+    runners: dict[str, Any], sample: np.ndarray, rounds: int, runs: int, warmup: int, anchor: str, seed: int = 0
+) -> dict[str, Any]:
     """Each runner's latency with the runners taking turns: ``rounds`` rounds, a fresh random order each round.
 
     Rows measured one after the other see whatever the machine does at that minute; taking turns puts every
@@ -167,16 +171,25 @@ def interleaved_p50(runners: dict[str, Any], sample: np.ndarray, rounds: int, ru
     result = {}
     for name, values in per_round.items():
         ratios = [value / base for value, base in zip(values, per_round[anchor], strict=True)]
-        result[name] = {"p50_ms": float(np.percentile(samples[name], 50)),
-                        "p90_ms": float(np.percentile(samples[name], 90)),
-                        "round_p50_ms": [round(v, 3) for v in values],
-                        "ratio_to_anchor": float(np.median(ratios)),
-                        "round_ratio_to_anchor": [round(r, 3) for r in ratios]}
+        result[name] = {
+            "p50_ms": float(np.percentile(samples[name], 50)),
+            "p90_ms": float(np.percentile(samples[name], 90)),
+            "round_p50_ms": [round(v, 3) for v in values],
+            "ratio_to_anchor": float(np.median(ratios)),
+            "round_ratio_to_anchor": [round(r, 3) for r in ratios],
+        }
     return result
 
 
-def measure(name: str, runner, eval_inputs: np.ndarray, reference: np.ndarray | None, runs: int, warmup: int,
-            extra: dict[str, Any]) -> tuple[dict[str, Any], np.ndarray]:
+def measure(
+    name: str,
+    runner,
+    eval_inputs: np.ndarray,
+    reference: np.ndarray | None,
+    runs: int,
+    warmup: int,
+    extra: dict[str, Any],
+) -> tuple[dict[str, Any], np.ndarray]:
     from edgeresnext.validate import fidelity_metrics, measure_latency, run_logits
 
     logits = run_logits(runner, eval_inputs, batch_size=8)
@@ -205,8 +218,13 @@ def timed_ptq(model, calib: np.ndarray, spec, out: Path, fp32_onnx: Path) -> tup
 
 def openvino_extra(xml: Path, runner, precision: str, **fields: Any) -> dict[str, Any]:
     """The fields every OpenVINO row reports, plus ``fields``."""
-    return {"backend": "openvino", "precision": precision, **fields,
-            "inference_precision": runner.inference_precision, "size_bytes": file_size(xml, xml.with_suffix(".bin"))}
+    return {
+        "backend": "openvino",
+        "precision": precision,
+        **fields,
+        "inference_precision": runner.inference_precision,
+        "size_bytes": file_size(xml, xml.with_suffix(".bin")),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -218,8 +236,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="threads for every runtime (default: usable cores)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--rounds", type=int, default=15,
-                        help="rounds of the interleaved timing behind p50 and the ratios (rows take turns)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=15,
+        help="rounds of the interleaved timing behind p50 and the ratios (rows take turns)",
+    )
     parser.add_argument("--round-runs", type=int, default=20, help="timed runs per row and round")
     parser.add_argument("--work", default="build/bench", help="where the ONNX/IR files go")
     args = parser.parse_args(argv)
@@ -249,58 +271,111 @@ def main(argv: list[str] | None = None) -> int:
     with PeakMemory() as memory:
         model = build_model(calib, args.seed, bn_images=min(64, len(calib)))
         runners["pytorch-fp32"] = TorchRunner(model)
-        row, reference = measure("pytorch-fp32", runners["pytorch-fp32"], eval_inputs, None, **common,
-                                 extra={"backend": "pytorch", "precision": "fp32"})
-    row.update(agreement=1.0, cosine_mean=1.0, cosine_min=1.0, max_abs_error=0.0, mean_abs_error=0.0,
-               size_bytes=sum(p.numel() * p.element_size() for p in model.state_dict().values()))
+        row, reference = measure(
+            "pytorch-fp32",
+            runners["pytorch-fp32"],
+            eval_inputs,
+            None,
+            **common,
+            extra={"backend": "pytorch", "precision": "fp32"},
+        )
+    row.update(
+        agreement=1.0,
+        cosine_mean=1.0,
+        cosine_min=1.0,
+        max_abs_error=0.0,
+        mean_abs_error=0.0,
+        size_bytes=sum(p.numel() * p.element_size() for p in model.state_dict().values()),
+    )
     rows.append({**row, "peak_rss_mb": memory.peak_mb})
 
     fp32_onnx = onnx_from_torch(model, work / "resnext50_32x4d_fp32.onnx", input_shape=(3, 224, 224))
     with PeakMemory() as memory:
         runners["onnxruntime-fp32"] = ort_session(fp32_onnx, threads)
-        row, _ = measure("onnxruntime-fp32", runners["onnxruntime-fp32"], eval_inputs, reference, **common,
-                         extra={"backend": "onnxruntime", "precision": "fp32", "size_bytes": file_size(fp32_onnx)})
+        row, _ = measure(
+            "onnxruntime-fp32",
+            runners["onnxruntime-fp32"],
+            eval_inputs,
+            reference,
+            **common,
+            extra={"backend": "onnxruntime", "precision": "fp32", "size_bytes": file_size(fp32_onnx)},
+        )
     rows.append({**row, "peak_rss_mb": memory.peak_mb})
 
     fp32_xml = ir_from_onnx(fp32_onnx, work / "resnext50_32x4d_fp32.xml", batch=(1, 1))
     with PeakMemory() as memory:
         runner = runners["openvino-fp32"] = ov_compile(str(fp32_xml), threads)
-        row, _ = measure("openvino-fp32", runner, eval_inputs, reference, **common,
-                         extra=openvino_extra(fp32_xml, runner, "fp32"))
+        row, _ = measure(
+            "openvino-fp32", runner, eval_inputs, reference, **common, extra=openvino_extra(fp32_xml, runner, "fp32")
+        )
     rows.append({**row, "peak_rss_mb": memory.peak_mb})
 
     # The anchor: nncf.quantize with its defaults on the OpenVINO model, one image per sample.
     with PeakMemory() as memory:
         ov_model = ov.Core().read_model(str(fp32_xml))
         start = time.perf_counter()
-        anchor_model = nncf.quantize(ov_model, nncf.Dataset([calib[i : i + 1] for i in range(len(calib))]),
-                                     subset_size=len(calib))
+        anchor_model = nncf.quantize(
+            ov_model, nncf.Dataset([calib[i : i + 1] for i in range(len(calib))]), subset_size=len(calib)
+        )
         anchor_seconds = time.perf_counter() - start
         anchor_xml = work / "resnext50_32x4d_int8_nncf_default.xml"
         ov.save_model(anchor_model, str(anchor_xml), compress_to_fp16=False)
         runner = runners[ANCHOR] = ov_compile(str(anchor_xml), threads)
-        row, _ = measure(ANCHOR, runner, eval_inputs, reference, **common,
-                         extra=openvino_extra(anchor_xml, runner, "int8", ptq_seconds=round(anchor_seconds, 2),
-                                              ptq=f"nncf.quantize defaults on the OpenVINO model, "
-                                                  f"subset_size={len(calib)}"))
+        row, _ = measure(
+            ANCHOR,
+            runner,
+            eval_inputs,
+            reference,
+            **common,
+            extra=openvino_extra(
+                anchor_xml,
+                runner,
+                "int8",
+                ptq_seconds=round(anchor_seconds, 2),
+                ptq=f"nncf.quantize defaults on the OpenVINO model, subset_size={len(calib)}",
+            ),
+        )
     rows.append({**row, "peak_rss_mb": memory.peak_mb})
 
     # Ours: the Q/DQ ONNX every backend receives (TensorRT-ready placement), in ONNX Runtime and OpenVINO.
     with PeakMemory() as memory:
-        qdq_onnx, ptq_seconds, lint = timed_ptq(model, calib, QuantSpec(subset_size=len(calib)),
-                                                work / "resnext50_32x4d_int8_qdq.onnx", fp32_onnx)
+        qdq_onnx, ptq_seconds, lint = timed_ptq(
+            model, calib, QuantSpec(subset_size=len(calib)), work / "resnext50_32x4d_int8_qdq.onnx", fp32_onnx
+        )
         runners["onnxruntime-int8-qdq"] = ort_session(qdq_onnx, threads)
-        row, _ = measure("onnxruntime-int8-qdq", runners["onnxruntime-int8-qdq"], eval_inputs, reference, **common,
-                         extra={"backend": "onnxruntime", "precision": "int8", "ptq_seconds": round(ptq_seconds, 2),
-                                "ptq": "edgeresnext quantize_ptq (NNCF ONNX, signed symmetric, residual placement)",
-                                "tensorrt_lint": lint, "size_bytes": file_size(qdq_onnx)})
+        row, _ = measure(
+            "onnxruntime-int8-qdq",
+            runners["onnxruntime-int8-qdq"],
+            eval_inputs,
+            reference,
+            **common,
+            extra={
+                "backend": "onnxruntime",
+                "precision": "int8",
+                "ptq_seconds": round(ptq_seconds, 2),
+                "ptq": "edgeresnext quantize_ptq (NNCF ONNX, signed symmetric, residual placement)",
+                "tensorrt_lint": lint,
+                "size_bytes": file_size(qdq_onnx),
+            },
+        )
     rows.append({**row, "peak_rss_mb": memory.peak_mb})
     qdq_xml = ir_from_onnx(qdq_onnx, work / "resnext50_32x4d_int8_qdq.xml", batch=(1, 1))
     with PeakMemory() as memory:
         runner = runners["openvino-int8-qdq"] = ov_compile(str(qdq_xml), threads)
-        row, _ = measure("openvino-int8-qdq", runner, eval_inputs, reference, **common,
-                         extra=openvino_extra(qdq_xml, runner, "int8", ptq_seconds=round(ptq_seconds, 2),
-                                              ptq="the same Q/DQ ONNX as onnxruntime-int8-qdq, read by OpenVINO"))
+        row, _ = measure(
+            "openvino-int8-qdq",
+            runner,
+            eval_inputs,
+            reference,
+            **common,
+            extra=openvino_extra(
+                qdq_xml,
+                runner,
+                "int8",
+                ptq_seconds=round(ptq_seconds, 2),
+                ptq="the same Q/DQ ONNX as onnxruntime-int8-qdq, read by OpenVINO",
+            ),
+        )
     rows.append({**row, "peak_rss_mb": memory.peak_mb})
 
     # The same PTQ with NNCF's own placement (both residual Add inputs through Q/DQ): still signed and lint
@@ -311,16 +386,28 @@ def main(argv: list[str] | None = None) -> int:
         placed, placed_seconds, lint = timed_ptq(model, calib, spec, placed_onnx, fp32_onnx)
         placed_xml = ir_from_onnx(placed, work / "resnext50_32x4d_int8_qdq_nncf_placement.xml", batch=(1, 1))
         runner = runners["openvino-int8-qdq-nncf-placement"] = ov_compile(str(placed_xml), threads)
-        row, _ = measure("openvino-int8-qdq-nncf-placement", runner, eval_inputs, reference, **common,
-                         extra=openvino_extra(placed_xml, runner, "int8", ptq_seconds=round(placed_seconds, 2),
-                                              ptq="edgeresnext quantize_ptq, placement nncf_default "
-                                                  "(targets/cpu.yaml)", tensorrt_lint=lint))
+        row, _ = measure(
+            "openvino-int8-qdq-nncf-placement",
+            runner,
+            eval_inputs,
+            reference,
+            **common,
+            extra=openvino_extra(
+                placed_xml,
+                runner,
+                "int8",
+                ptq_seconds=round(placed_seconds, 2),
+                ptq="edgeresnext quantize_ptq, placement nncf_default (targets/cpu.yaml)",
+                tensorrt_lint=lint,
+            ),
+        )
     rows.append({**row, "peak_rss_mb": memory.peak_mb})
 
     # The ratios come from the interleaved timing: every row takes a turn in each round.
     logger.info("interleaved timing: %d rounds x %d runs per row", args.rounds, args.round_runs)
-    interleaved = interleaved_p50(runners, eval_inputs[:1], args.rounds, args.round_runs, warmup=3,
-                                  anchor=ANCHOR, seed=args.seed)
+    interleaved = interleaved_p50(
+        runners, eval_inputs[:1], args.rounds, args.round_runs, warmup=3, anchor=ANCHOR, seed=args.seed
+    )
     for row in rows:
         row["peak_rss_mb"] = round(row["peak_rss_mb"], 1)
         row["interleaved"] = interleaved[row["name"]]
@@ -328,19 +415,31 @@ def main(argv: list[str] | None = None) -> int:
         row["p90_ms"] = interleaved[row["name"]]["p90_ms"]
         row["p50_ratio_to_anchor"] = round(interleaved[row["name"]]["ratio_to_anchor"], 3)  # > 1: slower
     results = {
-        "schema": "edgeresnext.bench", "schema_version": SCHEMA_VERSION,
+        "schema": "edgeresnext.bench",
+        "schema_version": SCHEMA_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": " ".join(["python", "-m", "bench.run", *(argv if argv is not None else sys.argv[1:])]),
-        "model": {"arch": "resnext50_32x4d", "input": [1, 3, 224, 224], "weights": f"random (seed {args.seed}), "
-                  "BatchNorm weight U(0.5, 1.5) and bias U(-0.1, 0.1), statistics from the calibration images"},
-        "data": {"calibration": f"fashion-mnist/train, {len(calib)} images resized to 224 RGB",
-                 "evaluation": f"fashion-mnist/test, {len(eval_inputs)} images (agreement/cosine vs pytorch-fp32)"},
-        "protocol": {"batch": 1, "threads": threads, **common, "statistic": "median (p50) of per-call wall-clock",
-                     "ratios": f"p50_ms/p90_ms: over all of the row's runs in {args.rounds} interleaved rounds "
-                               f"(every row takes a turn per round, in a shuffled order, {args.round_runs} runs "
-                               "each); p50_ratio_to_anchor: median over rounds of the row's p50 / the anchor's p50 "
-                               "in that round; latency: the row's own sequential measurement",
-                     "memory": "process peak RSS during the row's load/quantize/evaluate/time, reset per row"},
+        "model": {
+            "arch": "resnext50_32x4d",
+            "input": [1, 3, 224, 224],
+            "weights": f"random (seed {args.seed}), "
+            "BatchNorm weight U(0.5, 1.5) and bias U(-0.1, 0.1), statistics from the calibration images",
+        },
+        "data": {
+            "calibration": f"fashion-mnist/train, {len(calib)} images resized to 224 RGB",
+            "evaluation": f"fashion-mnist/test, {len(eval_inputs)} images (agreement/cosine vs pytorch-fp32)",
+        },
+        "protocol": {
+            "batch": 1,
+            "threads": threads,
+            **common,
+            "statistic": "median (p50) of per-call wall-clock",
+            "ratios": f"p50_ms/p90_ms: over all of the row's runs in {args.rounds} interleaved rounds "
+            f"(every row takes a turn per round, in a shuffled order, {args.round_runs} runs "
+            "each); p50_ratio_to_anchor: median over rounds of the row's p50 / the anchor's p50 "
+            "in that round; latency: the row's own sequential measurement",
+            "memory": "process peak RSS during the row's load/quantize/evaluate/time, reset per row",
+        },
         "anchor": ANCHOR,
         "environment": environment(threads),
         "total_seconds": round(time.perf_counter() - began, 1),
@@ -350,10 +449,12 @@ def main(argv: list[str] | None = None) -> int:
     width = max(len(r["name"]) for r in rows)
     print(f"{'row':{width}s}  p50 ms   p90 ms   x anchor  agreement  cosine    PTQ s   peak RSS MB")
     for r in rows:
-        print(f"{r['name']:{width}s}  {r['p50_ms']:7.2f}  {r['p90_ms']:7.2f}  "
-              f"{r['p50_ratio_to_anchor']:8.2f}  "
-              f"{r['agreement'] * 100:8.1f} %  {r['cosine_mean']:.5f}  {r.get('ptq_seconds', 0):6.1f}  "
-              f"{r['peak_rss_mb']:8.0f}")
+        print(
+            f"{r['name']:{width}s}  {r['p50_ms']:7.2f}  {r['p90_ms']:7.2f}  "
+            f"{r['p50_ratio_to_anchor']:8.2f}  "
+            f"{r['agreement'] * 100:8.1f} %  {r['cosine_mean']:.5f}  {r.get('ptq_seconds', 0):6.1f}  "
+            f"{r['peak_rss_mb']:8.0f}"
+        )
     print(f"written to {args.out} ({results['total_seconds']:.0f} s)")
     return 0
 

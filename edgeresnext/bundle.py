@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from edgeresnext.atomic import sha256_file
+from edgeresnext.environment import cpu_model
 from edgeresnext.errors import ConfigError, EdgeResNeXtError
 
 if TYPE_CHECKING:
@@ -152,8 +153,6 @@ def build_manifest(
     target: Target | None,
 ) -> dict[str, Any]:
     """The manifest (without ``files``) for artifacts whose files are known in the bundle as ``names``."""
-    from edgeresnext.validate import cpu_model
-
     primary = artifacts[0]
     sig = _io_signature(primary, meta)
     info = dict(primary.info)

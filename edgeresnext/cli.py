@@ -228,7 +228,7 @@ def _run_inspect(args: argparse.Namespace) -> int:
     import json
 
     from edgeresnext.models import load_checkpoint
-    from edgeresnext.pipeline import resolve_checkpoint
+    from edgeresnext.models.shipped import resolve_checkpoint
 
     model = load_checkpoint(resolve_checkpoint(args.checkpoint), arch=args.arch)
     info = model.meta.to_dict()
@@ -477,9 +477,10 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
 # --------------------------------------------------------------------------------------------- compare
 def _run_compare(args: argparse.Namespace) -> int:
     from edgeresnext.config import DataSpec
+    from edgeresnext.data.validation import load_validation_data
     from edgeresnext.models import read_checkpoint
-    from edgeresnext.pipeline import resolve_checkpoint
-    from edgeresnext.validate import compare_artifacts, load_validation_data
+    from edgeresnext.models.shipped import resolve_checkpoint
+    from edgeresnext.validate import compare_artifacts
 
     meta = read_checkpoint(resolve_checkpoint(args.checkpoint)).meta
     if meta is None:
@@ -673,7 +674,7 @@ def _add_bundle(sub: argparse._SubParsersAction) -> None:
 # --------------------------------------------------------------------------------------------- export
 def _load_cli_model(args: argparse.Namespace):
     from edgeresnext.models import load_checkpoint
-    from edgeresnext.pipeline import resolve_checkpoint
+    from edgeresnext.models.shipped import resolve_checkpoint
 
     return load_checkpoint(resolve_checkpoint(args.checkpoint), arch=args.arch)
 
@@ -790,7 +791,7 @@ def _add_quantize(sub: argparse._SubParsersAction) -> None:
 
 # --------------------------------------------------------------------------------------------- lint
 def _run_lint(args: argparse.Namespace) -> int:
-    from edgeresnext.export import lint_onnx
+    from edgeresnext.lint import lint_onnx
 
     found = lint_onnx(args.model, rules=args.rules)
     for violation in found:

@@ -2,8 +2,8 @@
 
 The FP32 ONNX written here is what quantization starts from and what FP32/FP16 backends compile; it has
 one input named ``input`` (NCHW float32) and one output named ``logits``, with an optional dynamic batch
-axis. The TensorRT lint lives in :mod:`edgeresnext.lint` (re-exported here as :func:`lint_onnx` and
-:func:`assert_lint_clean`) because it reads any ONNX, not only ours.
+axis. The TensorRT lint lives in :mod:`edgeresnext.lint` because it reads any ONNX, not only ours; reading
+untrusted ONNX safely lives in :mod:`edgeresnext.onnx_io`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 
 from edgeresnext.atomic import atomic_path
 from edgeresnext.errors import ExportError
-from edgeresnext.lint import Violation, assert_lint_clean, lint_onnx
+from edgeresnext.onnx_io import check_external_data
 
 logger = logging.getLogger(__name__)
 
@@ -25,13 +25,8 @@ __all__ = [
     "INPUT_NAME",
     "MIN_OPSET",
     "OUTPUT_NAME",
-    "Violation",
-    "assert_lint_clean",
     "assert_parity",
-    "check_external_data",
     "check_onnx",
-    "lint_onnx",
-    "load_onnx_safely",
     "max_abs_error_vs_torch",
     "onnx_from_torch",
     "onnx_runner",
@@ -173,78 +168,3 @@ def assert_parity(
         )
     logger.info("parity: max abs error %.3g on %d images (tolerance %g)", error, len(batch), tolerance)
     return error
-
-
-# --------------------------------------------------------------------------------------------- untrusted ONNX
-def _tensors_of(graph) -> list:
-    """Every TensorProto in ``graph``: initializers, sparse initializers, Constant/attribute tensors, subgraphs."""
-    from onnx import AttributeProto
-
-    tensors = list(graph.initializer)
-    for sparse in graph.sparse_initializer:
-        tensors += [sparse.values, sparse.indices]
-    for node in graph.node:
-        for attribute in node.attribute:
-            if attribute.type == AttributeProto.TENSOR:
-                tensors.append(attribute.t)
-            elif attribute.type == AttributeProto.TENSORS:
-                tensors += list(attribute.tensors)
-            elif attribute.type == AttributeProto.GRAPH:
-                tensors += _tensors_of(attribute.g)
-            elif attribute.type == AttributeProto.GRAPHS:
-                for subgraph in attribute.graphs:
-                    tensors += _tensors_of(subgraph)
-    return tensors
-
-
-def check_external_data(path: str | os.PathLike[str]) -> list[Path]:
-    """Refuse an ONNX model whose external tensor data lies outside the model's own folder, before anything
-    reads that data; returns the external data files (resolved).
-
-    Refused: absolute locations, ``..`` components, and names (or symlinks) that resolve outside the folder.
-    A model from another hand could otherwise make onnx, ONNX Runtime or OpenVINO read any file on the host.
-    """
-    import onnx
-    from onnx import TensorProto
-
-    path = Path(path)
-    if not path.is_file():
-        raise ExportError(f"{path}: ONNX model not found")
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as err:  # protobuf's DecodeError, onnx's own errors, OSError
-        said = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ExportError(f"{path}: not a readable ONNX model ({said})") from err
-    folder = path.parent.resolve()
-    found: list[Path] = []
-    for tensor in _tensors_of(model.graph):
-        if tensor.data_location != TensorProto.EXTERNAL:
-            continue
-        entries = {entry.key: entry.value for entry in tensor.external_data}
-        location = entries.get("location", "")
-        where = f"{path}: tensor {tensor.name!r} keeps its data in {location!r}"
-        if not location or "\0" in location:
-            raise ExportError(f"{where}: not a valid file name")
-        relative = Path(location)
-        if relative.is_absolute() or location.startswith(("/", "\\")) or ":" in relative.parts[0]:
-            raise ExportError(f"{where}: an absolute path; external data must be a file inside {folder}")
-        if ".." in relative.parts or ".." in location.replace("\\", "/").split("/"):
-            raise ExportError(f"{where}: '..' leaves the model's folder; external data must stay inside {folder}")
-        resolved = (folder / relative).resolve()
-        if not resolved.is_relative_to(folder):
-            raise ExportError(f"{where}: it resolves to {resolved} (a symlink leaving {folder}); refused")
-        if not resolved.is_file():
-            raise ExportError(f"{where}: no such file in {folder}")
-        found.append(resolved)
-    return sorted(set(found))
-
-
-def load_onnx_safely(path: str | os.PathLike[str], load_external_data: bool = True):
-    """``onnx.load`` for ONNX files from users: :func:`check_external_data` first, then the load."""
-    import onnx
-
-    check_external_data(path)
-    try:
-        return onnx.load(str(path), load_external_data=load_external_data)
-    except Exception as err:
-        raise ExportError(f"{path}: cannot read ONNX model ({str(err).splitlines()[0] if str(err) else err})") from err

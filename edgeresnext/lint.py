@@ -324,7 +324,7 @@ def lint_onnx(path: str | os.PathLike[str], rules: str = "tensorrt") -> list[Vio
     """Every TensorRT rule ``path`` breaks (errors and warnings), each naming its node."""
     import onnx
 
-    from edgeresnext.export import check_external_data  # export imports this module
+    from edgeresnext.onnx_io import check_external_data
 
     path = Path(path)
     check_external_data(path)

@@ -15,46 +15,19 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from edgeresnext.atomic import remove_stale_temporaries, sha256_file, write_json_atomic
 from edgeresnext.config import SHIPPED_CHECKPOINT, Target
-from edgeresnext.errors import CheckpointError, DataError
+from edgeresnext.environment import package_versions
+from edgeresnext.errors import DataError
+from edgeresnext.models.shipped import resolve_checkpoint
 
 logger = logging.getLogger(__name__)
 
-SHIPPED = {"fashion-mnist": "fashion_mnist_resnext20_4x8d.safetensors"}
 STAGE_FILE = "stage.json"
 LOCK_FILE = ".lock"
-
-
-def resolve_checkpoint(spec: str) -> Path:
-    """``shipped:<name>`` to the packaged weights file; anything else is a path."""
-    if spec.startswith("shipped:"):
-        name = spec.split(":", 1)[1]
-        if name not in SHIPPED:
-            raise CheckpointError(
-                f"unknown shipped model {name!r}; expected one of: " + ", ".join(f"shipped:{k}" for k in SHIPPED)
-            )
-        path = Path(__file__).parent / "weights" / SHIPPED[name]
-        if not path.is_file():
-            raise CheckpointError(
-                f"{path}: the shipped model is missing from this installation; run `make train` to recreate it"
-            )
-        return path
-    return Path(spec)
-
-
-def package_versions(names: tuple[str, ...] = ("torch", "onnx", "onnxruntime", "openvino", "nncf")) -> dict[str, str]:
-    versions = {}
-    for name in names:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
 
 
 def inputs_hash(config: Any, files: list[Path], packages: dict[str, str]) -> str:
@@ -287,8 +260,8 @@ def stage_export(target: Target, root: Path, model_stage: StageResult) -> StageR
     }
 
     def produce(folder: Path) -> dict[str, Any]:
+        from edgeresnext.data.validation import load_validation_data
         from edgeresnext.export import assert_parity, onnx_from_torch
-        from edgeresnext.validate import load_validation_data
 
         model = _load_stage_model(model_stage)
         onnx_path = onnx_from_torch(
@@ -359,7 +332,7 @@ def stage_quantize(
         if gate is not None and spec.max_fallback_layers > 0:
             # The gate is judged on the validation set, so the fallback decides on the same images (stated in
             # quant.json and the report): it leaves layers in float only while the gate would fail.
-            from edgeresnext.validate import load_validation_data
+            from edgeresnext.data.validation import load_validation_data
 
             data = load_validation_data(target.data, model.meta.preprocess, model.meta.class_names)
             result = fallback(
@@ -409,7 +382,7 @@ def stage_lint(target: Target, root: Path, qdq_onnx: Path) -> StageResult:
 
     def produce(folder: Path) -> dict[str, Any]:
         from edgeresnext.errors import ExportError
-        from edgeresnext.export import lint_onnx
+        from edgeresnext.lint import lint_onnx
 
         found = lint_onnx(qdq_onnx, rules="tensorrt")
         rows = [{"node": v.node, "rule": v.rule, "severity": v.severity, "message": v.message} for v in found]
@@ -425,11 +398,12 @@ def stage_lint(target: Target, root: Path, qdq_onnx: Path) -> StageResult:
     return run_stage(root / "lint", "lint", {"rules": "tensorrt"}, [qdq_onnx], produce)
 
 
-def stage_compile(target: Target, root: Path, onnx_path: Path) -> StageResult:
+def stage_compile(target: Target, root: Path, onnx_path: Path, model_stage: StageResult) -> StageResult:
     """The target's backend turns the (Q/DQ or FP32) ONNX into what the device runs; artifact.json describes it."""
     from edgeresnext.backends import get_backend
 
     backend = get_backend(target.backend)
+    native = target.backend == "openvino" and target.precision == "int8" and target.backend_options.openvino.native_int8
     section = {
         "backend": target.backend,
         "precision": target.precision,
@@ -439,13 +413,23 @@ def stage_compile(target: Target, root: Path, onnx_path: Path) -> StageResult:
     }
 
     def produce(folder: Path) -> dict[str, Any]:
-        artifact = backend.compile(onnx_path, target, folder)
+        extra: dict[str, Any] = {}
+        if native:  # NNCF calibrates the OpenVINO model itself, on the images the quantize stage would use
+            from edgeresnext.data.folder import load_folder_arrays
+            from edgeresnext.models import read_checkpoint
+
+            meta = read_checkpoint(model_stage.folder / "model.safetensors").meta
+            files = _calibration_files(target)[: target.quant.subset_size]
+            extra["calibration"], _kept = load_folder_arrays(
+                files, meta.preprocess, on_bad_image=target.data.on_bad_image
+            )
+        artifact = backend.compile(onnx_path, target, folder, **extra)
         artifact.save(folder / "artifact.json")
         return {"artifact": artifact.to_dict()}
 
     inputs = [onnx_path]
-    if target.backend == "openvino" and target.precision == "int8" and target.backend_options.openvino.native_int8:
-        inputs += _calibration_files(target)  # NNCF calibrates the IR itself
+    if native:
+        inputs += [model_stage.folder / "model.safetensors", *_calibration_files(target)]
         section["quant"] = target.quant.model_dump(mode="json")
     return run_stage(root / "compile", "compile", section, inputs, produce)
 
@@ -534,8 +518,9 @@ def stage_validate(
     }
 
     def produce(folder: Path) -> dict[str, Any]:
+        from edgeresnext.data.validation import load_validation_data
         from edgeresnext.report import write_report
-        from edgeresnext.validate import load_validation_data, validate
+        from edgeresnext.validate import validate
 
         model = _load_stage_model(model_stage)
         data = load_validation_data(target.data, model.meta.preprocess, model.meta.class_names)
@@ -714,7 +699,7 @@ def build(
         # OpenVINO-native INT8 quantizes the FP32 model itself (NNCF's OpenVINO path), not the Q/DQ file.
         native = target.backend == "openvino" and target.backend_options.openvino.native_int8
         source = qdq_onnx if int8 and not native else export.folder / "model_fp32.onnx"
-        compiled = step("compile", lambda: stage_compile(target, root, source))
+        compiled = step("compile", lambda: stage_compile(target, root, source, model_stage))
         validated = step(
             "validate",
             lambda: stage_validate(target, root, model_stage, export, qdq_onnx, compiled, sensitivity, progress),

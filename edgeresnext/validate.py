@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
-import platform
 import resource
 import sys
 import time
@@ -36,13 +34,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgeresnext.data.validation import ValidationData, load_validation_data
+from edgeresnext.environment import environment, usable_cores
 from edgeresnext.errors import BackendUnavailable, ConfigError, DataError, GateFailed
 
 if TYPE_CHECKING:
     import torch
 
-    from edgeresnext.config import DataSpec, Gates, Target
-    from edgeresnext.data.preprocess import Preprocess
+    from edgeresnext.config import Gates, Target
 
 logger = logging.getLogger(__name__)
 
@@ -74,80 +73,6 @@ class SkippedArtifact:
     files: list[Path] = field(default_factory=list)
     backend: str = ""
     precision: str = ""
-
-
-@dataclass
-class ValidationData:
-    """Preprocessed validation images (float32 NCHW), their labels and the class names."""
-
-    inputs: np.ndarray
-    labels: np.ndarray
-    class_names: list[str]
-    name: str
-    # (file, reason) of each unreadable image dropped under data.on_bad_image: skip; the report counts them.
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if self.inputs.ndim != 4 or self.inputs.dtype != np.float32:
-            raise DataError(
-                f"{self.name}: validation inputs must be float32 NCHW, got {self.inputs.dtype} {self.inputs.shape}"
-            )
-        if len(self.inputs) != len(self.labels) or len(self.labels) == 0:
-            raise DataError(f"{self.name}: {len(self.inputs)} inputs for {len(self.labels)} labels")
-        outside = np.flatnonzero((self.labels < 0) | (self.labels >= len(self.class_names)))
-        if len(outside):
-            first = int(outside[0])
-            raise DataError(
-                f"{self.name}: image {first} has label {int(self.labels[first])}, outside the model's "
-                f"{len(self.class_names)} classes (0-{len(self.class_names) - 1}: "
-                f"{', '.join(self.class_names)}); {len(outside)} such label(s)"
-            )
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-
-def load_validation_data(spec: DataSpec, preprocess: Preprocess, class_names: Sequence[str]) -> ValidationData:
-    """The target's validation set (a named dataset split, or a labelled image folder) through ``preprocess``."""
-    from edgeresnext.data import DATASETS, load_dataset
-
-    if spec.dataset in DATASETS:
-        from edgeresnext.data.loaders import normalize_array
-
-        dataset = load_dataset(spec.dataset, split=spec.split, root=spec.root)
-        count = min(spec.limit or len(dataset), len(dataset))
-        if list(dataset.class_names) != list(class_names):
-            raise DataError(
-                f"{spec.dataset}: dataset classes {dataset.class_names} differ from the model's {list(class_names)}"
-            )
-        # The dataset's own preprocess was used for training; the model's is the one that must be applied here.
-        inputs = normalize_array(dataset.images[:count], preprocess).numpy()
-        return ValidationData(
-            inputs=inputs,
-            labels=dataset.labels[:count].astype(np.int64),
-            class_names=list(class_names),
-            name=f"{spec.dataset}/{spec.split}[:{count}]",
-        )
-    folder_path = Path(spec.dataset)
-    if not folder_path.is_dir():
-        raise DataError(
-            f"data.dataset={spec.dataset!r} is neither a known dataset ({', '.join(DATASETS)}) "
-            "nor an existing image folder"
-        )
-    from edgeresnext.data.folder import load_folder_arrays, scan_image_folder
-
-    folder = scan_image_folder(folder_path, class_names=list(class_names))
-    files = folder.files[: spec.limit] if spec.limit else folder.files
-    skipped: list[tuple[str, str]] = []
-    inputs, kept = load_folder_arrays(files, preprocess, on_bad_image=spec.on_bad_image, skipped=skipped)
-    labels = folder.labels[: len(files)][kept]
-    return ValidationData(
-        inputs=inputs.astype(np.float32),
-        labels=labels,
-        class_names=list(class_names),
-        name=str(folder_path),
-        skipped=[(str(file), reason) for file, reason in skipped],
-    )
 
 
 # --------------------------------------------------------------------------------------------- metrics
@@ -486,44 +411,6 @@ def raise_for_gates(report: dict[str, Any]) -> None:
     failed = [g["message"] for g in report.get("gates", []) if not g["passed"]]
     if failed:
         raise GateFailed("; ".join(failed))
-
-
-# --------------------------------------------------------------------------------------------- environment
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def environment(threads: int | None = None) -> dict[str, Any]:
-    """Where the figures were measured: CPU, cores, threads, OS, Python and package versions."""
-    from edgeresnext.pipeline import package_versions
-
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count() or 1
-    try:
-        load = list(os.getloadavg())
-    except OSError:
-        load = None
-    return {
-        "cpu_model": cpu_model(),
-        "cpu_cores": os.cpu_count(),
-        "cpu_cores_usable": usable,
-        "threads": threads,
-        "load_average": load,
-        "platform": platform.platform(),
-        "python": sys.version.split()[0],
-        "packages": package_versions(
-            ("edgeresnext", "torch", "numpy", "onnx", "onnxruntime", "openvino", "nncf", "tensorrt")
-        ),
-    }
 
 
 def target_threads(target: Target) -> int | None:
@@ -934,17 +821,14 @@ def validate_target(
     Returns ``(report, paths)``; gates are recorded, not raised (see :func:`raise_for_gates`).
     """
     from edgeresnext.models import load_checkpoint
-    from edgeresnext.pipeline import resolve_checkpoint
+    from edgeresnext.models.shipped import resolve_checkpoint
     from edgeresnext.report import write_report
 
     root = Path(build_root) / target.name
     if threads is None:
         threads = target_threads(target)
     if threads is None:
-        try:
-            threads = len(os.sched_getaffinity(0))
-        except AttributeError:
-            threads = os.cpu_count() or 1
+        threads = usable_cores()
     run_target = with_threads(target, threads)
     staged = root / "model" / "model.safetensors"
     model_path = (

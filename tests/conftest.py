@@ -34,7 +34,7 @@ def fmnist_batch(fmnist_test: ArrayDataset) -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def shipped_checkpoint() -> Path:
-    from edgeresnext.pipeline import resolve_checkpoint
+    from edgeresnext.models.shipped import resolve_checkpoint
 
     return resolve_checkpoint("shipped:fashion-mnist")
 

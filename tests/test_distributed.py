@@ -293,7 +293,7 @@ def test_qat_on_two_gloo_processes_matches_one_process_and_exports_lint_clean_qd
     import torch.multiprocessing as mp
 
     from edgeresnext.data import load_dataset
-    from edgeresnext.export import lint_onnx
+    from edgeresnext.lint import lint_onnx
     from edgeresnext.models import load_checkpoint
     from edgeresnext.quantize import qat
     from edgeresnext.quantize.ptq import quantize_ptq
@@ -334,7 +334,7 @@ def assert_runs_match_loss(a: list[dict], b: list[dict]) -> None:
 
 @pytest.mark.slow
 def test_quantize_qat_command_runs_under_torchrun(ddp_run: Path, calib_dir: Path, tmp_path: Path):
-    from edgeresnext.export import lint_onnx
+    from edgeresnext.lint import lint_onnx
 
     out = tmp_path / "qat.onnx"
     result = edgeresnext(

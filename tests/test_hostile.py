@@ -29,11 +29,13 @@ from edgeresnext.bundle import BundleError, bundle_from_artifacts, extract_bundl
 from edgeresnext.cli import main
 from edgeresnext.config import DataSpec, load_target
 from edgeresnext.data.fashion_mnist import PREPROCESS as FMNIST_PREPROCESS
+from edgeresnext.data.validation import ValidationData, load_validation_data
 from edgeresnext.errors import ConfigError, DataError, ExportError
-from edgeresnext.export import check_external_data, check_onnx, lint_onnx, load_onnx_safely, onnx_from_torch
+from edgeresnext.export import check_onnx, onnx_from_torch
+from edgeresnext.lint import lint_onnx
 from edgeresnext.models import ModelMeta, create
+from edgeresnext.onnx_io import check_external_data, load_onnx_safely
 from edgeresnext.pipeline import build
-from edgeresnext.validate import ValidationData, load_validation_data
 
 REPO = Path(__file__).resolve().parents[1]
 ARCH = "resnext11_4x8d"
@@ -360,7 +362,7 @@ def test_labels_outside_the_models_classes_are_refused():
             r"unknown key 'quant.subset_sise'; accepted keys here: .*"
             r"subset_size",
         ),
-        ({"gates": {"max_top1_drop": "small"}}, r"gates.max_top1_drop: .*'small'"),
+        ({"gates": {"max_top1_drop": "small"}}, r"gates.max_top1_drop must be a number, got 'small'"),
         ({"backend": "tensorrt", "quant": {"symmetric_activations": False}}, "zero point 0"),
         (
             {

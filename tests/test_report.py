@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from edgeresnext.config import target_from_dict
+from edgeresnext.data.validation import ValidationData
 from edgeresnext.errors import ConfigError
 from edgeresnext.report import check_report, load_schema, render_html, render_markdown, write_report
-from edgeresnext.validate import ArtifactUnderTest, SkippedArtifact, ValidationData, validate
+from edgeresnext.validate import ArtifactUnderTest, SkippedArtifact, validate
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -142,7 +142,7 @@ class Backend:
         if not onnx_path.is_file():
             raise ConfigError(f"{onnx_path}: ONNX model not found")
         from edgeresnext.errors import ExportError
-        from edgeresnext.export import check_external_data
+        from edgeresnext.onnx_io import check_external_data
 
         try:  # before any backend parser reads tensors from wherever the file says
             check_external_data(onnx_path)
@@ -171,42 +171,6 @@ class Backend:
 
     def _load_impl(self, artifact: Artifact, target: Target | None) -> Runner:
         raise NotImplementedError
-
-
-def onnx_input(onnx_path: str | Path) -> tuple[str, list[int | str]]:
-    """Name and shape of the model's single image input (a dynamic dimension is its symbol, e.g. 'batch')."""
-    import onnx
-
-    try:
-        model = onnx.load(str(onnx_path), load_external_data=False)
-    except Exception as err:  # onnx raises DecodeError, OSError, ... for a file that is not ONNX
-        raise ConfigError(f"{onnx_path}: not a readable ONNX model ({err})") from err
-    initializers = {init.name for init in model.graph.initializer}
-    inputs = [value for value in model.graph.input if value.name not in initializers]
-    if len(inputs) != 1:
-        raise ConfigError(f"{onnx_path}: expected one image input, found {[value.name for value in inputs]}")
-    dims = inputs[0].type.tensor_type.shape.dim
-    shape: list[int | str] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims]
-    if len(shape) != 4:
-        raise ConfigError(f"{onnx_path}: input {inputs[0].name!r} has shape {shape}; expected NCHW (4-D)")
-    return inputs[0].name, shape
-
-
-def check_onnx_precision(onnx_path: Path, precision: str) -> None:
-    """An INT8 target needs Q/DQ nodes in the file; an FP32 target must not silently ship a quantized one."""
-    import onnx
-
-    ops = {node.op_type for node in onnx.load(str(onnx_path), load_external_data=False).graph.node}
-    has_qdq = "QuantizeLinear" in ops or "DequantizeLinear" in ops
-    if precision == "int8" and not has_qdq:
-        raise ConfigError(
-            f"{onnx_path}: target precision is int8 but the model has no QuantizeLinear/"
-            "DequantizeLinear nodes; pass the Q/DQ ONNX from `edgeresnext quantize`"
-        )
-    if precision == "fp32" and has_qdq:
-        raise ConfigError(
-            f"{onnx_path}: target precision is fp32 but the model is quantized (Q/DQ nodes); pass the FP32 ONNX"
-        )
 
 
 def run_in_chunks(batch: np.ndarray, infer, sizes: tuple[int, int]) -> np.ndarray:

@@ -21,11 +21,10 @@ from edgeresnext.backends.base import (
     Artifact,
     Backend,
     Runner,
-    check_onnx_precision,
     copy_file_atomic,
-    onnx_input,
 )
 from edgeresnext.errors import BackendUnavailable
+from edgeresnext.onnx_io import check_onnx_precision, onnx_input
 
 if TYPE_CHECKING:
     from edgeresnext.config import ONNXRuntimeOptions, Target

@@ -22,11 +22,10 @@ from edgeresnext.backends.base import (
     Artifact,
     Backend,
     Runner,
-    check_onnx_precision,
-    onnx_input,
     run_in_chunks,
 )
-from edgeresnext.errors import BackendUnavailable, ConfigError, DataError
+from edgeresnext.errors import BackendUnavailable, ConfigError
+from edgeresnext.onnx_io import check_onnx_precision, onnx_input
 
 if TYPE_CHECKING:
     from edgeresnext.config import OpenVINOOptions, Target
@@ -269,8 +268,11 @@ class OpenVINOBackend(Backend):
         if target.precision == "int8" and options.native_int8:
             check_onnx_precision(onnx_path, "fp32")
             calibration = extra.get("calibration")
-            if calibration is None:
-                calibration = _calibration_from_target(target)
+            if calibration is None or len(calibration) == 0:
+                raise ConfigError(
+                    f"{target.source or target.name}: backend_options.openvino.native_int8 quantizes the FP32 model "
+                    "with NNCF here, which needs calibration= (a float32 NCHW array of preprocessed images)"
+                )
             native_int8_ir_from_onnx(onnx_path, xml, calibration, target.quant.subset_size, batch)
             info["int8_source"] = "nncf.quantize on the OpenVINO model (native INT8)"
         else:
@@ -297,22 +299,3 @@ class OpenVINOBackend(Backend):
                 **{k: artifact.info[k] for k in ("hint", "threads", "cache_dir") if artifact.info.get(k) is not None}
             )
         return OpenVINORunner(artifact, options)
-
-
-def _calibration_from_target(target: Target) -> np.ndarray:
-    """Calibration images of ``target.quant.calib_dir``, preprocessed as the target's checkpoint says."""
-    from edgeresnext.data.folder import list_images, load_folder_arrays
-    from edgeresnext.models.checkpoints import read_checkpoint
-    from edgeresnext.pipeline import resolve_checkpoint
-
-    meta = read_checkpoint(resolve_checkpoint(target.model.checkpoint)).meta
-    if meta is None:
-        raise ConfigError(
-            f"{target.model.checkpoint}: checkpoint has no metadata (preprocessing) to calibrate "
-            "OpenVINO's native INT8 with; pass calibration= to compile()"
-        )
-    files = list_images(target.quant.calib_dir)[: target.quant.subset_size]
-    if not files:
-        raise DataError(f"{target.quant.calib_dir}: no calibration images (run `make data`)")
-    array, _kept = load_folder_arrays(files, meta.preprocess, on_bad_image=target.data.on_bad_image)
-    return array

@@ -32,12 +32,11 @@ from edgeresnext.backends.base import (
     Artifact,
     Backend,
     Runner,
-    check_onnx_precision,
     copy_file_atomic,
-    onnx_input,
     run_in_chunks,
 )
 from edgeresnext.errors import BackendUnavailable, ConfigError, EdgeResNeXtError
+from edgeresnext.onnx_io import check_onnx_precision, onnx_input
 
 if TYPE_CHECKING:
     from edgeresnext.config import Target, TensorRTOptions

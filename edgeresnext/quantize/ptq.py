@@ -82,7 +82,8 @@ def quantize_onnx(
     import onnx
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
 
-    from edgeresnext.export import assert_lint_clean, check_onnx
+    from edgeresnext.export import check_onnx
+    from edgeresnext.lint import assert_lint_clean
 
     if calib.ndim != 4 or calib.dtype != np.float32 or len(calib) == 0:
         raise DataError(f"calibration images must be a non-empty float32 NCHW array, got {calib.dtype} {calib.shape}")

@@ -8,7 +8,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgeresnext.errors import ExportError
-from edgeresnext.export import assert_lint_clean, lint_onnx
+from edgeresnext.lint import assert_lint_clean, lint_onnx
 
 
 def qdq_conv(

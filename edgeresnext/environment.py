@@ -1,0 +1,81 @@
+"""Facts about the machine a figure was measured on: CPU model and flags, usable cores, package versions.
+
+The bottom layer (standard library only): validation reports, bundle manifests and stage caches all read them
+from here, so every figure in a report names the same CPU the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from importlib import metadata
+from typing import Any
+
+# The packages whose versions decide what a stage produces (the stage cache keys on them).
+STAGE_PACKAGES = ("torch", "onnx", "onnxruntime", "openvino", "nncf")
+# The packages a validation report lists.
+REPORT_PACKAGES = ("edgeresnext", "torch", "numpy", "onnx", "onnxruntime", "openvino", "nncf", "tensorrt")
+# CPU features that change which float and integer kernels the runtimes pick (and so the last bits of a result).
+KERNEL_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16", "asimddp", "sve")
+
+
+def package_versions(names: tuple[str, ...] = STAGE_PACKAGES) -> dict[str, str]:
+    """``{package: version}``; a missing package is ``"not installed"``."""
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def _cpuinfo_field(*keys: str) -> str | None:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                name, _, value = line.partition(":")
+                if name.strip() in keys:
+                    return value.strip()
+    except OSError:
+        pass
+    return None
+
+
+def cpu_model() -> str:
+    """The CPU's model name as ``lscpu`` prints it (``AMD EPYC ...``, ``Intel(R) Xeon(R) ...``)."""
+    return _cpuinfo_field("model name") or platform.processor() or platform.machine()
+
+
+def cpu_flags() -> list[str]:
+    """The :data:`KERNEL_FLAGS` this CPU has (x86 ``flags``, ARM ``Features``)."""
+    present = set((_cpuinfo_field("flags", "Features") or "").split())
+    return [flag for flag in KERNEL_FLAGS if flag in present]
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity mask, e.g. a container's share), not the machine's total."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def environment(threads: int | None = None) -> dict[str, Any]:
+    """Where the figures were measured: CPU, its kernel-relevant flags, cores, threads, OS, Python, packages."""
+    try:
+        load = list(os.getloadavg())
+    except OSError:
+        load = None
+    return {
+        "cpu_model": cpu_model(),
+        "cpu_flags": cpu_flags(),
+        "cpu_cores": os.cpu_count(),
+        "cpu_cores_usable": usable_cores(),
+        "threads": threads,
+        "load_average": load,
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "packages": package_versions(REPORT_PACKAGES),
+    }

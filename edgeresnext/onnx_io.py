@@ -1,0 +1,123 @@
+"""Reading ONNX files safely, and the facts about them every layer checks: the image input, the precision.
+
+Below export, the TensorRT lint and the backends (all three read ONNX files from users): nothing here imports
+them. :func:`check_external_data` runs before any parser (onnx, ONNX Runtime, OpenVINO, TensorRT) touches a
+file's tensors.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from edgeresnext.errors import ConfigError, ExportError
+
+
+def _tensors_of(graph) -> list:
+    """Every TensorProto in ``graph``: initializers, sparse initializers, Constant/attribute tensors, subgraphs."""
+    from onnx import AttributeProto
+
+    tensors = list(graph.initializer)
+    for sparse in graph.sparse_initializer:
+        tensors += [sparse.values, sparse.indices]
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.type == AttributeProto.TENSOR:
+                tensors.append(attribute.t)
+            elif attribute.type == AttributeProto.TENSORS:
+                tensors += list(attribute.tensors)
+            elif attribute.type == AttributeProto.GRAPH:
+                tensors += _tensors_of(attribute.g)
+            elif attribute.type == AttributeProto.GRAPHS:
+                for subgraph in attribute.graphs:
+                    tensors += _tensors_of(subgraph)
+    return tensors
+
+
+def check_external_data(path: str | os.PathLike[str]) -> list[Path]:
+    """Refuse an ONNX model whose external tensor data lies outside the model's own folder, before anything
+    reads that data; returns the external data files (resolved).
+
+    Refused: absolute locations, ``..`` components, and names (or symlinks) that resolve outside the folder.
+    A model from another hand could otherwise make onnx, ONNX Runtime or OpenVINO read any file on the host.
+    """
+    import onnx
+    from onnx import TensorProto
+
+    path = Path(path)
+    if not path.is_file():
+        raise ExportError(f"{path}: ONNX model not found")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as err:  # protobuf's DecodeError, onnx's own errors, OSError
+        said = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ExportError(f"{path}: not a readable ONNX model ({said})") from err
+    folder = path.parent.resolve()
+    found: list[Path] = []
+    for tensor in _tensors_of(model.graph):
+        if tensor.data_location != TensorProto.EXTERNAL:
+            continue
+        entries = {entry.key: entry.value for entry in tensor.external_data}
+        location = entries.get("location", "")
+        where = f"{path}: tensor {tensor.name!r} keeps its data in {location!r}"
+        if not location or "\0" in location:
+            raise ExportError(f"{where}: not a valid file name")
+        relative = Path(location)
+        if relative.is_absolute() or location.startswith(("/", "\\")) or ":" in relative.parts[0]:
+            raise ExportError(f"{where}: an absolute path; external data must be a file inside {folder}")
+        if ".." in relative.parts or ".." in location.replace("\\", "/").split("/"):
+            raise ExportError(f"{where}: '..' leaves the model's folder; external data must stay inside {folder}")
+        resolved = (folder / relative).resolve()
+        if not resolved.is_relative_to(folder):
+            raise ExportError(f"{where}: it resolves to {resolved} (a symlink leaving {folder}); refused")
+        if not resolved.is_file():
+            raise ExportError(f"{where}: no such file in {folder}")
+        found.append(resolved)
+    return sorted(set(found))
+
+
+def load_onnx_safely(path: str | os.PathLike[str], load_external_data: bool = True):
+    """``onnx.load`` for ONNX files from users: :func:`check_external_data` first, then the load."""
+    import onnx
+
+    check_external_data(path)
+    try:
+        return onnx.load(str(path), load_external_data=load_external_data)
+    except Exception as err:
+        raise ExportError(f"{path}: cannot read ONNX model ({str(err).splitlines()[0] if str(err) else err})") from err
+
+
+def onnx_input(onnx_path: str | Path) -> tuple[str, list[int | str]]:
+    """Name and shape of the model's single image input (a dynamic dimension is its symbol, e.g. 'batch')."""
+    import onnx
+
+    try:
+        model = onnx.load(str(onnx_path), load_external_data=False)
+    except Exception as err:  # onnx raises DecodeError, OSError, ... for a file that is not ONNX
+        raise ConfigError(f"{onnx_path}: not a readable ONNX model ({err})") from err
+    initializers = {init.name for init in model.graph.initializer}
+    inputs = [value for value in model.graph.input if value.name not in initializers]
+    if len(inputs) != 1:
+        raise ConfigError(f"{onnx_path}: expected one image input, found {[value.name for value in inputs]}")
+    dims = inputs[0].type.tensor_type.shape.dim
+    shape: list[int | str] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims]
+    if len(shape) != 4:
+        raise ConfigError(f"{onnx_path}: input {inputs[0].name!r} has shape {shape}; expected NCHW (4-D)")
+    return inputs[0].name, shape
+
+
+def check_onnx_precision(onnx_path: Path, precision: str) -> None:
+    """An INT8 target needs Q/DQ nodes in the file; an FP32 target must not silently ship a quantized one."""
+    import onnx
+
+    ops = {node.op_type for node in onnx.load(str(onnx_path), load_external_data=False).graph.node}
+    has_qdq = "QuantizeLinear" in ops or "DequantizeLinear" in ops
+    if precision == "int8" and not has_qdq:
+        raise ConfigError(
+            f"{onnx_path}: target precision is int8 but the model has no QuantizeLinear/"
+            "DequantizeLinear nodes; pass the Q/DQ ONNX from `edgeresnext quantize`"
+        )
+    if precision == "fp32" and has_qdq:
+        raise ConfigError(
+            f"{onnx_path}: target precision is fp32 but the model is quantized (Q/DQ nodes); pass the FP32 ONNX"
+        )
