@@ -477,18 +477,17 @@ def _artifacts_under_test(target: Target, export: StageResult, qdq_onnx: Path | 
         )
     else:
         items.append(SkippedArtifact(name, reason, files, artifact.backend, artifact.precision))
-    # What TensorRT will read in FP16-for-float layers mode can still be proven on the CPU.
-    fp16_onnx = next((p for p in files if p.name.endswith("fp16.onnx")), None)
-    if fp16_onnx is not None:
-        items.append(
-            ArtifactUnderTest(
-                "qdq-int8-fp16 (onnxruntime)",
-                runner_from_file(fp16_onnx, target, "onnxruntime"),
-                [fp16_onnx],
-                "onnxruntime",
-                "int8+fp16",
+    for proxy_name, proxy in backend.proxies(artifact):
+        if Path(proxy.path).is_file():
+            items.append(
+                ArtifactUnderTest(
+                    proxy_name,
+                    runner_from_file(proxy.path, target, proxy.backend),
+                    list(proxy.files),
+                    proxy.backend,
+                    proxy.precision,
+                )
             )
-        )
     return items
 
 

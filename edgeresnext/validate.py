@@ -34,9 +34,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgeresnext.backends import backend_for_path
 from edgeresnext.data.validation import ValidationData, load_validation_data
 from edgeresnext.environment import environment, usable_cores
 from edgeresnext.errors import BackendUnavailable, ConfigError, DataError, GateFailed
+from edgeresnext.timing import time_calls
 
 if TYPE_CHECKING:
     import torch
@@ -220,8 +222,8 @@ def measure_latency(runner: RunnerLike, sample: np.ndarray, runs: int = 50, warm
     sample = np.ascontiguousarray(sample, dtype=np.float32)
     bind = getattr(runner, "bind", None)
     infer = bind(sample) if callable(bind) else functools.partial(runner, sample)
-    samples = _time_calls(infer, runs, warmup)
-    calls = _time_calls(functools.partial(runner, sample), runs, min(warmup, 3))
+    samples = time_calls(infer, runs, warmup)
+    calls = time_calls(functools.partial(runner, sample), runs, min(warmup, 3))
     return LatencyStats(
         batch=int(sample.shape[0]),
         warmup=warmup,
@@ -230,17 +232,6 @@ def measure_latency(runner: RunnerLike, sample: np.ndarray, runs: int = 50, warm
         call_samples_ms=calls,
         bound=callable(bind),
     )
-
-
-def _time_calls(call: Callable[[], object], runs: int, warmup: int) -> list[float]:
-    for _ in range(warmup):
-        call()
-    samples = []
-    for _ in range(runs):
-        began = time.perf_counter()
-        call()
-        samples.append((time.perf_counter() - began) * 1e3)
-    return samples
 
 
 def measure_throughput(runner: RunnerLike, sample: np.ndarray, runs: int = 10, warmup: int = 2) -> dict[str, Any]:
@@ -414,13 +405,10 @@ def raise_for_gates(report: dict[str, Any]) -> None:
 
 
 def target_threads(target: Target) -> int | None:
-    """The thread count the target asks for (the backend's option), so every artifact runs with the same."""
-    options = target.backend_options
-    if target.backend == "openvino":
-        return options.openvino.threads
-    if target.backend == "onnxruntime":
-        return options.onnxruntime.threads
-    return None
+    """The thread count the target asks its backend for, so every artifact runs with the same."""
+    from edgeresnext.backends import get_backend
+
+    return get_backend(target.backend).threads(target)
 
 
 # --------------------------------------------------------------------------------------------- validate
@@ -656,7 +644,12 @@ def normalize_sensitivity(sensitivity: Any) -> list[dict[str, Any]] | None:
 
 
 # --------------------------------------------------------------------------------------------- runners from files
-ARTIFACT_SUFFIXES = {".onnx": "onnxruntime", ".xml": "openvino", ".engine": "tensorrt", ".plan": "tensorrt"}
+
+
+def _artifact_suffixes() -> list[str]:
+    from edgeresnext.backends import get_backend, list_backends
+
+    return [suffix for name in list_backends() for suffix in get_backend(name).suffixes]
 
 
 def with_threads(target: Target, threads: int | None) -> Target:
@@ -680,11 +673,11 @@ def runner_from_file(path: str | Path, target: Target | None = None, backend: st
         from edgeresnext.models import load_checkpoint
 
         return TorchRunner(load_checkpoint(path))
-    backend = backend or ARTIFACT_SUFFIXES.get(path.suffix)
+    backend = backend or backend_for_path(path)
     if backend is None:
         raise ConfigError(
             f"{path}: cannot tell which runtime runs this file; expected one of "
-            f"{', '.join([*ARTIFACT_SUFFIXES, '.safetensors', '.pt'])} or name the backend"
+            f"{', '.join([*_artifact_suffixes(), '.safetensors', '.pt'])} or name the backend"
         )
     from edgeresnext.backends import Artifact, get_backend
 
@@ -717,7 +710,7 @@ def artifacts_from_specs(
         files = [path] + (
             [path.with_suffix(".bin")] if path.suffix == ".xml" and path.with_suffix(".bin").is_file() else []
         )
-        chosen = backend or ARTIFACT_SUFFIXES.get(path.suffix, "pytorch")
+        chosen = backend or backend_for_path(path) or "pytorch"
         try:
             runner = runner_from_file(path, target, backend or None)
         except BackendUnavailable as err:
@@ -756,7 +749,8 @@ def discover_artifacts(root: str | Path, target: Target) -> list[ArtifactUnderTe
     found: list[tuple[str, Path]] = []
     seen: set[str] = set()
     for path in sorted(root.rglob("*")):
-        if path.suffix not in ARTIFACT_SUFFIXES or not path.is_file() or path.name.startswith("."):
+        backend = backend_for_path(path)
+        if backend is None or not path.is_file() or path.name.startswith("."):
             continue
         if any(part.startswith(".") or part == "report" for part in path.relative_to(root).parts):
             continue
@@ -764,7 +758,7 @@ def discover_artifacts(root: str | Path, target: Target) -> list[ArtifactUnderTe
         if digest in seen:
             continue
         seen.add(digest)
-        found.append((ARTIFACT_SUFFIXES[path.suffix], path))
+        found.append((backend, path))
     specs = []
     names: dict[str, int] = {}
     for backend, path in found:

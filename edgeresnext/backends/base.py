@@ -130,6 +130,18 @@ class Backend:
 
     name: str = ""
     kinds: tuple[str, ...] = ()
+    suffixes: tuple[str, ...] = ()  # files of this backend's artifacts, by suffix (a path given alone)
+    package: str = ""  # the Python package whose version is the runtime's version
+    default_device: str = "CPU"
+
+    def threads(self, target: Target) -> int | None:
+        """The thread count ``target`` asks this runtime for (None: the runtime's default)."""
+        return None
+
+    def proxies(self, artifact: Artifact) -> list[tuple[str, Artifact]]:
+        """``(report name, artifact)`` of what stands in for ``artifact`` on a host that cannot run it: the exact
+        files it is built from, run by another backend here (TensorRT: the FP16 Q/DQ ONNX, in ONNX Runtime)."""
+        return []
 
     def available(self) -> str | None:
         """None if this backend can compile and run here, else the reason it cannot."""
@@ -206,6 +218,12 @@ def copy_file_atomic(source: str | Path, dest: str | Path) -> Path:
 
 
 _INSTANCES: dict[str, Backend] = {}
+
+
+def backend_for_path(path: str | Path) -> str | None:
+    """The backend whose artifacts end like ``path`` (``.xml`` -> openvino), or None."""
+    suffix = Path(path).suffix
+    return next((name for name in list_backends() if suffix in get_backend(name).suffixes), None)
 
 
 def list_backends() -> list[str]:

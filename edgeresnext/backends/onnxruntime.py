@@ -201,6 +201,11 @@ class ONNXRuntimeRunner(Runner):
 class ONNXRuntimeBackend(Backend):
     name = "onnxruntime"
     kinds = ("onnx",)
+    suffixes = (".onnx",)
+    package = "onnxruntime"
+
+    def threads(self, target: Target) -> int | None:
+        return target.backend_options.onnxruntime.threads
 
     def available(self) -> str | None:
         try:

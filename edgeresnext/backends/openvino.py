@@ -239,6 +239,11 @@ class OpenVINORunner(Runner):
 class OpenVINOBackend(Backend):
     name = "openvino"
     kinds = ("ir",)
+    suffixes = (".xml",)
+    package = "openvino"
+
+    def threads(self, target: Target) -> int | None:
+        return target.backend_options.openvino.threads
 
     def available(self) -> str | None:
         try:

@@ -688,6 +688,17 @@ class TensorRTRunner(Runner):
 class TensorRTBackend(Backend):
     name = "tensorrt"
     kinds = ("engine", "kit")
+    suffixes = (".engine", ".plan")
+    package = "tensorrt"
+    default_device = "GPU"
+
+    def proxies(self, artifact: Artifact) -> list[tuple[str, Artifact]]:
+        # What TensorRT reads in FP16-for-float-layers mode is proven on the CPU in ONNX Runtime.
+        fp16 = next((Path(p) for p in artifact.files if Path(p).name == FP16_QDQ_FILE), None)
+        if fp16 is None:
+            return []
+        stand_in = Artifact("onnxruntime", "int8+fp16", "onnx", fp16, [fp16])
+        return [("qdq-int8-fp16 (onnxruntime)", stand_in)]
 
     def available(self) -> str | None:
         try:
