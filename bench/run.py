@@ -255,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     from edgeresnext.backends.openvino import ir_from_onnx
     from edgeresnext.config import QuantSpec
     from edgeresnext.export import onnx_from_torch
-    from edgeresnext.validate import PeakMemory, TorchRunner, environment
+    from edgeresnext.environment import environment
+    from edgeresnext.validate import PeakMemory, TorchRunner
 
     threads = args.threads or len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)

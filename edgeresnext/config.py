@@ -63,6 +63,7 @@ class QuantSpec(_Strict):
     qat_epochs: int = Field(2, ge=1)
     qat_lr: float = Field(1e-3, gt=0)
     qat_batch_size: int = Field(128, ge=1)
+    qat_train_limit: int | None = Field(None, ge=1, description="QAT on the first N training images only")
 
 
 class BatchRange(_Strict):

@@ -18,11 +18,12 @@ from typing import Any
 
 from edgeresnext.atomic import write_json_atomic, write_text_atomic
 from edgeresnext.errors import ConfigError
+from edgeresnext.validate.results import SCHEMA_ID, SCHEMA_VERSION, ValidationReport
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_ID = "edgeresnext.report"
-SCHEMA_VERSION = 1
+__all__ = ["SCHEMA_ID", "SCHEMA_VERSION", "check_report", "render_html", "render_markdown", "write_report"]
+
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "report.schema.json"
 
 
@@ -396,9 +397,13 @@ def render_html(report: dict[str, Any]) -> str:
 
 
 # --------------------------------------------------------------------------------------------- writing
-def write_report(report: dict[str, Any], out_dir: str | Path, html_report: bool = True) -> dict[str, Path]:
-    """Write report.json, report.md and (unless disabled) report.html into ``out_dir``, each atomically."""
+def write_report(result: ValidationReport, out_dir: str | Path, html_report: bool = True) -> dict[str, Path]:
+    """Write report.json, report.md and (unless disabled) report.html into ``out_dir``, each atomically.
+
+    The typed report becomes JSON here, once; the Markdown and HTML are rendered from that JSON record.
+    """
     out_dir = Path(out_dir)
+    report = result.to_dict()
     try:
         check_report(report)
     except ModuleNotFoundError:

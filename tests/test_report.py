@@ -16,13 +16,13 @@ from edgeresnext.config import target_from_dict
 from edgeresnext.data.validation import ValidationData
 from edgeresnext.errors import ConfigError
 from edgeresnext.report import check_report, load_schema, render_html, render_markdown, write_report
-from edgeresnext.validate import ArtifactUnderTest, SkippedArtifact, validate
+from edgeresnext.validate import ArtifactUnderTest, SkippedArtifact, ValidationReport, validate
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="module")
-def report(shipped_model, fmnist_test, tmp_path_factory) -> dict:
+def validated(shipped_model, fmnist_test, tmp_path_factory) -> ValidationReport:
     """A real report: the shipped model in PyTorch and as ONNX Runtime FP32, on 64 test images."""
     from edgeresnext.data.loaders import normalize_array
     from edgeresnext.export import onnx_from_torch
@@ -65,6 +65,12 @@ def report(shipped_model, fmnist_test, tmp_path_factory) -> dict:
     )
 
 
+@pytest.fixture(scope="module")
+def report(validated: ValidationReport) -> dict:
+    """The same report as its JSON record (what report.json holds and the Markdown/HTML render)."""
+    return validated.to_dict()
+
+
 def test_report_follows_the_schema(report):
     assert report["schema_version"] == load_schema()["properties"]["schema_version"]["const"]
     check_report(report)
@@ -101,8 +107,8 @@ def test_markdown_has_the_tables(report):
     assert "| Ankle boot |" in text and "## Quantization sensitivity" in text
 
 
-def test_write_report_writes_three_files_and_html_is_self_contained(report, tmp_path):
-    paths = write_report(report, tmp_path / "report")
+def test_write_report_writes_three_files_and_html_is_self_contained(validated, tmp_path):
+    paths = write_report(validated, tmp_path / "report")
     assert sorted(p.name for p in paths.values()) == ["report.html", "report.json", "report.md"]
     assert json.loads(paths["json"].read_text())["artifacts"][1]["name"] == "onnx-fp32"
     page = paths["html"].read_text()

@@ -10,24 +10,25 @@ import numpy as np
 import pytest
 
 from edgeresnext.config import Gates, target_from_dict
+from edgeresnext.data.validation import ValidationData, load_validation_data
 from edgeresnext.errors import ConfigError, GateFailed
 from edgeresnext.validate import (
+    ArtifactResult,
     ArtifactUnderTest,
     PeakMemory,
     SkippedArtifact,
-    ValidationData,
+    ValidationReport,
     classification_metrics,
     compare_outputs,
-    cosine_similarity_rows,
     evaluate_gates,
     fidelity_metrics,
-    load_validation_data,
     measure_latency,
     raise_for_gates,
     run_logits,
-    topk_accuracy,
     validate,
 )
+from edgeresnext.validate.metrics import cosine_similarity_rows, topk_accuracy
+from edgeresnext.validate.results import Latency
 
 # Four images, six classes. Labels 0, 1, 2, 5.
 LOGITS = np.array(
@@ -164,8 +165,11 @@ def test_peak_memory_sees_a_temporary_allocation():
     assert memory.method
 
 
-def _result(name: str, top1: float, agreement: float, p50: float) -> dict:
-    return {"name": name, "top1": top1, "top1_drop": 0.92 - top1, "agreement": agreement, "latency": {"p50_ms": p50}}
+def _result(name: str, top1: float, agreement: float, p50: float) -> ArtifactResult:
+    latency = Latency(1, 0, 1, p50, p50, p50, p50, p50, p50, [p50], "inference, input bound once")
+    return ArtifactResult(
+        name, "any", "int8", [], top1=top1, top1_drop=0.92 - top1, agreement=agreement, latency=latency
+    )
 
 
 RESULTS = [_result("pytorch-fp32", 0.92, 1.0, 4.0), _result("openvino-int8", 0.91, 0.985, 1.0)]
@@ -188,7 +192,10 @@ def test_gates_fail_and_say_by_how_much():
     assert "over by 0.5 ms" in checks["max_latency_ms"].message
     assert "4x < 5x, short by 1x" in checks["min_speedup_vs_fp32"].message
     with pytest.raises(GateFailed, match="max_latency_ms"):
-        raise_for_gates({"gates": [c.to_dict() for c in checks.values()]})
+        failing = ValidationReport(
+            "", "", {}, {}, None, {}, "pytorch-fp32", "openvino-int8", RESULTS, [*checks.values()]
+        )
+        raise_for_gates(failing)
 
 
 def test_unset_gates_check_nothing_and_unknown_primary_is_an_error():
@@ -261,17 +268,19 @@ def test_validate_onnx_runtime_artifact_against_fp32(shipped_model, fp32_onnx, s
         SkippedArtifact("tensorrt-int8", "no NVIDIA GPU here", backend="tensorrt", precision="int8"),
     ]
     report = validate(target, artifacts, shipped_model, small_data, primary="onnx-fp32", threads=1, progress=False)
-    reference, onnx, skipped = report["artifacts"]
-    assert reference["name"] == "pytorch-fp32" and reference["top1_drop"] == 0.0
+    reference, onnx, skipped = report.artifacts
+    assert reference.name == "pytorch-fp32" and reference.top1_drop == 0.0
     # The FP32 export only reorders sums: same predictions, logits equal to ~1e-5.
-    assert onnx["agreement"] == 1.0 and onnx["top1"] == reference["top1"] and onnx["max_abs_error"] < 1e-3
-    assert onnx["cosine_min"] > 0.99999
-    assert onnx["latency"]["runs"] == 5 and len(onnx["latency"]["samples_ms"]) == 5
-    assert onnx["size_bytes"] == fp32_onnx.stat().st_size
-    assert reference["top1"] > 0.6  # a trained model, not noise
-    assert skipped["status"] == "skipped" and "GPU" in skipped["skip_reason"]
-    assert report["passed"] and len(report["gates"]) == 2
-    assert report["environment"]["cpu_cores"] >= 1 and report["protocol"]["threads"] == 1
+    assert onnx.agreement == 1.0 and onnx.top1 == reference.top1 and onnx.max_abs_error < 1e-3
+    assert onnx.cosine_min > 0.99999
+    assert onnx.latency.runs == 5 and len(onnx.latency.samples_ms) == 5
+    assert onnx.size_bytes == fp32_onnx.stat().st_size
+    assert reference.top1 > 0.6  # a trained model, not noise
+    assert skipped.status == "skipped" and "GPU" in skipped.skip_reason
+    assert report.passed and len(report.gates) == 2
+    assert report.environment["cpu_cores"] >= 1 and report.protocol["threads"] == 1
+    # The typed report is the JSON record and back, unchanged.
+    assert ValidationReport.from_dict(report.to_dict()).to_dict() == report.to_dict()
 
 
 def test_cli_validate_fails_on_a_tight_gate(shipped_checkpoint, fp32_onnx, tmp_path):

@@ -153,12 +153,17 @@ def calibration_set_complete(folder: str | os.PathLike[str]) -> bool:
 
 
 def load_calibration_images(
-    folder: str | os.PathLike[str], preprocess, count: int | None = None, on_bad_image: str = "fail"
+    folder: str | os.PathLike[str],
+    preprocess,
+    count: int | None = None,
+    on_bad_image: str = "fail",
+    skipped: list[tuple[str, str]] | None = None,
 ) -> np.ndarray:
     """The first ``count`` images below ``folder`` (sorted paths), preprocessed for the model: float32 NCHW.
 
     Any folder of images works (class sub-folders optional). ``on_bad_image='skip'`` drops unreadable files
-    with a warning and takes the next ones, so the set still has ``count`` images when the folder has them.
+    with a warning and takes the next ones, so the set still has ``count`` images when the folder has them;
+    ``skipped`` receives ``(file, reason)`` of each dropped file.
     """
     from edgeresnext.data.folder import list_images, load_folder_arrays
 
@@ -176,7 +181,7 @@ def load_calibration_images(
         take = files[position : position + wanted - sum(len(a) for a in arrays)]
         position += len(take)
         try:
-            batch, _kept = load_folder_arrays(take, preprocess, on_bad_image=on_bad_image)
+            batch, _kept = load_folder_arrays(take, preprocess, on_bad_image=on_bad_image, skipped=skipped)
         except DataError:
             if on_bad_image == "fail":
                 raise

@@ -11,7 +11,8 @@ from onnx import numpy_helper
 
 from edgeresnext.config import QuantSpec
 from edgeresnext.errors import ConfigError, DataError, GateFailed
-from edgeresnext.export import lint_onnx, onnx_from_torch, onnx_runner
+from edgeresnext.export import onnx_from_torch, onnx_runner
+from edgeresnext.lint import lint_onnx
 from edgeresnext.quantize.ptq import quantize_ptq
 from edgeresnext.quantize.sensitivity import fallback, layer_sensitivity
 

@@ -7,7 +7,8 @@ import onnx
 import pytest
 
 from edgeresnext.config import QuantSpec
-from edgeresnext.export import lint_onnx, onnx_from_torch, onnx_runner
+from edgeresnext.export import onnx_from_torch, onnx_runner
+from edgeresnext.lint import lint_onnx
 from edgeresnext.quantize.qat import quantize_qat
 
 

@@ -1,0 +1,277 @@
+"""``edgeresnext build``/``build-all`` (the whole pipeline), ``validate`` and ``compare`` (the report),
+``compile`` (the stages up to the target's artifact, or a TensorRT kit's engine on the device)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from edgeresnext.cli.common import (
+    BUILD_FLAGS,
+    VALIDATE_FLAGS,
+    float_above,
+    int_at_least,
+    target_from_args,
+)
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from edgeresnext.pipeline import build
+
+    target = target_from_args(args, BUILD_FLAGS)
+    summary = build(target, out_root=args.out, progress=not args.quiet, on_event=print, install=True)
+    print(summary.render())
+    return 0 if summary.ok else 1
+
+
+def _add_build_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="override model.arch (MODEL=...)")
+    p.add_argument("--checkpoint", default=None, help="override model.checkpoint (CHECKPOINT=...)")
+    p.add_argument("--data", default=None, help="override data.dataset: a dataset name or image folder (DATA=...)")
+    p.add_argument("--calib", default=None, help="override quant.calib_dir (CALIB=...)")
+    p.add_argument("--out", default="build", help="build root (default build/)")
+    p.add_argument("--targets-dir", default="targets", help="where target names are looked up (default targets/)")
+
+
+def add_build(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("build", help="run the whole pipeline for one target into build/<target>/")
+    p.add_argument("--target", required=True, help="target name (targets/<name>.yaml) or path to a YAML file")
+    _add_build_options(p)
+
+
+def run_build_all(args: argparse.Namespace) -> int:
+    from edgeresnext.pipeline import build_all
+
+    paths = sorted(p for p in Path(args.targets_dir).glob("*.yaml") if not p.name.startswith("_"))
+    targets = [target_from_args(args, BUILD_FLAGS, path=p) for p in paths]
+    table, ok = build_all(targets, out_root=args.out, progress=not args.quiet, on_event=print, install=True)
+    print(table)
+    return 0 if ok else 1
+
+
+def add_build_all(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("build-all", help="build every target in targets/ and write one comparison table")
+    _add_build_options(p)
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    from edgeresnext.report import write_report
+    from edgeresnext.validate import validate_target
+
+    target = target_from_args(args, VALIDATE_FLAGS)
+    report = validate_target(
+        target,
+        build_root=args.build,
+        artifact_specs=args.artifact or (),
+        checkpoint=args.checkpoint,
+        primary=args.primary,
+        threads=args.threads,
+        command="edgeresnext " + " ".join(sys.argv[1:]),
+        progress=not args.quiet,
+    )
+    out = Path(args.out) if args.out else Path(args.build) / target.name / "report"
+    paths = write_report(report, out, html_report=not args.no_html)
+    print_table(VALIDATE_COLUMNS, [_validate_row(a) for a in report.artifacts])
+    for note in report.notes:
+        print(f"note: {note}")
+    for gate in report.gates:
+        print(("PASS " if gate.passed else "FAIL ") + gate.message)
+    print(f"report: {', '.join(str(p) for p in paths.values())}")
+    if not report.passed:
+        failed = "; ".join(g.message for g in report.gates if not g.passed)
+        print(f"edgeresnext validate: gate failed: {failed}", file=sys.stderr)
+        return 1
+    return 0
+
+
+VALIDATE_COLUMNS = "artifact precision top-1 drop agreement cosine p50-ms p90-ms p99-ms speed-up size".split()
+
+
+def _validate_row(a) -> list[str]:
+    if not a.ok:
+        return [a.name, a.precision, f"skipped: {a.skip_reason}"]
+    lat = a.latency
+    size = "-" if a.size_bytes is None else f"{a.size_bytes / 1e6:.2f} MB"
+    return [
+        a.name,
+        a.precision,
+        f"{a.top1 * 100:.2f} %",
+        f"{a.top1_drop * 100:+.2f} pp",
+        f"{a.agreement * 100:.2f} %",
+        f"{a.cosine_mean:.5f}",
+        f"{lat.p50_ms:.3f}",
+        f"{lat.p90_ms:.3f}",
+        f"{lat.p99_ms:.3f}",
+        f"{a.speedup_vs_fp32:.2f}x",
+        size,
+    ]
+
+
+def print_table(header: list[str], rows: list[list[str]]) -> None:
+    """Left-aligned columns sized to their content (a short row's last cell may run across the rest)."""
+    widths = [max(len(row[i]) for row in [header, *rows] if i < len(row)) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+
+
+def add_validate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("validate", help="validate every artifact of a build against FP32; write the report")
+    p.add_argument("--target", required=True, help="target name (targets/<name>.yaml) or path to a YAML file")
+    p.add_argument("--build", default="build", help="build root holding <target>/ (default build/)")
+    p.add_argument(
+        "--artifact",
+        action="append",
+        metavar="NAME=[BACKEND:]PATH",
+        help="validate this file instead of the build's artifacts (repeatable); BACKEND is onnxruntime, "
+        "openvino, tensorrt or pytorch, guessed from the suffix when left out",
+    )
+    p.add_argument("--primary", default=None, help="artifact the gates apply to (default: the target's deployed one)")
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help="FP32 reference (default: the build's model stage, else the target's checkpoint)",
+    )
+    p.add_argument("--data", default=None, help="override data.dataset (a dataset name or a labelled image folder)")
+    p.add_argument("--limit", type=int, default=None, help="validate on the first N images only")
+    p.add_argument(
+        "--runs", type=int, default=None, help="timed latency runs (default: the target's validate.latency_runs)"
+    )
+    p.add_argument("--warmup", type=int, default=None, help="untimed warm-up runs (default: the target's)")
+    p.add_argument(
+        "--threads",
+        type=int_at_least(1),
+        default=None,
+        help="threads for every runtime (default: the target's, else all usable cores)",
+    )
+    p.add_argument("--out", default=None, help="report folder (default build/<target>/report)")
+    p.add_argument("--no-html", action="store_true", help="skip report.html (no matplotlib needed)")
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from edgeresnext.config import DataSpec
+    from edgeresnext.data.validation import load_validation_data
+    from edgeresnext.models import read_checkpoint
+    from edgeresnext.models.shipped import resolve_checkpoint
+    from edgeresnext.validate import compare_artifacts
+
+    meta = read_checkpoint(resolve_checkpoint(args.checkpoint)).meta
+    if meta is None:
+        from edgeresnext.errors import CheckpointError
+
+        raise CheckpointError(f"{args.checkpoint}: no metadata (preprocessing, classes) to prepare the inputs with")
+    spec = DataSpec(dataset=args.data, split=args.split, limit=args.limit)
+    data = load_validation_data(spec, meta.preprocess, meta.class_names)
+    result = compare_artifacts(args.a, args.b, data, atol=args.atol, rtol=args.rtol, worst=args.worst)
+    names = result["class_names"]
+    print(f"compare {args.a} vs {args.b} (reference) on {result['data']} ({result['images']} images)")
+    print(
+        f"  max abs error {result['max_abs_error']:.4g}  mean {result['mean_abs_error']:.4g}  "
+        f"median {result['median_abs_error']:.4g}  max rel {result['max_rel_error']:.4g}"
+    )
+    print(
+        f"  cosine mean {result['cosine_mean']:.6f}  min {result['cosine_min']:.6f}  top-1 agreement "
+        f"{result['agreement'] * 100:.2f} %  (top-1 a {result['top1_a'] * 100:.2f} %, "
+        f"b {result['top1_b'] * 100:.2f} %)"
+    )
+    print(
+        f"  within atol={args.atol:g} rtol={args.rtol:g}: {result['elements_within_tolerance'] * 100:.2f} % of "
+        f"logits, {result['images_within_tolerance'] * 100:.2f} % of images -> "
+        f"{'PASS' if result['passed'] else 'FAIL'}"
+    )
+    print(f"  worst {len(result['worst'])} images:")
+    for row in result["worst"]:
+        print(
+            f"    #{row['index']:<6d} label {names[row['label']]:<12s} a: {names[row['pred_a']]:<12s} "
+            f"b: {names[row['pred_b']]:<12s} max abs {row['max_abs_error']:.4g}  cosine {row['cosine']:.6f}"
+        )
+    if args.json:
+        from edgeresnext.atomic import write_json_atomic
+
+        write_json_atomic(args.json, result)
+        print(f"  written to {args.json}")
+    return 0 if result["passed"] else 1
+
+
+def add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="compare two artifacts' outputs on the same inputs (b is the reference)")
+    p.add_argument("a", help="[BACKEND:]PATH of an .onnx, .xml, .engine, .safetensors or .pt")
+    p.add_argument("b", help="the reference, same forms as a")
+    p.add_argument(
+        "--checkpoint",
+        default="shipped:fashion-mnist",
+        help="checkpoint whose preprocessing and class names prepare the inputs (default shipped)",
+    )
+    p.add_argument("--data", default="fashion-mnist", help="dataset name or labelled image folder")
+    p.add_argument("--split", default="test")
+    p.add_argument("--limit", type=int_at_least(1), default=512, help="number of images (default 512)")
+    p.add_argument(
+        "--atol", type=float_above(0, inclusive=True), default=1e-3, help="absolute tolerance per logit (default 1e-3)"
+    )
+    p.add_argument(
+        "--rtol", type=float_above(0, inclusive=True), default=1e-3, help="relative tolerance per logit (default 1e-3)"
+    )
+    p.add_argument("--worst", type=int_at_least(0), default=10, help="how many worst images to list")
+    p.add_argument("--json", default=None, help="also write the comparison as JSON to this file")
+
+
+def run_compile(args: argparse.Namespace) -> int:
+    if args.on_device:
+        from edgeresnext.backends.tensorrt import engine_from_kit
+
+        artifact = engine_from_kit(args.on_device)
+        info = artifact.info
+        print(
+            f"engine: {artifact.path}  ({info['build_mode'].replace('_', ' ')}, TensorRT {info['tensorrt_version']}, "
+            f"{info['gpu_name']} SM {info['gpu_sm']}, built in {info['build_seconds']} s)"
+        )
+        print(f"build record: {artifact.path}.json")
+        return 0
+    from edgeresnext.backends import Artifact, get_backend
+    from edgeresnext.pipeline import build
+
+    target = target_from_args(args, ())
+    if args.onnx or args.out:
+        # A given ONNX, or another output folder: the backend compiles here, outside the stage cache.
+        onnx_path = Path(args.onnx) if args.onnx else None
+        if onnx_path is None:
+            before = "lint" if target.precision == "int8" else "export"
+            summary = build(target, args.build, progress=not args.quiet, stop_after=before, install=True)
+            onnx_path = summary.context.compile_source
+        out = Path(args.out) if args.out else Path(args.build) / target.name / "compile"
+        artifact = get_backend(target.backend).compile(onnx_path, target, out)
+        artifact.save(out / "artifact.json")
+    else:
+        summary = build(target, args.build, progress=not args.quiet, stop_after="compile", install=True)
+        onnx_path = summary.context.compile_source
+        artifact = Artifact.load(summary.context.folder("compile") / "artifact.json")
+    print(f"{target.name}: {artifact.backend} {artifact.precision} {artifact.kind} from {onnx_path}")
+    for path in artifact.files:
+        size = Path(path).stat().st_size if Path(path).is_file() else 0
+        print(f"  {path}  {size / 1e6:.2f} MB")
+    if artifact.kind == "kit":
+        print(f"no engine built here: {artifact.info['reason']}")
+        print("build it on the device (copy the folder there first):")
+        for line in artifact.info.get("device_commands", []):
+            print(f"  {line}")
+    return 0
+
+
+def add_compile(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compile", help="turn the (Q/DQ) ONNX into what one target runs; or build a TensorRT kit on the device"
+    )
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--target", help="target name (targets/<name>.yaml) or path to a YAML file")
+    what.add_argument(
+        "--on-device",
+        metavar="KIT",
+        help="build the engine of a TensorRT build kit here (on the Jetson/GPU host, with its TensorRT)",
+    )
+    p.add_argument(
+        "--onnx",
+        default=None,
+        help="ONNX to compile (default: made by the cached model/export/quantize stages under --build)",
+    )
+    p.add_argument("--out", default=None, help="output folder (default build/<target>/compile)")
+    p.add_argument("--build", default="build", help="build root for the stages that make the ONNX (default build/)")

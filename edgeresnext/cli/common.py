@@ -1,0 +1,134 @@
+"""What every command shares: one-line argparse errors, range-checked argument types, and the one path by which
+command-line flags override a target's keys (a bad value is reported against the flag)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NoReturn
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse's errors as one line naming the flag (exit 2), like our own errors, without the usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def int_at_least(low: int) -> Callable[[str], int]:
+    """An argparse ``type``: an integer >= ``low`` (the message names what is accepted; argparse adds the flag)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def float_above(low: float, inclusive: bool = False) -> Callable[[str], float]:
+    """An argparse ``type``: a finite number > ``low`` (>= with ``inclusive``)."""
+    import math
+
+    symbol = ">=" if inclusive else ">"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number {symbol} {low:g}, got {text!r}") from None
+        if not math.isfinite(value) or (value < low if inclusive else value <= low):
+            raise argparse.ArgumentTypeError(f"must be a number {symbol} {low:g}, got {text}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+def is_rank0() -> bool:
+    """Under torchrun only rank 0 prints results (every rank runs the same command)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+# Flags that set a target key: (argparse dest, the flag as typed, dotted target key, value for a store_true flag).
+# Every command reads its overrides through _target_from_args, so a bad value is reported against the flag the
+# user typed (`--subset-size must be >= 1, got 0`), never against the target file.
+TargetFlag = tuple[str, str, str, object]
+BUILD_FLAGS: tuple[TargetFlag, ...] = (
+    ("model", "--model", "model.arch", None),
+    ("checkpoint", "--checkpoint", "model.checkpoint", None),
+    ("data", "--data", "data.dataset", None),
+    ("calib", "--calib", "quant.calib_dir", None),
+)
+VALIDATE_FLAGS: tuple[TargetFlag, ...] = (
+    ("data", "--data", "data.dataset", None),
+    ("limit", "--limit", "data.limit", None),
+    ("runs", "--runs", "validate.latency_runs", None),
+    ("warmup", "--warmup", "validate.warmup_runs", None),
+)
+QUANTIZE_FLAGS: tuple[TargetFlag, ...] = (
+    ("checkpoint", "CHECKPOINT", "model.checkpoint", None),
+    ("arch", "--arch", "model.arch", None),
+    ("data", "--data", "data.dataset", None),
+    ("on_bad_image", "--on-bad-image", "data.on_bad_image", None),
+    ("limit_train", "--limit-train", "quant.qat_train_limit", None),
+    ("method", "--method", "quant.method", None),
+    ("calib", "--calib", "quant.calib_dir", None),
+    ("subset_size", "--subset-size", "quant.subset_size", None),
+    ("range_estimator", "--range-estimator", "quant.range_estimator", None),
+    ("placement", "--placement", "quant.placement", None),
+    ("epochs", "--epochs", "quant.qat_epochs", None),
+    ("per_tensor", "--per-tensor", "quant.per_channel", False),
+    ("bias_correction", "--bias-correction", "quant.fast_bias_correction", True),
+    ("no_bias_correction", "--no-bias-correction", "quant.fast_bias_correction", False),
+)
+
+
+def target_from_args(args: argparse.Namespace, flags: Sequence[TargetFlag], path: Path | None = None, **extra):
+    """The target named by ``--target`` (or the file ``path``) with the command-line overrides in ``flags``.
+
+    ``extra``: further dotted-key overrides the command computes (named by their flag in ``flags`` too).
+    Without a target file (``quantize`` alone) the defaults of a generic ONNX Runtime target are used.
+    """
+    from edgeresnext.config import apply_overrides, find_target, read_target_file, target_from_dict
+
+    overrides: dict[str, object] = {}
+    named: dict[str, str] = {}
+    for dest, flag, key, constant in flags:
+        value = getattr(args, dest, None)
+        if constant is not None:
+            value = constant if value else None
+        if value is not None:
+            overrides[key] = value
+            named[key] = flag
+    overrides.update({key: value for key, value in extra.items() if value is not None})
+    _check_path_flags(overrides, named)
+    if path is None and getattr(args, "target", None):
+        path = find_target(args.target, getattr(args, "targets_dir", "targets"))
+    if path is None:
+        data, source = {"name": "quantize", "backend": "onnxruntime"}, "<command line>"
+    else:
+        data, source = read_target_file(path), str(path)
+    return target_from_dict(apply_overrides(data, overrides, source), source, named)
+
+
+def _check_path_flags(overrides: dict[str, object], named: dict[str, str]) -> None:
+    """A file or folder given on the command line that is not there is the flag's fault: say so before any work."""
+    from edgeresnext.data import DATASETS
+    from edgeresnext.errors import ConfigError
+
+    expected = {"quant.calib_dir": "an image folder", "model.checkpoint": "a checkpoint file", "data.dataset": None}
+    for key, what in expected.items():
+        value = overrides.get(key)
+        if key not in named or not isinstance(value, str) or value.startswith("shipped:") or value in DATASETS:
+            continue
+        if not Path(value).exists():
+            accepted = what or f"one of {', '.join(DATASETS)} or an image folder"
+            raise ConfigError(f"{named[key]} {value}: no such file or folder; expected {accepted}")

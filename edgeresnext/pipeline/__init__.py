@@ -1,0 +1,237 @@
+"""Runs the stages of one target into ``build/<target>/`` (see :mod:`.stages`), skipping stages whose inputs did
+not change (see :mod:`.cache`), and prints what it did: :func:`build` for one target, :func:`build_all` for every
+target with a comparison table.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from edgeresnext.atomic import remove_stale_temporaries, write_json_atomic, write_text_atomic
+from edgeresnext.config import SHIPPED_CHECKPOINT, Target
+from edgeresnext.errors import ConfigError, DataError, EdgeResNeXtError
+from edgeresnext.pipeline.cache import BuildLock, StageResult, run_stage
+from edgeresnext.pipeline.stages import STAGE_FUNCTIONS, STAGES, BuildContext, calibration_shortfall, load_report
+
+if TYPE_CHECKING:
+    from edgeresnext.validate import ValidationReport
+
+__all__ = ["STAGES", "BuildContext", "BuildSummary", "StageResult", "build", "build_all", "prepare_inputs", "run_stage"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class BuildSummary:
+    """What a build did: its stages, the validation report, notes and what is left for the device."""
+
+    context: BuildContext
+    stages: list[StageResult] = field(default_factory=list)
+    report: ValidationReport | None = None
+    notes: list[str] = field(default_factory=list)
+    not_done: list[str] = field(default_factory=list)
+
+    @property
+    def target(self) -> Target:
+        return self.context.target
+
+    @property
+    def root(self) -> Path:
+        return self.context.root
+
+    @property
+    def ok(self) -> bool:
+        return self.report is None or self.report.passed
+
+    def stage(self, name: str) -> StageResult | None:
+        return next((s for s in self.stages if s.name == name), None)
+
+    def render(self) -> str:
+        """The closing summary: stages, artifacts with sizes, accuracy and latency, gates, where things are."""
+        lines = [
+            f"build {self.target.name}: {'OK' if self.ok else 'FAILED'}  "
+            f"({self.target.backend}, {self.target.precision}; {self.root})"
+        ]
+        for stage in self.stages:
+            state = "cached" if stage.skipped else f"{stage.seconds:.1f} s"
+            lines.append(f"  {stage.name:9s} {state:>8s}")
+        compile_stage = self.stage("compile")
+        if compile_stage:
+            lines.append("artifacts:")
+            for name in compile_stage.outputs:
+                path = compile_stage.folder / name
+                lines.append(f"  {path}  {path.stat().st_size / 1e6:.2f} MB")
+        if self.report is not None:
+            lines.append("validation (same images, batch-1 latency p50):")
+            for row in self.report.artifacts:
+                if not row.ok:
+                    lines.append(f"  {row.name:28s} not run here: {row.skip_reason}")
+                    continue
+                lines.append(
+                    f"  {row.name:28s} top-1 {row.top1 * 100:6.2f} %  drop {row.top1_drop * 100:+.2f} pt  "
+                    f"agreement {row.agreement * 100:6.2f} %  p50 {row.p50_ms:7.3f} ms  "
+                    f"x{row.speedup_vs_fp32:.2f} vs FP32"
+                )
+            for gate in self.report.gates:
+                lines.append(f"  gate {gate.gate}: {'pass' if gate.passed else 'FAIL'} ({gate.message})")
+            lines.append(f"report: {self.context.folder('validate') / 'report.md'} (and report.html, report.json)")
+        bundle_stage = self.stage("bundle")
+        if bundle_stage:
+            lines.append(f"bundle: {bundle_stage.folder} (edgeresnext bundle verify {bundle_stage.folder})")
+        lines += [f"not done here: {item}" for item in self.not_done]
+        lines += [f"note: {note}" for note in self.notes]
+        return "\n".join(lines)
+
+    def comparison_row(self) -> list[str]:
+        """This build's line in ``build/comparison.md``."""
+        head = [self.target.name, self.target.backend, self.target.precision]
+        if self.report is None:
+            return [*head, *["-"] * 7]
+        primary = self.report.primary_result
+        return [
+            *head,
+            primary.name,
+            f"{primary.top1 * 100:.2f} %",
+            f"{primary.top1_drop * 100:+.2f}",
+            f"{primary.agreement * 100:.2f} %",
+            f"{primary.p50_ms:.3f}",
+            f"{primary.speedup_vs_fp32:.2f}x",
+            "pass" if self.report.passed else "FAIL",
+        ]
+
+
+def prepare_inputs(target: Target, say: Callable[[str], None], install: bool = False) -> None:
+    """Set up the default inputs ``target`` reads, and only those: Fashion-MNIST when it validates (or calibrates)
+    on it, and the generated ``calib_data/`` when it calibrates there and the folder holds no images yet (a
+    folder with images is used as it is: they may be the user's own). ``install`` lets Fashion-MNIST come from
+    apt-get (see :func:`~edgeresnext.data.fashion_mnist.ensure_fashion_mnist`)."""
+    from edgeresnext.data import calibration
+    from edgeresnext.data.fashion_mnist import ensure_fashion_mnist
+
+    calib = Path(target.quant.calib_dir)
+    default_calib = calib == Path(calibration.DEFAULT_FOLDER) and not _has_images(calib)
+    needs_calib = target.precision == "int8" and default_calib
+    if needs_calib or (target.data.dataset == "fashion-mnist" and target.data.root is None):
+        ensure_fashion_mnist(install=install)
+    if needs_calib:
+        say(f"calibration images: {calib}/ is empty; writing {calibration.DEFAULT_COUNT} Fashion-MNIST training images")
+        calibration.write_calibration_set(calib, count=calibration.DEFAULT_COUNT, install=install)
+
+
+def _has_images(folder: Path) -> bool:
+    from edgeresnext.data.folder import list_images
+
+    try:
+        return bool(list_images(folder))
+    except DataError:
+        return False
+
+
+def build(
+    target: Target,
+    out_root: str | Path = "build",
+    progress: bool = True,
+    on_event: Callable[[str], None] | None = None,
+    install: bool = False,
+    stop_after: str | None = None,
+) -> BuildSummary:
+    """Run the stages for ``target`` into ``<out_root>/<target.name>/``; returns the summary the CLI prints.
+
+    ``on_event`` receives one line per stage as it starts and ends (the CLI prints them). Missing default
+    inputs are set up first (:func:`prepare_inputs`; ``install`` allows apt-get for Fashion-MNIST).
+    ``stop_after`` ends the build after that stage (``edgeresnext quantize``/``compile`` run the same stages).
+    """
+    say = on_event or logger.info
+    ctx = BuildContext(target=target, root=Path(out_root) / target.name, progress=progress, say=say)
+    planned = ctx.planned
+    if stop_after is not None:
+        if stop_after not in planned:
+            raise ConfigError(f"stop_after={stop_after!r}; a {target.precision} build runs {', '.join(planned)}")
+        planned = planned[: planned.index(stop_after) + 1]
+    prepare_inputs(target, say, install=install)
+    summary = BuildSummary(context=ctx)
+    with BuildLock(ctx.root, on_wait=say):
+        # A build killed mid-write (kill -9, power loss) leaves hidden temporaries; the lock says none is live.
+        remove_stale_temporaries(ctx.root)
+        if ctx.int8:  # a missing, empty or too small calibration folder fails before any heavy work
+            found = len(ctx.calibration_files())
+            calibration_shortfall(target, found, found)
+        write_json_atomic(ctx.root / "config.json", target.resolved())
+        for index, name in enumerate(planned, start=1):
+            say(f"[{index}/{len(ctx.planned)}] {name} ...")
+            result = STAGE_FUNCTIONS[name](ctx)
+            ctx.done[name] = result
+            summary.stages.append(result)
+            state = "unchanged, skipped" if result.skipped else f"done in {result.seconds:.1f} s"
+            say(f"[{index}/{len(ctx.planned)}] {name}: {state}")
+            if name == "quantize":
+                summary.notes += _calibration_notes(ctx, result)
+    if "validate" in ctx.done:
+        summary.report = load_report(ctx)
+    artifact = ctx.done["compile"].info.get("artifact", {}) if "compile" in ctx.done else {}
+    if artifact.get("kind") == "kit":
+        summary.not_done.append(artifact.get("info", {}).get("reason", "TensorRT engine: built on the device"))
+        summary.notes += [f"on the device: {line}" for line in artifact.get("info", {}).get("device_commands", [])]
+    if target.model.checkpoint == SHIPPED_CHECKPOINT:
+        summary.notes.append("model: the shipped Fashion-MNIST ResNeXt (override with CHECKPOINT=... / MODEL=...)")
+    return summary
+
+
+def _calibration_notes(ctx: BuildContext, quantized: StageResult) -> list[str]:
+    """What the build summary says about calibration, judged from what the stage used (also when cached)."""
+    notes = []
+    skipped = quantized.info.get("calibration_skipped")
+    if skipped:
+        notes.append(
+            f"calibration: skipped {len(skipped)} unreadable image(s) (data.on_bad_image: "
+            f"skip), first: {skipped[0][1]}; all in {quantized.folder / 'quant.json'}"
+        )
+    found, used = len(ctx.calibration_files()), int(quantized.info.get("calibration_images", 0))
+    short = calibration_shortfall(ctx.target, found, used)
+    if short:
+        notes.append(f"calibration: {short}")
+    return notes
+
+
+COMPARISON_HEADER = [
+    "target",
+    "backend",
+    "precision",
+    "artifact",
+    "top-1",
+    "drop (pt)",
+    "agreement",
+    "p50 ms",
+    "speed-up vs FP32",
+    "gates",
+]
+
+
+def build_all(
+    targets: list[Target],
+    out_root: str | Path = "build",
+    progress: bool = True,
+    on_event: Callable[[str], None] | None = None,
+    install: bool = False,
+) -> tuple[str, bool]:
+    """Build each target (a failure is recorded, not fatal) and write ``<out_root>/comparison.md``."""
+    rows = [COMPARISON_HEADER]
+    all_ok = True
+    for target in targets:
+        try:
+            summary = build(target, out_root=out_root, progress=progress, on_event=on_event, install=install)
+        except EdgeResNeXtError as err:
+            all_ok = False
+            rows.append([target.name, target.backend, target.precision, *["-"] * 6, f"error: {err}"])
+            continue
+        all_ok &= summary.ok
+        rows.append(summary.comparison_row())
+    table = "\n".join(
+        "| " + " | ".join(row) + " |" + ("\n|" + "---|" * len(row) if i == 0 else "") for i, row in enumerate(rows)
+    )
+    path = write_text_atomic(Path(out_root) / "comparison.md", "# Targets compared\n\n" + table + "\n")
+    return f"{table}\n\ncomparison written to {path}", all_ok

@@ -1,0 +1,440 @@
+"""The stages of a build, in order: model -> export -> quantize -> lint -> compile -> validate -> bundle.
+
+Each stage is a function of one :class:`BuildContext` (the target, the build folder, progress, and the results
+of the stages before it) that runs through the stage cache (:func:`~edgeresnext.pipeline.cache.run_stage`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgeresnext.atomic import write_json_atomic
+from edgeresnext.errors import DataError
+from edgeresnext.models.shipped import resolve_checkpoint
+from edgeresnext.pipeline.cache import StageResult, run_stage
+
+if TYPE_CHECKING:
+    from edgeresnext.config import Target
+    from edgeresnext.validate import ValidationReport
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("model", "export", "quantize", "lint", "compile", "validate", "bundle")
+MODEL_FILE = "model.safetensors"
+FP32_ONNX = "model_fp32.onnx"
+INT8_ONNX = "model_int8.onnx"
+EXPORT_PARITY_IMAGES = 32
+EXPORT_TOLERANCE = 1e-3
+
+
+@dataclass
+class BuildContext:
+    """What every stage of one build reads: the target, the build folder, progress, and the stages already run."""
+
+    target: Target
+    root: Path
+    progress: bool = True
+    say: Callable[[str], None] = logger.info
+    done: dict[str, StageResult] = field(default_factory=dict)
+
+    @property
+    def int8(self) -> bool:
+        return self.target.precision == "int8"
+
+    @property
+    def native_int8(self) -> bool:
+        """OpenVINO's own INT8 (NNCF on the OpenVINO model) quantizes the FP32 model, not the Q/DQ file."""
+        target = self.target
+        return target.backend == "openvino" and self.int8 and target.backend_options.openvino.native_int8
+
+    @property
+    def planned(self) -> list[str]:
+        return [name for name in STAGES if self.int8 or name not in ("quantize", "lint")]
+
+    def folder(self, stage: str) -> Path:
+        return self.done[stage].folder
+
+    @property
+    def model_file(self) -> Path:
+        return self.folder("model") / MODEL_FILE
+
+    @property
+    def fp32_onnx(self) -> Path:
+        return self.folder("export") / FP32_ONNX
+
+    @property
+    def qdq_onnx(self) -> Path | None:
+        return self.folder("quantize") / INT8_ONNX if "quantize" in self.done else None
+
+    @property
+    def sensitivity_json(self) -> Path | None:
+        path = self.folder("quantize") / "sensitivity.json" if "quantize" in self.done else None
+        return path if path is not None and path.is_file() else None
+
+    @property
+    def compile_source(self) -> Path:
+        """The ONNX the compile stage turns into the target's artifact: the Q/DQ file, or the FP32 one."""
+        qdq = self.qdq_onnx
+        return qdq if qdq is not None and not self.native_int8 else self.fp32_onnx
+
+    def load_model(self):
+        from edgeresnext.models import load_checkpoint
+
+        return load_checkpoint(self.model_file)
+
+    def calibration_files(self) -> list[Path]:
+        from edgeresnext.data.folder import list_images
+
+        return list_images(self.target.quant.calib_dir)
+
+
+def stage_model(ctx: BuildContext) -> StageResult:
+    """Resolve the FP32 checkpoint, load it safely, and store it (with metadata) as model.safetensors."""
+    target = ctx.target
+    checkpoint = resolve_checkpoint(target.model.checkpoint)
+
+    def produce(folder: Path) -> dict[str, Any]:
+        from edgeresnext.models import load_checkpoint, save_checkpoint
+
+        kwargs = {
+            k: v
+            for k, v in (("num_classes", target.model.num_classes), ("in_channels", target.model.in_channels))
+            if v is not None
+        }
+        model = load_checkpoint(checkpoint, arch=target.model.arch, **kwargs)
+        save_checkpoint(folder / MODEL_FILE, model, model.meta)
+        return {
+            "arch": model.meta.arch,
+            "num_classes": model.meta.num_classes,
+            "source": str(checkpoint),
+            "parameters": sum(p.numel() for p in model.parameters()),
+        }
+
+    return run_stage(ctx.root / "model", "model", target.model.model_dump(mode="json"), [checkpoint], produce)
+
+
+def stage_export(ctx: BuildContext) -> StageResult:
+    """FP32 ONNX (dynamic batch), onnx.checker + shape inference, parity with PyTorch on real validation images."""
+    target = ctx.target
+    parity_data = target.data.model_copy(update={"limit": EXPORT_PARITY_IMAGES, "on_bad_image": "skip"})
+    config = {
+        "input": target.input.model_dump(mode="json"),
+        "opset": 17,
+        "tolerance": EXPORT_TOLERANCE,
+        "parity_data": parity_data.model_dump(mode="json"),
+    }
+
+    def produce(folder: Path) -> dict[str, Any]:
+        from edgeresnext.data.validation import load_validation_data
+        from edgeresnext.export import assert_parity, onnx_from_torch
+
+        model = ctx.load_model()
+        size = target.input.size or model.meta.input_size
+        onnx_path = onnx_from_torch(
+            model, folder / FP32_ONNX, input_shape=(model.meta.in_channels, size, size), dynamic_batch=True
+        )
+        images = load_validation_data(parity_data, model.meta.preprocess, model.meta.class_names).inputs
+        error = assert_parity(model, onnx_path, images, tolerance=EXPORT_TOLERANCE)
+        return {"max_abs_error_vs_torch": float(error), "parity_images": len(images)}
+
+    return run_stage(ctx.root / "export", "export", config, [ctx.model_file], produce)
+
+
+def stage_quantize(ctx: BuildContext) -> StageResult:
+    """PTQ (or QAT) to the Q/DQ INT8 ONNX every backend reads; per-layer sensitivity; fallback until the gate holds."""
+    target = ctx.target
+    fp32_onnx = ctx.fp32_onnx
+    calib_files = ctx.calibration_files()
+    section = {
+        "quant": target.quant.model_dump(mode="json"),
+        "gate": target.gates.max_top1_drop,
+        "data": target.data.model_dump(mode="json"),
+        "on_bad_image": target.data.on_bad_image,
+    }
+
+    def produce(folder: Path) -> dict[str, Any]:
+        from edgeresnext.data.calibration import load_calibration_images
+        from edgeresnext.quantize.int8 import quantize_int8
+        from edgeresnext.quantize.sensitivity import fallback, layer_sensitivity
+
+        spec = target.quant
+        model = ctx.load_model()
+        skipped: list[tuple[str, str]] = []
+        calib = load_calibration_images(
+            spec.calib_dir, model.meta.preprocess, spec.subset_size, target.data.on_bad_image, skipped=skipped
+        )
+        began = time.perf_counter()
+        int8 = folder / INT8_ONNX
+        quantize_int8(
+            model, calib, spec, int8, fp32_onnx=fp32_onnx, progress=ctx.progress, train_limit=spec.qat_train_limit
+        )
+        info: dict[str, Any] = {
+            "method": spec.method,
+            "calibration_images": len(calib),
+            "calibration_skipped": skipped,
+            "quantize_seconds": round(time.perf_counter() - began, 2),
+        }
+        sensitivity = None
+        if spec.sensitivity:
+            sensitivity = layer_sensitivity(
+                int8, calib[:64], folder / "sensitivity.json", fp32_onnx=fp32_onnx, progress=ctx.progress
+            )
+            info["most_sensitive"] = [row["module"] for row in sensitivity["layers"][:3]]
+        gate = target.gates.max_top1_drop
+        if gate is not None and spec.max_fallback_layers > 0:
+            # The gate is judged on the validation set, so the fallback decides on the same images (stated in
+            # quant.json and the report): it leaves layers in float only while the gate would fail.
+            from edgeresnext.data.validation import load_validation_data
+
+            data = load_validation_data(target.data, model.meta.preprocess, model.meta.class_names)
+            result = fallback(
+                int8,
+                fp32_onnx,
+                data.inputs,
+                data.labels,
+                gate,
+                int8,
+                sensitivity=sensitivity,
+                max_layers=spec.max_fallback_layers,
+                sensitivity_json=folder / "sensitivity.json" if sensitivity else None,
+                raise_on_fail=False,
+            )
+            info["fallback"] = {
+                "images": data.name,
+                "top1_drop_before": round(result.fp32_top1 - result.int8_top1, 5),
+                "top1_drop_after": round(result.top1_drop, 5),
+                "layers_in_float": result.layers,
+                "steps": result.steps,
+                "gate_reached": result.passed,
+            }
+        info["seconds"] = round(time.perf_counter() - began, 2)
+        write_json_atomic(folder / "quant.json", info)
+        return info
+
+    inputs = [ctx.model_file, fp32_onnx, *calib_files]
+    return run_stage(ctx.root / "quantize", "quantize", section, inputs, produce)
+
+
+def calibration_shortfall(target: Target, found: int, usable: int) -> str | None:
+    """Fewer usable calibration images than quant.subset_size: an error under on_bad_image 'fail', else a note."""
+    wanted = target.quant.subset_size
+    if usable >= wanted:
+        return None
+    message = (
+        f"{target.quant.calib_dir}: {usable} usable calibration image(s) ({found} found), fewer than "
+        f"quant.subset_size={wanted}; add images (`make data`) or lower quant.subset_size"
+    )
+    if target.data.on_bad_image == "fail":
+        raise DataError(message)
+    logger.warning(message)
+    return message
+
+
+def stage_lint(ctx: BuildContext) -> StageResult:
+    """The TensorRT lint on the Q/DQ ONNX: every INT8 export passes it before any backend sees it."""
+    qdq_onnx = ctx.qdq_onnx
+
+    def produce(folder: Path) -> dict[str, Any]:
+        from edgeresnext.errors import ExportError
+        from edgeresnext.lint import lint_onnx
+
+        found = lint_onnx(qdq_onnx, rules="tensorrt")
+        rows = [{"node": v.node, "rule": v.rule, "severity": v.severity, "message": v.message} for v in found]
+        write_json_atomic(folder / "lint.json", {"model": str(qdq_onnx), "rules": "tensorrt", "violations": rows})
+        errors = [v for v in found if v.severity == "error"]
+        if errors:
+            raise ExportError(
+                f"{qdq_onnx}: {len(errors)} TensorRT lint violation(s), first: {errors[0]} "
+                f"(all in {folder / 'lint.json'})"
+            )
+        return {"errors": 0, "warnings": len(found) - len(errors)}
+
+    return run_stage(ctx.root / "lint", "lint", {"rules": "tensorrt"}, [qdq_onnx], produce)
+
+
+def stage_compile(ctx: BuildContext) -> StageResult:
+    """The target's backend turns the (Q/DQ or FP32) ONNX into what the device runs; artifact.json describes it."""
+    from edgeresnext.backends import get_backend
+
+    target = ctx.target
+    backend = get_backend(target.backend)
+    onnx_path = ctx.compile_source
+    section = {
+        "backend": target.backend,
+        "precision": target.precision,
+        "input": target.input.model_dump(mode="json"),
+        "options": getattr(target.backend_options, target.backend).model_dump(mode="json"),
+        "available": backend.available(),
+    }
+
+    def produce(folder: Path) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
+        if ctx.native_int8:  # NNCF calibrates the OpenVINO model itself, on the images the quantize stage uses
+            from edgeresnext.data.calibration import load_calibration_images
+
+            meta = ctx.load_model().meta
+            spec = target.quant
+            extra["calibration"] = load_calibration_images(
+                spec.calib_dir, meta.preprocess, spec.subset_size, target.data.on_bad_image
+            )
+        artifact = backend.compile(onnx_path, target, folder, **extra)
+        artifact.save(folder / "artifact.json")
+        return {"artifact": artifact.to_dict()}
+
+    inputs = [onnx_path]
+    if ctx.native_int8:
+        inputs += [ctx.model_file, *ctx.calibration_files()]
+        section["quant"] = target.quant.model_dump(mode="json")
+    return run_stage(ctx.root / "compile", "compile", section, inputs, produce)
+
+
+def artifacts_under_test(ctx: BuildContext) -> list[Any]:
+    """What the validate stage measures: the FP32 ONNX and the Q/DQ file in ONNX Runtime, the target's artifact
+    (or why it cannot run here), and what stands in for it on this host (the backend's proxies)."""
+    from edgeresnext.backends import Artifact, get_backend
+    from edgeresnext.validate import ArtifactUnderTest, SkippedArtifact, runner_from_file
+
+    target = ctx.target
+
+    def onnx_item(name: str, path: Path, precision: str, backend: str = "onnxruntime") -> ArtifactUnderTest:
+        return ArtifactUnderTest(name, runner_from_file(path, target, backend), [path], backend, precision)
+
+    items: list[Any] = [onnx_item("onnx-fp32 (onnxruntime)", ctx.fp32_onnx, "fp32")]
+    if ctx.qdq_onnx is not None:
+        items.append(onnx_item("qdq-int8 (onnxruntime)", ctx.qdq_onnx, "int8"))
+    artifact = Artifact.load(ctx.folder("compile") / "artifact.json")
+    if (
+        artifact.backend == "onnxruntime"
+        and artifact.precision in ("fp32", "int8")
+        and not artifact.info.get("differs_from_source")
+    ):
+        return items  # the artifact is one of the files above, already validated
+    backend = get_backend(artifact.backend)
+    name = f"{artifact.backend}-{artifact.precision}"
+    files = [Path(p) for p in artifact.files if Path(p).is_file()]
+    reason = (
+        backend.available()
+        if artifact.kind != "kit"
+        else (artifact.info.get("reason") or "an on-device build kit: the engine is built on the device")
+    )
+    if reason is None:
+        runner = backend.load(artifact, target)
+        items.append(
+            ArtifactUnderTest(name, runner, files, artifact.backend, artifact.precision, info=runner.precision_report())
+        )
+    else:
+        items.append(SkippedArtifact(name, reason, files, artifact.backend, artifact.precision))
+    for proxy_name, proxy in backend.proxies(artifact):
+        if Path(proxy.path).is_file():
+            items.append(onnx_item(proxy_name, Path(proxy.path), proxy.precision, proxy.backend))
+    return items
+
+
+def stage_validate(ctx: BuildContext) -> StageResult:
+    """Every artifact against the FP32 PyTorch model on the target's validation set; the report; gate verdicts."""
+    from edgeresnext.validate import target_threads
+
+    target = ctx.target
+    compiled = ctx.done["compile"]
+    sensitivity = ctx.sensitivity_json
+    files = [
+        ctx.model_file,
+        ctx.fp32_onnx,
+        *([ctx.qdq_onnx] if ctx.qdq_onnx else []),
+        *[compiled.folder / n for n in sorted(compiled.outputs)],
+        *([sensitivity] if sensitivity else []),
+    ]
+    section = {
+        "data": target.data.model_dump(mode="json"),
+        "gates": target.gates.model_dump(mode="json"),
+        "validate": target.validate_.model_dump(mode="json"),
+        "threads": target_threads(target),
+    }
+
+    def produce(folder: Path) -> dict[str, Any]:
+        from edgeresnext.data.validation import load_validation_data
+        from edgeresnext.report import write_report
+        from edgeresnext.validate import validate
+
+        model = ctx.load_model()
+        data = load_validation_data(target.data, model.meta.preprocess, model.meta.class_names)
+        items = artifacts_under_test(ctx)
+        runnable = [i for i in items if hasattr(i, "runner")]
+        report = validate(
+            target,
+            items,
+            model,
+            data,
+            primary=runnable[-1].name,
+            sensitivity=json.loads(sensitivity.read_text()) if sensitivity else None,
+            model_files=[ctx.model_file],
+            progress=ctx.progress,
+        )
+        write_report(report, folder)
+        return {"passed": report.passed, "primary": report.primary}
+
+    return run_stage(ctx.root / "report", "validate", section, files, produce)
+
+
+def load_report(ctx: BuildContext) -> ValidationReport:
+    """The validate stage's report (also for a cached stage: report.json is its record)."""
+    from edgeresnext.validate import ValidationReport
+
+    return ValidationReport.load(ctx.folder("validate") / "report.json")
+
+
+def bundle_summary(report: ValidationReport) -> dict[str, Any]:
+    """What the bundle's manifest says about the validation the artifact passed."""
+    primary = report.primary_result
+    return {
+        "dataset": report.data.name,
+        "images": report.data.count,
+        "validated_artifact": primary.name,
+        "top1": primary.top1,
+        "top1_fp32": report.reference_result.top1,
+        "top1_drop": primary.top1_drop,
+        "agreement": primary.agreement,
+        "latency_ms_p50": primary.p50_ms,
+        "gates_passed": report.passed,
+    }
+
+
+def stage_bundle(ctx: BuildContext) -> StageResult:
+    """The folder device apps embed: artifact(s), labels.txt, manifest.json with sha256 of every file."""
+    compiled = ctx.done["compile"]
+    artifact_json = compiled.folder / "artifact.json"
+    report_json = ctx.folder("validate") / "report.json"
+    files = [ctx.model_file, artifact_json, report_json, *[compiled.folder / n for n in sorted(compiled.outputs)]]
+
+    def produce(folder: Path) -> dict[str, Any]:
+        from edgeresnext.backends import Artifact
+        from edgeresnext.bundle import bundle_from_artifacts
+        from edgeresnext.models import read_checkpoint
+
+        meta = read_checkpoint(ctx.model_file).meta
+        summary = bundle_summary(load_report(ctx))
+        bundle_from_artifacts(
+            folder, [Artifact.load(artifact_json)], meta, validation_summary=summary, target=ctx.target
+        )
+        return {"validation_summary": summary}
+
+    root = ctx.root
+    section = {"backend": ctx.target.backend}
+    return run_stage(root / "bundle", "bundle", section, files, produce, record_path=root / "bundle.stage.json")
+
+
+STAGE_FUNCTIONS: dict[str, Callable[[BuildContext], StageResult]] = {
+    "model": stage_model,
+    "export": stage_export,
+    "quantize": stage_quantize,
+    "lint": stage_lint,
+    "compile": stage_compile,
+    "validate": stage_validate,
+    "bundle": stage_bundle,
+}
