@@ -89,8 +89,13 @@ def test_close_frees_the_runtime_and_is_idempotent(backend_name, fp32_onnx, test
 
 @pytest.mark.parametrize(
     ("backend_name", "name", "kind"),
-    [("openvino", "model.xml", "ir"), ("openvino", "model.onnx", "onnx"), ("onnxruntime", "model.onnx", "onnx")]
-    + [("tensorrt", "model.engine", "engine"), ("tensorrt", "model.plan", "engine")],
+    [
+        ("openvino", "model.xml", "ir"),
+        ("openvino", "model.onnx", "onnx"),
+        ("onnxruntime", "model.onnx", "onnx"),
+        ("tensorrt", "model.engine", "engine"),
+        ("tensorrt", "model.plan", "engine"),
+    ],
 )
 def test_a_file_given_alone_gets_its_backends_kind(backend_name, name, kind, tmp_path):
     artifact = get_backend(backend_name).artifact_for_file(tmp_path / name, "int8")
