@@ -17,7 +17,7 @@ import numpy as np
 
 from edgeresnext.atomic import atomic_path
 from edgeresnext.errors import ExportError
-from edgeresnext.onnx_io import check_external_data
+from edgeresnext.onnx_io import check_external_data, ort_session
 
 logger = logging.getLogger(__name__)
 
@@ -125,16 +125,7 @@ def check_onnx(path: str | os.PathLike[str]) -> None:
 
 def onnx_runner(onnx_path: str | os.PathLike[str], threads: int | None = None):
     """A callable batch -> logits running ``onnx_path`` in ONNX Runtime on the CPU (validation and tests)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if threads is not None:
-        options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    try:
-        session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-    except Exception as err:  # onnxruntime raises its own unexported exception types
-        raise ExportError(f"{onnx_path}: ONNX Runtime cannot load the model ({str(err).splitlines()[0]})") from err
+    session = ort_session(onnx_path, threads=threads)
     input_name = session.get_inputs()[0].name
 
     def run(batch: np.ndarray) -> np.ndarray:

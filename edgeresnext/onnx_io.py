@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from edgeresnext.errors import ConfigError, ExportError
 
@@ -106,6 +107,26 @@ def onnx_input(onnx_path: str | Path) -> tuple[str, list[int | str]]:
     return inputs[0].name, shape
 
 
+def onnx_signature(onnx_path: str | Path) -> dict[str, Any]:
+    """``input_name``, ``input_shape``, ``output_name``, ``output_shape`` of the first input and output
+    (-1 for a dynamic dimension): what a bundle's manifest records."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    initializers = {init.name for init in graph.initializer}
+    inputs = [value for value in graph.input if value.name not in initializers]
+
+    def dims(value) -> list[int]:
+        return [d.dim_value if d.HasField("dim_value") else -1 for d in value.type.tensor_type.shape.dim]
+
+    return {
+        "input_name": inputs[0].name,
+        "input_shape": dims(inputs[0]),
+        "output_name": graph.output[0].name,
+        "output_shape": dims(graph.output[0]),
+    }
+
+
 def check_onnx_precision(onnx_path: Path, precision: str) -> None:
     """An INT8 target needs Q/DQ nodes in the file; an FP32 target must not silently ship a quantized one."""
     import onnx
@@ -121,3 +142,51 @@ def check_onnx_precision(onnx_path: Path, precision: str) -> None:
         raise ConfigError(
             f"{onnx_path}: target precision is fp32 but the model is quantized (Q/DQ nodes); pass the FP32 ONNX"
         )
+
+
+GRAPH_OPTIMIZATION_LEVELS = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
+
+
+def ort_session(
+    model: str | os.PathLike[str] | bytes | object,
+    threads: int | None = None,
+    optimization: str = "all",
+    optimized_model_path: str | os.PathLike[str] | None = None,
+    providers: tuple[str, ...] = ("CPUExecutionProvider",),
+):
+    """The one place an ``onnxruntime.InferenceSession`` is made (export checks, quantize, backends, runtime).
+
+    ``model``: a path, serialized bytes or an ``onnx.ModelProto``. ``threads``: intra-op threads (inter-op 1;
+    None: ONNX Runtime's default). ``optimization``: graph optimisation level (:data:`GRAPH_OPTIMIZATION_LEVELS`;
+    "all" is ONNX Runtime's own default). ``optimized_model_path``: where ONNX Runtime writes the graph it will
+    run. ``providers``: execution providers in order of preference; those not available here are skipped (CPU
+    last resort). Needs only onnxruntime (never onnx): device apps run it.
+    """
+    import onnxruntime as ort
+
+    if optimization not in GRAPH_OPTIMIZATION_LEVELS:
+        raise ConfigError(
+            f"graph optimization {optimization!r}; expected one of {', '.join(GRAPH_OPTIMIZATION_LEVELS)}"
+        )
+    options = ort.SessionOptions()
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, GRAPH_OPTIMIZATION_LEVELS[optimization])
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    if optimized_model_path is not None:
+        options.optimized_model_filepath = str(optimized_model_path)
+    options.log_severity_level = 3  # errors only: ORT's warnings about unused initializers are noise here
+    available = set(ort.get_available_providers())
+    chosen = [name for name in providers if name in available] or ["CPUExecutionProvider"]
+    source = model.SerializeToString() if hasattr(model, "SerializeToString") else model
+    where = "the model" if isinstance(source, bytes) else str(source)
+    try:
+        return ort.InferenceSession(source if isinstance(source, bytes) else str(source), options, providers=chosen)
+    except Exception as err:  # onnxruntime raises its own unexported exception types
+        said = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ExportError(f"{where}: ONNX Runtime cannot load the model ({said})") from err

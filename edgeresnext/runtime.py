@@ -9,9 +9,10 @@ print(result.labels, result.scores)
 ```
 
 Needs numpy, Pillow and the one runtime the bundle's artifact runs on (``openvino``, ``onnxruntime``, or
-``tensorrt`` with ``cuda-python``) — never torch, nncf or pydantic. Preprocessing is
-:class:`edgeresnext.data.preprocess.Preprocess` rebuilt from the manifest: the same code training,
-calibration and validation use.
+``tensorrt`` with ``cuda-python``) — never torch, nncf, pydantic or onnx. Inference is the backend's own
+:class:`~edgeresnext.backends.base.Runner` (``get_backend(name).load(...)``): the very code validation scored and
+timed. Preprocessing is :class:`edgeresnext.data.preprocess.Preprocess` rebuilt from the manifest: the same code
+training, calibration and validation use.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeresnext.backends import Artifact, Runner, get_backend
 from edgeresnext.bundle import BundleError, read_labels, read_manifest, verify_bundle
 from edgeresnext.data.preprocess import Preprocess
 from edgeresnext.errors import BackendUnavailable, ConfigError, DataError
@@ -49,129 +51,19 @@ class Prediction:
         return {"labels": self.labels, "scores": self.scores, "indices": self.indices}
 
 
-# --------------------------------------------------------------------------------------------- sessions
-class _Session:
-    """One loaded artifact: ``run(batch)`` with a float32 NCHW batch inside the artifact's batch range."""
-
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-
-# OpenVINO's CPU plugin runs float layers in bf16 by default on CPUs that have it (AVX512-BF16, AMX); the
-# backend validates in f32 (edgeresnext.backends.openvino.compile_config), so the runtime does too.
-OPENVINO_DEFAULT_CONFIG = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
-
-
-class _OpenVINOSession(_Session):
-    def __init__(self, path: Path, device: str, threads: int | None, info: dict[str, Any]) -> None:
-        import openvino as ov
-
-        core = ov.Core()
-        config: dict[str, Any] = dict(OPENVINO_DEFAULT_CONFIG)
-        if info.get("hint"):  # the target's backend_options.openvino, recorded by the backend
-            config["PERFORMANCE_HINT"] = str(info["hint"]).upper()
-        threads = threads or info.get("threads")
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = int(threads)
-        self.compiled = core.compile_model(core.read_model(str(path)), device, config)
-        self.request = self.compiled.create_infer_request()
-
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        self.request.infer({0: batch})
-        return np.asarray(self.request.get_output_tensor(0).data, dtype=np.float32).copy()
-
-
-class _ONNXRuntimeSession(_Session):
-    def __init__(self, path: Path, device: str, threads: int | None, info: dict[str, Any]) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        providers = (
-            ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.upper() == "GPU" else ["CPUExecutionProvider"]
-        )
-        providers = [p for p in providers if p in ort.get_available_providers()]
-        self.session = ort.InferenceSession(str(path), options, providers=providers)
-        self.input_name = self.session.get_inputs()[0].name
-
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        return np.asarray(self.session.run(None, {self.input_name: batch})[0], dtype=np.float32)
-
-
-class _TensorRTSession(_Session):
-    """TensorRT 10/11 name-based I/O (``set_input_shape``/``set_tensor_address``/``execute_async_v3``), device
-    memory through cuda-python. Engines run only on the TensorRT version and GPU that built them."""
-
-    def __init__(self, path: Path, device: str, threads: int | None, info: dict[str, Any]) -> None:
-        import tensorrt as trt
-
-        try:
-            from cuda.bindings import runtime as cudart
-        except ImportError:
-            from cuda import cudart  # cuda-python < 12.6
-        self.trt, self.cudart = trt, cudart
-        self.logger = trt.Logger(trt.Logger.WARNING)
-        self.engine = trt.Runtime(self.logger).deserialize_cuda_engine(path.read_bytes())
-        if self.engine is None:
-            raise BackendUnavailable(
-                f"{path}: TensorRT {trt.__version__} could not deserialize the engine (built by "
-                "another TensorRT version or for another GPU?)"
-            )
-        self.context = self.engine.create_execution_context()
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        self.input_name = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
-        self.output_name = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
-        self.stream = self._check(cudart.cudaStreamCreate())
-
-    def _check(self, result: tuple) -> Any:
-        error, *values = result
-        if int(error) != 0:
-            raise BackendUnavailable(f"CUDA call failed: {self.cudart.cudaGetErrorString(error)[1]}")
-        return values[0] if values else None
-
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        cudart, trt = self.cudart, self.trt
-        self.context.set_input_shape(self.input_name, tuple(batch.shape))
-        out_shape = tuple(self.context.get_tensor_shape(self.output_name))
-        out_dtype = trt.nptype(self.engine.get_tensor_dtype(self.output_name))
-        in_dtype = trt.nptype(self.engine.get_tensor_dtype(self.input_name))
-        host_in = np.ascontiguousarray(batch.astype(in_dtype, copy=False))
-        host_out = np.empty(out_shape, dtype=out_dtype)
-        d_in = self._check(cudart.cudaMalloc(host_in.nbytes))
-        d_out = self._check(cudart.cudaMalloc(host_out.nbytes))
-        try:
-            kind_h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
-            kind_d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-            self._check(cudart.cudaMemcpyAsync(d_in, host_in.ctypes.data, host_in.nbytes, kind_h2d, self.stream))
-            self.context.set_tensor_address(self.input_name, int(d_in))
-            self.context.set_tensor_address(self.output_name, int(d_out))
-            if not self.context.execute_async_v3(int(self.stream)):
-                raise BackendUnavailable("TensorRT execute_async_v3 failed (see the TensorRT log above)")
-            self._check(cudart.cudaMemcpyAsync(host_out.ctypes.data, d_out, host_out.nbytes, kind_d2h, self.stream))
-            self._check(cudart.cudaStreamSynchronize(self.stream))
-        finally:
-            cudart.cudaFree(d_in)
-            cudart.cudaFree(d_out)
-        return host_out.astype(np.float32)
-
-
-_SESSIONS: dict[str, tuple[str, type[_Session]]] = {
-    "openvino": ("openvino", _OpenVINOSession),
-    "onnxruntime": ("onnxruntime", _ONNXRuntimeSession),
-    "tensorrt": ("tensorrt", _TensorRTSession),
-}
-
-
 # --------------------------------------------------------------------------------------------- classifier
 class Classifier:
-    """A loaded bundle. ``predict`` takes images, ``logits`` takes preprocessed float32 NCHW batches."""
+    """A loaded bundle. ``predict`` takes images, ``logits`` takes preprocessed float32 NCHW batches of any size.
 
-    def __init__(self, bundle_dir: Path, manifest: dict[str, Any], artifact: dict[str, Any], session: _Session) -> None:
+    Inference is ``runner`` (the backend's Runner); ``close()`` frees it, and ``with load_bundle(...) as clf:``
+    closes on exit.
+    """
+
+    def __init__(self, bundle_dir: Path, manifest: dict[str, Any], artifact: dict[str, Any], runner: Runner) -> None:
         self.bundle_dir = bundle_dir
         self.manifest = manifest
         self.artifact = artifact
-        self.session = session
+        self.runner = runner
         self.labels = read_labels(bundle_dir, manifest)
         fields = set(Preprocess.__dataclass_fields__)
         self.preprocess = Preprocess.from_dict(
@@ -179,10 +71,21 @@ class Classifier:
         )
         shape = manifest["input"]["shape"]
         self.input_shape: tuple[int, int, int] = (shape[1], shape[2], shape[3])
+        # The batch sizes the bundle was built and validated for; logits() takes any size (the runner splits).
         batch = manifest["input"].get("batch", {"min": 1, "max": 1})
         self.batch_range = (int(batch["min"]), int(batch["max"]))
         if shape[0] > 0:  # a static batch dimension
             self.batch_range = (shape[0], shape[0])
+
+    def close(self) -> None:
+        """Free the runtime's resources (session, compiled model, device memory)."""
+        self.runner.close()
+
+    def __enter__(self) -> Classifier:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def backend(self) -> str:
@@ -213,15 +116,9 @@ class Classifier:
                 f"expected a float32 batch of shape (N, {', '.join(map(str, self.input_shape))}), got "
                 f"{batch.dtype} {batch.shape}"
             )
-        low, high = self.batch_range
-        outputs = []
-        for start in range(0, len(batch), high):
-            chunk = np.ascontiguousarray(batch[start : start + high])
-            count = len(chunk)
-            if count < low:  # a static or minimum batch: pad, then drop the padding's outputs
-                chunk = np.concatenate([chunk, np.zeros((low - count, *chunk.shape[1:]), np.float32)])
-            outputs.append(self.session.run(chunk)[:count])
-        return np.concatenate(outputs) if outputs else np.zeros((0, len(self.labels)), np.float32)
+        if not len(batch):
+            return np.zeros((0, len(self.labels)), np.float32)
+        return self.runner(batch)
 
     def predict(self, images: Any, top_k: int = 5) -> Prediction | list[Prediction]:
         """Top-k labels and softmax scores. One image (path, PIL image, uint8 HW/HWC array, float32 CHW array)
@@ -293,7 +190,9 @@ def load_bundle(
 
     ``verify`` checks the manifest schema and the sha256 of every file first (a tampered or missing file is a
     :class:`BundleError`). ``backend`` picks one of the bundle's artifacts (default: the primary one);
-    ``device`` is the runtime's device name (OpenVINO ``CPU``/``GPU``; default the one the bundle was built for).
+    ``device`` is the runtime's device name (OpenVINO ``CPU``/``GPU``/``NPU``, ONNX Runtime ``CPU``/``GPU``; default
+    the one the bundle was built for) and ``threads`` its thread count (default: what the artifact recorded).
+    Options the build recorded with the artifact (OpenVINO's hint, ONNX Runtime's graph optimisation) apply.
     """
     bundle_dir = Path(path)
     manifest = verify_bundle(bundle_dir) if verify else read_manifest(bundle_dir)
@@ -313,21 +212,25 @@ def load_bundle(
             f"{bundle_dir / artifact['path']}: an on-device build kit, not an engine; build the "
             "engine on the device first (see the kit's README)"
         )
-    module, session_class = _SESSIONS[artifact["backend"]]
+    runtime = get_backend(artifact["backend"])
+    if device is None:
+        device = manifest["device"]["target_device"] if artifact is artifacts[0] else runtime.default_device
+        if device not in runtime.devices:  # a device's name (jetson-orin), not one the runtime knows
+            device = runtime.default_device
+    recorded = Artifact(
+        backend=artifact["backend"],
+        precision=artifact["precision"],
+        kind=artifact["kind"],
+        path=bundle_dir / artifact["path"],
+        files=[bundle_dir / name for name in artifact["files"]],
+        info=dict(artifact.get("info", {})),
+    )
     try:
-        __import__(module)
-    except ImportError as err:
+        runner = runtime.load(recorded, runtime.run_options(info=recorded.info, device=device, threads=threads))
+    except BackendUnavailable as err:
         others = [a["backend"] for a in artifacts if a is not artifact]
         hint = f"; the bundle also has: {', '.join(others)} (load_bundle(..., backend=...))" if others else ""
-        raise BackendUnavailable(
-            f"{bundle_dir}: the {artifact['backend']} artifact needs the {module!r} package, "
-            f"which is not installed ({err}){hint}"
-        ) from err
-    if device is None:
-        device = manifest["device"]["target_device"] if artifact is artifacts[0] else "CPU"
-        if artifact["backend"] == "openvino" and device not in ("CPU", "GPU", "NPU", "AUTO"):
-            device = "CPU"
-    session = session_class(bundle_dir / artifact["path"], device, threads, artifact.get("info", {}))
-    classifier = Classifier(bundle_dir, manifest, artifact, session)
+        raise BackendUnavailable(f"{bundle_dir}: {err}{hint}") from err
+    classifier = Classifier(bundle_dir, manifest, artifact, runner)
     logger.info("loaded %r", classifier)
     return classifier

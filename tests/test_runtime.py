@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -85,6 +86,43 @@ def test_batches_beyond_the_artifact_range_are_split(bundles, fmnist_test):
     np.testing.assert_allclose(whole, one_by_one, atol=1e-5)
 
 
+@pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
+def test_the_runtime_runs_the_runner_validation_runs(bundles, backend, fmnist_test):
+    """load_bundle is a thin layer on the backend's own Runner: same class, same options, same logits."""
+    from edgeresnext.backends import Artifact, get_backend
+
+    with load_bundle(bundles[backend]) as clf:
+        entry = clf.artifact
+        artifact = Artifact(
+            entry["backend"], entry["precision"], entry["kind"], bundles[backend] / entry["path"], info=entry["info"]
+        )
+        with get_backend(backend).load(artifact) as validated:
+            assert type(clf.runner) is type(validated) and clf.runner.options == validated.options
+            batch = np.stack([fmnist_test.preprocess.image_to_array(img) for img in fmnist_test.images[:19]])
+            np.testing.assert_array_equal(clf.logits(batch), validated(batch))
+    assert clf.runner.request is None if backend == "openvino" else clf.runner.session is None  # closed on exit
+
+
+def test_a_static_batch_ir_takes_any_batch(shipped_model, fmnist_test, tmp_path):
+    from bundle_helpers import fp32_target
+
+    from edgeresnext.backends import get_backend
+    from edgeresnext.bundle import bundle_from_artifacts
+    from edgeresnext.export import onnx_from_torch
+
+    target = fp32_target("openvino")
+    target.input.batch.min = target.input.batch.opt = target.input.batch.max = 1
+    onnx_path = onnx_from_torch(shipped_model, tmp_path / "model.onnx")
+    artifact = get_backend("openvino").compile(onnx_path, target, tmp_path / "compile")
+    bundle = bundle_from_artifacts(tmp_path / "bundle", artifact, shipped_model.meta, None, target)
+    with load_bundle(bundle, threads=1) as clf:
+        assert clf.batch_range == clf.runner.batch_range == (1, 1) and clf.runner.options.threads == 1
+        batch = np.stack([fmnist_test.preprocess.image_to_array(img) for img in fmnist_test.images[:5]])
+        whole = clf.logits(batch)
+        assert whole.shape == (5, 10)
+        np.testing.assert_allclose(whole, np.concatenate([clf.logits(batch[i : i + 1]) for i in range(5)]), atol=1e-6)
+
+
 def test_second_artifact_selected_by_backend(bundles, image_files):
     primary = load_bundle(bundles["openvino"])
     other = load_bundle(bundles["openvino"], backend="onnxruntime")
@@ -130,6 +168,16 @@ def test_kit_bundle_says_to_build_on_device(bundles, tmp_path):
         load_bundle(bundle)
 
 
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="tensorrt is installed here")
+def test_an_engine_bundle_without_tensorrt_says_why_and_what_else_runs(bundles, tmp_path):
+    bundle = Path(shutil.copytree(bundles["openvino"], tmp_path / "bundle"))
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["artifacts"][0].update(backend="tensorrt", kind="engine")
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BackendUnavailable, match=r"tensorrt Python package is not installed.*also has: onnxruntime"):
+        load_bundle(bundle)
+
+
 # Blocks heavy packages the device runtime must not need: importing any of them fails like a missing package.
 _BLOCKED_IMPORT = """
 import sys
@@ -144,27 +192,33 @@ sys.meta_path.insert(0, Block())
 
 
 def test_runtime_works_without_torch(bundles, image_files):
+    """A device app's process: no torch, nncf, pydantic or onnx; both runtimes load and run a bundle."""
+    paths = {backend: str(bundles[backend]) for backend in ("openvino", "onnxruntime")}
     code = (
         _BLOCKED_IMPORT
         + f"""
 import json
 from edgeresnext.runtime import load_bundle
-result = load_bundle({str(bundles["openvino"])!r}).predict({str(image_files[0])!r}, top_k=5)
+results = {{}}
+for backend, path in {paths!r}.items():
+    with load_bundle(path) as clf:
+        results[backend] = clf.predict({str(image_files[0])!r}, top_k=5).to_dict()
 try:
     import torch
 except ModuleNotFoundError:
     pass
 else:
     raise SystemExit("the block did not hold")
-assert "torch" not in sys.modules and "nncf" not in sys.modules
-print(json.dumps(result.to_dict()))
+assert not {{"torch", "nncf", "pydantic", "onnx"}} & set(sys.modules), sorted(sys.modules)
+print(json.dumps(results))
 """
     )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
-    expected = load_bundle(bundles["openvino"]).predict(image_files[0], top_k=5)
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == expected.to_dict()
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    for backend, path in paths.items():
+        assert results[backend] == load_bundle(path).predict(image_files[0], top_k=5).to_dict()
 
 
 def test_python_example_prints_the_runtime_top5(bundles, image_files):

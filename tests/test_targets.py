@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeresnext.backends import BACKENDS, Backend, get_backend, list_backends
+from edgeresnext.backends import BACKENDS, Backend, RunOptions, get_backend, list_backends
 from edgeresnext.config import load_target
 from edgeresnext.errors import ConfigError
 
@@ -52,7 +52,9 @@ def test_every_backend_satisfies_the_protocol(name):
     # Backends implement the hooks; the public methods (input checks) stay the base class's or extend it.
     assert cls._compile_impl is not Backend._compile_impl and cls._load_impl is not Backend._load_impl
     assert list(inspect.signature(backend.compile).parameters)[:3] == ["onnx_path", "target", "out_dir"]
-    assert list(inspect.signature(backend.load).parameters)[:2] == ["artifact", "target"]
+    # load() takes plain RunOptions (or a Target, or nothing: the artifact's recorded options).
+    assert list(inspect.signature(backend.load).parameters)[:2] == ["artifact", "options"]
+    assert issubclass(backend.options_type, RunOptions) and backend.default_device in backend.devices
 
 
 def test_unknown_backend_lists_the_valid_ones():

@@ -5,9 +5,21 @@ from edgeresnext.backends.base import (
     Artifact,
     Backend,
     Runner,
+    RunOptions,
     backend_for_path,
     get_backend,
     list_backends,
+    run_in_chunks,
 )
 
-__all__ = ["BACKENDS", "Artifact", "Backend", "Runner", "backend_for_path", "get_backend", "list_backends"]
+__all__ = [
+    "BACKENDS",
+    "Artifact",
+    "Backend",
+    "RunOptions",
+    "Runner",
+    "backend_for_path",
+    "get_backend",
+    "list_backends",
+    "run_in_chunks",
+]

@@ -14,10 +14,10 @@ from __future__ import annotations
 import functools
 import importlib
 import json
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -71,17 +71,61 @@ class Artifact:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
-class Runner:
-    """Runs one compiled artifact: ``runner(batch)`` with a float32 NCHW batch returns float32 logits."""
+@dataclass(frozen=True)
+class RunOptions:
+    """How a Runner runs an artifact, as plain data (no pydantic): built by :meth:`Backend.run_options` from a
+    Target (validation) or from the artifact's recorded info (the device runtime). Backends add their fields.
+    """
 
-    def __init__(self, artifact: Artifact, input_shape: tuple[int, ...] | None = None) -> None:
+    device: str | None = None  # the runtime's device name (OpenVINO CPU/GPU/NPU); None: the backend's default
+    threads: int | None = None  # None: the runtime's default
+    # Fields an artifact's recorded info carries to another host (the build host's paths, e.g. a cache folder,
+    # stay behind: they come only from a Target or the caller).
+    RECORDED: ClassVar[tuple[str, ...]] = ("threads",)
+
+
+def run_in_chunks(batch: np.ndarray, infer: Callable[[np.ndarray], Any], sizes: tuple[int, int] | None) -> np.ndarray:
+    """Run ``infer`` on a batch of any size with an artifact that takes batches of ``sizes`` (min, max; None: any).
+
+    Larger batches are split into chunks of ``max``; a remainder below ``min`` is zero-padded and the padding's
+    outputs dropped, so validation can feed 64 images to an engine built for batch 1..8 or exactly 1.
+    """
+    if sizes is None or sizes[0] <= batch.shape[0] <= sizes[1]:
+        # The common case (and the one latency is measured on): no slicing, padding or concatenation.
+        return np.asarray(infer(np.ascontiguousarray(batch)))
+    lo, hi = sizes
+    outputs = []
+    for start in range(0, batch.shape[0], hi):
+        chunk = batch[start : start + hi]
+        count = chunk.shape[0]
+        if count < lo:
+            pad = np.zeros((lo - count, *chunk.shape[1:]), dtype=chunk.dtype)
+            chunk = np.concatenate([chunk, pad])
+        outputs.append(np.asarray(infer(np.ascontiguousarray(chunk)))[:count])
+    if not outputs:
+        raise EdgeResNeXtError(f"an empty batch (shape {batch.shape}); pass at least one image")
+    return np.concatenate(outputs)
+
+
+class Runner:
+    """Runs one compiled artifact: ``runner(batch)`` with a float32 NCHW batch of any size returns float32 logits.
+
+    The base class checks the batch once and splits or pads it to the artifact's ``batch_range`` (the batch
+    sizes it takes in one call), so callers never pad; a backend implements ``_infer_impl`` for a batch inside
+    that range. Runners hold runtime resources: ``close()`` frees them, and ``with backend.load(a) as runner:``
+    closes on exit.
+    """
+
+    def __init__(self, artifact: Artifact, options: RunOptions | None = None) -> None:
         self.artifact = artifact
-        # (C, H, W) the artifact expects; the batch dimension is checked against min/max if known.
-        self.input_shape = input_shape
+        self.options = options if options is not None else RunOptions()
+        # (C, H, W) the artifact expects, when the artifact says; checked on every batch.
+        self.input_shape: tuple[int, ...] | None = None
+        # (min, max) batch the artifact takes in one call; None: any. Other batches are split/padded.
         self.batch_range: tuple[int, int] | None = None
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return np.asarray(self._infer_impl(self._checked(batch)), dtype=np.float32)
+        return np.asarray(run_in_chunks(self._checked(batch), self._infer_impl, self.batch_range), dtype=np.float32)
 
     def bind(self, batch: np.ndarray) -> Callable[[], object]:
         """A zero-argument callable that runs inference on ``batch``, checked and handed to the runtime once.
@@ -89,9 +133,13 @@ class Runner:
         This is what latency is timed on, the way OpenVINO's benchmark_app and trtexec time a model: the input
         is set once, and each call is inference alone (no Python-side checks or copies). Backends bind through
         their own API (an extra OpenVINO infer request, an ONNX Runtime IO binding). Each call returns the
-        logits, possibly a view of a buffer the next call overwrites.
+        logits, possibly a view of a buffer the next call overwrites. A batch outside ``batch_range`` is bound
+        as split/padded calls.
         """
-        return self._bind_impl(self._checked(batch))
+        batch = self._checked(batch)
+        if self.batch_range is not None and not self.batch_range[0] <= batch.shape[0] <= self.batch_range[1]:
+            return functools.partial(run_in_chunks, batch, self._infer_impl, self.batch_range)
+        return self._bind_impl(batch)
 
     def _bind_impl(self, batch: np.ndarray) -> Callable[[], object]:
         return functools.partial(self._infer_impl, batch)
@@ -107,14 +155,10 @@ class Runner:
                 f"{self.artifact.path}: input shape {tuple(batch.shape[1:])} "
                 f"does not match the model's {tuple(self.input_shape)}"
             )
-        if self.batch_range is not None and not self.batch_range[0] <= batch.shape[0] <= self.batch_range[1]:
-            raise EdgeResNeXtError(
-                f"{self.artifact.path}: batch {batch.shape[0]} is outside the artifact's "
-                f"range {self.batch_range[0]}..{self.batch_range[1]}"
-            )
         return np.ascontiguousarray(batch)
 
     def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
+        """Logits of ``batch`` (C-contiguous, inside ``batch_range``)."""
         raise NotImplementedError
 
     def precision_report(self) -> dict[str, Any]:
@@ -122,29 +166,78 @@ class Runner:
         return {"precision": self.artifact.precision}
 
     def close(self) -> None:
-        """Free device resources (sessions, engines); the runner is unusable afterwards."""
+        """Free runtime resources (sessions, engines, device memory); the runner is unusable afterwards.
+        Safe to call twice."""
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class Backend:
-    """Base class: subclasses set ``name`` and implement the ``_impl`` hooks."""
+    """Base class: subclasses set ``name`` and the attributes below and implement the ``_impl`` hooks."""
 
     name: str = ""
     kinds: tuple[str, ...] = ()
     suffixes: tuple[str, ...] = ()  # files of this backend's artifacts, by suffix (a path given alone)
-    package: str = ""  # the Python package whose version is the runtime's version
+    package: str = ""  # the Python package whose version is the runtime's version (and whose absence says why not)
     default_device: str = "CPU"
+    devices: tuple[str, ...] = ("CPU",)  # device names a bundle's target_device may give this runtime
+    options_type: type[RunOptions] = RunOptions
+
+    def run_options(
+        self, target: Target | None = None, info: Mapping[str, Any] | None = None, **overrides: Any
+    ) -> RunOptions:
+        """Plain options for :meth:`load`: from ``target.backend_options.<name>`` (validation), else from an
+        artifact's recorded ``info`` (the device runtime); ``overrides`` that are not None win (device=, threads=)."""
+        names = {f.name for f in fields(self.options_type)} - {"device"}
+        if target is not None:
+            section = getattr(target.backend_options, self.name, None)
+            values = section.model_dump() if section is not None else {}
+        else:
+            values = {k: v for k, v in (info or {}).items() if k in self.options_type.RECORDED}
+        chosen = {k: values[k] for k in names if values.get(k) is not None}
+        chosen.update({k: v for k, v in overrides.items() if v is not None})
+        return self.options_type(**chosen)
+
+    def artifact_for_file(self, path: str | Path, precision: str = "") -> Artifact:
+        """An artifact for a file given alone (``validate --artifact``): this backend's own kind for its own
+        suffixes (``.xml`` -> ir), else an ONNX model it reads."""
+        path = Path(path)
+        kind = self.kinds[0] if path.suffix in self.suffixes else "onnx"
+        return Artifact(backend=self.name, precision=precision, kind=kind, path=path, files=[path])
 
     def threads(self, target: Target) -> int | None:
         """The thread count ``target`` asks this runtime for (None: the runtime's default)."""
-        return None
+        return self.run_options(target).threads
+
+    def target_device(self, target: Target | None) -> str:
+        """The device a bundle for ``target`` says it runs on (manifest ``device.target_device``)."""
+        return self.default_device
 
     def proxies(self, artifact: Artifact) -> list[tuple[str, Artifact]]:
         """``(report name, artifact)`` of what stands in for ``artifact`` on a host that cannot run it: the exact
         files it is built from, run by another backend here (TensorRT: the FP16 Q/DQ ONNX, in ONNX Runtime)."""
         return []
 
+    def io_signature(self, artifact: Artifact) -> dict[str, Any]:
+        """Input/output names and shapes (-1: dynamic) of ``artifact`` as far as this host can read them; what
+        is missing the bundle takes from the model's metadata. ImportError: the reading package is missing."""
+        if artifact.kind == "onnx":
+            from edgeresnext.onnx_io import onnx_signature
+
+            return onnx_signature(artifact.path)
+        # An engine cannot be opened everywhere: the backend may have recorded the names.
+        return {k: artifact.info[k] for k in ("input_name", "output_name") if isinstance(artifact.info.get(k), str)}
+
     def available(self) -> str | None:
         """None if this backend can compile and run here, else the reason it cannot."""
+        try:
+            importlib.import_module(self.package)
+        except ImportError as err:
+            return f"{self.package} is not installed ({err}); pip install {self.package}"
         return None
 
     def compile(self, onnx_path: str | Path, target: Target, out_dir: str | Path, **extra: Any) -> Artifact:
@@ -168,7 +261,9 @@ class Backend:
         out_dir.mkdir(parents=True, exist_ok=True)
         return self._compile_impl(onnx_path, target, out_dir, **extra)
 
-    def load(self, artifact: Artifact, target: Target | None = None) -> Runner:
+    def load(self, artifact: Artifact, options: RunOptions | Target | None = None) -> Runner:
+        """A :class:`Runner` for ``artifact``. ``options``: :class:`RunOptions` (see :meth:`run_options`), a
+        Target (validation: its ``backend_options``), or None (the options the artifact recorded)."""
         if artifact.backend != self.name:
             raise ConfigError(f"{artifact.path}: artifact is for {artifact.backend!r}, not {self.name!r}")
         reason = self.available()
@@ -176,34 +271,21 @@ class Backend:
             raise BackendUnavailable(f"{self.name} cannot run {artifact.path} here: {reason}")
         if not Path(artifact.path).exists():
             raise ConfigError(f"{artifact.path}: artifact file not found")
-        return self._load_impl(artifact, target)
+        if options is None:
+            options = self.run_options(info=artifact.info)
+        elif not isinstance(options, RunOptions):
+            options = self.run_options(options)
+        if not isinstance(options, self.options_type):  # plain RunOptions: this backend's defaults for the rest
+            options = self.options_type(**asdict(options))
+        if options.device is None:
+            options = replace(options, device=self.default_device)
+        return self._load_impl(artifact, options)
 
     def _compile_impl(self, onnx_path: Path, target: Target, out_dir: Path, **extra: Any) -> Artifact:
         raise NotImplementedError
 
-    def _load_impl(self, artifact: Artifact, target: Target | None) -> Runner:
+    def _load_impl(self, artifact: Artifact, options: RunOptions) -> Runner:
         raise NotImplementedError
-
-
-def run_in_chunks(batch: np.ndarray, infer, sizes: tuple[int, int]) -> np.ndarray:
-    """Run ``infer`` on a batch of any size with an artifact that takes batches of ``sizes`` (min, max).
-
-    Larger batches are split into chunks of ``max``; a remainder below ``min`` is zero-padded and the padding's
-    outputs dropped, so validation can feed 64 images to an engine built for batch 1..8 or exactly 1.
-    """
-    lo, hi = sizes
-    if lo <= batch.shape[0] <= hi:
-        # The common case (and the one latency is measured on): no slicing, padding or concatenation.
-        return np.asarray(infer(np.ascontiguousarray(batch)))
-    outputs = []
-    for start in range(0, batch.shape[0], hi):
-        chunk = batch[start : start + hi]
-        count = chunk.shape[0]
-        if count < lo:
-            pad = np.zeros((lo - count, *chunk.shape[1:]), dtype=chunk.dtype)
-            chunk = np.concatenate([chunk, pad])
-        outputs.append(np.asarray(infer(np.ascontiguousarray(chunk)))[:count])
-    return np.concatenate(outputs)
 
 
 def copy_file_atomic(source: str | Path, dest: str | Path) -> Path:

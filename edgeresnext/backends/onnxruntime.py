@@ -12,22 +12,18 @@ import logging
 import tempfile
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from edgeresnext.backends.base import (
-    Artifact,
-    Backend,
-    Runner,
-    copy_file_atomic,
-)
-from edgeresnext.errors import BackendUnavailable
-from edgeresnext.onnx_io import check_onnx_precision, onnx_input
+from edgeresnext.backends.base import Artifact, Backend, Runner, RunOptions, copy_file_atomic
+from edgeresnext.errors import BackendUnavailable, ConfigError
+from edgeresnext.onnx_io import check_onnx_precision, onnx_input, ort_session
 
 if TYPE_CHECKING:
-    from edgeresnext.config import ONNXRuntimeOptions, Target
+    from edgeresnext.config import Target
 
 logger = logging.getLogger(__name__)
 
@@ -53,27 +49,19 @@ FLOAT_COMPUTE_OPS = frozenset(
     {"Conv", "FusedConv", "NchwcConv", "Gemm", "MatMul", "FusedMatMul", "FusedGemm", "ConvTranspose"}
 )
 
-_LEVELS = {
-    "disable": "ORT_DISABLE_ALL",
-    "basic": "ORT_ENABLE_BASIC",
-    "extended": "ORT_ENABLE_EXTENDED",
-    "all": "ORT_ENABLE_ALL",
-}
 
+@dataclass(frozen=True)
+class ONNXRuntimeRunOptions(RunOptions):
+    """``device``: CPU, or GPU (CUDA execution provider when this onnxruntime has it, else CPU)."""
 
-def session_options(options: ONNXRuntimeOptions, optimized_model_path: Path | None = None) -> Any:
-    """``onnxruntime.SessionOptions`` for a target's ``backend_options.onnxruntime``."""
-    import onnxruntime as ort
+    graph_optimization: str = "all"  # disable | basic | extended | all
+    RECORDED: ClassVar[tuple[str, ...]] = ("threads", "graph_optimization")
 
-    so = ort.SessionOptions()
-    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[options.graph_optimization])
-    if options.threads is not None:
-        so.intra_op_num_threads = options.threads
-        so.inter_op_num_threads = 1
-    if optimized_model_path is not None:
-        so.optimized_model_filepath = str(optimized_model_path)
-    so.log_severity_level = 3  # errors only: ORT's warnings about unused initializers are noise here
-    return so
+    @property
+    def providers(self) -> tuple[str, ...]:
+        if (self.device or "CPU").upper() == "GPU":
+            return ("CUDAExecutionProvider", "CPUExecutionProvider")
+        return ("CPUExecutionProvider",)
 
 
 def count_compute_ops(op_types: list[str]) -> dict[str, Any]:
@@ -89,83 +77,30 @@ def count_compute_ops(op_types: list[str]) -> dict[str, Any]:
     }
 
 
-def ort_qdq_from_onnx(onnx_path: str | Path, out_path: str | Path) -> dict[str, Any]:
-    """A Q/DQ variant that ONNX Runtime's CPU provider runs with integer kernels.
-
-    TensorRT needs signed INT8 activations with zero point 0. After a ReLU that leaves ``Conv -> Relu -> Q``,
-    which ONNX Runtime cannot fuse (it drops a ReLU only when the quantizer's zero point is the type's minimum).
-    Here each such quantizer (and its DequantizeLinear partners) becomes UINT8 with zero point 0 and the same
-    scale: identical for activations up to 127 x scale (the calibrated range), and no longer clipped above it.
-    ONNX Runtime then removes the ReLU and fuses ``DQ -> Conv -> Q`` into ``QLinearConv``.
-    """
-    import onnx
-    from onnx import TensorProto, numpy_helper
-
-    from edgeresnext.atomic import atomic_path
-
-    model = onnx.load(str(onnx_path))
-    graph = model.graph
-    producers = {output: node for node in graph.node for output in node.output}
-    consumers: dict[str, list[Any]] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    initializers = {init.name: init for init in graph.initializer}
-    rewritten = 0
-    for node in graph.node:
-        if node.op_type != "QuantizeLinear" or len(node.input) < 3:
-            continue
-        producer = producers.get(node.input[0])
-        zero_point = initializers.get(node.input[2])
-        if producer is None or producer.op_type != "Relu" or zero_point is None:
-            continue
-        values = numpy_helper.to_array(zero_point)
-        if zero_point.data_type != TensorProto.INT8 or values.any():
-            continue
-        unsigned = f"{node.input[2]}_uint8"
-        if unsigned not in initializers:
-            initializers[unsigned] = numpy_helper.from_array(np.zeros(values.shape, np.uint8), unsigned)
-            graph.initializer.append(initializers[unsigned])
-        node.input[2] = unsigned
-        for consumer in consumers.get(node.output[0], []):
-            if consumer.op_type == "DequantizeLinear" and len(consumer.input) > 2:
-                consumer.input[2] = unsigned
-        rewritten += 1
-    # Types recorded for the rewritten tensors are stale (INT8 -> UINT8); the runtime infers them again.
-    del graph.value_info[:]
-    used = {name for node in graph.node for name in node.input}
-    keep = [init for init in graph.initializer if init.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
-    with atomic_path(out_path) as tmp:
-        onnx.save(model, str(tmp))
-        onnx.checker.check_model(str(tmp))
-    return {"unsigned_after_relu": rewritten}
-
-
 class ONNXRuntimeRunner(Runner):
-    def __init__(self, artifact: Artifact, options: ONNXRuntimeOptions) -> None:
-        import onnx
-        import onnxruntime as ort
+    """One ONNX Runtime session. Needs only onnxruntime (the device runtime has no onnx package); the precision
+    report, which reads the optimised graph with onnx, is made on first request."""
 
-        self.options = options
-        name, shape = onnx_input(artifact.path)
-        super().__init__(
-            artifact,
-            input_shape=tuple(int(d) for d in shape[1:]) if all(isinstance(d, int) for d in shape[1:]) else None,
+    def __init__(self, artifact: Artifact, options: ONNXRuntimeRunOptions) -> None:
+        super().__init__(artifact, options)
+        self.options: ONNXRuntimeRunOptions = options
+        self.session = ort_session(
+            artifact.path, options.threads, options.graph_optimization, providers=options.providers
         )
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1 or len(inputs[0].shape) != 4:
+            raise ConfigError(
+                f"{artifact.path}: expected one NCHW image input, found "
+                f"{[(value.name, value.shape) for value in inputs]}"
+            )
+        self.input_name = inputs[0].name
+        shape = inputs[0].shape  # ints, or a name/None for a dynamic dimension
+        if all(isinstance(d, int) for d in shape[1:]):
+            self.input_shape = tuple(shape[1:])
         if isinstance(shape[0], int):
             self.batch_range = (shape[0], shape[0])
-        self.input_name = name
-        # Let ORT write the graph it will actually run, so the precision report describes the runtime model.
-        with tempfile.TemporaryDirectory(prefix="edgeresnext-ort-") as tmp:
-            optimized = Path(tmp) / "optimized.onnx"
-            self.session = ort.InferenceSession(
-                str(artifact.path), session_options(options, optimized), providers=["CPUExecutionProvider"]
-            )
-            runtime_ops = [node.op_type for node in onnx.load(str(optimized)).graph.node] if optimized.is_file() else []
-        self._report = count_compute_ops(runtime_ops)
-        self.input_dtype = np.float16 if self.session.get_inputs()[0].type == "tensor(float16)" else np.float32
+        self.input_dtype = np.float16 if inputs[0].type == "tensor(float16)" else np.float32
+        self._report: dict[str, Any] | None = None
 
     def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
         (logits,) = self.session.run(None, {self.input_name: batch.astype(self.input_dtype, copy=False)})
@@ -186,7 +121,20 @@ class ONNXRuntimeRunner(Runner):
 
         return run
 
+    def _runtime_ops(self) -> dict[str, Any]:
+        """Compute operators of the graph ONNX Runtime runs: a session with the same options writes it out."""
+        import onnx
+
+        with tempfile.TemporaryDirectory(prefix="edgeresnext-ort-") as tmp:
+            optimized = Path(tmp) / "optimized.onnx"
+            options = self.options
+            ort_session(self.artifact.path, options.threads, options.graph_optimization, optimized, options.providers)
+            ops = [node.op_type for node in onnx.load(str(optimized)).graph.node] if optimized.is_file() else []
+        return count_compute_ops(ops)
+
     def precision_report(self) -> dict[str, Any]:
+        if self._report is None:
+            self._report = self._runtime_ops()
         return {
             "precision": self.artifact.precision,
             "backend": "onnxruntime",
@@ -203,18 +151,12 @@ class ONNXRuntimeBackend(Backend):
     kinds = ("onnx",)
     suffixes = (".onnx",)
     package = "onnxruntime"
-
-    def threads(self, target: Target) -> int | None:
-        return target.backend_options.onnxruntime.threads
-
-    def available(self) -> str | None:
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError as err:
-            return f"onnxruntime is not installed ({err}); pip install onnxruntime"
-        return None
+    devices = ("CPU", "GPU")
+    options_type = ONNXRuntimeRunOptions
 
     def _compile_impl(self, onnx_path: Path, target: Target, out_dir: Path) -> Artifact:
+        from edgeresnext.quantize.qdq import fp16_qdq_from_onnx, ort_qdq_from_onnx
+
         reason = self.available()
         if reason is not None:
             raise BackendUnavailable(reason)
@@ -227,8 +169,6 @@ class ONNXRuntimeBackend(Backend):
             "threads": target.backend_options.onnxruntime.threads,
         }
         if target.precision == "fp16":
-            from edgeresnext.backends.tensorrt import fp16_qdq_from_onnx
-
             info["fp16"] = fp16_qdq_from_onnx(onnx_path, dest)
         elif target.precision == "int8" and target.backend_options.onnxruntime.unsigned_after_relu:
             check_onnx_precision(onnx_path, "int8")
@@ -241,14 +181,5 @@ class ONNXRuntimeBackend(Backend):
         logger.info("onnxruntime: %s model ready at %s", target.precision, dest)
         return Artifact(backend=self.name, precision=target.precision, kind="onnx", path=dest, files=[dest], info=info)
 
-    def _load_impl(self, artifact: Artifact, target: Target | None) -> Runner:
-        from edgeresnext.config import ONNXRuntimeOptions
-
-        options = (
-            target.backend_options.onnxruntime
-            if target is not None
-            else ONNXRuntimeOptions(
-                **{k: v for k, v in artifact.info.items() if k in ("graph_optimization", "threads")}
-            )
-        )
+    def _load_impl(self, artifact: Artifact, options: RunOptions) -> Runner:
         return ONNXRuntimeRunner(artifact, options)

@@ -13,22 +13,18 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from edgeresnext.backends.base import (
-    Artifact,
-    Backend,
-    Runner,
-    run_in_chunks,
-)
+from edgeresnext.backends.base import Artifact, Backend, Runner, RunOptions
 from edgeresnext.errors import BackendUnavailable, ConfigError
 from edgeresnext.onnx_io import check_onnx_precision, onnx_input
 
 if TYPE_CHECKING:
-    from edgeresnext.config import OpenVINOOptions, Target
+    from edgeresnext.config import Target
 
 logger = logging.getLogger(__name__)
 
@@ -131,8 +127,18 @@ def native_int8_ir_from_onnx(
     return xml_path
 
 
-def compile_config(options: OpenVINOOptions) -> dict[str, Any]:
-    """CPU plugin properties from a target's ``backend_options.openvino``."""
+@dataclass(frozen=True)
+class OpenVINORunOptions(RunOptions):
+    """``device``: an OpenVINO device name (CPU, GPU, NPU, AUTO); ``cache_dir``: where OpenVINO keeps compiled
+    models between loads (a path of this host: never taken from an artifact recorded elsewhere)."""
+
+    hint: str = "latency"  # latency | throughput
+    cache_dir: str | None = None
+    RECORDED: ClassVar[tuple[str, ...]] = ("threads", "hint")
+
+
+def compile_config(options: OpenVINORunOptions) -> dict[str, Any]:
+    """Plugin properties for ``options`` (a target's ``backend_options.openvino``, or what the artifact recorded)."""
     import openvino.properties as props
     import openvino.properties.hint as hints
 
@@ -170,11 +176,11 @@ def runtime_precisions(compiled: Any) -> dict[str, Any]:
 
 
 class OpenVINORunner(Runner):
-    def __init__(self, artifact: Artifact, options: OpenVINOOptions) -> None:
+    def __init__(self, artifact: Artifact, options: OpenVINORunOptions) -> None:
         import openvino as ov
 
-        super().__init__(artifact)
-        self.options = options
+        super().__init__(artifact, options)
+        self.options: OpenVINORunOptions = options
         core = ov.Core()
         if options.cache_dir:
             core.set_property({"CACHE_DIR": str(options.cache_dir)})
@@ -183,31 +189,25 @@ class OpenVINORunner(Runner):
         if shape[1:].is_static:
             self.input_shape = tuple(int(d.get_length()) for d in list(shape)[1:])
         batch = shape[0]
-        # Batches outside the IR's batch dimension are split/padded by run_in_chunks (-1: unbounded).
+        # Batches outside the IR's batch dimension are split/padded by the base class (-1: unbounded).
         upper = batch.get_max_length()
-        self.sizes = (max(1, batch.get_min_length()), upper if upper > 0 else 1 << 16)
-        self.compiled = core.compile_model(model, "CPU", compile_config(options))
+        self.batch_range = (max(1, batch.get_min_length()), upper if upper > 0 else 1 << 16)
+        self.compiled = core.compile_model(model, options.device, compile_config(options))
         self.request = self.compiled.create_infer_request()
-        self._output = self.compiled.output(0)
 
     def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
         import openvino as ov
 
-        def infer(chunk: np.ndarray) -> np.ndarray:
-            # A tensor over the caller's (contiguous) array and a plain infer() skip the per-call dict
-            # conversion and result wrapping of request.infer({...}): ~50 us per call, a quarter of the
-            # latency of a small model, and the gap to benchmark_app's figure for the same IR.
-            self.request.set_input_tensor(ov.Tensor(np.ascontiguousarray(chunk), shared_memory=True))
-            self.request.infer()
-            return self.request.get_output_tensor(0).data.copy()
-
-        return run_in_chunks(batch, infer, self.sizes)
+        # A tensor over the caller's (contiguous) array and a plain infer() skip the per-call dict conversion and
+        # result wrapping of request.infer({...}): ~50 us per call, a quarter of the latency of a small model, and
+        # the gap to benchmark_app's figure for the same IR.
+        self.request.set_input_tensor(ov.Tensor(batch, shared_memory=True))
+        self.request.infer()
+        return self.request.get_output_tensor(0).data.copy()
 
     def _bind_impl(self, batch: np.ndarray) -> Callable[[], object]:
         import openvino as ov
 
-        if not self.sizes[0] <= len(batch) <= self.sizes[1]:
-            return super()._bind_impl(batch)  # a batch the IR cannot take whole goes through run_in_chunks
         # A request of its own, so runner() calls in between do not change the bound input.
         request = self.compiled.create_infer_request()
         request.set_input_tensor(ov.Tensor(batch, shared_memory=True))
@@ -226,7 +226,7 @@ class OpenVINORunner(Runner):
         return {
             "precision": self.artifact.precision,
             "backend": "openvino",
-            "device": "CPU",
+            "device": self.options.device,
             "hint": self.options.hint,
             **runtime_precisions(self.compiled),
         }
@@ -241,18 +241,34 @@ class OpenVINOBackend(Backend):
     kinds = ("ir",)
     suffixes = (".xml",)
     package = "openvino"
-
-    def threads(self, target: Target) -> int | None:
-        return target.backend_options.openvino.threads
+    devices = ("CPU", "GPU", "NPU", "AUTO")
+    options_type = OpenVINORunOptions
 
     def available(self) -> str | None:
-        try:
+        reason = super().available()
+        if reason is None:
             import openvino as ov
-        except ImportError as err:
-            return f"openvino is not installed ({err}); pip install openvino"
-        if "CPU" not in ov.Core().available_devices:
-            return "OpenVINO finds no CPU device"
-        return None
+
+            if "CPU" not in ov.Core().available_devices:
+                return "OpenVINO finds no CPU device"
+        return reason
+
+    def io_signature(self, artifact: Artifact) -> dict[str, Any]:
+        if artifact.kind != "ir":
+            return super().io_signature(artifact)
+        import openvino as ov
+
+        model = ov.Core().read_model(str(artifact.path))
+
+        def dims(port) -> list[int]:
+            return [d.get_length() if d.is_static else -1 for d in port.get_partial_shape()]
+
+        return {
+            "input_name": model.inputs[0].get_any_name(),
+            "input_shape": dims(model.inputs[0]),
+            "output_name": model.outputs[0].get_any_name(),
+            "output_shape": dims(model.outputs[0]),
+        }
 
     def _compile_impl(self, onnx_path: Path, target: Target, out_dir: Path, **extra: Any) -> Artifact:
         reason = self.available()
@@ -294,13 +310,5 @@ class OpenVINOBackend(Backend):
             info=info,
         )
 
-    def _load_impl(self, artifact: Artifact, target: Target | None) -> Runner:
-        from edgeresnext.config import OpenVINOOptions
-
-        if target is not None:
-            options = target.backend_options.openvino
-        else:
-            options = OpenVINOOptions(
-                **{k: artifact.info[k] for k in ("hint", "threads", "cache_dir") if artifact.info.get(k) is not None}
-            )
+    def _load_impl(self, artifact: Artifact, options: RunOptions) -> Runner:
         return OpenVINORunner(artifact, options)

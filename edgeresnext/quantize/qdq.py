@@ -6,6 +6,8 @@
 * :func:`apply_residual_placement` makes each residual ``Add`` read its convolution branch unquantized
   and its skip branch through a Q/DQ pair: the placement TensorRT fuses into the INT8 convolution
   (Conv + Add + ReLU as one kernel) and OpenVINO's CPU plugin fuses as a convolution sum post-op.
+* :func:`fp16_qdq_from_onnx` writes the FP16 variant a strongly typed TensorRT build reads (float parts in
+  FP16, Q/DQ kept); :func:`ort_qdq_from_onnx` the UINT8-after-ReLU variant ONNX Runtime's CPU provider fuses.
 * :func:`module_name` maps an exported node name (``/layer1/layer1.0/conv1/Conv``) to the torch module
   name (``layer1.0.conv1``) so users can name layers either way.
 """
@@ -13,12 +15,19 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from edgeresnext.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
 _INT8 = 3
+# QuantizeLinear/DequantizeLinear take an FP16 scale (matching FP16 activations) from opset 19 on.
+FP16_QDQ_MIN_OPSET = 19
+FP16_MIN_NORMAL = 6.103515625e-05
 
 
 def module_name(node_name: str) -> str:
@@ -225,3 +234,154 @@ def float_weights_of(fp32_model) -> dict[str, np.ndarray]:
         for node in fp32_model.graph.node
         if node.op_type in ("Conv", "Gemm", "MatMul") and len(node.input) > 1 and node.input[1] in inits
     }
+
+
+def _cast_port(graph, value, side: str):
+    """Rename the graph's ``side`` ("input"/"output") ``value`` to ``<name>_fp16`` where nodes use it, and return
+    the Cast that joins the FP32 port to the FP16 body."""
+    from onnx import TensorProto, helper
+
+    half_name = f"{value.name}_fp16"
+    for node in graph.node:
+        ports = node.input if side == "input" else node.output
+        for i, name in enumerate(ports):
+            if name == value.name:
+                ports[i] = half_name
+    if side == "input":
+        return helper.make_node("Cast", [value.name], [half_name], to=TensorProto.FLOAT16, name=f"{value.name}_to_fp16")
+    return helper.make_node("Cast", [half_name], [value.name], to=TensorProto.FLOAT, name=f"{value.name}_to_fp32")
+
+
+def fp16_qdq_from_onnx(onnx_path: str | Path, out_path: str | Path) -> dict[str, Any]:
+    """Write an FP16 variant of an ONNX model (FP32 or Q/DQ INT8): every float tensor becomes FP16, the
+    model's inputs and outputs stay FP32 (a ``Cast`` at each end), INT8 weights and zero points are untouched.
+
+    For a strongly typed TensorRT build this is what makes the layers left out of INT8 run in FP16. Q/DQ
+    scales are kept (same values, same per-channel axes) but stored as FP16, because ONNX requires a
+    QuantizeLinear's scale to have its input's type; the returned dict says how much that rounding moved the
+    scales and how many fell below FP16's normal range. The opset is raised to 19 when lower (FP16 scales).
+    """
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    from edgeresnext.atomic import atomic_path
+
+    model = onnx.load(str(onnx_path))
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < FP16_QDQ_MIN_OPSET:
+        try:
+            model = onnx.version_converter.convert_version(model, FP16_QDQ_MIN_OPSET)
+        except Exception as err:  # the converter raises plain RuntimeError/ValueError on unsupported graphs
+            raise ConfigError(
+                f"{onnx_path}: cannot raise opset {opset} to {FP16_QDQ_MIN_OPSET} for FP16 Q/DQ scales ({err})"
+            ) from err
+    graph = model.graph
+    scale_names = {
+        node.input[1]
+        for node in graph.node
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 1
+    }
+    cast_count = 0
+    scale_rel_error = 0.0
+    subnormal_scales = 0
+    for init in graph.initializer:
+        if init.data_type != TensorProto.FLOAT:
+            continue
+        values = numpy_helper.to_array(init)
+        half = values.astype(np.float16)
+        if init.name in scale_names:
+            nonzero = values != 0
+            if nonzero.any():
+                rel = np.abs(half[nonzero].astype(np.float32) - values[nonzero]) / np.abs(values[nonzero])
+                scale_rel_error = max(scale_rel_error, float(rel.max()))
+            subnormal_scales += int(np.count_nonzero(np.abs(values[nonzero]) < FP16_MIN_NORMAL))
+        elif np.isfinite(values).all() and np.abs(values).max(initial=0) > 65504:
+            raise ConfigError(f"{onnx_path}: initializer {init.name!r} holds values beyond FP16's range (65504)")
+        init.CopyFrom(numpy_helper.from_array(half, init.name))
+        cast_count += 1
+    for node in graph.node:
+        for attr in node.attribute:
+            if node.op_type == "Cast" and attr.name == "to" and attr.i == TensorProto.FLOAT:
+                attr.i = TensorProto.FLOAT16
+            elif attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == TensorProto.FLOAT:
+                attr.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(attr.t).astype(np.float16), attr.t.name))
+    # Keep the model's interface FP32: runtimes and device apps feed float32 images.
+    float_inputs = [value for value in graph.input if value.type.tensor_type.elem_type == TensorProto.FLOAT]
+    heads = [_cast_port(graph, value, "input") for value in float_inputs]
+    float_outputs = [value for value in graph.output if value.type.tensor_type.elem_type == TensorProto.FLOAT]
+    tails = [_cast_port(graph, value, "output") for value in float_outputs]
+    nodes = heads + list(graph.node) + tails
+    del graph.node[:]
+    graph.node.extend(nodes)
+    # Intermediate types are stale now; shape inference below recomputes them.
+    del graph.value_info[:]
+    try:
+        model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+        onnx.checker.check_model(model)
+    except Exception as err:  # onnx raises InferenceError/ValidationError subclasses
+        raise ConfigError(f"{onnx_path}: the FP16 variant does not validate ({err})") from err
+    out_path = Path(out_path)
+    with atomic_path(out_path) as tmp:
+        onnx.save(model, str(tmp))
+    report = {
+        "opset": max(opset, FP16_QDQ_MIN_OPSET),
+        "float_tensors_cast": cast_count,
+        "qdq_scales": len(scale_names),
+        "max_scale_rel_error": scale_rel_error,
+        "subnormal_scales": subnormal_scales,
+    }
+    if subnormal_scales:
+        logger.warning(
+            "%s: %d Q/DQ scales are below FP16's normal range and lose precision in the FP16 variant",
+            onnx_path,
+            subnormal_scales,
+        )
+    return report
+
+
+def ort_qdq_from_onnx(onnx_path: str | Path, out_path: str | Path) -> dict[str, Any]:
+    """A Q/DQ variant that ONNX Runtime's CPU provider runs with integer kernels.
+
+    TensorRT needs signed INT8 activations with zero point 0. After a ReLU that leaves ``Conv -> Relu -> Q``,
+    which ONNX Runtime cannot fuse (it drops a ReLU only when the quantizer's zero point is the type's minimum).
+    Here each such quantizer (and its DequantizeLinear partners) becomes UINT8 with zero point 0 and the same
+    scale: identical for activations up to 127 x scale (the calibrated range), and no longer clipped above it.
+    ONNX Runtime then removes the ReLU and fuses ``DQ -> Conv -> Q`` into ``QLinearConv``.
+    """
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    from edgeresnext.atomic import atomic_path
+
+    model = onnx.load(str(onnx_path))
+    graph = model.graph
+    producers = _producers(model)
+    consumers = _consumers(model)
+    initializers = {init.name: init for init in graph.initializer}
+    rewritten = 0
+    for node in graph.node:
+        if node.op_type != "QuantizeLinear" or len(node.input) < 3:
+            continue
+        producer = producers.get(node.input[0])
+        zero_point = initializers.get(node.input[2])
+        if producer is None or producer.op_type != "Relu" or zero_point is None:
+            continue
+        values = numpy_helper.to_array(zero_point)
+        if zero_point.data_type != TensorProto.INT8 or values.any():
+            continue
+        unsigned = f"{node.input[2]}_uint8"
+        if unsigned not in initializers:
+            initializers[unsigned] = numpy_helper.from_array(np.zeros(values.shape, np.uint8), unsigned)
+            graph.initializer.append(initializers[unsigned])
+        node.input[2] = unsigned
+        for consumer in consumers.get(node.output[0], []):
+            if consumer.op_type == "DequantizeLinear" and len(consumer.input) > 2:
+                consumer.input[2] = unsigned
+        rewritten += 1
+    # Types recorded for the rewritten tensors are stale (INT8 -> UINT8); the runtime infers them again.
+    del graph.value_info[:]
+    _drop_unused_initializers(model)
+    with atomic_path(out_path) as tmp:
+        onnx.save(model, str(tmp))
+        onnx.checker.check_model(str(tmp))
+    return {"unsigned_after_relu": rewritten}

@@ -9,10 +9,10 @@ step cost in latency (ONNX Runtime, batch 1, median). Both write ``sensitivity.j
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import os
 import statistics
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -20,36 +20,23 @@ import numpy as np
 
 from edgeresnext.atomic import atomic_path, write_json_atomic
 from edgeresnext.errors import GateFailed
+from edgeresnext.onnx_io import ort_session
 from edgeresnext.quantize import qdq
+from edgeresnext.timing import time_calls
 
 logger = logging.getLogger(__name__)
 
 
-def _session(model_proto):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(model_proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
-
-
 def _logits(model_proto, images: np.ndarray, batch: int = 256) -> np.ndarray:
-    session = _session(model_proto)
+    session = ort_session(model_proto)
     name = session.get_inputs()[0].name
     return np.concatenate([session.run(None, {name: images[i : i + batch]})[0] for i in range(0, len(images), batch)])
 
 
 def _latency_ms(model_proto, image: np.ndarray, runs: int = 20) -> float:
-    session = _session(model_proto)
-    name = session.get_inputs()[0].name
-    for _ in range(3):
-        session.run(None, {name: image})
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        session.run(None, {name: image})
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+    session = ort_session(model_proto)
+    run = functools.partial(session.run, None, {session.get_inputs()[0].name: image})
+    return statistics.median(time_calls(run, runs, warmup=3))
 
 
 def _load(path):

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
-from backend_helpers import agreement, make_target
+from backend_helpers import agreement, assert_int8_agrees, compile_and_load, make_target
 
 from edgeresnext.backends import get_backend
-from edgeresnext.errors import ConfigError, EdgeResNeXtError
+from edgeresnext.errors import ConfigError
 
 
 def test_fp32_matches_pytorch(fp32_onnx, test_images, fp32_logits, tmp_path):
-    backend = get_backend("onnxruntime")
-    target = make_target("onnxruntime", "fp32")
-    artifact = backend.compile(fp32_onnx, target, tmp_path)
-    runner = backend.load(artifact, target)
+    _artifact, runner = compile_and_load("onnxruntime", fp32_onnx, make_target("onnxruntime", "fp32"), tmp_path)
     logits = runner(test_images)
     assert agreement(logits, fp32_logits) == 1.0
     assert abs(logits - fp32_logits).max() < 1e-3
@@ -23,15 +19,9 @@ def test_fp32_matches_pytorch(fp32_onnx, test_images, fp32_logits, tmp_path):
 
 
 def test_qdq_int8_runs_integer_kernels_and_agrees(qdq_onnx, test_images, fp32_logits, qdq_logits, tmp_path):
-    backend = get_backend("onnxruntime")
     target = make_target("onnxruntime", "int8", backend_options={"onnxruntime": {"threads": 1}})
-    artifact = backend.compile(qdq_onnx, target, tmp_path)
-    runner = backend.load(artifact, target)
-    logits = runner(test_images)
-    # The integer kernels reproduce the Q/DQ file's meaning; how far INT8 moves from FP32 is PTQ's business
-    # (a loose bound here: the quantize tests and the build's gates hold the real line).
-    assert agreement(logits, qdq_logits) >= 0.98
-    assert agreement(logits, fp32_logits) >= 0.90
+    _artifact, runner = compile_and_load("onnxruntime", qdq_onnx, target, tmp_path)
+    assert_int8_agrees(runner(test_images), qdq_logits, fp32_logits)
     report = runner.precision_report()
     # ONNX Runtime's CPU provider makes QLinearConv only from DQ -> Conv -> Q; the signed, zero-point-0
     # activations TensorRT needs put a ReLU between Conv and Q that it cannot drop, so it runs these layers
@@ -59,15 +49,12 @@ def test_precision_report_reads_the_runtime_graph(qdq_onnx, tmp_path):
 
 
 def test_fp16_variant_of_the_qdq_model(qdq_onnx, test_images, fp32_logits, qdq_logits, tmp_path):
-    backend = get_backend("onnxruntime")
-    target = make_target("onnxruntime", "fp16")
-    artifact = backend.compile(qdq_onnx, target, tmp_path)
+    artifact, runner = compile_and_load("onnxruntime", qdq_onnx, make_target("onnxruntime", "fp16"), tmp_path)
     assert artifact.info["fp16"]["qdq_scales"] > 0
-    logits = backend.load(artifact, target)(test_images)
+    logits = runner(test_images)
     assert logits.dtype.name == "float32"
     # FP16 float parts + FP16-stored scales: the same predictions as the FP32 Q/DQ file, nearly always.
-    assert agreement(logits, qdq_logits) >= 0.98
-    assert agreement(logits, fp32_logits) >= 0.90
+    assert_int8_agrees(logits, qdq_logits, fp32_logits)
 
 
 def test_int8_target_refuses_an_unquantized_model(fp32_onnx, tmp_path):
@@ -84,25 +71,8 @@ def test_not_an_onnx_file(tmp_path):
 
 
 def test_unsigned_after_relu_variant_gets_integer_kernels(qdq_onnx, test_images, fp32_logits, qdq_logits, tmp_path):
-    backend = get_backend("onnxruntime")
     target = make_target("onnxruntime", "int8", backend_options={"onnxruntime": {"unsigned_after_relu": True}})
-    artifact = backend.compile(qdq_onnx, target, tmp_path)
+    artifact, runner = compile_and_load("onnxruntime", qdq_onnx, target, tmp_path)
     assert artifact.info["unsigned_after_relu"] >= 8 and artifact.info["differs_from_source"]
-    runner = backend.load(artifact, target)
     assert runner.precision_report()["int8_ops"].get("QLinearConv", 0) >= 8
-    logits = runner(test_images)
-    assert agreement(logits, qdq_logits) >= 0.98
-    assert agreement(logits, fp32_logits) >= 0.90
-
-
-def test_bound_inference_gives_the_runner_logits_and_checks_its_input(fp32_onnx, test_images, tmp_path):
-    """bind() (what validate times) runs the same model on the bound input, and refuses what runner() refuses."""
-    backend = get_backend("onnxruntime")
-    target = make_target("onnxruntime", "fp32")
-    runner = backend.load(backend.compile(fp32_onnx, target, tmp_path), target)
-    sample = test_images[3:4].copy()
-    infer = runner.bind(sample)
-    runner(test_images[:2])  # a plain call in between must not change what the bound call runs on
-    np.testing.assert_allclose(np.asarray(infer()), runner(sample), rtol=1e-5, atol=1e-5)
-    with pytest.raises(EdgeResNeXtError, match="does not match the model's"):
-        runner.bind(np.zeros((1, 3, 28, 28), np.float32))
+    assert_int8_agrees(runner(test_images), qdq_logits, fp32_logits)

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
-from backend_helpers import agreement, make_target
+from backend_helpers import agreement, assert_int8_agrees, compile_and_load, make_target
 
 from edgeresnext.backends import Artifact, get_backend
-from edgeresnext.errors import ConfigError, EdgeResNeXtError
+from edgeresnext.errors import ConfigError
 
 
 def test_fp32_ir_matches_pytorch_in_fp32(fp32_onnx, test_images, fp32_logits, tmp_path):
-    backend = get_backend("openvino")
-    target = make_target("openvino", "fp32")
-    artifact = backend.compile(fp32_onnx, target, tmp_path)
+    artifact, runner = compile_and_load("openvino", fp32_onnx, make_target("openvino", "fp32"), tmp_path)
     assert artifact.path.suffix == ".xml" and artifact.path.with_suffix(".bin").is_file()
-    runner = backend.load(artifact, target)
     # The IR is static batch 1 (target input.batch); the runner splits the 512 images into single-image requests.
     logits = runner(test_images)
     assert agreement(logits, fp32_logits) == 1.0
@@ -25,13 +21,9 @@ def test_fp32_ir_matches_pytorch_in_fp32(fp32_onnx, test_images, fp32_logits, tm
 
 
 def test_int8_ir_from_qdq_runs_int8_convolutions(qdq_onnx, test_images, fp32_logits, qdq_logits, tmp_path):
-    backend = get_backend("openvino")
     target = make_target("openvino", "int8", input={"batch": {"min": 1, "opt": 8, "max": 64}})
-    artifact = backend.compile(qdq_onnx, target, tmp_path)
-    runner = backend.load(artifact, target)
-    logits = runner(test_images)
-    assert agreement(logits, qdq_logits) >= 0.98
-    assert agreement(logits, fp32_logits) >= 0.90
+    _artifact, runner = compile_and_load("openvino", qdq_onnx, target, tmp_path)
+    assert_int8_agrees(runner(test_images), qdq_logits, fp32_logits)
     report = runner.precision_report()
     # Every quantized convolution of the Q/DQ file runs as an INT8 kernel in the compiled model.
     assert report["int8_fraction"] >= 0.9, report["by_precision"]
@@ -55,13 +47,11 @@ def test_native_int8_through_nncf(fp32_onnx, shipped_model, calib_dir, test_imag
     from edgeresnext.data.folder import list_images, load_folder_arrays
 
     calib, _kept = load_folder_arrays(list_images(calib_dir), shipped_model.meta.preprocess)
-    backend = get_backend("openvino")
     target = make_target(
         "openvino", "int8", quant={"subset_size": 100}, backend_options={"openvino": {"native_int8": True}}
     )
-    artifact = backend.compile(fp32_onnx, target, tmp_path, calibration=calib)
+    artifact, runner = compile_and_load("openvino", fp32_onnx, target, tmp_path, calibration=calib)
     assert "nncf" in artifact.info["int8_source"]
-    runner = backend.load(artifact, target)
     assert agreement(runner(test_images), fp32_logits) >= 0.90
     assert runner.precision_report()["int8_layers"] > 0
 
@@ -84,16 +74,3 @@ def test_cache_dir_holds_the_compiled_model(fp32_onnx, tmp_path):
     backend.load(backend.compile(fp32_onnx, target, tmp_path / "ir"), target)
     # A second load on the device reads the compiled blob instead of compiling again.
     assert any(cache.iterdir())
-
-
-def test_bound_inference_gives_the_runner_logits_and_checks_its_input(fp32_onnx, test_images, tmp_path):
-    """bind() (what validate times) runs the same model on the bound input, and refuses what runner() refuses."""
-    backend = get_backend("openvino")
-    target = make_target("openvino", "fp32")
-    runner = backend.load(backend.compile(fp32_onnx, target, tmp_path), target)
-    sample = test_images[3:4].copy()
-    infer = runner.bind(sample)
-    runner(test_images[:2])  # a plain call in between must not change what the bound call runs on
-    np.testing.assert_allclose(np.asarray(infer()), runner(sample), rtol=1e-5, atol=1e-5)
-    with pytest.raises(EdgeResNeXtError, match="does not match the model's"):
-        runner.bind(np.zeros((1, 3, 28, 28), np.float32))

@@ -7,7 +7,8 @@
 //   * preprocesses exactly like edgeresnext.data.preprocess.Preprocess (Pillow): convert to L or RGB with
 //     Pillow's integer formulas, resize the shorter side with Pillow's antialiased bilinear resampling
 //     (fixed point, 22 fractional bits), center crop, x / 255, (x - mean) / std, HWC to NCHW float32;
-//   * softmax + top-k, best first (ties keep the lower class index, like the Python runtime).
+//   * softmax + top-k, best first (ties keep the lower class index, like the Python runtime);
+//   * the samples' shared command line and output lines.
 #pragma once
 
 #include <algorithm>
@@ -15,6 +16,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -156,44 +158,38 @@ class JsonParser {
     }
     return out;
   }
+  // Comma-separated items up to `close` (the opening bracket is already read); `item` reads one.
+  template <class Item>
+  void parse_items(char close, Item&& item) {
+    if (peek() == close) {
+      ++pos_;
+      return;
+    }
+    while (true) {
+      item();
+      if (peek() != ',') break;
+      ++pos_;
+    }
+    expect(close);
+  }
   Json parse_value() {
     Json v;
     char c = peek();
     if (c == '{') {
       ++pos_;
       v.type = Json::Type::Object;
-      if (peek() == '}') {
-        ++pos_;
-        return v;
-      }
-      while (true) {
+      parse_items('}', [&] {
         std::string key = parse_string();
         expect(':');
         v.object[key] = parse_value();
-        if (peek() == ',') {
-          ++pos_;
-          continue;
-        }
-        expect('}');
-        return v;
-      }
+      });
+      return v;
     }
     if (c == '[') {
       ++pos_;
       v.type = Json::Type::Array;
-      if (peek() == ']') {
-        ++pos_;
-        return v;
-      }
-      while (true) {
-        v.array.push_back(parse_value());
-        if (peek() == ',') {
-          ++pos_;
-          continue;
-        }
-        expect(']');
-        return v;
-      }
+      parse_items(']', [&] { v.array.push_back(parse_value()); });
+      return v;
     }
     if (c == '"') {
       v.type = Json::Type::String;
@@ -588,6 +584,47 @@ inline std::vector<Scored> top_k(const float* logits, size_t n, size_t k) {
   std::vector<Scored> out;
   for (size_t i = 0; i < std::min(k, n); ++i) out.push_back({order[i], probs[size_t(order[i])] / sum});
   return out;
+}
+
+// Prints the top-k classes of `logits` (one image), best first: "<rank>\t<class index>\t<probability>\t<label>".
+inline void print_top_k(const Bundle& bundle, const float* logits, size_t classes, size_t k) {
+  if (classes != bundle.labels.size())
+    throw BundleError("the model gives " + std::to_string(classes) + " logits for " +
+                      std::to_string(bundle.labels.size()) + " labels");
+  std::vector<Scored> best = top_k(logits, classes, k);
+  for (size_t rank = 0; rank < best.size(); ++rank)
+    std::printf("%zu\t%d\t%.9g\t%s\n", rank + 1, best[rank].index, best[rank].score,
+                bundle.labels[size_t(best[rank].index)].c_str());
+}
+
+// ------------------------------------------------------------------------------------------------ command line
+// <bundle_dir> <image.pgm|image.ppm> [--top-k N] [--device NAME] [--no-verify]
+struct Args {
+  std::string bundle_dir, image_path;
+  std::string device;  // empty: the sample takes no --device
+  size_t k = 5;
+  bool verify = true;
+};
+
+// Reads the command line into `args` (whose `device` holds the default, or is empty when the sample has no
+// device to choose); false when it is malformed.
+inline bool parse_args(int argc, char** argv, Args& args) {
+  if (argc < 3) return false;
+  args.bundle_dir = argv[1];
+  args.image_path = argv[2];
+  for (int i = 3; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--top-k" && i + 1 < argc) {
+      args.k = static_cast<size_t>(std::atoi(argv[++i]));
+    } else if (arg == "--device" && i + 1 < argc && !args.device.empty()) {
+      args.device = argv[++i];
+    } else if (arg == "--no-verify") {
+      args.verify = false;
+    } else {
+      return false;
+    }
+  }
+  return true;
 }
 
 }  // namespace edgeresnext

@@ -5,8 +5,6 @@
 //
 // Engines run only with the TensorRT version and GPU (SM) that built them: build the engine on the device
 // (the bundle's TensorRT kit) and bundle it there. Output lines: "<rank>\t<class index>\t<probability>\t<label>".
-#include <cstdio>
-#include <cstdlib>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -45,22 +43,10 @@ int usage() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 3) return usage();
-  std::string bundle_dir = argv[1], image_path = argv[2];
-  size_t k = 5;
-  bool verify = true;
-  for (int i = 3; i < argc; ++i) {
-    std::string arg = argv[i];
-    if (arg == "--top-k" && i + 1 < argc) {
-      k = static_cast<size_t>(std::atoi(argv[++i]));
-    } else if (arg == "--no-verify") {
-      verify = false;
-    } else {
-      return usage();
-    }
-  }
+  edgeresnext::Args args;  // no --device: the engine runs on the GPU that built it
+  if (!edgeresnext::parse_args(argc, argv, args)) return usage();
   try {
-    edgeresnext::Bundle bundle = edgeresnext::load_bundle(bundle_dir, verify);
+    edgeresnext::Bundle bundle = edgeresnext::load_bundle(args.bundle_dir, args.verify);
     const edgeresnext::Json& artifact = bundle.artifact("tensorrt", {"engine"});
     const edgeresnext::Json& built_on = bundle.manifest["device"]["built_on"];
     if (built_on.has("tensorrt_version"))
@@ -89,7 +75,7 @@ int main(int argc, char** argv) {
       throw edgeresnext::BundleError("expected float32 input and output tensors (the FP16 variant keeps FP32 I/O)");
 
     const auto& shape = bundle.input_shape;  // N, C, H, W
-    std::vector<float> input = edgeresnext::preprocess(edgeresnext::read_pnm(image_path), bundle.preprocess,
+    std::vector<float> input = edgeresnext::preprocess(edgeresnext::read_pnm(args.image_path), bundle.preprocess,
                                                        static_cast<int>(shape[2]), static_cast<int>(shape[3]));
     nvinfer1::Dims4 dims{1, shape[1], shape[2], shape[3]};
     if (!context->setInputShape(input_name.c_str(), dims))
@@ -97,9 +83,6 @@ int main(int argc, char** argv) {
     nvinfer1::Dims out_dims = context->getTensorShape(output_name.c_str());
     size_t classes = 1;
     for (int i = 0; i < out_dims.nbDims; ++i) classes *= static_cast<size_t>(out_dims.d[i]);
-    if (classes != bundle.labels.size())
-      throw edgeresnext::BundleError("engine gives " + std::to_string(classes) + " logits for " +
-                                     std::to_string(bundle.labels.size()) + " labels");
 
     cudaStream_t stream;
     cuda_check(cudaStreamCreate(&stream), "cudaStreamCreate");
@@ -115,10 +98,7 @@ int main(int argc, char** argv) {
     cuda_check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
     cudaStreamDestroy(stream);
 
-    auto best = edgeresnext::top_k(logits.data(), classes, k);
-    for (size_t rank = 0; rank < best.size(); ++rank)
-      std::printf("%zu\t%d\t%.9g\t%s\n", rank + 1, best[rank].index, best[rank].score,
-                  bundle.labels[size_t(best[rank].index)].c_str());
+    edgeresnext::print_top_k(bundle, logits.data(), classes, args.k);
   } catch (const std::exception& err) {
     std::cerr << "edgeresnext_trt_classify: error: " << err.what() << "\n";
     return 1;

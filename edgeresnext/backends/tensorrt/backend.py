@@ -1,0 +1,105 @@
+"""The TensorRT backend: an engine when this host can build one for the target, else the on-device build kit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgeresnext.backends.base import Artifact, Backend, Runner, RunOptions, copy_file_atomic
+from edgeresnext.backends.tensorrt.engine import (
+    cuda_check,
+    engine_from_onnx,
+    import_cudart,
+    import_tensorrt,
+    tensorrt_major,
+)
+from edgeresnext.backends.tensorrt.kit import kit_from_onnx
+from edgeresnext.backends.tensorrt.plan import ENGINE_FILE, FP16_QDQ_FILE, BuildPlan
+from edgeresnext.backends.tensorrt.runner import TensorRTRunner
+from edgeresnext.errors import BackendUnavailable, EdgeResNeXtError
+from edgeresnext.onnx_io import check_onnx_precision
+
+if TYPE_CHECKING:
+    from edgeresnext.config import Target
+
+
+class TensorRTBackend(Backend):
+    name = "tensorrt"
+    kinds = ("engine", "kit")
+    suffixes = (".engine", ".plan")
+    package = "tensorrt"
+    default_device = "GPU"
+    devices = ("GPU",)
+
+    def target_device(self, target: Target | None) -> str:
+        return target.backend_options.tensorrt.device if target is not None else self.default_device
+
+    def proxies(self, artifact: Artifact) -> list[tuple[str, Artifact]]:
+        # What TensorRT reads in FP16-for-float-layers mode is proven on the CPU in ONNX Runtime.
+        fp16 = next((Path(p) for p in artifact.files if Path(p).name == FP16_QDQ_FILE), None)
+        if fp16 is None:
+            return []
+        stand_in = Artifact("onnxruntime", "int8+fp16", "onnx", fp16, [fp16])
+        return [("qdq-int8-fp16 (onnxruntime)", stand_in)]
+
+    def available(self) -> str | None:
+        try:
+            trt = import_tensorrt()
+            cudart = import_cudart()
+        except BackendUnavailable as err:
+            return str(err)
+        try:
+            count = cuda_check(cudart.cudaGetDeviceCount(), "cudaGetDeviceCount")
+        except EdgeResNeXtError as err:
+            return f"no usable NVIDIA GPU ({err})"
+        if not count:
+            return "no NVIDIA GPU found"
+        if tensorrt_major(trt) < 10:
+            return f"TensorRT {trt.__version__} is too old; edgeresnext needs TensorRT 10 or 11"
+        return None
+
+    def _compile_impl(self, onnx_path: Path, target: Target, out_dir: Path, **extra: Any) -> Artifact:
+        from edgeresnext.quantize.qdq import fp16_qdq_from_onnx
+
+        options = target.backend_options.tensorrt
+        check_onnx_precision(onnx_path, "int8" if target.precision == "int8" else "fp32")
+        if options.on_device:
+            reason = f"the target builds on the device ({options.device}): backend_options.tensorrt.on_device is true"
+        else:
+            reason = self.available()
+        if reason is not None:
+            return kit_from_onnx(onnx_path, target, out_dir, reason)
+        plan = BuildPlan.from_target(onnx_path, target)
+        model = out_dir / plan.onnx
+        if plan.onnx == FP16_QDQ_FILE:
+            fp16 = fp16_qdq_from_onnx(onnx_path, model)
+        else:
+            fp16 = None
+            copy_file_atomic(onnx_path, model)
+        timing_cache = Path(options.timing_cache) if options.timing_cache else None
+        info = engine_from_onnx(model, out_dir / ENGINE_FILE, plan, timing_cache=timing_cache)
+        info["fp16"] = fp16
+        return Artifact(
+            backend=self.name,
+            precision=target.precision,
+            kind="engine",
+            path=out_dir / ENGINE_FILE,
+            files=[out_dir / ENGINE_FILE, out_dir / f"{ENGINE_FILE}.json", model],
+            info=info,
+        )
+
+    def load(self, artifact: Artifact, options: RunOptions | Target | None = None) -> Runner:
+        # A kit is never runnable, whatever this host has: say what to do with it before anything else.
+        if artifact.kind == "kit":
+            raise BackendUnavailable(
+                f"{artifact.path} is an on-device build kit, not an engine: build it on the "
+                f"device with `edgeresnext compile --on-device {artifact.path}`"
+            )
+        return super().load(artifact, options)
+
+    def _load_impl(self, artifact: Artifact, options: RunOptions) -> Runner:
+        engine_json = Path(f"{artifact.path}.json")
+        if engine_json.is_file() and not artifact.info.get("tensorrt_version"):
+            artifact.info.update(json.loads(engine_json.read_text()))
+        return TensorRTRunner(artifact, options)

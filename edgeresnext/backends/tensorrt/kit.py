@@ -1,0 +1,222 @@
+"""The on-device build kit: what ``compile`` writes when the engine cannot be built here (no TensorRT, or a
+Jetson target built on a workstation): the Q/DQ ONNX (and its FP16 variant), ``build_engine.sh`` calling
+``trtexec`` with the target's settings, ``kit.json`` for ``edgeresnext compile --on-device <kit>`` with JetPack's
+Python, and a README.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgeresnext.backends.base import Artifact, copy_file_atomic
+from edgeresnext.backends.tensorrt.engine import engine_from_onnx
+from edgeresnext.backends.tensorrt.plan import FP16_QDQ_FILE, QDQ_FILE, BuildPlan
+from edgeresnext.errors import ConfigError
+
+if TYPE_CHECKING:
+    from edgeresnext.config import Target
+
+logger = logging.getLogger(__name__)
+
+KIT_FILE = "kit.json"
+KIT_SCRIPT = "build_engine.sh"
+KIT_VERSION = 1
+
+
+def trtexec_args(plan: BuildPlan) -> list[str]:
+    """trtexec flags for a build plan (TensorRT 10 and 11; the version-dependent ``--stronglyTyped`` is
+    added by build_engine.sh, which knows the device's TensorRT)."""
+    args = [
+        f"--onnx={plan.onnx}",
+        f"--saveEngine={plan.engine}",
+        f"--memPoolSize=workspace:{plan.workspace_mb}M",
+        f"--timingCacheFile={plan.timing_cache}",
+    ]
+    if plan.dynamic_batch:
+        chw = "x".join(str(d) for d in plan.input_chw)
+        for size, flag in (
+            (plan.batch.min, "--minShapes"),
+            (plan.batch.opt, "--optShapes"),
+            (plan.batch.max, "--maxShapes"),
+        ):
+            args.append(f"{flag}={plan.input_name}:{size}x{chw}")
+    if plan.int8_flag:
+        args.append("--int8")
+    if plan.fp16_flag:
+        args.append("--fp16")
+    if plan.dla_core is not None:
+        args.append(f"--useDLACore={plan.dla_core}")
+        if plan.gpu_fallback:
+            args.append("--allowGPUFallback")
+    return args
+
+
+_SCRIPT = """#!/usr/bin/env bash
+# Builds the TensorRT engine for target '{target}' ({device}) ON THE DEVICE that will run it: engines only run
+# with the TensorRT version and GPU that built them. Written by edgeresnext {version}; the flags come from the
+# target file, so change the target and regenerate the kit rather than editing them here.
+#   ./build_engine.sh                 (extra trtexec flags may follow, e.g. --verbose)
+#   TRTEXEC=/path/to/trtexec ./build_engine.sh
+set -euo pipefail
+cd "$(dirname "$0")"
+TRTEXEC="${{TRTEXEC:-$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)}}"
+if [ ! -x "$TRTEXEC" ]; then
+  echo "build_engine.sh: trtexec not found (JetPack: /usr/src/tensorrt/bin/trtexec); set TRTEXEC=" >&2
+  exit 2
+fi
+# TensorRT major version: from the Python bindings if present, else from trtexec's banner ([TensorRT v100300]).
+TRT_MAJOR="${{TRT_MAJOR:-$(python3 -c 'import tensorrt as t; print(t.__version__.split(".")[0])' 2>/dev/null || true)}}"
+if [ -z "$TRT_MAJOR" ]; then
+  TRT_V="$("$TRTEXEC" --help 2>&1 | sed -n 's/.*\\[TensorRT v\\([0-9]*\\)\\].*/\\1/p' | head -n 1)"
+  TRT_MAJOR=$(( ${{TRT_V:-0}} / 10000 ))
+fi
+if [ "$TRT_MAJOR" -lt 10 ]; then
+  echo "build_engine.sh: TensorRT $TRT_MAJOR found; this kit needs TensorRT 10 or 11 (JetPack 6 or later)" >&2
+  exit 2
+fi
+ARGS=({args})
+BUILD_MODE={mode}
+if [ "$BUILD_MODE" = strongly_typed ]; then
+  # TensorRT 10 opts in to strong typing; TensorRT 11 is always strongly typed.
+  if [ "$TRT_MAJOR" -lt 11 ]; then ARGS+=(--stronglyTyped); fi
+elif [ "$TRT_MAJOR" -ge 11 ]; then
+  echo "build_engine.sh: this kit asks for a weakly typed --int8/--fp16 build, which TensorRT 11 removed;" \\
+       "set backend_options.tensorrt.strongly_typed: true and regenerate the kit" >&2
+  exit 2
+fi
+echo "+ $TRTEXEC ${{ARGS[*]}} $*"
+"$TRTEXEC" "${{ARGS[@]}}" "$@" 2>&1 | tee build_engine.log
+# Record what built the engine: it is valid only for this TensorRT version and GPU.
+field() {{ sed -n "s/.*$1: *//p" build_engine.log | head -n 1 | tr -d '\\r"'; }}
+TRT_VERSION="$(field 'TensorRT version')"
+GPU_NAME="$(field 'Selected Device')"
+GPU_SM="$(field 'Compute Capability')"
+cat > {engine}.json.tmp <<EOF
+{{"engine": "{engine}", "onnx": "{onnx}", "tensorrt_version": "${{TRT_VERSION:-unknown}}", \
+"tensorrt_major": $TRT_MAJOR, "build_mode": "$BUILD_MODE", "gpu_name": "${{GPU_NAME:-unknown}}", \
+"gpu_sm": "${{GPU_SM:-unknown}}", "dla_core": {dla}, "built_with": "trtexec", \
+"built_at": "$(date -u +%Y-%m-%dT%H:%M:%SZ)"}}
+EOF
+mv {engine}.json.tmp {engine}.json
+echo "engine: $(pwd)/{engine}  (TensorRT ${{TRT_VERSION:-?}}, ${{GPU_NAME:-?}}, SM ${{GPU_SM:-?}})"
+"""
+
+
+def build_script(plan: BuildPlan) -> str:
+    from edgeresnext import __version__
+
+    return _SCRIPT.format(
+        target=plan.target,
+        device=plan.device,
+        version=__version__,
+        args=" ".join(shlex.quote(arg) for arg in trtexec_args(plan)),
+        mode=plan.build_mode,
+        engine=plan.engine,
+        onnx=plan.onnx,
+        dla="null" if plan.dla_core is None else plan.dla_core,
+    )
+
+
+def kit_from_onnx(onnx_path: str | Path, target: Target, out_dir: str | Path, reason: str) -> Artifact:
+    """Write the on-device build kit for ``target`` into ``out_dir`` (see the module docstring)."""
+    from edgeresnext.atomic import sha256_file, write_json_atomic, write_text_atomic
+    from edgeresnext.quantize.qdq import fp16_qdq_from_onnx
+
+    onnx_path = Path(onnx_path)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plan = BuildPlan.from_target(onnx_path, target)
+    files = [copy_file_atomic(onnx_path, out_dir / QDQ_FILE)]
+    info: dict[str, Any] = {}
+    if plan.onnx == FP16_QDQ_FILE:
+        info["fp16"] = fp16_qdq_from_onnx(onnx_path, out_dir / FP16_QDQ_FILE)
+        files.append(out_dir / FP16_QDQ_FILE)
+    script = write_text_atomic(out_dir / KIT_SCRIPT, build_script(plan))
+    script.chmod(0o755)
+    files.append(script)
+    kit = {
+        "kit_version": KIT_VERSION,
+        "plan": plan.to_dict(),
+        "reason": reason,
+        "target_config": target.resolved(),
+        "sha256": {path.name: sha256_file(path) for path in files if path.suffix == ".onnx"},
+        "build_python": f"edgeresnext compile --on-device {out_dir}",
+        "build_trtexec": f"{out_dir}/{KIT_SCRIPT}",
+    }
+    files.append(write_json_atomic(out_dir / KIT_FILE, kit))
+    files.append(write_text_atomic(out_dir / "README.md", _kit_readme(plan, out_dir, reason)))
+    logger.warning(
+        "tensorrt: no engine built here (%s). Wrote the on-device build kit %s; on the %s run "
+        "`%s/%s` or `edgeresnext compile --on-device %s`",
+        reason,
+        out_dir,
+        plan.device,
+        out_dir,
+        KIT_SCRIPT,
+        out_dir,
+    )
+    commands = [f"{out_dir}/{KIT_SCRIPT}", f"edgeresnext compile --on-device {out_dir}"]
+    return Artifact(
+        backend="tensorrt",
+        precision=target.precision,
+        kind="kit",
+        path=out_dir,
+        files=files,
+        info={"reason": reason, "plan": plan.to_dict(), "device_commands": commands, **info},
+    )
+
+
+def _kit_readme(plan: BuildPlan, out_dir: Path, reason: str) -> str:
+    return f"""# TensorRT build kit: {plan.target} ({plan.device})
+
+No engine was built on the host that made this kit ({reason}). TensorRT engines run only with the
+TensorRT version and GPU that built them, so build it on the device itself (JetPack 6 = TensorRT 10.x):
+
+    ./{KIT_SCRIPT}                                  # trtexec, nothing else needed
+    edgeresnext compile --on-device {out_dir.name}      # same settings through TensorRT's Python API
+
+Either writes `{plan.engine}` and `{plan.engine}.json` (TensorRT version, build mode, GPU name, SM).
+Model: `{plan.onnx}` ({plan.build_mode.replace("_", " ")}), input `{plan.input_name}`
+{plan.batch.min}..{plan.batch.max} x {"x".join(map(str, plan.input_chw))}, workspace \
+{plan.workspace_mb} MiB, DLA core: {plan.dla_core if plan.dla_core is not None else "off"}.
+Validate a DLA engine on its own: DLA INT8 accuracy can differ from the GPU's.
+"""
+
+
+def read_kit(kit_dir: str | Path) -> dict[str, Any]:
+    """kit.json of ``kit_dir``, its ``"plan"`` read into a :class:`BuildPlan`."""
+    kit_dir = Path(kit_dir)
+    path = kit_dir / KIT_FILE
+    if not path.is_file():
+        raise ConfigError(
+            f"{kit_dir}: not a TensorRT build kit (no {KIT_FILE}); make one with "
+            "`edgeresnext compile --target targets/jetson.yaml`"
+        )
+    try:
+        kit = json.loads(path.read_text())
+        kit["plan"] = BuildPlan.from_dict(kit["plan"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"{path}: not a valid kit file ({err!r})") from err
+    return kit
+
+
+def engine_from_kit(kit_dir: str | Path) -> Artifact:
+    """Build the kit's engine here (on the device) with TensorRT's Python API; writes it into the kit."""
+    kit_dir = Path(kit_dir)
+    plan: BuildPlan = read_kit(kit_dir)["plan"]
+    onnx_path = kit_dir / plan.onnx
+    if not onnx_path.is_file():
+        raise ConfigError(f"{onnx_path}: the kit's ONNX model is missing")
+    info = engine_from_onnx(onnx_path, kit_dir / plan.engine, plan, timing_cache=kit_dir / plan.timing_cache)
+    return Artifact(
+        backend="tensorrt",
+        precision=plan.precision,
+        kind="engine",
+        path=kit_dir / plan.engine,
+        files=[kit_dir / plan.engine, kit_dir / f"{plan.engine}.json"],
+        info=info,
+    )

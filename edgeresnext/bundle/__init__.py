@@ -1,0 +1,38 @@
+"""Bundles: what a device app embeds. ``build/<target>/bundle/`` holds the compiled artifact(s), ``labels.txt``
+and ``manifest.json`` (input, preprocessing, output meaning, precision, backend version, device, validation
+summary, and the sha256 of every file).
+
+One job per module: :mod:`.write` (:func:`bundle_from_artifacts`), :mod:`.manifest` (reading and verifying:
+:func:`read_manifest`, :func:`verify_bundle`; only the standard library, for device runtimes), :mod:`.archive`
+(:func:`extract_bundle`).
+"""
+
+from edgeresnext.bundle.archive import ARCHIVE_SUFFIXES, extract_bundle
+from edgeresnext.bundle.manifest import (
+    FORMAT,
+    LABELS,
+    MANIFEST,
+    SCHEMA_PATH,
+    SCHEMA_VERSION,
+    BundleError,
+    read_labels,
+    read_manifest,
+    verify_bundle,
+)
+from edgeresnext.bundle.write import build_manifest, bundle_from_artifacts
+
+__all__ = [
+    "ARCHIVE_SUFFIXES",
+    "FORMAT",
+    "LABELS",
+    "MANIFEST",
+    "SCHEMA_PATH",
+    "SCHEMA_VERSION",
+    "BundleError",
+    "build_manifest",
+    "bundle_from_artifacts",
+    "extract_bundle",
+    "read_labels",
+    "read_manifest",
+    "verify_bundle",
+]

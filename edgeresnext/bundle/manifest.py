@@ -1,0 +1,160 @@
+"""Reading and checking a bundle: ``manifest.json`` against its schema, and every file against its sha256.
+
+The manifest's shape is ``edgeresnext/schemas/manifest.schema.json`` (JSON Schema); :func:`verify_bundle`
+checks a bundle against it with the small validator below, so device runtimes need no ``jsonschema``. Only the
+standard library at import time: :mod:`edgeresnext.runtime` uses it on devices without torch, pydantic or nncf.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from edgeresnext.atomic import sha256_file
+from edgeresnext.errors import EdgeResNeXtError
+
+FORMAT = "edgeresnext-bundle"
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+LABELS = "labels.txt"
+SCHEMA_PATH = Path(__file__).parent.parent / "schemas" / "manifest.schema.json"
+
+
+class BundleError(EdgeResNeXtError):
+    """A bundle is missing, malformed, or does not match its manifest (tampered or incomplete)."""
+
+
+def manifest_schema() -> dict[str, Any]:
+    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+_TYPES: dict[str, Any] = {
+    "object": lambda v: isinstance(v, dict),
+    "array": lambda v: isinstance(v, list),
+    "string": lambda v: isinstance(v, str),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "boolean": lambda v: isinstance(v, bool),
+    "null": lambda v: v is None,
+}
+
+
+def check_schema(value: Any, schema: dict[str, Any], where: str) -> None:
+    """The part of JSON Schema the manifest schema uses (type, enum, required, properties,
+    additionalProperties: false, items, min/maxItems, minimum, pattern); raises on the first violation."""
+    kinds = schema.get("type")
+    if kinds is not None:
+        kinds = [kinds] if isinstance(kinds, str) else kinds
+        if not any(_TYPES[kind](value) for kind in kinds):
+            raise BundleError(f"{where}: expected {' or '.join(kinds)}, got {json.dumps(value)[:60]}")
+    if "enum" in schema and value not in schema["enum"]:
+        raise BundleError(f"{where}: {value!r} is not one of {schema['enum']}")
+    if isinstance(value, dict):
+        for key in schema.get("required", []):
+            if key not in value:
+                raise BundleError(f"{where}: missing required key {key!r}")
+        properties = schema.get("properties", {})
+        if schema.get("additionalProperties") is False:
+            extra = sorted(set(value) - set(properties))
+            if extra:
+                raise BundleError(f"{where}: unknown key {extra[0]!r}; accepted: {', '.join(sorted(properties))}")
+        for key, sub in properties.items():
+            if key in value:
+                check_schema(value[key], sub, f"{where}.{key}")
+    if isinstance(value, list):
+        if len(value) < schema.get("minItems", 0):
+            raise BundleError(f"{where}: needs at least {schema['minItems']} items, has {len(value)}")
+        if "maxItems" in schema and len(value) > schema["maxItems"]:
+            raise BundleError(f"{where}: allows at most {schema['maxItems']} items, has {len(value)}")
+        if "items" in schema:
+            for index, item in enumerate(value):
+                check_schema(item, schema["items"], f"{where}[{index}]")
+    if _TYPES["number"](value) and "minimum" in schema and value < schema["minimum"]:
+        raise BundleError(f"{where}: {value} is below the minimum {schema['minimum']}")
+    if isinstance(value, str) and "pattern" in schema and not re.search(schema["pattern"], value):
+        raise BundleError(f"{where}: {value!r} does not match {schema['pattern']}")
+
+
+def read_manifest(bundle_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """``manifest.json`` of a bundle, parsed and checked against the schema (files are not hashed here)."""
+    bundle_dir = Path(bundle_dir)
+    path = bundle_dir / MANIFEST
+    if not bundle_dir.is_dir():
+        raise BundleError(f"{bundle_dir}: no such bundle folder")
+    if not path.is_file():
+        raise BundleError(f"{bundle_dir}: not a bundle (no {MANIFEST})")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise BundleError(f"{path}: not valid JSON ({err})") from err
+    except RecursionError as err:  # json recurses once per nesting level
+        raise BundleError(f"{path}: nested too deeply to be a manifest") from err
+    if (
+        isinstance(manifest, dict)
+        and isinstance(manifest.get("schema_version"), int)
+        and manifest["schema_version"] > SCHEMA_VERSION
+    ):
+        raise BundleError(
+            f"{path}: schema_version {manifest['schema_version']} was written by a newer edgeresnext; "
+            f"this one reads version {SCHEMA_VERSION}"
+        )
+    check_schema(manifest, manifest_schema(), str(path))
+    return manifest
+
+
+def _safe_relative(name: str, where: str) -> PurePosixPath:
+    relative = PurePosixPath(name)
+    if relative.is_absolute() or ".." in relative.parts or not relative.parts:
+        raise BundleError(f"{where}: file path {name!r} must stay inside the bundle (relative, no '..')")
+    return relative
+
+
+def verify_bundle(bundle_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Check a bundle: manifest schema, every listed file present with its size and sha256, no unlisted files,
+    artifacts and labels consistent. Returns the manifest; raises :class:`BundleError` naming every problem."""
+    bundle_dir = Path(bundle_dir)
+    manifest = read_manifest(bundle_dir)
+    where = str(bundle_dir / MANIFEST)
+    problems: list[str] = []
+    listed: set[str] = set()
+    for entry in manifest["files"]:
+        name = _safe_relative(entry["path"], where).as_posix()
+        listed.add(name)
+        path = bundle_dir / name
+        if any(
+            (bundle_dir / parent).is_symlink() for parent in (*PurePosixPath(name).parents, name) if str(parent) != "."
+        ):
+            problems.append(f"{name}: a symlink; bundles hold regular files only (a link can point anywhere)")
+        elif not path.is_file():
+            problems.append(f"{name}: missing")
+        elif path.stat().st_size != entry["bytes"]:
+            problems.append(f"{name}: {path.stat().st_size} bytes, the manifest says {entry['bytes']}")
+        elif sha256_file(path) != entry["sha256"]:
+            problems.append(f"{name}: sha256 differs from the manifest (modified or corrupt)")
+    for path in sorted(p for p in bundle_dir.rglob("*") if p.is_file()):
+        name = path.relative_to(bundle_dir).as_posix()
+        if name != MANIFEST and name not in listed:
+            problems.append(f"{name}: not listed in the manifest")
+    for artifact in manifest["artifacts"]:
+        for name in [artifact["path"], *artifact["files"]]:
+            relative = _safe_relative(name, where).as_posix()
+            if relative not in listed and not any(item.startswith(relative + "/") for item in listed):
+                problems.append(f"artifact file {name}: not in the manifest's file list")
+    if manifest["labels"] not in listed:
+        problems.append(f"{manifest['labels']}: labels file not in the manifest's file list")
+    elif not problems:
+        labels = read_labels(bundle_dir, manifest)
+        num_classes = manifest["model"]["num_classes"]
+        if len(labels) != num_classes:
+            problems.append(f"{manifest['labels']}: {len(labels)} labels for {num_classes} classes")
+    if problems:
+        raise BundleError(f"{bundle_dir}: bundle does not match its manifest: " + "; ".join(problems))
+    return manifest
+
+
+def read_labels(bundle_dir: str | os.PathLike[str], manifest: dict[str, Any]) -> list[str]:
+    text = (Path(bundle_dir) / manifest["labels"]).read_text(encoding="utf-8")
+    return text.splitlines()

@@ -1,0 +1,275 @@
+"""Writing a bundle: the artifacts' files, ``labels.txt`` and ``manifest.json``, assembled under a temporary
+name and renamed into place. What the manifest says about an artifact (runtime package, device, input and
+output names) comes from its backend."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgeresnext.atomic import sha256_file
+from edgeresnext.backends import get_backend, list_backends
+from edgeresnext.bundle.manifest import FORMAT, LABELS, MANIFEST, SCHEMA_VERSION, check_schema, manifest_schema
+from edgeresnext.environment import cpu_model
+from edgeresnext.errors import ConfigError
+
+if TYPE_CHECKING:
+    from edgeresnext.backends.base import Artifact
+    from edgeresnext.config import Target
+    from edgeresnext.models.checkpoints import ModelMeta
+
+logger = logging.getLogger(__name__)
+
+
+def _package_version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _edgeresnext_version() -> str:
+    from edgeresnext import __version__
+
+    return __version__
+
+
+def _jsonable(value: Any) -> Any:
+    """Validation summaries come from numpy code: turn numpy scalars/arrays and paths into plain JSON values."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "tolist"):  # numpy scalar or array
+        return value.tolist()
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    raise ConfigError(f"bundle: validation summary value {value!r} ({type(value).__name__}) is not JSON data")
+
+
+def _artifact_files(artifact: Artifact) -> list[Path]:
+    """Every file the artifact needs (a folder artifact — the TensorRT on-device kit — contributes its files)."""
+    files = [Path(p) for p in artifact.files] or [Path(artifact.path)]
+    if Path(artifact.path) not in files:
+        files.insert(0, Path(artifact.path))
+    return files
+
+
+def _io_signature(artifact: Artifact, meta: ModelMeta) -> dict[str, Any]:
+    """Input/output names and shapes: what the artifact's backend reads from it (the ONNX or IR file, or names
+    the backend recorded), else what the model's metadata implies (``input``/``logits``)."""
+    size = meta.preprocess.crop or meta.preprocess.resize or meta.input_size
+    sig: dict[str, Any] = {
+        "input_name": "input",
+        "input_shape": [-1, meta.in_channels, size, size],
+        "output_name": "logits",
+        "output_shape": [-1, meta.num_classes],
+    }
+    path = Path(artifact.path)
+    try:
+        sig.update(get_backend(artifact.backend).io_signature(artifact))
+    except ImportError as err:
+        logger.warning(
+            "cannot read the input/output names of %s (%s); using %s/%s",
+            path,
+            err,
+            sig["input_name"],
+            sig["output_name"],
+        )
+    except Exception as err:  # onnx/openvino raise their own types (DecodeError, RuntimeError) for a bad file
+        raise ConfigError(f"{path}: cannot read the {artifact.backend} {artifact.kind} artifact ({err})") from err
+    return sig
+
+
+def build_manifest(
+    artifacts: Sequence[Artifact],
+    names: dict[Path, str],
+    meta: ModelMeta,
+    validation_summary: dict[str, Any] | None,
+    target: Target | None,
+) -> dict[str, Any]:
+    """The manifest (without ``files``) for artifacts whose files are known in the bundle as ``names``."""
+    primary = artifacts[0]
+    sig = _io_signature(primary, meta)
+    info = dict(primary.info)
+    backend = get_backend(primary.backend)
+    backend_version = str(
+        info.get("backend_version") or info.get("tensorrt_version") or _package_version(backend.package)
+    )
+    target_device = str(info.get("device", backend.target_device(target)))
+    batch = {"min": 1, "opt": 1, "max": 1}
+    if target is not None:
+        batch = target.input.batch.model_dump()
+    if sig["input_shape"][0] > 0:  # a static batch dimension overrides the target's range
+        batch = {"min": sig["input_shape"][0], "opt": sig["input_shape"][0], "max": sig["input_shape"][0]}
+    pre = meta.preprocess
+    manifest: dict[str, Any] = {
+        "format": FORMAT,
+        "schema_version": SCHEMA_VERSION,
+        "created_by": f"edgeresnext {_edgeresnext_version()}",
+        "model": {
+            "arch": meta.arch,
+            "num_classes": meta.num_classes,
+            "dataset": meta.dataset,
+            "recipe": meta.recipe,
+            "metrics": _jsonable(meta.metrics),
+        },
+        "input": {
+            "name": sig["input_name"],
+            "shape": [int(d) for d in sig["input_shape"]],
+            "dtype": str(info.get("input_dtype", "float32")),
+            "layout": "NCHW",
+            "batch": batch,
+        },
+        "preprocess": {
+            **pre.to_dict(),
+            "channel_order": pre.channels,
+            "resize_mode": "shorter side to `resize`, bilinear (Pillow, antialiased)",
+            "crop_mode": "center",
+            "scale": 1.0 / 255.0,
+            "order": "convert to `channels`, resize, crop, x * scale, (x - mean) / std, HWC to CHW",
+        },
+        "output": {
+            "name": sig["output_name"],
+            "shape": [int(d) for d in sig["output_shape"]],
+            "dtype": str(info.get("output_dtype", "float32")),
+            "meaning": "logits",
+            "scores": "softmax over the class axis; class i is line i of labels.txt",
+        },
+        "labels": LABELS,
+        "precision": primary.precision,
+        "backend": {"name": primary.backend, "version": backend_version},
+        "device": {
+            "target_device": target_device,
+            "built_on": {
+                "machine": platform.machine(),
+                "system": platform.system(),
+                "cpu": cpu_model(),
+                **{k: info[k] for k in ("gpu_name", "gpu_sm", "tensorrt_version", "build_mode") if k in info},
+            },
+        },
+        "validation": _jsonable(validation_summary) if validation_summary is not None else None,
+        "artifacts": [
+            {
+                "backend": a.backend,
+                "precision": a.precision,
+                "kind": a.kind,
+                "path": names[Path(a.path)],
+                "files": [names[p] for p in _artifact_files(a)],
+                "info": _jsonable(a.info),
+            }
+            for a in artifacts
+        ],
+    }
+    if target is not None:
+        manifest["target"] = {"name": target.name, "description": target.description, "config": target.resolved()}
+    return manifest
+
+
+def bundle_from_artifacts(
+    out_dir: str | os.PathLike[str],
+    artifacts: Artifact | Sequence[Artifact],
+    meta: ModelMeta,
+    validation_summary: dict[str, Any] | None = None,
+    target: Target | None = None,
+) -> Path:
+    """Write a bundle folder: the artifacts' files, ``labels.txt`` and ``manifest.json``; returns ``out_dir``.
+
+    The first artifact is the primary one (its backend, precision and input/output describe the bundle);
+    others (the Q/DQ ONNX next to a TensorRT engine, say) travel along. The folder is assembled under a
+    temporary name and renamed into place, so a failed run never leaves a bundle that looks finished, and an
+    existing bundle is replaced whole.
+    """
+    out_dir = Path(out_dir)
+    artifacts = [artifacts] if not isinstance(artifacts, Sequence) else list(artifacts)
+    if not artifacts:
+        raise ConfigError(f"{out_dir}: a bundle needs at least one artifact")
+    for artifact in artifacts:
+        if artifact.backend not in list_backends():
+            raise ConfigError(
+                f"{artifact.path}: unknown backend {artifact.backend!r}; expected one of {', '.join(list_backends())}"
+            )
+    if meta.class_names and len(meta.class_names) != meta.num_classes:
+        raise ConfigError(f"model metadata has {len(meta.class_names)} class names for {meta.num_classes} classes")
+    class_names = meta.class_names or [f"class_{i}" for i in range(meta.num_classes)]
+    for name in class_names:
+        if "\n" in name or "\r" in name:
+            raise ConfigError(f"class name {name!r} contains a line break; labels.txt holds one name per line")
+
+    # Bundle-relative names: files keep their base names; a folder (kit) keeps its own tree under its name.
+    names: dict[Path, str] = {}
+    sources: dict[str, Path] = {}
+    for artifact in artifacts:
+        folder = Path(artifact.path) if Path(artifact.path).is_dir() else None
+        for source in _artifact_files(artifact):
+            if not source.exists():
+                raise ConfigError(f"{source}: file of the {artifact.backend} artifact not found")
+            if source == folder:
+                names[source] = folder.name  # only the files the artifact lists are copied, not the folder
+                continue
+            name = source.name
+            if folder is not None and source.is_relative_to(folder):
+                name = f"{folder.name}/{source.relative_to(folder).as_posix()}"
+            elif source.is_dir():
+                raise ConfigError(f"{source}: a folder inside the artifact's file list; list its files instead")
+            if name in (MANIFEST, LABELS):
+                raise ConfigError(f"{source}: the name {name!r} is reserved in a bundle")
+            if name in sources and sources[name].resolve() != source.resolve():
+                raise ConfigError(
+                    f"{source}: two different artifact files are both named {name!r} (the other is {sources[name]})"
+                )
+            names[source] = name
+            sources[name] = source
+
+    manifest = build_manifest(artifacts, names, meta, validation_summary, target)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        for name, source in sources.items():
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, tmp / name)  # keeps the mode: the kit's build_engine.sh stays executable
+        (tmp / LABELS).write_text("".join(f"{name}\n" for name in class_names), encoding="utf-8")
+        manifest["files"] = _file_entries(tmp)
+        check_schema(manifest, manifest_schema(), "manifest")
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        for path in tmp.rglob("*"):
+            if path.is_file():
+                with open(path, "rb") as handle:
+                    os.fsync(handle.fileno())
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        if out_dir.exists():
+            os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        if old.exists():
+            shutil.rmtree(old)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    logger.info(
+        "bundle %s: %s %s, %d files",
+        out_dir,
+        manifest["backend"]["name"],
+        manifest["precision"],
+        len(manifest["files"]),
+    )
+    return out_dir
+
+
+def _file_entries(root: Path) -> list[dict[str, Any]]:
+    entries = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST):
+        entries.append(
+            {"path": path.relative_to(root).as_posix(), "sha256": sha256_file(path), "bytes": path.stat().st_size}
+        )
+    return entries
