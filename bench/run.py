@@ -254,8 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     from edgeresnext.atomic import write_json_atomic
     from edgeresnext.backends.openvino import ir_from_onnx
     from edgeresnext.config import QuantSpec
-    from edgeresnext.export import onnx_from_torch
     from edgeresnext.environment import environment
+    from edgeresnext.export import onnx_from_torch
     from edgeresnext.validate import PeakMemory, TorchRunner
 
     threads = args.threads or len(os.sched_getaffinity(0))
