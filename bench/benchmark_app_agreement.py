@@ -67,19 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="also write the figures as JSON")
     args = parser.parse_args(argv)
 
-    from edgeresnext.backends import Artifact, get_backend
-    from edgeresnext.config import OpenVINOOptions
+    from edgeresnext.backends import get_backend
     from edgeresnext.validate import measure_latency
 
-    artifact = Artifact(
-        backend="openvino",
-        precision="unknown",
-        kind="ir",
-        path=args.xml,
-        info={"hint": "latency", "threads": args.threads},
-    )
-    runner = get_backend("openvino").load(artifact)
-    assert runner.options == OpenVINOOptions(hint="latency", threads=args.threads), runner.options
+    openvino = get_backend("openvino")
+    options = openvino.run_options(threads=args.threads, hint="latency")
+    runner = openvino.load(openvino.artifact_for_file(args.xml), options)
     sample = np.random.default_rng(0).standard_normal((1, *runner.input_shape)).astype(np.float32)
     ours, theirs = [], []
     with tempfile.TemporaryDirectory() as scratch:

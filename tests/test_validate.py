@@ -94,27 +94,18 @@ def test_cosine_of_zero_rows():
     assert cosine_similarity_rows(zero, np.ones((1, 3)))[0] == 0.0
 
 
-class FixedBatchRunner:
-    """Like a static-shape engine: accepts exactly four images and returns the per-image pixel sum."""
-
-    batch_range = (4, 4)
-
-    def __init__(self) -> None:
-        self.calls = []
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        assert batch.shape[0] == 4, batch.shape
-        self.calls.append(batch.shape[0])
-        return batch.reshape(4, -1).sum(axis=1, keepdims=True)
-
-
-def test_run_logits_pads_the_last_batch_for_fixed_batch_runners():
+def test_run_logits_feeds_batches_in_order_and_joins_them():
+    # Splitting or padding to an artifact's batch range is the Runner's own job (tests/backends/test_runners.py).
     inputs = np.arange(10 * 2, dtype=np.float32).reshape(10, 1, 2, 1)
-    runner = FixedBatchRunner()
-    logits = run_logits(runner, inputs, batch_size=64)
-    assert logits.shape == (10, 1)
-    np.testing.assert_allclose(logits[:, 0], inputs.reshape(10, -1).sum(axis=1))
-    assert runner.calls == [4, 4, 4]
+    calls = []
+
+    def pixel_sum(batch: np.ndarray) -> np.ndarray:
+        calls.append(batch.shape[0])
+        return batch.reshape(len(batch), -1).sum(axis=1, keepdims=True)
+
+    logits = run_logits(pixel_sum, inputs, batch_size=4)
+    np.testing.assert_array_equal(logits[:, 0], inputs.reshape(10, -1).sum(axis=1))
+    assert calls == [4, 4, 2]
 
 
 def test_measure_latency_times_each_call_after_warmup():

@@ -55,19 +55,12 @@ def _artifact_suffixes() -> list[str]:
     return [suffix for name in list_backends() for suffix in get_backend(name).suffixes]
 
 
-def with_threads(target: Target, threads: int | None) -> Target:
-    """A copy of ``target`` whose every CPU backend uses ``threads`` (so all artifacts run alike)."""
-    copy = target.model_copy(deep=True)
-    if threads is not None:
-        copy.backend_options.openvino.threads = threads
-        copy.backend_options.onnxruntime.threads = threads
-    return copy
-
-
-def runner_from_file(path: str | Path, target: Target | None = None, backend: str | None = None) -> RunnerLike:
+def runner_from_file(
+    path: str | Path, target: Target | None = None, backend: str | None = None, threads: int | None = None
+) -> RunnerLike:
     """A runner for an artifact file: ``.onnx`` (ONNX Runtime), ``.xml`` (OpenVINO IR), ``.engine`` (TensorRT),
     ``.safetensors``/``.pt`` (an edgeresnext checkpoint in PyTorch). ``backend`` overrides the guess (e.g. an
-    ``.onnx`` in OpenVINO). Hint and threads come from ``target.backend_options``.
+    ``.onnx`` in OpenVINO). Options come from ``target.backend_options``; ``threads`` overrides theirs.
     """
     path = Path(path)
     if not path.exists():
@@ -82,12 +75,12 @@ def runner_from_file(path: str | Path, target: Target | None = None, backend: st
             f"{path}: cannot tell which runtime runs this file; expected one of "
             f"{', '.join([*_artifact_suffixes(), '.safetensors', '.pt'])} or name the backend"
         )
-    from edgeresnext.backends import Artifact, get_backend
+    from edgeresnext.backends import get_backend
 
-    kind = {"onnxruntime": "onnx", "openvino": "ir" if path.suffix == ".xml" else "onnx", "tensorrt": "engine"}[backend]
-    artifact = Artifact(backend=backend, precision=_guess_precision(path), kind=kind, path=path, files=[path])
+    runtime = get_backend(backend)
+    artifact = runtime.artifact_for_file(path, _guess_precision(path))
     try:
-        return get_backend(backend).load(artifact, target)
+        return runtime.load(artifact, runtime.run_options(target, threads=threads))
     except ModuleNotFoundError as err:
         if err.name and err.name.startswith("edgeresnext"):
             raise  # our own module missing is a bug, not a host limitation
@@ -95,7 +88,7 @@ def runner_from_file(path: str | Path, target: Target | None = None, backend: st
 
 
 def artifacts_from_specs(
-    specs: Sequence[str], target: Target | None = None
+    specs: Sequence[str], target: Target | None = None, threads: int | None = None
 ) -> list[ArtifactUnderTest | SkippedArtifact]:
     """``NAME=PATH`` (or ``NAME=BACKEND:PATH``) strings from the command line to artifacts."""
     items: list[ArtifactUnderTest | SkippedArtifact] = []
@@ -115,7 +108,7 @@ def artifacts_from_specs(
         )
         chosen = backend or backend_for_path(path) or "pytorch"
         try:
-            runner = runner_from_file(path, target, backend or None)
+            runner = runner_from_file(path, target, backend or None, threads)
         except BackendUnavailable as err:
             items.append(SkippedArtifact(name=name, reason=str(err), files=files, backend=chosen))
             continue
@@ -140,7 +133,9 @@ def _guess_precision(path: Path) -> str:
 
 
 # --------------------------------------------------------------------------------------------- a whole build
-def discover_artifacts(root: str | Path, target: Target) -> list[ArtifactUnderTest | SkippedArtifact]:
+def discover_artifacts(
+    root: str | Path, target: Target, threads: int | None = None
+) -> list[ArtifactUnderTest | SkippedArtifact]:
     """Every runnable model file a build left under ``root`` (ONNX, OpenVINO IR, TensorRT engines), once each.
 
     Names are ``<backend>-<precision>`` (plus the stage folder when two would clash); files with the same
@@ -177,7 +172,7 @@ def discover_artifacts(root: str | Path, target: Target) -> list[ArtifactUnderTe
             f"{root}: no artifacts to validate (no .onnx, .xml or .engine files); run "
             f"`edgeresnext build --target {target.name}` first or pass --artifact NAME=PATH"
         )
-    return artifacts_from_specs(spec_strings, target)
+    return artifacts_from_specs(spec_strings, target, threads)
 
 
 def pick_primary(target: Target, artifacts: Sequence[ArtifactUnderTest | SkippedArtifact]) -> str | None:

@@ -22,7 +22,6 @@ from edgeresnext.validate.artifacts import (
     find_sensitivity,
     pick_primary,
     target_threads,
-    with_threads,
 )
 from edgeresnext.validate.gates import REFERENCE_NAME, evaluate_gates
 from edgeresnext.validate.measure import (
@@ -282,7 +281,6 @@ def validate_target(
         threads = target_threads(target)
     if threads is None:
         threads = usable_cores()
-    run_target = with_threads(target, threads)
     staged = root / "model" / "model.safetensors"
     model_path = (
         resolve_checkpoint(checkpoint)
@@ -294,7 +292,9 @@ def validate_target(
     model = load_checkpoint(model_path)
     meta = model.meta
     artifacts = (
-        artifacts_from_specs(artifact_specs, run_target) if artifact_specs else discover_artifacts(root, run_target)
+        artifacts_from_specs(artifact_specs, target, threads)
+        if artifact_specs
+        else discover_artifacts(root, target, threads)
     )
     data = load_validation_data(target.data, meta.preprocess, meta.class_names)
     report = validate(

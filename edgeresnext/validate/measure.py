@@ -21,29 +21,17 @@ RunnerLike = Callable[[np.ndarray], np.ndarray]
 EVAL_BATCH = 64
 
 
-def _batch_limits(runner: RunnerLike) -> tuple[int, int] | None:
-    return getattr(runner, "batch_range", None)
-
-
 def run_logits(
     runner: RunnerLike, inputs: np.ndarray, batch_size: int = EVAL_BATCH, progress: bool = False, desc: str = ""
 ) -> np.ndarray:
-    """Logits of every input, in batches; a last short batch is zero-padded when the runner needs a fixed batch."""
-    limits = _batch_limits(runner)
-    if limits is not None:
-        batch_size = max(limits[0], min(batch_size, limits[1]))
-    chunks = []
+    """Logits of every input, ``batch_size`` images per call (a backend Runner splits or pads to its artifact's
+    batch range itself)."""
     starts = range(0, len(inputs), batch_size)
     if progress:
         from tqdm import tqdm
 
         starts = tqdm(starts, desc=desc or "inference", unit="batch", leave=False)
-    for start in starts:
-        batch = inputs[start : start + batch_size]
-        count = len(batch)
-        if limits is not None and count < limits[0]:
-            batch = np.concatenate([batch, np.zeros((limits[0] - count, *batch.shape[1:]), dtype=batch.dtype)])
-        chunks.append(np.asarray(runner(np.ascontiguousarray(batch)), dtype=np.float32)[:count])
+    chunks = [np.asarray(runner(np.ascontiguousarray(inputs[s : s + batch_size])), np.float32) for s in starts]
     return np.concatenate(chunks)
 
 
