@@ -11,6 +11,9 @@ from edgeresnext.backends import get_backend
 from edgeresnext.bundle import bundle_from_artifacts
 from edgeresnext.config import Target, target_from_dict
 from edgeresnext.export import onnx_from_torch
+from edgeresnext.models import ModelMeta
+
+TINY_ARCH = "resnext11_4x8d"
 
 SUMMARY = {"top1": np.float64(0.91), "top1_drop": 0.0, "latency_ms_p50": 0.4}
 
@@ -50,3 +53,32 @@ def make_bundles(model, work: Path, summary: dict | None = None) -> dict[str, Pa
         work / "onnxruntime" / "bundle", artifacts["onnxruntime"], model.meta, summary, fp32_target("onnxruntime")
     )
     return bundles
+
+
+def tiny_meta(**extra) -> ModelMeta:
+    """Metadata of an untrained Fashion-MNIST-sized model (10 classes c0..c9, 1x28x28)."""
+    from edgeresnext.data.fashion_mnist import PREPROCESS
+
+    return ModelMeta(
+        arch=TINY_ARCH,
+        num_classes=10,
+        in_channels=1,
+        preprocess=PREPROCESS,
+        class_names=[f"c{i}" for i in range(10)],
+        input_size=28,
+        **extra,
+    )
+
+
+def tiny_onnxruntime_bundle(work: Path) -> Path:
+    """A real ONNX Runtime FP32 bundle of an untrained resnext11_4x8d (seeded), built in ``work``."""
+    import torch
+
+    from edgeresnext.models import create
+
+    torch.manual_seed(0)
+    model = create(TINY_ARCH, num_classes=10, in_channels=1).eval()
+    onnx_path = onnx_from_torch(model, work / "model.onnx", input_shape=(1, 28, 28))
+    target = fp32_target("onnxruntime")
+    artifact = get_backend("onnxruntime").compile(onnx_path, target, work / "compile")
+    return bundle_from_artifacts(work / "bundle", artifact, tiny_meta(), SUMMARY, target)

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -162,28 +161,10 @@ def test_strange_yaml_is_answered(tmp_path, text):
 # --------------------------------------------------------------------------------------------- manifest reader
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real ONNX Runtime bundle of an untrained resnext11_4x8d (from the hostile tests' recipe)."""
-    from bundle_helpers import SUMMARY, fp32_target
+    """A real ONNX Runtime bundle of an untrained resnext11_4x8d (the hostile tests' bundle)."""
+    from bundle_helpers import tiny_onnxruntime_bundle
 
-    from edgeresnext.backends import get_backend
-    from edgeresnext.bundle import bundle_from_artifacts
-    from edgeresnext.export import onnx_from_torch
-
-    work = tmp_path_factory.mktemp("fuzz-bundle")
-    torch.manual_seed(0)
-    model = create("resnext11_4x8d", num_classes=10, in_channels=1).eval()
-    meta = ModelMeta(
-        arch="resnext11_4x8d",
-        num_classes=10,
-        in_channels=1,
-        preprocess=FMNIST_PREPROCESS,
-        class_names=[f"c{i}" for i in range(10)],
-        input_size=28,
-    )
-    onnx_path = onnx_from_torch(model, work / "model.onnx", input_shape=(1, 28, 28))
-    target = fp32_target("onnxruntime")
-    artifact = get_backend("onnxruntime").compile(onnx_path, target, work / "compile")
-    return bundle_from_artifacts(work / "bundle", artifact, meta, SUMMARY, target)
+    return tiny_onnxruntime_bundle(tmp_path_factory.mktemp("fuzz-bundle"))
 
 
 JSON = st.recursive(

@@ -20,20 +20,20 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from bundle_helpers import SUMMARY, fp32_target
+from bundle_helpers import fp32_target, tiny_onnxruntime_bundle
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from edgeresnext.backends import get_backend
-from edgeresnext.bundle import BundleError, bundle_from_artifacts, extract_bundle, verify_bundle
+from edgeresnext.bundle import BundleError, extract_bundle, verify_bundle
 from edgeresnext.cli import main
 from edgeresnext.config import DataSpec, load_target
 from edgeresnext.data.fashion_mnist import PREPROCESS as FMNIST_PREPROCESS
 from edgeresnext.data.validation import ValidationData, load_validation_data
 from edgeresnext.errors import ConfigError, DataError, ExportError
-from edgeresnext.export import check_onnx, onnx_from_torch
+from edgeresnext.export import check_onnx
 from edgeresnext.lint import lint_onnx
-from edgeresnext.models import ModelMeta, create
+from edgeresnext.models import create
 from edgeresnext.onnx_io import check_external_data, load_onnx_safely
 from edgeresnext.pipeline import build
 
@@ -167,21 +167,7 @@ def test_onnx_external_data_inside_its_folder_is_read(tmp_path):
 @pytest.fixture(scope="module")
 def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real ONNX Runtime FP32 bundle of an (untrained) resnext11_4x8d for Fashion-MNIST-sized input."""
-    work = tmp_path_factory.mktemp("hostile-bundle")
-    torch.manual_seed(0)
-    model = create(ARCH, num_classes=10, in_channels=1).eval()
-    meta = ModelMeta(
-        arch=ARCH,
-        num_classes=10,
-        in_channels=1,
-        preprocess=FMNIST_PREPROCESS,
-        class_names=[f"c{i}" for i in range(10)],
-        input_size=28,
-    )
-    onnx_path = onnx_from_torch(model, work / "model.onnx", input_shape=(1, 28, 28))
-    target = fp32_target("onnxruntime")
-    artifact = get_backend("onnxruntime").compile(onnx_path, target, work / "compile")
-    return bundle_from_artifacts(work / "bundle", artifact, meta, SUMMARY, target)
+    return tiny_onnxruntime_bundle(tmp_path_factory.mktemp("hostile-bundle"))
 
 
 def _tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]) -> Path:

@@ -323,24 +323,23 @@ def test_exact_mcnemar_rejects_bad_counts(b, c) -> None:
 
 
 # --------------------------------------------------------------------------------------------- gate
-def test_gate_passes_on_point_fails_on_bound() -> None:
-    # 2000 images, reference top-1 76 %, 6 lost and 2 won: drop 0.2 pt looks fine against 0.3 pt, but the
-    # one-sided 95 % bound is 0.457 pt. The set itself is big enough (a perfect result would pass).
-    verdict = drop_gate(PairedCounts(1514, 6, 2, 478), limit=0.003, confidence=0.95)
-    assert verdict.point == pytest.approx(0.002, abs=TRANSCRIBED)
-    assert verdict.upper_bound == pytest.approx(newcombe_method10(1514, 6, 2, 478, Z_95)[1], abs=TRANSCRIBED)
-    assert verdict.upper_bound == pytest.approx(0.004574, abs=5e-7)
-    assert (verdict.passed_on_point, verdict.passed_on_bound, verdict.provable) == (True, False, True)
-    assert "NOT proven" in verdict.summary() and "too small" not in verdict.summary()
-
-
-def test_gate_passes_on_both() -> None:
-    # 10,000 images, 20 lost and 18 won: drop 0.02 pt, one-sided 95 % bound 0.124 pt, under 0.3 pt either way
-    verdict = drop_gate(PairedCounts(7580, 20, 18, 2382), limit=0.003, confidence=0.95)
-    assert verdict.point == pytest.approx(0.0002, abs=TRANSCRIBED)
-    assert verdict.upper_bound == pytest.approx(newcombe_method10(7580, 20, 18, 2382, Z_95)[1], abs=TRANSCRIBED)
-    assert verdict.upper_bound == pytest.approx(0.001237, abs=5e-7)
-    assert (verdict.passed_on_point, verdict.passed_on_bound, verdict.provable) == (True, True, True)
+@pytest.mark.parametrize(
+    ("table", "point", "bound", "passed_on_bound"),
+    [
+        # 2000 images, reference top-1 76 %, 6 lost and 2 won: drop 0.2 pt looks fine against 0.3 pt, but the
+        # one-sided 95 % bound is 0.457 pt. The set itself is big enough (a perfect result would pass).
+        ((1514, 6, 2, 478), 0.002, 0.004574, False),
+        # 10,000 images, 20 lost and 18 won: drop 0.02 pt, one-sided 95 % bound 0.124 pt, under 0.3 pt either way.
+        ((7580, 20, 18, 2382), 0.0002, 0.001237, True),
+    ],
+)
+def test_gate_judges_the_bound_not_the_point(table, point, bound, passed_on_bound) -> None:
+    verdict = drop_gate(PairedCounts(*table), limit=0.003, confidence=0.95)
+    assert verdict.point == pytest.approx(point, abs=TRANSCRIBED)
+    assert verdict.upper_bound == pytest.approx(newcombe_method10(*table, Z_95)[1], abs=TRANSCRIBED)
+    assert verdict.upper_bound == pytest.approx(bound, abs=5e-7)
+    assert (verdict.passed_on_point, verdict.passed_on_bound, verdict.provable) == (True, passed_on_bound, True)
+    assert ("NOT proven" in verdict.summary()) is not passed_on_bound and "too small" not in verdict.summary()
 
 
 def test_gate_on_a_set_too_small_to_prove_anything() -> None:

@@ -284,84 +284,28 @@ def test_cli_validate_fails_on_a_tight_gate(shipped_checkpoint, fp32_onnx, tmp_p
         "validate: {latency_runs: 3, warmup_runs: 1}\ngates: {max_latency_ms: 0.000001}\n"
     )
     out = tmp_path / "report"
-    code = main(
-        [
-            "-q",
-            "validate",
-            "--target",
-            str(target),
-            "--artifact",
-            f"onnx-fp32={fp32_onnx}",
-            "--out",
-            str(out),
-            "--no-html",
-        ]
-    )
-    assert code == 1
+    command = ["-q", "validate", "--target", str(target), "--artifact", f"onnx-fp32={fp32_onnx}"]
+    command += ["--out", str(out), "--no-html"]
+    assert main(command) == 1
     import json
 
     report = json.loads((out / "report.json").read_text())
     assert not report["passed"] and report["gates"][0]["gate"] == "max_latency_ms"
     assert "FAIL: max_latency_ms" in (out / "report.md").read_text()
     target.write_text(target.read_text().replace("max_latency_ms: 0.000001", "max_top1_drop: 0.001"))
-    assert (
-        main(
-            [
-                "-q",
-                "validate",
-                "--target",
-                str(target),
-                "--artifact",
-                f"onnx-fp32={fp32_onnx}",
-                "--out",
-                str(out),
-                "--no-html",
-            ]
-        )
-        == 0
-    )
+    assert main(command) == 0
 
 
 def test_cli_compare_lists_worst_images(shipped_checkpoint, fp32_onnx, capsys):
     from edgeresnext.cli import main
 
-    code = main(
-        [
-            "-q",
-            "compare",
-            str(fp32_onnx),
-            str(shipped_checkpoint),
-            "--checkpoint",
-            str(shipped_checkpoint),
-            "--limit",
-            "32",
-            "--worst",
-            "3",
-        ]
-    )
+    compare = ["-q", "compare", str(fp32_onnx), str(shipped_checkpoint), "--checkpoint", str(shipped_checkpoint)]
+    code = main([*compare, "--limit", "32", "--worst", "3"])
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert "top-1 agreement 100.00 %" in printed and printed.count("    #") == 3
     # Zero tolerance cannot hold across runtimes (different summation order): the command says FAIL.
-    assert (
-        main(
-            [
-                "-q",
-                "compare",
-                str(fp32_onnx),
-                str(shipped_checkpoint),
-                "--checkpoint",
-                str(shipped_checkpoint),
-                "--limit",
-                "32",
-                "--atol",
-                "0",
-                "--rtol",
-                "0",
-            ]
-        )
-        == 1
-    )
+    assert main([*compare, "--limit", "32", "--atol", "0", "--rtol", "0"]) == 1
 
 
 def test_discover_artifacts_finds_each_model_file_once(fp32_onnx, tmp_path):
@@ -378,10 +322,10 @@ def test_discover_artifacts_finds_each_model_file_once(fp32_onnx, tmp_path):
     (root / "compile" / "model.engine").write_bytes(b"not runnable here")
     target = _target()
     found = discover_artifacts(root, target)
-    runnable = [a for a in found if isinstance(a, ArtifactUnderTest)]
-    skipped = [a for a in found if isinstance(a, SkippedArtifact)]
+    runnable = [a for a in found if a.runnable]
+    skipped = [a for a in found if not a.runnable]
     assert [a.name for a in runnable] == ["onnx-fp32"] and runnable[0].precision == "fp32"
-    assert [a.backend for a in skipped] == ["tensorrt"] and skipped[0].reason
+    assert [a.backend for a in skipped] == ["tensorrt"] and skipped[0].skip_reason
     assert pick_primary(target, found) == "onnx-fp32"  # the target deploys onnxruntime at fp32
     with pytest.raises(ConfigError, match="no artifacts"):
         discover_artifacts(tmp_path / "empty", target)

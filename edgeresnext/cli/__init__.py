@@ -20,20 +20,8 @@ from edgeresnext.errors import EdgeResNeXtError
 
 Add = Callable[[argparse._SubParsersAction], None]
 Run = Callable[[argparse.Namespace], int]
-COMMANDS: dict[str, tuple[Add, Run]] = {
-    "train": (train.add_train, train.run_train),
-    "inspect": (model.add_inspect, model.run_inspect),
-    "data": (model.add_data, model.run_data),
-    "build": (build.add_build, build.run_build),
-    "build-all": (build.add_build_all, build.run_build_all),
-    "validate": (build.add_validate, build.run_validate),
-    "compare": (build.add_compare, build.run_compare),
-    "compile": (build.add_compile, build.run_compile),
-    "bundle": (bundle.add_bundle, bundle.run_bundle),
-    "export": (model.add_export, model.run_export),
-    "quantize": (model.add_quantize, model.run_quantize),
-    "lint": (model.add_lint, model.run_lint),
-}
+# Every command, in the order --help lists them.
+COMMANDS: dict[str, tuple[Add, Run]] = {**train.COMMANDS, **model.COMMANDS, **build.COMMANDS, **bundle.COMMANDS}
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -275,3 +275,13 @@ def add_compile(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default=None, help="output folder (default build/<target>/compile)")
     p.add_argument("--build", default="build", help="build root for the stages that make the ONNX (default build/)")
+
+
+# This module's commands: name -> (add the sub-parser, run it).
+COMMANDS = {
+    "build": (add_build, run_build),
+    "build-all": (add_build_all, run_build_all),
+    "validate": (add_validate, run_validate),
+    "compare": (add_compare, run_compare),
+    "compile": (add_compile, run_compile),
+}

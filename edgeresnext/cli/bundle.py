@@ -61,3 +61,9 @@ def add_bundle(sub: argparse._SubParsersAction) -> None:
     predict.add_argument("--top-k", type=int_at_least(1), default=5)
     predict.add_argument("--backend", default=None, help="which of the bundle's artifacts to run (default: primary)")
     predict.add_argument("--json", action="store_true", help="one JSON line per image")
+
+
+# This module's commands: name -> (add the sub-parser, run it).
+COMMANDS = {
+    "bundle": (add_bundle, run_bundle),
+}

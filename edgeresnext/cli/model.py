@@ -50,15 +50,8 @@ def run_data(args: argparse.Namespace) -> int:
             raise ConfigError(f"--fetch-only sets up Fashion-MNIST; --dataset {args.dataset!r} is not fetched")
         print(f"Fashion-MNIST: {ensure_fashion_mnist(install=not args.no_install)}")
         return 0
-    written = write_calibration_set(
-        args.out,
-        dataset=args.dataset,
-        root=args.data_root,
-        count=args.count,
-        seed=args.seed,
-        split=args.split,
-        install=not args.no_install,
-    )
+    sample = {"dataset": args.dataset, "root": args.data_root, "count": args.count, "seed": args.seed}
+    written = write_calibration_set(args.out, **sample, split=args.split, install=not args.no_install)
     print(f"wrote {written.count} calibration images ({written.per_class} per class) to {written.folder}")
     return 0
 
@@ -227,3 +220,13 @@ def add_lint(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("lint", help="check a Q/DQ ONNX against TensorRT's rules (exit 1 on violations)")
     p.add_argument("model", help="ONNX file")
     p.add_argument("--for", dest="rules", choices=["tensorrt"], default="tensorrt")
+
+
+# This module's commands: name -> (add the sub-parser, run it).
+COMMANDS = {
+    "inspect": (add_inspect, run_inspect),
+    "data": (add_data, run_data),
+    "export": (add_export, run_export),
+    "quantize": (add_quantize, run_quantize),
+    "lint": (add_lint, run_lint),
+}

@@ -84,13 +84,8 @@ def add_distributed_options(p: argparse.ArgumentParser, training: bool = True) -
     """--nproc and torchrun's multi-node options (also usable as `torchrun ... -m edgeresnext.cli <command>`);
     ``training``: also --sync-bn, --workers and --device (the FP32 training loop)."""
     g = p.add_argument_group("distributed (torchrun/DDP; the batch size is the global batch)")
-    g.add_argument(
-        "--nproc",
-        type=int_at_least(1),
-        default=None,
-        metavar="N",
-        help="launch N processes on this node with torchrun (DDP: gloo on CPU, nccl on GPU)",
-    )
+    launch = "launch N processes on this node with torchrun (DDP: gloo on CPU, nccl on GPU)"
+    g.add_argument("--nproc", type=int_at_least(1), default=None, metavar="N", help=launch)
     g.add_argument("--nnodes", default="1", help="nodes in the job (torchrun --nnodes; default 1)")
     g.add_argument("--node-rank", type=int_at_least(0), default=None, help="this node's rank (torchrun --node-rank)")
     g.add_argument("--rdzv-endpoint", default=None, metavar="HOST:PORT", help="node 0's address for a multi-node job")
@@ -127,11 +122,12 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-resume", action="store_true", help="start over even if the run folder has last.pt")
     p.add_argument("--limit-test", type=int_at_least(1), default=None, help="evaluate on the first N test images only")
     p.add_argument("--no-augment", action="store_true", help="no random crop/flip (deterministic batches)")
-    p.add_argument(
-        "--stop-after-epoch",
-        type=int_at_least(1),
-        default=None,
-        metavar="N",
-        help="end after epoch N of the schedule (time-limited jobs); the same command resumes",
-    )
+    stop = "end after epoch N of the schedule (time-limited jobs); the same command resumes"
+    p.add_argument("--stop-after-epoch", type=int_at_least(1), default=None, metavar="N", help=stop)
     add_distributed_options(p)
+
+
+# This module's commands: name -> (add the sub-parser, run it).
+COMMANDS = {
+    "train": (add_train, run_train),
+}

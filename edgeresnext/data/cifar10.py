@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeresnext.atomic import write_bytes_atomic
+from edgeresnext.data import places
 from edgeresnext.data.fashion_mnist import ArrayDataset
 from edgeresnext.data.preprocess import Preprocess
 from edgeresnext.errors import DataError
@@ -55,8 +56,7 @@ SPLITS = tuple(SPLIT_FILES)
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "edgeresnext" / "cifar10"
+    return places.cache_dir("cifar10")
 
 
 def parse_records(data: bytes, source: str) -> tuple[np.ndarray, np.ndarray]:
@@ -194,13 +194,7 @@ def _locate(split: str, roots: list[Path]) -> Path | None:
 
 
 def search_roots(root: str | os.PathLike[str] | None = None) -> list[Path]:
-    roots = []
-    if root is not None:
-        roots.append(Path(root))
-    if os.environ.get("EDGERESNEXT_DATA"):
-        roots.append(Path(os.environ["EDGERESNEXT_DATA"]) / "cifar10")
-    roots.append(cache_dir())
-    return roots
+    return places.search_roots("cifar10", root)
 
 
 def load_cifar10(

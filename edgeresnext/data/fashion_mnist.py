@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeresnext.data import places
 from edgeresnext.data.idx import parse_idx, read_idx_bytes
 from edgeresnext.data.preprocess import Preprocess
 from edgeresnext.errors import DataError
@@ -55,19 +56,11 @@ APT_TIMEOUT_S = 900
 
 
 def search_roots(root: str | os.PathLike[str] | None = None) -> list[Path]:
-    roots = []
-    if root is not None:
-        roots.append(Path(root))
-    if os.environ.get("EDGERESNEXT_DATA"):
-        roots.append(Path(os.environ["EDGERESNEXT_DATA"]) / "fashion-mnist")
-    roots.append(DEBIAN_ROOT)
-    roots.append(cache_dir())
-    return roots
+    return places.search_roots("fashion-mnist", root, system=DEBIAN_ROOT)
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "edgeresnext" / "fashion-mnist"
+    return places.cache_dir("fashion-mnist")
 
 
 def _find(root: Path, stem: str) -> Path | None:

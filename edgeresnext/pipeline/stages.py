@@ -365,7 +365,7 @@ def stage_validate(ctx: BuildContext) -> StageResult:
         model = ctx.load_model()
         data = load_validation_data(target.data, model.meta.preprocess, model.meta.class_names)
         items = artifacts_under_test(ctx)
-        runnable = [i for i in items if hasattr(i, "runner")]
+        runnable = [i for i in items if i.runnable]
         report = validate(
             target,
             items,

@@ -21,25 +21,28 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class ArtifactUnderTest:
-    """One thing to validate: a name for the report, something that maps a batch to logits, its files."""
+    """One thing to validate: a name for the report, something that maps a batch to logits, its files; or, with
+    ``runner=None``, an artifact the build produced that cannot run here and ``skip_reason`` why (a TensorRT
+    engine on a CPU host)."""
 
     name: str
-    runner: RunnerLike
+    runner: RunnerLike | None
     files: list[Path] = field(default_factory=list)
     backend: str = ""
     precision: str = ""
     info: dict[str, Any] = field(default_factory=dict)
+    skip_reason: str | None = None
+
+    @property
+    def runnable(self) -> bool:
+        return self.runner is not None
 
 
-@dataclass
-class SkippedArtifact:
-    """An artifact the build produced that cannot run here (e.g. a TensorRT engine on a CPU host)."""
-
-    name: str
-    reason: str
-    files: list[Path] = field(default_factory=list)
-    backend: str = ""
-    precision: str = ""
+def SkippedArtifact(
+    name: str, reason: str, files: Sequence[Path] = (), backend: str = "", precision: str = ""
+) -> ArtifactUnderTest:
+    """An artifact that cannot run here, and why."""
+    return ArtifactUnderTest(name, None, list(files), backend, precision, skip_reason=reason)
 
 
 def target_threads(target: Target) -> int | None:
@@ -89,9 +92,9 @@ def runner_from_file(
 
 def artifacts_from_specs(
     specs: Sequence[str], target: Target | None = None, threads: int | None = None
-) -> list[ArtifactUnderTest | SkippedArtifact]:
+) -> list[ArtifactUnderTest]:
     """``NAME=PATH`` (or ``NAME=BACKEND:PATH``) strings from the command line to artifacts."""
-    items: list[ArtifactUnderTest | SkippedArtifact] = []
+    items: list[ArtifactUnderTest] = []
     for spec in specs:
         name, sep, rest = spec.partition("=")
         if not sep or not name or not rest:
@@ -133,9 +136,7 @@ def _guess_precision(path: Path) -> str:
 
 
 # --------------------------------------------------------------------------------------------- a whole build
-def discover_artifacts(
-    root: str | Path, target: Target, threads: int | None = None
-) -> list[ArtifactUnderTest | SkippedArtifact]:
+def discover_artifacts(root: str | Path, target: Target, threads: int | None = None) -> list[ArtifactUnderTest]:
     """Every runnable model file a build left under ``root`` (ONNX, OpenVINO IR, TensorRT engines), once each.
 
     Names are ``<backend>-<precision>`` (plus the stage folder when two would clash); files with the same
@@ -175,9 +176,9 @@ def discover_artifacts(
     return artifacts_from_specs(spec_strings, target, threads)
 
 
-def pick_primary(target: Target, artifacts: Sequence[ArtifactUnderTest | SkippedArtifact]) -> str | None:
+def pick_primary(target: Target, artifacts: Sequence[ArtifactUnderTest]) -> str | None:
     """The artifact the target deploys: its backend at its precision (the last such), else None (the last)."""
-    runnable = [a for a in artifacts if isinstance(a, ArtifactUnderTest)]
+    runnable = [a for a in artifacts if a.runnable]
     matches = [a for a in runnable if a.backend == target.backend and a.precision == target.precision]
     return matches[-1].name if matches else None
 

@@ -16,7 +16,6 @@ from edgeresnext.environment import environment, usable_cores
 from edgeresnext.errors import BackendUnavailable, ConfigError
 from edgeresnext.validate.artifacts import (
     ArtifactUnderTest,
-    SkippedArtifact,
     artifacts_from_specs,
     discover_artifacts,
     find_sensitivity,
@@ -54,7 +53,7 @@ def _file_entries(files: Sequence[Path]) -> list[dict[str, Any]]:
 
 def validate(
     target: Target,
-    artifacts: Sequence[ArtifactUnderTest | SkippedArtifact],
+    artifacts: Sequence[ArtifactUnderTest],
     model: torch.nn.Module,
     data: ValidationData,
     *,
@@ -85,7 +84,7 @@ def validate(
     reference = ArtifactUnderTest(
         name=REFERENCE_NAME, runner=TorchRunner(model), files=list(model_files), backend="pytorch", precision="fp32"
     )
-    runnable = [reference] + [a for a in artifacts if isinstance(a, ArtifactUnderTest)]
+    runnable = [reference] + [a for a in artifacts if a.runnable]
     names = [a.name for a in artifacts]
     duplicate = next((n for n in names if names.count(n) > 1 or n == REFERENCE_NAME), None)
     if duplicate:
@@ -139,10 +138,10 @@ def validate(
             precision=item.precision,
             files=_file_entries(item.files),
             status="skipped",
-            skip_reason=item.reason,
+            skip_reason=item.skip_reason,
         )
         for item in artifacts
-        if isinstance(item, SkippedArtifact)
+        if not item.runnable
     ]
     threads_used = threads if threads is not None else previous_threads
     return ValidationReport(
@@ -325,9 +324,9 @@ def compare_artifacts(
 ) -> dict[str, Any]:
     """Run two artifact files (``[BACKEND:]PATH``) on the same ``data`` and compare them (``b`` is the reference)."""
     items = artifacts_from_specs([f"a={path_a}", f"b={path_b}"], target)
-    skipped = [i for i in items if isinstance(i, SkippedArtifact)]
+    skipped = [i for i in items if not i.runnable]
     if skipped:
-        raise BackendUnavailable(skipped[0].reason)
+        raise BackendUnavailable(skipped[0].skip_reason)
     logits = [run_logits(item.runner, data.inputs) for item in items]  # type: ignore[union-attr]
     result = compare_outputs(logits[0], logits[1], data.labels, atol=atol, rtol=rtol, worst=worst)
     result.update({"a": path_a, "b": path_b, "data": data.name, "class_names": data.class_names})

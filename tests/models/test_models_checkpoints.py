@@ -9,8 +9,8 @@ import zipfile
 import numpy as np
 import pytest
 import torch
+from bundle_helpers import tiny_meta
 
-from edgeresnext.data.fashion_mnist import PREPROCESS as FMNIST_PREPROCESS
 from edgeresnext.errors import CheckpointError
 from edgeresnext.models import ModelMeta, create, load_checkpoint, read_checkpoint, save_checkpoint
 
@@ -33,15 +33,7 @@ def tiny_model() -> torch.nn.Module:
 
 @pytest.fixture(scope="module")
 def meta() -> ModelMeta:
-    return ModelMeta(
-        arch=ARCH,
-        num_classes=10,
-        in_channels=1,
-        preprocess=FMNIST_PREPROCESS,
-        class_names=[f"c{i}" for i in range(10)],
-        input_size=28,
-        metrics={"test_top1": 0.5},
-    )
+    return tiny_meta(metrics={"test_top1": 0.5})
 
 
 def _same_logits(a: torch.nn.Module, b: torch.nn.Module) -> None:
