@@ -9,7 +9,7 @@ TARGET ?= cpu
 TORCH_INDEX ?=
 TORCH_SPEC  ?= torch==2.13.0
 EXTRA_BUILD_ARGS = $(if $(MODEL),--model $(MODEL)) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) \
-                   $(if $(DATA),--data $(DATA)) $(if $(CALIB),--calib $(CALIB))
+                   $(if $(DATA),--data $(DATA)) $(if $(CALIB),--calib $(CALIB)) $(if $(LABELS),--labels $(LABELS))
 PYTEST_ARGS ?=
 
 .PHONY: setup dataset data train build build-all test test-slow test-gpu bench lint format clean help

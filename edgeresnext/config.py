@@ -31,6 +31,12 @@ class ModelSpec(_Strict):
     checkpoint: str = Field(SHIPPED_CHECKPOINT, description="path, or 'shipped:fashion-mnist' for the bundled model")
     num_classes: int | None = Field(None, ge=1)
     in_channels: int | None = Field(None, ge=1)
+    class_names: list[str] | str | None = Field(
+        None, description="the model's class names in output order: a list, or a labels file (one per line)"
+    )
+    preprocess: dict[str, Any] | None = Field(
+        None, description="Preprocess keys (channels, resize, crop, mean, std) for a checkpoint without them"
+    )
 
 
 class DataSpec(_Strict):
@@ -49,6 +55,9 @@ class QuantSpec(_Strict):
     method: Literal["ptq", "qat", "none"] = "ptq"
     calib_dir: str = "calib_data"
     subset_size: int = Field(300, ge=1)
+    min_calibration_images: int | None = Field(
+        None, ge=1, description="fewer usable calibration images than this fails the build (default: warn only)"
+    )
     range_estimator: Literal["minmax", "mean_minmax", "percentile", "histogram"] = "minmax"
     per_channel: bool = True
     # Off by default: NNCF's fast bias correction never helped on our models (full test set): on the shipped

@@ -288,7 +288,9 @@ def test_archive_size_and_member_limits(bundle_dir, tmp_path):
     [
         ("missing", "image folder not found"),
         ("empty", "no images found"),
-        ("too-few", r"5 usable calibration image\(s\) \(5 found\), fewer than quant.subset_size=40"),
+        # A target may set a hard minimum; without one, fewer images than subset_size is a note (next test).
+        ("too-few", r"5 usable calibration image\(s\) \(5 found\), fewer than quant.min_calibration_images=6"),
+        ("corrupt", r"3.png: empty file \(0 bytes\).*data.on_bad_image: fail"),
     ],
 )
 def test_broken_calibration_folder_fails_before_any_stage(tmp_path, setup, message):
@@ -296,11 +298,14 @@ def test_broken_calibration_folder_fails_before_any_stage(tmp_path, setup, messa
     if setup == "empty":
         (calib / "00_t-shirt-top").mkdir(parents=True)
         (calib / "00_t-shirt-top" / "README.txt").write_text("no images here")
-    elif setup == "too-few":
+    elif setup in ("too-few", "corrupt"):
         (calib / "00_t-shirt-top").mkdir(parents=True)
         for number in range(5):
             Image.new("L", (28, 28), number * 40).save(calib / "00_t-shirt-top" / f"{number}.png")
-    target = load_target(_target_yaml(tmp_path, calib))
+        if setup == "corrupt":
+            (calib / "00_t-shirt-top" / "3.png").write_bytes(b"")
+    quant = {"min_calibration_images": 6} if setup == "too-few" else {}
+    target = load_target(_target_yaml(tmp_path, calib), overrides={f"quant.{k}": v for k, v in quant.items()})
     with pytest.raises(DataError, match=message):
         build(target, out_root=tmp_path / "build", progress=False)
     assert not (tmp_path / "build" / "hostile" / "model").exists(), "heavy work started"

@@ -30,6 +30,7 @@ def _add_build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default=None, help="override model.checkpoint (CHECKPOINT=...)")
     p.add_argument("--data", default=None, help="override data.dataset: a dataset name or image folder (DATA=...)")
     p.add_argument("--calib", default=None, help="override quant.calib_dir (CALIB=...)")
+    p.add_argument("--labels", default=None, help="labels file, one class name per line in output order (LABELS=...)")
     p.add_argument("--out", default="build", help="build root (default build/)")
     p.add_argument("--targets-dir", default="targets", help="where target names are looked up (default targets/)")
 

@@ -66,6 +66,7 @@ BUILD_FLAGS: tuple[TargetFlag, ...] = (
     ("checkpoint", "--checkpoint", "model.checkpoint", None),
     ("data", "--data", "data.dataset", None),
     ("calib", "--calib", "quant.calib_dir", None),
+    ("labels", "--labels", "model.class_names", None),
 )
 VALIDATE_FLAGS: tuple[TargetFlag, ...] = (
     ("data", "--data", "data.dataset", None),
@@ -124,7 +125,12 @@ def _check_path_flags(overrides: dict[str, object], named: dict[str, str]) -> No
     from edgeresnext.data import DATASETS
     from edgeresnext.errors import ConfigError
 
-    expected = {"quant.calib_dir": "an image folder", "model.checkpoint": "a checkpoint file", "data.dataset": None}
+    expected = {
+        "quant.calib_dir": "an image folder",
+        "model.checkpoint": "a checkpoint file",
+        "model.class_names": "a labels file (one class name per line)",
+        "data.dataset": None,
+    }
     for key, what in expected.items():
         value = overrides.get(key)
         if key not in named or not isinstance(value, str) or value.startswith("shipped:") or value in DATASETS:

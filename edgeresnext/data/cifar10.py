@@ -29,8 +29,9 @@ from pathlib import Path
 import numpy as np
 
 from edgeresnext.atomic import write_bytes_atomic
-from edgeresnext.data import places
 from edgeresnext.data.fashion_mnist import ArrayDataset
+from edgeresnext.data.places import cache_dir as _cache_dir
+from edgeresnext.data.places import search_roots as _search_roots
 from edgeresnext.data.preprocess import Preprocess
 from edgeresnext.errors import DataError
 
@@ -56,7 +57,7 @@ SPLITS = tuple(SPLIT_FILES)
 
 
 def cache_dir() -> Path:
-    return places.cache_dir("cifar10")
+    return _cache_dir("cifar10")
 
 
 def parse_records(data: bytes, source: str) -> tuple[np.ndarray, np.ndarray]:
@@ -194,7 +195,7 @@ def _locate(split: str, roots: list[Path]) -> Path | None:
 
 
 def search_roots(root: str | os.PathLike[str] | None = None) -> list[Path]:
-    return places.search_roots("cifar10", root)
+    return _search_roots("cifar10", root)
 
 
 def load_cifar10(

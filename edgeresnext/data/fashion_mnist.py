@@ -25,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeresnext.data import places
 from edgeresnext.data.idx import parse_idx, read_idx_bytes
+from edgeresnext.data.places import cache_dir as _cache_dir
+from edgeresnext.data.places import search_roots as _search_roots
 from edgeresnext.data.preprocess import Preprocess
 from edgeresnext.errors import DataError
 
@@ -56,11 +57,11 @@ APT_TIMEOUT_S = 900
 
 
 def search_roots(root: str | os.PathLike[str] | None = None) -> list[Path]:
-    return places.search_roots("fashion-mnist", root, system=DEBIAN_ROOT)
+    return _search_roots("fashion-mnist", root, system=DEBIAN_ROOT)
 
 
 def cache_dir() -> Path:
-    return places.cache_dir("fashion-mnist")
+    return _cache_dir("fashion-mnist")
 
 
 def _find(root: Path, stem: str) -> Path | None:

@@ -15,7 +15,8 @@ from edgeresnext.atomic import remove_stale_temporaries, write_json_atomic, writ
 from edgeresnext.config import SHIPPED_CHECKPOINT, Target
 from edgeresnext.errors import ConfigError, DataError, EdgeResNeXtError
 from edgeresnext.pipeline.cache import BuildLock, StageResult, run_stage
-from edgeresnext.pipeline.stages import STAGE_FUNCTIONS, STAGES, BuildContext, calibration_shortfall, load_report
+from edgeresnext.pipeline.preflight import preflight
+from edgeresnext.pipeline.stages import STAGE_FUNCTIONS, STAGES, BuildContext, load_report
 
 if TYPE_CHECKING:
     from edgeresnext.validate import ValidationReport
@@ -154,12 +155,15 @@ def build(
         planned = planned[: planned.index(stop_after) + 1]
     prepare_inputs(target, say, install=install)
     summary = BuildSummary(context=ctx)
+    # Classes, preprocessing, validation folder and calibration images are checked before any stage writes.
+    checked = preflight(target)
+    ctx.meta = checked.meta
+    summary.notes += checked.notes
+    for note in checked.notes:
+        say(f"note: {note}")
     with BuildLock(ctx.root, on_wait=say):
         # A build killed mid-write (kill -9, power loss) leaves hidden temporaries; the lock says none is live.
         remove_stale_temporaries(ctx.root)
-        if ctx.int8:  # a missing, empty or too small calibration folder fails before any heavy work
-            found = len(ctx.calibration_files())
-            calibration_shortfall(target, found, found)
         write_json_atomic(ctx.root / "config.json", target.resolved())
         for index, name in enumerate(planned, start=1):
             say(f"[{index}/{len(ctx.planned)}] {name} ...")
@@ -182,19 +186,14 @@ def build(
 
 
 def _calibration_notes(ctx: BuildContext, quantized: StageResult) -> list[str]:
-    """What the build summary says about calibration, judged from what the stage used (also when cached)."""
-    notes = []
+    """What the build summary says about the images the quantize stage skipped (also when it was cached)."""
     skipped = quantized.info.get("calibration_skipped")
-    if skipped:
-        notes.append(
-            f"calibration: skipped {len(skipped)} unreadable image(s) (data.on_bad_image: "
-            f"skip), first: {skipped[0][1]}; all in {quantized.folder / 'quant.json'}"
-        )
-    found, used = len(ctx.calibration_files()), int(quantized.info.get("calibration_images", 0))
-    short = calibration_shortfall(ctx.target, found, used)
-    if short:
-        notes.append(f"calibration: {short}")
-    return notes
+    if not skipped:
+        return []
+    return [
+        f"calibration: skipped {len(skipped)} unreadable image(s) (data.on_bad_image: skip) and took the next ones, "
+        f"first: {skipped[0][1]}; all in {quantized.folder / 'quant.json'}"
+    ]
 
 
 COMPARISON_HEADER = [

@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeresnext.atomic import write_json_atomic
-from edgeresnext.errors import DataError
 from edgeresnext.models.shipped import resolve_checkpoint
 from edgeresnext.pipeline.cache import StageResult, run_stage
 
 if TYPE_CHECKING:
     from edgeresnext.config import Target
+    from edgeresnext.models import ModelMeta
     from edgeresnext.validate import ValidationReport
 
 logger = logging.getLogger(__name__)
@@ -42,6 +42,8 @@ class BuildContext:
     progress: bool = True
     say: Callable[[str], None] = logger.info
     done: dict[str, StageResult] = field(default_factory=dict)
+    # The model's metadata as the preflight completed it (class names, preprocessing); None: the checkpoint's own.
+    meta: ModelMeta | None = None
 
     @property
     def int8(self) -> bool:
@@ -95,9 +97,12 @@ class BuildContext:
 
 
 def stage_model(ctx: BuildContext) -> StageResult:
-    """Resolve the FP32 checkpoint, load it safely, and store it (with metadata) as model.safetensors."""
+    """Resolve the FP32 checkpoint, load it safely, and store it with its (completed) metadata as model.safetensors."""
     target = ctx.target
     checkpoint = resolve_checkpoint(target.model.checkpoint)
+    section = target.model.model_dump(mode="json")
+    if ctx.meta is not None:
+        section["meta"] = ctx.meta.to_dict()
 
     def produce(folder: Path) -> dict[str, Any]:
         from edgeresnext.models import load_checkpoint, save_checkpoint
@@ -108,6 +113,8 @@ def stage_model(ctx: BuildContext) -> StageResult:
             if v is not None
         }
         model = load_checkpoint(checkpoint, arch=target.model.arch, **kwargs)
+        if ctx.meta is not None:
+            model.meta = ctx.meta
         save_checkpoint(folder / MODEL_FILE, model, model.meta)
         return {
             "arch": model.meta.arch,
@@ -116,7 +123,7 @@ def stage_model(ctx: BuildContext) -> StageResult:
             "parameters": sum(p.numel() for p in model.parameters()),
         }
 
-    return run_stage(ctx.root / "model", "model", target.model.model_dump(mode="json"), [checkpoint], produce)
+    return run_stage(ctx.root / "model", "model", section, [checkpoint], produce)
 
 
 def stage_export(ctx: BuildContext) -> StageResult:
@@ -219,21 +226,6 @@ def stage_quantize(ctx: BuildContext) -> StageResult:
 
     inputs = [ctx.model_file, fp32_onnx, *calib_files]
     return run_stage(ctx.root / "quantize", "quantize", section, inputs, produce)
-
-
-def calibration_shortfall(target: Target, found: int, usable: int) -> str | None:
-    """Fewer usable calibration images than quant.subset_size: an error under on_bad_image 'fail', else a note."""
-    wanted = target.quant.subset_size
-    if usable >= wanted:
-        return None
-    message = (
-        f"{target.quant.calib_dir}: {usable} usable calibration image(s) ({found} found), fewer than "
-        f"quant.subset_size={wanted}; add images (`make data`) or lower quant.subset_size"
-    )
-    if target.data.on_bad_image == "fail":
-        raise DataError(message)
-    logger.warning(message)
-    return message
 
 
 def stage_lint(ctx: BuildContext) -> StageResult:

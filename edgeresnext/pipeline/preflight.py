@@ -1,0 +1,211 @@
+"""Everything a build can check before its first stage writes a file: the model's metadata completed (class names,
+preprocessing) with where each came from, the validation folder's classes, and the calibration images.
+
+A bare torchvision-format state dict names neither its classes nor its preprocessing. They are taken, in order,
+from the target (``model.class_names``: a list or a labels file; ``model.preprocess``), from the data (the
+validation folder's class sub-folders sorted as torchvision's ``ImageFolder`` does, its ``preprocess.json``, a named
+dataset's own), and for the preprocessing of ImageNet-topology archs from torchvision's ImageNet inference
+recipe; every choice is said in the build summary and recorded in the model's metadata, so the report and the
+bundle show it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from edgeresnext.data.preprocess import Preprocess
+from edgeresnext.errors import CheckpointError, ConfigError, DataError
+from edgeresnext.models.shipped import resolve_checkpoint
+
+if TYPE_CHECKING:
+    from edgeresnext.config import Target
+    from edgeresnext.models import ModelMeta
+
+logger = logging.getLogger(__name__)
+
+# torchvision's ImageNet inference preprocessing (``ResNeXt50_32X4D_Weights.IMAGENET1K_V1.transforms()``).
+IMAGENET_PREPROCESS = Preprocess(
+    channels="RGB", resize=256, crop=224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
+)
+
+
+@dataclass
+class Preflight:
+    """What the checks found: the completed metadata, the calibration images to use, and what to tell the user."""
+
+    meta: ModelMeta
+    calibration_images: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def preflight(target: Target) -> Preflight:
+    """Check the model, its metadata, the validation data and the calibration images; raise before any work."""
+    from edgeresnext.models import read_checkpoint
+    from edgeresnext.models.checkpoints import infer_shape_kwargs
+
+    source = resolve_checkpoint(target.model.checkpoint)
+    checkpoint = read_checkpoint(source)
+    notes: list[str] = []
+    meta = checkpoint.meta
+    if meta is None:
+        arch = target.model.arch
+        if arch is None:
+            raise CheckpointError(
+                f"{source}: a bare state dict does not name its architecture; give model.arch (MODEL=... / --model)"
+            )
+        from edgeresnext.models import ModelMeta
+
+        shapes = infer_shape_kwargs(checkpoint.state_dict)
+        meta = ModelMeta(
+            arch=arch, num_classes=shapes.get("num_classes", 1000), in_channels=shapes.get("in_channels", 3)
+        )
+    class_names, said = _class_names(target, meta)
+    if said:
+        notes.append(said)
+    preprocess, said = _preprocess(target, meta, checkpoint.meta is not None)
+    if said:
+        notes.append(said)
+    if preprocess.num_channels != meta.in_channels:
+        raise ConfigError(
+            f"{source}: the model takes {meta.in_channels} input channel(s) but the preprocessing gives "
+            f"{preprocess.num_channels} ({preprocess.channels}); set model.preprocess.channels"
+        )
+    size = preprocess.crop or preprocess.resize or meta.input_size
+    meta = replace(meta, class_names=class_names, preprocess=preprocess, input_size=size)
+    result = Preflight(meta=meta, notes=notes)
+    _check_validation_data(target, meta)
+    if target.precision == "int8":
+        result.calibration_images = _check_calibration(target, meta, notes)
+    return result
+
+
+def _class_names(target: Target, meta: ModelMeta) -> tuple[list[str], str | None]:
+    """The model's class names and, when they did not come from the checkpoint, where they came from."""
+    given = target.model.class_names
+    if isinstance(given, str):
+        path = Path(given)
+        try:
+            names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"{path}: cannot read the labels file given as model.class_names ({err})") from err
+        origin = f"{path} (one name per line)"
+    elif given:
+        names, origin = list(given), "model.class_names"
+    elif meta.class_names:
+        return list(meta.class_names), None
+    else:
+        names, origin = _class_names_from_data(target)
+    if names is None:
+        return [f"class_{i}" for i in range(meta.num_classes)], (
+            f"class names: the checkpoint has none and the data gives none; using class_0..class_{meta.num_classes - 1}"
+            " (give model.class_names or --labels FILE)"
+        )
+    if len(names) != meta.num_classes:
+        raise ConfigError(
+            f"{origin}: {len(names)} class names ({', '.join(names[:6])}{', ...' if len(names) > 6 else ''}) but the "
+            f"checkpoint's classifier has {meta.num_classes} outputs (fc); give model.class_names or --labels FILE "
+            "with one name per output, in training order"
+        )
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{origin}: class names repeat ({names}); each output needs its own name")
+    if meta.class_names and meta.class_names != names:
+        return names, f"class names: {origin} replaces the checkpoint's ({', '.join(meta.class_names[:4])}, ...)"
+    return names, f"class names: {origin}: {', '.join(names[:8])}{', ...' if len(names) > 8 else ''}"
+
+
+def _class_names_from_data(target: Target) -> tuple[list[str] | None, str]:
+    from edgeresnext.data import DATASETS
+
+    dataset = target.data.dataset
+    if dataset in DATASETS:
+        from edgeresnext.data import load_dataset
+
+        return list(load_dataset(dataset, split=target.data.split, root=target.data.root).class_names), (
+            f"the class names of {dataset}"
+        )
+    from edgeresnext.data.folder import split_image_folder
+
+    folder = split_image_folder(dataset, target.data.split)
+    return folder.class_names, (
+        f"the sub-folder names of {dataset}, sorted as torchvision's ImageFolder does "
+        "(give model.class_names or --labels FILE if the training order differs)"
+    )
+
+
+def _preprocess(target: Target, meta: ModelMeta, has_metadata: bool) -> tuple[Preprocess, str | None]:
+    """The model's preprocessing and, when it did not come from the checkpoint, where it came from."""
+    from edgeresnext.data import DATASETS
+    from edgeresnext.data.folder import PREPROCESS_FILE, folder_preprocess
+    from edgeresnext.models import ARCHS
+
+    if target.model.preprocess is not None:
+        where = f"{target.source or target.name}: model.preprocess"
+        return Preprocess.from_dict(target.model.preprocess, where), f"preprocessing: {where}"
+    if has_metadata:
+        return meta.preprocess, None
+    dataset = target.data.dataset
+    if dataset not in DATASETS and (Path(dataset) / PREPROCESS_FILE).is_file():
+        return folder_preprocess(dataset), f"preprocessing: {Path(dataset) / PREPROCESS_FILE}"
+    stem = ARCHS[meta.arch].stem if meta.arch in ARCHS else None
+    if stem == "imagenet":
+        return IMAGENET_PREPROCESS, (
+            f"preprocessing: torchvision's ImageNet inference recipe for {meta.arch} (RGB, resize 256, center crop "
+            "224, ImageNet mean/std); set model.preprocess or put a preprocess.json in the data folder if the "
+            "model was trained otherwise"
+        )
+    if dataset in DATASETS:
+        from edgeresnext.data import load_dataset
+
+        own = load_dataset(dataset, split=target.data.split, root=target.data.root).preprocess
+        return own, f"preprocessing: {dataset}'s own ({own.channels}, mean {list(own.mean)}, std {list(own.std)})"
+    raise ConfigError(
+        f"{target.model.checkpoint}: a bare {meta.arch} state dict does not say how its images were preprocessed; "
+        f"set model.preprocess in the target or put a {PREPROCESS_FILE} in {dataset}"
+    )
+
+
+def _check_validation_data(target: Target, meta: ModelMeta) -> None:
+    """An image folder whose classes the model does not have fails here, not after the export."""
+    from edgeresnext.data import DATASETS
+
+    if target.data.dataset in DATASETS:
+        return
+    from edgeresnext.data.folder import scan_image_folder
+
+    if not Path(target.data.dataset).is_dir():
+        raise DataError(f"data.dataset={target.data.dataset!r}: image folder not found")
+    scan_image_folder(target.data.dataset, class_names=meta.class_names)
+
+
+def _check_calibration(target: Target, meta: ModelMeta, notes: list[str]) -> int:
+    """Decode the calibration images the quantize stage will use (bad ones replaced by the next); how many."""
+    from edgeresnext.data.calibration import load_calibration_images
+    from edgeresnext.data.folder import list_images
+
+    spec = target.quant
+    found = len(list_images(spec.calib_dir))
+    skipped: list[tuple[str, str]] = []
+    usable = len(load_calibration_images(spec.calib_dir, meta.preprocess, spec.subset_size, "skip", skipped=skipped))
+    if skipped and target.data.on_bad_image == "fail":
+        raise DataError(f"{skipped[0][1]} (data.on_bad_image: fail; 'skip' replaces it with the next image)")
+    minimum = spec.min_calibration_images
+    if minimum is not None and usable < minimum:
+        raise DataError(
+            f"{spec.calib_dir}: {usable} usable calibration image(s) ({found} found), fewer than "
+            f"quant.min_calibration_images={minimum}; add images or lower the minimum"
+        )
+    if usable < spec.subset_size:
+        notes.append(
+            f"calibration: {usable} usable image(s) in {spec.calib_dir} ({found} found), fewer than "
+            f"quant.subset_size={spec.subset_size}: calibrated on all of them (quant.min_calibration_images sets "
+            "a hard minimum)"
+        )
+    if Path(spec.calib_dir).resolve() == Path(target.data.dataset).resolve():
+        notes.append(
+            f"calibration: {spec.calib_dir} is also the validation set: the drop is measured on images the "
+            "quantizer has seen; a separate calibration folder (CALIB=...) gives an unbiased one"
+        )
+    return usable
