@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from backend_helpers import agreement, make_target
+from backend_helpers import agreement, assert_reproduces_qdq, make_target
+from tolerances import FP32_LOGIT_ATOL
 
 from edgeresnext.backends import get_backend
 from edgeresnext.errors import ConfigError, EdgeResNeXtError
@@ -16,8 +17,8 @@ def test_fp32_matches_pytorch(fp32_onnx, test_images, fp32_logits, tmp_path):
     artifact = backend.compile(fp32_onnx, target, tmp_path)
     runner = backend.load(artifact, target)
     logits = runner(test_images)
-    assert agreement(logits, fp32_logits) == 1.0
-    assert abs(logits - fp32_logits).max() < 1e-3
+    assert abs(logits - fp32_logits).max() < FP32_LOGIT_ATOL  # float32 reordering only (measured 8.6e-6)
+    assert agreement(logits, fp32_logits) == 1.0  # the smallest top-2 gap of the 512 images is 0.043: none can flip
     report = runner.precision_report()
     assert report["int8_ops"] == {} and report["int8_fraction"] == 0.0
 
@@ -29,8 +30,8 @@ def test_qdq_int8_runs_integer_kernels_and_agrees(qdq_onnx, test_images, fp32_lo
     runner = backend.load(artifact, target)
     logits = runner(test_images)
     # The integer kernels reproduce the Q/DQ file's meaning; how far INT8 moves from FP32 is PTQ's business
-    # (a loose bound here: the quantize tests and the build's gates hold the real line).
-    assert agreement(logits, qdq_logits) >= 0.98
+    # (a loose bound here, 3 of 512 images flip: the quantize tests and the build's gates hold the real line).
+    assert_reproduces_qdq(logits, qdq_logits)
     assert agreement(logits, fp32_logits) >= 0.90
     report = runner.precision_report()
     # ONNX Runtime's CPU provider makes QLinearConv only from DQ -> Conv -> Q; the signed, zero-point-0
@@ -66,7 +67,7 @@ def test_fp16_variant_of_the_qdq_model(qdq_onnx, test_images, fp32_logits, qdq_l
     logits = backend.load(artifact, target)(test_images)
     assert logits.dtype.name == "float32"
     # FP16 float parts + FP16-stored scales: the same predictions as the FP32 Q/DQ file, nearly always.
-    assert agreement(logits, qdq_logits) >= 0.98
+    assert_reproduces_qdq(logits, qdq_logits)
     assert agreement(logits, fp32_logits) >= 0.90
 
 
@@ -91,7 +92,9 @@ def test_unsigned_after_relu_variant_gets_integer_kernels(qdq_onnx, test_images,
     runner = backend.load(artifact, target)
     assert runner.precision_report()["int8_ops"].get("QLinearConv", 0) >= 8
     logits = runner(test_images)
-    assert agreement(logits, qdq_logits) >= 0.98
+    # UINT8 x INT8 products: VNNI/AMX sum them exactly; AVX2's pairwise 16-bit sums saturate only above 127 x 127 x 2,
+    # i.e. for activations beyond the calibrated range (up to 127 steps), which the signed file clipped anyway.
+    assert_reproduces_qdq(logits, qdq_logits)
     assert agreement(logits, fp32_logits) >= 0.90
 
 
@@ -103,6 +106,6 @@ def test_bound_inference_gives_the_runner_logits_and_checks_its_input(fp32_onnx,
     sample = test_images[3:4].copy()
     infer = runner.bind(sample)
     runner(test_images[:2])  # a plain call in between must not change what the bound call runs on
-    np.testing.assert_allclose(np.asarray(infer()), runner(sample), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(infer()), runner(sample))  # the same compiled model on the same input
     with pytest.raises(EdgeResNeXtError, match="does not match the model's"):
         runner.bind(np.zeros((1, 3, 28, 28), np.float32))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from backend_helpers import agreement, make_target
+from backend_helpers import agreement, assert_reproduces_qdq, make_target
+from tolerances import FP32_LOGIT_ATOL
 
 from edgeresnext.backends import Artifact, get_backend
 from edgeresnext.errors import ConfigError, EdgeResNeXtError
@@ -18,8 +19,8 @@ def test_fp32_ir_matches_pytorch_in_fp32(fp32_onnx, test_images, fp32_logits, tm
     runner = backend.load(artifact, target)
     # The IR is static batch 1 (target input.batch); the runner splits the 512 images into single-image requests.
     logits = runner(test_images)
-    assert agreement(logits, fp32_logits) == 1.0
-    assert abs(logits - fp32_logits).max() < 1e-3
+    assert abs(logits - fp32_logits).max() < FP32_LOGIT_ATOL  # float32 reordering only; BF16 layers would give 0.22
+    assert agreement(logits, fp32_logits) == 1.0  # the smallest top-2 gap of the 512 images is 0.043: none can flip
     # FP32 means FP32, also on CPUs that would pick BF16 by default.
     assert set(runner.precision_report()["by_precision"]) == {"f32"}
 
@@ -30,7 +31,8 @@ def test_int8_ir_from_qdq_runs_int8_convolutions(qdq_onnx, test_images, fp32_log
     artifact = backend.compile(qdq_onnx, target, tmp_path)
     runner = backend.load(artifact, target)
     logits = runner(test_images)
-    assert agreement(logits, qdq_logits) >= 0.98
+    assert_reproduces_qdq(logits, qdq_logits)
+    # A loose guard (INT8 changes the class of 3 of the 512 images here); the quantize tests and gates hold the line.
     assert agreement(logits, fp32_logits) >= 0.90
     report = runner.precision_report()
     # Every quantized convolution of the Q/DQ file runs as an INT8 kernel in the compiled model.
@@ -62,7 +64,7 @@ def test_native_int8_through_nncf(fp32_onnx, shipped_model, calib_dir, test_imag
     artifact = backend.compile(fp32_onnx, target, tmp_path, calibration=calib)
     assert "nncf" in artifact.info["int8_source"]
     runner = backend.load(artifact, target)
-    assert agreement(runner(test_images), fp32_logits) >= 0.90
+    assert agreement(runner(test_images), fp32_logits) >= 0.90  # loose, as for the Q/DQ model: 51 images may flip
     assert runner.precision_report()["int8_layers"] > 0
 
 
@@ -94,6 +96,6 @@ def test_bound_inference_gives_the_runner_logits_and_checks_its_input(fp32_onnx,
     sample = test_images[3:4].copy()
     infer = runner.bind(sample)
     runner(test_images[:2])  # a plain call in between must not change what the bound call runs on
-    np.testing.assert_allclose(np.asarray(infer()), runner(sample), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(infer()), runner(sample))  # the same compiled model on the same input
     with pytest.raises(EdgeResNeXtError, match="does not match the model's"):
         runner.bind(np.zeros((1, 3, 28, 28), np.float32))

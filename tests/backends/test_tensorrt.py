@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from backend_helpers import agreement
+from backend_helpers import agreement, assert_reproduces_qdq
 
 from edgeresnext.backends import get_backend
 from edgeresnext.backends.tensorrt import (
@@ -58,13 +58,14 @@ def test_fp16_qdq_keeps_int8_and_runs_in_onnxruntime(qdq_onnx, test_images, fp32
     for init in model.graph.initializer:
         if before[init.name].dtype == np.int8:
             assert init.data_type == TensorProto.INT8 and np.array_equal(numpy_helper.to_array(init), before[init.name])
+    # No kernel involved (a float16 cast): 4.7e-4 here, FP16's 4.9e-4 step, more only for scales below its normal range.
     assert report["qdq_scales"] > 0 and report["max_scale_rel_error"] < 0.02
     # The interface stays float32, so runtimes and device apps feed the same images.
     assert model.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
     assert model.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     logits = session.run(None, {"input": test_images})[0]
-    assert agreement(logits, qdq_logits) >= 0.98
+    assert_reproduces_qdq(logits, qdq_logits)
     assert agreement(logits, fp32_logits) >= 0.90
 
 
@@ -74,8 +75,10 @@ def test_fp16_of_an_fp32_model_matches_it(fp32_onnx, test_images, fp32_logits, t
     fp16_qdq_from_onnx(fp32_onnx, tmp_path / "fp16.onnx")
     session = ort.InferenceSession(str(tmp_path / "fp16.onnx"), providers=["CPUExecutionProvider"])
     logits = session.run(None, {"input": test_images})[0]
-    assert agreement(logits, fp32_logits) >= 0.99
+    # FP16 rounding (unit roundoff 4.9e-4) instead of float32: measured 0.013 at most; a weight or scale converted
+    # wrongly moves logits by far more. Only the 11 images with a top-2 gap < 0.2 could flip.
     assert np.abs(logits - fp32_logits).max() < 0.1
+    assert agreement(logits, fp32_logits) >= 0.99
 
 
 # ------------------------------------------------------------------------------------------ the kit
