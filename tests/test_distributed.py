@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tolerances import mean_cross_entropy
 
 from edgeresnext import distributed
 from edgeresnext.errors import ConfigError
@@ -300,7 +301,7 @@ QAT_SPEC = _qat_spec()
 # QAT wraps the NNCF model in DDP without SyncBN, so each rank normalises over its 16 images instead of 32: a real
 # (small) change of the computation, larger than float reordering. Measured here, 2 processes vs 1: QAT train loss
 # (~1.9) 0.011 in both epochs (1 process with 2 threads vs 1: 0 and 3e-6). A loss that is not all-reduced (rank 0's
-# half: ~0.95) or a rank training on other data exceeds 0.03.
+# half: ~0.95) exceeds 0.03; a rank shuffling differently (seed 1: 0.006) does not, it hides in the BatchNorm effect.
 QAT_LOSS_TOL = 0.03
 # Exported Q/DQ models on the 200 test images, mean cross-entropy (~1.9) and mean logit cosine. Measured here,
 # 2 processes vs 1: 5.5e-3 and 0.9986 (2 threads vs 1: 1.0e-3 and 0.99992). Exporting the model before fine-tuning
@@ -347,18 +348,14 @@ def test_qat_on_two_gloo_processes_matches_one_process_and_exports_lint_clean_qd
     assert [v for v in lint_onnx(ddp_onnx) if v.severity == "error"] == []  # TensorRT lint: clean
     test = load_dataset("fashion-mnist", split="test")
     x = np.stack([test.preprocess.image_to_array(i) for i in test.images[:TEST_IMAGES]])
-    labels = test.labels[:TEST_IMAGES].astype(np.int64)
+    labels = test.labels[:TEST_IMAGES]
 
     def logits(path: Path) -> np.ndarray:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         return session.run(None, {"input": x})[0].astype(np.float64)
 
-    def cross_entropy(z: np.ndarray) -> float:
-        z = z - z.max(axis=1, keepdims=True)
-        return float(np.mean(np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(z)), labels]))
-
     ddp, single = logits(ddp_onnx), logits(single_onnx)
-    assert abs(cross_entropy(ddp) - cross_entropy(single)) <= QAT_CE_TOL
+    assert abs(mean_cross_entropy(ddp, labels) - mean_cross_entropy(single, labels)) <= QAT_CE_TOL
     cosine = (ddp * single).sum(axis=1) / (np.linalg.norm(ddp, axis=1) * np.linalg.norm(single, axis=1))
     assert cosine.mean() >= QAT_MIN_COSINE, cosine.mean()
 
