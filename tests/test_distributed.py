@@ -3,12 +3,18 @@
 The runs use the real command line (``edgeresnext train --nproc 2`` execs ``python -m torch.distributed.run``),
 a tiny ResNeXt (resnext11_4x8d, ~160k parameters) and 256 real Fashion-MNIST training images.
 
-Tolerances, and why: with ``--sync-bn`` a DDP step computes the same gradient as one process on the global
-batch (checked to float32 precision in ``test_sync_bn_ddp_step_equals_single_process_step``), but float32
-sums are taken in another order (2 ranks x 16 images, all-reduce) and SGD at lr 0.1 amplifies those 1e-7
-differences over the steps; measured over 2 epochs x 8 steps the per-epoch train loss differs by ~2e-3.
-We accept 0.02 on the loss and 3 test images out of 200 on the accuracy. Without SyncBN each rank
-normalises with statistics of its own 16 images instead of 32, a real (small) change of the computation.
+What is compared, and why: after 2 epochs on 256 images the model is near chance (~16 % top-1 on 200 test
+images, ~37 % after QAT), so its top-1 is decided by a handful of near-tied images and moves with the CPU's
+float kernels (a QAT run on an Intel Xeon gave 0.39 vs 0.36). What is truly the same is compared exactly: NNCF's
+quantizer initialisation (digests) and the weights every rank ends with. Losses are compared within a tolerance:
+with ``--sync-bn`` a DDP step computes the same gradient as one process on the global batch (checked to float32
+precision in ``test_sync_bn_ddp_step_equals_single_process_step``), but float32 sums are taken in another order
+(2 ranks x 16 images, all-reduce) and SGD at lr 0.1 amplifies those 1e-7 differences over the 16 steps. Measured
+on an AMD EPYC: one process with ``--threads 2`` instead of 1 (the same kind of reordering another CPU's kernels
+make) moves the per-epoch train loss (~2.0) by 1.5e-3 and 5.6e-3 and the test loss by 1.4e-3 and 2.9e-4; two
+processes vs one: 1.5e-3 and 5.5e-3 (train), 6e-5 and 2.6e-3 (test). Real changes of the computation are larger:
+a rank seeded differently (seed 1) moves them by 0.067/0.071 in epoch 2, gradients summed instead of averaged
+(lr x 2) by 0.21/0.17, and leaving out SyncBN (each rank normalises over its 16 images) by 0.019/0.026.
 """
 
 from __future__ import annotations
@@ -21,13 +27,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from tolerances import mean_cross_entropy
 
 from edgeresnext import distributed
 from edgeresnext.errors import ConfigError
 
-LOSS_TOL = 0.02  # absolute, per-epoch mean train loss (~2.0 here)
+# Per-epoch mean train and test loss (~2.0): 3.5x the 5.6e-3 float reordering measured above; a rank seeded
+# differently (0.067) or gradients summed instead of averaged (0.21) exceed it.
+LOSS_TOL = 0.02
 TEST_IMAGES = 200
-TOP1_TOL = 3 / TEST_IMAGES  # final test accuracy: at most 3 of 200 images classified differently
 
 TRAIN_ARGS = [
     "--arch",
@@ -71,10 +79,11 @@ def history(run: Path) -> list[dict]:
 
 
 def assert_runs_match(a: list[dict], b: list[dict]) -> None:
+    """Same epochs, and per epoch the same train and test loss up to float reordering (not top-1: see above)."""
     assert [r["epoch"] for r in a] == [r["epoch"] for r in b]
     for ra, rb in zip(a, b, strict=True):
         assert abs(ra["train_loss"] - rb["train_loss"]) <= LOSS_TOL, (ra, rb)
-    assert abs(a[-1]["test_top1"] - b[-1]["test_top1"]) <= TOP1_TOL + 1e-9, (a[-1], b[-1])
+        assert abs(ra["test_loss"] - rb["test_loss"]) <= LOSS_TOL, (ra, rb)
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +113,7 @@ def test_two_gloo_processes_train_like_one_process_on_the_same_global_batch(sing
     assert training["world_size"] == 2 and training["epoch"] == 2
     # Evaluation is sharded over the ranks and all-reduced: the count is the whole test set, once.
     meta = read_checkpoint(ddp_run / "model.safetensors").meta
-    assert meta.metrics["test_top1"] == pytest.approx(ddp[-1]["test_top1"], abs=1e-4)
+    assert meta.metrics["test_top1"] == pytest.approx(ddp[-1]["test_top1"], abs=1e-4)  # the same, rounded to 4 places
 
 
 def test_resume_a_single_process_run_with_two_processes(tmp_path: Path, single_run: Path):
@@ -191,8 +200,12 @@ def test_sync_bn_ddp_step_equals_single_process_step():
     queue = mp.get_context("spawn").SimpleQueue()
     mp.spawn(_sync_bn_step, args=(port, queue), nprocs=2, join=True)
     grad_error, stats_error, digests = queue.get()
-    assert grad_error < 1e-4  # relative to each tensor's largest gradient; measured ~4e-6
-    assert stats_error < 1e-5  # BatchNorm running mean/var from the global batch
+    # Relative to each tensor's largest gradient: float32 sums of 2 x 16 instead of 32 images, 3.7e-6 here; a gradient
+    # not averaged over the ranks, or not carried back through the all-reduce, is off by O(1).
+    assert grad_error < 1e-4
+    # BatchNorm running mean/var (|x| <= 1.1) from the global batch: 6e-8 here (one float32 step); per-rank statistics
+    # of 16 images differ by 5e-3.
+    assert stats_error < 1e-5
     # Both ranks hold the same weights and, thanks to SyncBN, the same running statistics.
     assert len(set(digests)) == 1
 
@@ -267,11 +280,13 @@ def _qat_rank(rank: int, port: int, checkpoint: str, out: str, queue) -> None:
         tuned = qat.fine_tune_quantized(
             load_checkpoint(checkpoint), calib, images, labels, QAT_SPEC, progress=False, ctx=ctx
         )
+        # Trained parameters only: BatchNorm running statistics are each rank's own after the last step.
+        trained = distributed.gather_digests(ctx, tuned, include="weight")
         if rank == 0:
             from edgeresnext.quantize.ptq import quantize_ptq
 
             quantize_ptq(tuned, calib, QAT_SPEC, out)
-            queue.put((tuned.qat_history, tuned.quantizer_digests, distributed.state_digest(tuned)))
+            queue.put((tuned.qat_history, tuned.quantizer_digests, trained))
     finally:
         distributed.shutdown(ctx)
 
@@ -283,6 +298,16 @@ def _qat_spec():
 
 
 QAT_SPEC = _qat_spec()
+# QAT wraps the NNCF model in DDP without SyncBN, so each rank normalises over its 16 images instead of 32: a real
+# (small) change of the computation, larger than float reordering. Measured here, 2 processes vs 1: QAT train loss
+# (~1.9) 0.011 in both epochs (1 process with 2 threads vs 1: 0 and 3e-6). A loss that is not all-reduced (rank 0's
+# half: ~0.95) exceeds 0.03; a rank shuffling differently (seed 1: 0.006) does not, it hides in the BatchNorm effect.
+QAT_LOSS_TOL = 0.03
+# Exported Q/DQ models on the 200 test images, mean cross-entropy (~1.9) and mean logit cosine. Measured here,
+# 2 processes vs 1: 5.5e-3 and 0.9986 (2 threads vs 1: 1.0e-3 and 0.99992). Exporting the model before fine-tuning
+# gives 0.31 and 0.46, gradients summed instead of averaged (lr x 2) 0.040 and 0.964.
+QAT_CE_TOL = 0.02
+QAT_MIN_COSINE = 0.99
 
 
 def test_qat_on_two_gloo_processes_matches_one_process_and_exports_lint_clean_qdq(ddp_run: Path, tmp_path: Path):
@@ -305,31 +330,34 @@ def test_qat_on_two_gloo_processes_matches_one_process_and_exports_lint_clean_qd
     queue = mp.get_context("spawn").SimpleQueue()
     ddp_onnx = tmp_path / "qat_2proc.onnx"
     mp.spawn(_qat_rank, args=(port, str(checkpoint), str(ddp_onnx), queue), nprocs=2, join=True)
-    ddp_history, digests, _ = queue.get()
-    # NNCF's quantizer initialisation (PTQ statistics) is identical on both ranks.
+    ddp_history, digests, trained = queue.get()
+    # The ranks start from identical quantizers and, gradients being all-reduced, end with identical weights.
     assert len(digests) == 2 and digests[0] == digests[1]
+    assert len(trained) == 2 and trained[0] == trained[1]
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # as on the ranks: NNCF's float statistics depend on the thread count
     calib, images, labels = _qat_data()
     tuned = qat.fine_tune_quantized(load_checkpoint(checkpoint), calib, images, labels, QAT_SPEC, progress=False)
     single_onnx = quantize_ptq(tuned, calib, QAT_SPEC, tmp_path / "qat_1proc.onnx")
-    assert_runs_match_loss(ddp_history, tuned.qat_history)
+    # Same checkpoint, calibration images and thread count on the same CPU: the same quantizers, byte for byte.
+    assert tuned.quantizer_digests == digests[:1]
+    assert [r["epoch"] for r in ddp_history] == [r["epoch"] for r in tuned.qat_history] == [1, 2]
+    for ra, rb in zip(ddp_history, tuned.qat_history, strict=True):
+        assert abs(ra["train_loss"] - rb["train_loss"]) <= QAT_LOSS_TOL, (ddp_history, tuned.qat_history)
 
     assert [v for v in lint_onnx(ddp_onnx) if v.severity == "error"] == []  # TensorRT lint: clean
     test = load_dataset("fashion-mnist", split="test")
     x = np.stack([test.preprocess.image_to_array(i) for i in test.images[:TEST_IMAGES]])
+    labels = test.labels[:TEST_IMAGES]
 
-    def top1(path: Path) -> float:
+    def logits(path: Path) -> np.ndarray:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return float(np.mean(session.run(None, {"input": x})[0].argmax(1) == test.labels[:TEST_IMAGES]))
+        return session.run(None, {"input": x})[0].astype(np.float64)
 
-    assert abs(top1(ddp_onnx) - top1(single_onnx)) <= TOP1_TOL + 1e-9
-
-
-def assert_runs_match_loss(a: list[dict], b: list[dict]) -> None:
-    assert [r["epoch"] for r in a] == [r["epoch"] for r in b] == [1, 2]
-    for ra, rb in zip(a, b, strict=True):
-        assert abs(ra["train_loss"] - rb["train_loss"]) <= LOSS_TOL, (a, b)
+    ddp, single = logits(ddp_onnx), logits(single_onnx)
+    assert abs(mean_cross_entropy(ddp, labels) - mean_cross_entropy(single, labels)) <= QAT_CE_TOL
+    cosine = (ddp * single).sum(axis=1) / (np.linalg.norm(ddp, axis=1) * np.linalg.norm(single, axis=1))
+    assert cosine.mean() >= QAT_MIN_COSINE, cosine.mean()
 
 
 @pytest.mark.slow

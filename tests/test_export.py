@@ -24,6 +24,7 @@ def test_export_matches_pytorch_on_real_images(model, fmnist_batch, tmp_path):
     graph = onnx.load(str(path)).graph
     assert [i.name for i in graph.input] == ["input"] and [o.name for o in graph.output] == ["logits"]
     assert graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    # Random-init logits up to 0.12: float32 reordering gives 6.7e-8 here; another model's weights give 0.18.
     assert max_abs_error_vs_torch(model, path, fmnist_batch) < 1e-4
     assert onnx_runner(path)(fmnist_batch[:3]).shape == (3, 10)  # dynamic batch really is dynamic
 

@@ -102,6 +102,7 @@ def test_markdown_has_the_tables(report):
     assert text.startswith("# Validation report: report-test — FAILED")
     assert "| pytorch-fp32 | pytorch | fp32 |" in text and "| onnx-fp32 | onnxruntime | fp32 |" in text
     assert "skipped: tensorrt is not installed" in text
+    # A drop of exactly 0: FP32 ONNX vs PyTorch differ by ~1e-5 and none of the 64 images is within 0.23 of a tie.
     assert "| max_top1_drop | onnx-fp32 | 0.01 | 0 | pass |" in text
     assert "FAIL: max_latency_ms: onnx-fp32 p50 latency (batch 1)" in text
     assert "| Ankle boot |" in text and "## Quantization sensitivity" in text
@@ -167,8 +168,11 @@ def test_html_plots_render_in_headless_chromium(report, tmp_path):
         assert width > 200 and height > 200 and top + height <= pixels.shape[0], (left, top, width, height)
         region = pixels[top : top + height, left : left + width]
         inked = np.mean(region.min(axis=2) < 200)  # share of pixels darker than near-white
-        colored = np.mean(region.max(axis=2) - region.min(axis=2) > 60)  # plot colours, never in plain text
-        assert inked > 0.02 and colored > 0.0005, (left, top, inked, colored)
+        colored = int(np.sum(region.max(axis=2) - region.min(axis=2) > 60))  # plot colours, never in plain text
+        # A blank region has neither. Measured here: inked 0.021 (the sparse accuracy-vs-latency scatter; fonts and
+        # browser scaling move it) to 0.29; colored >= 446 pixels, but only 56 once a load spike widened the latency
+        # axis and squeezed the box plot's boxes to slivers (its orange median lines stay).
+        assert inked > 0.01 and colored >= 20, (left, top, inked, colored)
     # The page background far right of the plots stays blank: the check above can tell ink from no ink.
     margin = pixels[: rects[0][1], -20:]
     assert np.mean(margin.min(axis=2) < 200) < 0.01

@@ -102,6 +102,9 @@ def test_killed_run_resumes_from_epoch_1_and_matches_an_uninterrupted_run(cifar_
         torch.set_num_threads(threads)
     a = load_checkpoint(out / "model.safetensors").state_dict()
     b = load_checkpoint(straight).state_dict()
+    # Same CPU, same single thread: bit-identical here (all 80 tensors). Not asserted bit for bit: MKL's GEMM may take
+    # alignment-dependent paths (Intel's CNR note) and two processes place buffers differently. A resume that loses
+    # the optimizer or RNG state changes the weights by orders of magnitude more.
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=key)
     meta = read_checkpoint(straight).meta

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from backend_helpers import agreement, assert_int8_agrees, compile_and_load, make_target
+from tolerances import FP32_LOGIT_ATOL
 
 from edgeresnext.backends import get_backend
 from edgeresnext.errors import ConfigError
@@ -12,8 +13,8 @@ from edgeresnext.errors import ConfigError
 def test_fp32_matches_pytorch(fp32_onnx, test_images, fp32_logits, tmp_path):
     _artifact, runner = compile_and_load("onnxruntime", fp32_onnx, make_target("onnxruntime", "fp32"), tmp_path)
     logits = runner(test_images)
-    assert agreement(logits, fp32_logits) == 1.0
-    assert abs(logits - fp32_logits).max() < 1e-3
+    assert abs(logits - fp32_logits).max() < FP32_LOGIT_ATOL  # float32 reordering only (measured 8.6e-6)
+    assert agreement(logits, fp32_logits) == 1.0  # the smallest top-2 gap of the 512 images is 0.043: none can flip
     report = runner.precision_report()
     assert report["int8_ops"] == {} and report["int8_fraction"] == 0.0
 

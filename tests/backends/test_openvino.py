@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from backend_helpers import agreement, assert_int8_agrees, compile_and_load, make_target
+from tolerances import FP32_LOGIT_ATOL
 
 from edgeresnext.backends import Artifact, get_backend
 from edgeresnext.errors import ConfigError
@@ -14,8 +15,8 @@ def test_fp32_ir_matches_pytorch_in_fp32(fp32_onnx, test_images, fp32_logits, tm
     assert artifact.path.suffix == ".xml" and artifact.path.with_suffix(".bin").is_file()
     # The IR is static batch 1 (target input.batch); the runner splits the 512 images into single-image requests.
     logits = runner(test_images)
-    assert agreement(logits, fp32_logits) == 1.0
-    assert abs(logits - fp32_logits).max() < 1e-3
+    assert abs(logits - fp32_logits).max() < FP32_LOGIT_ATOL  # float32 reordering only; BF16 layers would give 0.22
+    assert agreement(logits, fp32_logits) == 1.0  # the smallest top-2 gap of the 512 images is 0.043: none can flip
     # FP32 means FP32, also on CPUs that would pick BF16 by default.
     assert set(runner.precision_report()["by_precision"]) == {"f32"}
 
@@ -52,7 +53,7 @@ def test_native_int8_through_nncf(fp32_onnx, shipped_model, calib_dir, test_imag
     )
     artifact, runner = compile_and_load("openvino", fp32_onnx, target, tmp_path, calibration=calib)
     assert "nncf" in artifact.info["int8_source"]
-    assert agreement(runner(test_images), fp32_logits) >= 0.90
+    assert agreement(runner(test_images), fp32_logits) >= 0.90  # loose, as for the Q/DQ model: 51 images may flip
     assert runner.precision_report()["int8_layers"] > 0
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from backend_helpers import make_target
+from tolerances import FP32_LOGIT_ATOL
 
 from edgeresnext.backends import RunOptions, get_backend
 from edgeresnext.errors import EdgeResNeXtError
@@ -39,7 +40,7 @@ def test_bound_inference_gives_the_runner_logits_and_checks_its_input(backend_na
     sample = test_images[3:4].copy()
     infer = runner.bind(sample)
     runner(test_images[:2])  # a plain call in between must not change what the bound call runs on
-    np.testing.assert_allclose(np.asarray(infer()), runner(sample), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(infer()), runner(sample))  # the same compiled model on the same input
     with pytest.raises(EdgeResNeXtError, match="does not match the model's"):
         runner.bind(np.zeros((1, 3, 28, 28), np.float32))
 
@@ -51,8 +52,10 @@ def test_any_batch_size_runs_on_a_static_batch_artifact(backend_name, shipped_mo
     assert runner.batch_range == (4, 4)
     one_by_one = np.concatenate([runner(test_images[i : i + 1]) for i in range(11)])  # 1 image + 3 of padding
     assert one_by_one.shape == (11, 10)
-    np.testing.assert_allclose(runner(test_images[:11]), one_by_one, atol=1e-5)  # 4 + 4 + 3 (padded)
-    np.testing.assert_allclose(np.asarray(runner.bind(test_images[:11])()), one_by_one, atol=1e-5)
+    # The same batch-4 kernels on the same images (the padding rows are independent of the others), but a runtime
+    # may pick other kernels for another fill of the batch on another CPU: FP32 reordering bound (tests/tolerances.py).
+    np.testing.assert_allclose(runner(test_images[:11]), one_by_one, atol=FP32_LOGIT_ATOL)  # 4 + 4 + 3 (padded)
+    np.testing.assert_allclose(np.asarray(runner.bind(test_images[:11])()), one_by_one, atol=FP32_LOGIT_ATOL)
     with pytest.raises(EdgeResNeXtError, match="empty batch"):
         runner(test_images[:0])
 

@@ -59,6 +59,7 @@ def test_fp16_qdq_keeps_int8_and_runs_in_onnxruntime(qdq_onnx, test_images, fp32
     for init in model.graph.initializer:
         if before[init.name].dtype == np.int8:
             assert init.data_type == TensorProto.INT8 and np.array_equal(numpy_helper.to_array(init), before[init.name])
+    # No kernel involved (a float16 cast): 4.7e-4 here, FP16's 4.9e-4 step, more only for scales below its normal range.
     assert report["qdq_scales"] > 0 and report["max_scale_rel_error"] < 0.02
     # The interface stays float32, so runtimes and device apps feed the same images.
     assert model.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
@@ -73,8 +74,10 @@ def test_fp16_of_an_fp32_model_matches_it(fp32_onnx, test_images, fp32_logits, t
     fp16_qdq_from_onnx(fp32_onnx, tmp_path / "fp16.onnx")
     session = ort.InferenceSession(str(tmp_path / "fp16.onnx"), providers=["CPUExecutionProvider"])
     logits = session.run(None, {"input": test_images})[0]
-    assert agreement(logits, fp32_logits) >= 0.99
+    # FP16 rounding (unit roundoff 4.9e-4) instead of float32: measured 0.013 at most; a weight or scale converted
+    # wrongly moves logits by far more. Only the 11 images with a top-2 gap < 0.2 could flip.
     assert np.abs(logits - fp32_logits).max() < 0.1
+    assert agreement(logits, fp32_logits) >= 0.99
 
 
 # ------------------------------------------------------------------------------------------ the kit
@@ -245,8 +248,11 @@ def test_engine_builds_runs_and_records_its_device(qdq_onnx, test_images, fp32_l
     assert record["build_mode"] == "strongly_typed" and record["gpu_sm"] and record["tensorrt_version"]
     assert (tmp_path / "timing.cache").stat().st_size > 0
     runner = backend.load(artifact, target)
-    # 512 images in chunks of the profile's max batch (32)
-    assert_int8_agrees(runner(test_images), qdq_logits, fp32_logits, with_qdq=0.97)
+    # 512 images in chunks of the profile's max batch (32). TensorRT's INT8 kernels and FP16 float layers round
+    # differently from ONNX Runtime's reference: an agreement guard, not the CPU backends' logit tolerance (not yet
+    # run on a GPU; tighten once measured there).
+    logits = runner(test_images)
+    assert agreement(logits, qdq_logits) >= 0.97 and agreement(logits, fp32_logits) >= 0.90
     assert runner.precision_report()["layers"] > 0
     runner.close()
 

@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
+from tolerances import mean_cross_entropy
 
 from edgeresnext.config import QuantSpec
 from edgeresnext.errors import ConfigError, DataError, GateFailed
@@ -56,12 +57,21 @@ def test_ptq_keeps_accuracy_in_onnx_runtime_and_openvino(tiny_model, fp32_onnx, 
     import openvino as ov
 
     images, labels = test_images
-    fp32, int8 = top1(fp32_onnx, images, labels), top1(int8_onnx, images, labels)
-    assert fp32 > 0.4  # the fixture really learned something (chance is 0.1)
-    assert fp32 - int8 <= 0.02, (fp32, int8)
-    compiled = ov.Core().compile_model(str(int8_onnx), "CPU")
-    ov_top1 = float(np.mean(compiled(images)[0].argmax(1) == labels))
-    assert abs(ov_top1 - int8) <= 0.01
+    fp32, int8 = onnx_runner(fp32_onnx)(images), onnx_runner(int8_onnx)(images)
+    # The fixture really learned something (chance is 0.1): 0.60 here, 0.62 when trained on 1 thread instead of 2;
+    # its weights follow the CPU's float kernels.
+    assert np.mean(fp32.argmax(1) == labels) > 0.4
+    # Not top-1: this model is unsure of many images and INT8 changes the class of 8 of the 512 here, so the top-1
+    # difference is whichever way those few fall. INT8 raises the mean cross-entropy (1.35) by 0.008 here (0.006 on
+    # 1 thread); one layer at ~3 bits (coarsen_weights below) raises it by 0.076.
+    increase = mean_cross_entropy(int8, labels) - mean_cross_entropy(fp32, labels)
+    assert increase <= 0.02, increase
+    # OpenVINO runs the same Q/DQ file with its own INT8 kernels (float layers pinned to f32, as the backend does:
+    # BF16/AMX CPUs would otherwise run them in bfloat16). Its logits differ from ONNX Runtime's where an activation
+    # rounds to the neighbouring INT8 step: mean 0.0035 here, 1/15 of what quantization itself moves them (0.054).
+    compiled = ov.Core().compile_model(str(int8_onnx), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    openvino = compiled(images)[0]
+    assert np.abs(openvino - int8).mean() <= 0.25 * np.abs(int8 - fp32).mean()
 
 
 def test_nncf_default_placement_and_ignored_scope(tiny_model, calib_images, tmp_path):
@@ -108,7 +118,7 @@ def test_sensitivity_and_fallback_reach_a_gate(fp32_onnx, int8_onnx, calib_image
     assert "layer1.0.conv1" in top3, top3  # the coarsened layer ranks among the most sensitive
     start_drop = top1(fp32_onnx, images, labels) - top1(rough, images, labels)
     gate = start_drop / 2
-    assert start_drop > 0.005, start_drop  # the test needs a drop to repair
+    assert start_drop > 0.005, start_drop  # the test needs a drop to repair: 0.043 here (22 images; 0.038 on 10,000)
     result = fallback(
         rough,
         fp32_onnx,
@@ -121,6 +131,7 @@ def test_sensitivity_and_fallback_reach_a_gate(fp32_onnx, int8_onnx, calib_image
         sensitivity_json=tmp_path / "sensitivity.json",
     )
     assert result.passed and result.top1_drop <= gate and 1 <= len(result.layers) <= 14
+    # ONNX Runtime with the same settings on the same images: the same count, up to the rounding of the subtraction.
     assert abs(top1(tmp_path / "fallback.onnx", images, labels) - (result.fp32_top1 - result.top1_drop)) < 1e-9
     saved = json.loads((tmp_path / "sensitivity.json").read_text())["fallback"]
     assert [s["layer"] for s in saved["steps"]] == result.layers and "latency_cost_ms" in saved["steps"][0]

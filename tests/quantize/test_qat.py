@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+from tolerances import mean_cross_entropy
 
 from edgeresnext.config import QuantSpec
 from edgeresnext.export import onnx_from_torch, onnx_runner
@@ -32,7 +33,9 @@ def test_qat_writes_lint_clean_qdq_and_keeps_accuracy(
     assert lint_onnx(path) == []
     assert "QuantizeLinear" in {n.op_type for n in onnx.load(str(path)).graph.node}
     fp32 = onnx_from_torch(tiny_model, tmp_path / "fp32.onnx")
-    fp32_top1 = np.mean(onnx_runner(fp32)(images).argmax(1) == labels)
-    qat_top1 = np.mean(onnx_runner(path)(images).argmax(1) == labels)
-    # One short epoch on 1024 images: the INT8 model must stay close to (or beat) the FP32 one.
-    assert qat_top1 >= fp32_top1 - 0.02, (fp32_top1, qat_top1)
+    fp32_ce = mean_cross_entropy(onnx_runner(fp32)(images), labels)
+    qat_ce = mean_cross_entropy(onnx_runner(path)(images), labels)
+    # One short epoch on 1024 images: the INT8 model must stay close to (or beat) the FP32 one. Cross-entropy, not
+    # top-1: 85 of the 512 images change class here, so top-1 moves by whichever way they fall (+/- 1.8 points).
+    # QAT lowers the cross-entropy (1.35) by 0.074 here; PTQ alone raises it by 0.008, one layer at ~3 bits by 0.076.
+    assert qat_ce <= fp32_ce + 0.02, (fp32_ce, qat_ce)
