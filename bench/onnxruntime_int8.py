@@ -251,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         "models": results,
     }
     write_json_atomic(args.out, report)
+    env = report["environment"]
+    print(f"CPU {env['cpu_model']}, {args.threads} threads, onnxruntime {env['packages'].get('onnxruntime')}")
     for name, result in results.items():
         print_table(name, result)
     print(f"\nwritten to {args.out} ({report['total_seconds']:.0f} s)")

@@ -66,9 +66,23 @@ INTEGER_OPS = frozenset({"Conv", "Gemm", "MatMul", "Add", "GlobalAveragePool", "
 # Operators whose output values stay on their input's quantization grid: the output takes the input's Q/DQ.
 PASSTHROUGH_OPS = frozenset({"MaxPool", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose"})
 WEIGHTED_OPS = frozenset({"Conv", "Gemm", "MatMul"})
-# Operators of an optimised graph that are convolutions, integer or float.
+# Operators of an optimised ONNX Runtime graph: convolutions, integer or float, and the other compute operators.
+# backends/onnxruntime.py's INT8_OPS/FLOAT_COMPUTE_OPS plus a float Add (quantize/ may not import backends/).
 INTEGER_CONV_OPS = frozenset({"QLinearConv", "ConvInteger"})
 FLOAT_CONV_OPS = frozenset({"Conv", "FusedConv", "NchwcConv"})
+INTEGER_COMPUTE_OPS = INTEGER_CONV_OPS | {
+    "QLinearMatMul",
+    "MatMulInteger",
+    "QGemm",
+    "QLinearAdd",
+    "QLinearGlobalAveragePool",
+    "QLinearAveragePool",
+    "QLinearMul",
+    "QLinearConcat",
+    "DynamicQuantizeMatMul",
+    "MatMulIntegerToFloat",
+}
+FLOAT_COMPUTE_OPS = FLOAT_CONV_OPS | {"Gemm", "MatMul", "FusedMatMul", "FusedGemm", "ConvTranspose", "Add"}
 # Grouped convolutions are merged (block-diagonal weights, see _merge_groups) until each group reads at least this
 # many input channels. Measured on this x86-64 (AVX512-VNNI, ORT 1.32, 2 threads), one QLinearConv alone, time
 # relative to the unmerged grouped conv: ResNeXt-50 layer1 conv2 (128 ch, 32 groups of 4, 56x56) 0.12 at 16
@@ -531,8 +545,6 @@ def integer_compute_share(onnx_path: str | os.PathLike[str], threads: int = 1) -
     import onnx
     import onnxruntime as ort
 
-    from edgeresnext.backends.onnxruntime import count_compute_ops
-
     with tempfile.TemporaryDirectory(prefix="edgeresnext-ort-int8-") as scratch:
         optimized = Path(scratch) / "optimized.onnx"
         options = ort.SessionOptions()
@@ -546,7 +558,8 @@ def integer_compute_share(onnx_path: str | os.PathLike[str], threads: int = 1) -
     integer_convs = sum(counts[op] for op in INTEGER_CONV_OPS)
     float_convs = sum(counts[op] for op in FLOAT_CONV_OPS)
     return {
-        **count_compute_ops(op_types),
+        "integer_ops": {op: n for op, n in sorted(counts.items()) if op in INTEGER_COMPUTE_OPS},
+        "float_ops": {op: n for op, n in sorted(counts.items()) if op in FLOAT_COMPUTE_OPS},
         "integer_convs": integer_convs,
         "float_convs": float_convs,
         "integer_conv_fraction": round(integer_convs / (integer_convs + float_convs), 4)

@@ -52,7 +52,7 @@ def test_integer_kernels_run_the_convolutions_and_the_handoff_file_is_untouched(
     runtime = integer_compute_share(out)  # read from the graph ONNX Runtime optimised, not from the file
     assert runtime["integer_conv_fraction"] >= 0.9, runtime
     assert runtime["integer_convs"] == 22 and runtime["float_ops"] == {}, runtime
-    assert runtime["int8_ops"]["QLinearAdd"] == 6 and runtime["int8_ops"]["QGemm"] == 1, runtime
+    assert runtime["integer_ops"]["QLinearAdd"] == 6 and runtime["integer_ops"]["QGemm"] == 1, runtime
     assert info["runtime"]["integer_conv_fraction"] == runtime["integer_conv_fraction"]
     # The residual placement leaves each block's last convolution output unquantized: 6 ranges measured.
     assert info["calibrated_tensors"] == 6 and info["activation_type"] == "uint8"
