@@ -209,8 +209,9 @@ def load_bundle(
         artifact = matching[0]
     if artifact["kind"] == "kit":
         raise BackendUnavailable(
-            f"{bundle_dir / artifact['path']}: an on-device build kit, not an engine; build the "
-            "engine on the device first (see the kit's README)"
+            f"{bundle_dir / artifact['path']}: an on-device build kit, not an engine; build the engine on the "
+            f"device first: `edgeresnext bundle build-engine {bundle_dir}` (or `{bundle_dir / artifact['path']}/"
+            "build_engine.sh` without edgeresnext; see the kit's README)"
         )
     runtime = get_backend(artifact["backend"])
     if device is None:
@@ -223,12 +224,13 @@ def load_bundle(
         kind=artifact["kind"],
         path=bundle_dir / artifact["path"],
         files=[bundle_dir / name for name in artifact["files"]],
-        info=dict(artifact.get("info", {})),
+        # An engine built on the device: what it was built for (TensorRT version, SM) is checked before it loads.
+        info={**artifact.get("info", {}), **artifact.get("engine", {})},
     )
     try:
         runner = runtime.load(recorded, runtime.run_options(info=recorded.info, device=device, threads=threads))
     except BackendUnavailable as err:
-        others = [a["backend"] for a in artifacts if a is not artifact]
+        others = [a["backend"] for a in artifacts if a is not artifact and a["kind"] != "kit"]
         hint = f"; the bundle also has: {', '.join(others)} (load_bundle(..., backend=...))" if others else ""
         raise BackendUnavailable(f"{bundle_dir}: {err}{hint}") from err
     classifier = Classifier(bundle_dir, manifest, artifact, runner)

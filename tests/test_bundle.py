@@ -31,6 +31,17 @@ def bundle_copy(bundles: dict[str, Path], tmp_path: Path) -> Path:
     return Path(shutil.copytree(bundles["openvino"], tmp_path / "bundle"))
 
 
+# What the device step records about an engine (tests/test_jetson_bundle.py makes real ones).
+ENGINE_SECTION = {
+    "tensorrt_version": "10.3.0",
+    "gpu_name": "Orin",
+    "gpu_sm": "8.7",
+    "build_mode": "strongly_typed",
+    "onnx": {"path": "model.onnx", "sha256": "0" * 64},
+    "record": "kit/model.engine.json",
+}
+
+
 def _rewrite_manifest(bundle: Path, change) -> None:
     manifest = json.loads((bundle / MANIFEST).read_text())
     change(manifest)
@@ -97,6 +108,19 @@ def test_schema_file_is_the_one_verify_enforces(bundle_copy):
         (lambda m: m["model"].update(num_classes="ten"), r"model\.num_classes: expected integer"),
         (lambda m: m["files"][0].update(sha256="XYZ"), r"files\[0\]\.sha256: 'XYZ' does not match"),
         (lambda m: m.update(schema_version=99), r"schema_version 99 was written by a newer edgeresnext"),
+        # An engine section (an engine built on the device) must say what it runs on: runtimes compare it.
+        (
+            lambda m: m["artifacts"][0].update(engine={**ENGINE_SECTION, "gpu_sm": "unknown"}),
+            r"artifacts\[0\]\.engine\.gpu_sm: 'unknown' does not match",
+        ),
+        (
+            lambda m: m["artifacts"][0].update(engine={k: v for k, v in ENGINE_SECTION.items() if k != "onnx"}),
+            r"artifacts\[0\]\.engine: missing required key 'onnx'",
+        ),
+        (
+            lambda m: m["artifacts"][0].update(engine=ENGINE_SECTION),
+            r"model\.xml: its build record, kit/model\.engine\.json, is not in the manifest's file list",
+        ),
     ],
 )
 def test_malformed_manifest_is_one_clear_error(bundle_copy, change, message):

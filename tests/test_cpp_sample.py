@@ -141,3 +141,206 @@ def test_tensorrt_sample_configures_or_says_why_it_is_skipped(tmp_path):
         assert build.returncode == 0 and not (tmp_path / "edgeresnext_trt_classify").exists()
     else:
         assert "TensorRT" in done.stdout
+
+
+# ------------------------------------------------------------------------------------------ a re-sealed Jetson bundle
+# What the TensorRT sample does with a bundle before it touches TensorRT: verify it, pick the engine, read what the
+# engine was built for, compare that with the running TensorRT and GPU (given on the command line here).
+ENGINE_READER = r"""
+#include <iostream>
+#include "edgeresnext_bundle.hpp"
+int main(int argc, char** argv) {
+  if (argc != 5) return 2;  // <bundle> <running TensorRT version> <running SM> <running GPU name>
+  try {
+    edgeresnext::Bundle bundle = edgeresnext::load_bundle(argv[1], true);
+    const edgeresnext::Json& artifact = bundle.artifact("tensorrt", {"engine"});
+    edgeresnext::EngineRecord r = edgeresnext::engine_record(artifact);
+    std::cout << artifact["path"].str() << "\n" << r.tensorrt_version << "\n" << r.gpu_name << "\n" << r.gpu_sm
+              << "\n" << r.build_mode << "\n" << r.onnx_path << "\n" << r.onnx_sha256 << "\n";
+    std::string mismatch = edgeresnext::engine_mismatch(r, argv[2], argv[3], argv[4]);
+    if (!mismatch.empty()) {
+      std::cerr << mismatch << "; " << edgeresnext::rebuild_hint(argv[1], bundle.manifest) << "\n";
+      return 3;
+    }
+  } catch (const std::exception& err) {
+    std::cerr << err.what() << "\n";
+    return 1;
+  }
+  return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def engine_reader(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("engine-reader")
+    (folder / "reader.cpp").write_text(ENGINE_READER)
+    compiled = subprocess.run(
+        [
+            "g++",
+            "-std=c++17",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-I",
+            str(SAMPLE.parent / "common"),
+            "reader.cpp",
+            "-o",
+            "reader",
+        ],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert compiled.returncode == 0, compiled.stderr
+    return folder / "reader"
+
+
+@pytest.fixture(scope="module")
+def sealed_jetson(tmp_path_factory: pytest.TempPathFactory, calib_dir: Path) -> Path:
+    """A real jetson.yaml bundle after the device command (stand-in trtexec: TensorRT 10.3.0, Orin, SM 8.7)."""
+    from jetson_helpers import copy_bundle, fake_trtexec, jetson_bundle, run_device_command
+
+    bundle = copy_bundle(jetson_bundle(tmp_path_factory, calib_dir), tmp_path_factory.mktemp("jetson") / "bundle")
+    done = run_device_command(bundle, fake_trtexec(tmp_path_factory.mktemp("trtexec")))
+    assert done.returncode == 0, done.stderr
+    return bundle
+
+
+def test_header_reads_the_engine_of_a_resealed_jetson_bundle(engine_reader, sealed_jetson, tmp_path):
+    manifest = json.loads((sealed_jetson / "manifest.json").read_text())
+    onnx_sha = next(f["sha256"] for f in manifest["files"] if f["path"] == "kit/model.qdq-fp16.onnx")
+    done = subprocess.run(
+        [str(engine_reader), str(sealed_jetson), "10.3.0", "8.7", "Orin"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "kit/model.engine",
+        "10.3.0",
+        "Orin",
+        "8.7",
+        "strongly_typed",
+        "kit/model.qdq-fp16.onnx",
+        onnx_sha,
+    ]
+    # A device with another TensorRT release and GPU: refused before deserialising, with what to do.
+    done = subprocess.run(
+        [str(engine_reader), str(sealed_jetson), "10.7.0", "9.0", "NVIDIA H200"], capture_output=True, text=True
+    )
+    assert done.returncode == 3
+    assert done.stderr.strip() == (
+        "built with TensorRT 10.3.0 for Orin (SM 8.7), but this device runs TensorRT 10.7.0 on NVIDIA H200 (SM 9.0): "
+        f"the TensorRT version and the GPU's SM differ; rebuild it on this device: edgeresnext bundle build-engine "
+        f"{sealed_jetson} (or {sealed_jetson}/kit/build_engine.sh without edgeresnext)"
+    )
+    # getInferLibVersion() gives no build number: 10.3.0 on a 10.3.0.30 record is the same release.
+    assert subprocess.run([str(engine_reader), str(sealed_jetson), "10.3", "8.7", ""]).returncode == 0
+    tampered = Path(shutil.copytree(sealed_jetson, tmp_path / "bundle"))
+    data = bytearray((tampered / "kit" / "model.engine").read_bytes())
+    data[0] ^= 0x01
+    (tampered / "kit" / "model.engine").write_bytes(bytes(data))
+    done = subprocess.run([str(engine_reader), str(tampered), "10.3.0", "8.7", "Orin"], capture_output=True, text=True)
+    assert done.returncode == 1 and "kit/model.engine: sha256 differs from the manifest" in done.stderr
+
+
+# The declarations main.cpp uses, as the TensorRT 10 (NvInfer.h, NvInferRuntime.h) and CUDA runtime API references
+# give them: enough to compile the sample's own code here, where TensorRT and CUDA cannot be installed. It proves
+# that main.cpp and the header fit together, not that the real headers agree (the first device build does that).
+TENSORRT_STUB = {
+    "NvInfer.h": r"""
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include "cuda_runtime_api.h"
+extern "C" int32_t getInferLibVersion() noexcept;
+namespace nvinfer1 {
+class ILogger {
+ public:
+  enum class Severity : int32_t { kINTERNAL_ERROR = 0, kERROR = 1, kWARNING = 2, kINFO = 3, kVERBOSE = 4 };
+  virtual void log(Severity severity, const char* msg) noexcept = 0;
+  virtual ~ILogger() = default;
+};
+enum class DataType : int32_t { kFLOAT = 0, kHALF = 1, kINT8 = 2, kINT32 = 3 };
+enum class TensorIOMode : int32_t { kNONE = 0, kINPUT = 1, kOUTPUT = 2 };
+class Dims64 {
+ public:
+  static constexpr int32_t MAX_DIMS{8};
+  int32_t nbDims;
+  int64_t d[MAX_DIMS];
+};
+using Dims = Dims64;
+class Dims4 : public Dims {
+ public:
+  Dims4(int64_t d0, int64_t d1, int64_t d2, int64_t d3);
+};
+class IExecutionContext {
+ public:
+  virtual ~IExecutionContext() noexcept;
+  bool setInputShape(const char* tensorName, const Dims& dims) noexcept;
+  Dims getTensorShape(const char* tensorName) const noexcept;
+  bool setTensorAddress(const char* tensorName, void* data) noexcept;
+  bool enqueueV3(cudaStream_t stream) noexcept;
+};
+class ICudaEngine {
+ public:
+  virtual ~ICudaEngine() noexcept;
+  IExecutionContext* createExecutionContext() noexcept;
+  int32_t getNbIOTensors() const noexcept;
+  const char* getIOTensorName(int32_t index) const noexcept;
+  TensorIOMode getTensorIOMode(const char* tensorName) const noexcept;
+  DataType getTensorDataType(const char* tensorName) const noexcept;
+};
+class IRuntime {
+ public:
+  virtual ~IRuntime() noexcept;
+  ICudaEngine* deserializeCudaEngine(const void* blob, std::size_t size) noexcept;
+};
+IRuntime* createInferRuntime(ILogger& logger) noexcept;
+}  // namespace nvinfer1
+""",
+    "cuda_runtime_api.h": r"""
+#pragma once
+#include <cstddef>
+typedef struct CUstream_st* cudaStream_t;
+enum cudaError { cudaSuccess = 0 };
+typedef enum cudaError cudaError_t;
+enum cudaMemcpyKind { cudaMemcpyHostToHost = 0, cudaMemcpyHostToDevice = 1, cudaMemcpyDeviceToHost = 2 };
+struct cudaDeviceProp { char name[256]; int major; int minor; };
+extern "C" {
+const char* cudaGetErrorString(cudaError_t error);
+cudaError_t cudaMalloc(void** devPtr, size_t size);
+cudaError_t cudaFree(void* devPtr);
+cudaError_t cudaStreamCreate(cudaStream_t* pStream);
+cudaError_t cudaStreamDestroy(cudaStream_t stream);
+cudaError_t cudaStreamSynchronize(cudaStream_t stream);
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, enum cudaMemcpyKind kind, cudaStream_t stream);
+cudaError_t cudaGetDevice(int* device);
+cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp* prop, int device);
+}
+""",
+}
+
+
+def test_tensorrt_sample_compiles_against_the_api_it_uses(tmp_path):
+    for name, text in TENSORRT_STUB.items():
+        (tmp_path / name).write_text(text)
+    done = subprocess.run(
+        [
+            "g++",
+            "-std=c++17",
+            "-fsyntax-only",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-I",
+            str(tmp_path),
+            "-I",
+            str(SAMPLE.parent / "common"),
+            str(SAMPLE.parent / "tensorrt" / "main.cpp"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr

@@ -4,10 +4,12 @@ summary, and the sha256 of every file).
 
 One job per module: :mod:`.write` (:func:`bundle_from_artifacts`), :mod:`.manifest` (reading and verifying:
 :func:`read_manifest`, :func:`verify_bundle`; only the standard library, for device runtimes), :mod:`.archive`
-(:func:`extract_bundle`).
+(:func:`extract_bundle`), :mod:`.engine` (the device step of a TensorRT bundle: :func:`engine_into_bundle` builds the
+kit's engine on the device and records it in the manifest).
 """
 
 from edgeresnext.bundle.archive import ARCHIVE_SUFFIXES, extract_bundle
+from edgeresnext.bundle.engine import engine_into_bundle, engine_summary
 from edgeresnext.bundle.manifest import (
     FORMAT,
     LABELS,
@@ -31,6 +33,8 @@ __all__ = [
     "BundleError",
     "build_manifest",
     "bundle_from_artifacts",
+    "engine_into_bundle",
+    "engine_summary",
     "extract_bundle",
     "read_labels",
     "read_manifest",

@@ -143,6 +143,23 @@ def verify_bundle(bundle_dir: str | os.PathLike[str]) -> dict[str, Any]:
             relative = _safe_relative(name, where).as_posix()
             if relative not in listed and not any(item.startswith(relative + "/") for item in listed):
                 problems.append(f"artifact file {name}: not in the manifest's file list")
+    sha256 = {entry["path"]: entry["sha256"] for entry in manifest["files"]}
+    for artifact in manifest["artifacts"]:
+        engine = artifact.get("engine")
+        if engine is None:
+            continue
+        for what, name in (
+            ("the ONNX it is built from", engine["onnx"]["path"]),
+            ("its build record", engine["record"]),
+        ):
+            if _safe_relative(name, where).as_posix() not in listed:
+                problems.append(f"{artifact['path']}: {what}, {name}, is not in the manifest's file list")
+        recorded = engine["onnx"]["sha256"]
+        if sha256.get(engine["onnx"]["path"], recorded) != recorded:
+            problems.append(
+                f"{artifact['path']}: built from {engine['onnx']['path']} with sha256 {recorded[:16]}..., but the "
+                f"bundle's file has {sha256[engine['onnx']['path']][:16]}..."
+            )
     if manifest["labels"] not in listed:
         problems.append(f"{manifest['labels']}: labels file not in the manifest's file list")
     elif not problems:

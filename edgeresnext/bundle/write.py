@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+KIT_FOLDER = "kit"  # where a bundle carries an on-device build kit
+
 
 def _package_version(name: str) -> str:
     try:
@@ -205,20 +207,22 @@ def bundle_from_artifacts(
         if "\n" in name or "\r" in name:
             raise ConfigError(f"class name {name!r} contains a line break; labels.txt holds one name per line")
 
-    # Bundle-relative names: files keep their base names; a folder (kit) keeps its own tree under its name.
+    # Bundle-relative names: files keep their base names; a folder (the TensorRT kit) keeps its own tree under
+    # kit/ (the device command and the kit's README say bundle/kit/build_engine.sh, whatever the build called it).
     names: dict[Path, str] = {}
     sources: dict[str, Path] = {}
     for artifact in artifacts:
         folder = Path(artifact.path) if Path(artifact.path).is_dir() else None
+        prefix = KIT_FOLDER if artifact.kind == "kit" else folder.name if folder is not None else ""
         for source in _artifact_files(artifact):
             if not source.exists():
                 raise ConfigError(f"{source}: file of the {artifact.backend} artifact not found")
             if source == folder:
-                names[source] = folder.name  # only the files the artifact lists are copied, not the folder
+                names[source] = prefix  # only the files the artifact lists are copied, not the folder
                 continue
             name = source.name
             if folder is not None and source.is_relative_to(folder):
-                name = f"{folder.name}/{source.relative_to(folder).as_posix()}"
+                name = f"{prefix}/{source.relative_to(folder).as_posix()}"
             elif source.is_dir():
                 raise ConfigError(f"{source}: a folder inside the artifact's file list; list its files instead")
             if name in (MANIFEST, LABELS):

@@ -220,6 +220,14 @@ def run_compile(args: argparse.Namespace) -> int:
     if args.on_device:
         from edgeresnext.backends.tensorrt import engine_from_kit
 
+        on_device = Path(args.on_device)
+        bundle = next((p for p in (on_device, on_device.parent) if (p / "manifest.json").is_file()), None)
+        if bundle is not None:  # a bundle, or the kit inside one: the engine must be recorded in its manifest
+            from edgeresnext.bundle import engine_into_bundle, engine_summary
+
+            for line in engine_summary(bundle, engine_into_bundle(bundle, python_api=True)):
+                print(line)
+            return 0
         artifact = engine_from_kit(args.on_device)
         info = artifact.info
         print(
@@ -267,7 +275,8 @@ def add_compile(sub: argparse._SubParsersAction) -> None:
     what.add_argument(
         "--on-device",
         metavar="KIT",
-        help="build the engine of a TensorRT build kit here (on the Jetson/GPU host, with its TensorRT)",
+        help="build the engine of a TensorRT build kit here (on the Jetson/GPU host, with TensorRT's Python API); "
+        "a kit inside a bundle (or the bundle) is recorded in the bundle's manifest, as `bundle build-engine` does",
     )
     p.add_argument(
         "--onnx",

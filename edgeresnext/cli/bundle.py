@@ -1,4 +1,5 @@
-"""``edgeresnext bundle verify | extract | predict``: check, unpack or run a bundle as a device app would."""
+"""``edgeresnext bundle verify | extract | predict | build-engine``: check, unpack or run a bundle as a device app
+would; on the device, build a TensorRT bundle's engine and record it in the manifest."""
 
 from __future__ import annotations
 
@@ -24,6 +25,27 @@ def run_bundle(args: argparse.Namespace) -> int:
             f"{backend['version']} ({manifest['device']['target_device']}), {len(manifest['files'])} files, "
             "sha256 verified"
         )
+        primary = manifest["artifacts"][0]
+        if "engine" in primary:
+            engine = primary["engine"]
+            print(
+                f"engine: {primary['path']} built with TensorRT {engine['tensorrt_version']} on {engine['gpu_name']} "
+                f"(SM {engine['gpu_sm']}, {engine['build_mode'].replace('_', ' ')}) from {engine['onnx']['path']}"
+            )
+        elif primary["kind"] == "kit":
+            print(
+                f"engine: not built yet; on the device run `edgeresnext bundle build-engine {args.bundle}` "
+                f"(or {args.bundle}/{primary['path']}/build_engine.sh)"
+            )
+        return 0
+    if args.bundle_command == "build-engine":
+        from edgeresnext.bundle import engine_into_bundle, engine_summary
+
+        manifest = engine_into_bundle(
+            args.bundle, trtexec=args.trtexec, python_api=args.python_api, trtexec_args=args.trtexec_args
+        )
+        for line in engine_summary(args.bundle, manifest):
+            print(line)
         return 0
     import json
 
@@ -61,6 +83,16 @@ def add_bundle(sub: argparse._SubParsersAction) -> None:
     predict.add_argument("--top-k", type=int_at_least(1), default=5)
     predict.add_argument("--backend", default=None, help="which of the bundle's artifacts to run (default: primary)")
     predict.add_argument("--json", action="store_true", help="one JSON line per image")
+    build = actions.add_parser(
+        "build-engine",
+        help="on the device: build the TensorRT engine from the bundle's kit and record it in the manifest "
+        "(all or nothing; the same as BUNDLE/kit/build_engine.sh without edgeresnext)",
+    )
+    build.add_argument("bundle", help="a bundle with a TensorRT kit, e.g. the copied build/jetson/bundle")
+    how = build.add_mutually_exclusive_group()
+    how.add_argument("--trtexec", default=None, help="trtexec to run (default: $TRTEXEC, PATH, JetPack's)")
+    how.add_argument("--python-api", action="store_true", help="build with TensorRT's Python API, not trtexec")
+    build.add_argument("trtexec_args", nargs="*", metavar="-- TRTEXEC_FLAG", help="extra trtexec flags, after --")
 
 
 # This module's commands: name -> (add the sub-parser, run it).

@@ -25,7 +25,9 @@ from edgeresnext.backends.tensorrt import (
     BuildPlan,
     build_plan,
     engine_from_kit,
+    engine_mismatch,
     read_kit,
+    rebuild_hint,
     trtexec_args,
 )
 from edgeresnext.config import load_target
@@ -87,7 +89,7 @@ def test_jetson_target_makes_an_on_device_kit(qdq_onnx, tmp_path):
     kit = tmp_path / "kit"
     assert artifact.kind == "kit" and artifact.path == kit
     assert "on the device" in artifact.info["reason"] or "tensorrt" in artifact.info["reason"].lower()
-    for name in ("model.qdq.onnx", FP16_QDQ_FILE, KIT_SCRIPT, "kit.json", "README.md"):
+    for name in ("model.qdq.onnx", FP16_QDQ_FILE, KIT_SCRIPT, "kit.json", "README.md", "seal.py"):
         assert (kit / name).is_file(), name
     assert (kit / KIT_SCRIPT).stat().st_mode & 0o111
     subprocess.run(["bash", "-n", str(kit / KIT_SCRIPT)], check=True)
@@ -202,6 +204,49 @@ def test_build_script_refuses_weak_typing_on_tensorrt_11(qdq_onnx, tmp_path):
     )
     assert result.returncode == 2 and "TensorRT 11 removed" in result.stderr
     assert not (kit / "model.engine").exists()
+
+
+@pytest.mark.parametrize(
+    ("here", "differs"),
+    [
+        ({"tensorrt_version": "10.3.0.30", "gpu_sm": "8.7", "gpu_name": "Jetson AGX Orin"}, None),  # one release
+        ({"tensorrt_version": "10.3", "gpu_sm": "8.7"}, None),
+        ({"tensorrt_version": "10.4.0", "gpu_sm": "8.7"}, "the TensorRT version differs"),
+        ({"tensorrt_version": "10.3.0", "gpu_sm": "8.6"}, "the GPU's SM differs"),
+        ({"tensorrt_version": "11.0.0", "gpu_sm": "9.0"}, "the TensorRT version and the GPU's SM differ"),
+    ],
+)
+def test_engine_mismatch_compares_the_release_and_the_sm(here, differs):
+    recorded = {"tensorrt_version": "10.3.0", "gpu_name": "Orin", "gpu_sm": "8.7"}
+    said = engine_mismatch(recorded, here)
+    assert (said is None) if differs is None else said.endswith(f": {differs}")
+    assert engine_mismatch({}, here) is None  # an engine that recorded nothing is left to TensorRT
+
+
+def test_rebuild_hint_names_the_device_command_where_the_engine_is(tmp_path):
+    kit = tmp_path / "bundle" / "kit"
+    kit.mkdir(parents=True)
+    assert "from its Q/DQ ONNX" in rebuild_hint(kit / "model.engine")
+    (kit / KIT_SCRIPT).write_text("")
+    assert rebuild_hint(kit / "model.engine").endswith(
+        f"`{kit / KIT_SCRIPT}` or `edgeresnext compile --on-device {kit}`"
+    )
+    (kit.parent / "manifest.json").write_text("{}")
+    assert f"`edgeresnext bundle build-engine {kit.parent}`" in rebuild_hint(kit / "model.engine")
+
+
+def test_the_kit_outside_a_bundle_never_hands_over_to_seal_py(qdq_onnx, tmp_path):
+    """A kit on its own (the build folder's compile/, a copied kit) builds in place, as before: no manifest above."""
+    kit = tmp_path / "kit"
+    get_backend("tensorrt").compile(qdq_onnx, load_target(TARGETS / "jetson.yaml"), kit)
+    fake = tmp_path / "trtexec"
+    fake.write_text(FAKE_TRTEXEC)
+    fake.chmod(0o755)
+    done = subprocess.run(
+        [str(kit / KIT_SCRIPT)], env={"PATH": "/usr/bin:/bin", "TRTEXEC": str(fake)}, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == f"engine: {kit}/model.engine  (TensorRT 10.3.0, Orin, SM 8.7)"
 
 
 def test_static_batch_onnx_must_match_the_target(tmp_path, shipped_model):

@@ -14,18 +14,21 @@ kit* instead (:mod:`.kit`). Every engine gets a JSON beside it with the TensorRT
 and SM.
 
 One job per module: :mod:`.plan` (the typed build plan), :mod:`.kit` (build_engine.sh, kit.json),
-:mod:`.engine` (building with the Python API; the tensorrt/cuda-python imports), :mod:`.runner` (running an
-engine), :mod:`.backend` (the Backend). The package imports without tensorrt or cuda-python installed.
+:mod:`.seal` (the device step of a bundle: build the kit's engine in a copy, record it in the manifest; standard
+library only, copied into every kit as seal.py), :mod:`.engine` (building with the Python API; the tensorrt/cuda-python
+imports), :mod:`.runner` (running an engine; refusing one built for another TensorRT or SM), :mod:`.backend` (the
+Backend). The package imports without tensorrt or cuda-python installed.
 """
 
 from edgeresnext.backends.tensorrt.backend import TensorRTBackend
-from edgeresnext.backends.tensorrt.engine import engine_from_onnx, gpu_info
+from edgeresnext.backends.tensorrt.engine import device_facts, engine_from_onnx, gpu_info
 from edgeresnext.backends.tensorrt.kit import (
     KIT_FILE,
     KIT_SCRIPT,
     engine_from_kit,
     kit_from_onnx,
     read_kit,
+    rebuild_hint,
     trtexec_args,
 )
 from edgeresnext.backends.tensorrt.plan import (
@@ -37,7 +40,7 @@ from edgeresnext.backends.tensorrt.plan import (
     BuildPlan,
     build_plan,
 )
-from edgeresnext.backends.tensorrt.runner import TensorRTRunner
+from edgeresnext.backends.tensorrt.runner import TensorRTRunner, engine_mismatch
 
 __all__ = [
     "ENGINE_FILE",
@@ -51,10 +54,13 @@ __all__ = [
     "TensorRTBackend",
     "TensorRTRunner",
     "build_plan",
+    "device_facts",
     "engine_from_kit",
     "engine_from_onnx",
+    "engine_mismatch",
     "gpu_info",
     "kit_from_onnx",
     "read_kit",
+    "rebuild_hint",
     "trtexec_args",
 ]

@@ -3,25 +3,29 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeresnext.backends.base import Artifact, Backend, Runner, RunOptions, copy_file_atomic
 from edgeresnext.backends.tensorrt.engine import (
     cuda_check,
+    device_facts,
     engine_from_onnx,
     import_cudart,
     import_tensorrt,
     tensorrt_major,
 )
-from edgeresnext.backends.tensorrt.kit import kit_from_onnx
+from edgeresnext.backends.tensorrt.kit import kit_from_onnx, rebuild_hint
 from edgeresnext.backends.tensorrt.plan import ENGINE_FILE, FP16_QDQ_FILE, BuildPlan
-from edgeresnext.backends.tensorrt.runner import TensorRTRunner
+from edgeresnext.backends.tensorrt.runner import TensorRTRunner, engine_mismatch
 from edgeresnext.errors import BackendUnavailable, EdgeResNeXtError
 from edgeresnext.onnx_io import check_onnx_precision
 
 if TYPE_CHECKING:
     from edgeresnext.config import Target
+
+logger = logging.getLogger(__name__)
 
 
 class TensorRTBackend(Backend):
@@ -102,4 +106,22 @@ class TensorRTBackend(Backend):
         engine_json = Path(f"{artifact.path}.json")
         if engine_json.is_file() and not artifact.info.get("tensorrt_version"):
             artifact.info.update(json.loads(engine_json.read_text()))
+        # Before deserialising: TensorRT refuses a foreign engine too, but cannot say what to do about it.
+        here = device_facts()
+        mismatch = engine_mismatch(artifact.info, here)
+        if mismatch is not None:
+            raise BackendUnavailable(
+                f"{artifact.path}: this engine cannot run here: {mismatch}. Engines run only with the TensorRT "
+                f"version and GPU that built them; {rebuild_hint(artifact.path)}"
+            )
+        built_on = artifact.info.get("gpu_name")
+        if built_on and here.get("gpu_name") and built_on != here["gpu_name"]:
+            logger.warning(
+                "%s was built on %s, this GPU is %s (same SM %s): TensorRT does not recommend running an engine on "
+                "another GPU model",
+                artifact.path,
+                built_on,
+                here["gpu_name"],
+                here.get("gpu_sm"),
+            )
         return TensorRTRunner(artifact, options)

@@ -60,6 +60,11 @@ def gpu_info() -> dict[str, Any]:
     return {"gpu_name": name, "gpu_sm": f"{props.major}.{props.minor}"}
 
 
+def device_facts() -> dict[str, Any]:
+    """What an engine must have been built for to run here: this TensorRT's version, GPU 0's name and SM."""
+    return {"tensorrt_version": import_tensorrt().__version__, **gpu_info()}
+
+
 def trt_logger(trt: Any) -> Any:
     """A TensorRT ILogger that forwards to Python logging (made on use: it subclasses trt.ILogger)."""
 

@@ -1,7 +1,7 @@
 """The on-device build kit: what ``compile`` writes when the engine cannot be built here (no TensorRT, or a
 Jetson target built on a workstation): the Q/DQ ONNX (and its FP16 variant), ``build_engine.sh`` calling
 ``trtexec`` with the target's settings, ``kit.json`` for ``edgeresnext compile --on-device <kit>`` with JetPack's
-Python, and a README.
+Python, ``seal.py`` (:mod:`.seal`, which records the engine in the bundle the kit travels in), and a README.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from edgeresnext.backends.base import Artifact, copy_file_atomic
 from edgeresnext.backends.tensorrt.engine import engine_from_onnx
 from edgeresnext.backends.tensorrt.plan import FP16_QDQ_FILE, QDQ_FILE, BuildPlan
+from edgeresnext.backends.tensorrt.seal import KIT_FILE, KIT_SCRIPT, MANIFEST, SEAL_SCRIPT
 from edgeresnext.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -22,9 +23,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-KIT_FILE = "kit.json"
-KIT_SCRIPT = "build_engine.sh"
 KIT_VERSION = 1
+SEAL_SOURCE = Path(__file__).with_name("seal.py")
 
 
 def trtexec_args(plan: BuildPlan) -> list[str]:
@@ -61,8 +61,19 @@ _SCRIPT = """#!/usr/bin/env bash
 # target file, so change the target and regenerate the kit rather than editing them here.
 #   ./build_engine.sh                 (extra trtexec flags may follow, e.g. --verbose)
 #   TRTEXEC=/path/to/trtexec ./build_engine.sh
+# Inside a bundle (../manifest.json lists this kit) it hands over to seal.py (python3, standard library only): the
+# engine is built in a copy of the bundle and recorded in its manifest, or the bundle is left as it was.
+# EDGERESNEXT_SEAL=0 builds in this folder without recording it (the bundle then no longer verifies).
 set -euo pipefail
 cd "$(dirname "$0")"
+if [ "${{EDGERESNEXT_SEAL:-auto}}" = auto ] && [ -f ../manifest.json ] && [ -f seal.py ]; then
+  if ! command -v python3 >/dev/null; then
+    echo "build_engine.sh: python3 not found; it records the engine in the bundle's manifest" \
+         "(EDGERESNEXT_SEAL=0 builds without recording it, and the bundle no longer verifies)" >&2
+    exit 2
+  fi
+  exec python3 -I -S seal.py --bundle .. -- "$@"
+fi
 TRTEXEC="${{TRTEXEC:-$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)}}"
 if [ ! -x "$TRTEXEC" ]; then
   echo "build_engine.sh: trtexec not found (JetPack: /usr/src/tensorrt/bin/trtexec); set TRTEXEC=" >&2
@@ -71,7 +82,7 @@ fi
 # TensorRT major version: from the Python bindings if present, else from trtexec's banner ([TensorRT v100300]).
 TRT_MAJOR="${{TRT_MAJOR:-$(python3 -c 'import tensorrt as t; print(t.__version__.split(".")[0])' 2>/dev/null || true)}}"
 if [ -z "$TRT_MAJOR" ]; then
-  TRT_V="$("$TRTEXEC" --help 2>&1 | sed -n 's/.*\\[TensorRT v\\([0-9]*\\)\\].*/\\1/p' | head -n 1)"
+  TRT_V="$( ("$TRTEXEC" --help 2>&1 || true) | sed -n 's/.*\\[TensorRT v\\([0-9]*\\)\\].*/\\1/p' | head -n 1 || true)"
   TRT_MAJOR=$(( ${{TRT_V:-0}} / 10000 ))
 fi
 if [ "$TRT_MAJOR" -lt 10 ]; then
@@ -91,8 +102,13 @@ fi
 echo "+ $TRTEXEC ${{ARGS[*]}} $*"
 "$TRTEXEC" "${{ARGS[@]}}" "$@" 2>&1 | tee build_engine.log
 # Record what built the engine: it is valid only for this TensorRT version and GPU.
-field() {{ sed -n "s/.*$1: *//p" build_engine.log | head -n 1 | tr -d '\\r"'; }}
+# (|| true: with pipefail, a sed cut short by head must not end the script)
+field() {{ sed -n "s/.*$1: *//p" build_engine.log | head -n 1 | tr -d '\\r"' || true; }}
 TRT_VERSION="$(field 'TensorRT version')"
+if [ -z "$TRT_VERSION" ]; then  # the banner's [TensorRT v100300] is 10.3.0
+  TRT_V="$(sed -n 's/.*\\[TensorRT v\\([0-9]*\\)\\].*/\\1/p' build_engine.log | head -n 1 || true)"
+  if [ -n "$TRT_V" ]; then TRT_VERSION="$(( TRT_V / 10000 )).$(( TRT_V / 100 % 100 )).$(( TRT_V % 100 ))"; fi
+fi
 GPU_NAME="$(field 'Selected Device')"
 GPU_SM="$(field 'Compute Capability')"
 cat > {engine}.json.tmp <<EOF
@@ -102,7 +118,9 @@ cat > {engine}.json.tmp <<EOF
 "built_at": "$(date -u +%Y-%m-%dT%H:%M:%SZ)"}}
 EOF
 mv {engine}.json.tmp {engine}.json
-echo "engine: $(pwd)/{engine}  (TensorRT ${{TRT_VERSION:-?}}, ${{GPU_NAME:-?}}, SM ${{GPU_SM:-?}})"
+if [ "${{EDGERESNEXT_SEAL:-auto}}" != staged ]; then  # seal.py says where the engine lands
+  echo "engine: $(pwd)/{engine}  (TensorRT ${{TRT_VERSION:-?}}, ${{GPU_NAME:-?}}, SM ${{GPU_SM:-?}})"
+fi
 """
 
 
@@ -138,6 +156,8 @@ def kit_from_onnx(onnx_path: str | Path, target: Target, out_dir: str | Path, re
     script = write_text_atomic(out_dir / KIT_SCRIPT, build_script(plan))
     script.chmod(0o755)
     files.append(script)
+    # The re-seal step for a bundle on a device without edgeresnext: this package's own module, copied verbatim.
+    files.append(write_text_atomic(out_dir / SEAL_SCRIPT, SEAL_SOURCE.read_text(encoding="utf-8")))
     kit = {
         "kit_version": KIT_VERSION,
         "plan": plan.to_dict(),
@@ -174,7 +194,25 @@ def _kit_readme(plan: BuildPlan, out_dir: Path, reason: str) -> str:
     return f"""# TensorRT build kit: {plan.target} ({plan.device})
 
 No engine was built on the host that made this kit ({reason}). TensorRT engines run only with the
-TensorRT version and GPU that built them, so build it on the device itself (JetPack 6 = TensorRT 10.x):
+TensorRT version and GPU (SM) that built them, so build it on the device itself (JetPack 6 = TensorRT 10.x).
+
+In a bundle (`bundle/kit/`, as `make build` writes it), one command on the device builds the engine and records it
+in the bundle's manifest, so that `edgeresnext bundle verify`, `load_bundle()` and the C++ samples accept it:
+
+    bundle/kit/{KIT_SCRIPT}                           # needs only trtexec and python3, both in JetPack
+    edgeresnext bundle build-engine bundle            # the same where edgeresnext is installed
+    edgeresnext bundle build-engine bundle --python-api   # TensorRT's Python API instead of trtexec
+
+The engine is built in a copy of the bundle; if the build fails, the bundle stays exactly as it was. The manifest
+then lists `kit/{plan.engine}` as the primary artifact with its sha256, TensorRT version, GPU name, SM, build mode
+and the ONNX it came from; the kit stays listed, so the same bundle can be rebuilt on another device.
+
+Why `{SEAL_SCRIPT}`: JetPack has trtexec and Python 3 but not edgeresnext (nor pydantic and the rest of the build
+host's packages), and a fielded device is often offline. `{SEAL_SCRIPT}` is edgeresnext's own sealing module
+(`edgeresnext/backends/tensorrt/seal.py`), copied verbatim, standard library only; `{KIT_SCRIPT}` runs it with
+`python3 -I -S`, so it never imports anything installed on the device.
+
+A kit on its own (outside a bundle) builds in place, as before:
 
     ./{KIT_SCRIPT}                                  # trtexec, nothing else needed
     edgeresnext compile --on-device {out_dir.name}      # same settings through TensorRT's Python API
@@ -185,6 +223,19 @@ Model: `{plan.onnx}` ({plan.build_mode.replace("_", " ")}), input `{plan.input_n
 {plan.workspace_mb} MiB, DLA core: {plan.dla_core if plan.dla_core is not None else "off"}.
 Validate a DLA engine on its own: DLA INT8 accuracy can differ from the GPU's.
 """
+
+
+def rebuild_hint(engine_path: str | Path) -> str:
+    """How to rebuild an engine on this device: the bundle's device command when it sits in a bundle's kit."""
+    kit = Path(engine_path).parent
+    if (kit / KIT_SCRIPT).is_file() and (kit.parent / MANIFEST).is_file():
+        return (
+            f"rebuild it on this device: `edgeresnext bundle build-engine {kit.parent}` (or `{kit / KIT_SCRIPT}` "
+            "without edgeresnext)"
+        )
+    if (kit / KIT_SCRIPT).is_file():
+        return f"rebuild it on this device: `{kit / KIT_SCRIPT}` or `edgeresnext compile --on-device {kit}`"
+    return "rebuild it on this device from its Q/DQ ONNX (`edgeresnext compile --target ...` or the target's kit)"
 
 
 def read_kit(kit_dir: str | Path) -> dict[str, Any]:

@@ -12,7 +12,29 @@ import numpy as np
 
 from edgeresnext.backends.base import Artifact, Runner, RunOptions
 from edgeresnext.backends.tensorrt.engine import cuda_check, import_cudart, import_tensorrt, trt_logger
+from edgeresnext.backends.tensorrt.kit import rebuild_hint
+from edgeresnext.backends.tensorrt.seal import release
 from edgeresnext.errors import BackendUnavailable, ConfigError, EdgeResNeXtError
+
+
+def engine_mismatch(recorded: dict[str, Any], here: dict[str, Any]) -> str | None:
+    """What keeps an engine built as ``recorded`` says (``tensorrt_version``, ``gpu_sm``, ``gpu_name``) from running
+    ``here`` (:func:`~edgeresnext.backends.tensorrt.engine.device_facts`), or None. TensorRT versions compare by
+    major.minor.patch; the GPU by SM (compute capability). A record without a field is not held against it."""
+    differs = []
+    built, running = recorded.get("tensorrt_version"), here.get("tensorrt_version")
+    if built and running and release(str(built)) != release(str(running)):
+        differs.append("the TensorRT version")
+    built_sm, running_sm = recorded.get("gpu_sm"), here.get("gpu_sm")
+    if built_sm and running_sm and str(built_sm) != str(running_sm):
+        differs.append("the GPU's SM")
+    if not differs:
+        return None
+    return (
+        f"built with TensorRT {built or '?'} for {recorded.get('gpu_name') or '?'} (SM {built_sm or '?'}), but this "
+        f"device runs TensorRT {running or '?'} on {here.get('gpu_name') or '?'} (SM {running_sm or '?'}): "
+        f"{' and '.join(differs)} differ{'s' if len(differs) == 1 else ''}"
+    )
 
 
 class TensorRTRunner(Runner):
@@ -34,7 +56,7 @@ class TensorRTRunner(Runner):
             raise BackendUnavailable(
                 f"{artifact.path}: TensorRT {trt.__version__} cannot load this engine here; it was built with "
                 f"TensorRT {meta.get('tensorrt_version', '?')} for {meta.get('gpu_name', '?')} "
-                f"(SM {meta.get('gpu_sm', '?')}); rebuild it on this device"
+                f"(SM {meta.get('gpu_sm', '?')}); {rebuild_hint(artifact.path)}"
             )
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]

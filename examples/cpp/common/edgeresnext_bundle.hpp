@@ -7,12 +7,14 @@
 //   * preprocesses exactly like edgeresnext.data.preprocess.Preprocess (Pillow): convert to L or RGB with
 //     Pillow's integer formulas, resize the shorter side with Pillow's antialiased bilinear resampling
 //     (fixed point, 22 fractional bits), center crop, x / 255, (x - mean) / std, HWC to NCHW float32;
+//   * what a TensorRT engine was built for (TensorRT version, GPU, SM) and whether it can run here;
 //   * softmax + top-k, best first (ties keep the lower class index, like the Python runtime);
 //   * the samples' shared command line and output lines.
 #pragma once
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -390,6 +392,78 @@ inline Bundle load_bundle(const std::string& dir, bool verify = true) {
   b.output_name = m["output"]["name"].str();
   b.precision = m["precision"].str();
   return b;
+}
+
+// ------------------------------------------------------------------------------------------------ TensorRT engines
+// What a TensorRT engine artifact was built for: the manifest's "engine" section (an engine built on the device and
+// recorded in the bundle by `edgeresnext bundle build-engine` or the kit's build_engine.sh), else what its builder
+// recorded in "info" (an engine built on the build host). Unknown fields stay empty.
+struct EngineRecord {
+  std::string tensorrt_version, gpu_name, gpu_sm, build_mode, onnx_path, onnx_sha256;
+};
+
+inline EngineRecord engine_record(const Json& artifact) {
+  EngineRecord r;
+  const Json* source = artifact.has("engine") ? &artifact["engine"] : artifact.has("info") ? &artifact["info"] : nullptr;
+  if (source == nullptr) return r;
+  auto text = [](const Json& object, const char* key) {
+    return object.has(key) && object[key].type == Json::Type::String ? object[key].string : std::string();
+  };
+  r.tensorrt_version = text(*source, "tensorrt_version");
+  r.gpu_name = text(*source, "gpu_name");
+  r.gpu_sm = text(*source, "gpu_sm");
+  r.build_mode = text(*source, "build_mode");
+  if (source->has("onnx") && (*source)["onnx"].type == Json::Type::Object) {
+    r.onnx_path = text((*source)["onnx"], "path");
+    r.onnx_sha256 = text((*source)["onnx"], "sha256");
+  } else {
+    r.onnx_path = text(*source, "onnx");
+    r.onnx_sha256 = text(*source, "onnx_sha256");
+  }
+  return r;
+}
+
+// (major, minor, patch) of a version string: "10.3.0.30" and "10.3" compare as 10.3.0; no leading number: all -1.
+inline std::array<long, 3> release(const std::string& version) {
+  std::array<long, 3> parts{-1, -1, -1};
+  std::stringstream in(version);
+  std::string part;
+  for (size_t i = 0; i < parts.size() && std::getline(in, part, '.'); ++i) {
+    size_t digits = 0;
+    while (digits < part.size() && std::isdigit(static_cast<unsigned char>(part[digits]))) ++digits;
+    if (digits == 0) break;
+    parts[i] = std::stol(part.substr(0, digits));
+  }
+  if (parts[0] < 0 || parts[1] < 0) return {-1, -1, -1};
+  if (parts[2] < 0) parts[2] = 0;
+  return parts;
+}
+
+// Empty if an engine built as `record` says can run with TensorRT `version` on a GPU of compute capability `sm`
+// ("8.7"); else what differs. Engines run only with the TensorRT version and SM that built them: check this before
+// deserialising, so the message can say what to do. A field the record or the caller does not know is not held
+// against the engine (TensorRT still refuses what it cannot run).
+inline std::string engine_mismatch(const EngineRecord& r, const std::string& version, const std::string& sm,
+                                   const std::string& gpu = "") {
+  std::vector<std::string> differs;
+  if (!r.tensorrt_version.empty() && !version.empty() && release(r.tensorrt_version) != release(version))
+    differs.push_back("the TensorRT version");
+  if (!r.gpu_sm.empty() && !sm.empty() && r.gpu_sm != sm) differs.push_back("the GPU's SM");
+  if (differs.empty()) return "";
+  auto known = [](const std::string& value) { return value.empty() ? std::string("?") : value; };
+  std::string what = differs.size() == 2 ? differs[0] + " and " + differs[1] + " differ" : differs[0] + " differs";
+  return "built with TensorRT " + known(r.tensorrt_version) + " for " + known(r.gpu_name) + " (SM " +
+         known(r.gpu_sm) + "), but this device runs TensorRT " + known(version) + " on " + known(gpu) + " (SM " +
+         known(sm) + "): " + what;
+}
+
+// How to rebuild a bundle's engine on this device (the bundle carries the TensorRT build kit).
+inline std::string rebuild_hint(const std::string& bundle_dir, const Json& manifest) {
+  for (const Json& a : manifest["artifacts"].array)
+    if (a["backend"].str() == "tensorrt" && a["kind"].str() == "kit")
+      return "rebuild it on this device: edgeresnext bundle build-engine " + bundle_dir + " (or " + bundle_dir + "/" +
+             a["path"].str() + "/build_engine.sh without edgeresnext)";
+  return "rebuild it on this device from the bundle's Q/DQ ONNX";
 }
 
 // ------------------------------------------------------------------------------------------------ images

@@ -3,8 +3,9 @@
 //
 //   edgeresnext_trt_classify <bundle_dir> <image.pgm|image.ppm> [--top-k 5] [--no-verify]
 //
-// Engines run only with the TensorRT version and GPU (SM) that built them: build the engine on the device
-// (the bundle's TensorRT kit) and bundle it there. Output lines: "<rank>\t<class index>\t<probability>\t<label>".
+// Engines run only with the TensorRT version and GPU (SM) that built them: build the engine on the device, into the
+// bundle (`edgeresnext bundle build-engine <bundle>` or `<bundle>/kit/build_engine.sh`); the sample compares what the
+// manifest records with the running TensorRT and GPU first. Output: "<rank>\t<class index>\t<probability>\t<label>".
 #include <iostream>
 #include <memory>
 #include <string>
@@ -48,18 +49,29 @@ int main(int argc, char** argv) {
   try {
     edgeresnext::Bundle bundle = edgeresnext::load_bundle(args.bundle_dir, args.verify);
     const edgeresnext::Json& artifact = bundle.artifact("tensorrt", {"engine"});
-    const edgeresnext::Json& built_on = bundle.manifest["device"]["built_on"];
-    if (built_on.has("tensorrt_version"))
-      std::cerr << "engine built with TensorRT " << built_on["tensorrt_version"].str() << "; running TensorRT "
-                << getInferLibVersion() << "\n";
+    // Before deserialising: an engine runs only with the TensorRT version and SM that built it (TensorRT refuses a
+    // foreign one too, but cannot say what to do). getInferLibVersion() is major * 10000 + minor * 100 + patch.
+    const int version = getInferLibVersion();
+    const std::string running = std::to_string(version / 10000) + "." + std::to_string(version / 100 % 100) + "." +
+                                std::to_string(version % 100);
+    int device = 0;
+    cudaDeviceProp props{};
+    cuda_check(cudaGetDevice(&device), "cudaGetDevice");
+    cuda_check(cudaGetDeviceProperties(&props, device), "cudaGetDeviceProperties");
+    const std::string sm = std::to_string(props.major) + "." + std::to_string(props.minor);
+    const std::string mismatch = edgeresnext::engine_mismatch(edgeresnext::engine_record(artifact), running, sm,
+                                                              props.name);
+    if (!mismatch.empty())
+      throw edgeresnext::BundleError(bundle.path(artifact["path"].str()) + ": this engine cannot run here: " +
+                                     mismatch + "; " + edgeresnext::rebuild_hint(args.bundle_dir, bundle.manifest));
 
     Logger logger;
     std::unique_ptr<nvinfer1::IRuntime> runtime(nvinfer1::createInferRuntime(logger));
     std::string plan = edgeresnext::read_file(bundle.path(artifact["path"].str()));
     std::unique_ptr<nvinfer1::ICudaEngine> engine(runtime->deserializeCudaEngine(plan.data(), plan.size()));
     if (!engine)
-      throw edgeresnext::BundleError("could not deserialize the engine: built by another TensorRT version or for "
-                                     "another GPU? Rebuild it on this device from the bundle's ONNX");
+      throw edgeresnext::BundleError("could not deserialize the engine (see the TensorRT log); " +
+                                     edgeresnext::rebuild_hint(args.bundle_dir, bundle.manifest));
     std::unique_ptr<nvinfer1::IExecutionContext> context(engine->createExecutionContext());
 
     std::string input_name, output_name;

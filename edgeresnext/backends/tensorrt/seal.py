@@ -1,0 +1,391 @@
+"""Build a bundle's TensorRT engine on the device and record it in the bundle's manifest, all or nothing.
+
+This file is also the kit's ``seal.py``: :func:`~edgeresnext.backends.tensorrt.kit.kit_from_onnx` copies it into
+every kit unchanged, so a Jetson with JetPack (``trtexec`` and ``python3``) but without edgeresnext completes a
+bundle with ``<bundle>/kit/build_engine.sh`` alone, which runs ``python3 -I -S seal.py``. Hence: the Python 3
+standard library only, no edgeresnext import (edgeresnext itself runs it through
+:func:`edgeresnext.bundle.engine_into_bundle`, adding its manifest schema check and TensorRT's Python API).
+
+The step (:func:`engine_into_bundle`):
+
+1. check the bundle: every listed file has its size and sha256, nothing unlisted; the outputs of an earlier engine
+   build in the kit are exempt (they are rebuilt, never carried over);
+2. copy the bundle's files, less any earlier engine build's outputs, into a hidden sibling folder;
+3. build the engine in the copy's kit (``build_engine.sh`` = trtexec, or TensorRT's Python API), with the kit's
+   build plan;
+4. refuse any file the build left that is not one of its outputs; read the build record (``model.engine.json``),
+   which must name the TensorRT version and the GPU's SM;
+5. write the new manifest: the engine is the primary artifact, with its build record under ``"engine"``; the kit
+   stays listed, so the bundle can be rebuilt on another device;
+6. check the copy again, then move the new files into the bundle's kit and rename the new manifest over the old
+   one: that rename is the commit.
+
+Any failure before the commit removes the copy: the bundle, its manifest included, is exactly as it was. (Killed
+during the renames, the bundle keeps its old manifest beside new files it does not list: verify refuses it, and
+running the command again rebuilds.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path, PurePosixPath
+
+MANIFEST = "manifest.json"
+KIT_FILE = "kit.json"
+KIT_SCRIPT = "build_engine.sh"
+BUILD_LOG = "build_engine.log"
+SEAL_SCRIPT = "seal.py"
+# build_engine.sh: "0" builds in the kit without sealing (a kit on its own, or opting out); "staged" is how this
+# module runs it in the staged copy; unset ("auto"): inside a bundle, hand over to seal.py.
+SEAL_ENV = "EDGERESNEXT_SEAL"
+_RELEASE = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?")
+_SM = re.compile(r"^\d+\.\d+$")
+
+
+class SealError(Exception):
+    """The engine cannot be built into the bundle, or sealed; the bundle is unchanged."""
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def release(version: str) -> tuple[int, int, int] | None:
+    """(major, minor, patch) of a TensorRT version string ("10.3.0", "10.3.0.30", "10.3"), None if it is none."""
+    match = _RELEASE.match(str(version))
+    if match is None:
+        return None
+    return int(match.group(1)), int(match.group(2)), int(match.group(3) or 0)
+
+
+def engine_outputs(plan: dict) -> list[str]:
+    """The files an engine build writes into the kit (engine, build record, trtexec log, timing cache)."""
+    return [plan["engine"], plan["engine"] + ".json", BUILD_LOG, plan["timing_cache"]]
+
+
+def read_bundle(bundle: Path) -> tuple[dict, str, dict]:
+    """``(manifest, kit folder relative to the bundle, the kit's build plan)``."""
+    path = bundle / MANIFEST
+    if not path.is_file():
+        hint = (
+            "; give the bundle folder (the one holding manifest.json and kit/)" if (bundle / KIT_FILE).is_file() else ""
+        )
+        raise SealError(f"{bundle}: not a bundle (no {MANIFEST}){hint}")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        for entry in manifest["files"]:
+            if not (isinstance(entry["path"], str) and isinstance(entry["sha256"], str)):
+                raise TypeError(f"files entry {entry!r}")
+            if not isinstance(entry["bytes"], int):
+                raise TypeError(f"files entry {entry!r}")
+        for artifact in manifest["artifacts"]:
+            if not all(isinstance(artifact[key], str) for key in ("backend", "kind", "path")):
+                raise TypeError(f"artifact {artifact!r}")
+            if not isinstance(artifact["files"], list):
+                raise TypeError(f"artifact {artifact!r}")
+        kits = [a for a in manifest["artifacts"] if a["backend"] == "tensorrt" and a["kind"] == "kit"]
+        listed = {entry["path"] for entry in manifest["files"]}
+    except (ValueError, KeyError, TypeError) as err:
+        raise SealError(f"{path}: not a readable bundle manifest ({err!r})") from err
+    if not kits:
+        kinds = ", ".join(f"{a.get('backend')} {a.get('kind')}" for a in manifest["artifacts"])
+        raise SealError(f"{bundle}: no TensorRT build kit in this bundle (it has: {kinds}); nothing to build")
+    kit = str(kits[0]["path"]).rstrip("/")
+    if f"{kit}/{KIT_FILE}" not in listed:
+        raise SealError(f"{bundle}: the kit's {kit}/{KIT_FILE} is not in the manifest's file list")
+    try:
+        plan = json.loads((bundle / kit / KIT_FILE).read_text(encoding="utf-8"))["plan"]
+        for key in ("engine", "onnx", "timing_cache", "build_mode", "precision"):
+            if not isinstance(plan[key], str) or "/" in plan[key] or "\\" in plan[key] or plan[key] in ("", ".", ".."):
+                raise ValueError(f"plan {key}={plan[key]!r}")
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise SealError(f"{bundle / kit / KIT_FILE}: not a readable kit file ({err!r})") from err
+    return manifest, kit, plan
+
+
+def _inside(name: str) -> bool:
+    relative = PurePosixPath(name)
+    return bool(relative.parts) and not relative.is_absolute() and ".." not in relative.parts and "\\" not in name
+
+
+def check_files(bundle: Path, manifest: dict, tolerated: set[str] = frozenset()) -> None:
+    """Every listed file present with its size and sha256, no links, and no unlisted file; ``tolerated`` files (an
+    earlier engine build's outputs, which the build replaces) may be missing, changed or unlisted."""
+    problems = []
+    listed = set()
+    for entry in manifest["files"]:
+        name = entry["path"]
+        listed.add(name)
+        path = bundle / name
+        if name in tolerated and (path.is_file() or not path.exists()) and not path.is_symlink():
+            continue
+        if not _inside(name):
+            problems.append(f"{name}: leaves the bundle")
+        elif any((bundle / p).is_symlink() for p in [*PurePosixPath(name).parents, PurePosixPath(name)] if p.parts):
+            problems.append(f"{name}: a symlink; bundles hold regular files only")
+        elif not path.is_file():
+            problems.append(f"{name}: missing")
+        elif path.stat().st_size != entry["bytes"] or sha256_file(path) != entry["sha256"]:
+            problems.append(f"{name}: sha256 differs from the manifest (modified or corrupt)")
+    for path in sorted(bundle.rglob("*")):
+        name = path.relative_to(bundle).as_posix()
+        if path.is_symlink() or not path.is_dir():
+            if name != MANIFEST and name not in listed and name not in tolerated:
+                problems.append(f"{name}: not listed in the manifest")
+    if problems:
+        raise SealError(f"{bundle}: bundle does not match its manifest: " + "; ".join(problems))
+
+
+def _previous_outputs(manifest: dict, kit: str, plan: dict) -> set[str]:
+    """Files of an earlier engine build in the kit (listed or not): never copied, the build makes them anew."""
+    engine = f"{kit}/{plan['engine']}"
+    names = {f"{kit}/{name}" for name in engine_outputs(plan)} | {f"{kit}/{plan['engine']}.json.tmp"}
+    for artifact in manifest["artifacts"]:
+        if artifact["backend"] == "tensorrt" and artifact["kind"] == "engine" and artifact["path"] == engine:
+            names.update(artifact["files"])
+    return names
+
+
+def trtexec_build(trtexec: str | None = None, extra_args: tuple[str, ...] = ()):
+    """A build step running the kit's build_engine.sh (trtexec) in the kit it is given; extra trtexec flags follow."""
+
+    def build(kit_dir: Path, plan: dict) -> None:
+        env = dict(os.environ)
+        env[SEAL_ENV] = "staged"
+        if trtexec:
+            env["TRTEXEC"] = str(trtexec)
+        sys.stdout.flush()
+        done = subprocess.run(["bash", str(kit_dir / KIT_SCRIPT), *extra_args], env=env, check=False)
+        if done.returncode != 0:
+            raise SealError(f"{KIT_SCRIPT} failed (exit {done.returncode}; its output is above)")
+
+    return build
+
+
+def read_record(kit_dir: Path, kit: str, plan: dict) -> dict:
+    """The build record the build wrote beside the engine, checked: it must say what the engine runs on."""
+    record_path = kit_dir / f"{plan['engine']}.json"
+    if not (kit_dir / plan["engine"]).is_file():
+        raise SealError(f"the build wrote no {kit}/{plan['engine']}")
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+        if not isinstance(record, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as err:
+        raise SealError(f"{kit}/{record_path.name}: no readable build record ({err})") from err
+    version, sm = str(record.get("tensorrt_version", "")), str(record.get("gpu_sm", ""))
+    missing = [
+        what
+        for what, ok in (("the TensorRT version", release(version) is not None), ("the GPU's SM", bool(_SM.match(sm))))
+        if not ok
+    ]
+    if missing:
+        raise SealError(
+            f"{kit}/{record_path.name} does not say {' or '.join(missing)} (tensorrt_version={version!r}, "
+            f"gpu_sm={sm!r}; trtexec prints them as 'TensorRT version:' and 'Compute Capability:'); an engine "
+            "whose TensorRT version and SM are unknown cannot be checked before it is loaded, so it is not sealed"
+        )
+    if record.get("build_mode", plan["build_mode"]) != plan["build_mode"]:
+        raise SealError(
+            f"{kit}/{record_path.name}: build mode {record.get('build_mode')!r}, the kit's plan says "
+            f"{plan['build_mode']!r}"
+        )
+    if record.get("onnx", plan["onnx"]) != plan["onnx"]:
+        said = f"built from {record.get('onnx')!r}, the kit's plan says {plan['onnx']!r}"
+        raise SealError(f"{kit}/{record_path.name}: {said}")
+    return record
+
+
+def sealed_manifest(manifest: dict, stage: Path, kit: str, plan: dict, record: dict, sealed_by: str) -> dict:
+    """The manifest with the staged build's engine as the primary artifact (the kit stays, listed)."""
+    new = copy.deepcopy(manifest)
+    previous = _previous_outputs(manifest, kit, plan)
+    engine = f"{kit}/{plan['engine']}"
+    onnx = f"{kit}/{plan['onnx']}"
+    built = [f"{kit}/{name}" for name in engine_outputs(plan) if (stage / kit / name).is_file()]
+    entries = [entry for entry in new["files"] if entry["path"] not in previous]
+    for name in built:
+        path = stage / name
+        entries.append({"path": name, "sha256": sha256_file(path), "bytes": path.stat().st_size})
+    new["files"] = sorted(entries, key=lambda entry: entry["path"])
+    onnx_sha = next((entry["sha256"] for entry in entries if entry["path"] == onnx), None)
+    if onnx_sha is None:
+        raise SealError(f"{onnx}: the ONNX the engine is built from is not in the manifest's file list")
+    section = {
+        "tensorrt_version": str(record["tensorrt_version"]),
+        "gpu_name": str(record.get("gpu_name") or "unknown"),
+        "gpu_sm": str(record["gpu_sm"]),
+        "build_mode": plan["build_mode"],
+        "onnx": {"path": onnx, "sha256": onnx_sha},
+        "record": f"{engine}.json",
+        "built_with": str(record.get("built_with") or "unknown"),
+        "sealed_by": sealed_by,
+    }
+    if record.get("built_at"):
+        section["built_at"] = str(record["built_at"])
+    if record.get("dla_core") is not None:
+        section["dla_core"] = record["dla_core"]
+    artifact = {
+        "backend": "tensorrt",
+        "precision": plan["precision"],
+        "kind": "engine",
+        "path": engine,
+        "files": built,
+        "info": record,
+        "engine": section,
+    }
+    earlier = [
+        a for a in new["artifacts"] if a["backend"] == "tensorrt" and a["kind"] == "engine" and a["path"] == engine
+    ]
+    others = [a for a in new["artifacts"] if not any(a is e for e in earlier)]
+    new["artifacts"] = [artifact, *others]
+    new["backend"] = {**new["backend"], "name": "tensorrt", "version": section["tensorrt_version"]}
+    new["precision"] = plan["precision"]
+    return new
+
+
+def _copy_bundle(bundle: Path, stage: Path, manifest: dict, skip: set[str]) -> None:
+    stage.mkdir()
+    os.chmod(stage, bundle.stat().st_mode & 0o7777)
+    for name in [MANIFEST, *(entry["path"] for entry in manifest["files"])]:
+        if name in skip:
+            continue
+        (stage / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(bundle / name, stage / name)  # keeps build_engine.sh executable
+
+
+def _write_manifest(stage: Path, manifest: dict) -> None:
+    tmp = stage / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, stage / MANIFEST)
+
+
+def _fsync_tree(root: Path) -> None:
+    for path in root.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError:  # not every system opens folders
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
+
+
+def _commit(bundle: Path, stage: Path, kit: str, built: list[str], previous: set[str]) -> None:
+    """Move the staged build's files into the bundle's kit, then replace the manifest: that rename is the commit.
+
+    The bundle folder itself stays (a shell or an app inside it keeps a valid folder). Interrupted before the
+    manifest's rename, the bundle holds the old manifest and new files it does not list: verify refuses it and the
+    device command, run again, rebuilds (earlier outputs are never trusted)."""
+    for name in built:
+        os.replace(stage / name, bundle / name)
+    _fsync_dir(bundle / kit)
+    os.replace(stage / MANIFEST, bundle / MANIFEST)
+    _fsync_dir(bundle)
+    for name in sorted(previous - set(built)):  # an earlier build's file this one did not make (trtexec's log)
+        path = bundle / name
+        if path.is_file() or path.is_symlink():
+            path.unlink()
+
+
+def engine_into_bundle(bundle, build, sealed_by: str = SEAL_SCRIPT, check=None) -> dict:
+    """Build the engine of ``bundle``'s TensorRT kit with ``build(kit_dir, plan)`` and seal it (module docstring).
+
+    ``check(folder)`` is an extra check of the sealed copy before it replaces the bundle (edgeresnext passes its
+    manifest schema check). Returns the new manifest; raises :class:`SealError` with the bundle unchanged.
+    """
+    bundle = Path(bundle).resolve()
+    manifest, kit, plan = read_bundle(bundle)
+    previous = _previous_outputs(manifest, kit, plan)
+    check_files(bundle, manifest, tolerated=previous)
+    stage = bundle.with_name(f".{bundle.name}.tmp-{os.getpid()}")
+    if stage.exists():
+        shutil.rmtree(stage)
+    try:
+        _copy_bundle(bundle, stage, manifest, skip=previous)
+        build(stage / kit, plan)
+        outputs = {f"{kit}/{name}" for name in engine_outputs(plan)}
+        listed = {entry["path"] for entry in manifest["files"]} - previous
+        strays = sorted(
+            path.relative_to(stage).as_posix()
+            for path in stage.rglob("*")
+            if (path.is_symlink() or not path.is_dir())
+            and path.relative_to(stage).as_posix() not in listed | outputs | {MANIFEST}
+        )
+        if strays:
+            raise SealError(
+                f"the engine build left files it is not known to make: {', '.join(strays)}; only "
+                f"{', '.join(sorted(outputs))} are sealed"
+            )
+        record = read_record(stage / kit, kit, plan)
+        new = sealed_manifest(manifest, stage, kit, plan, record, sealed_by)
+        _write_manifest(stage, new)
+        check_files(stage, new)
+        if check is not None:
+            check(stage)
+        _fsync_tree(stage)
+        _commit(bundle, stage, kit, new["artifacts"][0]["files"], previous)
+    finally:
+        if stage.exists():
+            shutil.rmtree(stage, ignore_errors=True)
+    return new
+
+
+def summary_lines(bundle, manifest: dict) -> list[str]:
+    """What the device command prints once the engine is sealed."""
+    artifact = manifest["artifacts"][0]
+    engine = artifact["engine"]
+    return [
+        f"engine: {Path(bundle) / artifact['path']}  ({engine['build_mode'].replace('_', ' ')}, TensorRT "
+        f"{engine['tensorrt_version']}, {engine['gpu_name']} SM {engine['gpu_sm']}, built with {engine['built_with']})",
+        f"from: {engine['onnx']['path']}  (sha256 {engine['onnx']['sha256'][:16]}...)",
+        f"OK {bundle}: sealed, {len(manifest['files'])} files, sha256 verified; the engine is the primary artifact, "
+        "the kit stays listed for rebuilding on another device",
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="seal.py",
+        description="Build this kit's TensorRT engine with trtexec and record it in the bundle's manifest "
+        "(what build_engine.sh runs inside a bundle; Python 3 standard library only).",
+    )
+    here = Path(__file__).resolve().parent
+    parser.add_argument("--bundle", default=str(here.parent), help="the bundle folder (default: the kit's parent)")
+    parser.add_argument("--trtexec", default=None, help="trtexec to run (default: $TRTEXEC, PATH, JetPack's)")
+    parser.add_argument("trtexec_args", nargs="*", help="extra trtexec flags (after --)")
+    args = parser.parse_args(argv)
+    bundle = Path(args.bundle).resolve()
+    try:
+        manifest = engine_into_bundle(bundle, trtexec_build(args.trtexec, tuple(args.trtexec_args)))
+    except SealError as err:
+        print(f"seal.py: error: {err}; the bundle is unchanged", file=sys.stderr)
+        return 2
+    for line in summary_lines(bundle, manifest):
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""The device step of a TensorRT bundle: build the kit's engine on the device and record it in the manifest.
+
+``edgeresnext bundle build-engine BUNDLE`` runs :func:`engine_into_bundle`. The work is
+:mod:`edgeresnext.backends.tensorrt.seal`, the same module the kit carries as ``seal.py`` for devices without
+edgeresnext (``BUNDLE/kit/build_engine.sh``); here it also gets the manifest schema check and TensorRT's Python API
+as a second way to build, with the same build plan (``kit.json``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from edgeresnext.bundle.manifest import BundleError, verify_bundle
+from edgeresnext.errors import EdgeResNeXtError
+
+logger = logging.getLogger(__name__)
+
+
+def _python_api_build(kit_dir: Path, plan: dict[str, Any]) -> None:
+    """The kit's engine through TensorRT's Python API (what ``edgeresnext compile --on-device`` builds)."""
+    from edgeresnext.backends.tensorrt import BuildPlan, engine_from_onnx
+
+    typed = BuildPlan.from_dict(plan)
+    engine_from_onnx(kit_dir / typed.onnx, kit_dir / typed.engine, typed, timing_cache=kit_dir / typed.timing_cache)
+
+
+def _schema_check(folder: Path) -> None:
+    try:
+        verify_bundle(folder)
+    except BundleError as err:  # a bug of the sealing code, not the user's: say so rather than name the copy
+        raise BundleError(f"the sealed manifest would not verify: {err}") from err
+
+
+def engine_into_bundle(
+    bundle_dir: str | os.PathLike[str],
+    trtexec: str | None = None,
+    python_api: bool = False,
+    trtexec_args: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Build the engine of the TensorRT kit in ``bundle_dir`` here (on the device) and seal it into the bundle.
+
+    ``python_api``: TensorRT's Python API; otherwise the kit's ``build_engine.sh`` (trtexec: ``trtexec``, else
+    ``$TRTEXEC``, ``PATH`` or JetPack's; ``trtexec_args`` are appended). The engine becomes the primary artifact,
+    recorded with its TensorRT version, GPU name, SM, build mode and source ONNX; the kit stays listed. All or
+    nothing: a failed build or check leaves the bundle exactly as it was (:class:`BundleError`). Returns the new
+    manifest.
+    """
+    from edgeresnext import __version__
+    from edgeresnext.backends.tensorrt import seal
+
+    if python_api and (trtexec or trtexec_args):
+        raise BundleError("--python-api builds without trtexec; drop --trtexec and the trtexec flags")
+    build = _python_api_build if python_api else seal.trtexec_build(trtexec, tuple(trtexec_args))
+    try:
+        sealed_by = f"edgeresnext {__version__}"
+        manifest = seal.engine_into_bundle(bundle_dir, build, sealed_by=sealed_by, check=_schema_check)
+    except seal.SealError as err:
+        raise BundleError(f"{err}; the bundle is unchanged") from err
+    except EdgeResNeXtError as err:  # the Python API build (no TensorRT here, a parser error): same guarantee
+        raise type(err)(f"{err}; the bundle is unchanged") from err
+    engine = manifest["artifacts"][0]["engine"]
+    logger.info(
+        "sealed %s: TensorRT %s, %s SM %s",
+        manifest["artifacts"][0]["path"],
+        engine["tensorrt_version"],
+        engine["gpu_name"],
+        engine["gpu_sm"],
+    )
+    return manifest
+
+
+def engine_summary(bundle_dir: str | os.PathLike[str], manifest: dict[str, Any]) -> list[str]:
+    """The lines the device command prints (the same as the kit's seal.py prints)."""
+    from edgeresnext.backends.tensorrt import seal
+
+    return seal.summary_lines(bundle_dir, manifest)
