@@ -61,6 +61,7 @@ test-gpu: dataset
 
 bench: dataset
 	$(PY) -m bench.run --out bench/results.json
+	$(PY) -m bench.onnxruntime_int8 --out bench/onnxruntime_int8.json
 
 lint: setup
 	$(VENV)/bin/ruff check edgeresnext tests

@@ -150,7 +150,6 @@ def bench_model(name: str, args: argparse.Namespace, work: Path) -> dict[str, An
     rows: list[dict[str, Any]] = []
     for row, path in files.items():
         runtime = integer_compute_share(path, threads=args.threads)
-        runtime.pop("op_counts")
         entry: dict[str, Any] = {"name": row, "file": path.name, "size_bytes": path.stat().st_size, **runtime}
         if row in seconds:
             entry["make_seconds"] = round(seconds[row], 2)
@@ -198,7 +197,7 @@ def print_table(name: str, result: dict[str, Any]) -> None:
     )
     print(f"{'row':{width}s}   p50 ms   p90 ms  x anchor  int convs  {accuracy}")
     for r in rows:
-        convs = f"{r['integer_convs']}/{r['integer_convs'] + r['float_convs']}"
+        convs = f"{r['integer_convs']}/{r['convs']}"
         if "top1" in r:
             quality = f"{100 * r['top1']:.2f} % ({r['top1_drop_pt']:+.2f})"
         else:

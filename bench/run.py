@@ -21,6 +21,7 @@ quantization, evaluation, timing), reset per row through /proc/self/clear_refs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -290,29 +291,28 @@ def main(argv: list[str] | None = None) -> int:
     )
     rows.append({**row, "peak_rss_mb": memory.peak_mb})
 
+    @contextlib.contextmanager
+    def timed_row(name: str):
+        """One row: the block fills ``row["runner"]`` and ``row["extra"]``; its work counts in the row's peak RSS."""
+        filled: dict[str, Any] = {}
+        with PeakMemory() as memory:
+            yield filled
+            runners[name] = filled["runner"]
+            row, _ = measure(name, filled["runner"], eval_inputs, reference, **common, extra=filled["extra"])
+        rows.append({**row, "peak_rss_mb": memory.peak_mb})
+
     fp32_onnx = onnx_from_torch(model, work / "resnext50_32x4d_fp32.onnx", input_shape=(3, 224, 224))
-    with PeakMemory() as memory:
-        runners["onnxruntime-fp32"] = ort_session(fp32_onnx, threads)
-        row, _ = measure(
-            "onnxruntime-fp32",
-            runners["onnxruntime-fp32"],
-            eval_inputs,
-            reference,
-            **common,
-            extra={"backend": "onnxruntime", "precision": "fp32", "size_bytes": file_size(fp32_onnx)},
-        )
-    rows.append({**row, "peak_rss_mb": memory.peak_mb})
+    with timed_row("onnxruntime-fp32") as row:
+        row["runner"] = ort_session(fp32_onnx, threads)
+        row["extra"] = {"backend": "onnxruntime", "precision": "fp32", "size_bytes": file_size(fp32_onnx)}
 
     fp32_xml = ir_from_onnx(fp32_onnx, work / "resnext50_32x4d_fp32.xml", batch=(1, 1))
-    with PeakMemory() as memory:
-        runner = runners["openvino-fp32"] = ov_compile(str(fp32_xml), threads)
-        row, _ = measure(
-            "openvino-fp32", runner, eval_inputs, reference, **common, extra=openvino_extra(fp32_xml, runner, "fp32")
-        )
-    rows.append({**row, "peak_rss_mb": memory.peak_mb})
+    with timed_row("openvino-fp32") as row:
+        row["runner"] = ov_compile(str(fp32_xml), threads)
+        row["extra"] = openvino_extra(fp32_xml, row["runner"], "fp32")
 
     # The anchor: nncf.quantize with its defaults on the OpenVINO model, one image per sample.
-    with PeakMemory() as memory:
+    with timed_row(ANCHOR) as row:
         ov_model = ov.Core().read_model(str(fp32_xml))
         start = time.perf_counter()
         anchor_model = nncf.quantize(
@@ -321,88 +321,57 @@ def main(argv: list[str] | None = None) -> int:
         anchor_seconds = time.perf_counter() - start
         anchor_xml = work / "resnext50_32x4d_int8_nncf_default.xml"
         ov.save_model(anchor_model, str(anchor_xml), compress_to_fp16=False)
-        runner = runners[ANCHOR] = ov_compile(str(anchor_xml), threads)
-        row, _ = measure(
-            ANCHOR,
-            runner,
-            eval_inputs,
-            reference,
-            **common,
-            extra=openvino_extra(
-                anchor_xml,
-                runner,
-                "int8",
-                ptq_seconds=round(anchor_seconds, 2),
-                ptq=f"nncf.quantize defaults on the OpenVINO model, subset_size={len(calib)}",
-            ),
+        row["runner"] = ov_compile(str(anchor_xml), threads)
+        row["extra"] = openvino_extra(
+            anchor_xml,
+            row["runner"],
+            "int8",
+            ptq_seconds=round(anchor_seconds, 2),
+            ptq=f"nncf.quantize defaults on the OpenVINO model, subset_size={len(calib)}",
         )
-    rows.append({**row, "peak_rss_mb": memory.peak_mb})
 
     # Ours: the Q/DQ ONNX every backend receives (TensorRT-ready placement), in ONNX Runtime and OpenVINO.
-    with PeakMemory() as memory:
+    with timed_row("onnxruntime-int8-qdq") as row:
         qdq_onnx, ptq_seconds, lint = timed_ptq(
             model, calib, QuantSpec(subset_size=len(calib)), work / "resnext50_32x4d_int8_qdq.onnx", fp32_onnx
         )
-        runners["onnxruntime-int8-qdq"] = ort_session(qdq_onnx, threads)
-        row, _ = measure(
-            "onnxruntime-int8-qdq",
-            runners["onnxruntime-int8-qdq"],
-            eval_inputs,
-            reference,
-            **common,
-            extra={
-                "backend": "onnxruntime",
-                "precision": "int8",
-                "ptq_seconds": round(ptq_seconds, 2),
-                "ptq": "edgeresnext quantize_ptq (NNCF ONNX, signed symmetric, residual placement)",
-                "tensorrt_lint": lint,
-                "size_bytes": file_size(qdq_onnx),
-            },
-        )
-    rows.append({**row, "peak_rss_mb": memory.peak_mb})
+        row["runner"] = ort_session(qdq_onnx, threads)
+        row["extra"] = {
+            "backend": "onnxruntime",
+            "precision": "int8",
+            "ptq_seconds": round(ptq_seconds, 2),
+            "ptq": "edgeresnext quantize_ptq (NNCF ONNX, signed symmetric, residual placement), the hand-off file "
+            "as it is (ONNX Runtime's own INT8 form: bench/onnxruntime_int8.py)",
+            "tensorrt_lint": lint,
+            "size_bytes": file_size(qdq_onnx),
+        }
     qdq_xml = ir_from_onnx(qdq_onnx, work / "resnext50_32x4d_int8_qdq.xml", batch=(1, 1))
-    with PeakMemory() as memory:
-        runner = runners["openvino-int8-qdq"] = ov_compile(str(qdq_xml), threads)
-        row, _ = measure(
-            "openvino-int8-qdq",
-            runner,
-            eval_inputs,
-            reference,
-            **common,
-            extra=openvino_extra(
-                qdq_xml,
-                runner,
-                "int8",
-                ptq_seconds=round(ptq_seconds, 2),
-                ptq="the same Q/DQ ONNX as onnxruntime-int8-qdq, read by OpenVINO",
-            ),
+    with timed_row("openvino-int8-qdq") as row:
+        row["runner"] = ov_compile(str(qdq_xml), threads)
+        row["extra"] = openvino_extra(
+            qdq_xml,
+            row["runner"],
+            "int8",
+            ptq_seconds=round(ptq_seconds, 2),
+            ptq="the same Q/DQ ONNX as onnxruntime-int8-qdq, read by OpenVINO",
         )
-    rows.append({**row, "peak_rss_mb": memory.peak_mb})
 
     # The same PTQ with NNCF's own placement (both residual Add inputs through Q/DQ): still signed and lint
     # clean, but TensorRT cannot fuse the add into the convolution; targets/cpu.yaml uses it for OpenVINO.
-    with PeakMemory() as memory:
+    with timed_row("openvino-int8-qdq-nncf-placement") as row:
         spec = QuantSpec(subset_size=len(calib), placement="nncf_default")
         placed_onnx = work / "resnext50_32x4d_int8_qdq_nncf_placement.onnx"
         placed, placed_seconds, lint = timed_ptq(model, calib, spec, placed_onnx, fp32_onnx)
         placed_xml = ir_from_onnx(placed, work / "resnext50_32x4d_int8_qdq_nncf_placement.xml", batch=(1, 1))
-        runner = runners["openvino-int8-qdq-nncf-placement"] = ov_compile(str(placed_xml), threads)
-        row, _ = measure(
-            "openvino-int8-qdq-nncf-placement",
-            runner,
-            eval_inputs,
-            reference,
-            **common,
-            extra=openvino_extra(
-                placed_xml,
-                runner,
-                "int8",
-                ptq_seconds=round(placed_seconds, 2),
-                ptq="edgeresnext quantize_ptq, placement nncf_default (targets/cpu.yaml)",
-                tensorrt_lint=lint,
-            ),
+        row["runner"] = ov_compile(str(placed_xml), threads)
+        row["extra"] = openvino_extra(
+            placed_xml,
+            row["runner"],
+            "int8",
+            ptq_seconds=round(placed_seconds, 2),
+            ptq="edgeresnext quantize_ptq, placement nncf_default (targets/cpu.yaml)",
+            tensorrt_lint=lint,
         )
-    rows.append({**row, "peak_rss_mb": memory.peak_mb})
 
     # The ratios come from the interleaved timing: every row takes a turn in each round.
     logger.info("interleaved timing: %d rounds x %d runs per row", args.rounds, args.round_runs)

@@ -115,10 +115,13 @@ class TensorRTOptions(_Strict):
 class ONNXRuntimeOptions(_Strict):
     graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
     threads: int | None = Field(None, ge=1)
-    unsigned_after_relu: bool = Field(
-        False,
-        description="rewrite INT8 zero-point-0 quantizers after ReLU to UINT8 so ONNX Runtime's CPU provider fuses "
-        "QLinearConv (a backend-specific variant of the Q/DQ file; validate it on its own)",
+    int8_form: Literal["ort", "handoff"] = Field(
+        "ort",
+        description="ort: the Q/DQ form ONNX Runtime's CPU provider runs as integer kernels, made from the hand-off "
+        "file's scales (quantize/ort_int8.py; validated on its own); handoff: the TensorRT hand-off file as it is",
+    )
+    cpu: Literal["x86_64", "arm64"] | None = Field(
+        None, description="the CPU kind the ONNX Runtime INT8 form is for (None: the build machine's)"
     )
 
 

@@ -190,3 +190,55 @@ def ort_session(
     except Exception as err:  # onnxruntime raises its own unexported exception types
         said = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ExportError(f"{where}: ONNX Runtime cannot load the model ({said})") from err
+
+
+# Operators of an optimised ONNX Runtime graph: convolutions as integer or float kernels, and the other compute
+# operators. The precision an ONNX Runtime artifact really runs is read from these, never from the file.
+INTEGER_CONV_OPS = frozenset({"QLinearConv", "ConvInteger"})
+FLOAT_CONV_OPS = frozenset({"Conv", "FusedConv", "NchwcConv"})
+INTEGER_COMPUTE_OPS = INTEGER_CONV_OPS | {
+    "QLinearMatMul",
+    "MatMulInteger",
+    "QGemm",
+    "QLinearAdd",
+    "QLinearGlobalAveragePool",
+    "QLinearAveragePool",
+    "QLinearMul",
+    "QLinearConcat",
+    "DynamicQuantizeMatMul",
+    "MatMulIntegerToFloat",
+}
+FLOAT_COMPUTE_OPS = FLOAT_CONV_OPS | {"Gemm", "MatMul", "FusedMatMul", "FusedGemm", "ConvTranspose"}
+
+
+def ort_runtime_ops(
+    model: str | os.PathLike[str],
+    threads: int | None = None,
+    optimization: str = "all",
+    providers: tuple[str, ...] = ("CPUExecutionProvider",),
+) -> dict[str, object]:
+    """What ONNX Runtime runs for ``model`` with these session options: a session writes its optimised graph, whose
+    compute operators are counted (integer vs float, and the share of convolutions that run as integer kernels)."""
+    import tempfile
+    from collections import Counter
+
+    import onnx
+
+    with tempfile.TemporaryDirectory(prefix="edgeresnext-ort-") as scratch:
+        optimized = Path(scratch) / "optimized.onnx"
+        ort_session(model, threads, optimization, optimized, providers)
+        ops = [node.op_type for node in onnx.load(str(optimized)).graph.node] if optimized.is_file() else []
+    counts = Counter(ops)
+    integer = {op: n for op, n in sorted(counts.items()) if op in INTEGER_COMPUTE_OPS}
+    floats = {op: n for op, n in sorted(counts.items()) if op in FLOAT_COMPUTE_OPS}
+    compute = sum(integer.values()) + sum(floats.values())
+    integer_convs = sum(counts[op] for op in INTEGER_CONV_OPS)
+    convs = integer_convs + sum(counts[op] for op in FLOAT_CONV_OPS)
+    return {
+        "int8_ops": integer,
+        "float_ops": floats,
+        "int8_fraction": round(sum(integer.values()) / compute, 4) if compute else 0.0,
+        "integer_convs": integer_convs,
+        "convs": convs,
+        "integer_conv_fraction": round(integer_convs / convs, 4) if convs else 0.0,
+    }

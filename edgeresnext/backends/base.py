@@ -209,6 +209,10 @@ class Backend:
         kind = self.kinds[0] if path.suffix in self.suffixes else "onnx"
         return Artifact(backend=self.name, precision=precision, kind=kind, path=path, files=[path])
 
+    def compile_needs_calibration(self, target: Target) -> bool:
+        """Whether :meth:`compile` for ``target`` calibrates (takes ``calibration=``, preprocessed images)."""
+        return False
+
     def threads(self, target: Target) -> int | None:
         """The thread count ``target`` asks this runtime for (None: the runtime's default)."""
         return self.run_options(target).threads

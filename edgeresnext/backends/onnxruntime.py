@@ -9,8 +9,6 @@ target adds is how the session runs it: graph optimisation level and intra-op th
 from __future__ import annotations
 
 import logging
-import tempfile
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,35 +18,12 @@ import numpy as np
 
 from edgeresnext.backends.base import Artifact, Backend, Runner, RunOptions, copy_file_atomic
 from edgeresnext.errors import BackendUnavailable, ConfigError
-from edgeresnext.onnx_io import check_onnx_precision, onnx_input, ort_session
+from edgeresnext.onnx_io import check_onnx_precision, onnx_input, ort_runtime_ops, ort_session
 
 if TYPE_CHECKING:
     from edgeresnext.config import Target
 
 logger = logging.getLogger(__name__)
-
-# Operators of an optimised ONNX Runtime graph that compute in integers.
-INT8_OPS = frozenset(
-    {
-        "QLinearConv",
-        "ConvInteger",
-        "QLinearMatMul",
-        "MatMulInteger",
-        "QGemm",
-        "QLinearAdd",
-        "QLinearGlobalAveragePool",
-        "QLinearAveragePool",
-        "QLinearMul",
-        "QLinearConcat",
-        "DynamicQuantizeMatMul",
-        "MatMulIntegerToFloat",
-    }
-)
-# Float operators that carry the model's compute (convolutions and dense layers).
-FLOAT_COMPUTE_OPS = frozenset(
-    {"Conv", "FusedConv", "NchwcConv", "Gemm", "MatMul", "FusedMatMul", "FusedGemm", "ConvTranspose"}
-)
-
 
 @dataclass(frozen=True)
 class ONNXRuntimeRunOptions(RunOptions):
@@ -62,19 +37,6 @@ class ONNXRuntimeRunOptions(RunOptions):
         if (self.device or "CPU").upper() == "GPU":
             return ("CUDAExecutionProvider", "CPUExecutionProvider")
         return ("CPUExecutionProvider",)
-
-
-def count_compute_ops(op_types: list[str]) -> dict[str, Any]:
-    """Integer vs float compute operators of an (optimised) graph."""
-    counts = Counter(op_types)
-    int8 = {op: n for op, n in sorted(counts.items()) if op in INT8_OPS}
-    float_ops = {op: n for op, n in sorted(counts.items()) if op in FLOAT_COMPUTE_OPS}
-    total = sum(int8.values()) + sum(float_ops.values())
-    return {
-        "int8_ops": int8,
-        "float_ops": float_ops,
-        "int8_fraction": round(sum(int8.values()) / total, 4) if total else 0.0,
-    }
 
 
 class ONNXRuntimeRunner(Runner):
@@ -121,20 +83,12 @@ class ONNXRuntimeRunner(Runner):
 
         return run
 
-    def _runtime_ops(self) -> dict[str, Any]:
-        """Compute operators of the graph ONNX Runtime runs: a session with the same options writes it out."""
-        import onnx
-
-        with tempfile.TemporaryDirectory(prefix="edgeresnext-ort-") as tmp:
-            optimized = Path(tmp) / "optimized.onnx"
-            options = self.options
-            ort_session(self.artifact.path, options.threads, options.graph_optimization, optimized, options.providers)
-            ops = [node.op_type for node in onnx.load(str(optimized)).graph.node] if optimized.is_file() else []
-        return count_compute_ops(ops)
-
     def precision_report(self) -> dict[str, Any]:
         if self._report is None:
-            self._report = self._runtime_ops()
+            options = self.options
+            self._report = ort_runtime_ops(
+                self.artifact.path, options.threads, options.graph_optimization, options.providers
+            )
         return {
             "precision": self.artifact.precision,
             "backend": "onnxruntime",
@@ -154,8 +108,12 @@ class ONNXRuntimeBackend(Backend):
     devices = ("CPU", "GPU")
     options_type = ONNXRuntimeRunOptions
 
-    def _compile_impl(self, onnx_path: Path, target: Target, out_dir: Path) -> Artifact:
-        from edgeresnext.quantize.qdq import fp16_qdq_from_onnx, ort_qdq_from_onnx
+    def compile_needs_calibration(self, target: Target) -> bool:
+        # The ONNX Runtime INT8 form calibrates the tensors the hand-off file leaves unquantized (residual placement).
+        return target.precision == "int8" and target.backend_options.onnxruntime.int8_form == "ort"
+
+    def _compile_impl(self, onnx_path: Path, target: Target, out_dir: Path, **extra: Any) -> Artifact:
+        from edgeresnext.quantize.qdq import fp16_qdq_from_onnx
 
         reason = self.available()
         if reason is not None:
@@ -170,9 +128,13 @@ class ONNXRuntimeBackend(Backend):
         }
         if target.precision == "fp16":
             info["fp16"] = fp16_qdq_from_onnx(onnx_path, dest)
-        elif target.precision == "int8" and target.backend_options.onnxruntime.unsigned_after_relu:
+        elif self.compile_needs_calibration(target):
+            from edgeresnext.quantize.ort_int8 import ort_int8_from_qdq
+
             check_onnx_precision(onnx_path, "int8")
-            info.update(ort_qdq_from_onnx(onnx_path, dest))
+            options = target.backend_options.onnxruntime
+            form = ort_int8_from_qdq(onnx_path, dest, cpu=options.cpu, calibration=extra.get("calibration"))
+            info["int8_form"] = {k: v for k, v in form.items() if k != "runtime"}
             # Not the hand-off file any more: validation must run this artifact, not the Q/DQ ONNX.
             info["differs_from_source"] = True
         elif onnx_path.resolve() != dest.resolve():

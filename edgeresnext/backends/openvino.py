@@ -270,6 +270,9 @@ class OpenVINOBackend(Backend):
             "output_shape": dims(model.outputs[0]),
         }
 
+    def compile_needs_calibration(self, target: Target) -> bool:
+        return target.precision == "int8" and target.backend_options.openvino.native_int8
+
     def _compile_impl(self, onnx_path: Path, target: Target, out_dir: Path, **extra: Any) -> Artifact:
         reason = self.available()
         if reason is not None:

@@ -265,9 +265,11 @@ def stage_compile(ctx: BuildContext) -> StageResult:
         "available": backend.available(),
     }
 
+    calibrates = backend.compile_needs_calibration(target)
+
     def produce(folder: Path) -> dict[str, Any]:
         extra: dict[str, Any] = {}
-        if ctx.native_int8:  # NNCF calibrates the OpenVINO model itself, on the images the quantize stage uses
+        if calibrates:  # e.g. NNCF on the OpenVINO model: the images the quantize stage calibrated on
             from edgeresnext.data.calibration import load_calibration_images
 
             meta = ctx.load_model().meta
@@ -280,7 +282,7 @@ def stage_compile(ctx: BuildContext) -> StageResult:
         return {"artifact": artifact.to_dict()}
 
     inputs = [onnx_path]
-    if ctx.native_int8:
+    if calibrates:
         inputs += [ctx.model_file, *ctx.calibration_files()]
         section["quant"] = target.quant.model_dump(mode="json")
     return run_stage(ctx.root / "compile", "compile", section, inputs, produce)

@@ -47,7 +47,6 @@ from __future__ import annotations
 import logging
 import os
 import platform
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,23 +65,6 @@ INTEGER_OPS = frozenset({"Conv", "Gemm", "MatMul", "Add", "GlobalAveragePool", "
 # Operators whose output values stay on their input's quantization grid: the output takes the input's Q/DQ.
 PASSTHROUGH_OPS = frozenset({"MaxPool", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose"})
 WEIGHTED_OPS = frozenset({"Conv", "Gemm", "MatMul"})
-# Operators of an optimised ONNX Runtime graph: convolutions, integer or float, and the other compute operators.
-# backends/onnxruntime.py's INT8_OPS/FLOAT_COMPUTE_OPS plus a float Add (quantize/ may not import backends/).
-INTEGER_CONV_OPS = frozenset({"QLinearConv", "ConvInteger"})
-FLOAT_CONV_OPS = frozenset({"Conv", "FusedConv", "NchwcConv"})
-INTEGER_COMPUTE_OPS = INTEGER_CONV_OPS | {
-    "QLinearMatMul",
-    "MatMulInteger",
-    "QGemm",
-    "QLinearAdd",
-    "QLinearGlobalAveragePool",
-    "QLinearAveragePool",
-    "QLinearMul",
-    "QLinearConcat",
-    "DynamicQuantizeMatMul",
-    "MatMulIntegerToFloat",
-}
-FLOAT_COMPUTE_OPS = FLOAT_CONV_OPS | {"Gemm", "MatMul", "FusedMatMul", "FusedGemm", "ConvTranspose", "Add"}
 # Grouped convolutions are merged (block-diagonal weights, see _merge_groups) until each group reads at least this
 # many input channels. Measured on this x86-64 (AVX512-VNNI, ORT 1.32, 2 threads), one QLinearConv alone, time
 # relative to the unmerged grouped conv: ResNeXt-50 layer1 conv2 (128 ch, 32 groups of 4, 56x56) 0.12 at 16
@@ -539,31 +521,8 @@ def _merge_groups(nodes, producers, consumers, initializers, group_channels: int
 
 
 def integer_compute_share(onnx_path: str | os.PathLike[str], threads: int = 1) -> dict[str, Any]:
-    """What ONNX Runtime's CPU provider runs for ``onnx_path`` (optimisation level ``all``): op counts of the
-    optimised graph, integer vs float compute operators, and the share of convolutions that run as integer kernels.
-    """
-    import onnx
-    import onnxruntime as ort
+    """What ONNX Runtime's CPU provider runs for ``onnx_path`` (optimisation level ``all``): integer vs float
+    compute operators of its optimised graph and the share of convolutions that run as integer kernels."""
+    from edgeresnext.onnx_io import ort_runtime_ops
 
-    with tempfile.TemporaryDirectory(prefix="edgeresnext-ort-int8-") as scratch:
-        optimized = Path(scratch) / "optimized.onnx"
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads
-        options.optimized_model_filepath = str(optimized)
-        options.log_severity_level = 3
-        ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-        op_types = [node.op_type for node in onnx.load(str(optimized)).graph.node]
-    counts = Counter(op_types)
-    integer_convs = sum(counts[op] for op in INTEGER_CONV_OPS)
-    float_convs = sum(counts[op] for op in FLOAT_CONV_OPS)
-    return {
-        "integer_ops": {op: n for op, n in sorted(counts.items()) if op in INTEGER_COMPUTE_OPS},
-        "float_ops": {op: n for op, n in sorted(counts.items()) if op in FLOAT_COMPUTE_OPS},
-        "integer_convs": integer_convs,
-        "float_convs": float_convs,
-        "integer_conv_fraction": round(integer_convs / (integer_convs + float_convs), 4)
-        if integer_convs + float_convs
-        else 0.0,
-        "op_counts": dict(sorted(counts.items())),
-    }
+    return ort_runtime_ops(onnx_path, threads)

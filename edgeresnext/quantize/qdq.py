@@ -7,7 +7,7 @@
   and its skip branch through a Q/DQ pair: the placement TensorRT fuses into the INT8 convolution
   (Conv + Add + ReLU as one kernel) and OpenVINO's CPU plugin fuses as a convolution sum post-op.
 * :func:`fp16_qdq_from_onnx` writes the FP16 variant a strongly typed TensorRT build reads (float parts in
-  FP16, Q/DQ kept); :func:`ort_qdq_from_onnx` the UINT8-after-ReLU variant ONNX Runtime's CPU provider fuses.
+  FP16, Q/DQ kept). The form ONNX Runtime's CPU provider runs as integer kernels is :mod:`.ort_int8`.
 * :func:`module_name` maps an exported node name (``/layer1/layer1.0/conv1/Conv``) to the torch module
   name (``layer1.0.conv1``) so users can name layers either way.
 """
@@ -337,51 +337,3 @@ def fp16_qdq_from_onnx(onnx_path: str | Path, out_path: str | Path) -> dict[str,
             subnormal_scales,
         )
     return report
-
-
-def ort_qdq_from_onnx(onnx_path: str | Path, out_path: str | Path) -> dict[str, Any]:
-    """A Q/DQ variant that ONNX Runtime's CPU provider runs with integer kernels.
-
-    TensorRT needs signed INT8 activations with zero point 0. After a ReLU that leaves ``Conv -> Relu -> Q``,
-    which ONNX Runtime cannot fuse (it drops a ReLU only when the quantizer's zero point is the type's minimum).
-    Here each such quantizer (and its DequantizeLinear partners) becomes UINT8 with zero point 0 and the same
-    scale: identical for activations up to 127 x scale (the calibrated range), and no longer clipped above it.
-    ONNX Runtime then removes the ReLU and fuses ``DQ -> Conv -> Q`` into ``QLinearConv``.
-    """
-    import onnx
-    from onnx import TensorProto, numpy_helper
-
-    from edgeresnext.atomic import atomic_path
-
-    model = onnx.load(str(onnx_path))
-    graph = model.graph
-    producers = _producers(model)
-    consumers = _consumers(model)
-    initializers = {init.name: init for init in graph.initializer}
-    rewritten = 0
-    for node in graph.node:
-        if node.op_type != "QuantizeLinear" or len(node.input) < 3:
-            continue
-        producer = producers.get(node.input[0])
-        zero_point = initializers.get(node.input[2])
-        if producer is None or producer.op_type != "Relu" or zero_point is None:
-            continue
-        values = numpy_helper.to_array(zero_point)
-        if zero_point.data_type != TensorProto.INT8 or values.any():
-            continue
-        unsigned = f"{node.input[2]}_uint8"
-        if unsigned not in initializers:
-            initializers[unsigned] = numpy_helper.from_array(np.zeros(values.shape, np.uint8), unsigned)
-            graph.initializer.append(initializers[unsigned])
-        node.input[2] = unsigned
-        for consumer in consumers.get(node.output[0], []):
-            if consumer.op_type == "DequantizeLinear" and len(consumer.input) > 2:
-                consumer.input[2] = unsigned
-        rewritten += 1
-    # Types recorded for the rewritten tensors are stale (INT8 -> UINT8); the runtime infers them again.
-    del graph.value_info[:]
-    _drop_unused_initializers(model)
-    with atomic_path(out_path) as tmp:
-        onnx.save(model, str(tmp))
-        onnx.checker.check_model(str(tmp))
-    return {"unsigned_after_relu": rewritten}

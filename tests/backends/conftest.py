@@ -33,15 +33,22 @@ def fp32_onnx(tmp_path_factory, shipped_model) -> Path:
 
 
 @pytest.fixture(scope="session")
-def qdq_onnx(tmp_path_factory, shipped_model, calib_dir, fp32_onnx) -> Path:
-    """The Q/DQ INT8 ONNX every backend compiles: signed symmetric, per-channel, residual placement."""
-    from edgeresnext.config import QuantSpec
+def calib_images(shipped_model, calib_dir) -> np.ndarray:
+    """The 100 calibration images, preprocessed (float32 NCHW)."""
     from edgeresnext.data.folder import list_images, load_folder_arrays
-    from edgeresnext.quantize.ptq import quantize_ptq
 
     calib, _kept = load_folder_arrays(list_images(calib_dir), shipped_model.meta.preprocess)
+    return calib
+
+
+@pytest.fixture(scope="session")
+def qdq_onnx(tmp_path_factory, shipped_model, calib_images, fp32_onnx) -> Path:
+    """The Q/DQ INT8 ONNX every backend compiles: signed symmetric, per-channel, residual placement."""
+    from edgeresnext.config import QuantSpec
+    from edgeresnext.quantize.ptq import quantize_ptq
+
     out = tmp_path_factory.mktemp("qdq") / "model_int8.onnx"
-    return quantize_ptq(shipped_model, calib, QuantSpec(subset_size=100), out, fp32_onnx=fp32_onnx, lint=False)
+    return quantize_ptq(shipped_model, calib_images, QuantSpec(subset_size=100), out, fp32_onnx=fp32_onnx, lint=False)
 
 
 @pytest.fixture(scope="session")

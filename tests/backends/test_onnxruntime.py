@@ -7,7 +7,7 @@ from backend_helpers import agreement, assert_int8_agrees, compile_and_load, mak
 from tolerances import FP32_LOGIT_ATOL
 
 from edgeresnext.backends import get_backend
-from edgeresnext.errors import ConfigError
+from edgeresnext.errors import ConfigError, DataError
 
 
 def test_fp32_matches_pytorch(fp32_onnx, test_images, fp32_logits, tmp_path):
@@ -19,28 +19,56 @@ def test_fp32_matches_pytorch(fp32_onnx, test_images, fp32_logits, tmp_path):
     assert report["int8_ops"] == {} and report["int8_fraction"] == 0.0
 
 
-def test_qdq_int8_runs_integer_kernels_and_agrees(qdq_onnx, test_images, fp32_logits, qdq_logits, tmp_path):
-    target = make_target("onnxruntime", "int8", backend_options={"onnxruntime": {"threads": 1}})
-    _artifact, runner = compile_and_load("onnxruntime", qdq_onnx, target, tmp_path)
+HANDOFF = {"onnxruntime": {"int8_form": "handoff"}}
+
+
+def test_handoff_file_as_it_is_runs_float_convolutions(qdq_onnx, test_images, fp32_logits, qdq_logits, tmp_path):
+    target = make_target("onnxruntime", "int8", backend_options={"onnxruntime": {"threads": 1, "int8_form": "handoff"}})
+    artifact, runner = compile_and_load("onnxruntime", qdq_onnx, target, tmp_path)
+    assert not artifact.info.get("differs_from_source")
     assert_int8_agrees(runner(test_images), qdq_logits, fp32_logits)
     report = runner.precision_report()
     # ONNX Runtime's CPU provider makes QLinearConv only from DQ -> Conv -> Q; the signed, zero-point-0
     # activations TensorRT needs put a ReLU between Conv and Q that it cannot drop, so it runs these layers
     # as float convolutions on fake-quantized inputs. The report says so instead of claiming INT8.
-    assert sum(report["int8_ops"].values()) + sum(report["float_ops"].values()) >= 14, report
+    assert report["integer_conv_fraction"] < 0.1 and report["convs"] == 22, report
     assert runner.session.get_session_options().intra_op_num_threads == 1
+
+
+def test_int8_target_compiles_the_form_onnx_runtime_runs_as_integer_kernels(
+    qdq_onnx, calib_images, test_images, fp32_logits, qdq_logits, tmp_path
+):
+    """The default INT8 artifact: every convolution a QLinearConv (read from the optimised graph), the hand-off
+    file untouched, its own file (validated on its own), as close to FP32 as the hand-off file."""
+    before = qdq_onnx.read_bytes()
+    target = make_target("onnxruntime", "int8")
+    artifact, runner = compile_and_load("onnxruntime", qdq_onnx, target, tmp_path, calibration=calib_images)
+    assert qdq_onnx.read_bytes() == before and artifact.info["differs_from_source"]
+    report = runner.precision_report()
+    assert report["integer_conv_fraction"] >= 0.9 and report["integer_convs"] == 22, report
+    logits = runner(test_images)
+    # Same grids as the hand-off file (tests/quantize/test_ort_int8.py derives the bound): no further from FP32
+    # than 1.25x the hand-off file's own mean logit error.
+    assert abs(logits - fp32_logits).mean() <= 1.25 * abs(qdq_logits - fp32_logits).mean()
+    assert agreement(logits, fp32_logits) >= 0.90
+    with pytest.raises(DataError, match="calibration"):  # the residual placement's unquantized tensors need images
+        get_backend("onnxruntime").compile(qdq_onnx, target, tmp_path / "no-images")
 
 
 def test_precision_report_reads_the_runtime_graph(qdq_onnx, tmp_path):
     """Without graph optimisation the Q/DQ nodes stay fake-quant around float convolutions: no INT8 kernels."""
     backend = get_backend("onnxruntime")
-    target = make_target("onnxruntime", "int8", backend_options={"onnxruntime": {"graph_optimization": "disable"}})
+    target = make_target(
+        "onnxruntime",
+        "int8",
+        backend_options={"onnxruntime": {**HANDOFF["onnxruntime"], "graph_optimization": "disable"}},
+    )
     runner = backend.load(backend.compile(qdq_onnx, target, tmp_path), target)
     report = runner.precision_report()
     assert report["int8_fraction"] == 0.0 and report["float_ops"].get("Conv", 0) >= 13
     assert "FusedConv" not in report["float_ops"]
     # With optimisation on, the report shows ONNX Runtime's own fused kernels, which the file does not contain.
-    fused = make_target("onnxruntime", "int8", backend_options={"onnxruntime": {"graph_optimization": "all"}})
+    fused = make_target("onnxruntime", "int8", backend_options=HANDOFF)
     assert (
         backend.load(backend.compile(qdq_onnx, fused, tmp_path / "all"), fused)
         .precision_report()["float_ops"]
@@ -60,7 +88,9 @@ def test_fp16_variant_of_the_qdq_model(qdq_onnx, test_images, fp32_logits, qdq_l
 
 def test_int8_target_refuses_an_unquantized_model(fp32_onnx, tmp_path):
     with pytest.raises(ConfigError, match="no QuantizeLinear"):
-        get_backend("onnxruntime").compile(fp32_onnx, make_target("onnxruntime", "int8"), tmp_path)
+        get_backend("onnxruntime").compile(
+            fp32_onnx, make_target("onnxruntime", "int8", backend_options=HANDOFF), tmp_path
+        )
 
 
 def test_not_an_onnx_file(tmp_path):
@@ -69,11 +99,3 @@ def test_not_an_onnx_file(tmp_path):
     with pytest.raises(ConfigError, match=r"model\.onnx: not a readable ONNX"):
         get_backend("onnxruntime").compile(bogus, make_target("onnxruntime", "fp32"), tmp_path / "out")
     assert not (tmp_path / "out" / "model.onnx").exists()
-
-
-def test_unsigned_after_relu_variant_gets_integer_kernels(qdq_onnx, test_images, fp32_logits, qdq_logits, tmp_path):
-    target = make_target("onnxruntime", "int8", backend_options={"onnxruntime": {"unsigned_after_relu": True}})
-    artifact, runner = compile_and_load("onnxruntime", qdq_onnx, target, tmp_path)
-    assert artifact.info["unsigned_after_relu"] >= 8 and artifact.info["differs_from_source"]
-    assert runner.precision_report()["int8_ops"].get("QLinearConv", 0) >= 8
-    assert_int8_agrees(runner(test_images), qdq_logits, fp32_logits)

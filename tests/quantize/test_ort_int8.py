@@ -52,7 +52,7 @@ def test_integer_kernels_run_the_convolutions_and_the_handoff_file_is_untouched(
     runtime = integer_compute_share(out)  # read from the graph ONNX Runtime optimised, not from the file
     assert runtime["integer_conv_fraction"] >= 0.9, runtime
     assert runtime["integer_convs"] == 22 and runtime["float_ops"] == {}, runtime
-    assert runtime["integer_ops"]["QLinearAdd"] == 6 and runtime["integer_ops"]["QGemm"] == 1, runtime
+    assert runtime["int8_ops"]["QLinearAdd"] == 6 and runtime["int8_ops"]["QGemm"] == 1, runtime
     assert info["runtime"]["integer_conv_fraction"] == runtime["integer_conv_fraction"]
     # The residual placement leaves each block's last convolution output unquantized: 6 ranges measured.
     assert info["calibrated_tensors"] == 6 and info["activation_type"] == "uint8"
@@ -144,7 +144,7 @@ def test_a_layer_left_in_float_by_the_fallback_stays_float(handoff, shipped_cali
     info = ort_int8_from_qdq(fallback, tmp_path / "out.onnx", cpu="x86_64", calibration=shipped_calib)
     # The fallback layer, and conv1 before it: the hand-off file no longer quantizes conv1's (ReLU) output, which
     # only the float layer reads, so no integer kernel can write it either.
-    assert info["runtime"]["integer_convs"] == 20 and info["runtime"]["float_convs"] == 2, info["runtime"]
+    assert info["runtime"]["integer_convs"] == 20 and info["runtime"]["convs"] == 22, info["runtime"]
     assert layer not in info["merged_grouped_convs"] and info["calibrated_tensors"] == 6
     rewritten = onnx.load(str(tmp_path / "out.onnx"))
     producers = {out: node for node in rewritten.graph.node for out in node.output}
