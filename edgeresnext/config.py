@@ -67,8 +67,14 @@ class QuantSpec(_Strict):
     symmetric_activations: bool = True
     placement: Literal["residual", "nncf_default"] = "residual"
     ignored_scope: list[str] = Field(default_factory=list)
-    sensitivity: bool = True
+    sensitivity: bool = Field(
+        False, description="write the per-layer ranking even when the fallback does not need it (sensitivity.json)"
+    )
     max_fallback_layers: int = Field(8, ge=0)
+    tune_dir: str | None = Field(
+        None, description="labelled images for the fallback's decisions (default: disjoint from the validation set)"
+    )
+    tune_images: int = Field(2000, ge=1, description="at most this many tuning images")
     qat_epochs: int = Field(2, ge=1)
     qat_lr: float = Field(1e-3, gt=0)
     qat_batch_size: int = Field(128, ge=1)

@@ -125,6 +125,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# Validation report: {report['target']['name']} — {status}",
         "",
+        *[f"> **{note}**\n" for note in report.get("notes", []) if note.startswith("WARNING")],
         f"Target `{report['target']['name']}` ({report['target']['backend']}, {report['target']['precision']}); "
         f"gates apply to **{report['primary']}**; reference **{report['reference']}**.",
         "",
@@ -345,6 +346,7 @@ def render_html(report: dict[str, Any]) -> str:
         f"<style>{_CSS}</style><script>{_SCRIPT}</script></head><body>",
         f"<h1>{html.escape(report['target']['name'])}: "
         f"<span class='{'pass' if report['passed'] else 'fail'}'>{status}</span></h1>",
+        *[f"<p class='fail'>{html.escape(n)}</p>" for n in report.get("notes", []) if n.startswith("WARNING")],
         f"<p>Gates apply to <b>{html.escape(report['primary'])}</b>; reference "
         f"<b>{html.escape(report['reference'])}</b>. Data: {html.escape(report['data']['name'])} "
         f"({report['data']['count']} images).</p>",

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class ONNXRuntimeRunOptions(RunOptions):
     """``device``: CPU, or GPU (CUDA execution provider when this onnxruntime has it, else CPU)."""

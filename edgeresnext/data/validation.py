@@ -13,7 +13,7 @@ import numpy as np
 from edgeresnext.errors import DataError
 
 if TYPE_CHECKING:
-    from edgeresnext.config import DataSpec
+    from edgeresnext.config import DataSpec, QuantSpec
     from edgeresnext.data.preprocess import Preprocess
 
 
@@ -88,4 +88,68 @@ def load_validation_data(spec: DataSpec, preprocess: Preprocess, class_names: Se
         class_names=list(class_names),
         name=str(folder_path),
         skipped=[(str(file), reason) for file, reason in skipped],
+    )
+
+
+TUNING_SEED = 1
+
+
+def load_tuning_data(
+    spec: DataSpec, quant: QuantSpec, preprocess: Preprocess, class_names: Sequence[str]
+) -> ValidationData | str:
+    """Labelled images for the build's own decisions (the float fallback), disjoint from the validation set the
+    gates judge, so a decision is never tuned on the images that score it; or, when there are none, why.
+
+    In order: ``quant.tune_dir`` (a labelled image folder); for a named dataset validated on one split, a seeded,
+    class-balanced sample of ``quant.tune_images`` from the other split; for an image folder, the calibration
+    folder when it is labelled with the model's classes and is not the validation folder.
+    """
+    from edgeresnext.data import DATASETS, load_dataset
+
+    count = quant.tune_images
+    if quant.tune_dir is not None:
+        return _folder_data(Path(quant.tune_dir), count, preprocess, class_names, spec.on_bad_image)
+    if spec.dataset in DATASETS:
+        from edgeresnext.data.calibration import balanced_indices
+        from edgeresnext.data.loaders import normalize_array
+
+        other = "train" if spec.split != "train" else "test"
+        dataset = load_dataset(spec.dataset, split=other, root=spec.root)
+        if list(dataset.class_names) != list(class_names):
+            return f"{spec.dataset}/{other} has other classes than the model"
+        index = balanced_indices(dataset.labels, min(count, len(dataset)), seed=TUNING_SEED)
+        return ValidationData(
+            inputs=normalize_array(dataset.images[index], preprocess).numpy(),
+            labels=dataset.labels[index].astype(np.int64),
+            class_names=list(class_names),
+            name=f"{spec.dataset}/{other} ({len(index)} images, class-balanced, seed {TUNING_SEED}; "
+            f"validation uses {spec.split})",
+        )
+    calib = Path(quant.calib_dir)
+    if calib.resolve() == Path(spec.dataset).resolve():
+        return (
+            f"the calibration folder {calib} is also the validation set, and no other labelled images are given "
+            "(quant.tune_dir)"
+        )
+    try:
+        return _folder_data(calib, count, preprocess, class_names, spec.on_bad_image)
+    except DataError as err:
+        return f"the calibration folder {calib} is not labelled with the model's classes ({err})"
+
+
+def _folder_data(
+    folder: Path, count: int, preprocess: Preprocess, class_names: Sequence[str], on_bad_image: str
+) -> ValidationData:
+    from edgeresnext.data.folder import load_folder_arrays, scan_image_folder
+
+    scanned = scan_image_folder(folder, class_names=list(class_names))
+    # Every k-th file, so a cap keeps every class (sorted paths list the classes one after another).
+    step = max(1, len(scanned.files) // count)
+    chosen = list(range(0, len(scanned.files), step))[:count]
+    inputs, kept = load_folder_arrays([scanned.files[i] for i in chosen], preprocess, on_bad_image=on_bad_image)
+    return ValidationData(
+        inputs=inputs.astype(np.float32),
+        labels=scanned.labels[chosen][kept],
+        class_names=list(class_names),
+        name=f"{folder} ({len(kept)} images)",
     )

@@ -79,6 +79,7 @@ class BuildSummary:
                 )
             for gate in self.report.gates:
                 lines.append(f"  gate {gate.gate}: {'pass' if gate.passed else 'FAIL'} ({gate.message})")
+            lines += [note for note in self.report.notes if note.startswith("WARNING")]
             lines.append(f"report: {self.context.folder('validate') / 'report.md'} (and report.html, report.json)")
         bundle_stage = self.stage("bundle")
         if bundle_stage:
@@ -158,7 +159,7 @@ def build(
     # Classes, preprocessing, validation folder and calibration images are checked before any stage writes.
     checked = preflight(target)
     ctx.meta = checked.meta
-    summary.notes += checked.notes
+    ctx.notes += checked.notes
     for note in checked.notes:
         say(f"note: {note}")
     with BuildLock(ctx.root, on_wait=say):
@@ -173,27 +174,56 @@ def build(
             state = "unchanged, skipped" if result.skipped else f"done in {result.seconds:.1f} s"
             say(f"[{index}/{len(ctx.planned)}] {name}: {state}")
             if name == "quantize":
-                summary.notes += _calibration_notes(ctx, result)
+                ctx.notes += _quantize_notes(result)
+    summary.notes[:0] = ctx.notes
     if "validate" in ctx.done:
         summary.report = load_report(ctx)
     artifact = ctx.done["compile"].info.get("artifact", {}) if "compile" in ctx.done else {}
     if artifact.get("kind") == "kit":
         summary.not_done.append(artifact.get("info", {}).get("reason", "TensorRT engine: built on the device"))
-        summary.notes += [f"on the device: {line}" for line in artifact.get("info", {}).get("device_commands", [])]
+        if "bundle" in ctx.done:  # the device step runs against the bundle copied to the device
+            bundle = ctx.folder("bundle")
+            summary.notes.append(
+                f"on the device (copy {bundle} there): <bundle>/kit/build_engine.sh, or with edgeresnext installed "
+                "`edgeresnext bundle build-engine <bundle>`: builds the engine and records it in the bundle"
+            )
+        else:
+            summary.notes += [f"on the device: {line}" for line in artifact.get("info", {}).get("device_commands", [])]
     if target.model.checkpoint == SHIPPED_CHECKPOINT:
         summary.notes.append("model: the shipped Fashion-MNIST ResNeXt (override with CHECKPOINT=... / MODEL=...)")
     return summary
 
 
-def _calibration_notes(ctx: BuildContext, quantized: StageResult) -> list[str]:
-    """What the build summary says about the images the quantize stage skipped (also when it was cached)."""
-    skipped = quantized.info.get("calibration_skipped")
-    if not skipped:
-        return []
-    return [
-        f"calibration: skipped {len(skipped)} unreadable image(s) (data.on_bad_image: skip) and took the next ones, "
-        f"first: {skipped[0][1]}; all in {quantized.folder / 'quant.json'}"
-    ]
+def _quantize_notes(quantized: StageResult) -> list[str]:
+    """What the quantize stage did besides PTQ/QAT (also when it was cached): skipped images, sensitivity, fallback."""
+    info = quantized.info
+    notes = []
+    skipped = info.get("calibration_skipped")
+    if skipped:
+        notes.append(
+            f"calibration: skipped {len(skipped)} unreadable image(s) (data.on_bad_image: skip) and took the next, "
+            f"first: {skipped[0][1]}; all in {quantized.folder / 'quant.json'}"
+        )
+    fallback = info.get("fallback")
+    if fallback is None:
+        decided = "no fallback (no max_top1_drop gate, or quant.max_fallback_layers: 0)"
+    elif not fallback.get("run"):
+        decided = f"fallback not run: {fallback['why']}"
+    elif fallback["layers_in_float"]:
+        decided = (
+            f"fallback on {fallback['images']}: drop {fallback['top1_drop_before'] * 100:.2f} pt above the gate, "
+            f"{len(fallback['layers_in_float'])} layer(s) left in float ({', '.join(fallback['layers_in_float'])}), "
+            f"drop {fallback['top1_drop_after'] * 100:.2f} pt"
+        )
+    else:
+        decided = (
+            f"fallback checked on {fallback['images']}: drop {fallback['top1_drop_before'] * 100:.2f} pt within "
+            "the gate, nothing left in float"
+        )
+    method, images, seconds = info.get("method", "ptq"), info.get("calibration_images"), info.get("quantize_seconds")
+    sensitivity = info.get("sensitivity", "not run")
+    notes.append(f"quantize: {method} on {images} images in {seconds} s; sensitivity {sensitivity}; {decided}")
+    return notes
 
 
 COMPARISON_HEADER = [

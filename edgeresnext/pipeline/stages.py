@@ -44,6 +44,8 @@ class BuildContext:
     done: dict[str, StageResult] = field(default_factory=dict)
     # The model's metadata as the preflight completed it (class names, preprocessing); None: the checkpoint's own.
     meta: ModelMeta | None = None
+    # What the build chose and found (preflight, quantize stage): the summary and the report both say it.
+    notes: list[str] = field(default_factory=list)
 
     @property
     def int8(self) -> bool:
@@ -168,7 +170,7 @@ def stage_quantize(ctx: BuildContext) -> StageResult:
     def produce(folder: Path) -> dict[str, Any]:
         from edgeresnext.data.calibration import load_calibration_images
         from edgeresnext.quantize.int8 import quantize_int8
-        from edgeresnext.quantize.sensitivity import fallback, layer_sensitivity
+        from edgeresnext.quantize.sensitivity import SENSITIVITY_IMAGES, fallback, layer_sensitivity
 
         spec = target.quant
         model = ctx.load_model()
@@ -187,39 +189,48 @@ def stage_quantize(ctx: BuildContext) -> StageResult:
             "calibration_skipped": skipped,
             "quantize_seconds": round(time.perf_counter() - began, 2),
         }
-        sensitivity = None
+        ranking, ranking_images = None, calib[:SENSITIVITY_IMAGES]
         if spec.sensitivity:
-            sensitivity = layer_sensitivity(
-                int8, calib[:64], folder / "sensitivity.json", fp32_onnx=fp32_onnx, progress=ctx.progress
-            )
-            info["most_sensitive"] = [row["module"] for row in sensitivity["layers"][:3]]
+            ranking = layer_sensitivity(int8, ranking_images, folder / "sensitivity.json", fp32_onnx=fp32_onnx)
+            info["most_sensitive"] = [row["module"] for row in ranking["layers"][:3]]
+        info["sensitivity"] = "asked for (quant.sensitivity)" if ranking else "not run"
         gate = target.gates.max_top1_drop
         if gate is not None and spec.max_fallback_layers > 0:
-            # The gate is judged on the validation set, so the fallback decides on the same images (stated in
-            # quant.json and the report): it leaves layers in float only while the gate would fail.
-            from edgeresnext.data.validation import load_validation_data
+            # Decided on tuning images the gate never sees (the validation set judges the result, not the choice).
+            from edgeresnext.data.validation import load_tuning_data
 
-            data = load_validation_data(target.data, model.meta.preprocess, model.meta.class_names)
-            result = fallback(
-                int8,
-                fp32_onnx,
-                data.inputs,
-                data.labels,
-                gate,
-                int8,
-                sensitivity=sensitivity,
-                max_layers=spec.max_fallback_layers,
-                sensitivity_json=folder / "sensitivity.json" if sensitivity else None,
-                raise_on_fail=False,
-            )
-            info["fallback"] = {
-                "images": data.name,
-                "top1_drop_before": round(result.fp32_top1 - result.int8_top1, 5),
-                "top1_drop_after": round(result.top1_drop, 5),
-                "layers_in_float": result.layers,
-                "steps": result.steps,
-                "gate_reached": result.passed,
-            }
+            tuning = load_tuning_data(target.data, spec, model.meta.preprocess, model.meta.class_names)
+            if isinstance(tuning, str):
+                info["fallback"] = {
+                    "run": False,
+                    "why": f"no labelled images disjoint from the validation set: {tuning}",
+                }
+            else:
+                result = fallback(
+                    int8,
+                    fp32_onnx,
+                    tuning.inputs,
+                    tuning.labels,
+                    gate,
+                    int8,
+                    sensitivity=ranking,
+                    ranking_images=ranking_images,
+                    max_layers=spec.max_fallback_layers,
+                    sensitivity_json=folder / "sensitivity.json",
+                    raise_on_fail=False,
+                )
+                if result.ranked and not ranking:
+                    info["sensitivity"] = "run by the fallback: the drop on the tuning images was above the gate"
+                info["fallback"] = {
+                    "run": True,
+                    "images": tuning.name,
+                    "disjoint_from_validation": True,
+                    "top1_drop_before": round(result.fp32_top1 - result.int8_top1, 5),
+                    "top1_drop_after": round(result.top1_drop, 5),
+                    "layers_in_float": result.layers,
+                    "steps": result.steps,
+                    "gate_reached": result.passed,
+                }
         info["seconds"] = round(time.perf_counter() - began, 2)
         write_json_atomic(folder / "quant.json", info)
         return info
@@ -349,6 +360,7 @@ def stage_validate(ctx: BuildContext) -> StageResult:
         "gates": target.gates.model_dump(mode="json"),
         "validate": target.validate_.model_dump(mode="json"),
         "threads": target_threads(target),
+        "notes": ctx.notes,
     }
 
     def produce(folder: Path) -> dict[str, Any]:
@@ -369,6 +381,7 @@ def stage_validate(ctx: BuildContext) -> StageResult:
             sensitivity=json.loads(sensitivity.read_text()) if sensitivity else None,
             model_files=[ctx.model_file],
             progress=ctx.progress,
+            notes=ctx.notes,
         )
         write_report(report, folder)
         return {"passed": report.passed, "primary": report.primary}

@@ -32,7 +32,12 @@ from edgeresnext.validate.measure import (
     measure_throughput,
     run_logits,
 )
-from edgeresnext.validate.metrics import classification_metrics, compare_outputs, fidelity_metrics
+from edgeresnext.validate.metrics import (
+    classification_metrics,
+    compare_outputs,
+    fidelity_metrics,
+    reference_warning,
+)
 from edgeresnext.validate.results import ArtifactResult, DataSummary, Latency, Throughput, ValidationReport
 
 if TYPE_CHECKING:
@@ -65,6 +70,7 @@ def validate(
     sensitivity: Any = None,
     command: str | None = None,
     progress: bool = True,
+    notes: Sequence[str] = (),
 ) -> ValidationReport:
     """Validate ``artifacts`` against the FP32 ``model`` on ``data``; returns the report (see report.py).
 
@@ -103,6 +109,7 @@ def validate(
                 )
             if reference_logits is None:
                 reference_logits = logits
+                broken_reference = reference_warning(logits, data.labels, data.class_names)
             runtime = _runtime_report(item.runner)
             result = ArtifactResult(
                 name=item.name,
@@ -178,7 +185,7 @@ def validate(
         artifacts=results,
         gates=gates,
         sensitivity=normalize_sensitivity(sensitivity),
-        notes=_notes(results),
+        notes=[*([f"WARNING: {broken_reference}"] if broken_reference else []), *notes, *_notes(results)],
     )
 
 

@@ -136,3 +136,28 @@ def compare_outputs(
         "top1_b": None if labels is None else float(np.mean(pred_b == labels)),
         "worst": worst_rows,
     }
+
+
+def reference_warning(logits: np.ndarray, labels: np.ndarray, class_names: list[str]) -> str | None:
+    """Why the FP32 reference cannot be trusted on these images, or None: top-1 no better than guessing (within
+    two binomial standard errors of the larger of 1/classes and the commonest label's share), or one class taking
+    most predictions (over half of them, and over twice its share of the labels)."""
+    predictions = np.asarray(logits).argmax(axis=1)
+    labels = np.asarray(labels)
+    count, classes = len(labels), len(class_names)
+    top1 = float(np.mean(predictions == labels))
+    guess = max(1 / classes, float(np.bincount(labels, minlength=classes).max()) / count)
+    reasons = []
+    if top1 <= guess + 2 * np.sqrt(guess * (1 - guess) / count):
+        reasons.append(f"top-1 {top1 * 100:.1f} % on {count} images, where guessing gives {guess * 100:.1f} %")
+    commonest = int(np.bincount(predictions, minlength=classes).argmax())
+    share = float(np.mean(predictions == commonest))
+    if classes >= 3 and share > 0.5 and share > 2 * float(np.mean(labels == commonest)):
+        reasons.append(f"it predicts {class_names[commonest]!r} for {int(share * count)} of {count} images")
+    if not reasons:
+        return None
+    return (
+        "the FP32 reference is not a working model on these images (" + "; ".join(reasons) + "). Usual causes: a "
+        "class order or preprocessing that differs from training (see the notes on where they came from). A drop "
+        "measured against this reference proves nothing"
+    )

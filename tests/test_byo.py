@@ -1,0 +1,156 @@
+"""The users' path: their own ResNeXt as a bare torchvision-format state dict (no class names, no preprocessing), a
+folder of their photos (mixed sizes, JPEG and PNG, grayscale and RGBA), built for a CPU, ONNX Runtime and a Jetson,
+then loaded by a few lines of Python.
+
+The model is an ImageNet-topology ResNeXt (7x7 stem + max-pool, four stages, torchvision's parameter names) kept
+tiny so the suite stays fast; the build treats it exactly as it treats resnext50_32x4d (``make test-slow`` and the
+README's walkthrough run that one). Its weights are random, so its reference is at chance: the report must say so.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from edgeresnext.config import load_target
+from edgeresnext.errors import ConfigError, DataError
+from edgeresnext.pipeline import build
+
+REPO = Path(__file__).resolve().parents[1]
+ARCH = "resnext14_tiny_imagenet"
+CLASSES = ["bird", "cat", "deer", "dog", "frog"]
+
+
+@pytest.fixture(scope="module")
+def tiny_imagenet_arch():
+    """Register a tiny ImageNet-stem ResNeXt for this module only (the registry is an explicit dict)."""
+    from edgeresnext.models import registry, resnext
+
+    config = resnext.ResNeXtConfig(
+        layers=(1, 1, 1, 1), groups=4, width_per_group=16, stem="imagenet", planes=(16, 32, 64, 128), stem_width=16
+    )
+    resnext.ARCHS[ARCH] = config
+    registry.register_model(ARCH)(resnext._make_factory(ARCH, config))
+    yield ARCH
+    del resnext.ARCHS[ARCH], registry._MODELS[ARCH]
+
+
+@pytest.fixture(scope="module")
+def user_files(tiny_imagenet_arch, fmnist_test, tmp_path_factory) -> tuple[Path, Path]:
+    """``(r_5cls.pth, photos/)``: a bare state dict of 5 classes, and 5 classes x 8 photos of mixed sizes/modes."""
+    root = tmp_path_factory.mktemp("byo")
+    torch.manual_seed(0)
+    from edgeresnext.models import create
+
+    checkpoint = root / "r_5cls.pth"
+    torch.save(create(ARCH, num_classes=5).state_dict(), checkpoint)  # what torchvision users save
+    rng = np.random.default_rng(0)
+    for label, name in enumerate(CLASSES):
+        folder = root / "photos" / name
+        folder.mkdir(parents=True)
+        for k, index in enumerate(np.flatnonzero(fmnist_test.labels == label)[:8]):
+            size = (int(rng.integers(60, 300)), int(rng.integers(60, 300)))
+            gray = Image.fromarray(fmnist_test.images[index]).resize(size)
+            rgb = Image.fromarray((np.asarray(gray)[..., None] * rng.uniform(0.5, 1.0, 3)).astype(np.uint8), "RGB")
+            if k == 0:
+                gray.save(folder / f"{k:02d}.png")  # grayscale
+            elif k == 1:
+                rgb.convert("RGBA").save(folder / f"{k:02d}.png")  # with an alpha channel
+            else:
+                rgb.save(folder / f"{k:02d}.{'jpg' if k % 2 else 'png'}", **({"quality": 90} if k % 2 else {}))
+    return checkpoint, root / "photos"
+
+
+def _target(name: str, checkpoint: Path, photos: Path, **overrides):
+    """``make build TARGET=<name> CHECKPOINT=... MODEL=... DATA=photos CALIB=photos``, with quick latency runs."""
+    return load_target(
+        REPO / "targets" / f"{name}.yaml",
+        overrides={
+            "model.checkpoint": str(checkpoint),
+            "model.arch": ARCH,
+            "data.dataset": str(photos),
+            "quant.calib_dir": str(photos),
+            "validate.latency_runs": 3,
+            "validate.warmup_runs": 1,
+            **overrides,
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def cpu_build(user_files, tmp_path_factory):
+    checkpoint, photos = user_files
+    root = tmp_path_factory.mktemp("byo-build")
+    return build(_target("cpu", checkpoint, photos), out_root=root, progress=False), root
+
+
+def test_a_bare_checkpoint_and_a_photo_folder_build_for_the_cpu(cpu_build):
+    summary, _root = cpu_build
+    notes = "\n".join(summary.notes)
+    # Class names from the folder, sorted as torchvision's ImageFolder does, and the build says so.
+    assert "sub-folder names" in notes and "bird, cat, deer, dog, frog" in notes
+    # No preprocessing in a bare state dict: torchvision's ImageNet recipe for an ImageNet-stem arch, said.
+    assert "torchvision's ImageNet inference recipe" in notes
+    # 40 photos, fewer than quant.subset_size=300: calibrated on all of them, with a note.
+    assert "40 usable image(s)" in notes and "fewer than quant.subset_size=300" in notes
+    assert "is also the validation set" in notes
+    # The fallback is not decided on the images the gate scores: there are no others here, and the build says so.
+    assert "fallback not run: no labelled images disjoint from the validation set" in notes
+    report = summary.report
+    assert report is not None and report.data.count == 40 and report.data.class_names == CLASSES
+    # A random model: the reference is at chance, said loudly in the summary and the report.
+    assert any(n.startswith("WARNING: the FP32 reference is not a working model") for n in report.notes)
+    assert "WARNING: the FP32 reference is not a working model" in summary.render()
+    manifest = json.loads((summary.root / "bundle" / "manifest.json").read_text())
+    assert manifest["preprocess"]["resize"] == 256 and manifest["preprocess"]["crop"] == 224
+    assert (summary.root / "bundle" / "labels.txt").read_text().split() == CLASSES
+
+
+def test_the_cpu_bundle_predicts_what_validation_measured(cpu_build, user_files):
+    from edgeresnext.runtime import load_bundle
+
+    summary, _root = cpu_build
+    _checkpoint, photos = user_files
+    files = sorted(p for p in photos.rglob("*") if p.is_file())
+    with load_bundle(summary.root / "bundle") as classifier:  # the few lines a device app has
+        predicted = [result.label for result in classifier.predict(files, top_k=1)]
+    truth = [path.parent.name for path in files]
+    top1 = float(np.mean([p == t for p, t in zip(predicted, truth, strict=True)]))
+    assert top1 == summary.report.primary_result.top1  # the same Runner, the same images, the same preprocessing
+
+
+@pytest.mark.parametrize("target_name", ["onnxruntime", "jetson"])
+def test_the_same_command_builds_for_onnx_runtime_and_the_jetson(target_name, user_files, tmp_path):
+    checkpoint, photos = user_files
+    summary = build(_target(target_name, checkpoint, photos), out_root=tmp_path, progress=False)
+    names = [a.name for a in summary.report.artifacts]
+    if target_name == "onnxruntime":
+        # ONNX Runtime's own INT8 form, validated as its own artifact.
+        artifact = summary.report.result("onnxruntime-int8")
+        assert artifact.info["runtime"]["integer_conv_fraction"] >= 0.9, artifact.info
+    else:
+        assert "tensorrt-int8" in names and (summary.root / "bundle" / "kit" / "build_engine.sh").is_file()
+        assert any("bundle build-engine" in note for note in summary.notes)
+
+
+def test_a_labels_file_that_does_not_fit_the_classifier_fails_before_any_stage(user_files, tmp_path):
+    checkpoint, photos = user_files
+    labels = tmp_path / "labels.txt"
+    labels.write_text("bird\ncat\ndeer\n")
+    with pytest.raises(ConfigError, match=r"labels.txt.*3 class names.*classifier has 5 outputs"):
+        build(_target("cpu", checkpoint, photos, **{"model.class_names": str(labels)}), out_root=tmp_path / "b")
+    assert not (tmp_path / "b" / "cpu").exists() or not any((tmp_path / "b" / "cpu").iterdir())
+
+
+def test_a_class_folder_the_labels_do_not_name_fails_before_any_stage(user_files, tmp_path):
+    checkpoint, photos = user_files
+    labels = tmp_path / "labels.txt"
+    labels.write_text("bird\ncat\ndeer\ndog\ntoad\n")  # the training order may differ; the names must match
+    with pytest.raises(DataError, match=r"class folder 'frog' is not one of the model's classes"):
+        build(_target("cpu", checkpoint, photos, **{"model.class_names": str(labels)}), out_root=tmp_path / "b")
+    assert not (tmp_path / "b" / "cpu" / "export").exists()
