@@ -196,8 +196,6 @@ def fallback(
     int8_top1 = float(np.mean(_logits(current, images).argmax(1) == labels))
     result = FallbackResult(fp32_top1=fp32_top1, int8_top1=int8_top1, max_top1_drop=max_top1_drop)
     probe = images[:1]
-    latency = _latency_ms(current, probe)
-    result.int8_latency_ms = round(latency, 3)
     drop = fp32_top1 - int8_top1
     logger.info(
         "fallback: FP32 top-1 %.4f, INT8 %.4f (drop %.4f, gate %.4f)", fp32_top1, int8_top1, drop, max_top1_drop
@@ -207,6 +205,9 @@ def fallback(
         sensitivity = layer_sensitivity(qdq_onnx, probe_images, None, fp32_onnx=fp32_onnx)
         result.ranked = True
     ranking = [row["layer"] for row in sensitivity["layers"]] if sensitivity else []
+    if drop > max_top1_drop and ranking:  # each step's latency cost is against this (not timed when none is taken)
+        latency = _latency_ms(current, probe)
+        result.int8_latency_ms = round(latency, 3)
     best_drop, best_model, best_steps = drop, copy.deepcopy(current), 0
     while drop > max_top1_drop and len(result.steps) < min(max_layers, len(ranking)):
         layer = ranking[len(result.steps)]
