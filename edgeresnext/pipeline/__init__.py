@@ -58,7 +58,8 @@ class BuildSummary:
         ]
         for stage in self.stages:
             state = "cached" if stage.skipped else f"{stage.seconds:.1f} s"
-            lines.append(f"  {stage.name:9s} {state:>8s}")
+            why = f"  rerun: {stage.reason}" if stage.reason else ""
+            lines.append(f"  {stage.name:9s} {state:>8s}{why}")
         compile_stage = self.stage("compile")
         if compile_stage:
             lines.append("artifacts:")
@@ -167,7 +168,8 @@ def build(
             ctx.done[name] = result
             summary.stages.append(result)
             state = "unchanged, skipped" if result.skipped else f"done in {result.seconds:.1f} s"
-            say(f"[{index}/{len(ctx.planned)}] {name}: {state}")
+            rerun = f"rerunning: {result.reason}; " if result.reason else ""
+            say(f"[{index}/{len(ctx.planned)}] {name}: {rerun}{state}")
             if name == "quantize":
                 summary.notes += _calibration_notes(ctx, result)
     if "validate" in ctx.done:
