@@ -20,7 +20,7 @@ from typing import Any
 
 from edgeresnext.atomic import write_json_atomic, write_text_atomic
 from edgeresnext.errors import ConfigError
-from edgeresnext.validate.results import SCHEMA_ID, SCHEMA_VERSION, ValidationReport
+from edgeresnext.validate.results import RUNTIME_NAMES, SCHEMA_ID, SCHEMA_VERSION, ValidationReport, runtime_label
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +63,25 @@ def _size(value: int | None) -> str:
 
 
 # --------------------------------------------------------------------------------------------- markdown
+def _artifact(report: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(a for a in report["artifacts"] if a["name"] == name)
+
+
+def _label(artifact: dict[str, Any]) -> str:
+    return runtime_label(artifact.get("backend", ""), artifact.get("precision", ""))
+
+
+def speedup_cell(report: dict[str, Any], artifact: dict[str, Any]) -> str:
+    """``3.40x vs OpenVINO FP32``: the speed-up names the same-runtime float build it is measured against."""
+    speedup, name = artifact.get("speedup_vs_fp32"), artifact["name"]
+    is_baseline = any(a.get("speedup_baseline") == name for a in _ok(report))
+    if artifact.get("speedup_baseline") == name or (is_baseline and speedup is None):
+        return "float baseline"
+    if speedup is None:
+        return f"– (no {_label(artifact).rsplit(' ', 1)[0]} float build timed)"
+    return f"{artifact['speedup_vs_fp32']:.2f}x vs {_label(_artifact(report, artifact['speedup_baseline']))}"
+
+
 def summary_rows(report: dict[str, Any]) -> list[list[str]]:
     """The main table: one row per artifact (header first)."""
     rows = [
@@ -79,7 +98,7 @@ def summary_rows(report: dict[str, Any]) -> list[list[str]]:
             "p50 ms",
             "p90 ms",
             "p99 ms",
-            "speed-up",
+            "speed-up (same runtime)",
             f"img/s @{report['protocol']['throughput_batch']}",
             "size",
             "peak RSS Δ",
@@ -99,20 +118,142 @@ def summary_rows(report: dict[str, Any]) -> list[list[str]]:
                 a["precision"],
                 _pct(a["top1"]),
                 _pct(a["top5"]),
-                f"{a['top1_drop'] * 100:+.2f} pp",
+                f"{a['top1_drop'] * 100:+.2f} pt",
                 _pct(a["agreement"]),
                 f"{a['cosine_mean']:.5f} / {a['cosine_min']:.5f}",
                 f"{a['max_abs_error']:.4g}",
                 _ms(lat["p50_ms"]),
                 _ms(lat["p90_ms"]),
                 _ms(lat["p99_ms"]),
-                f"{a['speedup_vs_fp32']:.2f}x",
+                speedup_cell(report, a),
                 f"{a['throughput']['images_per_s']:.0f}",
                 _size(a["size_bytes"]),
                 f"{a['peak_rss_delta_mb']:.1f} MB",
             ]
         )
     return rows
+
+
+def _confidence(report: dict[str, Any]) -> float | None:
+    return next((a["uncertainty"]["confidence"] for a in _ok(report) if a.get("uncertainty")), None)
+
+
+def uncertainty_rows(report: dict[str, Any]) -> list[list[str]] | None:
+    """How sure each artifact's drop and agreement are (header first); None when nothing was compared."""
+    confidence = _confidence(report)
+    if confidence is None:
+        return None
+    level = f"{confidence * 100:g} %"
+    rows = [
+        [
+            "artifact",
+            "images",
+            "only FP32 right",
+            "only this right",
+            "top-1 drop",
+            f"{level} interval",
+            f"{level} upper bound",
+            "McNemar p",
+            "agreement",
+            f"{level} interval",
+            f"{level} lower bound",
+        ]
+    ]
+    for a in _ok(report):
+        u = a.get("uncertainty")
+        if not u:
+            continue
+        drop, agreement = u["drop"], u["agreement"]
+        low, high = drop["interval"]
+        a_low, a_high = agreement["interval"]
+        rows.append(
+            [
+                a["name"],
+                f"{u['images']:,}",
+                str(u["paired"]["b"]),
+                str(u["paired"]["c"]),
+                f"{drop['point'] * 100:+.2f} pt",
+                f"[{low * 100:+.2f}, {high * 100:+.2f}] pt",
+                f"{drop['upper_bound'] * 100:.2f} pt",
+                f"{u['mcnemar_p']:.3g}",
+                _pct(agreement["point"]),
+                f"[{a_low * 100:.2f}, {a_high * 100:.2f}] %",
+                _pct(agreement["lower_bound"]),
+            ]
+        )
+    return rows
+
+
+_GATE_UNITS = {"max_top1_drop": "pt", "min_agreement": "%", "max_latency_ms": "ms", "min_speedup_vs_fp32": "x"}
+
+
+def _gate_number(gate: str, value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "–"
+    unit = _GATE_UNITS.get(gate, "")
+    if unit == "pt":
+        return f"{value * 100:+.2f} pt" if signed else f"{value * 100:.2f} pt"
+    if unit == "%":
+        return f"{value * 100:.2f} %"
+    return f"{value:.4g} {unit}" if unit == "ms" else f"{value:.4g}{unit}"
+
+
+def gate_rows(report: dict[str, Any]) -> list[list[str]]:
+    """The gates table (header first): what each gate was decided on (a bound, or the measured value)."""
+    rows = [["gate", "artifact", "limit", "measured", "decided on", "result"]]
+    for g in report["gates"]:
+        basis = g.get("basis", "value")
+        if basis == "bound":
+            side = "upper" if g["gate"] == "max_top1_drop" else "lower"
+            decided = f"{g['confidence'] * 100:g} % {side} bound {_gate_number(g['gate'], g['value'])}"
+        else:
+            decided = "the measured value"
+        measured = g.get("measured", g["value"])
+        rows.append(
+            [
+                g["gate"],
+                g["artifact"],
+                _gate_number(g["gate"], g["limit"]),
+                _gate_number(g["gate"], measured, signed=True),
+                decided,
+                "pass" if g["passed"] else "FAIL: " + g["message"],
+            ]
+        )
+    return rows
+
+
+def speed_findings(report: dict[str, Any]) -> list[str]:
+    """Which build is faster, where a quantized artifact is slower than its runtime's float build, and for
+    TensorRT always (the FP16 engine can beat INT8 on a GPU): the build to deploy is then the other one."""
+    findings = []
+    for a in _ok(report):
+        name, baseline_name, speedup = a["name"], a.get("speedup_baseline"), a.get("speedup_vs_fp32")
+        if speedup is None or baseline_name in (None, name) or (speedup >= 1 and a["backend"] != "tensorrt"):
+            continue
+        baseline = _artifact(report, baseline_name)
+        faster, slower = (a, baseline) if speedup >= 1 else (baseline, a)
+        findings.append(
+            f"{RUNTIME_NAMES.get(a['backend'], a['backend'])}: {faster['precision'].upper()} ({faster['name']}) is "
+            f"faster than {slower['precision'].upper()} ({slower['name']}) on this host, p50 "
+            f"{faster['latency']['p50_ms']:.3f} ms against {slower['latency']['p50_ms']:.3f} ms"
+        )
+    return findings
+
+
+def speed_baselines(report: dict[str, Any]) -> str:
+    """One sentence naming what the speed-ups are measured against."""
+    pairs = sorted(
+        {
+            (a["name"], a["speedup_baseline"])
+            for a in _ok(report)
+            if a.get("speedup_baseline") and a["speedup_baseline"] != a["name"]
+        }
+    )
+    named = "; ".join(f"{name} against {baseline}" for name, baseline in pairs)
+    return (
+        "Speed-up: p50 of the same runtime's float build over the artifact's (PyTorch eager is the accuracy "
+        f"reference, not the speed baseline){': ' + named if named else ''}."
+    )
 
 
 def _md_table(rows: list[list[str]]) -> str:
@@ -151,16 +292,17 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         _md_table(summary_rows(report)),
         "",
+        speed_baselines(report),
+        "",
+        *[f"- {finding}" for finding in speed_findings(report)],
+        *([""] if speed_findings(report) else []),
     ]
+    uncertainty = uncertainty_rows(report)
+    if uncertainty:
+        lines += ["## How sure: drop and agreement against FP32 on the same images", "", UNCERTAINTY_TEXT, ""]
+        lines += [_md_table(uncertainty), ""]
     if report["gates"]:
-        lines += ["## Gates", "", "| gate | artifact | limit | value | result |", "|---|---|---|---|---|"]
-        for g in report["gates"]:
-            value = "–" if g["value"] is None else f"{g['value']:.4g}"
-            lines.append(
-                f"| {g['gate']} | {g['artifact']} | {g['limit']:.4g} | {value} | "
-                f"{'pass' if g['passed'] else 'FAIL: ' + g['message']} |"
-            )
-        lines.append("")
+        lines += ["## Gates", "", _md_table(gate_rows(report)), ""]
     else:
         lines += ["## Gates", "", "No gates set in the target.", ""]
     classes = data["class_names"]
@@ -194,6 +336,14 @@ def render_markdown(report: dict[str, Any]) -> str:
     ]
     lines += [f"- note: {n}" for n in report.get("notes", [])]
     return "\n".join(lines).rstrip() + "\n"
+
+
+UNCERTAINTY_TEXT = (
+    "Only the images one model gets right and the other wrong move the top-1 drop. The interval is where the true "
+    "drop lies at this confidence (Newcombe's paired interval); the upper bound is what a `max_top1_drop` gate "
+    "compares. McNemar p below 0.05 says the two models' errors differ by more than chance. Agreement: share of "
+    "images with the same top-1 class as FP32 (Wilson interval); its lower bound is what `min_agreement` compares."
+)
 
 
 # --------------------------------------------------------------------------------------------- plots
@@ -516,16 +666,28 @@ def render_html(report: dict[str, Any]) -> str:
                 f"src='data:image/png;base64,{png}'></div>"
             )
     parts.append("</div><h2>Artifacts</h2>" + _html_table(summary_rows(report)))
+    parts.append(f"<p>{html.escape(speed_baselines(report))}</p>")
+    findings = speed_findings(report)
+    if findings:
+        parts.append("<ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in findings) + "</ul>")
+    uncertainty = uncertainty_rows(report)
+    if uncertainty:
+        parts.append(
+            "<h2>How sure: drop and agreement against FP32 on the same images</h2>"
+            f"<p>{html.escape(UNCERTAINTY_TEXT).replace('`', '')}</p>" + _html_table(uncertainty)
+        )
     if report["gates"]:
-        rows = "".join(
-            f"<tr><td>{html.escape(g['gate'])}</td><td>{html.escape(g['artifact'])}</td><td>{g['limit']:.4g}</td>"
-            f"<td>{'–' if g['value'] is None else format(g['value'], '.4g')}</td>"
-            f"<td class='{'pass' if g['passed'] else 'fail'}'>{html.escape(g['message'])}</td></tr>"
-            for g in report["gates"]
+        header, *rows = gate_rows(report)
+        body = "".join(
+            "<tr>"
+            + "".join(f"<td>{html.escape(cell)}</td>" for cell in row[:-1])
+            + f"<td class='{'pass' if g['passed'] else 'fail'}'>{html.escape(g['message'])}</td></tr>"
+            for row, g in zip(rows, report["gates"], strict=True)
         )
         parts.append(
-            "<h2>Gates</h2><table><thead><tr><th>gate</th><th>artifact</th><th>limit</th><th>value</th>"
-            f"<th>result</th></tr></thead><tbody>{rows}</tbody></table>"
+            "<h2>Gates</h2><table><thead><tr>"
+            + "".join(f"<th>{html.escape(c)}</th>" for c in header)
+            + f"</tr></thead><tbody>{body}</tbody></table>"
         )
     else:
         parts.append("<h2>Gates</h2><p>No gates set in the target.</p>")

@@ -102,6 +102,20 @@ def test_first_build_runs_every_stage_and_passes(first_build) -> None:
     assert not list(target_root.rglob(".*.tmp-*")), "temporary files left behind"
     text = summary.render()
     assert "openvino-int8" in text and "gate max_top1_drop: pass" in text
+    # The INT8 IR is timed against an OpenVINO FP32 IR compiled alike (the report's baseline/), not PyTorch eager.
+    report = summary.report
+    int8, fp32 = report.result("openvino-int8"), report.result("openvino-fp32")
+    assert report.primary == "openvino-int8" and int8.speedup_baseline == "openvino-fp32"
+    assert int8.speedup_vs_fp32 == fp32.p50_ms / int8.p50_ms
+    assert fp32.info["hint"] == int8.info["hint"] and fp32.info["by_precision"].keys() <= {"f32", "i32"}
+    assert (target_root / "report" / "baseline" / "model.xml").is_file()
+    assert f"x{int8.speedup_vs_fp32:.2f} vs OpenVINO FP32" in text
+    u = int8.uncertainty
+    assert f"drop {u.drop * 100:+.2f} pt [95 % ≤ {u.drop_upper_bound * 100:.2f}]" in text
+    manifest = json.loads((target_root / "bundle" / "manifest.json").read_text())
+    validation = manifest["validation"]
+    assert validation["top1_drop_upper_bound"] == u.drop_upper_bound and validation["confidence"] == 0.95
+    assert validation["speedup_baseline"] == "openvino-fp32" and validation["discordant_images"] == u.discordant
 
 
 def test_second_build_skips_every_stage(first_build, tmp_path: Path) -> None:
@@ -245,3 +259,18 @@ def test_a_stage_json_without_per_input_records_reruns_and_says_why(tmp_path: Pa
     assert not rerun.skipped and "no per-input record" in rerun.reason and "treated as changed" in rerun.reason
     assert "input_sha256" in json.loads((folder / "stage.json").read_text())
     assert _stage(folder, config, [image]).skipped
+
+
+def test_the_build_summary_says_when_the_set_is_too_small_to_prove_a_gate(tmp_path: Path) -> None:
+    from validate_helpers import validate_outcomes
+
+    from edgeresnext.pipeline import BuildContext, BuildSummary, StageResult
+
+    report = validate_outcomes(121, 0, 0, 0, max_top1_drop=0.003)
+    context = BuildContext(target=load_target(REPO / "targets" / "cpu.yaml"), root=tmp_path)
+    context.done["validate"] = StageResult("validate", tmp_path / "report", {}, False, 1.0)
+    text = BuildSummary(context=context, report=report).render()
+    assert "build cpu: FAILED" in text
+    assert "gate max_top1_drop: FAIL (max_top1_drop: 121 images cannot prove a 0.3 pt drop at 95 %: at least " in text
+    assert "900 images needed" in text
+    assert "openvino-int8                top-1 100.00 %  drop +0.00 pt [95 % ≤ 2.19]" in text

@@ -37,7 +37,9 @@ def validated(shipped_model, fmnist_test, tmp_path_factory) -> ValidationReport:
             "backend": "onnxruntime",
             "precision": "fp32",
             "quant": {"method": "none"},
-            "gates": {"max_top1_drop": 0.01, "max_latency_ms": 1e-6},
+            # 0.05: what 64 images can prove for an identical export (one-sided 95 % bound ~4 pt); the latency
+            # gate cannot pass.
+            "gates": {"max_top1_drop": 0.05, "max_latency_ms": 1e-6},
             "validate": {"latency_runs": 8, "warmup_runs": 2},
         }
     )
@@ -85,7 +87,8 @@ def test_report_follows_the_schema(report):
     ("path", "value", "where"),
     [
         (("artifacts", 1, "top1"), 1.5, "artifacts/1"),
-        (("schema_version",), 2, "schema_version"),
+        (("schema_version",), 1, "schema_version"),  # v1: speed-up against PyTorch, gates on the point
+        (("artifacts", 1, "uncertainty", "drop", "interval"), [0.1], "artifacts/1"),
         (("gates", 0, "gate"), "max_speed", "gates/0/gate"),
     ],
 )
@@ -104,8 +107,11 @@ def test_markdown_has_the_tables(report):
     assert text.startswith("# Validation report: report-test — FAILED")
     assert "| pytorch-fp32 | pytorch | fp32 |" in text and "| onnx-fp32 | onnxruntime | fp32 |" in text
     assert "skipped: tensorrt is not installed" in text
-    assert "| max_top1_drop | onnx-fp32 | 0.01 | 0 | pass |" in text
+    bound = report["gates"][0]["value"]
+    assert f"| max_top1_drop | onnx-fp32 | 5.00 pt | +0.00 pt | 95 % upper bound {bound * 100:.2f} pt | pass |" in text
     assert "FAIL: max_latency_ms: onnx-fp32 p50 latency (batch 1)" in text
+    assert "## How sure: drop and agreement" in text and "| onnx-fp32 | 64 | 0 | 0 | +0.00 pt |" in text
+    assert "| float baseline |" in text  # onnx-fp32 is ONNX Runtime's own float build
     assert "| Ankle boot |" in text and "## Quantization sensitivity" in text
 
 
@@ -161,7 +167,9 @@ def test_html_plots_render_in_headless_chromium(report, tmp_path):
     rects = json.loads(body.split('data-plot-rects="', 1)[1].split('"', 1)[0].replace("&quot;", '"'))
     # 2. A screenshot: where each plot is, there must be a drawing, not blank page.
     shot = tmp_path / "shot.png"
-    result = _chromium(f"--screenshot={shot}", page.as_uri(), profile=tmp_path / "profile")
+    result = _chromium(
+        "--virtual-time-budget=5000", f"--screenshot={shot}", page.as_uri(), profile=tmp_path / "profile"
+    )
     assert result.returncode == 0 and shot.is_file(), result.stderr[-2000:]
     pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=np.int16)
     assert len(rects) == 4
@@ -230,7 +238,9 @@ def test_accuracy_vs_latency_labels_stay_apart_in_headless_chromium(report, tmp_
     body = dom.stdout[dom.stdout.index("<body") :]
     rects = json.loads(body.split('data-plot-rects="', 1)[1].split('"', 1)[0].replace("&quot;", '"'))
     shot = tmp_path / "shot.png"
-    result = _chromium(f"--screenshot={shot}", page.as_uri(), profile=tmp_path / "profile")
+    result = _chromium(
+        "--virtual-time-budget=5000", f"--screenshot={shot}", page.as_uri(), profile=tmp_path / "profile"
+    )
     assert result.returncode == 0 and shot.is_file(), result.stderr[-2000:]
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.int16)
     left0, top0, width, _height = rects[0]  # the accuracy-vs-latency plot comes first
