@@ -138,12 +138,18 @@ class BackendOptions(_Strict):
 
 
 class Gates(_Strict):
-    """Build fails when any set gate is not met. Drops and agreement are fractions (0.003 = 0.3 %)."""
+    """Build fails when any set gate is not met. Drops and agreement are fractions (0.003 = 0.3 %).
+
+    ``confidence``: ``max_top1_drop`` and ``min_agreement`` are decided on the one-sided bound at this level
+    (the drop's upper bound, the agreement's lower bound, from the paired per-image outcomes), not on the
+    measured value; ``null`` decides on the measured value alone (no statistical proof).
+    """
 
     max_top1_drop: float | None = Field(None, ge=0)
     min_agreement: float | None = Field(None, ge=0, le=1)
     max_latency_ms: float | None = Field(None, gt=0)
     min_speedup_vs_fp32: float | None = Field(None, gt=0)
+    confidence: float | None = Field(0.95, gt=0.5, lt=1, description="level of the bound the accuracy gates use")
 
 
 class ValidateSpec(_Strict):

@@ -11,14 +11,16 @@ from __future__ import annotations
 import base64
 import html
 import io
+import itertools
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
 from edgeresnext.atomic import write_json_atomic, write_text_atomic
 from edgeresnext.errors import ConfigError
-from edgeresnext.validate.results import SCHEMA_ID, SCHEMA_VERSION, ValidationReport
+from edgeresnext.validate.results import RUNTIME_NAMES, SCHEMA_ID, SCHEMA_VERSION, ValidationReport, runtime_label
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +63,25 @@ def _size(value: int | None) -> str:
 
 
 # --------------------------------------------------------------------------------------------- markdown
+def _artifact(report: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(a for a in report["artifacts"] if a["name"] == name)
+
+
+def _label(artifact: dict[str, Any]) -> str:
+    return runtime_label(artifact.get("backend", ""), artifact.get("precision", ""))
+
+
+def speedup_cell(report: dict[str, Any], artifact: dict[str, Any]) -> str:
+    """``3.40x vs OpenVINO FP32``: the speed-up names the same-runtime float build it is measured against."""
+    speedup, name = artifact.get("speedup_vs_fp32"), artifact["name"]
+    is_baseline = any(a.get("speedup_baseline") == name for a in _ok(report))
+    if artifact.get("speedup_baseline") == name or (is_baseline and speedup is None):
+        return "float baseline"
+    if speedup is None:
+        return f"– (no {_label(artifact).rsplit(' ', 1)[0]} float build timed)"
+    return f"{artifact['speedup_vs_fp32']:.2f}x vs {_label(_artifact(report, artifact['speedup_baseline']))}"
+
+
 def summary_rows(report: dict[str, Any]) -> list[list[str]]:
     """The main table: one row per artifact (header first)."""
     rows = [
@@ -77,7 +98,7 @@ def summary_rows(report: dict[str, Any]) -> list[list[str]]:
             "p50 ms",
             "p90 ms",
             "p99 ms",
-            "speed-up",
+            "speed-up (same runtime)",
             f"img/s @{report['protocol']['throughput_batch']}",
             "size",
             "peak RSS Δ",
@@ -97,20 +118,142 @@ def summary_rows(report: dict[str, Any]) -> list[list[str]]:
                 a["precision"],
                 _pct(a["top1"]),
                 _pct(a["top5"]),
-                f"{a['top1_drop'] * 100:+.2f} pp",
+                f"{a['top1_drop'] * 100:+.2f} pt",
                 _pct(a["agreement"]),
                 f"{a['cosine_mean']:.5f} / {a['cosine_min']:.5f}",
                 f"{a['max_abs_error']:.4g}",
                 _ms(lat["p50_ms"]),
                 _ms(lat["p90_ms"]),
                 _ms(lat["p99_ms"]),
-                f"{a['speedup_vs_fp32']:.2f}x",
+                speedup_cell(report, a),
                 f"{a['throughput']['images_per_s']:.0f}",
                 _size(a["size_bytes"]),
                 f"{a['peak_rss_delta_mb']:.1f} MB",
             ]
         )
     return rows
+
+
+def _confidence(report: dict[str, Any]) -> float | None:
+    return next((a["uncertainty"]["confidence"] for a in _ok(report) if a.get("uncertainty")), None)
+
+
+def uncertainty_rows(report: dict[str, Any]) -> list[list[str]] | None:
+    """How sure each artifact's drop and agreement are (header first); None when nothing was compared."""
+    confidence = _confidence(report)
+    if confidence is None:
+        return None
+    level = f"{confidence * 100:g} %"
+    rows = [
+        [
+            "artifact",
+            "images",
+            "only FP32 right",
+            "only this right",
+            "top-1 drop",
+            f"{level} interval",
+            f"{level} upper bound",
+            "McNemar p",
+            "agreement",
+            f"{level} interval",
+            f"{level} lower bound",
+        ]
+    ]
+    for a in _ok(report):
+        u = a.get("uncertainty")
+        if not u:
+            continue
+        drop, agreement = u["drop"], u["agreement"]
+        low, high = drop["interval"]
+        a_low, a_high = agreement["interval"]
+        rows.append(
+            [
+                a["name"],
+                f"{u['images']:,}",
+                str(u["paired"]["b"]),
+                str(u["paired"]["c"]),
+                f"{drop['point'] * 100:+.2f} pt",
+                f"[{low * 100:+.2f}, {high * 100:+.2f}] pt",
+                f"{drop['upper_bound'] * 100:.2f} pt",
+                f"{u['mcnemar_p']:.3g}",
+                _pct(agreement["point"]),
+                f"[{a_low * 100:.2f}, {a_high * 100:.2f}] %",
+                _pct(agreement["lower_bound"]),
+            ]
+        )
+    return rows
+
+
+_GATE_UNITS = {"max_top1_drop": "pt", "min_agreement": "%", "max_latency_ms": "ms", "min_speedup_vs_fp32": "x"}
+
+
+def _gate_number(gate: str, value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "–"
+    unit = _GATE_UNITS.get(gate, "")
+    if unit == "pt":
+        return f"{value * 100:+.2f} pt" if signed else f"{value * 100:.2f} pt"
+    if unit == "%":
+        return f"{value * 100:.2f} %"
+    return f"{value:.4g} {unit}" if unit == "ms" else f"{value:.4g}{unit}"
+
+
+def gate_rows(report: dict[str, Any]) -> list[list[str]]:
+    """The gates table (header first): what each gate was decided on (a bound, or the measured value)."""
+    rows = [["gate", "artifact", "limit", "measured", "decided on", "result"]]
+    for g in report["gates"]:
+        basis = g.get("basis", "value")
+        if basis == "bound":
+            side = "upper" if g["gate"] == "max_top1_drop" else "lower"
+            decided = f"{g['confidence'] * 100:g} % {side} bound {_gate_number(g['gate'], g['value'])}"
+        else:
+            decided = "the measured value"
+        measured = g.get("measured", g["value"])
+        rows.append(
+            [
+                g["gate"],
+                g["artifact"],
+                _gate_number(g["gate"], g["limit"]),
+                _gate_number(g["gate"], measured, signed=True),
+                decided,
+                "pass" if g["passed"] else "FAIL: " + g["message"],
+            ]
+        )
+    return rows
+
+
+def speed_findings(report: dict[str, Any]) -> list[str]:
+    """Which build is faster, where a quantized artifact is slower than its runtime's float build, and for
+    TensorRT always (the FP16 engine can beat INT8 on a GPU): the build to deploy is then the other one."""
+    findings = []
+    for a in _ok(report):
+        name, baseline_name, speedup = a["name"], a.get("speedup_baseline"), a.get("speedup_vs_fp32")
+        if speedup is None or baseline_name in (None, name) or (speedup >= 1 and a["backend"] != "tensorrt"):
+            continue
+        baseline = _artifact(report, baseline_name)
+        faster, slower = (a, baseline) if speedup >= 1 else (baseline, a)
+        findings.append(
+            f"{RUNTIME_NAMES.get(a['backend'], a['backend'])}: {faster['precision'].upper()} ({faster['name']}) is "
+            f"faster than {slower['precision'].upper()} ({slower['name']}) on this host, p50 "
+            f"{faster['latency']['p50_ms']:.3f} ms against {slower['latency']['p50_ms']:.3f} ms"
+        )
+    return findings
+
+
+def speed_baselines(report: dict[str, Any]) -> str:
+    """One sentence naming what the speed-ups are measured against."""
+    pairs = sorted(
+        {
+            (a["name"], a["speedup_baseline"])
+            for a in _ok(report)
+            if a.get("speedup_baseline") and a["speedup_baseline"] != a["name"]
+        }
+    )
+    named = "; ".join(f"{name} against {baseline}" for name, baseline in pairs)
+    return (
+        "Speed-up: p50 of the same runtime's float build over the artifact's (PyTorch eager is the accuracy "
+        f"reference, not the speed baseline){': ' + named if named else ''}."
+    )
 
 
 def _md_table(rows: list[list[str]]) -> str:
@@ -150,16 +293,17 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         _md_table(summary_rows(report)),
         "",
+        speed_baselines(report),
+        "",
+        *[f"- {finding}" for finding in speed_findings(report)],
+        *([""] if speed_findings(report) else []),
     ]
+    uncertainty = uncertainty_rows(report)
+    if uncertainty:
+        lines += ["## How sure: drop and agreement against FP32 on the same images", "", UNCERTAINTY_TEXT, ""]
+        lines += [_md_table(uncertainty), ""]
     if report["gates"]:
-        lines += ["## Gates", "", "| gate | artifact | limit | value | result |", "|---|---|---|---|---|"]
-        for g in report["gates"]:
-            value = "–" if g["value"] is None else f"{g['value']:.4g}"
-            lines.append(
-                f"| {g['gate']} | {g['artifact']} | {g['limit']:.4g} | {value} | "
-                f"{'pass' if g['passed'] else 'FAIL: ' + g['message']} |"
-            )
-        lines.append("")
+        lines += ["## Gates", "", _md_table(gate_rows(report)), ""]
     else:
         lines += ["## Gates", "", "No gates set in the target.", ""]
     classes = data["class_names"]
@@ -195,6 +339,14 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+UNCERTAINTY_TEXT = (
+    "Only the images one model gets right and the other wrong move the top-1 drop. The interval is where the true "
+    "drop lies at this confidence (Newcombe's paired interval); the upper bound is what a `max_top1_drop` gate "
+    "compares. McNemar p below 0.05 says the two models' errors differ by more than chance. Agreement: share of "
+    "images with the same top-1 class as FP32 (Wilson interval); its lower bound is what `min_agreement` compares."
+)
+
+
 # --------------------------------------------------------------------------------------------- plots
 def _pyplot() -> Any:
     import matplotlib
@@ -206,29 +358,186 @@ def _pyplot() -> Any:
     return plt
 
 
-def _png(fig: Any) -> str:
+def _png(fig: Any, tight: bool = True) -> str:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=PLOT_DPI, bbox_inches="tight" if tight else None)
     _pyplot().close(fig)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def plot_accuracy_vs_latency(report: dict[str, Any]) -> str:
+PLOT_DPI = 100
+LABEL_GAP_PX = 8  # between a point and its label
+LABEL_PAD_PX = 2  # between two stacked labels
+
+
+def _stack_labels(desired: list[float], heights: list[float], low: float, high: float) -> list[float]:
+    """Vertical centres for labels wanted at ``desired`` (display y, up is larger) so that no two overlap.
+
+    Labels whose boxes would touch are stacked into one group, top to bottom in the order of their points, centred
+    on the mean of what they wanted and kept inside ``[low, high]`` (the axes) where the group fits; groups that
+    then touch merge, until none do. The labels are taken as one column: x is not looked at.
+    """
+    order = sorted(range(len(desired)), key=lambda i: -desired[i])
+    groups = [[i] for i in order]
+
+    def layout(group: list[int]) -> tuple[float, float, list[float]]:
+        total = sum(heights[i] for i in group) + LABEL_PAD_PX * (len(group) - 1)
+        centre = sum(desired[i] for i in group) / len(group)
+        top = min(high, max(low + total, centre + total / 2))
+        centres, cursor = [], top
+        for i in group:
+            centres.append(cursor - heights[i] / 2)
+            cursor -= heights[i] + LABEL_PAD_PX
+        return top, top - total, centres
+
+    merged = True
+    while merged:
+        merged = False
+        for k in range(len(groups) - 1):
+            _, bottom, _ = layout(groups[k])
+            top_next, _, _ = layout(groups[k + 1])
+            if top_next + LABEL_PAD_PX > bottom:
+                groups[k : k + 2] = [groups[k] + groups[k + 1]]
+                merged = True
+                break
+    centres = [0.0] * len(desired)
+    for group in groups:
+        for i, centre in zip(group, layout(group)[2], strict=True):
+            centres[i] = centre
+    return centres
+
+
+MARKER_RADIUS_PX = 6  # a label must not cover another artifact's point
+
+
+def place_labels(
+    points: list[tuple[float, float]], sizes: list[tuple[float, float]], area: tuple[float, float, float, float]
+) -> list[tuple[float, float, bool]]:
+    """Where each point's label goes, in display pixels: ``(x of the edge next to the point, vertical centre,
+    right of the point?)``. ``sizes`` are the labels' (width, height), ``area`` is (left, bottom, right, top).
+
+    Each label starts just right of its point (left when it would leave ``area``). Labels that would touch each
+    other or cover another point form a group: a group's labels are aligned past its outermost point, so none
+    covers a point of the group, and stacked in the order of their points (:func:`_stack_labels`). Groups whose
+    boxes then touch merge, until none do: labels of one group share no y, groups share no box, so no two labels
+    overlap.
+    """
+    _left, bottom, right_edge, top = area
+    groups = [[i] for i in range(len(points))]
+
+    def layout(group: list[int]) -> list[tuple[float, float, bool]]:
+        widest = max(sizes[i][0] for i in group)
+        past_right = max(points[i][0] for i in group) + LABEL_GAP_PX
+        on_right = past_right + widest <= right_edge
+        text_x = past_right if on_right else min(points[i][0] for i in group) - LABEL_GAP_PX
+        if len(group) == 1:
+            return [(text_x, points[group[0]][1], on_right)]
+        centres = _stack_labels([points[i][1] for i in group], [sizes[i][1] for i in group], bottom, top)
+        return [(text_x, centre, on_right) for centre in centres]
+
+    def label_box(i: int, place: tuple[float, float, bool]) -> tuple[float, float, float, float]:
+        text_x, centre, on_right = place
+        width, height = sizes[i]
+        x0 = text_x if on_right else text_x - width
+        return (x0, centre - height / 2, x0 + width, centre + height / 2)
+
+    def touches(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
+        pad = LABEL_PAD_PX
+        return a[0] < b[2] + pad and b[0] < a[2] + pad and a[1] < b[3] + pad and b[1] < a[3] + pad
+
+    r = MARKER_RADIUS_PX
+    marks = [(x - r, y - r, x + r, y + r) for x, y in points]
+    while True:
+        places = {i: place for group in groups for i, place in zip(group, layout(group), strict=True)}
+        boxes = {i: label_box(i, places[i]) for i in places}
+        clash = None
+        for g, h in itertools.combinations(range(len(groups)), 2):
+            pairs = [(i, j) for i in groups[g] for j in groups[h]] + [(j, i) for i in groups[g] for j in groups[h]]
+            if any(touches(boxes[i], boxes[j]) or touches(boxes[i], marks[j]) for i, j in pairs):
+                clash = (g, h)
+                break
+        if clash is None:
+            return [places[i] for i in range(len(points))]
+        g, h = clash
+        groups[g] = sorted(groups[g] + groups[h], key=lambda i: -points[i][1])
+        del groups[h]
+
+
+def accuracy_vs_latency(report: dict[str, Any]) -> tuple[str, list[tuple[str, tuple[int, int, int, int]]]]:
+    """The accuracy-vs-latency plot as base64 PNG, and each label's box in the PNG's pixels
+    (``name, (left, top, right, bottom)``, top-left origin): labels sit beside their points, stacked where points
+    are close (several artifacts often share a top-1 to 0.01 %), with a thin line back to the point when moved."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    for a in _ok(report):
-        ax.scatter(a["latency"]["p50_ms"], a["top1"] * 100, s=120)
-        ax.annotate(
-            a["name"], (a["latency"]["p50_ms"], a["top1"] * 100), textcoords="offset points", xytext=(6, 4), fontsize=8
+    from matplotlib.text import Text
+
+    ok = _ok(report)
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=PLOT_DPI)
+    markers = "osD^vP*X"
+    for index, a in enumerate(ok):
+        ax.scatter(
+            a["latency"]["p50_ms"], a["top1"] * 100, s=90, alpha=0.8, marker=markers[index % len(markers)], zorder=3
         )
-    p50s = [a["latency"]["p50_ms"] for a in _ok(report)]
-    if min(p50s) > 0 and max(p50s) / min(p50s) > 20:
+    p50s = [a["latency"]["p50_ms"] for a in ok]
+    log = min(p50s) > 0 and max(p50s) / min(p50s) > 20
+    if log:
         ax.set_xscale("log")  # PyTorch eager can be 50x slower than a compiled runtime: keep the rest apart
+    ax.margins(x=0.25, y=0.25)
+    if not log:
+        ax.set_xlim(left=0)
     ax.set_xlabel("p50 latency, batch 1 (ms)")
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title("Accuracy vs latency")
     ax.grid(alpha=0.3)
-    return _png(fig)
+    fig.tight_layout()
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    box = ax.get_window_extent(renderer)
+    points = [ax.transData.transform((a["latency"]["p50_ms"], a["top1"] * 100)) for a in ok]
+    texts = [ax.text(0, 0, a["name"], fontsize=8, transform=None) for a in ok]
+    sizes = [t.get_window_extent(renderer) for t in texts]
+    for text in texts:
+        text.remove()
+    placed = place_labels(
+        [(float(x), float(y)) for x, y in points],
+        [(float(s.width), float(s.height)) for s in sizes],
+        (float(box.x0) + 2, float(box.y0) + 2, float(box.x1) - 2, float(box.y1) - 2),
+    )
+    for a, (x, y), (text_x, centre, right) in zip(ok, points, placed, strict=True):
+        moved = abs(centre - y) > 2 or abs(abs(text_x - x) - LABEL_GAP_PX) > 1
+        ax.annotate(
+            a["name"],
+            xy=(x, y),
+            xycoords="figure pixels",
+            xytext=(text_x, centre),
+            textcoords="figure pixels",
+            fontsize=8,
+            ha="left" if right else "right",
+            va="center",
+            arrowprops={"arrowstyle": "-", "color": "0.45", "lw": 0.6, "shrinkA": 1, "shrinkB": 5} if moved else None,
+            zorder=4,
+        )
+    fig.canvas.draw()
+    height = fig.bbox.height
+    labels = []
+    for annotation in [c for c in ax.texts if hasattr(c, "xyann")]:
+        # The text's own box: an Annotation's extent also covers its leader line.
+        extent = Text.get_window_extent(annotation, renderer)
+        labels.append(
+            (
+                annotation.get_text(),
+                (
+                    math.floor(extent.x0),
+                    math.floor(height - extent.y1),
+                    math.ceil(extent.x1),
+                    math.ceil(height - extent.y0),
+                ),
+            )
+        )
+    return _png(fig, tight=False), labels
+
+
+def plot_accuracy_vs_latency(report: dict[str, Any]) -> str:
+    return accuracy_vs_latency(report)[0]
 
 
 def plot_latency_distribution(report: dict[str, Any]) -> str:
@@ -359,16 +668,28 @@ def render_html(report: dict[str, Any]) -> str:
                 f"src='data:image/png;base64,{png}'></div>"
             )
     parts.append("</div><h2>Artifacts</h2>" + _html_table(summary_rows(report)))
+    parts.append(f"<p>{html.escape(speed_baselines(report))}</p>")
+    findings = speed_findings(report)
+    if findings:
+        parts.append("<ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in findings) + "</ul>")
+    uncertainty = uncertainty_rows(report)
+    if uncertainty:
+        parts.append(
+            "<h2>How sure: drop and agreement against FP32 on the same images</h2>"
+            f"<p>{html.escape(UNCERTAINTY_TEXT).replace('`', '')}</p>" + _html_table(uncertainty)
+        )
     if report["gates"]:
-        rows = "".join(
-            f"<tr><td>{html.escape(g['gate'])}</td><td>{html.escape(g['artifact'])}</td><td>{g['limit']:.4g}</td>"
-            f"<td>{'–' if g['value'] is None else format(g['value'], '.4g')}</td>"
-            f"<td class='{'pass' if g['passed'] else 'fail'}'>{html.escape(g['message'])}</td></tr>"
-            for g in report["gates"]
+        header, *rows = gate_rows(report)
+        body = "".join(
+            "<tr>"
+            + "".join(f"<td>{html.escape(cell)}</td>" for cell in row[:-1])
+            + f"<td class='{'pass' if g['passed'] else 'fail'}'>{html.escape(g['message'])}</td></tr>"
+            for row, g in zip(rows, report["gates"], strict=True)
         )
         parts.append(
-            "<h2>Gates</h2><table><thead><tr><th>gate</th><th>artifact</th><th>limit</th><th>value</th>"
-            f"<th>result</th></tr></thead><tbody>{rows}</tbody></table>"
+            "<h2>Gates</h2><table><thead><tr>"
+            + "".join(f"<th>{html.escape(c)}</th>" for c in header)
+            + f"</tr></thead><tbody>{body}</tbody></table>"
         )
     else:
         parts.append("<h2>Gates</h2><p>No gates set in the target.</p>")

@@ -102,6 +102,20 @@ def test_first_build_runs_every_stage_and_passes(first_build) -> None:
     assert not list(target_root.rglob(".*.tmp-*")), "temporary files left behind"
     text = summary.render()
     assert "openvino-int8" in text and "gate max_top1_drop: pass" in text
+    # The INT8 IR is timed against an OpenVINO FP32 IR compiled alike (the report's baseline/), not PyTorch eager.
+    report = summary.report
+    int8, fp32 = report.result("openvino-int8"), report.result("openvino-fp32")
+    assert report.primary == "openvino-int8" and int8.speedup_baseline == "openvino-fp32"
+    assert int8.speedup_vs_fp32 == fp32.p50_ms / int8.p50_ms
+    assert fp32.info["hint"] == int8.info["hint"] and fp32.info["by_precision"].keys() <= {"f32", "i32"}
+    assert (target_root / "report" / "baseline" / "model.xml").is_file()
+    assert f"x{int8.speedup_vs_fp32:.2f} vs OpenVINO FP32" in text
+    u = int8.uncertainty
+    assert f"drop {u.drop * 100:+.2f} pt [95 % ≤ {u.drop_upper_bound * 100:.2f}]" in text
+    manifest = json.loads((target_root / "bundle" / "manifest.json").read_text())
+    validation = manifest["validation"]
+    assert validation["top1_drop_upper_bound"] == u.drop_upper_bound and validation["confidence"] == 0.95
+    assert validation["speedup_baseline"] == "openvino-fp32" and validation["discordant_images"] == u.discordant
 
 
 def test_second_build_skips_every_stage(first_build, tmp_path: Path) -> None:
@@ -127,9 +141,15 @@ def test_changed_calibration_set_reruns_quantize_and_what_follows(first_build, t
     calib = tmp_path / "calib-other"
     write_calibration_set(calib, count=60, seed=7)
     target, root = _copy_build(first_build, tmp_path, calib=calib)
-    summary = build(target, out_root=root, progress=False)
+    events: list[str] = []
+    summary = build(target, out_root=root, progress=False, on_event=events.append)
     assert [s.name for s in summary.stages if s.skipped] == ["model", "export"]
     assert [s.name for s in summary.stages if not s.skipped] == ["quantize", "lint", "compile", "validate", "bundle"]
+    # The rerun names what changed: the calibration folder key, then the images themselves.
+    reason = summary.stage("quantize").reason
+    assert reason.startswith("quant.calib_dir ") and "calib-other" in reason and "more changes" in reason
+    assert any(e.startswith("[3/7] quantize: rerunning: quant.calib_dir ") for e in events), events
+    assert "  quantize " in summary.render() and "rerun: quant.calib_dir " in summary.render()
 
 
 def test_corrupted_stage_output_is_detected_and_rebuilt(first_build, tmp_path: Path) -> None:
@@ -139,6 +159,7 @@ def test_corrupted_stage_output_is_detected_and_rebuilt(first_build, tmp_path: P
     ir.write_bytes(original[:-16] + bytes(16))
     summary = build(target, out_root=root, progress=False)
     assert summary.stage("compile") is not None and not summary.stage("compile").skipped
+    assert summary.stage("compile").reason == "output model.bin damaged"
     assert ir.read_bytes() == original
     assert next(s.name for s in summary.stages if not s.skipped) == "compile"
 
@@ -153,7 +174,7 @@ def test_concurrent_builds_of_one_target_wait_for_each_other(first_build, tmp_pa
     outputs = [p.communicate(timeout=600)[0] for p in (first, second)]
     assert [first.returncode, second.returncode] == [0, 0], outputs
     # Exactly one of them did the work; the other found it done after waiting for the lock.
-    reran = [out.count("validate: done") for out in outputs]
+    reran = [out.count("validate: rerunning: validate.latency_runs 5 -> 7; done in") for out in outputs]
     assert sorted(reran) == [0, 1], outputs
     from edgeresnext.bundle import verify_bundle
 
@@ -169,3 +190,87 @@ def test_unknown_target_name_lists_the_known_ones(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "unknown target 'nosuch'" in result.stderr and "cpu" in result.stderr
+
+
+# --------------------------------------------------------------------------------------------- why a stage reruns
+def _stage(folder: Path, config: dict, files: list[Path]):
+    from edgeresnext.atomic import write_text_atomic
+    from edgeresnext.pipeline.cache import run_stage
+
+    def produce(out: Path) -> dict:
+        write_text_atomic(out / "model_int8.onnx", "".join(f.read_text() for f in files))
+        return {}
+
+    return run_stage(folder, "quantize", config, files, produce)
+
+
+def test_a_rerun_names_the_changed_file_key_package_or_output(tmp_path: Path, monkeypatch) -> None:
+    from edgeresnext.pipeline import cache
+
+    monkeypatch.chdir(tmp_path)
+    images = []
+    for name in ("03_dress/00012.png", "03_dress/00013.png", "07_sneaker/00001.png"):
+        path = Path("calib_data") / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(name)
+        images.append(path)
+    folder, config = Path("build/quantize"), {"quant": {"subset_size": 300, "method": "ptq"}}
+    first = _stage(folder, config, images)
+    assert not first.skipped and first.reason is None  # a first run has nothing to explain
+    assert _stage(folder, config, images).skipped
+
+    images[0].write_text("another image")
+    assert _stage(folder, config, images).reason == "calib_data/03_dress/00012.png changed"
+    assert _stage(folder, {"quant": {"subset_size": 200, "method": "ptq"}}, images).reason == (
+        "quant.subset_size 300 -> 200"
+    )
+    extra = Path("calib_data/09_ankle_boot/00002.png")
+    extra.parent.mkdir()
+    extra.write_text("new")
+    assert _stage(folder, config, [*images[1:], extra]).reason == (
+        "quant.subset_size 200 -> 300, calib_data/09_ankle_boot/00002.png added, calib_data/03_dress/00012.png removed"
+    )
+
+    _stage(folder, config, images)
+
+    # A package upgrade cannot happen inside a test: the versions the stage cache reads are swapped instead.
+    real = cache.package_versions()
+    monkeypatch.setattr(cache, "package_versions", lambda: {**real, "openvino": "2099.1.0"})
+    assert _stage(folder, config, images).reason == f"openvino {real['openvino']} -> 2099.1.0"
+    monkeypatch.setattr(cache, "package_versions", lambda: real)
+    assert _stage(folder, config, images).reason == f"openvino 2099.1.0 -> {real['openvino']}"
+
+    (folder / "model_int8.onnx").write_text("flipped")
+    assert _stage(folder, config, images).reason == "output model_int8.onnx damaged"
+    (folder / "model_int8.onnx").unlink()
+    assert _stage(folder, config, images).reason == "output model_int8.onnx missing"
+
+
+def test_a_stage_json_without_per_input_records_reruns_and_says_why(tmp_path: Path) -> None:
+    """stage.json from before per-input records: same inputs, but the stage cannot tell, so it reruns once."""
+    image = tmp_path / "image.png"
+    image.write_text("pixels")
+    folder, config = tmp_path / "quantize", {"quant": {"subset_size": 300}}
+    _stage(folder, config, [image])
+    record = json.loads((folder / "stage.json").read_text())
+    del record["input_sha256"]
+    (folder / "stage.json").write_text(json.dumps(record))
+    rerun = _stage(folder, config, [image])
+    assert not rerun.skipped and "no per-input record" in rerun.reason and "treated as changed" in rerun.reason
+    assert "input_sha256" in json.loads((folder / "stage.json").read_text())
+    assert _stage(folder, config, [image]).skipped
+
+
+def test_the_build_summary_says_when_the_set_is_too_small_to_prove_a_gate(tmp_path: Path) -> None:
+    from validate_helpers import validate_outcomes
+
+    from edgeresnext.pipeline import BuildContext, BuildSummary, StageResult
+
+    report = validate_outcomes(121, 0, 0, 0, max_top1_drop=0.003)
+    context = BuildContext(target=load_target(REPO / "targets" / "cpu.yaml"), root=tmp_path)
+    context.done["validate"] = StageResult("validate", tmp_path / "report", {}, False, 1.0)
+    text = BuildSummary(context=context, report=report).render()
+    assert "build cpu: FAILED" in text
+    assert "gate max_top1_drop: FAIL (max_top1_drop: 121 images cannot prove a 0.3 pt drop at 95 %: at least " in text
+    assert "900 images needed" in text
+    assert "openvino-int8                top-1 100.00 %  drop +0.00 pt [95 % ≤ 2.19]" in text

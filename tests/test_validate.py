@@ -3,12 +3,14 @@ gates passing and failing, and the whole validate step on the shipped model with
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from tolerances import FP32_LOGIT_ATOL
+from validate_helpers import int8_target, lookup, outcomes, validate_outcomes
 
 from edgeresnext.config import Gates, target_from_dict
 from edgeresnext.data.validation import ValidationData, load_validation_data
@@ -157,30 +159,39 @@ def test_peak_memory_sees_a_temporary_allocation():
     assert memory.method
 
 
-def _result(name: str, top1: float, agreement: float, p50: float) -> ArtifactResult:
+def _result(name: str, top1: float, agreement: float, p50: float, baseline: ArtifactResult | None = None):
     latency = Latency(1, 0, 1, p50, p50, p50, p50, p50, p50, [p50], "inference, input bound once")
-    return ArtifactResult(
-        name, "any", "int8", [], top1=top1, top1_drop=0.92 - top1, agreement=agreement, latency=latency
+    result = ArtifactResult(
+        name, "openvino", "int8", [], top1=top1, top1_drop=0.92 - top1, agreement=agreement, latency=latency
     )
+    if baseline is not None:
+        result.speedup_baseline, result.speedup_vs_fp32 = baseline.name, baseline.p50_ms / p50
+    return result
 
 
-RESULTS = [_result("pytorch-fp32", 0.92, 1.0, 4.0), _result("openvino-int8", 0.91, 0.985, 1.0)]
+FP32 = _result("openvino-fp32", 0.92, 1.0, 4.0)
+FP32.precision = "fp32"
+RESULTS = [_result("pytorch-fp32", 0.92, 1.0, 40.0), FP32, _result("openvino-int8", 0.91, 0.985, 1.0, FP32)]
+# Measured values alone: confidence null (the bound-based verdicts have their own tests below).
+POINT = {"confidence": None}
 
 
 def test_gates_pass():
-    gates = Gates(max_top1_drop=0.02, min_agreement=0.98, max_latency_ms=2.0, min_speedup_vs_fp32=3.0)
+    gates = Gates(max_top1_drop=0.02, min_agreement=0.98, max_latency_ms=2.0, min_speedup_vs_fp32=3.0, **POINT)
     checks = evaluate_gates(gates, RESULTS, primary="openvino-int8")
     assert [c.gate for c in checks] == ["max_top1_drop", "min_agreement", "max_latency_ms", "min_speedup_vs_fp32"]
     assert all(c.passed for c in checks)
-    assert checks[3].value == pytest.approx(4.0)
+    # Against OpenVINO FP32 (4 ms / 1 ms), not PyTorch eager (40 ms / 1 ms).
+    assert checks[3].value == pytest.approx(4.0) and "over OpenVINO FP32" in checks[3].message
+    assert [c.basis for c in checks] == ["point", "point", "value", "value"]
 
 
 def test_gates_fail_and_say_by_how_much():
-    gates = Gates(max_top1_drop=0.003, min_agreement=0.99, max_latency_ms=0.5, min_speedup_vs_fp32=5.0)
+    gates = Gates(max_top1_drop=0.003, min_agreement=0.99, max_latency_ms=0.5, min_speedup_vs_fp32=5.0, **POINT)
     checks = {c.gate: c for c in evaluate_gates(gates, RESULTS, primary="openvino-int8")}
     assert not any(c.passed for c in checks.values())
-    assert "1 pp > 0.3 pp, over by 0.7 pp" in checks["max_top1_drop"].message
-    assert "short by 0.5 pp" in checks["min_agreement"].message
+    assert "+1.00 pt > 0.3 pt, over by 0.70 pt" in checks["max_top1_drop"].message
+    assert "short by 0.50 pt" in checks["min_agreement"].message
     assert "over by 0.5 ms" in checks["max_latency_ms"].message
     assert "4x < 5x, short by 1x" in checks["min_speedup_vs_fp32"].message
     with pytest.raises(GateFailed, match="max_latency_ms"):
@@ -194,6 +205,125 @@ def test_unset_gates_check_nothing_and_unknown_primary_is_an_error():
     assert evaluate_gates(Gates(), RESULTS, primary="openvino-int8") == []
     with pytest.raises(ConfigError, match="tensorrt-int8"):
         evaluate_gates(Gates(max_top1_drop=0.01), RESULTS, primary="tensorrt-int8")
+
+
+def test_a_speedup_gate_without_a_same_runtime_float_build_fails_and_says_so():
+    """No fallback to PyTorch eager: an artifact whose runtime has no float build timed has no speed-up."""
+    alone = _result("openvino-int8", 0.91, 0.985, 1.0)
+    (check,) = evaluate_gates(Gates(min_speedup_vs_fp32=2.0), [RESULTS[0], alone], primary="openvino-int8")
+    assert not check.passed and check.value is None
+    assert "no OpenVINO float build was timed here" in check.message and "PyTorch eager is not" in check.message
+
+
+def test_accuracy_gates_need_the_per_image_outcomes_to_bound():
+    checks = evaluate_gates(Gates(max_top1_drop=0.02, min_agreement=0.9), RESULTS, primary="openvino-int8")
+    assert [c.passed for c in checks] == [False, False]
+    assert all("no per-image outcomes" in c.message and c.basis == "bound" for c in checks)
+
+
+# --------------------------------------------------------------------------------------------- how sure
+Z95 = 1.6448536269514722  # one-sided 95 %: the standard normal's 0.95 quantile
+
+
+def test_the_bound_decides_a_drop_the_point_would_pass():
+    """2,000 images, 8 only FP32 gets right and 4 only INT8: drop +0.2 pt <= 0.3 pt, but not proven."""
+    from edgeresnext import stats
+
+    report = validate_outcomes(1792, 8, 4, 196, max_top1_drop=0.003)
+    (gate,) = report.gates
+    counts = stats.PairedCounts(1792, 8, 4, 196)
+    assert gate.measured == pytest.approx(0.002) and gate.measured <= gate.limit  # passes on the point
+    assert gate.value == pytest.approx(stats.drop_upper_bound(counts, 0.95)) and gate.value > 0.003
+    assert not gate.passed and gate.basis == "bound" and gate.provable and gate.min_images < 2000
+    assert "upper bound 0.52 pt > 0.3 pt, over by 0.22 pt" in gate.message
+    assert "the measured drop alone would pass" in gate.message
+    # The same outcomes decided on the measured drop (confidence: null) pass: the bound is what failed it.
+    assert validate_outcomes(1792, 8, 4, 196, max_top1_drop=0.003, confidence=None).passed
+
+
+def test_the_intervals_come_from_the_paired_counts_and_land_in_report_json_and_md(tmp_path):
+    """The wiring: the counts built here reach stats, and its intervals reach report.json and report.md."""
+    from edgeresnext import stats
+    from edgeresnext.report import render_markdown, write_report
+
+    report = validate_outcomes(1792, 8, 4, 196, disagree=10, min_agreement=0.99)
+    u = report.result("openvino-int8").uncertainty
+    assert (u.a, u.b, u.c, u.d, u.n, u.confidence) == (1792, 8, 4, 196, 2000, 0.95)
+    assert u.agree == 1792 + 196 - 10  # both right, plus both wrong on the same class
+    # Exact McNemar by hand: 2 P(X <= 4), X ~ Binomial(12, 1/2) = 2 (1 + 12 + 66 + 220 + 495) / 4096.
+    assert u.mcnemar_p == 2 * 794 / 4096
+    drop = stats.drop_interval(stats.PairedCounts(1792, 8, 4, 196), 0.95)
+    assert u.drop == 0.002 and u.drop_interval == pytest.approx((drop.lower, drop.upper))
+    # Wilson by hand for 1978 of 2000: centre (p + z^2/2n) / (1 + z^2/n), half-width z/(1 + z^2/n) sqrt(...).
+    n, p_hat = 2000, 1978 / 2000
+    for z, (low, high) in ((1.959963984540054, u.agreement_interval), (Z95, (u.agreement_lower_bound, None))):
+        centre = (p_hat + z * z / (2 * n)) / (1 + z * z / n)
+        half = z / (1 + z * z / n) * np.sqrt(p_hat * (1 - p_hat) / n + z * z / (4 * n * n))
+        assert low == pytest.approx(centre - half, abs=1e-12)
+        assert high is None or high == pytest.approx(centre + half, abs=1e-12)
+    record = json.loads(write_report(report, tmp_path, html_report=False)["json"].read_text())
+    recorded = record["artifacts"][1]["uncertainty"]
+    assert recorded["paired"] == {"a": 1792, "b": 8, "c": 4, "d": 196} and recorded["discordant"] == 12
+    assert recorded["drop"]["interval"] == pytest.approx([drop.lower, drop.upper])
+    assert record["artifacts"][0]["uncertainty"] is None  # the reference is not compared with itself
+    row = (
+        f"| openvino-int8 | 2,000 | 8 | 4 | +0.20 pt | [{drop.lower * 100:+.2f}, {drop.upper * 100:+.2f}] pt | "
+        f"{u.drop_upper_bound * 100:.2f} pt | 0.388 | 98.90 % | "
+    )
+    assert row in render_markdown(record)
+    assert record["gates"][0]["value"] == pytest.approx(u.agreement_lower_bound)
+
+
+def test_121_images_cannot_prove_a_03_pt_drop():
+    """FP32 right on all 121 images and INT8 identical: +0.00 pt, yet the one-sided 95 % bound is
+    z^2 / (n + z^2) = 2.19 pt, and a perfect result passes 0.3 pt from n >= z^2 (1 - 0.003) / 0.003 = 899.1."""
+    report = validate_outcomes(121, 0, 0, 0, max_top1_drop=0.003, min_agreement=0.99)
+    drop, agreement = report.gates
+    assert not drop.passed and not drop.provable and drop.min_images == 900 and drop.measured == 0.0
+    assert drop.value == pytest.approx(Z95**2 / (121 + Z95**2))
+    assert drop.message.startswith(
+        "max_top1_drop: 121 images cannot prove a 0.3 pt drop at 95 %: at least 900 images needed"
+    )
+    # Agreement: the lower bound at full agreement is n / (n + z^2), so 99 % needs n >= z^2 0.99 / 0.01 = 267.9.
+    assert not agreement.passed and not agreement.provable and agreement.min_images == 268
+    assert agreement.value == pytest.approx(121 / (121 + Z95**2))
+    assert "121 images cannot prove 99.00 % agreement at 95 %: at least 268 images needed" in agreement.message
+
+
+def test_speedup_is_against_the_same_runtime_float_build():
+    """A cpu-like target: the INT8 IR's speed-up is the OpenVINO FP32 IR's p50 over its own, never PyTorch's."""
+    from edgeresnext.report import render_markdown, speed_findings
+
+    data, fp32, int8 = outcomes(60, 2, 1, 1)
+    artifacts = [
+        ArtifactUnderTest("onnx-fp32 (onnxruntime)", lookup(fp32, 0.003), [], "onnxruntime", "fp32"),
+        ArtifactUnderTest("openvino-fp32", lookup(fp32, 0.004), [], "openvino", "fp32"),
+        ArtifactUnderTest("tensorrt-fp16", lookup(fp32, 0.001), [], "tensorrt", "fp16"),
+        ArtifactUnderTest("tensorrt-int8", lookup(int8, 0.004), [], "tensorrt", "int8"),
+        ArtifactUnderTest("openvino-int8", lookup(int8, 0.001), [], "openvino", "int8"),
+        SkippedArtifact("tensorrt-kit", "an on-device build kit", backend="tensorrt", precision="int8"),
+    ]
+    target = int8_target(min_speedup_vs_fp32=1.5)
+    report = validate(target, artifacts, lookup(fp32, 0.008), data, primary="openvino-int8", threads=1, progress=False)
+    rows = {r.name: r for r in report.artifacts}
+    ov8, ov32, torch32 = rows["openvino-int8"], rows["openvino-fp32"], rows["pytorch-fp32"]
+    assert ov8.speedup_baseline == "openvino-fp32"
+    assert ov8.speedup_vs_fp32 == ov32.p50_ms / ov8.p50_ms
+    assert ov8.speedup_vs_fp32 < torch32.p50_ms / ov8.p50_ms  # what the old PyTorch baseline would have said
+    assert (ov32.speedup_baseline, ov32.speedup_vs_fp32) == ("openvino-fp32", 1.0)
+    assert rows["tensorrt-int8"].speedup_baseline == "tensorrt-fp16"  # TensorRT: the FP16 engine beside it
+    assert rows["tensorrt-fp16"].speedup_vs_fp32 is None and rows["tensorrt-kit"].speedup_vs_fp32 is None
+    (gate,) = report.gates
+    assert gate.value == ov8.speedup_vs_fp32 and "p50 speed-up over OpenVINO FP32" in gate.message
+    text = render_markdown(report.to_dict())
+    assert f"| {ov8.speedup_vs_fp32:.2f}x vs OpenVINO FP32 |" in text and "| float baseline |" in text
+    # Which TensorRT build is faster is said outright; the kit's speed-up is unknown, not borrowed.
+    assert speed_findings(report.to_dict()) == [
+        "TensorRT: FP16 (tensorrt-fp16) is faster than INT8 (tensorrt-int8) on this host, p50 "
+        f"{rows['tensorrt-fp16'].p50_ms:.3f} ms against {rows['tensorrt-int8'].p50_ms:.3f} ms"
+    ]
+    assert "- TensorRT: FP16 (tensorrt-fp16) is faster than INT8 (tensorrt-int8)" in text
+    assert any(n.startswith("tensorrt-kit: not timed here") for n in report.notes)
 
 
 def test_compare_outputs_tolerances_and_worst_images():
@@ -254,7 +384,8 @@ def _target(**gates):
 def test_validate_onnx_runtime_artifact_against_fp32(shipped_model, fp32_onnx, small_data):
     from edgeresnext.validate import runner_from_file
 
-    target = _target(max_top1_drop=0.0, min_agreement=0.99)
+    # What 128 images can prove for an export identical to FP32 (the one-sided 95 % bounds are ~2.1 pt and 97.9 %).
+    target = _target(max_top1_drop=0.03, min_agreement=0.97)
     artifacts = [
         ArtifactUnderTest("onnx-fp32", runner_from_file(fp32_onnx, target), [fp32_onnx], "onnxruntime", "fp32"),
         SkippedArtifact("tensorrt-int8", "no NVIDIA GPU here", backend="tensorrt", precision="int8"),
@@ -296,7 +427,11 @@ def test_cli_validate_fails_on_a_tight_gate(shipped_checkpoint, fp32_onnx, tmp_p
     assert not report["passed"] and report["gates"][0]["gate"] == "max_latency_ms"
     assert "FAIL: max_latency_ms" in (out / "report.md").read_text()
     # ONNX Runtime FP32 vs PyTorch: no image of the 64 is closer than 0.23 to a tie, so the drop is exactly 0.
+    # 64 images prove at best a drop of 4.1 pt (one-sided 95 %): 0.1 pt cannot be proven there, 5 pt can.
     target.write_text(target.read_text().replace("max_latency_ms: 0.000001", "max_top1_drop: 0.001"))
+    assert main(command) == 1
+    assert "64 images cannot prove a 0.1 pt drop at 95 %" in (out / "report.md").read_text()
+    target.write_text(target.read_text().replace("max_top1_drop: 0.001", "max_top1_drop: 0.05"))
     assert main(command) == 0
 
 

@@ -104,7 +104,7 @@ def _validate_row(a) -> list[str]:
         f"{lat.p50_ms:.3f}",
         f"{lat.p90_ms:.3f}",
         f"{lat.p99_ms:.3f}",
-        f"{a.speedup_vs_fp32:.2f}x",
+        "-" if a.speedup_vs_fp32 is None else f"{a.speedup_vs_fp32:.2f}x",  # against the same runtime's float build
         size,
     ]
 

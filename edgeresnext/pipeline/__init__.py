@@ -19,7 +19,7 @@ from edgeresnext.pipeline.preflight import preflight
 from edgeresnext.pipeline.stages import STAGE_FUNCTIONS, STAGES, BuildContext, load_report
 
 if TYPE_CHECKING:
-    from edgeresnext.validate import ValidationReport
+    from edgeresnext.validate import ArtifactResult, ValidationReport
 
 __all__ = ["STAGES", "BuildContext", "BuildSummary", "StageResult", "build", "build_all", "prepare_inputs", "run_stage"]
 
@@ -59,7 +59,8 @@ class BuildSummary:
         ]
         for stage in self.stages:
             state = "cached" if stage.skipped else f"{stage.seconds:.1f} s"
-            lines.append(f"  {stage.name:9s} {state:>8s}")
+            why = f"  rerun: {stage.reason}" if stage.reason else ""
+            lines.append(f"  {stage.name:9s} {state:>8s}{why}")
         compile_stage = self.stage("compile")
         if compile_stage:
             lines.append("artifacts:")
@@ -67,19 +68,22 @@ class BuildSummary:
                 path = compile_stage.folder / name
                 lines.append(f"  {path}  {path.stat().st_size / 1e6:.2f} MB")
         if self.report is not None:
-            lines.append("validation (same images, batch-1 latency p50):")
-            for row in self.report.artifacts:
-                if not row.ok:
-                    lines.append(f"  {row.name:28s} not run here: {row.skip_reason}")
-                    continue
-                lines.append(
-                    f"  {row.name:28s} top-1 {row.top1 * 100:6.2f} %  drop {row.top1_drop * 100:+.2f} pt  "
-                    f"agreement {row.agreement * 100:6.2f} %  p50 {row.p50_ms:7.3f} ms  "
-                    f"x{row.speedup_vs_fp32:.2f} vs FP32"
-                )
-            for gate in self.report.gates:
+            report = self.report
+            level = next((f"{a.uncertainty.confidence * 100:g} %" for a in report.artifacts if a.uncertainty), "")
+            lines.append(
+                f"validation ({report.data.count:,} images, each artifact against {report.reference} on the same ones; "
+                f"[{level} bound] from the per-image outcomes; batch-1 latency p50; speed-up against the same "
+                "runtime's float build):"
+            )
+            for row in report.artifacts:
+                lines.append(f"  {row.name:28s} {_summary_cells(row, report)}")
+            for gate in report.gates:
                 lines.append(f"  gate {gate.gate}: {'pass' if gate.passed else 'FAIL'} ({gate.message})")
-            lines += [note for note in self.report.notes if note.startswith("WARNING")]
+            from edgeresnext.report import speed_findings
+
+            # The build's own notes (preflight, quantize) are printed once, below; the report adds its findings.
+            said = [*speed_findings(report.to_dict()), *(note for note in report.notes if note not in self.notes)]
+            lines += [f"  {note}" if note.startswith("WARNING") else f"  note: {note}" for note in said]
             lines.append(f"report: {self.context.folder('validate') / 'report.md'} (and report.html, report.json)")
         bundle_stage = self.stage("bundle")
         if bundle_stage:
@@ -94,16 +98,45 @@ class BuildSummary:
         if self.report is None:
             return [*head, *["-"] * 7]
         primary = self.report.primary_result
+        u = primary.uncertainty
+        drop_bound = f" [{u.confidence * 100:g} % ≤ {u.drop_upper_bound * 100:.2f}]" if u else ""
+        agreement_bound = f" [≥ {u.agreement_lower_bound * 100:.2f}]" if u else ""
         return [
             *head,
             primary.name,
             f"{primary.top1 * 100:.2f} %",
-            f"{primary.top1_drop * 100:+.2f}",
-            f"{primary.agreement * 100:.2f} %",
+            f"{primary.top1_drop * 100:+.2f}{drop_bound}",
+            f"{primary.agreement * 100:.2f} %{agreement_bound}",
             f"{primary.p50_ms:.3f}",
-            f"{primary.speedup_vs_fp32:.2f}x",
+            _speedup_text(primary, self.report),
             "pass" if self.report.passed else "FAIL",
         ]
+
+
+def _speedup_text(row: ArtifactResult, report: ValidationReport) -> str:
+    """``x3.40 vs OpenVINO FP32``; ``float baseline`` for the row others are timed against; why there is none."""
+    is_baseline = any(other.speedup_baseline == row.name for other in report.measured)
+    if row.speedup_baseline == row.name or (is_baseline and row.speedup_vs_fp32 is None):
+        return "float baseline"
+    if row.speedup_vs_fp32 is None:
+        return f"no {row.label.rsplit(' ', 1)[0]} float build timed"
+    return f"x{row.speedup_vs_fp32:.2f} vs {report.result(row.speedup_baseline).label}"
+
+
+def _summary_cells(row: ArtifactResult, report: ValidationReport) -> str:
+    """One artifact in the build summary: ``top-1 94.05 %  drop +0.02 pt [95 % ≤ 0.14]  agreement 99.54 % [≥ 99.43]
+    p50 0.332 ms  x2.59 vs OpenVINO FP32``."""
+    if not row.ok:
+        return f"not run here: {row.skip_reason}"
+    u = row.uncertainty
+    if u is None:  # the reference itself, in the width of the other rows' drop and agreement
+        accuracy = f"{'accuracy reference':{len('drop +0.00 pt [95 % ≤ 0.00]  agreement 100.00 % [≥ 00.00]')}s}"
+    else:
+        accuracy = (
+            f"drop {u.drop * 100:+.2f} pt [{u.confidence * 100:g} % ≤ {u.drop_upper_bound * 100:.2f}]  "
+            f"agreement {u.agreement * 100:6.2f} % [≥ {u.agreement_lower_bound * 100:.2f}]"
+        )
+    return f"top-1 {row.top1 * 100:6.2f} %  {accuracy}  p50 {row.p50_ms:7.3f} ms  {_speedup_text(row, report)}"
 
 
 def prepare_inputs(target: Target, say: Callable[[str], None], install: bool = False) -> None:
@@ -172,7 +205,8 @@ def build(
             ctx.done[name] = result
             summary.stages.append(result)
             state = "unchanged, skipped" if result.skipped else f"done in {result.seconds:.1f} s"
-            say(f"[{index}/{len(ctx.planned)}] {name}: {state}")
+            rerun = f"rerunning: {result.reason}; " if result.reason else ""
+            say(f"[{index}/{len(ctx.planned)}] {name}: {rerun}{state}")
             if name == "quantize":
                 ctx.notes += _quantize_notes(result)
     summary.notes[:0] = ctx.notes

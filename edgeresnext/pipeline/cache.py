@@ -1,7 +1,9 @@
 """The stage cache: each stage of a build has its own folder and a ``stage.json`` recording the hash of its inputs
-(files, config section, package versions) and the sha256 of each output. A rerun skips a stage whose input hash
-matches and whose outputs are intact; any change reruns it and names what changed. Outputs are written through
-:mod:`edgeresnext.atomic` and ``stage.json`` last, so a killed build never leaves a stage that looks finished.
+(files, config section, package versions), each of those inputs (every file's sha256, the section, the versions)
+and the sha256 of each output. A rerun skips a stage whose input hash matches and whose outputs are intact; any
+change reruns it and names what changed (``quant.subset_size 300 -> 200``, ``output model_int8.onnx damaged``).
+Outputs are written through :mod:`edgeresnext.atomic` and ``stage.json`` last, so a killed build never leaves a
+stage that looks finished.
 Two builds of one target take turns through :class:`BuildLock`.
 """
 
@@ -27,11 +29,15 @@ LOCK_FILE = ".lock"
 
 
 def inputs_hash(config: Any, files: list[Path], packages: dict[str, str]) -> str:
+    return _hash_inputs(config, [(path, sha256_file(path)) for path in files], packages)
+
+
+def _hash_inputs(config: Any, file_digests: list[tuple[Path, str]], packages: dict[str, str]) -> str:
     digest = hashlib.sha256()
     digest.update(json.dumps(config, sort_keys=True, default=str).encode())
-    for path in files:
+    for path, file_digest in file_digests:
         digest.update(str(path.name).encode())
-        digest.update(sha256_file(path).encode())
+        digest.update(file_digest.encode())
     digest.update(json.dumps(packages, sort_keys=True).encode())
     return digest.hexdigest()
 
@@ -44,6 +50,110 @@ class StageResult:
     skipped: bool
     seconds: float
     info: dict[str, Any] = field(default_factory=dict)
+    # Why a stage that had run before ran again (``quant.subset_size 300 -> 200``); None when skipped or new.
+    reason: str | None = None
+
+
+# How many changes a rerun message names before it counts the rest.
+CHANGES_NAMED = 3
+
+
+def _flatten(config: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"quant": {"subset_size": 300}}`` -> ``{"quant.subset_size": 300}`` (lists stay values)."""
+    if not isinstance(config, dict):
+        return {prefix or "config": config}
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, name))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _shown(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _display_path(path: str) -> str:
+    """A path as the user wrote it or relative to the working directory when under it (calib_data/...)."""
+    try:
+        return Path(path).resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except (ValueError, OSError):
+        return path
+
+
+def input_changes(record: dict[str, Any], config: Any, files: dict[str, str], packages: dict[str, str]) -> list[str]:
+    """What differs between a stage's recorded inputs and the current ones, in words, config keys first:
+    ``quant.subset_size 300 -> 200``, ``openvino 2026.4.1 -> 2026.5.0``, ``calib_data/03_dress/00012.png changed``.
+    A file whose name and content are recorded under another folder is unchanged (the hash reads names only)."""
+    changes: list[str] = []
+    old_config = _flatten(record.get("config"))
+    new_config = _flatten(json.loads(json.dumps(config, default=str)))
+    for key in sorted(old_config.keys() | new_config.keys()):
+        if old_config.get(key, ...) != new_config.get(key, ...):
+            old = _shown(old_config[key]) if key in old_config else "(unset)"
+            new = _shown(new_config[key]) if key in new_config else "(unset)"
+            changes.append(f"{key} {old} -> {new}")
+    old_packages = record.get("packages") or {}
+    for name in sorted(old_packages.keys() | packages.keys()):
+        if old_packages.get(name) != packages.get(name):
+            changes.append(f"{name} {old_packages.get(name, '(none)')} -> {packages.get(name, '(none)')}")
+    old_files = dict(zip(record.get("inputs") or [], record.get("input_sha256") or [], strict=False))
+    old_content = {(Path(p).name, h) for p, h in old_files.items()}
+    new_content = {(Path(p).name, h) for p, h in files.items()}
+    for path, digest in files.items():
+        if (Path(path).name, digest) in old_content:
+            continue
+        changes.append(f"{_display_path(path)} {'changed' if path in old_files else 'added'}")
+    for path, digest in old_files.items():
+        if path not in files and (Path(path).name, digest) not in new_content:
+            changes.append(f"{_display_path(path)} removed")
+    return changes
+
+
+def _summarize(changes: list[str]) -> str:
+    named = ", ".join(changes[:CHANGES_NAMED])
+    rest = len(changes) - CHANGES_NAMED
+    if rest <= 0:
+        return named
+    return f"{named} and {rest} more change{'s' if rest > 1 else ''}"
+
+
+def _damaged_outputs(folder: Path, outputs: dict[str, str]) -> list[str]:
+    damaged = []
+    for name, digest in outputs.items():
+        path = folder / name
+        if not path.is_file():
+            damaged.append(f"output {name} missing")
+        elif sha256_file(path) != digest:
+            damaged.append(f"output {name} damaged")
+    return damaged
+
+
+def rerun_reason(
+    record: dict[str, Any] | None,
+    key: str,
+    folder: Path,
+    config: Any,
+    files: dict[str, str],
+    packages: dict[str, str],
+) -> str | None:
+    """None when ``record`` (a stage.json) proves the same inputs made intact outputs; else why the stage reruns."""
+    if record is None:
+        return "stage.json unreadable"
+    if "input_sha256" not in record:
+        # Written before stage.json recorded each input: the stage cannot say what changed, so it is redone.
+        return "stage.json from an older edgeresnext has no per-input record: treated as changed"
+    if record.get("inputs_hash") != key:
+        return _summarize(input_changes(record, config, files, packages)) or "inputs changed"
+    outputs = record.get("outputs") or {}
+    if not outputs:
+        return "no outputs recorded"
+    damaged = _damaged_outputs(folder, outputs)
+    return _summarize(damaged) if damaged else None
 
 
 def run_stage(
@@ -58,20 +168,28 @@ def run_stage(
     """Run ``produce(folder)`` unless ``folder/stage.json`` proves the same inputs already made intact outputs.
 
     ``produce`` writes its files into ``folder`` (atomically) and returns an ``info`` dict; every regular
-    file it leaves (besides stage.json) is recorded with its sha256.
+    file it leaves (besides stage.json) is recorded with its sha256. stage.json also records each input (the
+    config section, every input file's sha256, package versions), so a rerun names what changed
+    (:attr:`StageResult.reason`).
     """
     packages = package_versions()
-    key = inputs_hash(config, input_files, packages)
+    file_digests = [(Path(path), sha256_file(path)) for path in input_files]
+    files = {str(path): digest for path, digest in file_digests}
+    key = _hash_inputs(config, file_digests, packages)
     record_path = record_path or folder / STAGE_FILE
-    if not upstream_changed and record_path.is_file():
+    reason = None
+    if upstream_changed:
+        reason = "an earlier stage changed"
+    elif record_path.is_file():
         try:
             record = json.loads(record_path.read_text())
         except (OSError, json.JSONDecodeError):
-            record = {}
-        if record.get("inputs_hash") == key and _outputs_intact(folder, record.get("outputs", {})):
+            record = None
+        reason = rerun_reason(record if isinstance(record, dict) else None, key, folder, config, files, packages)
+        if reason is None:
             logger.info("stage %s: inputs unchanged, skipped", name)
             return StageResult(name, folder, record["outputs"], True, 0.0, record.get("info", {}))
-        logger.info("stage %s: inputs changed or outputs damaged, rerunning", name)
+        logger.info("stage %s: rerunning: %s", name, reason)
     record_path.unlink(missing_ok=True)
     _clear_folder(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -90,17 +208,14 @@ def run_stage(
             "inputs_hash": key,
             "config": config,
             "packages": packages,
-            "inputs": [str(p) for p in input_files],
+            "inputs": [str(path) for path, _digest in file_digests],
+            "input_sha256": [digest for _path, digest in file_digests],
             "outputs": outputs,
             "info": info,
             "seconds": seconds,
         },
     )
-    return StageResult(name, folder, outputs, False, seconds, info)
-
-
-def _outputs_intact(folder: Path, outputs: dict[str, str]) -> bool:
-    return bool(outputs) and all((folder / n).is_file() and sha256_file(folder / n) == h for n, h in outputs.items())
+    return StageResult(name, folder, outputs, False, seconds, info, reason)
 
 
 def _clear_folder(folder: Path) -> None:

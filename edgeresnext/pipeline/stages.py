@@ -299,9 +299,17 @@ def stage_compile(ctx: BuildContext) -> StageResult:
     return run_stage(ctx.root / "compile", "compile", section, inputs, produce)
 
 
-def artifacts_under_test(ctx: BuildContext) -> list[Any]:
+# The float build of a runtime that its INT8 artifact is timed against (the speed-up's baseline): OpenVINO FP32
+# (pinned to f32 like the INT8 IR), TensorRT's FP16 engine (a GPU's float deployment). ONNX Runtime's is the FP32
+# ONNX row validate always runs.
+FLOAT_BASELINE_PRECISION = {"openvino": "fp32", "tensorrt": "fp16"}
+
+
+def artifacts_under_test(ctx: BuildContext, baseline_dir: Path | None = None) -> list[Any]:
     """What the validate stage measures: the FP32 ONNX and the Q/DQ file in ONNX Runtime, the target's artifact
-    (or why it cannot run here), and what stands in for it on this host (the backend's proxies)."""
+    (or why it cannot run here) with its own runtime's float build beside it (compiled from the FP32 ONNX into
+    ``baseline_dir`` with the target's options, so the speed-up is the quantization's alone), and what stands in
+    for the artifact on this host (the backend's proxies)."""
     from edgeresnext.backends import Artifact, get_backend
     from edgeresnext.validate import ArtifactUnderTest, SkippedArtifact, runner_from_file
 
@@ -329,6 +337,22 @@ def artifacts_under_test(ctx: BuildContext) -> list[Any]:
         else (artifact.info.get("reason") or "an on-device build kit: the engine is built on the device")
     )
     if reason is None:
+        float_precision = FLOAT_BASELINE_PRECISION.get(artifact.backend)
+        if baseline_dir is not None and float_precision not in (None, artifact.precision):
+            float_target = target.model_copy(update={"precision": float_precision})
+            baseline = backend.compile(ctx.fp32_onnx, float_target, baseline_dir)
+            runner = backend.load(baseline, target)
+            baseline_files = [Path(p) for p in baseline.files if Path(p).is_file()]
+            items.append(
+                ArtifactUnderTest(
+                    f"{artifact.backend}-{float_precision}",
+                    runner,
+                    baseline_files,
+                    artifact.backend,
+                    float_precision,
+                    info=runner.precision_report(),
+                )
+            )
         runner = backend.load(artifact, target)
         items.append(
             ArtifactUnderTest(name, runner, files, artifact.backend, artifact.precision, info=runner.precision_report())
@@ -361,23 +385,26 @@ def stage_validate(ctx: BuildContext) -> StageResult:
         "validate": target.validate_.model_dump(mode="json"),
         "threads": target_threads(target),
         "notes": ctx.notes,
+        # How the artifact and its float baseline are run and timed (an OpenVINO hint changes no compiled file).
+        "backend_options": getattr(target.backend_options, target.backend).model_dump(mode="json"),
     }
 
     def produce(folder: Path) -> dict[str, Any]:
         from edgeresnext.data.validation import load_validation_data
         from edgeresnext.report import write_report
-        from edgeresnext.validate import validate
+        from edgeresnext.validate import pick_primary, validate
 
         model = ctx.load_model()
         data = load_validation_data(target.data, model.meta.preprocess, model.meta.class_names)
-        items = artifacts_under_test(ctx)
+        items = artifacts_under_test(ctx, baseline_dir=folder / "baseline")
         runnable = [i for i in items if i.runnable]
         report = validate(
             target,
             items,
             model,
             data,
-            primary=runnable[-1].name,
+            # The target's own artifact when it ran here (a GPU host lists the proxies after it), else the last.
+            primary=pick_primary(target, items) or runnable[-1].name,
             sensitivity=json.loads(sensitivity.read_text()) if sensitivity else None,
             model_files=[ctx.model_file],
             progress=ctx.progress,
@@ -397,9 +424,10 @@ def load_report(ctx: BuildContext) -> ValidationReport:
 
 
 def bundle_summary(report: ValidationReport) -> dict[str, Any]:
-    """What the bundle's manifest says about the validation the artifact passed."""
+    """What the bundle's manifest says about the validation the artifact passed (fractions; the drop's bound and
+    the intervals at ``confidence``, from the paired per-image outcomes)."""
     primary = report.primary_result
-    return {
+    summary: dict[str, Any] = {
         "dataset": report.data.name,
         "images": report.data.count,
         "validated_artifact": primary.name,
@@ -407,9 +435,29 @@ def bundle_summary(report: ValidationReport) -> dict[str, Any]:
         "top1_fp32": report.reference_result.top1,
         "top1_drop": primary.top1_drop,
         "agreement": primary.agreement,
-        "latency_ms_p50": primary.p50_ms,
-        "gates_passed": report.passed,
     }
+    u = primary.uncertainty
+    if u is not None:
+        summary.update(
+            {
+                "confidence": u.confidence,
+                "top1_drop_interval": list(u.drop_interval),
+                "top1_drop_upper_bound": u.drop_upper_bound,
+                "discordant_images": u.discordant,
+                "mcnemar_p": u.mcnemar_p,
+                "agreement_interval": list(u.agreement_interval),
+                "agreement_lower_bound": u.agreement_lower_bound,
+            }
+        )
+    summary.update(
+        {
+            "latency_ms_p50": primary.p50_ms,
+            "speedup_vs_fp32": primary.speedup_vs_fp32,
+            "speedup_baseline": primary.speedup_baseline,
+            "gates_passed": report.passed,
+        }
+    )
+    return summary
 
 
 def stage_bundle(ctx: BuildContext) -> StageResult:

@@ -140,7 +140,8 @@ def discover_artifacts(root: str | Path, target: Target, threads: int | None = N
     """Every runnable model file a build left under ``root`` (ONNX, OpenVINO IR, TensorRT engines), once each.
 
     Names are ``<backend>-<precision>`` (plus the stage folder when two would clash); files with the same
-    content (a bundle's copy of the exported ONNX) are validated once.
+    content (a bundle's copy of the exported ONNX) are validated once. ``report/baseline/`` is included: the
+    same runtime's float build that speed-ups are measured against.
     """
     from edgeresnext.atomic import sha256_file
 
@@ -151,7 +152,9 @@ def discover_artifacts(root: str | Path, target: Target, threads: int | None = N
         backend = backend_for_path(path)
         if backend is None or not path.is_file() or path.name.startswith("."):
             continue
-        if any(part.startswith(".") or part == "report" for part in path.relative_to(root).parts):
+        parts = path.relative_to(root).parts
+        # The report folder holds no artifact but the float builds the validate stage times the target's against.
+        if any(part.startswith(".") for part in parts) or (parts[0] == "report" and parts[1:2] != ("baseline",)):
             continue
         digest = sha256_file(path)
         if digest in seen:

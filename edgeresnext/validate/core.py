@@ -36,9 +36,16 @@ from edgeresnext.validate.metrics import (
     classification_metrics,
     compare_outputs,
     fidelity_metrics,
+    paired_uncertainty,
     reference_warning,
 )
-from edgeresnext.validate.results import ArtifactResult, DataSummary, Latency, Throughput, ValidationReport
+from edgeresnext.validate.results import (
+    ArtifactResult,
+    DataSummary,
+    Latency,
+    Throughput,
+    ValidationReport,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -59,7 +66,7 @@ def _file_entries(files: Sequence[Path]) -> list[dict[str, Any]]:
 def validate(
     target: Target,
     artifacts: Sequence[ArtifactUnderTest],
-    model: torch.nn.Module,
+    model: torch.nn.Module | RunnerLike,
     data: ValidationData,
     *,
     primary: str | None = None,
@@ -74,6 +81,10 @@ def validate(
 ) -> ValidationReport:
     """Validate ``artifacts`` against the FP32 ``model`` on ``data``; returns the report (see report.py).
 
+    ``model`` is the torch module (or any batch -> logits callable) every artifact is compared with, image by
+    image: each artifact's top-1 drop and agreement get intervals from the paired per-image outcomes
+    (:func:`~edgeresnext.validate.metrics.paired_uncertainty`, at ``target.gates.confidence``). Each artifact's
+    speed-up is against the float build of its own runtime among ``artifacts`` (:func:`speedup_baseline`).
     ``primary`` names the artifact the gates apply to (default: the last runnable one, i.e. the target's
     deployed artifact). Gates are evaluated and recorded but not raised: call :func:`raise_for_gates`
     after writing the report so a failed build still leaves its report behind.
@@ -87,8 +98,13 @@ def validate(
     if threads is not None:
         torch.set_num_threads(threads)
     throughput_batch = target.input.batch.opt
+    confidence = target.gates.confidence or DEFAULT_CONFIDENCE
     reference = ArtifactUnderTest(
-        name=REFERENCE_NAME, runner=TorchRunner(model), files=list(model_files), backend="pytorch", precision="fp32"
+        name=REFERENCE_NAME,
+        runner=TorchRunner(model) if isinstance(model, torch.nn.Module) else model,
+        files=list(model_files),
+        backend="pytorch",
+        precision="fp32",
     )
     runnable = [reference] + [a for a in artifacts if a.runnable]
     names = [a.name for a in artifacts]
@@ -107,9 +123,12 @@ def validate(
                 throughput = measure_throughput(
                     item.runner, _tile(data.inputs, throughput_batch), runs=max(3, min(20, runs // 5)), warmup=2
                 )
+            uncertainty = None
             if reference_logits is None:
                 reference_logits = logits
                 broken_reference = reference_warning(logits, data.labels, data.class_names)
+            else:
+                uncertainty = paired_uncertainty(logits, reference_logits, data.labels, confidence)
             runtime = _runtime_report(item.runner)
             result = ArtifactResult(
                 name=item.name,
@@ -125,6 +144,7 @@ def validate(
                 peak_rss_mb=round(memory.peak_mb, 2),
                 peak_rss_delta_mb=round(memory.delta_mb, 2),
                 memory_method=memory.method,
+                uncertainty=uncertainty,
             )
             results.append(result)
             logger.info(
@@ -135,7 +155,10 @@ def validate(
     ref = results[0]
     for result in results:
         result.top1_drop = ref.top1 - result.top1
-        result.speedup_vs_fp32 = ref.p50_ms / result.p50_ms
+        baseline = speedup_baseline(result, results)
+        if baseline is not None and baseline.p50_ms and result.p50_ms:
+            result.speedup_baseline = baseline.name
+            result.speedup_vs_fp32 = baseline.p50_ms / result.p50_ms
     primary = primary or results[-1].name
     gates = evaluate_gates(target.gates, results, primary)
     results += [
@@ -185,12 +208,45 @@ def validate(
         artifacts=results,
         gates=gates,
         sensitivity=normalize_sensitivity(sensitivity),
-        notes=[*([f"WARNING: {broken_reference}"] if broken_reference else []), *notes, *_notes(results)],
+        notes=[*([f"WARNING: {broken_reference}"] if broken_reference else []), *notes, *_notes(results, primary)],
     )
 
 
-def _notes(results: list[ArtifactResult]) -> list[str]:
+DEFAULT_CONFIDENCE = 0.95
+# The float build an artifact's speed-up is measured against, in order of preference: FP32 in the same runtime,
+# else (TensorRT) its FP16 engine, the float build a GPU deploys.
+FLOAT_BASELINES = ("fp32", "fp16")
+
+
+def speedup_baseline(result: ArtifactResult, results: Sequence[ArtifactResult]) -> ArtifactResult | None:
+    """The measured row ``result``'s speed-up is against: the same backend's FP32 row (an FP32 row is its own),
+    else the same backend's FP16 row (TensorRT's FP16 engine beside the INT8 one); None when neither was timed.
+
+    Never another runtime: PyTorch eager is the accuracy reference, but timing an OpenVINO INT8 IR against it
+    mixes the runtime's speed-up into the quantization's.
+    """
+    if result.precision in FLOAT_BASELINES[:1]:
+        return result
+    for precision in FLOAT_BASELINES:
+        if precision == result.precision:
+            return None  # an FP16 build with no FP32 one beside it has nothing of its runtime to compare with
+        found = next((r for r in results if r.ok and r.backend == result.backend and r.precision == precision), None)
+        if found is not None:
+            return found
+    return None
+
+
+def _notes(results: list[ArtifactResult], primary: str) -> list[str]:
+    """What the report must say in words (deterministic: which build is faster is the views' job, from the p50s)."""
     notes = []
+    for entry in results:
+        if not entry.ok:
+            notes.append(
+                f"{entry.name}: not timed here, so its speed-up over its own runtime's float build is unknown "
+                "(no row run here stands in for it)"
+            )
+        elif entry.name == primary and entry.speedup_baseline is None:
+            notes.append(f"{entry.name}: no {entry.label.rsplit(' ', 1)[0]} float build was timed, so no speed-up")
     for entry in results:
         precision = (entry.info.get("runtime") or {}).get("inference_precision", "")
         if "bf16" in precision.lower() or "bfloat16" in precision.lower():

@@ -1,7 +1,16 @@
-"""Gates: the target's limits checked on the deployed artifact's results; each verdict says by how much it missed."""
+"""Gates: the target's limits checked on the deployed artifact's results; each verdict says by how much it missed.
+
+The accuracy gates (``max_top1_drop``, ``min_agreement``) are decided on a one-sided confidence bound at
+``gates.confidence`` computed from the paired per-image outcomes (:class:`~edgeresnext.validate.results.Uncertainty`),
+not on the measured value: a drop of +0.00 pt on 121 images passes only what 121 images can prove. When the set is
+too small for even an artifact equal to FP32 to pass, the verdict says so and how many images would be needed.
+``max_latency_ms`` and ``min_speedup_vs_fp32`` compare the measured p50; the speed-up is against the same
+runtime's float build, never PyTorch eager.
+"""
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from edgeresnext.errors import ConfigError, GateFailed
@@ -11,6 +20,201 @@ if TYPE_CHECKING:
     from edgeresnext.config import Gates
 
 REFERENCE_NAME = "pytorch-fp32"
+
+
+def _pt(fraction: float, signed: bool = False) -> str:
+    """A fraction in percentage points: 0.0014 -> ``0.14 pt``."""
+    return f"{100 * fraction:{'+' if signed else ''}.2f} pt"
+
+
+def _limit_pt(fraction: float) -> str:
+    return f"{100 * fraction:.4g} pt"
+
+
+def _pct(fraction: float) -> str:
+    return f"{100 * fraction:.2f} %"
+
+
+def _level(confidence: float) -> str:
+    return f"{100 * confidence:g} %"
+
+
+def min_images_for_agreement(limit: float, confidence: float) -> int | None:
+    """The smallest set on which an artifact agreeing with FP32 on every image has a one-sided lower bound
+    (Wilson, at ``confidence``) of at least ``limit``; None when no finite set does (``limit`` 1).
+
+    At full agreement the Wilson lower limit is ``n / (n + z^2)``, so ``n >= z^2 limit / (1 - limit)``; the scan
+    from just below that settles rounding the same way the gate computes the bound.
+    """
+    from edgeresnext import stats
+    from edgeresnext.validate.metrics import one_sided_level
+
+    if limit >= 1.0:
+        return None
+    if limit <= 0.0:
+        return 1
+    z = stats.normal_quantile(confidence)
+    n = max(1, math.floor(z * z * limit / (1.0 - limit)) - 1)
+    while stats.proportion_interval(n, n, one_sided_level(confidence), "wilson").lower < limit:
+        n += 1
+    return n
+
+
+def _drop_gate(limit: float, confidence: float | None, result: ArtifactResult) -> GateResult:
+    gate, name = "max_top1_drop", result.name
+    if confidence is None:
+        value = result.top1_drop
+        passed = value <= limit
+        message = (
+            f"{gate}: {name} top-1 drop {_pt(value, True)} <= {_limit_pt(limit)} (passed on the measured drop; "
+            "gates.confidence: null, not proven)"
+            if passed
+            else f"{gate}: {name} top-1 drop vs FP32 {_pt(value, True)} > {_limit_pt(limit)}, over by "
+            f"{_pt(value - limit)}"
+        )
+        return GateResult(gate, name, limit, value, passed, message, basis="point", measured=value)
+    u = result.uncertainty
+    if u is None:
+        return GateResult(
+            gate,
+            name,
+            limit,
+            None,
+            False,
+            f"{gate}: {name} has no per-image outcomes against FP32 to bound its drop at {_level(confidence)}",
+            basis="bound",
+            measured=result.top1_drop,
+            confidence=confidence,
+        )
+    from edgeresnext import stats
+
+    verdict = stats.drop_gate(stats.PairedCounts(u.a, u.b, u.c, u.d), limit, confidence)
+    level, bound = _level(confidence), verdict.upper_bound
+    if verdict.passed_on_bound:
+        message = (
+            f"{gate}: {name} top-1 drop {_pt(verdict.point, True)}, {level} upper bound {_pt(bound)} <= "
+            f"{_limit_pt(limit)} (passed)"
+        )
+    else:
+        on_point = "; the measured drop alone would pass, but these images do not prove it"
+        on_point = on_point if verdict.passed_on_point else ""
+        message = (
+            f"{gate}: {name} top-1 drop {level} upper bound {_pt(bound)} > {_limit_pt(limit)}, over by "
+            f"{_pt(bound - limit)} (measured {_pt(verdict.point, True)} on {u.n:,} images, {u.discordant} "
+            f"discordant{on_point})"
+        )
+    if not verdict.provable:
+        needed = "no finite set can" if verdict.min_images is None else f"at least {verdict.min_images:,} images needed"
+        too_small = f"{u.n:,} images cannot prove a {_limit_pt(limit)} drop at {level}: {needed}"
+        message = (
+            f"{gate}: {too_small} ({name}: measured drop {_pt(verdict.point, True)}, {level} upper bound "
+            f"{_pt(bound)} > {_limit_pt(limit)})"
+            if not verdict.passed_on_bound
+            else f"{message}; {too_small} for an artifact merely equal to FP32"
+        )
+    return GateResult(
+        gate,
+        name,
+        limit,
+        bound,
+        verdict.passed_on_bound,
+        message,
+        basis="bound",
+        measured=verdict.point,
+        confidence=confidence,
+        provable=verdict.provable,
+        min_images=verdict.min_images,
+    )
+
+
+def _agreement_gate(limit: float, confidence: float | None, result: ArtifactResult) -> GateResult:
+    gate, name = "min_agreement", result.name
+    if confidence is None:
+        value = result.agreement
+        passed = value >= limit
+        message = (
+            f"{gate}: {name} top-1 agreement with FP32 {_pct(value)} >= {_pct(limit)} (passed on the measured "
+            "agreement; gates.confidence: null, not proven)"
+            if passed
+            else f"{gate}: {name} top-1 agreement with FP32 {_pct(value)} < {_pct(limit)}, short by "
+            f"{_pt(limit - value)}"
+        )
+        return GateResult(gate, name, limit, value, passed, message, basis="point", measured=value)
+    u = result.uncertainty
+    if u is None:
+        return GateResult(
+            gate,
+            name,
+            limit,
+            None,
+            False,
+            f"{gate}: {name} has no per-image outcomes against FP32 to bound its agreement at {_level(confidence)}",
+            basis="bound",
+            measured=result.agreement,
+            confidence=confidence,
+        )
+    from edgeresnext import stats
+    from edgeresnext.validate.metrics import one_sided_level
+
+    level = _level(confidence)
+    # Uncertainty keeps the bound at its own level; the gate's level decides (the same unless re-evaluated).
+    bound = stats.proportion_interval(u.agree, u.n, one_sided_level(confidence), "wilson").lower
+    passed = bound >= limit
+    needed_images = min_images_for_agreement(limit, confidence)
+    provable = needed_images is not None and u.n >= needed_images
+    if passed:
+        message = (
+            f"{gate}: {name} top-1 agreement with FP32 {_pct(u.agreement)}, {level} lower bound {_pct(bound)} >= "
+            f"{_pct(limit)} (passed)"
+        )
+    else:
+        message = (
+            f"{gate}: {name} top-1 agreement {level} lower bound {_pct(bound)} < {_pct(limit)}, short by "
+            f"{_pt(limit - bound)} (measured {_pct(u.agreement)} on {u.n:,} images)"
+        )
+    if not provable:
+        needed = "no finite set can" if needed_images is None else f"at least {needed_images:,} images needed"
+        message = (
+            f"{gate}: {u.n:,} images cannot prove {_pct(limit)} agreement at {level}: {needed} ({name}: measured "
+            f"{_pct(u.agreement)}, {level} lower bound {_pct(bound)} < {_pct(limit)})"
+        )
+    return GateResult(
+        gate,
+        name,
+        limit,
+        bound,
+        passed,
+        message,
+        basis="bound",
+        measured=u.agreement,
+        confidence=confidence,
+        provable=provable,
+        min_images=needed_images,
+    )
+
+
+def _value_gate(
+    gate: str,
+    artifact: str,
+    limit: float,
+    value: float | None,
+    higher_is_better: bool,
+    what: str,
+    unit: str = "",
+    missing: str = "could not be measured",
+) -> GateResult:
+    if value is None:
+        return GateResult(gate, artifact, limit, None, False, f"{gate}: {what} of {artifact} {missing}")
+    passed = value >= limit if higher_is_better else value <= limit
+    shown, bound = f"{value:.4g}{unit}", f"{limit:.4g}{unit}"
+    if passed:
+        message = f"{gate}: {what} {shown} {'>=' if higher_is_better else '<='} {bound} (passed)"
+    else:
+        message = (
+            f"{gate}: {artifact} {what} {shown} {'<' if higher_is_better else '>'} {bound}, "
+            f"{'short' if higher_is_better else 'over'} by {abs(value - limit):.4g}{unit}"
+        )
+    return GateResult(gate, artifact, limit, value, passed, message, measured=value)
 
 
 def evaluate_gates(
@@ -23,47 +227,36 @@ def evaluate_gates(
             f"gates apply to artifact {primary!r}, which was not validated; validated: {', '.join(by_name) or '(none)'}"
         )
     result = by_name[primary]
-    ref = by_name.get(reference)
     checks: list[GateResult] = []
-
-    def add(
-        gate: str,
-        limit: float | None,
-        value: float | None,
-        higher_is_better: bool,
-        what: str,
-        unit: str = "",
-        scale: float = 1.0,
-    ) -> None:
-        if limit is None:
-            return
-        if value is None:
-            checks.append(
-                GateResult(gate, primary, limit, None, False, f"{gate}: {what} of {primary} could not be measured")
+    if gates.max_top1_drop is not None:
+        checks.append(_drop_gate(gates.max_top1_drop, gates.confidence, result))
+    if gates.min_agreement is not None:
+        checks.append(_agreement_gate(gates.min_agreement, gates.confidence, result))
+    if gates.max_latency_ms is not None:
+        checks.append(
+            _value_gate(
+                "max_latency_ms", primary, gates.max_latency_ms, result.p50_ms, False, "p50 latency (batch 1)", " ms"
             )
-            return
-        passed = value >= limit if higher_is_better else value <= limit
-        shown = f"{value * scale:.4g}{unit}"
-        bound = f"{limit * scale:.4g}{unit}"
-        if passed:
-            message = f"{gate}: {what} {shown} {'>=' if higher_is_better else '<='} {bound} (passed)"
-        else:
-            miss = abs(value - limit) * scale
-            # A difference of percentages is in percentage points.
-            unit = " pp" if unit == " %" else unit
-            message = (
-                f"{gate}: {primary} {what} {shown} {'<' if higher_is_better else '>'} {bound}, "
-                f"{'short' if higher_is_better else 'over'} by {miss:.4g}{unit}"
+        )
+    if gates.min_speedup_vs_fp32 is not None:
+        baseline = by_name.get(result.speedup_baseline or "")
+        what = f"p50 speed-up over {baseline.label if baseline else 'the same runtime in FP32'}"
+        missing = (
+            f"is unknown: no {result.label.rsplit(' ', 1)[0]} float build was timed here "
+            "(PyTorch eager is not a stand-in for it)"
+        )
+        checks.append(
+            _value_gate(
+                "min_speedup_vs_fp32",
+                primary,
+                gates.min_speedup_vs_fp32,
+                result.speedup_vs_fp32,
+                True,
+                what,
+                "x",
+                missing,
             )
-        checks.append(GateResult(gate, primary, limit, value, passed, message))
-
-    add("max_top1_drop", gates.max_top1_drop, result.top1_drop, False, "top-1 drop vs FP32", " pp", 100)
-    add("min_agreement", gates.min_agreement, result.agreement, True, "top-1 agreement with FP32", " %", 100)
-    add("max_latency_ms", gates.max_latency_ms, result.p50_ms, False, "p50 latency (batch 1)", " ms")
-    speedup = None
-    if ref is not None and result.p50_ms and ref.p50_ms:
-        speedup = ref.p50_ms / result.p50_ms
-    add("min_speedup_vs_fp32", gates.min_speedup_vs_fp32, speedup, True, "p50 speed-up over PyTorch FP32", "x")
+        )
     return checks
 
 

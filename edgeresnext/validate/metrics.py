@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from edgeresnext.errors import DataError
+from edgeresnext.validate.results import Uncertainty
 
 CONFUSION_MAX_CLASSES = 20
 
@@ -81,6 +82,51 @@ def fidelity_metrics(logits: np.ndarray, reference: np.ndarray) -> dict[str, flo
         "max_abs_error": float(np.max(error)),
         "mean_abs_error": float(np.mean(error)),
     }
+
+
+def one_sided_level(confidence: float) -> float:
+    """The two-sided level whose one end is a one-sided bound at ``confidence`` (0.90 for 0.95), as
+    :func:`edgeresnext.stats.drop_upper_bound` takes it: a gate fails on one side only."""
+    return 2.0 * confidence - 1.0
+
+
+def paired_uncertainty(
+    logits: np.ndarray, reference: np.ndarray, labels: np.ndarray, confidence: float = 0.95
+) -> Uncertainty:
+    """Intervals for the top-1 drop and the agreement of ``logits`` against ``reference`` on the same images.
+
+    Per image each model is right or wrong (top-1, ties to the lower class like argmax), which gives the paired
+    2x2 table of :func:`edgeresnext.stats.paired_counts`; the drop's interval is Newcombe's paired interval, the
+    exact McNemar test asks whether the discordant images lean one way, and agreement (same top-1 class as the
+    reference) gets a Wilson interval. The one-sided bounds are at ``confidence``.
+    """
+    from edgeresnext import stats
+
+    predictions = np.argmax(np.asarray(logits), axis=1)
+    reference_predictions = np.argmax(np.asarray(reference), axis=1)
+    labels = np.asarray(labels)
+    counts = stats.paired_counts(reference_predictions == labels, predictions == labels)
+    agree = int(np.count_nonzero(predictions == reference_predictions))
+    drop = stats.drop_interval(counts, confidence)
+    agreement = stats.proportion_interval(agree, counts.n, confidence, "wilson")
+    one_sided = stats.proportion_interval(agree, counts.n, one_sided_level(confidence), "wilson")
+    return Uncertainty(
+        confidence=confidence,
+        a=counts.a,
+        b=counts.b,
+        c=counts.c,
+        d=counts.d,
+        agree=agree,
+        drop=counts.drop,
+        drop_interval=(drop.lower, drop.upper),
+        drop_upper_bound=stats.drop_upper_bound(counts, confidence),
+        mcnemar_p=stats.exact_mcnemar_p(counts.b, counts.c),
+        agreement=agreement.point,
+        agreement_interval=(agreement.lower, agreement.upper),
+        agreement_lower_bound=one_sided.lower,
+        drop_method=drop.method,
+        agreement_method=agreement.method,
+    )
 
 
 def compare_outputs(

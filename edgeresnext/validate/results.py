@@ -9,27 +9,115 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA_ID = "edgeresnext.report"
-SCHEMA_VERSION = 1
+# 2: speedup_vs_fp32 is against the same runtime's float build (speedup_baseline names it), no longer PyTorch
+# eager; an accuracy gate's value is the bound it was decided on (basis), no longer the measured value.
+SCHEMA_VERSION = 2
+
+# How the report names a runtime and precision: "x3.4 vs OpenVINO FP32".
+RUNTIME_NAMES = {"openvino": "OpenVINO", "onnxruntime": "ONNX Runtime", "tensorrt": "TensorRT", "pytorch": "PyTorch"}
+
+
+def runtime_label(backend: str, precision: str) -> str:
+    """``openvino``, ``fp32`` -> ``OpenVINO FP32``."""
+    return f"{RUNTIME_NAMES.get(backend, backend)} {precision.upper()}".strip()
 
 
 @dataclass
 class GateResult:
+    """One gate's verdict. ``value`` is what was compared with ``limit``: for an accuracy gate decided on a bound
+    (``basis == "bound"``) the one-sided bound at ``confidence``, with the measured value in ``measured``;
+    ``provable`` False says the validation set is too small for any result equal to FP32 to pass, and
+    ``min_images`` how many images would be."""
+
     gate: str
     artifact: str
     limit: float
     value: float | None
     passed: bool
     message: str
+    basis: str = "value"  # "bound" | "point" (an accuracy gate with confidence: null) | "value"
+    measured: float | None = None
+    confidence: float | None = None
+    provable: bool | None = None
+    min_images: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Uncertainty:
+    """How sure an artifact's top-1 drop and agreement are, from the paired per-image outcomes against the
+    reference (both ran on the same images).
+
+    ``a``: images both get right, ``b``: only the reference gets right, ``c``: only this artifact, ``d``: neither;
+    ``agree``: images whose top-1 class equals the reference's. Intervals are two-sided at ``confidence``; the
+    bounds are one-sided at ``confidence`` (what a gate compares): the drop's upper and the agreement's lower.
+    """
+
+    confidence: float
+    a: int
+    b: int
+    c: int
+    d: int
+    agree: int
+    drop: float
+    drop_interval: tuple[float, float]
+    drop_upper_bound: float
+    mcnemar_p: float
+    agreement: float
+    agreement_interval: tuple[float, float]
+    agreement_lower_bound: float
+    drop_method: str = "newcombe-hybrid-score"
+    agreement_method: str = "wilson"
+
+    @property
+    def n(self) -> int:
+        return self.a + self.b + self.c + self.d
+
+    @property
+    def discordant(self) -> int:
+        return self.b + self.c
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "gate": self.gate,
-            "artifact": self.artifact,
-            "limit": self.limit,
-            "value": self.value,
-            "passed": self.passed,
-            "message": self.message,
+            "confidence": self.confidence,
+            "images": self.n,
+            "paired": {"a": self.a, "b": self.b, "c": self.c, "d": self.d},
+            "discordant": self.discordant,
+            "drop": {
+                "point": self.drop,
+                "interval": list(self.drop_interval),
+                "upper_bound": self.drop_upper_bound,
+                "method": self.drop_method,
+            },
+            "mcnemar_p": self.mcnemar_p,
+            "agreement": {
+                "agree": self.agree,
+                "point": self.agreement,
+                "interval": list(self.agreement_interval),
+                "lower_bound": self.agreement_lower_bound,
+                "method": self.agreement_method,
+            },
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Uncertainty:
+        drop, agreement, paired = data["drop"], data["agreement"], data["paired"]
+        return cls(
+            confidence=data["confidence"],
+            **{k: paired[k] for k in "abcd"},
+            agree=agreement["agree"],
+            drop=drop["point"],
+            drop_interval=tuple(drop["interval"]),
+            drop_upper_bound=drop["upper_bound"],
+            mcnemar_p=data["mcnemar_p"],
+            agreement=agreement["point"],
+            agreement_interval=tuple(agreement["interval"]),
+            agreement_lower_bound=agreement["lower_bound"],
+            drop_method=drop["method"],
+            agreement_method=agreement["method"],
+        )
 
 
 @dataclass
@@ -91,11 +179,20 @@ class ArtifactResult:
     peak_rss_delta_mb: float = 0.0
     memory_method: str = ""
     top1_drop: float = 0.0
-    speedup_vs_fp32: float = 0.0
+    # p50 of the same runtime's float build (``speedup_baseline``: OpenVINO FP32 for an OpenVINO INT8 IR, ONNX
+    # Runtime FP32, a TensorRT FP16 engine) over this one's; None when no such build was timed here.
+    speedup_vs_fp32: float | None = None
+    speedup_baseline: str | None = None
+    uncertainty: Uncertainty | None = None  # None for the reference itself
 
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    @property
+    def label(self) -> str:
+        """The runtime and precision in words: ``OpenVINO INT8``."""
+        return runtime_label(self.backend, self.precision)
 
     @property
     def p50_ms(self) -> float | None:
@@ -114,6 +211,7 @@ class ArtifactResult:
         data = asdict(self)
         data.pop("skip_reason")
         data["latency"] = self.latency.to_dict() if self.latency else None
+        data["uncertainty"] = self.uncertainty.to_dict() if self.uncertainty else None
         return {**head, **{k: v for k, v in data.items() if k not in head}}
 
     @classmethod
@@ -123,6 +221,8 @@ class ArtifactResult:
             values["latency"] = Latency(**data["latency"])
         if data.get("throughput"):
             values["throughput"] = Throughput(**data["throughput"])
+        if data.get("uncertainty"):
+            values["uncertainty"] = Uncertainty.from_dict(data["uncertainty"])
         return cls(**values)
 
 
