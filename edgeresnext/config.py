@@ -142,7 +142,9 @@ class Gates(_Strict):
 
     ``confidence``: ``max_top1_drop`` and ``min_agreement`` are decided on the one-sided bound at this level
     (the drop's upper bound, the agreement's lower bound, from the paired per-image outcomes), not on the
-    measured value; ``null`` decides on the measured value alone (no statistical proof).
+    measured value; ``null`` decides on the measured value alone (no statistical proof). ``unproven``: what a set
+    too small to prove such a gate at all does (121 images cannot prove a 0.3 pt drop): ``warn`` decides on the
+    measured value and says NOT PROVEN, ``fail`` fails the gate.
     """
 
     max_top1_drop: float | None = Field(None, ge=0)
@@ -150,6 +152,11 @@ class Gates(_Strict):
     max_latency_ms: float | None = Field(None, gt=0)
     min_speedup_vs_fp32: float | None = Field(None, gt=0)
     confidence: float | None = Field(0.95, gt=0.5, lt=1, description="level of the bound the accuracy gates use")
+    unproven: Literal["warn", "fail"] = Field(
+        "warn",
+        description="a validation set too small to prove an accuracy gate even for an artifact equal to FP32: "
+        "warn (the gate reads NOT PROVEN, decided on the measured value, exit 0) or fail",
+    )
 
 
 class ValidateSpec(_Strict):

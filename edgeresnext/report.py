@@ -71,6 +71,13 @@ def _label(artifact: dict[str, Any]) -> str:
     return runtime_label(artifact.get("backend", ""), artifact.get("precision", ""))
 
 
+def _gate_verdict(gate: dict[str, Any]) -> str:
+    """The gate table's verdict cell (the JSON record's view of GateResult.verdict)."""
+    if not gate["passed"]:
+        return "FAIL: " + gate["message"]
+    return "NOT PROVEN: " + gate["message"].split("NOT PROVEN: ", 1)[-1] if gate.get("provable") is False else "pass"
+
+
 def speedup_cell(report: dict[str, Any], artifact: dict[str, Any]) -> str:
     """``3.40x vs OpenVINO FP32``: the speed-up names the same-runtime float build it is measured against."""
     speedup, name = artifact.get("speedup_vs_fp32"), artifact["name"]
@@ -216,7 +223,7 @@ def gate_rows(report: dict[str, Any]) -> list[list[str]]:
                 _gate_number(g["gate"], g["limit"]),
                 _gate_number(g["gate"], measured, signed=True),
                 decided,
-                "pass" if g["passed"] else "FAIL: " + g["message"],
+                _gate_verdict(g),
             ]
         )
     return rows
@@ -683,7 +690,7 @@ def render_html(report: dict[str, Any]) -> str:
         body = "".join(
             "<tr>"
             + "".join(f"<td>{html.escape(cell)}</td>" for cell in row[:-1])
-            + f"<td class='{'pass' if g['passed'] else 'fail'}'>{html.escape(g['message'])}</td></tr>"
+            + f"<td class='{'pass' if _gate_verdict(g) == 'pass' else 'fail'}'>{html.escape(g['message'])}</td></tr>"
             for row, g in zip(rows, report["gates"], strict=True)
         )
         parts.append(

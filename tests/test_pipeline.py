@@ -270,7 +270,11 @@ def test_the_build_summary_says_when_the_set_is_too_small_to_prove_a_gate(tmp_pa
     context = BuildContext(target=load_target(REPO / "targets" / "cpu.yaml"), root=tmp_path)
     context.done["validate"] = StageResult("validate", tmp_path / "report", {}, False, 1.0)
     text = BuildSummary(context=context, report=report).render()
-    assert "build cpu: FAILED" in text
-    assert "gate max_top1_drop: FAIL (max_top1_drop: 121 images cannot prove a 0.3 pt drop at 95 %: at least " in text
+    # gates.unproven: warn (the default): the build goes on, and says the gate is not proven and why.
+    assert "build cpu: OK" in text
+    assert (
+        "gate max_top1_drop: NOT PROVEN (max_top1_drop: NOT PROVEN: 121 images cannot prove a 0.3 pt drop at 95 %"
+        in text
+    )
     assert "900 images needed" in text
     assert "openvino-int8                top-1 100.00 %  drop +0.00 pt [95 % ≤ 2.19]" in text

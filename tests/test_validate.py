@@ -274,20 +274,34 @@ def test_the_intervals_come_from_the_paired_counts_and_land_in_report_json_and_m
     assert record["gates"][0]["value"] == pytest.approx(u.agreement_lower_bound)
 
 
-def test_121_images_cannot_prove_a_03_pt_drop():
+@pytest.mark.parametrize("unproven", ["warn", "fail"])
+def test_121_images_cannot_prove_a_03_pt_drop(unproven):
     """FP32 right on all 121 images and INT8 identical: +0.00 pt, yet the one-sided 95 % bound is
-    z^2 / (n + z^2) = 2.19 pt, and a perfect result passes 0.3 pt from n >= z^2 (1 - 0.003) / 0.003 = 899.1."""
-    report = validate_outcomes(121, 0, 0, 0, max_top1_drop=0.003, min_agreement=0.99)
+    z^2 / (n + z^2) = 2.19 pt, and a perfect result passes 0.3 pt from n >= z^2 (1 - 0.003) / 0.003 = 899.1.
+    ``gates.unproven: warn`` (the default) decides on the measured value and says NOT PROVEN; ``fail`` fails."""
+    report = validate_outcomes(121, 0, 0, 0, max_top1_drop=0.003, min_agreement=0.99, unproven=unproven)
     drop, agreement = report.gates
-    assert not drop.passed and not drop.provable and drop.min_images == 900 and drop.measured == 0.0
+    assert not drop.provable and drop.min_images == 900 and drop.measured == 0.0
     assert drop.value == pytest.approx(Z95**2 / (121 + Z95**2))
-    assert drop.message.startswith(
-        "max_top1_drop: 121 images cannot prove a 0.3 pt drop at 95 %: at least 900 images needed"
-    )
+    assert "121 images cannot prove a 0.3 pt drop at 95 %: at least 900 images needed" in drop.message
     # Agreement: the lower bound at full agreement is n / (n + z^2), so 99 % needs n >= z^2 0.99 / 0.01 = 267.9.
-    assert not agreement.passed and not agreement.provable and agreement.min_images == 268
+    assert not agreement.provable and agreement.min_images == 268
     assert agreement.value == pytest.approx(121 / (121 + Z95**2))
     assert "121 images cannot prove 99.00 % agreement at 95 %: at least 268 images needed" in agreement.message
+    if unproven == "warn":
+        assert drop.passed and agreement.passed and report.passed
+        assert drop.verdict == agreement.verdict == "NOT PROVEN" and drop.message.startswith(
+            "max_top1_drop: NOT PROVEN"
+        )
+    else:
+        assert not drop.passed and not agreement.passed and not report.passed
+        assert drop.verdict == "FAIL"
+
+
+def test_a_measured_drop_over_the_limit_fails_even_on_a_set_too_small_to_prove_anything():
+    report = validate_outcomes(100, 2, 0, 19, max_top1_drop=0.003)  # 2 of 121 lost: +1.65 pt measured
+    (drop,) = report.gates
+    assert not drop.provable and not drop.passed and drop.verdict == "FAIL"
 
 
 def test_speedup_is_against_the_same_runtime_float_build():
@@ -428,10 +442,14 @@ def test_cli_validate_fails_on_a_tight_gate(shipped_checkpoint, fp32_onnx, tmp_p
     assert "FAIL: max_latency_ms" in (out / "report.md").read_text()
     # ONNX Runtime FP32 vs PyTorch: no image of the 64 is closer than 0.23 to a tie, so the drop is exactly 0.
     # 64 images prove at best a drop of 4.1 pt (one-sided 95 %): 0.1 pt cannot be proven there, 5 pt can.
-    target.write_text(target.read_text().replace("max_latency_ms: 0.000001", "max_top1_drop: 0.001"))
-    assert main(command) == 1
-    assert "64 images cannot prove a 0.1 pt drop at 95 %" in (out / "report.md").read_text()
-    target.write_text(target.read_text().replace("max_top1_drop: 0.001", "max_top1_drop: 0.05"))
+    # Too small to prove: NOT PROVEN (exit 0) by default, a failure with gates.unproven: fail.
+    for gates, code in (("{max_top1_drop: 0.001}", 0), ("{max_top1_drop: 0.001, unproven: fail}", 1)):
+        target.write_text(target.read_text().rsplit("gates:", 1)[0] + f"gates: {gates}\n")
+        assert main(command) == code, gates
+        table = (out / "report.md").read_text()
+        assert "64 images cannot prove a 0.1 pt drop at 95 %" in table
+        assert ("| NOT PROVEN: " in table) == (code == 0) and ("| FAIL: " in table) == (code == 1)
+    target.write_text(target.read_text().rsplit("gates:", 1)[0] + "gates: {max_top1_drop: 0.05}\n")
     assert main(command) == 0
 
 

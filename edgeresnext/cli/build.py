@@ -77,7 +77,7 @@ def run_validate(args: argparse.Namespace) -> int:
     for note in report.notes:
         print(f"note: {note}")
     for gate in report.gates:
-        print(("PASS " if gate.passed else "FAIL ") + gate.message)
+        print(f"{gate.verdict.upper()} {gate.message}")
     print(f"report: {', '.join(str(p) for p in paths.values())}")
     if not report.passed:
         failed = "; ".join(g.message for g in report.gates if not g.passed)

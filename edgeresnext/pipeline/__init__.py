@@ -78,7 +78,7 @@ class BuildSummary:
             for row in report.artifacts:
                 lines.append(f"  {row.name:28s} {_summary_cells(row, report)}")
             for gate in report.gates:
-                lines.append(f"  gate {gate.gate}: {'pass' if gate.passed else 'FAIL'} ({gate.message})")
+                lines.append(f"  gate {gate.gate}: {gate.verdict} ({gate.message})")
             from edgeresnext.report import speed_findings
 
             # The build's own notes (preflight, quantize) are printed once, below; the report adds its findings.

@@ -60,7 +60,7 @@ def min_images_for_agreement(limit: float, confidence: float) -> int | None:
     return n
 
 
-def _drop_gate(limit: float, confidence: float | None, result: ArtifactResult) -> GateResult:
+def _drop_gate(limit: float, confidence: float | None, result: ArtifactResult, unproven: str = "warn") -> GateResult:
     gate, name = "max_top1_drop", result.name
     if confidence is None:
         value = result.top1_drop
@@ -103,21 +103,24 @@ def _drop_gate(limit: float, confidence: float | None, result: ArtifactResult) -
             f"{_pt(bound - limit)} (measured {_pt(verdict.point, True)} on {u.n:,} images, {u.discordant} "
             f"discordant{on_point})"
         )
+    passed = verdict.passed_on_bound
     if not verdict.provable:
         needed = "no finite set can" if verdict.min_images is None else f"at least {verdict.min_images:,} images needed"
         too_small = f"{u.n:,} images cannot prove a {_limit_pt(limit)} drop at {level}: {needed}"
+        passed = verdict.passed_on_point and unproven == "warn"
         message = (
-            f"{gate}: {too_small} ({name}: measured drop {_pt(verdict.point, True)}, {level} upper bound "
+            f"{gate}: NOT PROVEN: {too_small}; decided on the measured drop {_pt(verdict.point, True)} <= "
+            f"{_limit_pt(limit)} ({level} upper bound {_pt(bound)}; gates.unproven: fail would fail it)"
+            if passed
+            else f"{gate}: {too_small} ({name}: measured drop {_pt(verdict.point, True)}, {level} upper bound "
             f"{_pt(bound)} > {_limit_pt(limit)})"
-            if not verdict.passed_on_bound
-            else f"{message}; {too_small} for an artifact merely equal to FP32"
         )
     return GateResult(
         gate,
         name,
         limit,
         bound,
-        verdict.passed_on_bound,
+        passed,
         message,
         basis="bound",
         measured=verdict.point,
@@ -127,7 +130,9 @@ def _drop_gate(limit: float, confidence: float | None, result: ArtifactResult) -
     )
 
 
-def _agreement_gate(limit: float, confidence: float | None, result: ArtifactResult) -> GateResult:
+def _agreement_gate(
+    limit: float, confidence: float | None, result: ArtifactResult, unproven: str = "warn"
+) -> GateResult:
     gate, name = "min_agreement", result.name
     if confidence is None:
         value = result.agreement
@@ -174,9 +179,14 @@ def _agreement_gate(limit: float, confidence: float | None, result: ArtifactResu
         )
     if not provable:
         needed = "no finite set can" if needed_images is None else f"at least {needed_images:,} images needed"
+        too_small = f"{u.n:,} images cannot prove {_pct(limit)} agreement at {level}: {needed}"
+        passed = u.agreement >= limit and unproven == "warn"
         message = (
-            f"{gate}: {u.n:,} images cannot prove {_pct(limit)} agreement at {level}: {needed} ({name}: measured "
-            f"{_pct(u.agreement)}, {level} lower bound {_pct(bound)} < {_pct(limit)})"
+            f"{gate}: NOT PROVEN: {too_small}; decided on the measured agreement {_pct(u.agreement)} >= "
+            f"{_pct(limit)} ({level} lower bound {_pct(bound)}; gates.unproven: fail would fail it)"
+            if passed
+            else f"{gate}: {too_small} ({name}: measured {_pct(u.agreement)}, {level} lower bound {_pct(bound)} < "
+            f"{_pct(limit)})"
         )
     return GateResult(
         gate,
@@ -229,9 +239,9 @@ def evaluate_gates(
     result = by_name[primary]
     checks: list[GateResult] = []
     if gates.max_top1_drop is not None:
-        checks.append(_drop_gate(gates.max_top1_drop, gates.confidence, result))
+        checks.append(_drop_gate(gates.max_top1_drop, gates.confidence, result, gates.unproven))
     if gates.min_agreement is not None:
-        checks.append(_agreement_gate(gates.min_agreement, gates.confidence, result))
+        checks.append(_agreement_gate(gates.min_agreement, gates.confidence, result, gates.unproven))
     if gates.max_latency_ms is not None:
         checks.append(
             _value_gate(

@@ -41,6 +41,13 @@ class GateResult:
     provable: bool | None = None
     min_images: int | None = None
 
+    @property
+    def verdict(self) -> str:
+        """``pass``, ``FAIL``, or ``NOT PROVEN`` (passed on the measured value; the set cannot prove the limit)."""
+        if not self.passed:
+            return "FAIL"
+        return "NOT PROVEN" if self.provable is False else "pass"
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
