@@ -40,15 +40,26 @@ def decode_image(path: str | os.PathLike[str]):
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 if image.width * image.height > MAX_PIXELS:
-                    raise DataError(f"{path}: {image.width}x{image.height} exceeds {MAX_PIXELS} pixels")
+                    raise DataError(_too_large(path, image.width * image.height))
                 image.load()
                 return image.copy()
     except DataError:
         raise
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
+        # Pillow refuses before we see the size (over twice its own limit): still "too large", not "corrupt".
+        import re
+
+        found = re.search(r"\((\d+) pixels\)", str(err))
+        raise DataError(_too_large(path, int(found.group(1)) if found else None)) from err
     except UnidentifiedImageError as err:
         raise DataError(f"{path}: not a readable image; accepted formats: {', '.join(IMAGE_SUFFIXES)}") from err
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
+    except (OSError, SyntaxError, ValueError) as err:
         raise DataError(f"{path}: corrupt or truncated image ({err})") from err
+
+
+def _too_large(path: Path, pixels: int | None) -> str:
+    size = f"{pixels:,} pixels" if pixels is not None else "more pixels than Pillow allows"
+    return f"{path}: too large ({size}, limit {MAX_PIXELS:,}); a decompression bomb or an image to downscale first"
 
 
 def list_images(root: str | os.PathLike[str]) -> list[Path]:

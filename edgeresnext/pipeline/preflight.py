@@ -78,7 +78,7 @@ def preflight(target: Target) -> Preflight:
     result = Preflight(meta=meta, notes=notes)
     _check_validation_data(target, meta)
     if target.precision == "int8":
-        result.calibration_images = _check_calibration(target, meta, notes)
+        result.calibration_images = _check_calibration(target, notes)
     return result
 
 
@@ -180,26 +180,36 @@ def _check_validation_data(target: Target, meta: ModelMeta) -> None:
     scan_image_folder(target.data.dataset, class_names=meta.class_names)
 
 
-def _check_calibration(target: Target, meta: ModelMeta, notes: list[str]) -> int:
-    """Decode the calibration images the quantize stage will use (bad ones replaced by the next); how many."""
-    from edgeresnext.data.calibration import load_calibration_images
-    from edgeresnext.data.folder import list_images
+def _check_calibration(target: Target, notes: list[str]) -> int:
+    """Decode the calibration images the quantize stage will use (a bad one replaced by the next, as there); how many
+    are usable. Decoding is the check: an unreadable file is never counted as usable."""
+    from edgeresnext.data.folder import decode_image, list_images
 
     spec = target.quant
-    found = len(list_images(spec.calib_dir))
-    skipped: list[tuple[str, str]] = []
-    usable = len(load_calibration_images(spec.calib_dir, meta.preprocess, spec.subset_size, "skip", skipped=skipped))
-    if skipped and target.data.on_bad_image == "fail":
-        raise DataError(f"{skipped[0][1]} (data.on_bad_image: fail; 'skip' replaces it with the next image)")
+    files = list_images(spec.calib_dir)
+    usable, skipped = 0, []
+    for path in files:
+        if usable == spec.subset_size:
+            break
+        try:
+            decode_image(path)
+        except DataError as err:
+            if target.data.on_bad_image == "fail":
+                raise DataError(f"{err} (data.on_bad_image: fail; 'skip' replaces it with the next image)") from err
+            skipped.append(str(err))
+            continue
+        usable += 1
+    if not usable:
+        raise DataError(f"{spec.calib_dir}: none of its {len(files)} images can be read (first: {skipped[0]})")
     minimum = spec.min_calibration_images
     if minimum is not None and usable < minimum:
         raise DataError(
-            f"{spec.calib_dir}: {usable} usable calibration image(s) ({found} found), fewer than "
+            f"{spec.calib_dir}: {usable} usable calibration image(s) ({len(files)} found), fewer than "
             f"quant.min_calibration_images={minimum}; add images or lower the minimum"
         )
     if usable < spec.subset_size:
         notes.append(
-            f"calibration: {usable} usable image(s) in {spec.calib_dir} ({found} found), fewer than "
+            f"calibration: {usable} usable image(s) in {spec.calib_dir} ({len(files)} found), fewer than "
             f"quant.subset_size={spec.subset_size}: calibrated on all of them (quant.min_calibration_images sets "
             "a hard minimum)"
         )
