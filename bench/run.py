@@ -348,13 +348,8 @@ def main(argv: list[str] | None = None) -> int:
     qdq_xml = ir_from_onnx(qdq_onnx, work / "resnext50_32x4d_int8_qdq.xml", batch=(1, 1))
     with timed_row("openvino-int8-qdq") as row:
         row["runner"] = ov_compile(str(qdq_xml), threads)
-        row["extra"] = openvino_extra(
-            qdq_xml,
-            row["runner"],
-            "int8",
-            ptq_seconds=round(ptq_seconds, 2),
-            ptq="the same Q/DQ ONNX as onnxruntime-int8-qdq, read by OpenVINO",
-        )
+        read = "the same Q/DQ ONNX as onnxruntime-int8-qdq, read by OpenVINO"
+        row["extra"] = openvino_extra(qdq_xml, row["runner"], "int8", ptq_seconds=round(ptq_seconds, 2), ptq=read)
 
     # The same PTQ with NNCF's own placement (both residual Add inputs through Q/DQ): still signed and lint
     # clean, but TensorRT cannot fuse the add into the convolution; targets/cpu.yaml uses it for OpenVINO.
@@ -364,13 +359,10 @@ def main(argv: list[str] | None = None) -> int:
         placed, placed_seconds, lint = timed_ptq(model, calib, spec, placed_onnx, fp32_onnx)
         placed_xml = ir_from_onnx(placed, work / "resnext50_32x4d_int8_qdq_nncf_placement.xml", batch=(1, 1))
         row["runner"] = ov_compile(str(placed_xml), threads)
+        made = "edgeresnext quantize_ptq, placement nncf_default (targets/cpu.yaml)"
+        seconds = round(placed_seconds, 2)
         row["extra"] = openvino_extra(
-            placed_xml,
-            row["runner"],
-            "int8",
-            ptq_seconds=round(placed_seconds, 2),
-            ptq="edgeresnext quantize_ptq, placement nncf_default (targets/cpu.yaml)",
-            tensorrt_lint=lint,
+            placed_xml, row["runner"], "int8", ptq_seconds=seconds, ptq=made, tensorrt_lint=lint
         )
 
     # The ratios come from the interleaved timing: every row takes a turn in each round.

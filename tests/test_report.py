@@ -152,26 +152,32 @@ def _chromium(*args: str, profile: Path) -> subprocess.CompletedProcess:
     )
 
 
+def _render_in_chromium(page: Path, tmp_path: Path) -> tuple[str, list[list[int]], Path]:
+    """``(<body> tag, plot rectangles the page's script recorded, screenshot)`` of ``page`` in headless Chromium."""
+    dom = _chromium("--virtual-time-budget=5000", "--dump-dom", page.as_uri(), profile=tmp_path / "profile")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    body = dom.stdout[dom.stdout.index("<body") :]
+    body = body[: body.index(">")]
+    rects = json.loads(body.split('data-plot-rects="', 1)[1].split('"', 1)[0].replace("&quot;", '"'))
+    shot = tmp_path / "shot.png"
+    result = _chromium(
+        "--virtual-time-budget=5000", f"--screenshot={shot}", page.as_uri(), profile=tmp_path / "profile"
+    )
+    assert result.returncode == 0 and shot.is_file(), result.stderr[-2000:]
+    return body, rects, shot
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium; .ci/run does)")
 def test_html_plots_render_in_headless_chromium(report, tmp_path):
     from PIL import Image
 
     page = tmp_path / "report.html"
     page.write_text(render_html(report))
-    # 1. The page's own script counts the plots the browser decoded and records where they are drawn.
-    dom = _chromium("--virtual-time-budget=5000", "--dump-dom", page.as_uri(), profile=tmp_path / "profile")
-    assert dom.returncode == 0, dom.stderr[-2000:]
-    body = dom.stdout[dom.stdout.index("<body") :]
-    body = body[: body.index(">")]
+    # 1. The page's own script counts the plots the browser decoded and records where they are drawn;
+    # 2. a screenshot: where each plot is, there must be a drawing, not blank page.
+    body, rects, shot = _render_in_chromium(page, tmp_path)
     attrs = dict(part.split("=", 1) for part in body.replace('"', "").split()[1:] if "=" in part)
     assert attrs["data-plots"] == "4" and attrs["data-plots-decoded"] == "4", body
-    rects = json.loads(body.split('data-plot-rects="', 1)[1].split('"', 1)[0].replace("&quot;", '"'))
-    # 2. A screenshot: where each plot is, there must be a drawing, not blank page.
-    shot = tmp_path / "shot.png"
-    result = _chromium(
-        "--virtual-time-budget=5000", f"--screenshot={shot}", page.as_uri(), profile=tmp_path / "profile"
-    )
-    assert result.returncode == 0 and shot.is_file(), result.stderr[-2000:]
     pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=np.int16)
     assert len(rects) == 4
     for left, top, width, height in rects:
@@ -238,14 +244,7 @@ def test_accuracy_vs_latency_labels_stay_apart_in_headless_chromium(report, tmp_
     crowded = _crowded(report)
     page = tmp_path / "report.html"
     page.write_text(render_html(crowded))
-    dom = _chromium("--virtual-time-budget=5000", "--dump-dom", page.as_uri(), profile=tmp_path / "profile")
-    body = dom.stdout[dom.stdout.index("<body") :]
-    rects = json.loads(body.split('data-plot-rects="', 1)[1].split('"', 1)[0].replace("&quot;", '"'))
-    shot = tmp_path / "shot.png"
-    result = _chromium(
-        "--virtual-time-budget=5000", f"--screenshot={shot}", page.as_uri(), profile=tmp_path / "profile"
-    )
-    assert result.returncode == 0 and shot.is_file(), result.stderr[-2000:]
+    _body, rects, shot = _render_in_chromium(page, tmp_path)
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.int16)
     left0, top0, width, _height = rects[0]  # the accuracy-vs-latency plot comes first
     png, labels = accuracy_vs_latency(crowded)
@@ -268,7 +267,7 @@ def test_accuracy_vs_latency_labels_stay_apart_in_headless_chromium(report, tmp_
     ],
 )
 def test_placed_labels_never_overlap_each_other_or_other_points(points):
-    from edgeresnext.report import MARKER_RADIUS_PX, place_labels
+    from edgeresnext.report.plots import MARKER_RADIUS_PX, place_labels
 
     sizes = [(60.0 + 10 * (i % 3), 12.0) for i in range(len(points))]
     placed = place_labels(points, sizes, (0.0, 0.0, 620.0, 400.0))

@@ -60,32 +60,46 @@ def min_images_for_agreement(limit: float, confidence: float) -> int | None:
     return n
 
 
-def _drop_gate(limit: float, confidence: float | None, result: ArtifactResult, unproven: str = "warn") -> GateResult:
-    gate, name = "max_top1_drop", result.name
+def _unbounded(gate: str, name: str, limit: float, confidence: float, what: str, measured: float) -> GateResult:
+    """A gate to decide on a bound for an artifact without per-image outcomes against FP32: it cannot pass."""
+    message = f"{gate}: {name} has no per-image outcomes against FP32 to bound its {what} at {_level(confidence)}"
+    return GateResult(gate, name, limit, None, False, message, basis="bound", measured=measured, confidence=confidence)
+
+
+def _point_gate(gate: str, name: str, limit: float, value: float) -> GateResult:
+    """An accuracy gate decided on the measured value alone (``gates.confidence: null``)."""
+    if gate == "max_top1_drop":
+        passed, shown, bound, miss = value <= limit, _pt(value, True), _limit_pt(limit), _pt(value - limit)
+        what, relation = "top-1 drop", ("<=", ">", "over")
+    else:
+        passed, shown, bound, miss = value >= limit, _pct(value), _pct(limit), _pt(limit - value)
+        what, relation = "top-1 agreement with FP32", (">=", "<", "short")
+    message = (
+        f"{gate}: {name} {what} {shown} {relation[0]} {bound} (passed on the measured value; gates.confidence: "
+        "null, not proven)"
+        if passed
+        else f"{gate}: {name} {what} {shown} {relation[1]} {bound}, {relation[2]} by {miss}"
+    )
+    return GateResult(gate, name, limit, value, passed, message, basis="point", measured=value)
+
+
+def _accuracy_gate(
+    gate: str, limit: float, confidence: float | None, result: ArtifactResult, unproven: str
+) -> GateResult:
+    """``max_top1_drop`` or ``min_agreement``: on the measured value, or on its one-sided bound at ``confidence``."""
+    value = result.top1_drop if gate == "max_top1_drop" else result.agreement
     if confidence is None:
-        value = result.top1_drop
-        passed = value <= limit
-        message = (
-            f"{gate}: {name} top-1 drop {_pt(value, True)} <= {_limit_pt(limit)} (passed on the measured drop; "
-            "gates.confidence: null, not proven)"
-            if passed
-            else f"{gate}: {name} top-1 drop vs FP32 {_pt(value, True)} > {_limit_pt(limit)}, over by "
-            f"{_pt(value - limit)}"
+        return _point_gate(gate, result.name, limit, value)
+    if result.uncertainty is None:
+        return _unbounded(
+            gate, result.name, limit, confidence, "drop" if gate == "max_top1_drop" else "agreement", value
         )
-        return GateResult(gate, name, limit, value, passed, message, basis="point", measured=value)
-    u = result.uncertainty
-    if u is None:
-        return GateResult(
-            gate,
-            name,
-            limit,
-            None,
-            False,
-            f"{gate}: {name} has no per-image outcomes against FP32 to bound its drop at {_level(confidence)}",
-            basis="bound",
-            measured=result.top1_drop,
-            confidence=confidence,
-        )
+    decide = _drop_gate if gate == "max_top1_drop" else _agreement_gate
+    return decide(limit, confidence, result, unproven)
+
+
+def _drop_gate(limit: float, confidence: float, result: ArtifactResult, unproven: str) -> GateResult:
+    gate, name, u = "max_top1_drop", result.name, result.uncertainty
     from edgeresnext import stats
 
     verdict = stats.drop_gate(stats.PairedCounts(u.a, u.b, u.c, u.d), limit, confidence)
@@ -115,49 +129,12 @@ def _drop_gate(limit: float, confidence: float | None, result: ArtifactResult, u
             else f"{gate}: {too_small} ({name}: measured drop {_pt(verdict.point, True)}, {level} upper bound "
             f"{_pt(bound)} > {_limit_pt(limit)})"
         )
-    return GateResult(
-        gate,
-        name,
-        limit,
-        bound,
-        passed,
-        message,
-        basis="bound",
-        measured=verdict.point,
-        confidence=confidence,
-        provable=verdict.provable,
-        min_images=verdict.min_images,
-    )
+    provable, needed = verdict.provable, verdict.min_images
+    return GateResult(gate, name, limit, bound, passed, message, "bound", verdict.point, confidence, provable, needed)
 
 
-def _agreement_gate(
-    limit: float, confidence: float | None, result: ArtifactResult, unproven: str = "warn"
-) -> GateResult:
-    gate, name = "min_agreement", result.name
-    if confidence is None:
-        value = result.agreement
-        passed = value >= limit
-        message = (
-            f"{gate}: {name} top-1 agreement with FP32 {_pct(value)} >= {_pct(limit)} (passed on the measured "
-            "agreement; gates.confidence: null, not proven)"
-            if passed
-            else f"{gate}: {name} top-1 agreement with FP32 {_pct(value)} < {_pct(limit)}, short by "
-            f"{_pt(limit - value)}"
-        )
-        return GateResult(gate, name, limit, value, passed, message, basis="point", measured=value)
-    u = result.uncertainty
-    if u is None:
-        return GateResult(
-            gate,
-            name,
-            limit,
-            None,
-            False,
-            f"{gate}: {name} has no per-image outcomes against FP32 to bound its agreement at {_level(confidence)}",
-            basis="bound",
-            measured=result.agreement,
-            confidence=confidence,
-        )
+def _agreement_gate(limit: float, confidence: float, result: ArtifactResult, unproven: str) -> GateResult:
+    gate, name, u = "min_agreement", result.name, result.uncertainty
     from edgeresnext import stats
     from edgeresnext.validate.metrics import one_sided_level
 
@@ -188,19 +165,8 @@ def _agreement_gate(
             else f"{gate}: {too_small} ({name}: measured {_pct(u.agreement)}, {level} lower bound {_pct(bound)} < "
             f"{_pct(limit)})"
         )
-    return GateResult(
-        gate,
-        name,
-        limit,
-        bound,
-        passed,
-        message,
-        basis="bound",
-        measured=u.agreement,
-        confidence=confidence,
-        provable=provable,
-        min_images=needed_images,
-    )
+    measured = u.agreement
+    return GateResult(gate, name, limit, bound, passed, message, "bound", measured, confidence, provable, needed_images)
 
 
 def _value_gate(
@@ -239,9 +205,9 @@ def evaluate_gates(
     result = by_name[primary]
     checks: list[GateResult] = []
     if gates.max_top1_drop is not None:
-        checks.append(_drop_gate(gates.max_top1_drop, gates.confidence, result, gates.unproven))
+        checks.append(_accuracy_gate("max_top1_drop", gates.max_top1_drop, gates.confidence, result, gates.unproven))
     if gates.min_agreement is not None:
-        checks.append(_agreement_gate(gates.min_agreement, gates.confidence, result, gates.unproven))
+        checks.append(_accuracy_gate("min_agreement", gates.min_agreement, gates.confidence, result, gates.unproven))
     if gates.max_latency_ms is not None:
         checks.append(
             _value_gate(

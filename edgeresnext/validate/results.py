@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgeresnext.stats import PairedCounts
+
 SCHEMA_ID = "edgeresnext.report"
 # 2: speedup_vs_fp32 is against the same runtime's float build (speedup_baseline names it), no longer PyTorch
 # eager; an accuracy gate's value is the bound it was decided on (basis), no longer the measured value.
@@ -79,12 +81,17 @@ class Uncertainty:
     agreement_method: str = "wilson"
 
     @property
+    def counts(self) -> PairedCounts:
+        """The paired 2x2 table (``n``, ``discordant``, ``drop``)."""
+        return PairedCounts(self.a, self.b, self.c, self.d)
+
+    @property
     def n(self) -> int:
-        return self.a + self.b + self.c + self.d
+        return self.counts.n
 
     @property
     def discordant(self) -> int:
-        return self.b + self.c
+        return self.counts.discordant
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -312,13 +319,10 @@ class ValidationReport:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ValidationReport:
+        plain = {key: data[key] for key in ("created", "command", "target", "environment", "protocol")}
         return cls(
-            created=data["created"],
-            command=data["command"],
-            target=data["target"],
-            environment=data["environment"],
+            **plain,
             data=DataSummary.from_dict(data["data"]),
-            protocol=data["protocol"],
             reference=data["reference"],
             primary=data["primary"],
             artifacts=[ArtifactResult.from_dict(a) for a in data["artifacts"]],

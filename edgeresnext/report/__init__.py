@@ -1,0 +1,77 @@
+"""The validation report: ``report.json`` (versioned schema), ``report.md`` (tables, :mod:`.tables`), ``report.html``
+(one self-contained page with plots embedded as base64 PNG, :mod:`.page` and :mod:`.plots`).
+
+The JSON is the record; the Markdown and HTML are views of it, so all three always show the same numbers.
+The schema lives in ``edgeresnext/schemas/report.schema.json`` (``SCHEMA_VERSION`` bumps on any
+incompatible change).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from edgeresnext.atomic import write_json_atomic, write_text_atomic
+from edgeresnext.errors import ConfigError
+from edgeresnext.report.page import render_html
+from edgeresnext.report.plots import accuracy_vs_latency, place_labels
+from edgeresnext.report.tables import gate_rows, render_markdown, speed_findings, summary_rows, uncertainty_rows
+from edgeresnext.validate.results import SCHEMA_ID, SCHEMA_VERSION, ValidationReport
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "SCHEMA_ID",
+    "SCHEMA_VERSION",
+    "accuracy_vs_latency",
+    "check_report",
+    "gate_rows",
+    "load_schema",
+    "place_labels",
+    "render_html",
+    "render_markdown",
+    "speed_findings",
+    "summary_rows",
+    "uncertainty_rows",
+    "write_report",
+]
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "report.schema.json"
+
+
+def load_schema() -> dict[str, Any]:
+    return json.loads(SCHEMA_PATH.read_text())
+
+
+def check_report(report: dict[str, Any]) -> None:
+    """Raise :class:`ConfigError` if ``report`` does not follow the committed schema (needs ``jsonschema``)."""
+    import jsonschema
+
+    try:
+        jsonschema.validate(report, load_schema())
+    except jsonschema.ValidationError as err:
+        where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
+        raise ConfigError(f"report.json does not follow {SCHEMA_PATH.name} at {where}: {err.message}") from err
+
+
+def write_report(result: ValidationReport, out_dir: str | Path, html_report: bool = True) -> dict[str, Path]:
+    """Write report.json, report.md and (unless disabled) report.html into ``out_dir``, each atomically.
+
+    The typed report becomes JSON here, once; the Markdown and HTML are rendered from that JSON record.
+    """
+    out_dir = Path(out_dir)
+    report = result.to_dict()
+    try:
+        check_report(report)
+    except ModuleNotFoundError:
+        logger.debug("jsonschema not installed; report.json written without a schema check")
+    paths = {
+        "json": write_json_atomic(out_dir / "report.json", report),
+        "md": write_text_atomic(out_dir / "report.md", render_markdown(report)),
+    }
+    if html_report:
+        paths["html"] = write_text_atomic(out_dir / "report.html", render_html(report))
+    logger.info("report written to %s", out_dir)
+    return paths

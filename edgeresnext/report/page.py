@@ -1,0 +1,139 @@
+"""report.html: one self-contained page (tables and plots embedded), a view of the JSON record."""
+
+from __future__ import annotations
+
+import html
+import logging
+from typing import Any
+
+from edgeresnext.report.plots import (
+    plot_accuracy_vs_latency,
+    plot_confusion,
+    plot_latency_distribution,
+    plot_sensitivity,
+)
+from edgeresnext.report.tables import (
+    UNCERTAINTY_TEXT,
+    _gate_verdict,
+    _ok,
+    _pct,
+    gate_rows,
+    speed_baselines,
+    speed_findings,
+    summary_rows,
+    uncertainty_rows,
+)
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1400px}
+table{border-collapse:collapse;font-size:13px;margin:8px 0 20px}
+th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f3f3f3}
+td:first-child,th:first-child{text-align:left}
+.pass{color:#176d2c;font-weight:600}.fail{color:#b00020;font-weight:600}
+.plots{display:flex;flex-wrap:wrap;gap:16px}.plot{border:1px solid #ddd;padding:6px}
+code{background:#f6f6f6;padding:1px 4px}
+"""
+
+# Marks on <body> how many plots the browser decoded (tests read it; a person never sees it).
+_SCRIPT = """
+window.addEventListener('load', function () {
+  var imgs = Array.prototype.slice.call(document.querySelectorAll('img.plot-img'));
+  var ok = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; });
+  document.body.setAttribute('data-plots', String(imgs.length));
+  document.body.setAttribute('data-plots-decoded', String(ok.length));
+  document.body.setAttribute('data-plot-rects', JSON.stringify(ok.map(function (i) {
+    var r = i.getBoundingClientRect();
+    return [Math.round(r.left + window.scrollX), Math.round(r.top + window.scrollY), Math.round(r.width),
+            Math.round(r.height)];
+  })));
+});
+"""
+
+logger = logging.getLogger(__name__)
+
+
+def _html_table(rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows[1:])
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render_html(report: dict[str, Any]) -> str:
+    """One self-contained page: tables plus plots as base64 PNG (no external files, scripts or fonts)."""
+    ok = _ok(report)
+    primary = next((a for a in ok if a["name"] == report["primary"]), ok[-1])
+    plots = [
+        ("accuracy-vs-latency", plot_accuracy_vs_latency(report)),
+        ("latency-distribution", plot_latency_distribution(report)),
+        ("sensitivity", plot_sensitivity(report)),
+        ("confusion", plot_confusion(report, primary)),
+    ]
+    status = "PASSED" if report["passed"] else "FAILED"
+    title = f"Validation report: {report['target']['name']} — {status}"
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+        f"<style>{_CSS}</style><script>{_SCRIPT}</script></head><body>",
+        f"<h1>{html.escape(report['target']['name'])}: "
+        f"<span class='{'pass' if report['passed'] else 'fail'}'>{status}</span></h1>",
+        *[f"<p class='fail'>{html.escape(n)}</p>" for n in report.get("notes", []) if n.startswith("WARNING")],
+        f"<p>Gates apply to <b>{html.escape(report['primary'])}</b>; reference "
+        f"<b>{html.escape(report['reference'])}</b>. Data: {html.escape(report['data']['name'])} "
+        f"({report['data']['count']} images).</p>",
+        "<div class='plots'>",
+    ]
+    for plot_id, png in plots:
+        if png:
+            parts.append(
+                f"<div class='plot' id='plot-{plot_id}'><img class='plot-img' alt='{plot_id}' "
+                f"src='data:image/png;base64,{png}'></div>"
+            )
+    parts.append("</div><h2>Artifacts</h2>" + _html_table(summary_rows(report)))
+    parts.append(f"<p>{html.escape(speed_baselines(report))}</p>")
+    findings = speed_findings(report)
+    if findings:
+        parts.append("<ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in findings) + "</ul>")
+    uncertainty = uncertainty_rows(report)
+    if uncertainty:
+        parts.append(
+            "<h2>How sure: drop and agreement against FP32 on the same images</h2>"
+            f"<p>{html.escape(UNCERTAINTY_TEXT).replace('`', '')}</p>" + _html_table(uncertainty)
+        )
+    if report["gates"]:
+        header, *rows = gate_rows(report)
+        body = "".join(
+            "<tr>"
+            + "".join(f"<td>{html.escape(cell)}</td>" for cell in row[:-1])
+            + f"<td class='{'pass' if _gate_verdict(g) == 'pass' else 'fail'}'>{html.escape(g['message'])}</td></tr>"
+            for row, g in zip(rows, report["gates"], strict=True)
+        )
+        parts.append(
+            "<h2>Gates</h2><table><thead><tr>"
+            + "".join(f"<th>{html.escape(c)}</th>" for c in header)
+            + f"</tr></thead><tbody>{body}</tbody></table>"
+        )
+    else:
+        parts.append("<h2>Gates</h2><p>No gates set in the target.</p>")
+    classes = report["data"]["class_names"]
+    parts.append(
+        "<h2>Per-class top-1</h2>"
+        + _html_table(
+            [["class", *[a["name"] for a in ok]]]
+            + [[name, *[_pct(a["per_class_accuracy"][i], 1) for a in ok]] for i, name in enumerate(classes)]
+        )
+    )
+    env, proto = report["environment"], report["protocol"]
+    parts.append(
+        "<h2>Environment and protocol</h2><ul>"
+        f"<li>command: <code>{html.escape(report['command'])}</code></li>"
+        f"<li>host: {html.escape(env['cpu_model'])}, {env['cpu_cores']} cores ({env['cpu_cores_usable']} usable), "
+        f"{html.escape(env['platform'])}, Python {env['python']}</li>"
+        f"<li>latency: batch {proto['latency_batch']}, {proto['warmup']} warm-up + {proto['runs']} timed runs, "
+        f"{proto['threads']} threads; {html.escape(proto['timer'])}</li>"
+        f"<li>memory: {html.escape(proto['memory'])}</li>"
+        "<li>packages: "
+        + html.escape(", ".join(f"{k} {v}" for k, v in env["packages"].items()))
+        + "</li>"
+        + "".join(f"<li>note: {html.escape(n)}</li>" for n in report.get("notes", []))
+        + "</ul></body></html>"
+    )
+    return "\n".join(parts)

@@ -1,0 +1,319 @@
+"""The report's tables and findings as text, and report.md: views of the JSON record."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from edgeresnext.validate.results import RUNTIME_NAMES, runtime_label
+
+logger = logging.getLogger(__name__)
+
+
+def _ok(report: dict[str, Any]) -> list[dict[str, Any]]:
+    return [a for a in report["artifacts"] if a["status"] == "ok"]
+
+
+def _pct(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value * 100:.{digits}f} %"
+
+
+def _ms(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def _size(value: int | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value / 1e6:.2f} MB" if value >= 1e5 else f"{value / 1e3:.1f} kB"
+
+
+def _artifact(report: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(a for a in report["artifacts"] if a["name"] == name)
+
+
+def _label(artifact: dict[str, Any]) -> str:
+    return runtime_label(artifact.get("backend", ""), artifact.get("precision", ""))
+
+
+def _gate_verdict(gate: dict[str, Any]) -> str:
+    """The gate table's verdict cell (the JSON record's view of GateResult.verdict)."""
+    if not gate["passed"]:
+        return "FAIL: " + gate["message"]
+    return "NOT PROVEN: " + gate["message"].split("NOT PROVEN: ", 1)[-1] if gate.get("provable") is False else "pass"
+
+
+def speedup_cell(report: dict[str, Any], artifact: dict[str, Any]) -> str:
+    """``3.40x vs OpenVINO FP32``: the speed-up names the same-runtime float build it is measured against."""
+    speedup, name = artifact.get("speedup_vs_fp32"), artifact["name"]
+    is_baseline = any(a.get("speedup_baseline") == name for a in _ok(report))
+    if artifact.get("speedup_baseline") == name or (is_baseline and speedup is None):
+        return "float baseline"
+    if speedup is None:
+        return f"– (no {_label(artifact).rsplit(' ', 1)[0]} float build timed)"
+    return f"{artifact['speedup_vs_fp32']:.2f}x vs {_label(_artifact(report, artifact['speedup_baseline']))}"
+
+
+def summary_rows(report: dict[str, Any]) -> list[list[str]]:
+    """The main table: one row per artifact (header first)."""
+    rows = [
+        [
+            "artifact",
+            "backend",
+            "precision",
+            "top-1",
+            "top-5",
+            "top-1 drop",
+            "agreement",
+            "cosine (mean/min)",
+            "max |Δlogit|",
+            "p50 ms",
+            "p90 ms",
+            "p99 ms",
+            "speed-up (same runtime)",
+            f"img/s @{report['protocol']['throughput_batch']}",
+            "size",
+            "peak RSS Δ",
+        ]
+    ]
+    for a in report["artifacts"]:
+        if a["status"] != "ok":
+            rows.append(
+                [a["name"], a.get("backend", ""), a.get("precision", ""), f"skipped: {a['skip_reason']}", *[""] * 12]
+            )
+            continue
+        lat = a["latency"]
+        rows.append(
+            [
+                a["name"],
+                a["backend"],
+                a["precision"],
+                _pct(a["top1"]),
+                _pct(a["top5"]),
+                f"{a['top1_drop'] * 100:+.2f} pt",
+                _pct(a["agreement"]),
+                f"{a['cosine_mean']:.5f} / {a['cosine_min']:.5f}",
+                f"{a['max_abs_error']:.4g}",
+                _ms(lat["p50_ms"]),
+                _ms(lat["p90_ms"]),
+                _ms(lat["p99_ms"]),
+                speedup_cell(report, a),
+                f"{a['throughput']['images_per_s']:.0f}",
+                _size(a["size_bytes"]),
+                f"{a['peak_rss_delta_mb']:.1f} MB",
+            ]
+        )
+    return rows
+
+
+def _confidence(report: dict[str, Any]) -> float | None:
+    return next((a["uncertainty"]["confidence"] for a in _ok(report) if a.get("uncertainty")), None)
+
+
+def uncertainty_rows(report: dict[str, Any]) -> list[list[str]] | None:
+    """How sure each artifact's drop and agreement are (header first); None when nothing was compared."""
+    confidence = _confidence(report)
+    if confidence is None:
+        return None
+    level = f"{confidence * 100:g} %"
+    rows = [
+        [
+            "artifact",
+            "images",
+            "only FP32 right",
+            "only this right",
+            "top-1 drop",
+            f"{level} interval",
+            f"{level} upper bound",
+            "McNemar p",
+            "agreement",
+            f"{level} interval",
+            f"{level} lower bound",
+        ]
+    ]
+    for a in _ok(report):
+        u = a.get("uncertainty")
+        if not u:
+            continue
+        drop, agreement = u["drop"], u["agreement"]
+        low, high = drop["interval"]
+        a_low, a_high = agreement["interval"]
+        rows.append(
+            [
+                a["name"],
+                f"{u['images']:,}",
+                str(u["paired"]["b"]),
+                str(u["paired"]["c"]),
+                f"{drop['point'] * 100:+.2f} pt",
+                f"[{low * 100:+.2f}, {high * 100:+.2f}] pt",
+                f"{drop['upper_bound'] * 100:.2f} pt",
+                f"{u['mcnemar_p']:.3g}",
+                _pct(agreement["point"]),
+                f"[{a_low * 100:.2f}, {a_high * 100:.2f}] %",
+                _pct(agreement["lower_bound"]),
+            ]
+        )
+    return rows
+
+
+_GATE_UNITS = {"max_top1_drop": "pt", "min_agreement": "%", "max_latency_ms": "ms", "min_speedup_vs_fp32": "x"}
+
+
+def _gate_number(gate: str, value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "–"
+    unit = _GATE_UNITS.get(gate, "")
+    if unit == "pt":
+        return f"{value * 100:+.2f} pt" if signed else f"{value * 100:.2f} pt"
+    if unit == "%":
+        return f"{value * 100:.2f} %"
+    return f"{value:.4g} {unit}" if unit == "ms" else f"{value:.4g}{unit}"
+
+
+def gate_rows(report: dict[str, Any]) -> list[list[str]]:
+    """The gates table (header first): what each gate was decided on (a bound, or the measured value)."""
+    rows = [["gate", "artifact", "limit", "measured", "decided on", "result"]]
+    for g in report["gates"]:
+        basis = g.get("basis", "value")
+        if basis == "bound":
+            side = "upper" if g["gate"] == "max_top1_drop" else "lower"
+            decided = f"{g['confidence'] * 100:g} % {side} bound {_gate_number(g['gate'], g['value'])}"
+        else:
+            decided = "the measured value"
+        measured = g.get("measured", g["value"])
+        rows.append(
+            [
+                g["gate"],
+                g["artifact"],
+                _gate_number(g["gate"], g["limit"]),
+                _gate_number(g["gate"], measured, signed=True),
+                decided,
+                _gate_verdict(g),
+            ]
+        )
+    return rows
+
+
+def speed_findings(report: dict[str, Any]) -> list[str]:
+    """Which build is faster, where a quantized artifact is slower than its runtime's float build, and for
+    TensorRT always (the FP16 engine can beat INT8 on a GPU): the build to deploy is then the other one."""
+    findings = []
+    for a in _ok(report):
+        name, baseline_name, speedup = a["name"], a.get("speedup_baseline"), a.get("speedup_vs_fp32")
+        if speedup is None or baseline_name in (None, name) or (speedup >= 1 and a["backend"] != "tensorrt"):
+            continue
+        baseline = _artifact(report, baseline_name)
+        faster, slower = (a, baseline) if speedup >= 1 else (baseline, a)
+        findings.append(
+            f"{RUNTIME_NAMES.get(a['backend'], a['backend'])}: {faster['precision'].upper()} ({faster['name']}) is "
+            f"faster than {slower['precision'].upper()} ({slower['name']}) on this host, p50 "
+            f"{faster['latency']['p50_ms']:.3f} ms against {slower['latency']['p50_ms']:.3f} ms"
+        )
+    return findings
+
+
+def speed_baselines(report: dict[str, Any]) -> str:
+    """One sentence naming what the speed-ups are measured against."""
+    pairs = sorted(
+        {
+            (a["name"], a["speedup_baseline"])
+            for a in _ok(report)
+            if a.get("speedup_baseline") and a["speedup_baseline"] != a["name"]
+        }
+    )
+    named = "; ".join(f"{name} against {baseline}" for name, baseline in pairs)
+    return (
+        "Speed-up: p50 of the same runtime's float build over the artifact's (PyTorch eager is the accuracy "
+        f"reference, not the speed baseline){': ' + named if named else ''}."
+    )
+
+
+def _md_table(rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "|".join("---" for _ in rows[0]) + "|"]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows[1:]]
+    return "\n".join(lines)
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    env, proto, data = report["environment"], report["protocol"], report["data"]
+    status = "PASSED" if report["passed"] else "FAILED"
+    lines = [
+        f"# Validation report: {report['target']['name']} — {status}",
+        "",
+        *[f"> **{note}**\n" for note in report.get("notes", []) if note.startswith("WARNING")],
+        f"Target `{report['target']['name']}` ({report['target']['backend']}, {report['target']['precision']}); "
+        f"gates apply to **{report['primary']}**; reference **{report['reference']}**.",
+        "",
+        f"Data: {data['name']} ({data['count']} images, {data['num_classes']} classes, input "
+        f"{'x'.join(map(str, data['input_shape']))}).",
+        "",
+        *(
+            [
+                f"Skipped {data['skipped_count']} unreadable image(s) (data.on_bad_image: skip); first: "
+                f"{data['skipped'][0]['file']} ({data['skipped'][0]['reason']}).",
+                "",
+            ]
+            if data.get("skipped_count")
+            else []
+        ),
+        f"Latency: batch {proto['latency_batch']}, {proto['warmup']} warm-up + {proto['runs']} timed runs, "
+        f"{proto['threads']} threads; throughput at batch {proto['throughput_batch']}. Timer: {proto['timer']}. "
+        f"Host: {env['cpu_model']}, {env['cpu_cores']} cores ({env['cpu_cores_usable']} usable), load average "
+        f"{', '.join(f'{x:.2f}' for x in env['load_average'] or [])} at the start.",
+        "",
+        "## Artifacts",
+        "",
+        _md_table(summary_rows(report)),
+        "",
+        speed_baselines(report),
+        "",
+        *[f"- {finding}" for finding in speed_findings(report)],
+        *([""] if speed_findings(report) else []),
+    ]
+    uncertainty = uncertainty_rows(report)
+    if uncertainty:
+        lines += ["## How sure: drop and agreement against FP32 on the same images", "", UNCERTAINTY_TEXT, ""]
+        lines += [_md_table(uncertainty), ""]
+    if report["gates"]:
+        lines += ["## Gates", "", _md_table(gate_rows(report)), ""]
+    else:
+        lines += ["## Gates", "", "No gates set in the target.", ""]
+    classes = data["class_names"]
+    ok = _ok(report)
+    lines += [
+        "## Per-class top-1",
+        "",
+        _md_table(
+            [["class", *[a["name"] for a in ok]]]
+            + [[name, *[_pct(a["per_class_accuracy"][i], 1) for a in ok]] for i, name in enumerate(classes)]
+        ),
+        "",
+    ]
+    if report.get("sensitivity"):
+        lines += [
+            "## Quantization sensitivity (most sensitive layers)",
+            "",
+            "| layer | metric | value |",
+            "|---|---|---|",
+        ]
+        lines += [f"| {r['layer']} | {r['metric']} | {r['value']:.4g} |" for r in report["sensitivity"][:15]]
+        lines.append("")
+    lines += [
+        "## Environment",
+        "",
+        f"- command: `{report['command']}`",
+        f"- platform: {env['platform']}, Python {env['python']}",
+        "- packages: " + ", ".join(f"{k} {v}" for k, v in env["packages"].items()),
+        f"- memory: {proto['memory']}",
+        "",
+    ]
+    lines += [f"- note: {n}" for n in report.get("notes", [])]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+UNCERTAINTY_TEXT = (
+    "Only the images one model gets right and the other wrong move the top-1 drop. The interval is where the true "
+    "drop lies at this confidence (Newcombe's paired interval); the upper bound is what a `max_top1_drop` gate "
+    "compares. McNemar p below 0.05 says the two models' errors differ by more than chance. Agreement: share of "
+    "images with the same top-1 class as FP32 (Wilson interval); its lower bound is what `min_agreement` compares."
+)
