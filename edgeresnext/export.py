@@ -86,6 +86,7 @@ def onnx_from_torch(
                 do_constant_folding=True,
                 dynamo=False,
             )
+            _materialize_shared_weights(tmp)
             check_onnx(tmp)
     except ExportError:
         raise
@@ -95,6 +96,27 @@ def onnx_from_torch(
         model.train(was_training)
     logger.info("exported %s (opset %d, input %s, dynamic batch %s)", path, opset, shape, dynamic_batch)
     return path
+
+
+def _materialize_shared_weights(path: Path) -> int:
+    """Give every layer its own weight tensor: the exporter writes two identical weight tensors once and the second
+    as ``Identity(first)`` (an untrained model's zero-initialised layers, say), which quantizers then see as an
+    activation to quantize. Returns how many were copied back into initializers; the file is rewritten only then."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    initializers = {tensor.name: tensor for tensor in model.graph.initializer}
+    shared = [node for node in model.graph.node if node.op_type == "Identity" and node.input[0] in initializers]
+    for node in shared:
+        model.graph.initializer.append(
+            numpy_helper.from_array(numpy_helper.to_array(initializers[node.input[0]]), node.output[0])
+        )
+        model.graph.node.remove(node)
+    if shared:
+        onnx.save(model, str(path))
+        logger.info("%s: %d shared weight tensor(s) given to each layer", path, len(shared))
+    return len(shared)
 
 
 def check_onnx(path: str | os.PathLike[str]) -> None:

@@ -65,3 +65,28 @@ def test_failed_export_leaves_no_file(tmp_path):
     with pytest.raises(ExportError):
         onnx_from_torch(torch.nn.Conv2d(3, 4, 3), tmp_path / "m.onnx", input_shape=(5, 8, 8))
     assert not list(tmp_path.iterdir())
+
+
+def test_layers_with_identical_weights_each_get_their_own_weight_tensor(tmp_path):
+    """The exporter writes identical weights once and the second as Identity(first) (an untrained model's
+    zero-initialised layers); quantizers would then treat that weight as an activation. Each layer gets its own."""
+    import onnx
+    import torch
+
+    class Twins(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = torch.nn.Conv2d(4, 4, 3, padding=1, bias=False)
+            self.b = torch.nn.Conv2d(4, 4, 3, padding=1, bias=False)
+            with torch.no_grad():
+                self.b.weight.copy_(self.a.weight)
+
+        def forward(self, x):
+            return self.b(torch.relu(self.a(x))).mean(dim=(2, 3))
+
+    path = onnx_from_torch(Twins().eval(), tmp_path / "twins.onnx", input_shape=(4, 8, 8))
+    graph = onnx.load(str(path)).graph
+    initializers = {t.name for t in graph.initializer}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    assert len(convs) == 2 and all(n.input[1] in initializers for n in convs)
+    assert convs[0].input[1] != convs[1].input[1]

@@ -195,12 +195,15 @@ def gate_rows(report: dict[str, Any]) -> list[list[str]]:
 
 
 def speed_findings(report: dict[str, Any]) -> list[str]:
-    """Which build is faster, where a quantized artifact is slower than its runtime's float build, and for
-    TensorRT always (the FP16 engine can beat INT8 on a GPU): the build to deploy is then the other one."""
+    """Which build is faster, where the deployed (primary) artifact is slower than its runtime's float build, and for
+    TensorRT always (the FP16 engine can beat INT8 on a GPU): the build to deploy is then the other one. Other rows
+    (the hand-off file in ONNX Runtime on a cpu target, say) are context, not something to act on."""
     findings = []
     for a in _ok(report):
         name, baseline_name, speedup = a["name"], a.get("speedup_baseline"), a.get("speedup_vs_fp32")
         if speedup is None or baseline_name in (None, name) or (speedup >= 1 and a["backend"] != "tensorrt"):
+            continue
+        if name != report["primary"] and a["backend"] != "tensorrt":
             continue
         baseline = _artifact(report, baseline_name)
         faster, slower = (a, baseline) if speedup >= 1 else (baseline, a)
