@@ -76,7 +76,7 @@ def shipped_model(calib_count: int, work: Path):
     from edgeresnext.data import load_dataset
     from edgeresnext.data.calibration import load_calibration_images, write_calibration_set
     from edgeresnext.models import load_checkpoint
-    from edgeresnext.pipeline import resolve_checkpoint
+    from edgeresnext.models.shipped import resolve_checkpoint
 
     model = load_checkpoint(resolve_checkpoint("shipped:fashion-mnist"))
     preprocess = model.meta.preprocess
@@ -89,9 +89,8 @@ def shipped_model(calib_count: int, work: Path):
 
 def bench_model(name: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from bench.run import build_model, interleaved_p50, load_images
-    from edgeresnext.backends.base import Artifact
-    from edgeresnext.backends.onnxruntime import ONNXRuntimeRunner
-    from edgeresnext.config import ONNXRuntimeOptions, QuantSpec
+    from edgeresnext.backends import get_backend
+    from edgeresnext.config import QuantSpec
     from edgeresnext.export import onnx_from_torch
     from edgeresnext.quantize.ort_int8 import integer_compute_share, ort_int8_from_qdq
     from edgeresnext.quantize.ptq import quantize_ptq
@@ -137,12 +136,12 @@ def bench_model(name: str, args: argparse.Namespace, work: Path) -> dict[str, An
         rewrite[row] = ort_int8_from_qdq(handoff, files[row], cpu="x86_64", calibration=calib, analyze=False, **extra)
         seconds[row] = time.perf_counter() - began
 
-    options = ONNXRuntimeOptions(threads=args.threads, graph_optimization="all")
+    # The backend's own Runner (the one validation and the device runtime use), ONNX Runtime's level "all".
+    onnxruntime = get_backend("onnxruntime")
+    options = onnxruntime.run_options(threads=args.threads, graph_optimization="all")
+    precision = {row: "fp32" if "fp32" in row else "int8" for row in files}
     runners = {
-        row: ONNXRuntimeRunner(
-            Artifact(backend="onnxruntime", precision="fp32" if "fp32" in row else "int8", kind="onnx", path=path),
-            options,
-        )
+        row: onnxruntime.load(onnxruntime.artifact_for_file(path, precision[row]), options)
         for row, path in files.items()
     }
     logits = {row: run_logits(runner, eval_images, batch_size=100) for row, runner in runners.items()}
@@ -225,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from edgeresnext.atomic import write_json_atomic
-    from edgeresnext.validate import environment
+    from edgeresnext.environment import environment
 
     torch.set_num_threads(args.threads)
     began = time.perf_counter()
