@@ -90,55 +90,22 @@ def build_model(calib: np.ndarray, seed: int, bn_images: int):
     return model.eval()
 
 
-def ov_compile(model_or_path: Any, threads: int):
-    """Compile for the CPU with the latency hint and a fixed thread count (the same for every OpenVINO row)."""
-    import openvino as ov
+def ov_compile(xml: str | Path, threads: int):
+    """The OpenVINO backend's own Runner, the one validation times and the device runtime runs: the latency hint,
+    ``threads``, f32 for float layers (without it the CPU plugin runs "FP32" models, and the float layers of INT8
+    ones, in bf16 on AVX512-BF16/AMX CPUs). Any batch size; bound inference as benchmark_app -api sync."""
+    from edgeresnext.backends import get_backend
 
-    # f32 for every row's float parts, as the OpenVINO backend compiles our artifacts: without it the CPU plugin
-    # runs "FP32" models, and the float layers of INT8 ones, in bf16 on AVX512-BF16/AMX CPUs.
-    config: dict[str, Any] = {
-        "PERFORMANCE_HINT": "LATENCY",
-        "INFERENCE_NUM_THREADS": threads,
-        "INFERENCE_PRECISION_HINT": "f32",
-    }
-    compiled = ov.Core().compile_model(model_or_path, "CPU", config)
-    request = compiled.create_infer_request()
-    output = compiled.output(0)
-
-    def run(batch: np.ndarray) -> np.ndarray:
-        return np.array(request.infer({0: batch})[output])
-
-    def bind(batch: np.ndarray):
-        """Input set once on a request of its own, then a synchronous infer() alone, as benchmark_app -api sync."""
-        bound = compiled.create_infer_request()
-        bound.set_input_tensor(ov.Tensor(np.ascontiguousarray(batch), shared_memory=True))
-
-        def infer(_keep_alive: np.ndarray = batch) -> None:
-            bound.infer()
-
-        return infer
-
-    run.bind = bind  # type: ignore[attr-defined]
-    run.inference_precision = str(compiled.get_property("INFERENCE_PRECISION_HINT"))  # type: ignore[attr-defined]
-    # The IRs are reshaped to a static batch of 1 (fastest for latency); run_logits feeds them one by one.
-    run.batch_range = (1, 1)  # type: ignore[attr-defined]
-    return run
+    openvino = get_backend("openvino")
+    return openvino.load(openvino.artifact_for_file(xml), openvino.run_options(threads=threads, hint="latency"))
 
 
 def ort_session(path: Path, threads: int):
-    import onnxruntime as ort
+    """The ONNX Runtime backend's own Runner (graph optimisation "all", ``threads``)."""
+    from edgeresnext.backends import get_backend
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-
-    def run(batch: np.ndarray) -> np.ndarray:
-        return session.run(None, {name: batch})[0]
-
-    return run
+    onnxruntime = get_backend("onnxruntime")
+    return onnxruntime.load(onnxruntime.artifact_for_file(path), onnxruntime.run_options(threads=threads))
 
 
 def file_size(*paths: Path) -> int:
@@ -223,7 +190,7 @@ def openvino_extra(xml: Path, runner, precision: str, **fields: Any) -> dict[str
         "backend": "openvino",
         "precision": precision,
         **fields,
-        "inference_precision": runner.inference_precision,
+        "inference_precision": str(runner.compiled.get_property("INFERENCE_PRECISION_HINT")),
         "size_bytes": file_size(xml, xml.with_suffix(".bin")),
     }
 
