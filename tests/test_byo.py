@@ -108,6 +108,9 @@ def test_a_bare_checkpoint_and_a_photo_folder_build_for_the_cpu(cpu_build):
     assert "WARNING: the FP32 reference is not a working model" in summary.render()
     manifest = json.loads((summary.root / "bundle" / "manifest.json").read_text())
     assert manifest["preprocess"]["resize"] == 256 and manifest["preprocess"]["crop"] == 224
+    # ... and the bundle says where both came from.
+    assert "torchvision's ImageNet inference recipe" in manifest["model"]["provenance"]["preprocess"]
+    assert "sorted as torchvision's ImageFolder does" in manifest["model"]["provenance"]["class_names"]
     assert (summary.root / "bundle" / "labels.txt").read_text().split() == CLASSES
 
 

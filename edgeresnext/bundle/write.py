@@ -124,6 +124,7 @@ def build_manifest(
             "dataset": meta.dataset,
             "recipe": meta.recipe,
             "metrics": _jsonable(meta.metrics),
+            **({"provenance": dict(meta.provenance)} if meta.provenance else {}),
         },
         "input": {
             "name": sig["input_name"],

@@ -50,10 +50,14 @@ class ModelMeta:
     metrics: dict[str, float] = field(default_factory=dict)
     dataset: str | None = None
     recipe: str | None = None
+    # Where metadata the weights did not carry came from (``class_names``, ``preprocess``): said by the build.
+    provenance: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["preprocess"] = self.preprocess.to_dict()
+        if not self.provenance:  # metadata that came with the weights: the record stays as it was
+            del data["provenance"]
         return data
 
     @classmethod
@@ -79,6 +83,7 @@ class ModelMeta:
             "dataset": (str, type(None)),
             "recipe": (str, type(None)),
             "preprocess": dict,
+            "provenance": dict,
         }
         for key, expected in types.items():
             value = data.get(key)

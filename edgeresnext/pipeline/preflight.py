@@ -62,19 +62,20 @@ def preflight(target: Target) -> Preflight:
         meta = ModelMeta(
             arch=arch, num_classes=shapes.get("num_classes", 1000), in_channels=shapes.get("in_channels", 3)
         )
-    class_names, said = _class_names(target, meta)
-    if said:
-        notes.append(said)
-    preprocess, said = _preprocess(target, meta, checkpoint.meta is not None)
-    if said:
-        notes.append(said)
+    class_names, names_said = _class_names(target, meta)
+    preprocess, preprocess_said = _preprocess(target, meta, checkpoint.meta is not None)
+    notes += [said for said in (names_said, preprocess_said) if said]
     if preprocess.num_channels != meta.in_channels:
         raise ConfigError(
             f"{source}: the model takes {meta.in_channels} input channel(s) but the preprocessing gives "
             f"{preprocess.num_channels} ({preprocess.channels}); set model.preprocess.channels"
         )
     size = preprocess.crop or preprocess.resize or meta.input_size
-    meta = replace(meta, class_names=class_names, preprocess=preprocess, input_size=size)
+    provenance = dict(meta.provenance)
+    for key, said_here in (("class_names", names_said), ("preprocess", preprocess_said)):
+        if said_here:
+            provenance[key] = said_here.split(": ", 1)[1]
+    meta = replace(meta, class_names=class_names, preprocess=preprocess, input_size=size, provenance=provenance)
     result = Preflight(meta=meta, notes=notes)
     _check_validation_data(target, meta)
     if target.precision == "int8":
