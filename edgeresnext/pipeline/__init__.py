@@ -136,7 +136,20 @@ def _summary_cells(row: ArtifactResult, report: ValidationReport) -> str:
             f"drop {u.drop * 100:+.2f} pt [{u.confidence * 100:g} % ≤ {u.drop_upper_bound * 100:.2f}]  "
             f"agreement {u.agreement * 100:6.2f} % [≥ {u.agreement_lower_bound * 100:.2f}]"
         )
-    return f"top-1 {row.top1 * 100:6.2f} %  {accuracy}  p50 {row.p50_ms:7.3f} ms  {_speedup_text(row, report)}"
+    cells = f"top-1 {row.top1 * 100:6.2f} %  {accuracy}  p50 {row.p50_ms:7.3f} ms  {_speedup_text(row, report)}"
+    return cells + _integer_share(row)
+
+
+def _integer_share(row: ArtifactResult) -> str:
+    """What an INT8 artifact really runs, as its runtime reports it (convolutions as integer kernels)."""
+    runtime = row.info.get("runtime") or {}
+    if "int8" not in row.precision:
+        return ""
+    if "convs" in runtime:  # ONNX Runtime: read from the optimised graph
+        return f"  (int8 kernels: {runtime['integer_convs']}/{runtime['convs']} convs)"
+    if "compute_layers" in runtime:  # OpenVINO: read from the compiled model
+        return f"  (int8 kernels: {runtime['int8_layers']}/{runtime['compute_layers']} layers)"
+    return ""
 
 
 def prepare_inputs(target: Target, say: Callable[[str], None], install: bool = False) -> None:

@@ -54,6 +54,19 @@ def speedup_cell(report: dict[str, Any], artifact: dict[str, Any]) -> str:
     return f"{artifact['speedup_vs_fp32']:.2f}x vs {_label(_artifact(report, artifact['speedup_baseline']))}"
 
 
+def _precision_cell(artifact: dict[str, Any]) -> str:
+    """The precision the artifact was built for and, for INT8, what its runtime reports running as integer kernels
+    (ONNX Runtime: read from the optimised graph; OpenVINO: from the compiled model)."""
+    runtime = (artifact.get("info") or {}).get("runtime") or {}
+    if "int8" not in artifact["precision"]:
+        return artifact["precision"]
+    if "convs" in runtime:
+        return f"{artifact['precision']} ({runtime['integer_convs']}/{runtime['convs']} convs int8)"
+    if "compute_layers" in runtime:
+        return f"{artifact['precision']} ({runtime['int8_layers']}/{runtime['compute_layers']} layers int8)"
+    return artifact["precision"]
+
+
 def summary_rows(report: dict[str, Any]) -> list[list[str]]:
     """The main table: one row per artifact (header first)."""
     rows = [
@@ -87,7 +100,7 @@ def summary_rows(report: dict[str, Any]) -> list[list[str]]:
             [
                 a["name"],
                 a["backend"],
-                a["precision"],
+                _precision_cell(a),
                 _pct(a["top1"]),
                 _pct(a["top5"]),
                 f"{a['top1_drop'] * 100:+.2f} pt",
