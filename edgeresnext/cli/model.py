@@ -136,15 +136,12 @@ def run_quantize(args: argparse.Namespace) -> int:
 
     if distributed.launched_by_torchrun():
         return _quantize_on_this_rank(target, args)
-    import shutil
-
-    from edgeresnext.atomic import atomic_path
+    from edgeresnext.backends.base import copy_file_atomic
     from edgeresnext.pipeline import build
 
     summary = build(target, out_root=args.build, progress=not args.quiet, stop_after="lint", install=True)
     ctx = summary.context
-    with atomic_path(args.out) as tmp:
-        shutil.copyfile(ctx.qdq_onnx, tmp)
+    copy_file_atomic(ctx.qdq_onnx, args.out)
     quantized = summary.stage("quantize")
     spec = target.quant
     print(
@@ -152,8 +149,7 @@ def run_quantize(args: argparse.Namespace) -> int:
         f"{spec.calib_dir}, placement {spec.placement}; TensorRT lint clean; stages in {ctx.root})"
     )
     if args.sensitivity:
-        with atomic_path(args.sensitivity) as tmp:
-            shutil.copyfile(ctx.sensitivity_json, tmp)
+        copy_file_atomic(ctx.sensitivity_json, args.sensitivity)
         print(f"wrote {args.sensitivity}: most sensitive {', '.join(quantized.info.get('most_sensitive', []))}")
     for note in summary.notes:
         print(f"note: {note}")
