@@ -21,22 +21,31 @@ drop could be from zero on that many images.
 * :func:`drop_gate` / :func:`min_images_to_prove`: a max-drop gate decided on the upper bound, and whether the
   validation set is large enough for any result to pass it.
 
-Proportions and drops are fractions (0.003 = 0.3 points), as in :class:`edgeresnext.config.Gates`. numpy and
-the standard library only: this module is imported by validation on hosts without scipy.
+Proportions and drops are fractions (0.003 = 0.3 points), as in :class:`edgeresnext.config.Gates`. The standard
+library only (numpy is imported lazily, by :func:`paired_counts` alone): the Jetson kit ships this very file beside
+its device check, which runs under JetPack's bare ``python3``, so the device's intervals and gates are the host's.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import numbers
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
+try:
+    from edgeresnext.errors import ConfigError, DataError
+except ImportError:  # a verbatim copy in a device kit, under a python3 without edgeresnext
 
-from edgeresnext.errors import ConfigError, DataError
+    class ConfigError(ValueError):  # type: ignore[no-redef]
+        pass
+
+    class DataError(ValueError):  # type: ignore[no-redef]
+        pass
+
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +84,7 @@ class PairedCounts:
         for name in ("a", "b", "c", "d"):
             value = getattr(self, name)
             # bool is an int subclass; a True count is a caller's mix-up, not one image
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
                 raise DataError(f"paired count {name}={value!r}; expected a non-negative integer")
             object.__setattr__(self, name, int(value))
         if self.n == 0:
@@ -162,7 +171,7 @@ class DropGateVerdict:
 
 # --------------------------------------------------------------------------------------------- arguments
 def _check_confidence(confidence: float, name: str = "confidence") -> float:
-    if isinstance(confidence, bool) or not isinstance(confidence, (int, float, np.floating)):
+    if isinstance(confidence, bool) or not isinstance(confidence, numbers.Real):
         raise ConfigError(f"{name}={confidence!r}; expected a number strictly between 0 and 1 (e.g. 0.95)")
     confidence = float(confidence)
     if not 0.0 < confidence < 1.0:  # also rejects NaN
@@ -172,7 +181,7 @@ def _check_confidence(confidence: float, name: str = "confidence") -> float:
 
 def _check_trials(successes: int, n: int) -> tuple[int, int]:
     for name, value in (("successes", successes), ("n", n)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             raise DataError(f"{name}={value!r}; expected an integer count")
     if n < 1:
         raise DataError(f"n={n}; at least one image is needed for a proportion")
@@ -181,7 +190,9 @@ def _check_trials(successes: int, n: int) -> tuple[int, int]:
     return int(successes), int(n)
 
 
-def _as_correctness(values: Sequence[bool] | np.ndarray, name: str) -> np.ndarray:
+def _as_correctness(values: Sequence[bool], name: str) -> Any:
+    import numpy as np  # lazily: only the host builds tables from per-image arrays
+
     array = np.asarray(values)
     if array.size == 0:  # np.asarray([]) is float64; the caller reports the emptiness, not a dtype
         return array.astype(bool)
@@ -227,24 +238,20 @@ def _wilson_limits(successes: int, n: int, z: float) -> tuple[float, float]:
     return lower, upper
 
 
-def _log_binomial_pmf(n: int, p: float, log_coefficients: np.ndarray) -> np.ndarray:
-    k = np.arange(n + 1, dtype=np.float64)
-    return log_coefficients + k * math.log(p) + (n - k) * math.log1p(-p)
+def _log_binomial_terms(n: int, p: float, ks: range) -> list[float]:
+    """``log P(X = k)`` for ``X ~ Binomial(n, p)`` and each k in ``ks``, from log-gamma (n in the tens of thousands
+    neither overflows nor underflows)."""
+    log_n_factorial, log_p, log_q = math.lgamma(n + 1), math.log(p), math.log1p(-p)
+    return [log_n_factorial - math.lgamma(k + 1) - math.lgamma(n - k + 1) + k * log_p + (n - k) * log_q for k in ks]
 
 
-def _log_coefficients(n: int) -> np.ndarray:
-    """``log C(n, k)`` for k = 0..n from log-gamma, so n in the tens of thousands neither overflows nor is slow."""
-    log_n_factorial = math.lgamma(n + 1)
-    return np.array([log_n_factorial - math.lgamma(k + 1) - math.lgamma(n - k + 1) for k in range(n + 1)])
-
-
-def _tail_probability(log_pmf: np.ndarray) -> float:
+def _tail_probability(log_terms: list[float]) -> float:
     # Sum in log space relative to the largest term: the tails of interest are ~alpha/2, far above underflow,
     # but single terms for n ~ 10^4 underflow exp() when taken one by one
-    if log_pmf.size == 0:
+    if not log_terms:
         return 0.0
-    top = float(log_pmf.max())
-    return math.exp(top) * float(np.exp(log_pmf - top).sum())
+    top = max(log_terms)
+    return math.exp(top) * math.fsum(math.exp(term - top) for term in log_terms)
 
 
 def _bisect(function: Callable[[float], float], target: float, increasing: bool) -> float:
@@ -266,13 +273,12 @@ def _clopper_pearson_limits(successes: int, n: int, alpha: float) -> tuple[float
 
     Each tail is summed directly (not as 1 - CDF) so it keeps full relative precision near ``alpha / 2``.
     """
-    log_coefficients = _log_coefficients(n)
 
     def at_most(p: float) -> float:  # P(X <= successes | p), decreasing in p
-        return _tail_probability(_log_binomial_pmf(n, p, log_coefficients)[: successes + 1])
+        return _tail_probability(_log_binomial_terms(n, p, range(successes + 1)))
 
     def at_least(p: float) -> float:  # P(X >= successes | p), increasing in p
-        return _tail_probability(_log_binomial_pmf(n, p, log_coefficients)[successes:])
+        return _tail_probability(_log_binomial_terms(n, p, range(successes, n + 1)))
 
     lower = 0.0 if successes == 0 else _bisect(at_least, alpha / 2.0, increasing=True)
     upper = 1.0 if successes == n else _bisect(at_most, alpha / 2.0, increasing=False)
@@ -299,7 +305,7 @@ def proportion_interval(successes: int, n: int, confidence: float = 0.95, method
 
 
 # --------------------------------------------------------------------------------------------- paired difference
-def paired_counts(ref_correct: Sequence[bool] | np.ndarray, art_correct: Sequence[bool] | np.ndarray) -> PairedCounts:
+def paired_counts(ref_correct: Sequence[bool], art_correct: Sequence[bool]) -> PairedCounts:
     """The paired 2x2 table from per-image correctness of the FP32 reference and the artifact (same order)."""
     ref = _as_correctness(ref_correct, "ref_correct")
     art = _as_correctness(art_correct, "art_correct")
@@ -310,10 +316,10 @@ def paired_counts(ref_correct: Sequence[bool] | np.ndarray, art_correct: Sequenc
     if ref.size == 0:
         raise DataError("no images: ref_correct and art_correct are empty")
     return PairedCounts(
-        a=int(np.count_nonzero(ref & art)),
-        b=int(np.count_nonzero(ref & ~art)),
-        c=int(np.count_nonzero(~ref & art)),
-        d=int(np.count_nonzero(~ref & ~art)),
+        a=int((ref & art).sum()),
+        b=int((ref & ~art).sum()),
+        c=int((~ref & art).sum()),
+        d=int((~ref & ~art).sum()),
     )
 
 
@@ -393,7 +399,7 @@ def exact_mcnemar_p(b: int, c: int) -> float:
     concordant pairs a and d carry no information about which model is better). No discordant pair gives 1.
     """
     for name, value in (("b", b), ("c", c)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
             raise DataError(f"discordant count {name}={value!r}; expected a non-negative integer")
     trials, smaller = int(b) + int(c), min(int(b), int(c))
     tail = sum(math.comb(trials, k) for k in range(smaller + 1))
@@ -408,7 +414,7 @@ def _perfect_counts(n: int, reference_right: int) -> PairedCounts:
 
 
 def _check_limit(limit: float) -> float:
-    if isinstance(limit, bool) or not isinstance(limit, (int, float, np.floating)) or not math.isfinite(limit):
+    if isinstance(limit, bool) or not isinstance(limit, numbers.Real) or not math.isfinite(limit):
         raise ConfigError(f"limit={limit!r}; expected a top-1 drop as a fraction (0.003 = 0.3 pt)")
     if limit < 0:
         raise ConfigError(f"limit={limit!r}; a max top-1 drop cannot be negative")

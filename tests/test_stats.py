@@ -386,3 +386,39 @@ def test_gate_limit_checks() -> None:
         min_images_to_prove(0.0)
     with pytest.raises(ConfigError, match="reference_top1="):
         min_images_to_prove(0.003, 0.95, reference_top1=1.5)
+
+
+def test_the_module_runs_as_a_bare_file_under_python3_alone(tmp_path) -> None:
+    """The Jetson kit ships stats.py verbatim to a python3 with neither edgeresnext nor numpy: a copy of the file,
+    run isolated (-I -S: no site-packages, no PYTHONPATH, so neither is importable), gives the very intervals
+    the host computes (the same code on the same integers: compared for equality, not within a tolerance)."""
+    import shutil
+    import subprocess
+    import sys
+
+    import edgeresnext.stats as host
+
+    shutil.copy(host.__file__, tmp_path / "stats.py")
+    script = (
+        "import json, stats\n"
+        "c = stats.PairedCounts(100, 0, 5, 16)\n"
+        "print(json.dumps([stats.drop_interval(c).to_dict(), stats.drop_upper_bound(c),"
+        " stats.proportion_interval(95, 121, 0.9, 'exact').to_dict(), stats.exact_mcnemar_p(3, 9)]))\n"
+        "assert 'numpy' not in sys.modules and 'edgeresnext' not in sys.modules, sorted(sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", f"import sys; sys.path.insert(0, {str(tmp_path)!r}); {script}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={},
+        cwd=tmp_path,
+    )
+    counts = host.PairedCounts(100, 0, 5, 16)
+    expected = [
+        host.drop_interval(counts).to_dict(),
+        host.drop_upper_bound(counts),
+        host.proportion_interval(95, 121, 0.9, "exact").to_dict(),
+        host.exact_mcnemar_p(3, 9),
+    ]
+    assert json.loads(out.stdout) == json.loads(json.dumps(expected))
