@@ -304,6 +304,33 @@ def proportion_interval(successes: int, n: int, confidence: float = 0.95, method
     return Interval(successes / n, lower, upper, confidence, method)
 
 
+# --------------------------------------------------------------------------------------------- agreement
+def agreement_lower_bound(agree: int, n: int, confidence: float = 0.95) -> float:
+    """The one-sided lower bound at ``confidence`` of the share of images on which two models predict the same
+    class (``agree`` of ``n``): the ``min_agreement`` gate's bound, on the host and in the device check alike."""
+    if _check_confidence(confidence) <= 0.5:
+        raise ConfigError(f"confidence={confidence!r}; a one-sided bound needs a level above 0.5 (e.g. 0.95)")
+    return proportion_interval(agree, n, 2.0 * confidence - 1.0, "wilson").lower
+
+
+def min_images_for_agreement(limit: float, confidence: float = 0.95) -> int | None:
+    """The smallest set on which two models agreeing on every image have an :func:`agreement_lower_bound` of at
+    least ``limit``; None when no finite set does (``limit`` 1).
+
+    At full agreement the Wilson lower limit is ``n / (n + z^2)``, so ``n >= z^2 limit / (1 - limit)``; the scan
+    from just below that settles rounding the same way the gate computes the bound.
+    """
+    if limit >= 1.0:
+        return None
+    if limit <= 0.0:
+        return 1
+    z = normal_quantile(confidence)
+    n = max(1, math.floor(z * z * limit / (1.0 - limit)) - 1)
+    while agreement_lower_bound(n, n, confidence) < limit:
+        n += 1
+    return n
+
+
 # --------------------------------------------------------------------------------------------- paired difference
 def paired_counts(ref_correct: Sequence[bool], art_correct: Sequence[bool]) -> PairedCounts:
     """The paired 2x2 table from per-image correctness of the FP32 reference and the artifact (same order)."""

@@ -10,7 +10,6 @@ runtime's float build, never PyTorch eager.
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 from edgeresnext.errors import ConfigError, GateFailed
@@ -40,24 +39,10 @@ def _level(confidence: float) -> str:
 
 
 def min_images_for_agreement(limit: float, confidence: float) -> int | None:
-    """The smallest set on which an artifact agreeing with FP32 on every image has a one-sided lower bound
-    (Wilson, at ``confidence``) of at least ``limit``; None when no finite set does (``limit`` 1).
-
-    At full agreement the Wilson lower limit is ``n / (n + z^2)``, so ``n >= z^2 limit / (1 - limit)``; the scan
-    from just below that settles rounding the same way the gate computes the bound.
-    """
+    """See :func:`edgeresnext.stats.min_images_for_agreement` (the device check uses it too)."""
     from edgeresnext import stats
-    from edgeresnext.validate.metrics import one_sided_level
 
-    if limit >= 1.0:
-        return None
-    if limit <= 0.0:
-        return 1
-    z = stats.normal_quantile(confidence)
-    n = max(1, math.floor(z * z * limit / (1.0 - limit)) - 1)
-    while stats.proportion_interval(n, n, one_sided_level(confidence), "wilson").lower < limit:
-        n += 1
-    return n
+    return stats.min_images_for_agreement(limit, confidence)
 
 
 def _unbounded(gate: str, name: str, limit: float, confidence: float, what: str, measured: float) -> GateResult:
@@ -136,11 +121,10 @@ def _drop_gate(limit: float, confidence: float, result: ArtifactResult, unproven
 def _agreement_gate(limit: float, confidence: float, result: ArtifactResult, unproven: str) -> GateResult:
     gate, name, u = "min_agreement", result.name, result.uncertainty
     from edgeresnext import stats
-    from edgeresnext.validate.metrics import one_sided_level
 
     level = _level(confidence)
     # Uncertainty keeps the bound at its own level; the gate's level decides (the same unless re-evaluated).
-    bound = stats.proportion_interval(u.agree, u.n, one_sided_level(confidence), "wilson").lower
+    bound = stats.agreement_lower_bound(u.agree, u.n, confidence)
     passed = bound >= limit
     needed_images = min_images_for_agreement(limit, confidence)
     provable = needed_images is not None and u.n >= needed_images

@@ -84,12 +84,6 @@ def fidelity_metrics(logits: np.ndarray, reference: np.ndarray) -> dict[str, flo
     }
 
 
-def one_sided_level(confidence: float) -> float:
-    """The two-sided level whose one end is a one-sided bound at ``confidence`` (0.90 for 0.95), as
-    :func:`edgeresnext.stats.drop_upper_bound` takes it: a gate fails on one side only."""
-    return 2.0 * confidence - 1.0
-
-
 def paired_uncertainty(
     logits: np.ndarray, reference: np.ndarray, labels: np.ndarray, confidence: float = 0.95
 ) -> Uncertainty:
@@ -109,7 +103,6 @@ def paired_uncertainty(
     agree = int(np.count_nonzero(predictions == reference_predictions))
     drop = stats.drop_interval(counts, confidence)
     agreement = stats.proportion_interval(agree, counts.n, confidence, "wilson")
-    one_sided = stats.proportion_interval(agree, counts.n, one_sided_level(confidence), "wilson")
     return Uncertainty(
         confidence=confidence,
         a=counts.a,
@@ -123,7 +116,7 @@ def paired_uncertainty(
         mcnemar_p=stats.exact_mcnemar_p(counts.b, counts.c),
         agreement=agreement.point,
         agreement_interval=(agreement.lower, agreement.upper),
-        agreement_lower_bound=one_sided.lower,
+        agreement_lower_bound=stats.agreement_lower_bound(agree, counts.n, confidence),
         drop_method=drop.method,
         agreement_method=agreement.method,
     )
