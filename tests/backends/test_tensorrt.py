@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import shlex
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -339,3 +340,53 @@ def test_the_runtime_runs_an_engine_bundle(qdq_onnx, shipped_model, test_images,
         assert runner._buffers == buffers  # kept between calls, never allocated per call
         assert agreement(logits, qdq_logits) >= 0.97
     assert runner._buffers == {} and runner.stream is None and runner.engine is None
+
+
+# ------------------------------------------------------------------------------------------ C++ sample's CMake
+CPP_SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "cpp" / "tensorrt"
+HEADERS = Path(__file__).resolve().parents[1] / "fixtures" / "tensorrt"
+needs_cmake = pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake is not installed")
+
+
+@needs_cmake
+@pytest.mark.parametrize("version", ["8.6.2", "10.3.0", "10.16.1", "11.1.0"])
+def test_cmake_reads_the_version_of_every_nvinferversion_form(version):
+    """8.6 and 10.3: numbers with trailing //!< comments; 10.16 and 11.x: NV_TENSORRT_MAJOR TRT_MAJOR_ENTERPRISE."""
+    header = HEADERS / f"NvInferVersion-{version}.h"
+    done = subprocess.run(
+        ["cmake", f"-DHEADER={header}", "-P", str(CPP_SAMPLE / "TensorRTVersion.cmake")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == version
+
+
+def _fake_tensorrt_root(root: Path, version: str) -> Path:
+    (root / "include").mkdir(parents=True)
+    (root / "lib").mkdir()
+    (root / "include" / "NvInfer.h").write_text("#pragma once\n")
+    shutil.copy(HEADERS / f"NvInferVersion-{version}.h", root / "include" / "NvInferVersion.h")
+    (root / "lib" / "libnvinfer.so").write_bytes(b"")
+    return root
+
+
+@needs_cmake
+@pytest.mark.parametrize("version", ["8.6.2", "10.3.0"])
+def test_cmake_skips_tensorrt_8_and_names_the_version(tmp_path, version):
+    root = _fake_tensorrt_root(tmp_path / "TensorRT", version)
+    done = subprocess.run(
+        ["cmake", "-S", str(CPP_SAMPLE), "-B", str(tmp_path / "build"), f"-DTENSORRT_ROOT={root}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    said = " ".join(done.stderr.split())
+    if version.startswith("8."):
+        assert "build skipped: TensorRT 8.6.2 found; this sample uses the TensorRT 10 API" in said
+        assert "needs TensorRT 10 or later (JetPack 6.1 and later)" in said
+    else:  # TensorRT 10 passes the version gate; this host then lacks CUDA, or builds against the fake and says so
+        assert "TensorRT 10.3.0 found" not in said and "names no TensorRT version" not in said
+        assert "CUDA toolkit" in said or "TensorRT 10.3.0:" in done.stdout
