@@ -193,6 +193,25 @@ def test_an_engine_an_old_kit_built_in_place_is_rebuilt_and_sealed(bundle, bin_d
     assert verify_bundle(bundle)["artifacts"][0]["path"] == "kit/model.engine"
 
 
+def test_a_rebuild_reuses_the_timing_cache(sealed, bin_dir):
+    done = run_device_command(sealed, bin_dir)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Loaded timing cache from timing.cache" in done.stdout
+    assert (sealed / "kit" / "timing.cache").read_text() == "stand-in timing cache\nreused by a build\n"
+    assert verify_bundle(sealed)["artifacts"][0]["files"] == ENGINE_FILES
+
+
+def test_a_refused_timing_cache_is_dropped_said_and_rebuilt(sealed, bin_dir):
+    done = run_device_command(sealed, bin_dir, FAKE_REFUSE_CACHE="1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (
+        "seal.py: the build failed with the earlier build's timing cache kit/timing.cache (build_engine.sh failed "
+        "(exit 1; its output is above)); building again without it"
+    ) in done.stderr
+    assert (sealed / "kit" / "timing.cache").read_text() == "stand-in timing cache\n"  # a new one
+    verify_bundle(sealed)
+
+
 # ------------------------------------------------------------------------------------------ refusals
 def test_a_flipped_byte_in_the_engine_is_refused(sealed, capsys):
     engine = sealed / "kit" / "model.engine"
