@@ -212,6 +212,18 @@ def test_a_refused_timing_cache_is_dropped_said_and_rebuilt(sealed, bin_dir):
     verify_bundle(sealed)
 
 
+def test_tensorrt_8_is_named_with_the_jetpack_that_brings_10(bundle, bin_dir):
+    """JetPack 6.0: trtexec's banner says [TensorRT v8602] (8.6.2); no tensorrt module in the device's python3."""
+    before = snapshot(bundle)
+    done = run_device_command(bundle, bin_dir, FAKE_BANNER="8602", FAKE_TRT_VERSION="8.6.2")
+    assert done.returncode == 2
+    assert (
+        "build_engine.sh: TensorRT 8.6.2 found; needs TensorRT 10 or later (JetPack 6.1 and later)"
+        in done.stderr.splitlines()
+    )
+    assert snapshot(bundle) == before
+
+
 # ------------------------------------------------------------------------------------------ refusals
 def test_a_flipped_byte_in_the_engine_is_refused(sealed, capsys):
     engine = sealed / "kit" / "model.engine"

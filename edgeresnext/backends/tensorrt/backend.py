@@ -60,7 +60,7 @@ class TensorRTBackend(Backend):
         if not count:
             return "no NVIDIA GPU found"
         if tensorrt_major(trt) < 10:
-            return f"TensorRT {trt.__version__} is too old; edgeresnext needs TensorRT 10 or 11"
+            return f"TensorRT {trt.__version__} found; needs TensorRT 10 or later (JetPack 6.1 and later)"
         return None
 
     def _compile_impl(self, onnx_path: Path, target: Target, out_dir: Path, **extra: Any) -> Artifact:

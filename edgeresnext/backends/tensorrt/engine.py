@@ -96,7 +96,9 @@ def engine_from_onnx(
     trt = import_tensorrt()
     major = tensorrt_major(trt)
     if major < 10:
-        raise BackendUnavailable(f"TensorRT {trt.__version__} found; edgeresnext needs TensorRT 10 or 11")
+        raise BackendUnavailable(
+            f"TensorRT {trt.__version__} found; needs TensorRT 10 or later (JetPack 6.1 and later)"
+        )
     if plan.build_mode == "weakly_typed" and major >= 11:
         raise ConfigError(
             f"target {plan.target!r}: weakly typed builds (--int8/--fp16) were removed in "

@@ -79,14 +79,29 @@ if [ ! -x "$TRTEXEC" ]; then
   echo "build_engine.sh: trtexec not found (JetPack: /usr/src/tensorrt/bin/trtexec); set TRTEXEC=" >&2
   exit 2
 fi
-# TensorRT major version: from the Python bindings if present, else from trtexec's banner ([TensorRT v100300]).
-TRT_MAJOR="${{TRT_MAJOR:-$(python3 -c 'import tensorrt as t; print(t.__version__.split(".")[0])' 2>/dev/null || true)}}"
-if [ -z "$TRT_MAJOR" ]; then
-  TRT_V="$( ("$TRTEXEC" --help 2>&1 || true) | sed -n 's/.*\\[TensorRT v\\([0-9]*\\)\\].*/\\1/p' | head -n 1 || true)"
-  TRT_MAJOR=$(( ${{TRT_V:-0}} / 10000 ))
+# TensorRT version: from the Python bindings if present, else from trtexec's banner: TensorRT 10 and later print
+# [TensorRT v100300] for 10.3.0, TensorRT 8 printed [TensorRT v8602] for 8.6.2 (JetPack 6.0).
+TRT_FOUND="${{TRT_MAJOR:-}}"
+if [ -z "$TRT_FOUND" ]; then
+  TRT_FOUND="$(python3 -c 'import tensorrt as t; print(t.__version__)' 2>/dev/null || true)"
 fi
+if [ -z "$TRT_FOUND" ]; then
+  TRT_V="$( ("$TRTEXEC" --help 2>&1 || true) | sed -n 's/.*\\[TensorRT v\\([0-9]*\\)\\].*/\\1/p' | head -n 1 || true)"
+  if [ -n "$TRT_V" ] && [ "$TRT_V" -ge 100000 ]; then
+    TRT_FOUND="$(( TRT_V / 10000 )).$(( TRT_V / 100 % 100 )).$(( TRT_V % 100 ))"
+  elif [ -n "$TRT_V" ]; then
+    TRT_FOUND="$(( TRT_V / 1000 )).$(( TRT_V / 100 % 10 )).$(( TRT_V % 100 ))"
+  fi
+fi
+TRT_MAJOR="${{TRT_FOUND%%.*}}"
+case "$TRT_MAJOR" in
+  ''|*[!0-9]*)
+    echo "build_engine.sh: cannot tell which TensorRT $TRTEXEC belongs to (no [TensorRT vNNNN] banner in its" \
+         "--help, no tensorrt Python package); set TRT_MAJOR=10 (or 11) if it is TensorRT 10 or later" >&2
+    exit 2 ;;
+esac
 if [ "$TRT_MAJOR" -lt 10 ]; then
-  echo "build_engine.sh: TensorRT $TRT_MAJOR found; this kit needs TensorRT 10 or 11 (JetPack 6 or later)" >&2
+  echo "build_engine.sh: TensorRT $TRT_FOUND found; needs TensorRT 10 or later (JetPack 6.1 and later)" >&2
   exit 2
 fi
 ARGS=({args})
