@@ -224,6 +224,16 @@ def test_tensorrt_8_is_named_with_the_jetpack_that_brings_10(bundle, bin_dir):
     assert snapshot(bundle) == before
 
 
+def test_without_tensorrt_load_bundle_names_both_packages(sealed):
+    if GPU_REASON is None:
+        pytest.skip("TensorRT runs here")
+    with pytest.raises(BackendUnavailable) as refused:
+        load_bundle(sealed)
+    said = str(refused.value)
+    assert "TensorRT engines run with the tensorrt and cuda-python packages (import names tensorrt and cuda)" in said
+    assert "the tensorrt Python package is not installed" in said and "cuda-python is not installed" in said
+
+
 # ------------------------------------------------------------------------------------------ refusals
 def test_a_flipped_byte_in_the_engine_is_refused(sealed, capsys):
     engine = sealed / "kit" / "model.engine"

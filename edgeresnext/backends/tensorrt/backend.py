@@ -48,11 +48,19 @@ class TensorRTBackend(Backend):
         return [("qdq-int8-fp16 (onnxruntime)", stand_in)]
 
     def available(self) -> str | None:
-        try:
-            trt = import_tensorrt()
-            cudart = import_cudart()
-        except BackendUnavailable as err:
-            return str(err)
+        # Name every missing package at once: a device app needs both (cuda-python moves the buffers).
+        modules, missing = [], []
+        for importer in (import_tensorrt, import_cudart):
+            try:
+                modules.append(importer())
+            except BackendUnavailable as err:
+                missing.append(str(err))
+        if missing:
+            return (
+                "TensorRT engines run with the tensorrt and cuda-python packages (import names tensorrt and cuda): "
+                + "; ".join(missing)
+            )
+        trt, cudart = modules
         try:
             count = cuda_check(cudart.cudaGetDeviceCount(), "cudaGetDeviceCount")
         except EdgeResNeXtError as err:
