@@ -224,6 +224,17 @@ def test_tensorrt_8_is_named_with_the_jetpack_that_brings_10(bundle, bin_dir):
     assert snapshot(bundle) == before
 
 
+def test_the_kit_file_carries_no_build_host_paths(built):
+    text = (built / "kit" / "kit.json").read_text()
+    kit = json.loads(text)
+    host_root = built.parents[2]  # the folder holding the build and the calibration images' parent
+    assert str(host_root) not in text and str(Path.home()) not in text and "build/" not in text
+    assert kit["build_trtexec"] == "./build_engine.sh" and kit["build_python"] == "edgeresnext compile --on-device ."
+    assert kit["host_paths_omitted"] == ["quant.calib_dir"]
+    calib_dir = Path(read_manifest(built)["target"]["config"]["quant"]["calib_dir"])
+    assert calib_dir.is_absolute() and kit["target_config"]["quant"]["calib_dir"] == calib_dir.name
+
+
 def test_without_tensorrt_load_bundle_names_both_packages(sealed):
     if GPU_REASON is None:
         pytest.skip("TensorRT runs here")

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shlex
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
 from edgeresnext.backends.base import Artifact, copy_file_atomic
@@ -173,14 +174,18 @@ def kit_from_onnx(onnx_path: str | Path, target: Target, out_dir: str | Path, re
     files.append(script)
     # The re-seal step for a bundle on a device without edgeresnext: this package's own module, copied verbatim.
     files.append(write_text_atomic(out_dir / SEAL_SCRIPT, SEAL_SOURCE.read_text(encoding="utf-8")))
+    omitted: list[str] = []
+    target_config = _without_host_paths(target.resolved(), "", omitted)
     kit = {
         "kit_version": KIT_VERSION,
         "plan": plan.to_dict(),
         "reason": reason,
-        "target_config": target.resolved(),
+        "target_config": target_config,
         "sha256": {path.name: sha256_file(path) for path in files if path.suffix == ".onnx"},
-        "build_python": f"edgeresnext compile --on-device {out_dir}",
-        "build_trtexec": f"{out_dir}/{KIT_SCRIPT}",
+        # Run in the kit folder on the device: the kit travels (bundle/kit/), the build host's paths do not.
+        "build_python": "edgeresnext compile --on-device .",
+        "build_trtexec": f"./{KIT_SCRIPT}",
+        "host_paths_omitted": omitted,
     }
     files.append(write_json_atomic(out_dir / KIT_FILE, kit))
     files.append(write_text_atomic(out_dir / "README.md", _kit_readme(plan, out_dir, reason)))
@@ -205,11 +210,30 @@ def kit_from_onnx(onnx_path: str | Path, target: Target, out_dir: str | Path, re
     )
 
 
+_ABSOLUTE = re.compile(r"^(/|~|[A-Za-z]:[\\/]|\\\\)")
+
+
+def _without_host_paths(value: Any, key: str, omitted: list[str]) -> Any:
+    """``value`` with every absolute path (the build host's folders: a calibration folder, a checkpoint) cut to its
+    last name; the keys cut are appended to ``omitted``. The kit goes to devices and other people."""
+    if isinstance(value, dict):
+        return {
+            name: _without_host_paths(item, f"{key}.{name}" if key else name, omitted) for name, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_without_host_paths(item, f"{key}[{i}]", omitted) for i, item in enumerate(value)]
+    if isinstance(value, str) and _ABSOLUTE.match(value):
+        omitted.append(key)
+        return PurePath(value.replace("\\", "/")).name
+    return value
+
+
 def _kit_readme(plan: BuildPlan, out_dir: Path, reason: str) -> str:
     return f"""# TensorRT build kit: {plan.target} ({plan.device})
 
 No engine was built on the host that made this kit ({reason}). TensorRT engines run only with the
-TensorRT version and GPU (SM) that built them, so build it on the device itself (JetPack 6 = TensorRT 10.x).
+TensorRT version and GPU (SM) that built them, so build it on the device itself (TensorRT 10 or later: JetPack 6.1
+and later; JetPack 6.0's TensorRT 8.6 is refused).
 
 In a bundle (`bundle/kit/`, as `make build` writes it), one command on the device builds the engine and records it
 in the bundle's manifest, so that `edgeresnext bundle verify`, `load_bundle()` and the C++ samples accept it:
