@@ -57,11 +57,22 @@ def test_fp16_qdq_keeps_int8_and_runs_in_onnxruntime(qdq_onnx, test_images, fp32
     model, source = onnx.load(str(out)), onnx.load(str(qdq_onnx))
     types = {init.name: init.data_type for init in model.graph.initializer}
     assert TensorProto.FLOAT not in types.values(), "a float32 initializer survived"
-    # INT8 weights and zero points are untouched; Q/DQ scales keep their values up to FP16 rounding.
+    # INT8 weights and zero points are untouched, but for the output channels whose scale was below FP16's smallest
+    # normal number (raised to it, those weights requantized); Q/DQ scales keep their values up to FP16 rounding.
     before = {init.name: numpy_helper.to_array(init) for init in source.graph.initializer}
+    tiny_channels = {
+        node.input[0]: set(np.flatnonzero(np.abs(before[node.input[1]]) < 2**-14).tolist())
+        for node in source.graph.node
+        if node.op_type == "DequantizeLinear" and node.input[0] in before
+    }
     for init in model.graph.initializer:
         if before[init.name].dtype == np.int8:
-            assert init.data_type == TensorProto.INT8 and np.array_equal(numpy_helper.to_array(init), before[init.name])
+            after = numpy_helper.to_array(init)
+            assert init.data_type == TensorProto.INT8 and after.shape == before[init.name].shape
+            rows = (after != before[init.name]).reshape(after.shape[0] if after.ndim else 1, -1)
+            changed = np.flatnonzero(rows.any(axis=1))
+            assert set(changed.tolist()) <= tiny_channels.get(init.name, set()), init.name
+    assert sum(len(channels) for channels in tiny_channels.values()) == report["raised_scales"] == 2
     # No kernel involved (a float16 cast): 4.7e-4 here, FP16's 4.9e-4 step, more only for scales below its normal range.
     assert report["qdq_scales"] > 0 and report["max_scale_rel_error"] < 0.02
     # The interface stays float32, so runtimes and device apps feed the same images.
@@ -390,3 +401,92 @@ def test_cmake_skips_tensorrt_8_and_names_the_version(tmp_path, version):
     else:  # TensorRT 10 passes the version gate; this host then lacks CUDA, or builds against the fake and says so
         assert "TensorRT 10.3.0 found" not in said and "names no TensorRT version" not in said
         assert "CUDA toolkit" in said or "TensorRT 10.3.0:" in done.stdout
+
+
+# ------------------------------------------------------------------------------------------ FP16 Q/DQ scales
+def _scales(path: Path) -> dict[str, np.ndarray]:
+    """Every Q/DQ scale initializer of an ONNX file (a Q/DQ pair shares one), by name, as stored."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    inits = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+    return {
+        node.input[1]: inits[node.input[1]]
+        for node in model.graph.node
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and node.input[1] in inits
+    }
+
+
+def _fp16_scale_violations(path: Path) -> list:
+    from edgeresnext.lint import lint_onnx
+
+    return [v for v in lint_onnx(path) if v.rule == "fp16-scale"]
+
+
+def test_every_fp16_scale_of_the_shipped_model_is_a_normal_number(qdq_onnx, test_images, qdq_logits, tmp_path):
+    """The shipped model has 2 weight scales below 2**-14: raised to it, their INT8 weights requantized."""
+    import onnxruntime as ort
+
+    fp32_scales = _scales(qdq_onnx)
+    assert sum(int((abs(s) < 2**-14).sum()) for s in fp32_scales.values()) == 2
+    out = tmp_path / FP16_QDQ_FILE
+    report = fp16_qdq_from_onnx(qdq_onnx, out)
+    assert report["raised_scales"] == 2 and report["subnormal_scales"] == 0
+    scales = _scales(out)
+    assert all(s.dtype == np.float16 for s in scales.values())
+    assert min(float(np.abs(s).min()) for s in scales.values()) >= 2**-14
+    assert _fp16_scale_violations(out) == []
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    logits = session.run(None, {"input": test_images})[0]
+    assert agreement(logits, qdq_logits) >= 0.99
+
+
+def test_the_fp16_scale_rule_flags_a_subnormal_or_zero_scale(qdq_onnx, tmp_path):
+    """What the FP16 variant held before: the two tiny scales cast as they were (subnormal in FP16), and a zero."""
+    import onnx
+    from onnx import numpy_helper
+
+    out = tmp_path / FP16_QDQ_FILE
+    fp16_qdq_from_onnx(qdq_onnx, out)
+    model = onnx.load(str(out))
+    dq = next(n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.attribute)  # a weight's DQ
+    scale = next(init for init in model.graph.initializer if init.name == dq.input[1])
+    values = numpy_helper.to_array(scale).copy()
+    values[:2] = [np.float16(5.2e-5), np.float16(0.0)]
+    scale.CopyFrom(numpy_helper.from_array(values, scale.name))
+    onnx.save(model, str(tmp_path / "broken.onnx"))
+    (violation,) = _fp16_scale_violations(tmp_path / "broken.onnx")
+    assert violation.node == dq.name and violation.severity == "error"
+    assert f"2 of {values.size} FP16 scales are zero or subnormal (smallest 0;" in violation.message
+
+
+def test_fp16_variant_of_an_untrained_resnext_with_tiny_weights(calib_images, test_images, tmp_path):
+    """An untrained small ResNeXt whose stem and one grouped convolution have tiny weights (a bring-your-own model's
+    dead channels): many scales below 2**-14, all raised; the FP16 variant still computes what the Q/DQ file does."""
+    import onnxruntime as ort
+    import torch
+
+    from edgeresnext.config import QuantSpec
+    from edgeresnext.models.resnext import ResNeXt, ResNeXtConfig
+    from edgeresnext.quantize.ptq import quantize_ptq
+
+    torch.manual_seed(0)
+    config = ResNeXtConfig(layers=(1, 1), groups=4, width_per_group=16, stem="cifar", planes=(8, 16), stem_width=16)
+    model = ResNeXt(config, num_classes=10, in_channels=1).eval()
+    with torch.no_grad():
+        model.conv1.weight[:4].mul_(1e-4)  # 4 of 16 stem channels
+        model.layer1[0].conv2.weight.mul_(1e-4)  # a whole grouped convolution
+    qdq = quantize_ptq(model, calib_images[:32], QuantSpec(subset_size=32), tmp_path / "tiny.qdq.onnx", lint=False)
+    tiny = sum(int((abs(s) < 2**-14).sum()) for s in _scales(qdq).values())
+    assert tiny >= 20
+    out = tmp_path / FP16_QDQ_FILE
+    report = fp16_qdq_from_onnx(qdq, out)
+    assert report["raised_scales"] == tiny and _fp16_scale_violations(out) == []
+    assert min(float(np.abs(s).min()) for s in _scales(out).values()) >= 2**-14
+    run = {}
+    for name, path in (("qdq", qdq), ("fp16", out)):
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        run[name] = session.run(None, {"input": test_images[:256]})[0]
+    assert np.isfinite(run["fp16"]).all()
+    assert agreement(run["fp16"], run["qdq"]) >= 0.95

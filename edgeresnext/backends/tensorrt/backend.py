@@ -16,7 +16,7 @@ from edgeresnext.backends.tensorrt.engine import (
     import_tensorrt,
     tensorrt_major,
 )
-from edgeresnext.backends.tensorrt.kit import kit_from_onnx, rebuild_hint
+from edgeresnext.backends.tensorrt.kit import check_fp16_scales, kit_from_onnx, rebuild_hint
 from edgeresnext.backends.tensorrt.plan import ENGINE_FILE, FP16_QDQ_FILE, BuildPlan
 from edgeresnext.backends.tensorrt.runner import TensorRTRunner, engine_mismatch
 from edgeresnext.errors import BackendUnavailable, EdgeResNeXtError
@@ -86,6 +86,7 @@ class TensorRTBackend(Backend):
         model = out_dir / plan.onnx
         if plan.onnx == FP16_QDQ_FILE:
             fp16 = fp16_qdq_from_onnx(onnx_path, model)
+            check_fp16_scales(model)
         else:
             fp16 = None
             copy_file_atomic(onnx_path, model)

@@ -140,6 +140,18 @@ fi
 """
 
 
+def check_fp16_scales(path: Path) -> None:
+    """The FP16 variant passes the TensorRT lint's ``fp16-scale`` rule: every Q/DQ scale a normal FP16 number (a zero
+    or subnormal one breaks its layer in TensorRT, silently)."""
+    from edgeresnext.errors import ExportError
+    from edgeresnext.lint import lint_onnx
+
+    broken = [violation for violation in lint_onnx(path) if violation.rule == "fp16-scale"]
+    if broken:
+        shown = "; ".join(str(violation) for violation in broken[:5])
+        raise ExportError(f"{path}: {len(broken)} Q/DQ node(s) with zero or subnormal FP16 scales: {shown}")
+
+
 def build_script(plan: BuildPlan) -> str:
     from edgeresnext import __version__
 
@@ -168,6 +180,7 @@ def kit_from_onnx(onnx_path: str | Path, target: Target, out_dir: str | Path, re
     info: dict[str, Any] = {}
     if plan.onnx == FP16_QDQ_FILE:
         info["fp16"] = fp16_qdq_from_onnx(onnx_path, out_dir / FP16_QDQ_FILE)
+        check_fp16_scales(out_dir / FP16_QDQ_FILE)
         files.append(out_dir / FP16_QDQ_FILE)
     script = write_text_atomic(out_dir / KIT_SCRIPT, build_script(plan))
     script.chmod(0o755)
