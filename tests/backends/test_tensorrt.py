@@ -106,7 +106,8 @@ def test_jetson_target_makes_an_on_device_kit(qdq_onnx, tmp_path):
     assert (kit / KIT_SCRIPT).stat().st_mode & 0o111
     subprocess.run(["bash", "-n", str(kit / KIT_SCRIPT)], check=True)
     options = target.backend_options.tensorrt
-    # The script's flags are the target's settings: strongly typed FP16 Q/DQ model, batch 1, workspace, no DLA.
+    # The script's flags are the target's settings: strongly typed FP16 Q/DQ model, a batch profile 1..8 tuned for 1,
+    # workspace, no DLA.
     assert script_args(kit) == [
         f"--onnx={FP16_QDQ_FILE}",
         "--saveEngine=model.engine",
@@ -114,11 +115,11 @@ def test_jetson_target_makes_an_on_device_kit(qdq_onnx, tmp_path):
         "--timingCacheFile=timing.cache",
         "--minShapes=input:1x1x28x28",
         "--optShapes=input:1x1x28x28",
-        "--maxShapes=input:1x1x28x28",
+        "--maxShapes=input:8x1x28x28",
     ]
     plan = read_kit(kit)["plan"]
     assert plan.build_mode == "strongly_typed" and plan.dla_core is None
-    assert plan.to_dict()["batch"] == {"min": 1, "opt": 1, "max": 1} and plan.device == "jetson-orin"
+    assert plan.to_dict()["batch"] == {"min": 1, "opt": 1, "max": 8} and plan.device == "jetson-orin"
     assert f"edgeresnext compile --on-device {kit}" in artifact.info["device_commands"]
 
 
@@ -144,7 +145,7 @@ KIT_V1_PLAN = {
 
 
 def test_build_plan_reads_existing_kits_and_writes_the_same_dict(qdq_onnx, tmp_path):
-    plan = build_plan(qdq_onnx, load_target(TARGETS / "jetson.yaml"))
+    plan = build_plan(qdq_onnx, load_target(TARGETS / "jetson.yaml", overrides={"input.batch.max": 1}))
     assert plan == BuildPlan.from_dict(KIT_V1_PLAN) and plan.to_dict() == KIT_V1_PLAN
     (tmp_path / "kit.json").write_text(json.dumps({"kit_version": 1, "plan": KIT_V1_PLAN}))
     assert read_kit(tmp_path)["plan"] == plan
@@ -155,8 +156,25 @@ def test_build_plan_reads_existing_kits_and_writes_the_same_dict(qdq_onnx, tmp_p
 
 
 def test_dla_and_batch_range_reach_the_flags(qdq_onnx):
-    dla = trtexec_args(build_plan(qdq_onnx, load_target(TARGETS / "jetson-dla.yaml")))
-    assert "--useDLACore=0" in dla and "--allowGPUFallback" in dla
+    """jetson-dla is weakly typed: TensorRT 10.3's trtexec sets FP16 and precision-constraint flags with --useDLACore,
+    which NVIDIA's DLA documentation calls invalid for strongly typed builds; the FP32 Q/DQ file with --int8 --fp16 is
+    the documented DLA build. Static batch 1 (DLA takes static shapes)."""
+    target = load_target(TARGETS / "jetson-dla.yaml")
+    plan = build_plan(qdq_onnx, target)
+    assert plan.build_mode == "weakly_typed" and target.description.startswith("EXPERIMENTAL ")
+    assert trtexec_args(plan) == [
+        "--onnx=model.qdq.onnx",
+        "--saveEngine=model.engine",
+        "--memPoolSize=workspace:1024M",
+        "--timingCacheFile=timing.cache",
+        "--minShapes=input:1x1x28x28",
+        "--optShapes=input:1x1x28x28",
+        "--maxShapes=input:1x1x28x28",
+        "--int8",
+        "--fp16",
+        "--useDLACore=0",
+        "--allowGPUFallback",
+    ]
     gpu = trtexec_args(build_plan(qdq_onnx, load_target(TARGETS / "gpu.yaml")))
     assert "--minShapes=input:1x1x28x28" in gpu and "--optShapes=input:8x1x28x28" in gpu
     assert "--maxShapes=input:32x1x28x28" in gpu and "--memPoolSize=workspace:2048M" in gpu
@@ -199,6 +217,23 @@ def test_build_script_adapts_to_tensorrt_10_and_11(qdq_onnx, tmp_path, major, st
     assert record["tensorrt_version"] == "10.3.0" and record["gpu_name"] == "Orin" and record["gpu_sm"] == "8.7"
     assert record["build_mode"] == "strongly_typed" and record["tensorrt_major"] == major
     assert (kit / "model.engine").is_file()
+
+
+def test_the_dla_kit_builds_weakly_typed_on_tensorrt_10(qdq_onnx, tmp_path):
+    kit = tmp_path / "kit"
+    get_backend("tensorrt").compile(qdq_onnx, load_target(TARGETS / "jetson-dla.yaml"), kit)
+    assert not (kit / FP16_QDQ_FILE).exists()
+    fake = tmp_path / "trtexec"
+    fake.write_text(FAKE_TRTEXEC)
+    fake.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "TRTEXEC": str(fake)}  # TensorRT 10.3 from the banner
+    subprocess.run([str(kit / KIT_SCRIPT)], env=env, check=True, capture_output=True)
+    passed = (kit / "trtexec.args").read_text().split()
+    assert "--stronglyTyped" not in passed and {"--onnx=model.qdq.onnx", "--int8", "--fp16", "--useDLACore=0"} <= set(
+        passed
+    )
+    record = json.loads((kit / "model.engine.json").read_text())
+    assert record["build_mode"] == "weakly_typed" and record["dla_core"] == 0
 
 
 def test_build_script_refuses_weak_typing_on_tensorrt_11(qdq_onnx, tmp_path):
@@ -268,7 +303,7 @@ def test_static_batch_onnx_must_match_the_target(tmp_path, shipped_model):
     with pytest.raises(ConfigError, match="fixed batch of 1"):
         build_plan(static, load_target(TARGETS / "gpu.yaml"))
     assert not any(
-        flag.endswith("Shapes") for flag in trtexec_args(build_plan(static, load_target(TARGETS / "jetson.yaml")))
+        flag.endswith("Shapes") for flag in trtexec_args(build_plan(static, load_target(TARGETS / "jetson-dla.yaml")))
     )
 
 
