@@ -60,6 +60,19 @@ def _broken_onnx(folder: Path, kind: str, good: Path) -> Path:
         path.write_text("not a model\n")
     elif kind == "directory":
         path.mkdir()
+    elif kind == "outside":  # the good model with its weights said to lie in ../secret.bin
+        import onnx
+        from onnx import TensorProto
+
+        (folder.parent / "secret.bin").write_bytes(bytes(64))
+        model = onnx.load(str(good))
+        weight = model.graph.initializer[0]
+        weight.ClearField("raw_data")
+        weight.data_location = TensorProto.EXTERNAL
+        for key, value in (("location", "../secret.bin"), ("offset", "0"), ("length", "16")):
+            entry = weight.external_data.add()
+            entry.key, entry.value = key, value
+        path.write_bytes(model.SerializeToString())
     return path
 
 
@@ -69,13 +82,15 @@ BROKEN_ONNX = {
     "png": "(not a readable ONNX model|not an ONNX model).*; expected an ONNX model file",
     "text": "(not a readable ONNX model|not an ONNX model).*; expected an ONNX model file",
     "directory": "not a file; expected an ONNX model file",
+    "outside": r"keeps its data in '\.\./secret\.bin': '\.\.' leaves the model's folder",
 }
 
 
 @pytest.mark.parametrize("kind", sorted(BROKEN_ONNX))
 def test_a_broken_onnx_file_is_one_line_everywhere_it_is_read(tmp_path, kind, good_onnx, capsys):
     """`lint`, `compare` and `validate --artifact` run the same file check as `compile` (issue 23, item 6): a
-    0-byte file is no TensorRT rule violation, a truncated one no DecodeError traceback."""
+    0-byte file is no TensorRT rule violation, a truncated one no DecodeError traceback, external data outside the
+    folder is our refusal before ONNX Runtime or OpenVINO open the file."""
     path = _broken_onnx(tmp_path / kind, kind, good_onnx)
     expected = BROKEN_ONNX[kind]
     with pytest.raises(ExportError, match=expected):
