@@ -248,6 +248,10 @@ def test_a_tiny_image_is_refused_or_skipped_never_upscaled(resize_bundle, tmp_pa
     assert "at least 4 pixels" in skipped[0][1]
     with pytest.raises(DataError, match=expected):
         images_at_model_size([tiny], FOLDER_28)
+    from edgeresnext.data.loaders import ImageFolderDataset  # training decodes lazily, in DataLoader workers
+
+    with pytest.raises(DataError, match=expected):
+        ImageFolderDataset([tiny], np.zeros(1), FOLDER_28)[0]
     with load_bundle(resize_bundle) as clf, pytest.raises(DataError, match=expected):
         clf.predict(tiny)
     small_enough = tmp_path / "four.png"  # 4 * 8 >= 28: enlarged 7x, accepted
