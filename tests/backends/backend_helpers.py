@@ -23,6 +23,17 @@ def assert_reproduces_qdq(logits: np.ndarray, qdq_logits: np.ndarray) -> None:
     assert flipped.size == 0, f"images {flipped.tolist()} changed class despite a top-2 gap >= {QDQ_CONFIDENT_GAP}"
 
 
+def fake_quantized(qdq_onnx, images: np.ndarray) -> np.ndarray:
+    """What a Q/DQ file means: ONNX Runtime with every graph optimisation off runs each QuantizeLinear/
+    DequantizeLinear as written (fake quantization in FP32)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(qdq_onnx), options, providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: images})[0]
+
+
 def make_target(backend: str, precision: str, **sections):
     """A Target built in Python (the third way in, besides YAML and CLI flags)."""
     from edgeresnext.config import target_from_dict

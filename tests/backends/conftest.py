@@ -55,9 +55,6 @@ def qdq_onnx(tmp_path_factory, shipped_model, calib_images, fp32_onnx) -> Path:
 def qdq_logits(qdq_onnx, test_images) -> np.ndarray:
     """What the Q/DQ file means: ONNX Runtime with every graph optimisation off runs each QuantizeLinear/
     DequantizeLinear as written (fake quantization in FP32). A backend's INT8 kernels must reproduce this."""
-    import onnxruntime as ort
+    from backend_helpers import fake_quantized
 
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(str(qdq_onnx), options, providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: test_images})[0]
+    return fake_quantized(qdq_onnx, test_images)

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
-from tolerances import mean_cross_entropy
+from tolerances import int8_kernels_saturate, mean_cross_entropy
 
 from edgeresnext.config import QuantSpec
 from edgeresnext.errors import ConfigError, DataError, GateFailed
@@ -71,7 +71,13 @@ def test_ptq_keeps_accuracy_in_onnx_runtime_and_openvino(tiny_model, fp32_onnx, 
     # rounds to the neighbouring INT8 step: mean 0.0035 here, 1/15 of what quantization itself moves them (0.054).
     compiled = ov.Core().compile_model(str(int8_onnx), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     openvino = compiled(images)[0]
-    assert np.abs(openvino - int8).mean() <= 0.25 * np.abs(int8 - fp32).mean()
+    if int8_kernels_saturate():
+        # Plain AVX2 x86 saturates 8-bit weights (tolerances.int8_kernels_saturate): OpenVINO's logits differ from
+        # the file's by 0.144 on a Zen 2 EPYC, 5x what quantization moves them, and it keeps accuracy only as
+        # loosely: cross-entropy +0.037 there, against +0.076 for one layer at ~3 bits (a broken quantizer).
+        assert mean_cross_entropy(openvino, labels) - mean_cross_entropy(fp32, labels) <= 0.05
+    else:
+        assert np.abs(openvino - int8).mean() <= 0.25 * np.abs(int8 - fp32).mean()
 
 
 def test_nncf_default_placement_and_ignored_scope(tiny_model, calib_images, tmp_path):
