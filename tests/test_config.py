@@ -129,3 +129,33 @@ def test_resolved_config_round_trips():
     target = target_from_dict({"name": "x", "backend": "tensorrt", "validate": {"latency_runs": 5}})
     again = Target.model_validate({"name": "x", **target.resolved()})
     assert again.resolved() == target.resolved() and again.validate_.latency_runs == 5
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("description: " + "1" * 5000 + "\n", r"cannot be built \(Exceeds the limit \(4300 digits\)"),
+        ("description: 2020-13-45\n", r"cannot be built \(month must be in 1\.\.12\); quote it"),
+        ("a: &a [*a]\n", "a YAML alias refers to a value that contains it"),
+        ("backend: openvino\ndescription: " + "x" * (4 << 20) + "\n", "larger than 4 MiB"),
+        ("backend: \xff\n", "not UTF-8 text"),
+    ],
+)
+def test_yaml_values_that_cannot_be_built_are_a_config_error(tmp_path, text, message):
+    """Found by issue 23's fuzz work: a 5000-digit integer or a date like 2020-13-45 raised a bare ValueError."""
+    path = tmp_path / "odd.yaml"
+    path.write_bytes(text.encode("latin-1") if "\xff" in text else text.encode())
+    with pytest.raises(ConfigError, match=message):
+        load_target(path)
+
+
+def test_aliases_within_the_limit_and_long_lists_are_read(tmp_path):
+    """The alias limit counts repeats beyond the file's own values: 21,000 written class names are fine."""
+    names = "".join(f"  - c{i}\n" for i in range(21_000))
+    path = write(tmp_path, "many.yaml", f"backend: openvino\nmodel:\n  class_names:\n{names}")
+    assert len(load_target(path).model.class_names) == 21_000
+    path = write(tmp_path, "alias.yaml", "backend: openvino\nx: &q {min: 1, opt: 1, max: 1}\n")
+    text = "backend: openvino\ninput:\n  batch: &b {min: 1, opt: 2, max: 4}\ngates: {}\n"
+    assert load_target(write(tmp_path, "ok.yaml", text)).input.batch.max == 4
+    with pytest.raises(ConfigError, match="unknown key 'x'"):
+        load_target(path)

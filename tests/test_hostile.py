@@ -397,3 +397,109 @@ def test_a_symlink_inside_a_bundle_folder_is_refused(bundle_dir, tmp_path):
     (copy / "labels.txt").symlink_to(outside)
     with pytest.raises(BundleError, match=r"labels\.txt: a symlink; bundles hold regular files only"):
         verify_bundle(copy)
+
+
+# --------------------------------------------------------------------------------------------- issue 23
+def _victim(root: Path) -> Path:
+    """A folder beside --out that a hostile target name would make the build empty and overwrite."""
+    victim = root / "victim"
+    for stage in ("model", "export", "report"):
+        (victim / stage).mkdir(parents=True)
+        (victim / stage / "f").write_text("keep me")
+    (victim / "config.json").write_text("mine")
+    return victim
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("name", ["../../victim", "../victim", "ABSOLUTE", "", ".", "..", "a/b", "a\\b", "x\ny", " x"])
+def test_a_target_name_that_is_not_one_plain_folder_name_is_refused(tmp_path, name, capsys):
+    """Issue 23 item 1: `name:` decides the build folder; before, `../../victim` emptied victim/model and more."""
+    victim = _victim(tmp_path)
+    before = _tree(victim)
+    if name == "ABSOLUTE":
+        name = str(victim)
+    path = tmp_path / "conf" / "t.yaml"
+    path.parent.mkdir()
+    path.write_text(yaml.safe_dump({"extends": str(REPO / "targets" / "cpu.yaml"), "name": name}))
+    out = tmp_path / "out" / "b"
+    code = main(["-q", "build", "--target", str(path), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert re.search(r"t\.yaml: name must be one plain folder name", err) and len(err.strip().splitlines()) == 1, err
+    assert _tree(victim) == before, "the victim folder was changed"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["conf", "victim"], "something was written outside --out"
+
+
+def test_the_build_folder_is_never_a_link_out_of_out(tmp_path, calib_dir):
+    """Every stage computes the folder with config.build_folder: a symlinked build or stage folder is refused."""
+    from edgeresnext.config import build_folder
+    from edgeresnext.pipeline.cache import run_stage
+
+    victim = _victim(tmp_path)
+    before = _tree(victim)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "hostile").symlink_to(victim)
+    target = load_target(_target_yaml(tmp_path, calib_dir))
+    with pytest.raises(ConfigError, match=r"hostile: a symbolic link; a build folder must be a real folder"):
+        build(target, out_root=out, progress=False)
+    with pytest.raises(ConfigError, match="symbolic link"):
+        validate_target_in(out, target)
+    (out / "hostile").unlink()
+    assert build_folder(out, "hostile") == out / "hostile"
+    (out / "hostile").mkdir()
+    (out / "hostile" / "model").symlink_to(victim / "model")
+    with pytest.raises(ConfigError, match=r"model: a symbolic link; a stage folder must be a real folder"):
+        run_stage(out / "hostile" / "model", "model", {}, [], lambda folder: {}, upstream_changed=True)
+    assert _tree(victim) == before
+
+
+def validate_target_in(build_root: Path, target) -> None:
+    from edgeresnext.validate import validate_target
+
+    validate_target(target, build_root=build_root, progress=False)
+
+
+def _billion_laughs(key: str, levels: int = 9) -> str:
+    lines = [f"extends: {REPO / 'targets' / 'cpu.yaml'}", "laughs:"]
+    lines.append('  l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]')
+    for level in range(1, levels):
+        lines.append(f"  l{level}: &l{level} [{', '.join([f'*l{level - 1}'] * 10)}]")
+    lines.append(f"{key}: [{', '.join([f'*l{levels - 1}'] * 10)}]")
+    return "\n".join(lines) + "\n"
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path, capsys):
+    """Issue 23 item 2: a nine-level billion-laughs in `description:` hung the CLI for over 90 s printing the value."""
+    path = tmp_path / "bomb.yaml"
+    path.write_text(_billion_laughs("description"))
+    code = main(["-q", "build", "--target", str(path), "--out", str(tmp_path / "build")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err) < 400, err
+    assert re.search(
+        r"bomb\.yaml: YAML aliases expand to \d{11} values \(\d+ written\); at most 10000 repeated", err
+    ), err
+    assert not (tmp_path / "build").exists()
+
+
+def test_an_error_quotes_at_most_80_characters_of_a_value(tmp_path, capsys):
+    """A huge value (here 100 kB, or an alias repeat within the limit) is quoted cut short, never whole."""
+    from edgeresnext.errors import shown
+
+    path = tmp_path / "long.yaml"
+    path.write_text(_billion_laughs("description", levels=3).replace("laughs:", "x" * 200 + ":"))
+    big = tmp_path / "big.yaml"
+    big.write_text(yaml.safe_dump({"extends": str(REPO / "targets" / "cpu.yaml"), "precision": "y" * 100_000}))
+    for target in (path, big):
+        code = main(["-q", "build", "--target", str(target), "--out", str(tmp_path / "build")])
+        err = capsys.readouterr().err
+        assert code == 2 and len(err) < 400, err
+    assert shown("z" * 10**6) == "'" + "z" * 76 + "..."
+    nested: list = ["lol"] * 10
+    for _level in range(9):
+        nested = [nested] * 10
+    assert shown(nested) == "a list of 10 item(s)" and shown(10**5000) == "an integer of 16610 bits"
+    assert shown(["a", 1]) == "['a', 1]"
