@@ -21,6 +21,8 @@ SHIPPED_CHECKPOINT = "shipped:fashion-mnist"
 # A target's name is the one folder its build writes under --out: one plain path component, so no name can
 # make a build write (or empty stage folders) outside --out.
 NAME_MAX = 100
+# The targets that ship with edgeresnext: any target file may ``extends:`` one of them (by its path).
+SHIPPED_TARGETS = Path(__file__).resolve().parent.parent / "targets"
 
 
 class _Strict(BaseModel):
@@ -100,7 +102,7 @@ class BatchRange(_Strict):
 
 class InputSpec(_Strict):
     batch: BatchRange = Field(default_factory=BatchRange)
-    size: int | None = Field(None, ge=1, description="input height=width; None takes the model's")
+    size: int | None = Field(None, ge=1, le=2048, description="input height=width; None takes the model's")
 
 
 class OpenVINOOptions(_Strict):
@@ -338,8 +340,9 @@ def read_yaml(path: Path) -> dict[str, Any]:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}); a target file is UTF-8 YAML") from err
-    loader = yaml.SafeLoader(text)
+    loader = None
     try:
+        loader = yaml.SafeLoader(text)  # its reader already refuses some characters
         node = loader.get_single_node()
         if node is not None:
             expanded, distinct = _expanded_size(node, path), _distinct_nodes(node)
@@ -359,7 +362,8 @@ def read_yaml(path: Path) -> dict[str, Any]:
             f"{path}: a value YAML reads as a date or number cannot be built ({reason}); quote it to make it a string"
         ) from err
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -367,18 +371,64 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def _in_folder(path: Path, key: str, value: str, rule: str) -> Path:
+    """``value`` (relative to ``path``'s folder, or absolute) resolved, links followed, checked to lie in it."""
+    folder = path.parent.resolve()
+    try:
+        candidate = (folder / value).resolve()
+    except (OSError, ValueError, RuntimeError) as err:  # a NUL byte, a link loop
+        raise ConfigError(f"{path}: {key} {shown(value)} is not a usable path ({err})") from err
+    if not candidate.is_relative_to(folder):
+        raise ConfigError(f"{path}: {key} {shown(value)} lies outside the target file's folder {folder}; {rule}")
+    return candidate
+
+
+def _anchor_paths(data: dict[str, Any], path: Path) -> None:
+    """A labels file named in a target file is read from that file's own folder (relative paths resolve from there);
+    one outside it, or a link leading out, is refused. ``--labels`` on the command line may name any file."""
+    model = data.get("model")
+    if isinstance(model, dict) and isinstance(model.get("class_names"), str):
+        rule = "a labels file named in a target file must be in its folder (--labels FILE may name any file)"
+        model["class_names"] = str(_in_folder(path, "model.class_names", model["class_names"], rule))
+    # The two caches a backend writes (and rereads) stay below the working folder: a target file cannot point them
+    # at a file elsewhere to have it overwritten.
+    options = data.get("backend_options")
+    for backend, key in (("tensorrt", "timing_cache"), ("openvino", "cache_dir")):
+        section = options.get(backend) if isinstance(options, dict) else None
+        value = section.get(key) if isinstance(section, dict) else None
+        if isinstance(value, str) and (Path(value).is_absolute() or ".." in Path(value).parts or "\x00" in value):
+            raise ConfigError(
+                f"{path}: backend_options.{backend}.{key} {shown(value)} must be a relative path without '..' "
+                "(a cache the build writes below the working folder)"
+            )
+
+
 def _resolve_extends(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     path = path.resolve()
     if path in seen:
         raise ConfigError(f"{path}: 'extends' loops back to itself via {' -> '.join(str(p) for p in seen)}")
     data = read_yaml(path)
+    _anchor_paths(data, path)
     parent = data.pop("extends", None)
     if parent is None:
         return data
     if not isinstance(parent, str):
         raise ConfigError(f"{path}: key 'extends' must be a file path string, got {type(parent).__name__}")
-    base = _resolve_extends((path.parent / parent), (*seen, path))
-    return _deep_merge(base, data)
+    return _deep_merge(_resolve_extends(_extended_file(path, parent), (*seen, path)), data)
+
+
+def _extended_file(path: Path, parent: str) -> Path:
+    """What ``extends: parent`` in ``path`` names: a file in ``path``'s own folder, or one of the shipped targets."""
+    try:
+        candidate = (path.parent / parent).resolve()
+    except (OSError, ValueError, RuntimeError) as err:
+        raise ConfigError(f"{path}: extends {shown(parent)} is not a usable path ({err})") from err
+    if candidate.is_relative_to(path.parent.resolve()) or candidate.is_relative_to(SHIPPED_TARGETS.resolve()):
+        return candidate
+    raise ConfigError(
+        f"{path}: extends {shown(parent)} lies outside the target file's folder {path.parent}; a target may extend "
+        f"a file in its own folder or a shipped target ({SHIPPED_TARGETS})"
+    )
 
 
 def _explain(error: dict[str, Any]) -> str:
