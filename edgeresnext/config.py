@@ -323,9 +323,13 @@ def _distinct_nodes(root: Any) -> int:
 def read_yaml(path: Path) -> dict[str, Any]:
     """A YAML mapping from ``path``: safe tags only, at most :data:`TARGET_FILE_MAX_BYTES`, and aliases that expand
     to at most :data:`ALIAS_EXPANSION_MAX` values beyond the file's own."""
+    import stat
+
     import yaml
 
     try:
+        if not stat.S_ISREG(path.stat().st_mode) and not path.is_dir():
+            raise ConfigError(f"{path}: not a regular file (a device, pipe or socket), not a target file")
         with open(path, "rb") as handle:
             raw = handle.read(TARGET_FILE_MAX_BYTES + 1)
     except FileNotFoundError as err:
@@ -351,16 +355,20 @@ def read_yaml(path: Path) -> dict[str, Any]:
                     f"{path}: YAML aliases expand to {expanded} values ({distinct} written); at most "
                     f"{ALIAS_EXPANSION_MAX} repeated values are accepted"
                 )
-        data = loader.construct_document(node) if node is not None else None
+        try:
+            data = loader.construct_document(node) if node is not None else None
+        except (ValueError, OverflowError, IndexError, TypeError, AttributeError, KeyError) as err:
+            # PyYAML building a value it read as a date or number (2020-13-45, 5000 digits, an empty `!!int`, a
+            # `!!timestamp` that is no date) fails with Python's own errors, not YAMLError.
+            reason = (str(err).split(":")[0].split(";")[0] or type(err).__name__)[:120]
+            raise ConfigError(
+                f"{path}: a value YAML reads as a date or number cannot be built ({reason}); quote it to make it a "
+                "string"
+            ) from err
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from err
     except RecursionError as err:  # PyYAML's parser recurses once per nesting level
         raise ConfigError(f"{path}: nested too deeply to be a target file") from err
-    except (ValueError, OverflowError) as err:  # a plain value YAML reads as a date or an integer it cannot build
-        reason = str(err).split(":")[0].split(";")[0]
-        raise ConfigError(
-            f"{path}: a value YAML reads as a date or number cannot be built ({reason}); quote it to make it a string"
-        ) from err
     finally:
         if loader is not None:
             loader.dispose()
@@ -424,6 +432,15 @@ def _extended_file(path: Path, parent: str) -> Path:
     except (OSError, ValueError, RuntimeError) as err:
         raise ConfigError(f"{path}: extends {shown(parent)} is not a usable path ({err})") from err
     if candidate.is_relative_to(path.parent.resolve()) or candidate.is_relative_to(SHIPPED_TARGETS.resolve()):
+        try:
+            is_folder = candidate.is_dir()
+            candidate.stat()
+        except FileNotFoundError as err:
+            raise ConfigError(f"{path}: extends {shown(parent)}: {candidate}: no such target file") from err
+        except OSError as err:  # a name too long, a permission
+            raise ConfigError(f"{path}: extends {shown(parent)} cannot be read ({err.strerror or err})") from err
+        if is_folder:
+            raise ConfigError(f"{path}: extends {shown(parent)} is a folder ({candidate}), not a target file")
         return candidate
     raise ConfigError(
         f"{path}: extends {shown(parent)} lies outside the target file's folder {path.parent}; a target may extend "

@@ -105,8 +105,14 @@ def test_extends_errors(tmp_path):
     with pytest.raises(ConfigError, match="loops back"):
         load_target(loop_a)
     missing = write(tmp_path, "c.yaml", "extends: nowhere.yaml\nbackend: openvino\n")
-    with pytest.raises(ConfigError, match=r"nowhere\.yaml: no such target file"):
+    with pytest.raises(ConfigError, match=r"c\.yaml: extends 'nowhere\.yaml': .*nowhere\.yaml: no such target file"):
         load_target(missing)
+    folder = write(tmp_path, "e.yaml", "extends: ''\nbackend: openvino\n")  # found by the issue 23 fuzz run
+    with pytest.raises(ConfigError, match=r"e\.yaml: extends '' is a folder .*, not a target file"):
+        load_target(folder)
+    long = write(tmp_path, "f.yaml", f"extends: {'x' * 300}\nbackend: openvino\n")  # ENAMETOOLONG, also the fuzz's
+    with pytest.raises(ConfigError, match=r"f\.yaml: extends 'xxx.*\.\.\. cannot be read \(File name too long\)"):
+        load_target(long)
     not_a_path = write(tmp_path, "d.yaml", "extends: [a.yaml]\nbackend: openvino\n")
     with pytest.raises(ConfigError, match="'extends' must be a file path"):
         load_target(not_a_path)
@@ -136,6 +142,9 @@ def test_resolved_config_round_trips():
     [
         ("description: " + "1" * 5000 + "\n", r"cannot be built \(Exceeds the limit \(4300 digits\)"),
         ("description: 2020-13-45\n", r"cannot be built \(month must be in 1\.\.12\); quote it"),
+        ("name: !!int\n", r"cannot be built \(string index out of range\)"),
+        ("name: !!float\n", r"cannot be built"),
+        ("name: !!timestamp 2020-01-01 &a\n", r"cannot be built \('NoneType' object has no attribute 'groupdict'\)"),
         ("a: &a [*a]\n", "a YAML alias refers to a value that contains it"),
         ("backend: openvino\ndescription: " + "x" * (4 << 20) + "\n", "larger than 4 MiB"),
         ("backend: \xff\n", "not UTF-8 text"),
@@ -159,3 +168,15 @@ def test_aliases_within_the_limit_and_long_lists_are_read(tmp_path):
     assert load_target(write(tmp_path, "ok.yaml", text)).input.batch.max == 4
     with pytest.raises(ConfigError, match="unknown key 'x'"):
         load_target(path)
+
+
+def test_a_target_file_that_is_a_fifo_or_device_is_refused_unread(tmp_path):
+    """Reading a fifo would wait forever, /dev/zero would never end."""
+    import os
+
+    os.mkfifo(tmp_path / "pipe.yaml")
+    write(tmp_path, "t.yaml", "extends: pipe.yaml\nbackend: openvino\n")
+    with pytest.raises(ConfigError, match=r"pipe\.yaml: not a regular file \(a device, pipe or socket\)"):
+        load_target(tmp_path / "t.yaml")
+    with pytest.raises(ConfigError, match=r"/dev/zero: not a regular file"):
+        load_target("/dev/zero")
