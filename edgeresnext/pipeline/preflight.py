@@ -226,7 +226,7 @@ def _check_validation_data(target: Target, meta: ModelMeta) -> None:
     from edgeresnext.data.folder import scan_image_folder
 
     if not Path(target.data.dataset).is_dir():
-        raise DataError(f"data.dataset={target.data.dataset!r}: image folder not found")
+        raise DataError(f"data.dataset={shown(target.data.dataset)}: image folder not found")
     scan_image_folder(target.data.dataset, class_names=meta.class_names)
 
 
