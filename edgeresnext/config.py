@@ -13,11 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from edgeresnext.errors import ConfigError
+from edgeresnext.errors import SHOWN_MAX, ConfigError, shown
 
 SHIPPED_CHECKPOINT = "shipped:fashion-mnist"
+# A target's name is the one folder its build writes under --out: one plain path component, so no name can
+# make a build write (or empty stage folders) outside --out.
+NAME_MAX = 100
+# The targets that ship with edgeresnext: any target file may ``extends:`` one of them (by its path).
+SHIPPED_TARGETS = Path(__file__).resolve().parent.parent / "targets"
 
 
 class _Strict(BaseModel):
@@ -97,7 +102,7 @@ class BatchRange(_Strict):
 
 class InputSpec(_Strict):
     batch: BatchRange = Field(default_factory=BatchRange)
-    size: int | None = Field(None, ge=1, description="input height=width; None takes the model's")
+    size: int | None = Field(None, ge=1, le=2048, description="input height=width; None takes the model's")
 
 
 class OpenVINOOptions(_Strict):
@@ -182,6 +187,14 @@ class Target(_Strict):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
 
+    @field_validator("name")
+    @classmethod
+    def _plain_folder_name(cls, name: str) -> str:
+        problem = name_problem(name)
+        if problem:
+            raise ValueError(problem)
+        return name
+
     @model_validator(mode="after")
     def _combinations(self) -> Target:
         if self.precision == "int8" and self.quant.method == "none":
@@ -211,6 +224,39 @@ class Target(_Strict):
         return self.model_dump(mode="json", by_alias=True, exclude={"source"})
 
 
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a build folder's name (None: it can): it must be one plain folder name."""
+    accepted = f"one plain folder name (1-{NAME_MAX} characters, no '/', '\\' or control characters, not '.' or '..')"
+    if not name or name.strip() != name:
+        return f"must be {accepted}; empty or surrounded by spaces"
+    if len(name) > NAME_MAX:
+        return f"must be {accepted}; {len(name)} characters"
+    if name in (".", "..") or "/" in name or "\\" in name or any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return f"must be {accepted}"
+    return None
+
+
+def build_folder(out_root: str | os.PathLike[str], name: str) -> Path:
+    """``<out_root>/<name>``: the one folder a build of target ``name`` writes in, checked to lie inside ``out_root``.
+
+    Every command that reads or writes a build folder computes it here. The name must be one plain folder name
+    (see :func:`name_problem`), and the folder may not be a symbolic link: a link would send stage folders (which
+    a rerun empties) somewhere else.
+    """
+    problem = name_problem(name)
+    if problem:
+        raise ConfigError(f"target name {shown(name)} {problem}")
+    out = Path(out_root)
+    folder = out / name
+    if folder.is_symlink():
+        raise ConfigError(
+            f"{folder}: a symbolic link; a build folder must be a real folder inside {out} (remove the link)"
+        )
+    if folder.resolve().parent != out.resolve():
+        raise ConfigError(f"{folder}: resolves outside {out}; a build folder must lie directly inside --out")
+    return folder
+
+
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in override.items():
@@ -221,21 +267,111 @@ def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
     return merged
 
 
+# A target file is a few kilobytes; these bounds keep a hostile one from hanging the CLI or eating memory.
+TARGET_FILE_MAX_BYTES = 4 << 20
+# Aliases may repeat at most this many values beyond the document's own (a billion-laughs file repeats 10^9).
+ALIAS_EXPANSION_MAX = 10_000
+
+
+def _expanded_size(root: Any, path: Path) -> int:
+    """How many values the YAML node tree ``root`` holds once every alias is expanded (linear in its distinct nodes).
+
+    An alias is a second reference to one node, so a node's size is counted once and reused (memoised); a node
+    that contains itself is an error (its expansion never ends).
+    """
+    import yaml
+
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: Any) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_nodes:
+            raise ConfigError(f"{path}: a YAML alias refers to a value that contains it (an endless expansion)")
+        open_nodes.add(key)
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            total += sum(size(child) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            total += sum(size(k) + size(v) for k, v in node.value)
+        open_nodes.discard(key)
+        sizes[key] = total
+        return total
+
+    return size(root)
+
+
+def _distinct_nodes(root: Any) -> int:
+    import yaml
+
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            stack.extend(part for pair in node.value for part in pair)
+    return len(seen)
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
+    """A YAML mapping from ``path``: safe tags only, at most :data:`TARGET_FILE_MAX_BYTES`, and aliases that expand
+    to at most :data:`ALIAS_EXPANSION_MAX` values beyond the file's own."""
+    import stat
+
     import yaml
 
     try:
-        text = path.read_text(encoding="utf-8")
+        if not stat.S_ISREG(path.stat().st_mode) and not path.is_dir():
+            raise ConfigError(f"{path}: not a regular file (a device, pipe or socket), not a target file")
+        with open(path, "rb") as handle:
+            raw = handle.read(TARGET_FILE_MAX_BYTES + 1)
     except FileNotFoundError as err:
         raise ConfigError(f"{path}: no such target file") from err
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: cannot read ({err})") from err
+    except IsADirectoryError as err:
+        raise ConfigError(f"{path}: a folder, not a target file") from err
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read ({err.strerror or err})") from err
+    if len(raw) > TARGET_FILE_MAX_BYTES:
+        raise ConfigError(f"{path}: larger than {TARGET_FILE_MAX_BYTES >> 20} MiB; a target file is a few kilobytes")
     try:
-        data = yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}); a target file is UTF-8 YAML") from err
+    loader = None
+    try:
+        loader = yaml.SafeLoader(text)  # its reader already refuses some characters
+        node = loader.get_single_node()
+        if node is not None:
+            expanded, distinct = _expanded_size(node, path), _distinct_nodes(node)
+            if expanded - distinct > ALIAS_EXPANSION_MAX:
+                raise ConfigError(
+                    f"{path}: YAML aliases expand to {expanded} values ({distinct} written); at most "
+                    f"{ALIAS_EXPANSION_MAX} repeated values are accepted"
+                )
+        try:
+            data = loader.construct_document(node) if node is not None else None
+        except (ValueError, OverflowError, IndexError, TypeError, AttributeError, KeyError) as err:
+            # PyYAML building a value it read as a date or number (2020-13-45, 5000 digits, an empty `!!int`, a
+            # `!!timestamp` that is no date) fails with Python's own errors, not YAMLError.
+            reason = (str(err).split(":")[0].split(";")[0] or type(err).__name__)[:120]
+            raise ConfigError(
+                f"{path}: a value YAML reads as a date or number cannot be built ({reason}); quote it to make it a "
+                "string"
+            ) from err
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from err
     except RecursionError as err:  # PyYAML's parser recurses once per nesting level
         raise ConfigError(f"{path}: nested too deeply to be a target file") from err
+    finally:
+        if loader is not None:
+            loader.dispose()
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -243,18 +379,73 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def _in_folder(path: Path, key: str, value: str, rule: str) -> Path:
+    """``value`` (relative to ``path``'s folder, or absolute) resolved, links followed, checked to lie in it."""
+    folder = path.parent.resolve()
+    try:
+        candidate = (folder / value).resolve()
+    except (OSError, ValueError, RuntimeError) as err:  # a NUL byte, a link loop
+        raise ConfigError(f"{path}: {key} {shown(value)} is not a usable path ({err})") from err
+    if not candidate.is_relative_to(folder):
+        raise ConfigError(f"{path}: {key} {shown(value)} lies outside the target file's folder {folder}; {rule}")
+    return candidate
+
+
+def _anchor_paths(data: dict[str, Any], path: Path) -> None:
+    """A labels file named in a target file is read from that file's own folder (relative paths resolve from there);
+    one outside it, or a link leading out, is refused. ``--labels`` on the command line may name any file."""
+    model = data.get("model")
+    if isinstance(model, dict) and isinstance(model.get("class_names"), str):
+        rule = "a labels file named in a target file must be in its folder (--labels FILE may name any file)"
+        model["class_names"] = str(_in_folder(path, "model.class_names", model["class_names"], rule))
+    # The two caches a backend writes (and rereads) stay below the working folder: a target file cannot point them
+    # at a file elsewhere to have it overwritten.
+    options = data.get("backend_options")
+    for backend, key in (("tensorrt", "timing_cache"), ("openvino", "cache_dir")):
+        section = options.get(backend) if isinstance(options, dict) else None
+        value = section.get(key) if isinstance(section, dict) else None
+        if isinstance(value, str) and (Path(value).is_absolute() or ".." in Path(value).parts or "\x00" in value):
+            raise ConfigError(
+                f"{path}: backend_options.{backend}.{key} {shown(value)} must be a relative path without '..' "
+                "(a cache the build writes below the working folder)"
+            )
+
+
 def _resolve_extends(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     path = path.resolve()
     if path in seen:
         raise ConfigError(f"{path}: 'extends' loops back to itself via {' -> '.join(str(p) for p in seen)}")
     data = read_yaml(path)
+    _anchor_paths(data, path)
     parent = data.pop("extends", None)
     if parent is None:
         return data
     if not isinstance(parent, str):
         raise ConfigError(f"{path}: key 'extends' must be a file path string, got {type(parent).__name__}")
-    base = _resolve_extends((path.parent / parent), (*seen, path))
-    return _deep_merge(base, data)
+    return _deep_merge(_resolve_extends(_extended_file(path, parent), (*seen, path)), data)
+
+
+def _extended_file(path: Path, parent: str) -> Path:
+    """What ``extends: parent`` in ``path`` names: a file in ``path``'s own folder, or one of the shipped targets."""
+    try:
+        candidate = (path.parent / parent).resolve()
+    except (OSError, ValueError, RuntimeError) as err:
+        raise ConfigError(f"{path}: extends {shown(parent)} is not a usable path ({err})") from err
+    if candidate.is_relative_to(path.parent.resolve()) or candidate.is_relative_to(SHIPPED_TARGETS.resolve()):
+        try:
+            is_folder = candidate.is_dir()
+            candidate.stat()
+        except FileNotFoundError as err:
+            raise ConfigError(f"{path}: extends {shown(parent)}: {candidate}: no such target file") from err
+        except OSError as err:  # a name too long, a permission
+            raise ConfigError(f"{path}: extends {shown(parent)} cannot be read ({err.strerror or err})") from err
+        if is_folder:
+            raise ConfigError(f"{path}: extends {shown(parent)} is a folder ({candidate}), not a target file")
+        return candidate
+    raise ConfigError(
+        f"{path}: extends {shown(parent)} lies outside the target file's folder {path.parent}; a target may extend "
+        f"a file in its own folder or a shipped target ({SHIPPED_TARGETS})"
+    )
 
 
 def _explain(error: dict[str, Any]) -> str:
@@ -288,10 +479,12 @@ def _format_validation_error(err: ValidationError, source: str, flags: dict[str,
     location = ".".join(str(part) for part in first["loc"]) or "(top level)"
     kind = first["type"]
     value = first.get("input")
-    shown = f", got {value!r}" if value is not None and not isinstance(value, dict) else ""
+    got = f", got {shown(value)}" if value is not None and not isinstance(value, dict) else ""
     flag = (flags or {}).get(location)
     if flag is not None:
-        return f"{flag} {_explain(first)}{shown}"
+        return f"{flag} {_explain(first)}{got}"
+    if len(location) > SHOWN_MAX:  # a key is the user's text too
+        location = location[: SHOWN_MAX - 3] + "..."
     if kind == "extra_forbidden":
         parent = first["loc"][:-1]
         accepted = _accepted_keys(parent)
@@ -299,7 +492,7 @@ def _format_validation_error(err: ValidationError, source: str, flags: dict[str,
         return f"{source}: unknown key {location!r}{hint}"
     if kind == "missing":
         return f"{source}: missing required key {location!r}"
-    return f"{source}: {location} {_explain(first)}{shown}"
+    return f"{source}: {location} {_explain(first)}{got}"
 
 
 def _accepted_keys(loc: tuple[Any, ...]) -> list[str]:

@@ -36,3 +36,28 @@ class GateFailed(EdgeResNeXtError):
 
 class StorageError(EdgeResNeXtError):
     """An output cannot be written: the disk (or quota) is full, or the folder is not writable."""
+
+
+SHOWN_MAX = 80
+
+
+def shown(value: object, limit: int = SHOWN_MAX) -> str:
+    """``repr(value)`` for an error message, cut to ``limit`` characters: a user's value may be huge (a YAML alias
+    bomb expands to billions of items), and a message must stay one readable line.
+
+    A container is shown whole only when it is a few plain items; else it is summarised by its size.
+    """
+    scalars = (str, bytes, int, float, bool, type(None))
+    if isinstance(value, (list, tuple, dict, set, frozenset)):
+        items = list(value.items() if isinstance(value, dict) else value)[:9] if len(value) <= 8 else None
+        flat = [part for item in items for part in (item if isinstance(value, dict) else (item,))] if items else []
+        if items is None or not all(isinstance(part, scalars) for part in flat):
+            return f"a {type(value).__name__} of {len(value)} item(s)"
+        if any(isinstance(part, (str, bytes)) and len(part) > limit for part in flat):
+            return f"a {type(value).__name__} of {len(value)} item(s)"
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"an integer of {value.bit_length()} bits"
+    if isinstance(value, (str, bytes)) and len(value) > limit:
+        value = value[:limit]  # never repr a huge string whole
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

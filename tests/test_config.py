@@ -105,8 +105,14 @@ def test_extends_errors(tmp_path):
     with pytest.raises(ConfigError, match="loops back"):
         load_target(loop_a)
     missing = write(tmp_path, "c.yaml", "extends: nowhere.yaml\nbackend: openvino\n")
-    with pytest.raises(ConfigError, match=r"nowhere\.yaml: no such target file"):
+    with pytest.raises(ConfigError, match=r"c\.yaml: extends 'nowhere\.yaml': .*nowhere\.yaml: no such target file"):
         load_target(missing)
+    folder = write(tmp_path, "e.yaml", "extends: ''\nbackend: openvino\n")  # found by the issue 23 fuzz run
+    with pytest.raises(ConfigError, match=r"e\.yaml: extends '' is a folder .*, not a target file"):
+        load_target(folder)
+    long = write(tmp_path, "f.yaml", f"extends: {'x' * 300}\nbackend: openvino\n")  # ENAMETOOLONG, also the fuzz's
+    with pytest.raises(ConfigError, match=r"f\.yaml: extends 'xxx.*\.\.\. cannot be read \(File name too long\)"):
+        load_target(long)
     not_a_path = write(tmp_path, "d.yaml", "extends: [a.yaml]\nbackend: openvino\n")
     with pytest.raises(ConfigError, match="'extends' must be a file path"):
         load_target(not_a_path)
@@ -129,3 +135,48 @@ def test_resolved_config_round_trips():
     target = target_from_dict({"name": "x", "backend": "tensorrt", "validate": {"latency_runs": 5}})
     again = Target.model_validate({"name": "x", **target.resolved()})
     assert again.resolved() == target.resolved() and again.validate_.latency_runs == 5
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("description: " + "1" * 5000 + "\n", r"cannot be built \(Exceeds the limit \(4300 digits\)"),
+        ("description: 2020-13-45\n", r"cannot be built \(month must be in 1\.\.12\); quote it"),
+        ("name: !!int\n", r"cannot be built \(string index out of range\)"),
+        ("name: !!float\n", r"cannot be built"),
+        ("name: !!timestamp 2020-01-01 &a\n", r"cannot be built \('NoneType' object has no attribute 'groupdict'\)"),
+        ("a: &a [*a]\n", "a YAML alias refers to a value that contains it"),
+        ("backend: openvino\ndescription: " + "x" * (4 << 20) + "\n", "larger than 4 MiB"),
+        ("backend: \xff\n", "not UTF-8 text"),
+    ],
+)
+def test_yaml_values_that_cannot_be_built_are_a_config_error(tmp_path, text, message):
+    """Found by issue 23's fuzz work: a 5000-digit integer or a date like 2020-13-45 raised a bare ValueError."""
+    path = tmp_path / "odd.yaml"
+    path.write_bytes(text.encode("latin-1") if "\xff" in text else text.encode())
+    with pytest.raises(ConfigError, match=message):
+        load_target(path)
+
+
+def test_aliases_within_the_limit_and_long_lists_are_read(tmp_path):
+    """The alias limit counts repeats beyond the file's own values: 21,000 written class names are fine."""
+    names = "".join(f"  - c{i}\n" for i in range(21_000))
+    path = write(tmp_path, "many.yaml", f"backend: openvino\nmodel:\n  class_names:\n{names}")
+    assert len(load_target(path).model.class_names) == 21_000
+    path = write(tmp_path, "alias.yaml", "backend: openvino\nx: &q {min: 1, opt: 1, max: 1}\n")
+    text = "backend: openvino\ninput:\n  batch: &b {min: 1, opt: 2, max: 4}\ngates: {}\n"
+    assert load_target(write(tmp_path, "ok.yaml", text)).input.batch.max == 4
+    with pytest.raises(ConfigError, match="unknown key 'x'"):
+        load_target(path)
+
+
+def test_a_target_file_that_is_a_fifo_or_device_is_refused_unread(tmp_path):
+    """Reading a fifo would wait forever, /dev/zero would never end."""
+    import os
+
+    os.mkfifo(tmp_path / "pipe.yaml")
+    write(tmp_path, "t.yaml", "extends: pipe.yaml\nbackend: openvino\n")
+    with pytest.raises(ConfigError, match=r"pipe\.yaml: not a regular file \(a device, pipe or socket\)"):
+        load_target(tmp_path / "t.yaml")
+    with pytest.raises(ConfigError, match=r"/dev/zero: not a regular file"):
+        load_target("/dev/zero")

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -111,9 +111,82 @@ def _expect_ours(call):
         return None
 
 
+def _alias_bomb(levels: int, width: int, key: str = "description", flow: bool = True) -> str:
+    """A billion-laughs target file: ``width ** levels`` values from a few lines of anchors and aliases."""
+    lines = ["backend: openvino", "x-laughs:"]
+    lines.append(f"  l0: &l0 [{', '.join(['lol'] * width)}]")
+    for level in range(1, levels):
+        items = [f"*l{level - 1}"] * width
+        lines.append(f"  l{level}: &l{level} [{', '.join(items)}]" if flow else f"  l{level}: &l{level}")
+        if not flow:
+            lines += [f"    - {item}" for item in items]
+    head, _, tail = key.rpartition(".")
+    value = f"[{', '.join([f'*l{levels - 1}'] * width)}]"
+    lines += [f"{head}:", f"  {tail}: {value}"] if head else [f"{tail}: {value}"]
+    return "\n".join(lines) + "\n"
+
+
+ALIAS_BOMBS = [
+    _alias_bomb(9, 10),  # issue 23: 10^9 values in description hung the CLI
+    _alias_bomb(9, 10, "model.class_names"),
+    _alias_bomb(9, 10, "model.preprocess", flow=False),
+    _alias_bomb(30, 2, "quant.ignored_scope"),
+    _alias_bomb(3, 10, "gates.max_top1_drop"),  # 12,355 values: just over the limit
+    _alias_bomb(2, 10, "gates.max_top1_drop"),  # 1,234 values: within it, refused by the type
+    "a: &a [*a, *a]\nb: &b {x: *b}\n",
+    "<<: &m {backend: openvino}\nx: &x [*m, *m, *m]\ny: [*x, *x, *x, *x]\n",
+]
+
+
+@st.composite
+def _alias_bomb_texts(draw) -> str:
+    """Bombs of random depth and width under a random key, in flow or block style."""
+    key = draw(st.sampled_from(["description", "name", "model.class_names", "model.preprocess", "quant.ignored_scope"]))
+    return _alias_bomb(draw(st.integers(1, 40)), draw(st.integers(1, 12)), key, draw(st.booleans()))
+
+
+YAML_TOKENS = [
+    "&a", "&b", "*a", "*b", "<<: *a", "!!binary AAAA", "!!timestamp 2020-01-01", "!!set {x}", "!!str", "!!int",
+    "!!float", "!!map", "!!seq", "!!omap", "2020-13-45", "2001-02-30 10:00:00", "0000-01-01", "1e999", "-.inf",
+    ".nan", "0x1F", "0o17", "1_000", "0b101", "~", "null", "yes", "on", "[", "]", "{", "}", ",", "-", "? x", ": y",
+    "'q'", '"\\u0000"', "|", ">-", "#c", "\t", "9" * 5000, "x" * 300, "../../victim", "/etc/passwd",
+]  # fmt: skip
+KEYS = ["name", "description", "backend", "model", "class_names", "preprocess", "resize", "extends", "input", "size"]
+
+
+@st.composite
+def _yaml_like_texts(draw) -> str:
+    """Lines of keys, indentation and YAML's tricky tokens (anchors, aliases, merges, tags, dates, big numbers)."""
+    lines = []
+    for _ in range(draw(st.integers(1, 12))):
+        indent = "  " * draw(st.integers(0, 3))
+        key = draw(st.sampled_from([*KEYS, "-", "- x", "? k"]))
+        tokens = draw(st.lists(st.sampled_from(YAML_TOKENS), max_size=4))
+        lines.append(f"{indent}{key}: {' '.join(tokens)}" if key[0] != "-" else f"{indent}{key} {' '.join(tokens)}")
+    return "\n".join(lines) + "\n"
+
+
 # --------------------------------------------------------------------------------------------- config loader
 @FUZZ
+@given(text=_yaml_like_texts())
+def test_yaml_like_text_is_a_target_or_a_config_error(text):
+    """Random target files made of YAML's tricky parts: a Target or one ConfigError naming the file, briefly."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "fuzz.yaml"
+        path.write_text(text, encoding="utf-8")
+        try:
+            target = load_target(path)
+        except ConfigError as err:
+            assert str(path) in str(err) and len(str(err)) < 600 + len(str(path)), str(err)[:800]
+            return
+        assert isinstance(target, Target)
+
+
+@FUZZ
 @given(text=st.text(max_size=300))
+@example(text=ALIAS_BOMBS[0])
+@example(text=ALIAS_BOMBS[3])
+@example(text="backend: openvino\nname: ../../victim\n")
 def test_any_yaml_text_is_a_target_or_a_config_error(text):
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "fuzz.yaml"
@@ -138,9 +211,26 @@ def test_any_target_structure_is_a_target_or_a_config_error(data):
         assert target.input.batch.min <= target.input.batch.opt <= target.input.batch.max
 
 
+@FUZZ
+@given(text=_alias_bomb_texts())
+def test_alias_bombs_are_answered_quickly_and_briefly(text):
+    """Issue 23: whatever the bomb's shape, the loader answers in its deadline and an error quotes little of it."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "bomb.yaml"
+        path.write_text(text, encoding="utf-8")
+        try:
+            target = load_target(path)
+        except ConfigError as err:
+            assert str(path) in str(err) and len(str(err)) < 300 + len(str(path)), str(err)[:500]
+            return
+        assert isinstance(target, Target)
+        assert len(json.dumps(target.resolved())) < 400_000
+
+
 @pytest.mark.parametrize(
     "text",
     [
+        *ALIAS_BOMBS,
         "a: &a [*a]\n",  # a self-referencing alias
         "- " * 2000 + "x\n",  # deep nesting
         "x: !!binary AAAA\n",

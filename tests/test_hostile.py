@@ -397,3 +397,292 @@ def test_a_symlink_inside_a_bundle_folder_is_refused(bundle_dir, tmp_path):
     (copy / "labels.txt").symlink_to(outside)
     with pytest.raises(BundleError, match=r"labels\.txt: a symlink; bundles hold regular files only"):
         verify_bundle(copy)
+
+
+# --------------------------------------------------------------------------------------------- issue 23
+def _victim(root: Path) -> Path:
+    """A folder beside --out that a hostile target name would make the build empty and overwrite."""
+    victim = root / "victim"
+    for stage in ("model", "export", "report"):
+        (victim / stage).mkdir(parents=True)
+        (victim / stage / "f").write_text("keep me")
+    (victim / "config.json").write_text("mine")
+    return victim
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("name", ["../../victim", "../victim", "ABSOLUTE", "", ".", "..", "a/b", "a\\b", "x\ny", " x"])
+def test_a_target_name_that_is_not_one_plain_folder_name_is_refused(tmp_path, name, capsys):
+    """Issue 23 item 1: `name:` decides the build folder; before, `../../victim` emptied victim/model and more."""
+    victim = _victim(tmp_path)
+    before = _tree(victim)
+    if name == "ABSOLUTE":
+        name = str(victim)
+    path = tmp_path / "conf" / "t.yaml"
+    path.parent.mkdir()
+    path.write_text(yaml.safe_dump({"extends": str(REPO / "targets" / "cpu.yaml"), "name": name}))
+    out = tmp_path / "out" / "b"
+    code = main(["-q", "build", "--target", str(path), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert re.search(r"t\.yaml: name must be one plain folder name", err) and len(err.strip().splitlines()) == 1, err
+    assert _tree(victim) == before, "the victim folder was changed"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["conf", "victim"], "something was written outside --out"
+
+
+def test_the_build_folder_is_never_a_link_out_of_out(tmp_path, calib_dir):
+    """Every stage computes the folder with config.build_folder: a symlinked build or stage folder is refused."""
+    from edgeresnext.config import build_folder
+    from edgeresnext.pipeline.cache import run_stage
+
+    victim = _victim(tmp_path)
+    before = _tree(victim)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "hostile").symlink_to(victim)
+    target = load_target(_target_yaml(tmp_path, calib_dir))
+    with pytest.raises(ConfigError, match=r"hostile: a symbolic link; a build folder must be a real folder"):
+        build(target, out_root=out, progress=False)
+    with pytest.raises(ConfigError, match="symbolic link"):
+        validate_target_in(out, target)
+    (out / "hostile").unlink()
+    assert build_folder(out, "hostile") == out / "hostile"
+    (out / "hostile").mkdir()
+    (out / "hostile" / "model").symlink_to(victim / "model")
+    with pytest.raises(ConfigError, match=r"model: a symbolic link; a stage folder must be a real folder"):
+        run_stage(out / "hostile" / "model", "model", {}, [], lambda folder: {}, upstream_changed=True)
+    assert _tree(victim) == before
+
+
+def validate_target_in(build_root: Path, target) -> None:
+    from edgeresnext.validate import validate_target
+
+    validate_target(target, build_root=build_root, progress=False)
+
+
+def _billion_laughs(key: str, levels: int = 9) -> str:
+    lines = [f"extends: {REPO / 'targets' / 'cpu.yaml'}", "laughs:"]
+    lines.append('  l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]')
+    for level in range(1, levels):
+        lines.append(f"  l{level}: &l{level} [{', '.join([f'*l{level - 1}'] * 10)}]")
+    lines.append(f"{key}: [{', '.join([f'*l{levels - 1}'] * 10)}]")
+    return "\n".join(lines) + "\n"
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path, capsys):
+    """Issue 23 item 2: a nine-level billion-laughs in `description:` hung the CLI for over 90 s printing the value."""
+    path = tmp_path / "bomb.yaml"
+    path.write_text(_billion_laughs("description"))
+    code = main(["-q", "build", "--target", str(path), "--out", str(tmp_path / "build")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err) < 400, err
+    assert re.search(
+        r"bomb\.yaml: YAML aliases expand to \d{11} values \(\d+ written\); at most 10000 repeated", err
+    ), err
+    assert not (tmp_path / "build").exists()
+
+
+def test_an_error_quotes_at_most_80_characters_of_a_value(tmp_path, capsys):
+    """A huge value (here 100 kB, or an alias repeat within the limit) is quoted cut short, never whole."""
+    from edgeresnext.errors import shown
+
+    path = tmp_path / "long.yaml"
+    path.write_text(_billion_laughs("description", levels=3).replace("laughs:", "x" * 200 + ":"))
+    big = tmp_path / "big.yaml"
+    big.write_text(yaml.safe_dump({"extends": str(REPO / "targets" / "cpu.yaml"), "precision": "y" * 100_000}))
+    for target in (path, big):
+        code = main(["-q", "build", "--target", str(target), "--out", str(tmp_path / "build")])
+        err = capsys.readouterr().err
+        assert code == 2 and len(err) < 400, err
+    assert shown("z" * 10**6) == "'" + "z" * 76 + "..."
+    nested: list = ["lol"] * 10
+    for _level in range(9):
+        nested = [nested] * 10
+    assert shown(nested) == "a list of 10 item(s)" and shown(10**5000) == "an integer of 16610 bits"
+    assert shown(["a", 1]) == "['a', 1]"
+
+
+def _stages_written(out: Path) -> list[str]:
+    return sorted(p.name for p in (out / "hostile").iterdir() if p.is_dir()) if (out / "hostile").is_dir() else []
+
+
+@pytest.mark.parametrize("where", ["etc-passwd", "dotdot", "symlink-out"])
+def test_a_labels_file_named_in_a_target_file_must_lie_in_its_folder(tmp_path, calib_dir, where, capsys):
+    """Issue 23 item 4: `model.class_names: /etc/passwd` was read from anywhere and its lines quoted in the error."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("".join(f"root{i}:x:0:0:SECRET-LINE\n" for i in range(10)))
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    value = {"etc-passwd": "/etc/passwd", "dotdot": "../secret.txt", "symlink-out": "labels.txt"}[where]
+    if where == "symlink-out":
+        (conf / "labels.txt").symlink_to(secret)
+    path = _target_yaml(conf, calib_dir, model={"class_names": value})
+    code = main(["-q", "build", "--target", str(path), "--out", str(tmp_path / "build")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "model.class_names" in err and "lies outside the target file's folder" in err, err
+    assert "SECRET" not in err and "root:x" not in err, err
+    assert not (tmp_path / "build").exists()
+
+
+def test_a_labels_file_beside_the_target_is_read_relative_to_it(tmp_path, calib_dir, monkeypatch):
+    """A relative path resolves from the target file's folder (not the working folder), links inside it are read."""
+    from edgeresnext.data.fashion_mnist import CLASS_NAMES
+    from edgeresnext.pipeline.preflight import preflight
+
+    conf = tmp_path / "conf"
+    (conf / "sub").mkdir(parents=True)
+    (conf / "sub" / "real.txt").write_text("\n".join(n.upper() for n in CLASS_NAMES) + "\n")
+    (conf / "labels.txt").symlink_to(conf / "sub" / "real.txt")
+    monkeypatch.chdir(tmp_path)
+    target = load_target(_target_yaml(conf, calib_dir, model={"class_names": "labels.txt"}))
+    assert preflight(target).meta.class_names == [n.upper() for n in CLASS_NAMES]
+
+
+@pytest.mark.parametrize("kind", ["passwd", "folder", "device", "fifo", "binary", "huge"])
+def test_a_labels_flag_that_is_not_a_labels_file_is_refused_without_quoting_it(tmp_path, calib_dir, kind, capsys):
+    """`--labels` may name any file, but only a labels file is used, and a refusal never prints the file's text."""
+    path = {"passwd": "/etc/passwd", "folder": str(tmp_path), "device": "/dev/zero"}.get(kind)
+    if kind == "fifo":
+        path = str(tmp_path / "fifo")
+        os.mkfifo(path)
+    elif kind == "binary":
+        path = str(tmp_path / "x.bin")
+        Path(path).write_bytes(b"SECRET\x00\x01\x02" * 10)
+    elif kind == "huge":
+        path = str(tmp_path / "huge.txt")
+        Path(path).write_text("SECRET\n" * (1 << 20))
+    out = str(tmp_path / "build")
+    code = main(["-q", "build", "--target", str(_target_yaml(tmp_path, calib_dir)), "--labels", path, "--out", out])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    expected = {
+        "passwd": r"/etc/passwd \(one name per line\): \d+ class names but the checkpoint's classifier has 10",
+        "folder": "a folder; model.class_names / --labels takes a labels file",
+        "device": "not a regular file",
+        "fifo": "not a regular file",
+        "binary": "holds control characters; not a labels file",
+        "huge": "larger than 4 MiB",
+    }[kind]
+    assert re.search(expected, err), err
+    assert "SECRET" not in err and "root:x" not in err, err
+
+
+def test_preprocess_sizes_are_bounded(tmp_path, calib_dir, capsys):
+    """Issue 23 item 5: preprocess.json `{"resize": 60000, "crop": 50000}` allocated 30 GB and gave a traceback."""
+    from edgeresnext.data.fashion_mnist import CLASS_NAMES
+
+    data = _broken_image_folder(tmp_path / "val")
+    (data / "preprocess.json").write_text(
+        '{"channels": "L", "resize": 60000, "crop": 50000, "mean": [0.5], "std": [1]}'
+    )
+    bare = tmp_path / "bare.pt"
+    torch.save(create(ARCH, num_classes=10, in_channels=1).state_dict(), bare)
+    model = {"checkpoint": str(bare), "arch": ARCH, "class_names": list(CLASS_NAMES)}
+    out = ["--out", str(tmp_path / "build")]
+    code = main(
+        [
+            "-q",
+            "build",
+            "--target",
+            str(_target_yaml(tmp_path, calib_dir, model=model, data={"dataset": str(data)})),
+            *out,
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "val/preprocess.json: preprocess.resize=60000; expected an integer from 1 to 2048" in err, err
+    model["preprocess"] = {"channels": "L", "crop": 4096, "mean": [0.5], "std": [1]}
+    code = main(["-q", "build", "--target", str(_target_yaml(tmp_path, calib_dir, model=model)), *out])
+    err = capsys.readouterr().err
+    assert code == 2 and "hostile.yaml: model.preprocess: preprocess.crop=4096; expected an integer" in err, err
+    code = main(["-q", "build", "--target", str(_target_yaml(tmp_path, calib_dir, input={"size": 50000})), *out])
+    assert code == 2 and "hostile.yaml: input.size must be <= 2048, got 50000" in capsys.readouterr().err
+    assert not (tmp_path / "build").exists()
+
+
+@pytest.mark.parametrize("where", ["sibling-folder", "absolute", "symlink-out"])
+def test_extends_may_name_only_a_file_in_the_target_folder_or_a_shipped_target(tmp_path, where, capsys):
+    """Issue 23 item 9: `extends:` read any file; it now follows the README's rule."""
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "base.yaml").write_text("backend: openvino\n")
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    value = {"sibling-folder": "../other/base.yaml", "absolute": str(other / "base.yaml"), "symlink-out": "base.yaml"}
+    if where == "symlink-out":
+        (conf / "base.yaml").symlink_to(other / "base.yaml")
+    path = conf / "t.yaml"
+    path.write_text(f"extends: {value[where]}\n")
+    with pytest.raises(ConfigError, match=r"t.yaml: extends .* lies outside the target file's folder .*shipped target"):
+        load_target(path)
+    (conf / "base.yaml").unlink(missing_ok=True)
+    (conf / "sub").mkdir()
+    (conf / "sub" / "base.yaml").write_text("backend: openvino\n")
+    path.write_text("extends: sub/base.yaml\n")
+    assert load_target(path).backend == "openvino"
+    path.write_text(f"extends: {REPO / 'targets' / 'jetson.yaml'}\n")  # a shipped target, which extends its sibling
+    assert load_target(path).backend == "tensorrt"
+
+
+@pytest.mark.parametrize("bad", ["line-break", "crop-over-resize"])
+def test_bad_class_names_and_crop_over_resize_fail_in_the_preflight(tmp_path, calib_dir, bad, caplog):
+    """Issue 23 item 10: both failed only after earlier stages wrote files (and crop > resize warned 20 times)."""
+    from edgeresnext.data.fashion_mnist import CLASS_NAMES
+
+    names = [*CLASS_NAMES[:-1], "ankle\nboot"]
+    model = (
+        {"class_names": names}
+        if bad == "line-break"
+        else {"preprocess": {"channels": "L", "resize": 28, "crop": 32, "mean": [0.5], "std": [0.5]}}
+    )
+    target = load_target(_target_yaml(tmp_path, calib_dir, model=model, data={"limit": 50, "on_bad_image": "fail"}))
+    message = (
+        "class name 9 'ankle\\\\nboot' is empty, .* holds a line break" if bad == "line-break" else "crop=32 is larger"
+    )
+    with pytest.raises(ConfigError, match=message):
+        build(target, out_root=tmp_path / "build", progress=False)
+    assert _stages_written(tmp_path / "build") == [], "a stage wrote files first"
+    assert not [r for r in caplog.records if "skipping" in r.getMessage()]
+
+
+@pytest.mark.parametrize("kind", ["folder", "device", "fifo", "empty"])
+def test_a_checkpoint_that_is_not_a_file_says_what_it_is_and_what_is_accepted(tmp_path, kind, capsys):
+    """Issue 23 item 11: a folder or /dev/zero gave "no such checkpoint file"; a 0-byte file did not say what works."""
+    path = {"folder": tmp_path, "device": Path("/dev/zero")}.get(kind, tmp_path / "x.pt")
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "empty":
+        path.write_bytes(b"")
+    code = main(["-q", "quantize", str(path), "--build", str(tmp_path / "build"), "--out", str(tmp_path / "q.onnx")])
+    err = capsys.readouterr().err
+    said = {"folder": "a folder, not a checkpoint file", "empty": "empty file (0 bytes), not a checkpoint"}
+    assert code == 2 and said.get(kind, "not a regular file (a device, pipe or socket)") in err, err
+    assert "accepted: a .safetensors file" in err and ".pt/.pth" in err and "no such" not in err, err
+
+
+@pytest.mark.parametrize(
+    ("backend", "key", "value"),
+    [
+        ("tensorrt", "timing_cache", "/home/me/.bashrc"),
+        ("tensorrt", "timing_cache", "../../x"),
+        ("openvino", "cache_dir", "a/../../b"),
+    ],
+)
+def test_backend_caches_named_in_a_target_file_stay_below_the_working_folder(tmp_path, backend, key, value):
+    """A TensorRT timing cache is read and rewritten: a target file must not point it at someone's file."""
+    path = tmp_path / "t.yaml"
+    options = {
+        "backend_options": {backend: {key: value}},
+        "backend": "tensorrt" if backend == "tensorrt" else "openvino",
+    }
+    path.write_text(yaml.safe_dump({"extends": str(REPO / "targets" / "cpu.yaml"), **options}))
+    with pytest.raises(
+        ConfigError, match=rf"t.yaml: backend_options.{backend}.{key} .* must be a relative path without"
+    ):
+        load_target(path)
+    options["backend_options"][backend][key] = "build/cache"
+    path.write_text(yaml.safe_dump({"extends": str(REPO / "targets" / "cpu.yaml"), **options}))
+    assert load_target(path).backend_options.model_dump()[backend][key] == "build/cache"

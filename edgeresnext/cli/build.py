@@ -57,6 +57,7 @@ def add_build_all(sub: argparse._SubParsersAction) -> None:
 
 
 def run_validate(args: argparse.Namespace) -> int:
+    from edgeresnext.config import build_folder
     from edgeresnext.report import write_report
     from edgeresnext.validate import validate_target
 
@@ -71,7 +72,7 @@ def run_validate(args: argparse.Namespace) -> int:
         command="edgeresnext " + " ".join(sys.argv[1:]),
         progress=not args.quiet,
     )
-    out = Path(args.out) if args.out else Path(args.build) / target.name / "report"
+    out = Path(args.out) if args.out else build_folder(args.build, target.name) / "report"
     paths = write_report(report, out, html_report=not args.no_html)
     print_table(VALIDATE_COLUMNS, [_validate_row(a) for a in report.artifacts])
     for note in report.notes:
@@ -237,6 +238,7 @@ def run_compile(args: argparse.Namespace) -> int:
         print(f"build record: {artifact.path}.json")
         return 0
     from edgeresnext.backends import Artifact, get_backend
+    from edgeresnext.config import build_folder
     from edgeresnext.pipeline import build
 
     target = target_from_args(args, ())
@@ -247,7 +249,7 @@ def run_compile(args: argparse.Namespace) -> int:
             before = "lint" if target.precision == "int8" else "export"
             summary = build(target, args.build, progress=not args.quiet, stop_after=before, install=True)
             onnx_path = summary.context.compile_source
-        out = Path(args.out) if args.out else Path(args.build) / target.name / "compile"
+        out = Path(args.out) if args.out else build_folder(args.build, target.name) / "compile"
         artifact = get_backend(target.backend).compile(onnx_path, target, out)
         artifact.save(out / "artifact.json")
     else:

@@ -6,17 +6,20 @@ Only numpy and Pillow here (no torch): ``edgeresnext.runtime`` uses it on device
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
-from edgeresnext.errors import ConfigError, DataError
+from edgeresnext.errors import ConfigError, DataError, shown
 
 _CHANNELS = {"L": 1, "RGB": 3}
 # An image whose shorter side must be blown up more than this many times to reach ``resize`` holds next to nothing
 # of what the model was trained on (a 1x1 image becomes one flat colour): it is refused, never calibrated on.
 MAX_UPSCALE = 8
+# Largest resize/crop accepted: 2048 px is 8x ImageNet's 256; beyond it one float32 RGB image is over 50 MB.
+MAX_SIZE = 2048
 
 
 @dataclass(frozen=True)
@@ -36,18 +39,28 @@ class Preprocess:
 
     def __post_init__(self) -> None:
         if not isinstance(self.channels, str) or self.channels not in _CHANNELS:
-            raise ConfigError(f"preprocess.channels={self.channels!r}; expected one of {sorted(_CHANNELS)}")
+            raise ConfigError(f"preprocess.channels={shown(self.channels)}; expected one of {sorted(_CHANNELS)}")
         n = _CHANNELS[self.channels]
         if len(self.mean) != n or len(self.std) != n:
             raise ConfigError(
-                f"preprocess mean/std need {n} values for channels={self.channels!r}, got {self.mean} / {self.std}"
+                f"preprocess mean/std need {n} values for channels={self.channels!r}, got {shown(self.mean)} / "
+                f"{shown(self.std)}"
             )
         if any(s <= 0 for s in self.std):
             raise ConfigError(f"preprocess.std must be positive, got {self.std}")
+        if not all(math.isfinite(v) for v in (*self.mean, *self.std)):
+            raise ConfigError(f"preprocess mean/std must be finite numbers, got {self.mean} / {self.std}")
         for key in ("resize", "crop"):
             value = getattr(self, key)
-            if value is not None and (not isinstance(value, int) or value <= 0):
-                raise ConfigError(f"preprocess.{key}={value!r}; expected a positive integer or null")
+            if value is not None and (
+                not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= MAX_SIZE
+            ):
+                raise ConfigError(f"preprocess.{key}={shown(value)}; expected an integer from 1 to {MAX_SIZE}, or null")
+        if self.resize is not None and self.crop is not None and self.crop > self.resize:
+            raise ConfigError(
+                f"preprocess.crop={self.crop} is larger than preprocess.resize={self.resize}: the crop is taken from "
+                "an image whose shorter side is resized to `resize`, so it needs crop <= resize"
+            )
         if self.layout != "NCHW":
             raise ConfigError(f"preprocess.layout={self.layout!r}; only 'NCHW' is supported")
 

@@ -229,13 +229,29 @@ def _read_pickle_zip(path: Path) -> Checkpoint:
     return Checkpoint(path=path, state_dict=state)
 
 
+ACCEPTED = (
+    "accepted: a .safetensors file (ours, or a bare state dict with model.arch), a PyTorch .pt/.pth file "
+    "(torch.save's zip or legacy pickle) holding a state dict or our checkpoint, or shipped:fashion-mnist"
+)
+
+
 def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """Read weights and metadata without building a model."""
+    import stat
+
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"{path}: empty file")
+    try:
+        info = path.stat()
+    except FileNotFoundError as err:
+        raise CheckpointError(f"{path}: no such checkpoint file; {ACCEPTED}") from err
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot read ({err.strerror or err}); {ACCEPTED}") from err
+    if stat.S_ISDIR(info.st_mode):
+        raise CheckpointError(f"{path}: a folder, not a checkpoint file; {ACCEPTED}")
+    if not stat.S_ISREG(info.st_mode):
+        raise CheckpointError(f"{path}: not a regular file (a device, pipe or socket), not a checkpoint; {ACCEPTED}")
+    if info.st_size == 0:
+        raise CheckpointError(f"{path}: empty file (0 bytes), not a checkpoint; {ACCEPTED}")
     with open(path, "rb") as handle:
         head = handle.read(4)
     if path.suffix == ".safetensors" or (head[:1] != b"P" and not head.startswith(b"\x80")):

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgeresnext.atomic import remove_stale_temporaries, write_json_atomic, write_text_atomic
-from edgeresnext.config import SHIPPED_CHECKPOINT, Target
+from edgeresnext.config import SHIPPED_CHECKPOINT, Target, build_folder
 from edgeresnext.errors import ConfigError, EdgeResNeXtError
 from edgeresnext.pipeline.cache import BuildLock, StageResult, run_stage
 from edgeresnext.pipeline.preflight import preflight
@@ -183,7 +183,7 @@ def build(
     ``stop_after`` ends the build after that stage (``edgeresnext quantize``/``compile`` run the same stages).
     """
     say = on_event or logger.info
-    ctx = BuildContext(target=target, root=Path(out_root) / target.name, progress=progress, say=say)
+    ctx = BuildContext(target=target, root=build_folder(out_root, target.name), progress=progress, say=say)
     planned = ctx.planned
     if stop_after is not None:
         if stop_after not in planned:

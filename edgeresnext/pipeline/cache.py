@@ -21,6 +21,7 @@ from typing import Any
 
 from edgeresnext.atomic import sha256_file, write_json_atomic
 from edgeresnext.environment import package_versions
+from edgeresnext.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -177,6 +178,8 @@ def run_stage(
     files = {str(path): digest for path, digest in file_digests}
     key = _hash_inputs(config, file_digests, packages)
     record_path = record_path or folder / STAGE_FILE
+    if folder.is_symlink():  # a rerun empties the stage folder: never through a link to somewhere else
+        raise ConfigError(f"{folder}: a symbolic link; a stage folder must be a real folder (remove the link)")
     reason = None
     if upstream_changed:
         reason = "an earlier stage changed"

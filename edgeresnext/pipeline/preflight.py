@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgeresnext.data.preprocess import Preprocess
-from edgeresnext.errors import CheckpointError, ConfigError, DataError
+from edgeresnext.errors import CheckpointError, ConfigError, DataError, shown
 from edgeresnext.models.shipped import resolve_checkpoint
 
 if TYPE_CHECKING:
@@ -87,15 +87,11 @@ def _class_names(target: Target, meta: ModelMeta) -> tuple[list[str], str | None
     """The model's class names and, when they did not come from the checkpoint, where they came from."""
     given = target.model.class_names
     if isinstance(given, str):
-        path = Path(given)
-        try:
-            names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        except (OSError, UnicodeDecodeError) as err:
-            raise ConfigError(f"{path}: cannot read the labels file given as model.class_names ({err})") from err
-        origin = f"{path} (one name per line)"
+        names, origin = read_labels_file(Path(given)), f"{given} (one name per line)"
     elif given:
         names, origin = list(given), "model.class_names"
     elif meta.class_names:
+        _check_class_names(list(meta.class_names), f"{target.model.checkpoint}: the checkpoint's class names", True)
         return list(meta.class_names), None
     else:
         names, origin = _class_names_from_data(target)
@@ -104,17 +100,70 @@ def _class_names(target: Target, meta: ModelMeta) -> tuple[list[str], str | None
             f"class names: the checkpoint has none and the data gives none; using class_0..class_{meta.num_classes - 1}"
             " (give model.class_names or --labels FILE)"
         )
+    from_file = isinstance(given, str)
     if len(names) != meta.num_classes:
+        # A labels file's lines are never quoted: --labels may name any file, and its text is not ours to print.
+        listed = "" if from_file else f" ({', '.join(shown(n) for n in names[:6])}{', ...' if len(names) > 6 else ''})"
         raise ConfigError(
-            f"{origin}: {len(names)} class names ({', '.join(names[:6])}{', ...' if len(names) > 6 else ''}) but the "
-            f"checkpoint's classifier has {meta.num_classes} outputs (fc); give model.class_names or --labels FILE "
-            "with one name per output, in training order"
+            f"{origin}: {len(names)} class names{listed} but the checkpoint's classifier has {meta.num_classes} "
+            "outputs (fc); give model.class_names or --labels FILE with one name per output, in training order"
         )
-    if len(set(names)) != len(names):
-        raise ConfigError(f"{origin}: class names repeat ({names}); each output needs its own name")
+    _check_class_names(names, origin, quote=not from_file)
     if meta.class_names and meta.class_names != names:
         return names, f"class names: {origin} replaces the checkpoint's ({', '.join(meta.class_names[:4])}, ...)"
     return names, f"class names: {origin}: {', '.join(names[:8])}{', ...' if len(names) > 8 else ''}"
+
+
+# A labels file is one short name per line: these bounds refuse a file that is something else, before decoding it.
+LABELS_FILE_MAX_BYTES = 4 << 20
+CLASS_NAME_MAX = 200
+
+
+def read_labels_file(path: Path) -> list[str]:
+    """The class names in a labels file (one per line, blank lines ignored): a regular UTF-8 text file of at most
+    :data:`LABELS_FILE_MAX_BYTES`. A file that is not one is refused by what it is, never by quoting its text."""
+    import stat
+
+    what = "a labels file (UTF-8 text, one class name per line, at most 4 MiB)"
+    try:
+        mode = path.stat().st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a device, pipe or socket)"
+            raise ConfigError(f"{path}: {kind}; model.class_names / --labels takes {what}")
+        with open(path, "rb") as handle:
+            raw = handle.read(LABELS_FILE_MAX_BYTES + 1)
+    except FileNotFoundError as err:
+        raise ConfigError(f"{path}: no such labels file; model.class_names / --labels takes {what}") from err
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the labels file ({err.strerror or err})") from err
+    if len(raw) > LABELS_FILE_MAX_BYTES:
+        raise ConfigError(f"{path}: larger than 4 MiB, not {what}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}), not {what}") from err
+    names = [line.strip() for line in text.splitlines() if line.strip()]
+    for number, name in enumerate(names, start=1):
+        if len(name) > CLASS_NAME_MAX or any(ord(c) < 32 or ord(c) == 127 for c in name):
+            raise ConfigError(
+                f"{path}: name {number} is over {CLASS_NAME_MAX} characters or holds control characters; not {what}"
+            )
+    return names
+
+
+def _check_class_names(names: list[str], origin: str, quote: bool) -> None:
+    """Each class name becomes one line of the bundle's labels.txt: no line breaks or control characters, no repeats."""
+    for index, name in enumerate(names):
+        if not name.strip() or len(name) > CLASS_NAME_MAX or any(ord(c) < 32 or ord(c) == 127 for c in name):
+            said = f" {shown(name)}" if quote else ""
+            raise ConfigError(
+                f"{origin}: class name {index}{said} is empty, over {CLASS_NAME_MAX} characters, or holds a line "
+                "break or control character; each name becomes one line of the bundle's labels.txt"
+            )
+    if len(set(names)) != len(names):
+        repeated = next(name for name in names if names.count(name) > 1)
+        said = f" ({shown(repeated)} more than once)" if quote else ""
+        raise ConfigError(f"{origin}: class names repeat{said}; each output needs its own name")
 
 
 def _class_names_from_data(target: Target) -> tuple[list[str] | None, str]:
@@ -177,7 +226,7 @@ def _check_validation_data(target: Target, meta: ModelMeta) -> None:
     from edgeresnext.data.folder import scan_image_folder
 
     if not Path(target.data.dataset).is_dir():
-        raise DataError(f"data.dataset={target.data.dataset!r}: image folder not found")
+        raise DataError(f"data.dataset={shown(target.data.dataset)}: image folder not found")
     scan_image_folder(target.data.dataset, class_names=meta.class_names)
 
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgeresnext.config import build_folder
 from edgeresnext.data.validation import ValidationData, load_validation_data
 from edgeresnext.environment import environment, usable_cores
 from edgeresnext.errors import BackendUnavailable, ConfigError
@@ -338,7 +339,7 @@ def validate_target(
     from edgeresnext.models import load_checkpoint
     from edgeresnext.models.shipped import resolve_checkpoint
 
-    root = Path(build_root) / target.name
+    root = build_folder(build_root, target.name)
     if threads is None:
         threads = target_threads(target)
     if threads is None:
