@@ -361,7 +361,9 @@ def artifacts_under_test(ctx: BuildContext, baseline_dir: Path | None = None) ->
         items.append(SkippedArtifact(name, reason, files, artifact.backend, artifact.precision))
     for proxy_name, proxy in backend.proxies(artifact):
         if Path(proxy.path).is_file():
-            items.append(onnx_item(proxy_name, Path(proxy.path), proxy.precision, proxy.backend))
+            item = onnx_item(proxy_name, Path(proxy.path), proxy.precision, proxy.backend)
+            item.images = target.validate_.stand_in_images  # a stand-in may be validated on a subset (its cost)
+            items.append(item)
     return items
 
 
@@ -474,13 +476,23 @@ def stage_bundle(ctx: BuildContext) -> StageResult:
 
         meta = read_checkpoint(ctx.model_file).meta
         summary = bundle_summary(load_report(ctx))
-        bundle_from_artifacts(
-            folder, [Artifact.load(artifact_json)], meta, validation_summary=summary, target=ctx.target
-        )
-        return {"validation_summary": summary}
+        artifact = Artifact.load(artifact_json)
+        info: dict[str, Any] = {"validation_summary": summary}
+        if artifact.kind == "kit" and ctx.target.validate_.device_check_images > 0:
+            from edgeresnext.pipeline.checkset import kit_with_check_set
+
+            artifact, info["device_check_set"] = kit_with_check_set(ctx, artifact, ctx.root / "device-check")
+        bundle_from_artifacts(folder, [artifact], meta, validation_summary=summary, target=ctx.target)
+        return info
 
     root = ctx.root
-    section = {"backend": ctx.target.backend}
+    # The device check set: its size, the data it comes from and its gate go into the stage's hash.
+    section = {
+        "backend": ctx.target.backend,
+        "device_check_images": ctx.target.validate_.device_check_images,
+        "data": ctx.target.data.model_dump(mode="json"),
+        "gates": ctx.target.gates.model_dump(mode="json"),
+    }
     return run_stage(root / "bundle", "bundle", section, files, produce, record_path=root / "bundle.stage.json")
 
 

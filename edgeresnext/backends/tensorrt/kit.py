@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeresnext.backends.base import Artifact, copy_file_atomic
+from edgeresnext.backends.tensorrt.device_check import CHECK_DIR, STATS_FILE
 from edgeresnext.backends.tensorrt.engine import engine_from_onnx
 from edgeresnext.backends.tensorrt.plan import FP16_QDQ_FILE, QDQ_FILE, BuildPlan
-from edgeresnext.backends.tensorrt.seal import KIT_FILE, KIT_SCRIPT, MANIFEST, SEAL_SCRIPT
+from edgeresnext.backends.tensorrt.seal import DEVICE_CHECK_SCRIPT, KIT_FILE, KIT_SCRIPT, MANIFEST, SEAL_SCRIPT
 from edgeresnext.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -25,6 +26,9 @@ logger = logging.getLogger(__name__)
 
 KIT_VERSION = 1
 SEAL_SOURCE = Path(__file__).with_name("seal.py")
+DEVICE_CHECK_SOURCE = Path(__file__).with_name("device_check.py")
+# The device check's intervals and gates are the host's own code: edgeresnext/stats.py, standard library only.
+STATS_SOURCE = Path(__file__).resolve().parents[2] / "stats.py"
 
 
 def trtexec_args(plan: BuildPlan) -> list[str]:
@@ -158,6 +162,10 @@ def kit_from_onnx(onnx_path: str | Path, target: Target, out_dir: str | Path, re
     files.append(script)
     # The re-seal step for a bundle on a device without edgeresnext: this package's own module, copied verbatim.
     files.append(write_text_atomic(out_dir / SEAL_SCRIPT, SEAL_SOURCE.read_text(encoding="utf-8")))
+    # The device check (run by seal.py after the build) and the host's statistics it computes with, both verbatim.
+    files.append(write_text_atomic(out_dir / DEVICE_CHECK_SCRIPT, DEVICE_CHECK_SOURCE.read_text(encoding="utf-8")))
+    (out_dir / CHECK_DIR).mkdir(exist_ok=True)
+    files.append(copy_file_atomic(STATS_SOURCE, out_dir / CHECK_DIR / STATS_FILE))
     kit = {
         "kit_version": KIT_VERSION,
         "plan": plan.to_dict(),
