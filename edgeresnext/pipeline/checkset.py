@@ -67,8 +67,11 @@ def kit_with_check_set(ctx: BuildContext, artifact: Artifact, scratch: Path) -> 
     check_dir.mkdir(parents=True, exist_ok=True)
 
     model = ctx.load_model()
-    data = load_validation_data(target.data, model.meta.preprocess, model.meta.class_names)
-    count = min(target.validate_.device_check_images, len(data))
+    # The first images of the validation set (data.limit keeps the first N): only those are read and preprocessed.
+    wanted = target.validate_.device_check_images
+    spec = target.data.model_copy(update={"limit": min(target.data.limit or wanted, wanted)})
+    data = load_validation_data(spec, model.meta.preprocess, model.meta.class_names)
+    count = min(wanted, len(data))
     inputs = np.ascontiguousarray(data.inputs[:count], dtype=np.float32)
     labels = [int(y) for y in data.labels[:count]]
     proxies = get_backend("tensorrt").proxies(artifact)

@@ -211,9 +211,12 @@ in the bundle's manifest, so that `edgeresnext bundle verify`, `load_bundle()` a
     edgeresnext bundle build-engine bundle            # the same where edgeresnext is installed
     edgeresnext bundle build-engine bundle --python-api   # TensorRT's Python API instead of trtexec
 
-The engine is built in a copy of the bundle; if the build fails, the bundle stays exactly as it was. The manifest
-then lists `kit/{plan.engine}` as the primary artifact with its sha256, TensorRT version, GPU name, SM, build mode
-and the ONNX it came from; the kit stays listed, so the same bundle can be rebuilt on another device.
+The engine is built in a copy of the bundle; if the build fails, the bundle stays exactly as it was. Then
+`{DEVICE_CHECK_SCRIPT}` runs the engine with trtexec on the check set in `check/` (images the build host preprocessed,
+with its own outputs for them) and the result is sealed with the engine: `checked`, `failed` (it disagrees with the
+host's INT8 stand-in beyond the target's gate; the command exits 1 and apps refuse the engine) or `unchecked`.
+The manifest then lists `kit/{plan.engine}` as the primary artifact with its sha256, TensorRT version, GPU name, SM,
+build mode and the ONNX it came from; the kit stays listed, so the same bundle can be rebuilt on another device.
 
 Why `{SEAL_SCRIPT}`: JetPack has trtexec and Python 3 but not edgeresnext (nor pydantic and the rest of the build
 host's packages), and a fielded device is often offline. `{SEAL_SCRIPT}` is edgeresnext's own sealing module
