@@ -81,6 +81,11 @@ def test_the_kit_carries_the_check_set_and_the_hosts_own_stats(built):
     host = json.loads((kit / "check" / "host_report.json").read_text())
     assert host["target"]["name"] == "jetson-small" and host["data"]["count"] == 64
     assert np.isfinite(first).all() and first.std() > 0.1
+    # The build summary states the set's size (the bundle stage's record is what it reads).
+    stage = json.loads((built.parent / "bundle.stage.json").read_text())
+    check_set = stage["info"]["device_check_set"]
+    assert (check_set["images"], check_set["batches"], check_set["batch"]) == (32, 4, 8)
+    assert 32 * 28 * 28 * 4 / 1e6 < check_set["megabytes"] < 0.3  # inputs 0.1 MB + check.json + host report
     listed = {f["path"] for f in read_manifest(built)["files"]}
     assert {"kit/device_check.py", "kit/check/stats.py", "kit/check/check.json", "kit/check/inputs-003.bin"} <= listed
 
@@ -238,3 +243,4 @@ def test_the_kit_check_runs_alone_under_a_bare_python(checked, bin_dir, tmp_path
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["status"] == "checked"
+    verify_bundle(kit.parent)  # it left nothing in the bundle (no __pycache__ of check/stats.py)

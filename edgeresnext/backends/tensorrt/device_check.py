@@ -53,7 +53,11 @@ def load_stats(kit_dir: Path):
         raise CheckError(f"{CHECK_DIR}/{STATS_FILE} is missing")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
-    spec.loader.exec_module(module)
+    writing, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # no __pycache__ in the bundle: unlisted
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.dont_write_bytecode = writing
     return module
 
 
