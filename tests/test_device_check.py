@@ -81,6 +81,12 @@ def test_the_kit_carries_the_check_set_and_the_hosts_own_stats(built):
     host = json.loads((kit / "check" / "host_report.json").read_text())
     assert host["target"]["name"] == "jetson-small" and host["data"]["count"] == 64
     assert np.isfinite(first).all() and first.std() > 0.1
+    # The host's outputs are the validate stage's own, kept for these first images (not a second inference pass).
+    kept = np.load(built.parent / "report" / "check_logits.npz")
+    names = list(kept["names"])
+    stand_in = kept[f"row{names.index('qdq-int8-fp16 (onnxruntime)')}"]
+    np.testing.assert_allclose(check["host"]["stand_in_logits"], stand_in, rtol=1e-6, atol=1e-6)
+    assert check["host"]["fp32_top1"] == kept[f"row{names.index('pytorch-fp32')}"].argmax(1).tolist()
     # The build summary states the set's size (the bundle stage's record is what it reads).
     stage = json.loads((built.parent / "bundle.stage.json").read_text())
     check_set = stage["info"]["device_check_set"]

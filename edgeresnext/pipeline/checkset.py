@@ -34,6 +34,24 @@ def _link_or_copy(source: Path, dest: Path) -> None:
         shutil.copy2(source, dest)
 
 
+KEPT_LOGITS = "check_logits.npz"  # the validate stage's logits of the first images, by row name
+
+
+def save_kept_logits(path: Path, kept: dict[str, np.ndarray]) -> None:
+    from edgeresnext.atomic import atomic_path
+
+    names = sorted(kept)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, names=np.array(names), **{f"row{i}": kept[name] for i, name in enumerate(names)})
+
+
+def load_kept_logits(path: Path) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        return {}
+    with np.load(path, allow_pickle=False) as data:
+        return {str(name): data[f"row{i}"] for i, name in enumerate(data["names"])}
+
+
 def _rounded(logits: np.ndarray) -> list[list[float]]:
     """Logits as JSON numbers, to float32's precision (9 significant digits), so the file stays small."""
     return [[float(f"{value:.9g}") for value in row] for row in logits.astype(np.float32).tolist()]
@@ -66,19 +84,28 @@ def kit_with_check_set(ctx: BuildContext, artifact: Artifact, scratch: Path) -> 
     check_dir = kit / CHECK_DIR
     check_dir.mkdir(parents=True, exist_ok=True)
 
-    model = ctx.load_model()
+    from edgeresnext.models import read_checkpoint
+    from edgeresnext.validate.gates import REFERENCE_NAME
+
+    meta = read_checkpoint(ctx.model_file).meta
     # The first images of the validation set (data.limit keeps the first N): only those are read and preprocessed.
     wanted = target.validate_.device_check_images
     spec = target.data.model_copy(update={"limit": min(target.data.limit or wanted, wanted)})
-    data = load_validation_data(spec, model.meta.preprocess, model.meta.class_names)
+    data = load_validation_data(spec, meta.preprocess, meta.class_names)
     count = min(wanted, len(data))
     inputs = np.ascontiguousarray(data.inputs[:count], dtype=np.float32)
     labels = [int(y) for y in data.labels[:count]]
     proxies = get_backend("tensorrt").proxies(artifact)
     stand_in_name, stand_in = proxies[0] if proxies else ("qdq-int8 (onnxruntime)", None)
     stand_in_path = Path(stand_in.path) if stand_in is not None else kit / plan["onnx"]
-    fp32 = run_logits(TorchRunner(model), inputs, progress=False)
-    stand_in_logits = run_logits(runner_from_file(stand_in_path, target, "onnxruntime"), inputs, progress=False)
+    # The validate stage ran both on these very images (the first of the set): reuse its logits when it kept them.
+    kept = load_kept_logits(ctx.folder("validate") / KEPT_LOGITS)
+    fp32, stand_in_logits = kept.get(REFERENCE_NAME), kept.get(stand_in_name)
+    if fp32 is None or len(fp32) < count:
+        fp32 = run_logits(TorchRunner(ctx.load_model()), inputs, progress=False)
+    if stand_in_logits is None or len(stand_in_logits) < count:
+        runner = runner_from_file(stand_in_path, target, "onnxruntime")
+        stand_in_logits = run_logits(runner, inputs, progress=False)
     output_name = onnx.load(str(source / plan["onnx"]), load_external_data=False).graph.output[0].name
 
     # One file per batch of the plan's largest batch (a static engine: its one batch size), as trtexec loads it.

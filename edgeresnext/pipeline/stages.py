@@ -400,6 +400,13 @@ def stage_validate(ctx: BuildContext) -> StageResult:
         data = load_validation_data(target.data, model.meta.preprocess, model.meta.class_names)
         items = artifacts_under_test(ctx, baseline_dir=folder / "baseline")
         runnable = [i for i in items if i.runnable]
+        # A Jetson kit's device check set needs the host's outputs for its first images: kept from this pass.
+        kept: dict[str, Any] = {}
+        keep = (
+            target.validate_.device_check_images
+            if ctx.done["compile"].info.get("artifact", {}).get("kind") == "kit"
+            else 0
+        )
         report = validate(
             target,
             items,
@@ -411,7 +418,13 @@ def stage_validate(ctx: BuildContext) -> StageResult:
             model_files=[ctx.model_file],
             progress=ctx.progress,
             notes=ctx.notes,
+            kept_logits=kept,
+            kept_images=keep,
         )
+        if kept:
+            from edgeresnext.pipeline.checkset import KEPT_LOGITS, save_kept_logits
+
+            save_kept_logits(folder / KEPT_LOGITS, kept)
         write_report(report, folder)
         return {"passed": report.passed, "primary": report.primary}
 

@@ -78,6 +78,8 @@ def validate(
     command: str | None = None,
     progress: bool = True,
     notes: Sequence[str] = (),
+    kept_logits: dict[str, np.ndarray] | None = None,
+    kept_images: int = 0,
 ) -> ValidationReport:
     """Validate ``artifacts`` against the FP32 ``model`` on ``data``; returns the report (see report.py).
 
@@ -87,7 +89,8 @@ def validate(
     speed-up is against the float build of its own runtime among ``artifacts`` (:func:`speedup_baseline`).
     ``primary`` names the artifact the gates apply to (default: the last runnable one, i.e. the target's
     deployed artifact). Gates are evaluated and recorded but not raised: call :func:`raise_for_gates`
-    after writing the report so a failed build still leaves its report behind.
+    after writing the report so a failed build still leaves its report behind. ``kept_logits``, when given, receives
+    each runnable row's logits for the first ``kept_images`` images (the device check set reuses them).
     """
     import torch
 
@@ -127,6 +130,8 @@ def validate(
             logger.info("validating %s on %d images", item.name, count)
             with PeakMemory() as memory:
                 logits = run_logits(item.runner, inputs, progress=progress, desc=item.name)
+                if kept_logits is not None and kept_images > 0:
+                    kept_logits[item.name] = np.array(logits[:kept_images], copy=True)
                 latency = measure_latency(item.runner, data.inputs[:1], runs=runs, warmup=warmup)
                 throughput = measure_throughput(
                     item.runner, _tile(data.inputs, throughput_batch), runs=max(3, min(20, runs // 5)), warmup=2
