@@ -80,6 +80,11 @@ def test_the_kit_carries_the_check_set_and_the_hosts_own_stats(built):
     first = np.fromfile(kit / "check" / "inputs-000.bin", dtype=np.float32).reshape(8, 1, 28, 28)
     host = json.loads((kit / "check" / "host_report.json").read_text())
     assert host["target"]["name"] == "jetson-small" and host["data"]["count"] == 64
+    stand_in_row = next(a for a in host["artifacts"] if a["name"] == "qdq-int8-fp16 (onnxruntime)")
+    assert stand_in_row["uncertainty"]["images"] == 40  # validate.stand_in_images: 40 of the 64
+    assert "qdq-int8-fp16 (onnxruntime): validated on the first 40 of 64 images (validate.stand_in_images)" in " ".join(
+        host["notes"]
+    )
     assert np.isfinite(first).all() and first.std() > 0.1
     # The host's outputs are the validate stage's own, kept for these first images (not a second inference pass).
     kept = np.load(built.parent / "report" / "check_logits.npz")
