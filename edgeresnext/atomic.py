@@ -57,27 +57,55 @@ def free_bytes(folder: str | os.PathLike[str]) -> int | None:
     return stats.f_bavail * stats.f_frsize
 
 
-def storage_error(path: str | os.PathLike[str], err: BaseException) -> StorageError | None:
+# What writers that drop errno still say: Rust's io::Error (safetensors: "No space left on device (os error 28)"),
+# C's strerror text inside C++ exceptions, and the quota variant.
+_DISK_FULL_WORDS = ("no space left on device", "os error 28", "disk quota exceeded", "os error 122")
+
+
+def _says_disk_full(err: BaseException) -> bool:
+    """Whether ``err`` or an exception it was raised from is a full disk (by errno, else by its text)."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _DISK_FULL:
+            return True
+        if any(words in str(current).lower() for words in _DISK_FULL_WORDS):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def storage_error(path: str | os.PathLike[str], err: BaseException, needed: int | None = None) -> StorageError | None:
     """Our error for a failed write of ``path`` when the disk (or quota) is full, else None.
 
-    Only a write that fails is examined, so a nearly full disk that still takes the file is no error.
+    Full means: ENOSPC/EDQUOT (errno, or its text in a writer's own exception, e.g. safetensors'), or less free
+    space left than ``needed`` bytes (the size of what was being written, when the caller knows it) or than
+    :data:`LOW_SPACE_BYTES`. The last two catch writers that lose errno and clean up their partial file first
+    (OpenVINO's serializer says only ``basic_ios::clear``). Only a write that fails is examined, so a nearly full
+    disk that still takes the file is no error.
     """
     path = Path(path)
     if isinstance(err, StorageError):
         return err
+    folder = _existing_parent(path)
+    left = free_bytes(folder)
+    space = f"{left:,} bytes free on {folder}" if left is not None else f"on {folder}"
+    if needed is not None:
+        space += f", about {needed:,} needed"
     if isinstance(err, OSError) and err.errno in _DISK_FULL:
         return StorageError(
-            f"{path}: no space left on device ({os.strerror(err.errno)}); free space on "
-            f"{_existing_parent(path)} and rerun (nothing partial was kept)"
+            f"{path}: no space left on device ({os.strerror(err.errno)}; {space}); free space and rerun "
+            "(nothing partial was kept)"
         )
     if isinstance(err, EdgeResNeXtError):
         return None
-    left = free_bytes(_existing_parent(path))
-    if left is not None and left < LOW_SPACE_BYTES:
+    short = left is not None and (left < LOW_SPACE_BYTES or (needed is not None and left < needed))
+    if _says_disk_full(err) or short:
         said = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         return StorageError(
-            f"{path}: no space left on device ({left} bytes free on {_existing_parent(path)}; the "
-            f"writer said: {said}); free space and rerun (nothing partial was kept)"
+            f"{path}: no space left on device ({space}; the writer said: {said}); free space and rerun "
+            "(nothing partial was kept)"
         )
     return None
 
@@ -90,12 +118,13 @@ def _existing_parent(path: Path) -> Path:
 
 
 @contextmanager
-def disk_full_as_storage_error(path: str | os.PathLike[str]) -> Iterator[None]:
-    """Turn a failed write of ``path`` caused by a full disk into :class:`StorageError` (other errors pass)."""
+def disk_full_as_storage_error(path: str | os.PathLike[str], needed: int | None = None) -> Iterator[None]:
+    """Turn a failed write of ``path`` (about ``needed`` bytes, if known) caused by a full disk into
+    :class:`StorageError` (other errors pass)."""
     try:
         yield
     except Exception as err:
-        converted = storage_error(path, err)
+        converted = storage_error(path, err, needed)
         if converted is None or converted is err:
             raise
         raise converted from err
@@ -128,16 +157,16 @@ def _widen_to_umask(path: Path) -> None:
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str], needed: int | None = None) -> Iterator[Path]:
     """Yield a temporary path to write; on success it is fsynced and renamed to ``path``, on error removed.
 
-    A full disk (ENOSPC/EDQUOT, or a writer's own error on a disk with no space left) becomes
-    :class:`~edgeresnext.errors.StorageError` naming ``path``.
+    A full disk (ENOSPC/EDQUOT, or a writer's own error on a disk with less space left than ``needed`` bytes or
+    than :data:`LOW_SPACE_BYTES`) becomes :class:`~edgeresnext.errors.StorageError` naming ``path``.
     """
     path = Path(path)
     tmp = temp_name(path)
     try:
-        with disk_full_as_storage_error(path):
+        with disk_full_as_storage_error(path, needed):
             path.parent.mkdir(parents=True, exist_ok=True)
             yield tmp
             if tmp.is_file():

@@ -11,6 +11,8 @@ TensorRT cannot run here, so every INT8 export passes this lint before any backe
 ``weight-per-channel``  Conv/Gemm weights are quantized per output channel (axis 0 of the Conv weight)
 ``activation-per-tensor`` activations are quantized per tensor
 ``group-channels``      an INT8 grouped convolution has a multiple of 4 input and output channels per group
+``fp16-scale``          every FP16 Q/DQ scale is a normal FP16 number (>= 2**-14): a zero or subnormal scale
+                        breaks the layer in TensorRT (the FP16 variant a strongly typed build reads)
 
 Warnings (do not fail the lint): ``residual-add`` an ``Add`` fed by an INT8 convolution whose skip input has
 no Q/DQ (TensorRT then cannot fuse it into the INT8 convolution).
@@ -66,7 +68,10 @@ RULES = (
     "weight-per-channel",
     "activation-per-tensor",
     "group-channels",
+    "fp16-scale",
 )
+_FLOAT16 = 10
+FP16_MIN_NORMAL = 2.0**-14  # 6.1e-05
 
 
 @dataclass(frozen=True)
@@ -193,6 +198,24 @@ def _check_qdq(graph: _Graph, node, found: list[Violation]) -> None:
         )
 
 
+def _check_fp16_scale(graph: _Graph, node, found: list[Violation]) -> None:
+    scale = graph.constants.get(node.input[1]) if len(node.input) > 1 else None
+    if scale is None or graph.constant_types.get(node.input[1]) != _FLOAT16:
+        return
+    magnitude = np.abs(scale.astype(np.float32))
+    bad = ~(magnitude >= FP16_MIN_NORMAL)  # NaN counts as bad too
+    if bad.any():
+        found.append(
+            Violation(
+                graph.name(node),
+                "fp16-scale",
+                f"{int(bad.sum())} of {scale.size} FP16 scales are zero or subnormal (smallest "
+                f"{float(magnitude.min()):.3g}; FP16's smallest normal number is {FP16_MIN_NORMAL:.3g}); raise them "
+                "to it and requantize the weights (edgeresnext's FP16 variant does)",
+            )
+        )
+
+
 def _weight_dequantizer(graph: _Graph, tensor: str):
     node = graph.producer.get(tensor)
     if node is not None and node.op_type == "DequantizeLinear" and graph.is_constant(node.input[0]):
@@ -315,6 +338,7 @@ def lint_model(model, rules: str = "tensorrt") -> list[Violation]:
             )
         if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
             _check_qdq(graph, node, found)
+            _check_fp16_scale(graph, node, found)
         _check_weights(graph, node, found)
         _check_residual_add(graph, node, found)
     return found

@@ -35,24 +35,53 @@ def _tensors_of(graph) -> list:
     return tensors
 
 
-def check_external_data(path: str | os.PathLike[str]) -> list[Path]:
-    """Refuse an ONNX model whose external tensor data lies outside the model's own folder, before anything
-    reads that data; returns the external data files (resolved).
+ONNX_ACCEPTED = "an ONNX model file (a protobuf ModelProto with a graph, as torch.onnx.export or onnx.save write)"
 
-    Refused: absolute locations, ``..`` components, and names (or symlinks) that resolve outside the folder.
-    A model from another hand could otherwise make onnx, ONNX Runtime or OpenVINO read any file on the host.
+
+def check_onnx_file(path: str | os.PathLike[str]) -> list[Path]:
+    """The one check every ONNX file from a user passes before any parser (onnx, ONNX Runtime, OpenVINO, TensorRT)
+    or rule (lint) looks at it; returns the external data files (resolved).
+
+    Refused with :class:`ExportError` naming the file and what is accepted: a missing path or a directory, an empty
+    file, bytes that are not an ONNX protobuf (truncated, another format), a protobuf without a graph (an empty
+    file parses as one), and external data leaving the model's folder (see :func:`check_external_data`).
     """
     import onnx
-    from onnx import TensorProto
 
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ExportError(f"{path}: ONNX model not found")
+    if not path.is_file():
+        raise ExportError(f"{path}: not a file; expected {ONNX_ACCEPTED}")
+    if path.stat().st_size == 0:
+        raise ExportError(f"{path}: empty file (0 bytes); expected {ONNX_ACCEPTED}")
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as err:  # protobuf's DecodeError, onnx's own errors, OSError
         said = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ExportError(f"{path}: not a readable ONNX model ({said})") from err
+        raise ExportError(f"{path}: not a readable ONNX model ({said}); expected {ONNX_ACCEPTED}") from err
+    # Protobuf reads many short byte strings as a message of unknown fields: a model has a version and a graph.
+    if model.ir_version <= 0 or not model.HasField("graph") or not model.graph.node or not model.graph.output:
+        raise ExportError(
+            f"{path}: not an ONNX model (no IR version, graph nodes or outputs; truncated or another format); "
+            f"expected {ONNX_ACCEPTED}"
+        )
+    return _external_data_inside(path, model)
+
+
+def check_external_data(path: str | os.PathLike[str]) -> list[Path]:
+    """Refuse an ONNX model whose external tensor data lies outside the model's own folder, before anything
+    reads that data; returns the external data files (resolved). Also refuses what :func:`check_onnx_file` does.
+
+    Refused: absolute locations, ``..`` components, and names (or symlinks) that resolve outside the folder.
+    A model from another hand could otherwise make onnx, ONNX Runtime or OpenVINO read any file on the host.
+    """
+    return check_onnx_file(path)
+
+
+def _external_data_inside(path: Path, model) -> list[Path]:
+    from onnx import TensorProto
+
     folder = path.parent.resolve()
     found: list[Path] = []
     for tensor in _tensors_of(model.graph):

@@ -103,7 +103,14 @@ class Classifier:
 
     def preprocess_images(self, images: list[Any]) -> np.ndarray:
         """Images (paths, PIL images, uint8 arrays) to the float32 NCHW batch the model takes."""
-        arrays = [self.preprocess.image_to_array(_open_image(image)) for image in images]
+        arrays = []
+        for image in images:
+            try:
+                arrays.append(self.preprocess.image_to_array(_open_image(image)))
+            except DataError as err:  # a size refused by the preprocessing: name the file it came from
+                if isinstance(image, str | os.PathLike) and os.fspath(image) not in str(err):
+                    raise DataError(f"{os.fspath(image)}: {err}") from err
+                raise
         batch = np.stack(arrays).astype(np.float32, copy=False)
         if tuple(batch.shape[1:]) != self.input_shape:
             raise DataError(
@@ -170,16 +177,12 @@ class Classifier:
 
 
 def _open_image(image: Any) -> Any:
-    """A path is opened with Pillow (errors name the file); other images pass through to ``Preprocess``."""
+    """A path is decoded as the build decodes images (same formats, same pixel limit, errors name the file); other
+    images pass through to ``Preprocess``."""
     if isinstance(image, str | os.PathLike):
-        from PIL import Image, UnidentifiedImageError
+        from edgeresnext.data.folder import decode_image
 
-        try:
-            with Image.open(image) as handle:
-                handle.load()
-                return handle.copy()
-        except (OSError, UnidentifiedImageError) as err:
-            raise DataError(f"{image}: cannot read the image ({err})") from err
+        return decode_image(image)
     if isinstance(image, np.ndarray) and image.ndim not in (2, 3):
         raise DataError(f"an image array must be HW or HWC uint8, got shape {image.shape}; pass a batch as a list")
     return image

@@ -19,7 +19,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 # FAKE_* variables change what it reports (an empty value leaves the line out) or make it fail (FAKE_FAIL=1) or leave
-# a file the real trtexec never writes (FAKE_STRAY=<name>).
+# a file the real trtexec never writes (FAKE_STRAY=<name>), or refuse an earlier build's timing cache
+# (FAKE_REFUSE_CACHE=1).
 FAKE_TRTEXEC = """#!/usr/bin/env bash
 # Stand-in for trtexec: the banner, device and version lines trtexec prints; a stand-in engine and timing cache.
 banner="&&&& RUNNING TensorRT.trtexec [TensorRT v${FAKE_BANNER-100300}] [b10] # trtexec $*"
@@ -52,10 +53,21 @@ if [ -n "${FAKE_FAIL:-}" ]; then
   echo "[12/01/2025-10:00:01] [E] Error[4]: stand-in build failure"
   exit 1
 fi
+cache=""
+for arg in "$@"; do case "$arg" in --timingCacheFile=*) cache="${arg#--timingCacheFile=}" ;; esac; done
+if [ -n "$cache" ] && [ -f "$cache" ]; then  # an earlier build's cache: refused (FAKE_REFUSE_CACHE=1) or reused
+  if [ -n "${FAKE_REFUSE_CACHE:-}" ]; then
+    echo "[12/01/2025-10:00:01] [E] Error[2]: stand-in refuses the timing cache $cache"
+    exit 1
+  fi
+  echo "[12/01/2025-10:00:01] [I] Loaded timing cache from $cache"
+  printf 'reused by a build\\n' >> "$cache"
+elif [ -n "$cache" ]; then
+  printf 'stand-in timing cache\\n' > "$cache"
+fi
 for arg in "$@"; do
   case "$arg" in
     --saveEngine=*) printf 'stand-in engine, SM %s: %s\\n' "${FAKE_SM-8.7}" "$*" > "${arg#--saveEngine=}" ;;
-    --timingCacheFile=*) printf 'stand-in timing cache\\n' > "${arg#--timingCacheFile=}" ;;
   esac
 done
 if [ -n "${FAKE_STRAY:-}" ]; then echo "not an engine" > "$FAKE_STRAY"; fi

@@ -327,3 +327,53 @@ def test_calibration_set_on_a_full_disk_is_one_line_and_leaves_nothing(small_dis
     assert err.startswith("edgeresnext data: error:") and "calib: no space left on device" in err, err
     assert len(err.splitlines()) == 1
     assert list(small_disk.iterdir()) == [], "a partial calibration set was left"
+
+
+# Bigger than LOW_SPACE_BYTES: on such a disk the free space left after a failed write does not give the cause
+# away, and writers that drop errno and delete their partial file (safetensors, OpenVINO) must still be told.
+@pytest.mark.parametrize("small_disk", [4 << 20], indirect=True)
+def test_writers_that_drop_errno_on_a_4mb_disk_give_one_clear_error(small_disk):
+    import numpy as np
+    import openvino as ov
+    import torch
+    from onnx import TensorProto, helper, numpy_helper
+    from onnx import save as onnx_save
+
+    from edgeresnext.backends.openvino import _save_ir_atomic
+    from edgeresnext.models import save_checkpoint
+    from edgeresnext.models.checkpoints import ModelMeta
+
+    layer = torch.nn.Linear(1500, 1500)  # 9 MB of float32 weights
+    meta = ModelMeta(arch="linear", num_classes=1500, in_channels=1, input_size=1)
+    with pytest.raises(StorageError, match=r"model\.safetensors: no space left on device \(.*bytes free.*needed"):
+        save_checkpoint(small_disk / "model.safetensors", layer, meta)
+    weights = numpy_helper.from_array(np.ones((1500, 1500), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "big",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1500])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1500])],
+        [weights],
+    )
+    source = small_disk.parent / "big.onnx"
+    onnx_save(helper.make_model(graph), str(source))
+    with pytest.raises(StorageError, match=r"model\.bin: no space left on device .*basic_ios"):
+        _save_ir_atomic(ov.convert_model(str(source)), small_disk / "model.xml")
+    assert list(small_disk.iterdir()) == [], "a partial file was left"
+
+
+def test_disk_full_is_recognised_from_a_writers_text_or_a_short_disk(tmp_path):
+    """Where no small tmpfs can be mounted: the same recognition on the errors those writers raise."""
+    from safetensors import SafetensorError
+
+    from edgeresnext.atomic import free_bytes, storage_error
+
+    said = SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+    found = storage_error(tmp_path / "model.safetensors", said)
+    assert found is not None and str(found).startswith(f"{tmp_path / 'model.safetensors'}: no space left on device")
+    # OpenVINO's text says nothing: a short disk (less free than the weights) is what gives the cause.
+    left = free_bytes(tmp_path)
+    opaque = RuntimeError("basic_ios::clear: iostream error")
+    assert storage_error(tmp_path / "model.bin", opaque, needed=left + 1) is not None
+    assert storage_error(tmp_path / "model.bin", opaque, needed=1) is None, "a disk with room: not disk-full"
+    assert storage_error(tmp_path / "model.bin", ValueError("bad shape")) is None

@@ -196,6 +196,58 @@ def test_an_engine_an_old_kit_built_in_place_is_rebuilt_and_sealed(bundle, bin_d
     assert verify_bundle(bundle)["artifacts"][0]["path"] == "kit/model.engine"
 
 
+def test_a_rebuild_reuses_the_timing_cache(sealed, bin_dir):
+    done = run_device_command(sealed, bin_dir)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Loaded timing cache from timing.cache" in done.stdout
+    assert (sealed / "kit" / "timing.cache").read_text() == "stand-in timing cache\nreused by a build\n"
+    assert verify_bundle(sealed)["artifacts"][0]["files"] == ENGINE_FILES
+
+
+def test_a_refused_timing_cache_is_dropped_said_and_rebuilt(sealed, bin_dir):
+    done = run_device_command(sealed, bin_dir, FAKE_REFUSE_CACHE="1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (
+        "seal.py: the build failed with the earlier build's timing cache kit/timing.cache (build_engine.sh failed "
+        "(exit 1; its output is above)); building again without it"
+    ) in done.stderr
+    assert (sealed / "kit" / "timing.cache").read_text() == "stand-in timing cache\n"  # a new one
+    verify_bundle(sealed)
+
+
+def test_tensorrt_8_is_named_with_the_jetpack_that_brings_10(bundle, bin_dir):
+    """JetPack 6.0: trtexec's banner says [TensorRT v8602] (8.6.2); no tensorrt module in the device's python3."""
+    before = snapshot(bundle)
+    done = run_device_command(bundle, bin_dir, FAKE_BANNER="8602", FAKE_TRT_VERSION="8.6.2")
+    assert done.returncode == 2
+    assert (
+        "build_engine.sh: TensorRT 8.6.2 found; needs TensorRT 10 or later (JetPack 6.1 and later)"
+        in done.stderr.splitlines()
+    )
+    assert snapshot(bundle) == before
+
+
+def test_the_kit_file_carries_no_build_host_paths(built):
+    text = (built / "kit" / "kit.json").read_text()
+    kit = json.loads(text)
+    host_root = built.parents[2]  # the folder holding the build and the calibration images' parent
+    assert str(host_root) not in text and str(Path.home()) not in text and "build/" not in text
+    assert kit["build_trtexec"] == "./build_engine.sh" and kit["build_python"] == "edgeresnext compile --on-device ."
+    assert kit["host_paths_omitted"] == ["quant.calib_dir"]
+    calib_dir = Path(read_manifest(built)["target"]["config"]["quant"]["calib_dir"])
+    assert calib_dir.is_absolute() and kit["target_config"]["quant"]["calib_dir"] == calib_dir.name
+
+
+def test_without_tensorrt_load_bundle_names_both_packages(sealed):
+    if GPU_REASON is None:
+        pytest.skip("TensorRT runs here")
+    with pytest.raises(BackendUnavailable) as refused:
+        load_bundle(sealed)
+    said = str(refused.value)
+    assert "TensorRT engines run with the tensorrt and cuda-python packages (import names tensorrt and cuda)" in said
+    assert "the tensorrt Python package is not installed" in said and "cuda-python is not installed" in said
+
+
 # ------------------------------------------------------------------------------------------ refusals
 def test_a_flipped_byte_in_the_engine_is_refused(sealed, capsys):
     engine = sealed / "kit" / "model.engine"

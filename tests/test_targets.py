@@ -36,7 +36,8 @@ def test_the_targets_mean_what_the_issue_asks():
     assert (gpu.backend, gpu.precision, gpu.input.batch.min, gpu.input.batch.max) == ("tensorrt", "int8", 1, 32)
     assert gpu.backend_options.tensorrt.fp16 and gpu.backend_options.tensorrt.strongly_typed
     jetson = load_target(TARGETS[0].parent / "jetson.yaml")
-    assert jetson.input.batch.max == 1 and jetson.backend_options.tensorrt.dla_core is None
+    assert (jetson.input.batch.min, jetson.input.batch.opt, jetson.input.batch.max) == (1, 1, 8)
+    assert jetson.backend_options.tensorrt.dla_core is None
     assert jetson.backend_options.tensorrt.on_device
     assert load_target(TARGETS[0].parent / "onnxruntime.yaml").backend == "onnxruntime"
 

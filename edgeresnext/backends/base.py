@@ -275,6 +275,7 @@ class Backend:
             raise BackendUnavailable(f"{self.name} cannot run {artifact.path} here: {reason}")
         if not Path(artifact.path).exists():
             raise ConfigError(f"{artifact.path}: artifact file not found")
+        _check_artifact_file(artifact)
         if options is None:
             options = self.run_options(info=artifact.info)
         elif not isinstance(options, RunOptions):
@@ -290,6 +291,15 @@ class Backend:
 
     def _load_impl(self, artifact: Artifact, options: RunOptions) -> Runner:
         raise NotImplementedError
+
+
+def _check_artifact_file(artifact: Artifact) -> None:
+    """Refuse an empty artifact file before a runtime parses it (ONNX Runtime and OpenVINO answer with texts that
+    do not say what is wrong). The full ONNX check (:func:`~edgeresnext.onnx_io.check_onnx_file`) runs where files
+    come from users (``runner_from_file``, ``compile``); device apps have no onnx package and load verified bundles."""
+    path = Path(artifact.path)
+    if path.is_file() and path.stat().st_size == 0:
+        raise ConfigError(f"{path}: empty file (0 bytes); expected a {artifact.backend} {artifact.kind} artifact")
 
 
 def copy_file_atomic(source: str | Path, dest: str | Path) -> Path:

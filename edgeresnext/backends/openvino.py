@@ -86,14 +86,17 @@ def _save_ir_atomic(model: Any, xml_path: Path) -> None:
 
     import openvino as ov
 
-    from edgeresnext.atomic import TMP_MARK
+    from edgeresnext.atomic import TMP_MARK, disk_full_as_storage_error
 
     xml_path.parent.mkdir(parents=True, exist_ok=True)
     tmp_xml = xml_path.with_name(f".{xml_path.stem}{TMP_MARK}{os.getpid()}.xml")
     tmp_bin = tmp_xml.with_suffix(".bin")
     _stable_names(model)
+    # The .bin holds the constants; OpenVINO's serializer reports a full disk only as "basic_ios::clear".
+    weights = sum(op.get_byte_size() for op in model.get_ordered_ops() if op.get_type_name() == "Constant")
     try:
-        ov.save_model(model, str(tmp_xml), compress_to_fp16=False)
+        with disk_full_as_storage_error(xml_path.with_suffix(".bin"), needed=weights):
+            ov.save_model(model, str(tmp_xml), compress_to_fp16=False)
         # The xml refers to its weights by the bin's file name, so the final names must match it.
         os.replace(tmp_bin, xml_path.with_suffix(".bin"))
         os.replace(tmp_xml, xml_path)

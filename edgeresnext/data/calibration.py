@@ -10,6 +10,8 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +43,8 @@ seeded (`--seed`, default 0), so the same command writes the same files.
 
 ## Format (to use your own images)
 
-- Files: `.png`, `.jpg`/`.jpeg`, `.bmp`, `.webp` anywhere below this folder; hidden files and folders
+- Files: `.png`, `.jpg`/`.jpeg`, `.bmp`, `.webp`, `.gif`, `.tif`/`.tiff`, `.ppm`/`.pgm`/`.pbm`/`.pnm`
+  anywhere below this folder (symlinks must stay inside it); hidden files and folders
   (starting with `.`) are ignored. They are read in sorted path order.
 - Any size and mode (grayscale, RGB, RGBA, palette, 16-bit): each image is converted to the model's
   channel mode and size with the preprocessing stored in the checkpoint (channel mode, resize of the
@@ -85,6 +88,72 @@ def balanced_indices(labels: np.ndarray, count: int, seed: int = 0) -> np.ndarra
     return np.sort(np.concatenate(chosen))
 
 
+@contextmanager
+def _writer_lock(folder: Path, say: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Exclusive lock for writing ``folder``: one process writes it at a time, the others wait.
+
+    The lock file lives in the temporary folder, named by the hash of ``folder``'s absolute path, so that nothing
+    is left in the user's folders (not even on a full disk) and no lock file is ever deleted while held.
+    """
+    import hashlib
+    import tempfile
+
+    key = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:16]
+    try:
+        import fcntl
+
+        handle = open(Path(tempfile.gettempdir()) / f"edgeresnext-calib-{key}.lock", "a+b")
+    except (ImportError, OSError) as err:  # not POSIX, or no writable temp folder: no lock, as before
+        logger.debug("no lock for writing %s (%s)", folder, err)
+        yield
+        return
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            (say or logger.info)(f"calibration images: another process is writing {folder}/; waiting for it")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ensure_calibration_set(
+    folder: str | os.PathLike[str],
+    count: int = DEFAULT_COUNT,
+    install: bool = False,
+    say: Callable[[str], None] | None = None,
+) -> bool:
+    """Write the default calibration set (Fashion-MNIST training images) into ``folder`` unless it holds one: a
+    finished set, or images of the user's own (used as they are). Returns whether this call wrote it.
+
+    Builds started together on a fresh clone all call this: one writes while holding the folder's lock, the
+    others wait for it and then find the finished set, so none reads (or deletes) a half-written one.
+    """
+    folder = Path(folder)
+    with _writer_lock(folder, say):
+        if calibration_set_complete(folder) or _has_images(folder):
+            return False
+        (say or logger.info)(f"calibration images: {folder}/ is empty; writing {count} Fashion-MNIST training images")
+        _write_calibration_set(folder, count=count, install=install)
+        return True
+
+
+def _has_images(folder: Path) -> bool:
+    """Whether ``folder`` holds any image file (by name; whether each can be read is the loader's concern, and a
+    folder whose images are refused later is still never overwritten)."""
+    from edgeresnext.data.folder import IMAGE_SUFFIXES
+
+    if not folder.is_dir():
+        return False
+    return any(
+        path.suffix.lower() in IMAGE_SUFFIXES
+        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+        for path in folder.rglob("*")
+    )
+
+
 def write_calibration_set(
     out: str | os.PathLike[str],
     dataset: str = "fashion-mnist",
@@ -97,11 +166,27 @@ def write_calibration_set(
     """Replace the images in ``out`` with a balanced sample; built in a sibling folder, then swapped in.
 
     ``install``: Fashion-MNIST missing from the machine may be installed with apt-get (see
-    :func:`~edgeresnext.data.fashion_mnist.ensure_fashion_mnist`). ``out/.complete`` is written last.
+    :func:`~edgeresnext.data.fashion_mnist.ensure_fashion_mnist`). ``out/.complete`` is written last. Holds the
+    folder's lock while writing (see :func:`ensure_calibration_set`).
     """
+    out = Path(out)
+    with _writer_lock(out):
+        return _write_calibration_set(out, dataset, root, count, seed, split, install)
+
+
+def _write_calibration_set(
+    out: Path,
+    dataset: str = "fashion-mnist",
+    root: str | None = None,
+    count: int = 500,
+    seed: int = 0,
+    split: str = "train",
+    install: bool = False,
+) -> CalibrationSet:
     from PIL import Image
 
     from edgeresnext.data import load_dataset
+    from edgeresnext.data.folder import IMAGE_SUFFIXES
 
     if dataset == "fashion-mnist" and root is None:
         from edgeresnext.data.fashion_mnist import ensure_fashion_mnist
@@ -129,7 +214,7 @@ def write_calibration_set(
         for old in out.iterdir():
             if old.is_dir():
                 shutil.rmtree(old)
-            elif old.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".webp"):
+            elif old.suffix.lower() in IMAGE_SUFFIXES:
                 old.unlink()
         for new in sorted(staging.iterdir()):
             os.replace(new, out / new.name)

@@ -1,4 +1,5 @@
-"""Image folders: ``root/<class>/<image>.{png,jpg,jpeg,bmp,webp}`` read lazily with Pillow.
+"""Image folders: ``root/<class>/<image>`` (:data:`IMAGE_FORMATS`: PNG, JPEG, BMP, WebP, GIF, TIFF, PNM) read with
+Pillow.
 
 Used for calibration sets (labels optional) and for user validation/training data. Decoding goes through
 :func:`decode_image`, which turns every way an image can be broken into a :class:`DataError` naming the file.
@@ -19,7 +20,19 @@ from edgeresnext.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+# The one list of image formats the build (data, calibration, validation folders) and the device runtime read:
+# Pillow's format name -> the file suffixes listed for it. Files are found by suffix and decoded by content, and a
+# file whose content is none of these formats is refused, whatever its name. Multi-frame GIF/TIFF: the first frame.
+IMAGE_FORMATS = {
+    "PNG": (".png",),
+    "JPEG": (".jpg", ".jpeg"),
+    "BMP": (".bmp",),
+    "WEBP": (".webp",),
+    "GIF": (".gif",),
+    "TIFF": (".tif", ".tiff"),
+    "PPM": (".ppm", ".pgm", ".pbm", ".pnm"),  # Pillow's netpbm reader
+}
+IMAGE_SUFFIXES = tuple(suffix for suffixes in IMAGE_FORMATS.values() for suffix in suffixes)
 # A decompression bomb (a tiny file claiming gigapixels) is refused rather than decoded.
 MAX_PIXELS = 64_000_000
 
@@ -34,11 +47,11 @@ def decode_image(path: str | os.PathLike[str]):
     except OSError as err:
         raise DataError(f"{path}: cannot read image ({err.strerror})") from err
     if size == 0:
-        raise DataError(f"{path}: empty file (0 bytes); expected a PNG/JPEG image")
+        raise DataError(f"{path}: empty file (0 bytes); expected an image ({', '.join(IMAGE_SUFFIXES)})")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(path, formats=list(IMAGE_FORMATS)) as image:
                 if image.width * image.height > MAX_PIXELS:
                     raise DataError(_too_large(path, image.width * image.height))
                 image.load()
@@ -63,17 +76,28 @@ def _too_large(path: Path, pixels: int | None) -> str:
 
 
 def list_images(root: str | os.PathLike[str]) -> list[Path]:
-    """Every image file below ``root``, sorted; DataError if the folder is missing or holds none."""
+    """Every image file below ``root``, sorted; DataError if the folder is missing or holds none.
+
+    Data folders do not follow links out: a symlink (to a file or a folder) below ``root`` that resolves outside
+    ``root`` is refused, naming it, rather than read or silently dropped. Hidden files and folders are ignored.
+    """
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: image folder not found")
-    files = sorted(
-        p
-        for p in root.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES
-        and p.is_file()
-        and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    )
+    inside = root.resolve()
+    files = []
+    for path in sorted(root.rglob("*")):
+        if any(part.startswith(".") for part in path.relative_to(root).parts):
+            continue
+        if path.is_symlink():
+            target = path.resolve()
+            if not target.is_relative_to(inside):
+                raise DataError(
+                    f"{path}: a symlink to {target}, outside the data folder {root}; data folders do not follow "
+                    "links out (copy the file in, or point the build at the folder that holds it)"
+                )
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+            files.append(path)
     if not files:
         raise DataError(f"{root}: no images found (expected files ending in {', '.join(IMAGE_SUFFIXES)})")
     return files
@@ -98,6 +122,17 @@ def scan_image_folder(root: str | os.PathLike[str], class_names: list[str] | Non
     root = Path(root)
     files = list_images(root)
     folders = sorted({f.relative_to(root).parts[0] for f in files if len(f.relative_to(root).parts) > 1})
+    # A class folder without images would silently drop its class (and the count would be blamed later).
+    empty = sorted(
+        entry.name
+        for entry in root.iterdir()
+        if entry.is_dir() and not entry.name.startswith(".") and entry.name not in folders
+    )
+    if empty:
+        raise DataError(
+            f"{root / empty[0]}: class folder {empty[0]!r} holds no images (expected files ending in "
+            f"{', '.join(IMAGE_SUFFIXES)}); add images or remove the folder"
+        )
     if class_names is None:
         class_names = folders
     unknown = [name for name in folders if name not in class_names]

@@ -130,7 +130,13 @@ class ImageFolderDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         from edgeresnext.data.folder import decode_image
 
-        image = torch.from_numpy(self.preprocess.image_to_array(decode_image(self.files[index])))
+        path = self.files[index]
+        try:
+            image = torch.from_numpy(self.preprocess.image_to_array(decode_image(path)))
+        except DataError as err:  # a size the preprocessing refuses: name the file
+            if str(path) in str(err):
+                raise
+            raise DataError(f"{path}: {err}") from err
         if self.augment:
             _, h, w = image.shape
             padded = torch.nn.functional.pad(image, (self.pad,) * 4)

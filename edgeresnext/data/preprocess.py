@@ -14,6 +14,9 @@ import numpy as np
 from edgeresnext.errors import ConfigError, DataError
 
 _CHANNELS = {"L": 1, "RGB": 3}
+# An image whose shorter side must be blown up more than this many times to reach ``resize`` holds next to nothing
+# of what the model was trained on (a 1x1 image becomes one flat colour): it is refused, never calibrated on.
+MAX_UPSCALE = 8
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,12 @@ class Preprocess:
         if self.resize is not None:
             width, height = image.size
             short = min(width, height)
+            if short * MAX_UPSCALE < self.resize:
+                least = -(-self.resize // MAX_UPSCALE)
+                raise DataError(
+                    f"image of {width}x{height} is too small: preprocess.resize={self.resize} would enlarge it more "
+                    f"than {MAX_UPSCALE}x; images need a shorter side of at least {least} pixels"
+                )
             if short != self.resize:
                 scale = self.resize / short
                 size = (max(1, round(width * scale)), max(1, round(height * scale)))

@@ -127,7 +127,8 @@ def save_checkpoint(
     """
     path = Path(path)
     state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
-    with atomic_path(path) as tmp:
+    # safetensors removes its partial file and keeps only the text of ENOSPC: the size lets a short disk be told.
+    with atomic_path(path, needed=sum(tensor.nbytes for tensor in state.values())) as tmp:
         if path.suffix == ".safetensors":
             if training:
                 raise ValueError("training state cannot go into a .safetensors checkpoint; use .pt")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from edgeresnext.atomic import remove_stale_temporaries, write_json_atomic, write_text_atomic
 from edgeresnext.config import SHIPPED_CHECKPOINT, Target
-from edgeresnext.errors import ConfigError, DataError, EdgeResNeXtError
+from edgeresnext.errors import ConfigError, EdgeResNeXtError
 from edgeresnext.pipeline.cache import BuildLock, StageResult, run_stage
 from edgeresnext.pipeline.preflight import preflight
 from edgeresnext.pipeline.stages import STAGE_FUNCTIONS, STAGES, BuildContext, load_report
@@ -161,22 +161,11 @@ def prepare_inputs(target: Target, say: Callable[[str], None], install: bool = F
     from edgeresnext.data.fashion_mnist import ensure_fashion_mnist
 
     calib = Path(target.quant.calib_dir)
-    default_calib = calib == Path(calibration.DEFAULT_FOLDER) and not _has_images(calib)
-    needs_calib = target.precision == "int8" and default_calib
-    if needs_calib or (target.data.dataset == "fashion-mnist" and target.data.root is None):
+    if target.data.dataset == "fashion-mnist" and target.data.root is None:
         ensure_fashion_mnist(install=install)
-    if needs_calib:
-        say(f"calibration images: {calib}/ is empty; writing {calibration.DEFAULT_COUNT} Fashion-MNIST training images")
-        calibration.write_calibration_set(calib, count=calibration.DEFAULT_COUNT, install=install)
-
-
-def _has_images(folder: Path) -> bool:
-    from edgeresnext.data.folder import list_images
-
-    try:
-        return bool(list_images(folder))
-    except DataError:
-        return False
+    if target.precision == "int8" and calib == Path(calibration.DEFAULT_FOLDER):
+        # Under the folder's lock: a build started beside this one may be writing it (it waits, then reads it).
+        calibration.ensure_calibration_set(calib, count=calibration.DEFAULT_COUNT, install=install, say=say)
 
 
 def build(

@@ -252,6 +252,61 @@ def _cast_port(graph, value, side: str):
     return helper.make_node("Cast", [half_name], [value.name], to=TensorProto.FLOAT, name=f"{value.name}_to_fp32")
 
 
+def raise_tiny_scales(graph) -> int:
+    """Raise every FP32 Q/DQ scale below FP16's smallest normal number (2**-14, zeros included) to it, in place, and
+    requantize the INT8 weights that a DequantizeLinear reads with it (``q' = round(q * s / 2**-14)``), so each
+    weight keeps its value up to one new quantization step. An FP16 scale that is subnormal or zero is what
+    TensorRT reads as a broken layer; an activation pair just gets the coarser step. Returns how many scale values
+    were raised."""
+    from onnx import TensorProto, numpy_helper
+
+    initializers = {init.name: init for init in graph.initializer}
+    uses: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            uses[name] = uses.get(name, 0) + 1
+    raised = 0
+    for scale_name in dict.fromkeys(
+        node.input[1]
+        for node in graph.node
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 1
+    ):
+        init = initializers.get(scale_name)
+        if init is None or init.data_type != TensorProto.FLOAT:
+            continue
+        scale = numpy_helper.to_array(init)
+        tiny = np.abs(scale) < FP16_MIN_NORMAL
+        if not tiny.any():
+            continue
+        new_scale = np.where(tiny, np.float32(FP16_MIN_NORMAL), scale).astype(np.float32)
+        for node in graph.node:
+            weight = initializers.get(node.input[0]) if node.op_type == "DequantizeLinear" else None
+            if weight is None or node.input[1] != scale_name:
+                continue
+            values = numpy_helper.to_array(weight)
+            if values.dtype.kind not in "iu":
+                continue
+            ratio = (np.abs(scale) / new_scale).astype(np.float64)
+            if ratio.size > 1:
+                axis = next((attr.i for attr in node.attribute if attr.name == "axis"), 1) % values.ndim
+                shape = [1] * values.ndim
+                shape[axis] = ratio.size
+                ratio = ratio.reshape(shape)
+            limits = np.iinfo(values.dtype)
+            requantized = np.clip(np.rint(values * ratio), limits.min, limits.max).astype(values.dtype)
+            name = weight.name
+            if uses.get(name, 0) > 1:  # shared with another reader: give this one its own copy
+                name = f"{weight.name}_fp16_normal_scale"
+                node.input[0] = name
+                graph.initializer.append(numpy_helper.from_array(requantized, name))
+                initializers[name] = graph.initializer[-1]
+            else:
+                weight.CopyFrom(numpy_helper.from_array(requantized, name))
+        init.CopyFrom(numpy_helper.from_array(new_scale, scale_name))
+        raised += int(np.count_nonzero(tiny))
+    return raised
+
+
 def fp16_qdq_from_onnx(onnx_path: str | Path, out_path: str | Path) -> dict[str, Any]:
     """Write an FP16 variant of an ONNX model (FP32 or Q/DQ INT8): every float tensor becomes FP16, the
     model's inputs and outputs stay FP32 (a ``Cast`` at each end), INT8 weights and zero points are untouched.
@@ -259,7 +314,8 @@ def fp16_qdq_from_onnx(onnx_path: str | Path, out_path: str | Path) -> dict[str,
     For a strongly typed TensorRT build this is what makes the layers left out of INT8 run in FP16. Q/DQ
     scales are kept (same values, same per-channel axes) but stored as FP16, because ONNX requires a
     QuantizeLinear's scale to have its input's type; the returned dict says how much that rounding moved the
-    scales and how many fell below FP16's normal range. The opset is raised to 19 when lower (FP16 scales).
+    scales. A scale below FP16's smallest normal number is raised to it first (:func:`raise_tiny_scales`, count in
+    ``raised_scales``), so every FP16 scale is a normal number. The opset is raised to 19 when lower (FP16 scales).
     """
     import onnx
     from onnx import TensorProto, numpy_helper
@@ -276,6 +332,7 @@ def fp16_qdq_from_onnx(onnx_path: str | Path, out_path: str | Path) -> dict[str,
                 f"{onnx_path}: cannot raise opset {opset} to {FP16_QDQ_MIN_OPSET} for FP16 Q/DQ scales ({err})"
             ) from err
     graph = model.graph
+    raised_scales = raise_tiny_scales(graph)
     scale_names = {
         node.input[1]
         for node in graph.node
@@ -329,11 +386,14 @@ def fp16_qdq_from_onnx(onnx_path: str | Path, out_path: str | Path) -> dict[str,
         "qdq_scales": len(scale_names),
         "max_scale_rel_error": scale_rel_error,
         "subnormal_scales": subnormal_scales,
+        "raised_scales": raised_scales,
     }
-    if subnormal_scales:
-        logger.warning(
-            "%s: %d Q/DQ scales are below FP16's normal range and lose precision in the FP16 variant",
+    if raised_scales:
+        logger.info(
+            "%s: %d Q/DQ scales below FP16's smallest normal number (%.3g) raised to it in the FP16 variant, their "
+            "INT8 weights requantized",
             onnx_path,
-            subnormal_scales,
+            raised_scales,
+            FP16_MIN_NORMAL,
         )
     return report

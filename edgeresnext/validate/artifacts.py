@@ -70,6 +70,10 @@ def runner_from_file(
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: artifact file not found")
+    if path.suffix.lower() == ".onnx":  # empty, truncated, not ONNX, external data elsewhere: before any runtime
+        from edgeresnext.onnx_io import check_onnx_file
+
+        check_onnx_file(path)
     if path.suffix in (".safetensors", ".pt", ".pth") and backend in (None, "pytorch"):
         from edgeresnext.models import load_checkpoint
 
@@ -127,6 +131,9 @@ def _guess_precision(path: Path) -> str:
     if path.suffix == ".onnx":
         import onnx
 
+        from edgeresnext.onnx_io import check_onnx_file
+
+        check_onnx_file(path)
         graph = onnx.load(str(path), load_external_data=False).graph
         return "int8" if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in graph.node) else "fp32"
     if path.suffix == ".xml":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import shlex
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -56,11 +57,22 @@ def test_fp16_qdq_keeps_int8_and_runs_in_onnxruntime(qdq_onnx, test_images, fp32
     model, source = onnx.load(str(out)), onnx.load(str(qdq_onnx))
     types = {init.name: init.data_type for init in model.graph.initializer}
     assert TensorProto.FLOAT not in types.values(), "a float32 initializer survived"
-    # INT8 weights and zero points are untouched; Q/DQ scales keep their values up to FP16 rounding.
+    # INT8 weights and zero points are untouched, but for the output channels whose scale was below FP16's smallest
+    # normal number (raised to it, those weights requantized); Q/DQ scales keep their values up to FP16 rounding.
     before = {init.name: numpy_helper.to_array(init) for init in source.graph.initializer}
+    tiny_channels = {
+        node.input[0]: set(np.flatnonzero(np.abs(before[node.input[1]]) < 2**-14).tolist())
+        for node in source.graph.node
+        if node.op_type == "DequantizeLinear" and node.input[0] in before
+    }
     for init in model.graph.initializer:
         if before[init.name].dtype == np.int8:
-            assert init.data_type == TensorProto.INT8 and np.array_equal(numpy_helper.to_array(init), before[init.name])
+            after = numpy_helper.to_array(init)
+            assert init.data_type == TensorProto.INT8 and after.shape == before[init.name].shape
+            rows = (after != before[init.name]).reshape(after.shape[0] if after.ndim else 1, -1)
+            changed = np.flatnonzero(rows.any(axis=1))
+            assert set(changed.tolist()) <= tiny_channels.get(init.name, set()), init.name
+    assert sum(len(channels) for channels in tiny_channels.values()) == report["raised_scales"] == 2
     # No kernel involved (a float16 cast): 4.7e-4 here, FP16's 4.9e-4 step, more only for scales below its normal range.
     assert report["qdq_scales"] > 0 and report["max_scale_rel_error"] < 0.02
     # The interface stays float32, so runtimes and device apps feed the same images.
@@ -94,7 +106,8 @@ def test_jetson_target_makes_an_on_device_kit(qdq_onnx, tmp_path):
     assert (kit / KIT_SCRIPT).stat().st_mode & 0o111
     subprocess.run(["bash", "-n", str(kit / KIT_SCRIPT)], check=True)
     options = target.backend_options.tensorrt
-    # The script's flags are the target's settings: strongly typed FP16 Q/DQ model, batch 1, workspace, no DLA.
+    # The script's flags are the target's settings: strongly typed FP16 Q/DQ model, a batch profile 1..8 tuned for 1,
+    # workspace, no DLA.
     assert script_args(kit) == [
         f"--onnx={FP16_QDQ_FILE}",
         "--saveEngine=model.engine",
@@ -102,11 +115,11 @@ def test_jetson_target_makes_an_on_device_kit(qdq_onnx, tmp_path):
         "--timingCacheFile=timing.cache",
         "--minShapes=input:1x1x28x28",
         "--optShapes=input:1x1x28x28",
-        "--maxShapes=input:1x1x28x28",
+        "--maxShapes=input:8x1x28x28",
     ]
     plan = read_kit(kit)["plan"]
     assert plan.build_mode == "strongly_typed" and plan.dla_core is None
-    assert plan.to_dict()["batch"] == {"min": 1, "opt": 1, "max": 1} and plan.device == "jetson-orin"
+    assert plan.to_dict()["batch"] == {"min": 1, "opt": 1, "max": 8} and plan.device == "jetson-orin"
     assert f"edgeresnext compile --on-device {kit}" in artifact.info["device_commands"]
 
 
@@ -132,7 +145,7 @@ KIT_V1_PLAN = {
 
 
 def test_build_plan_reads_existing_kits_and_writes_the_same_dict(qdq_onnx, tmp_path):
-    plan = build_plan(qdq_onnx, load_target(TARGETS / "jetson.yaml"))
+    plan = build_plan(qdq_onnx, load_target(TARGETS / "jetson.yaml", overrides={"input.batch.max": 1}))
     assert plan == BuildPlan.from_dict(KIT_V1_PLAN) and plan.to_dict() == KIT_V1_PLAN
     (tmp_path / "kit.json").write_text(json.dumps({"kit_version": 1, "plan": KIT_V1_PLAN}))
     assert read_kit(tmp_path)["plan"] == plan
@@ -143,8 +156,25 @@ def test_build_plan_reads_existing_kits_and_writes_the_same_dict(qdq_onnx, tmp_p
 
 
 def test_dla_and_batch_range_reach_the_flags(qdq_onnx):
-    dla = trtexec_args(build_plan(qdq_onnx, load_target(TARGETS / "jetson-dla.yaml")))
-    assert "--useDLACore=0" in dla and "--allowGPUFallback" in dla
+    """jetson-dla is weakly typed: TensorRT 10.3's trtexec sets FP16 and precision-constraint flags with --useDLACore,
+    which NVIDIA's DLA documentation calls invalid for strongly typed builds; the FP32 Q/DQ file with --int8 --fp16 is
+    the documented DLA build. Static batch 1 (DLA takes static shapes)."""
+    target = load_target(TARGETS / "jetson-dla.yaml")
+    plan = build_plan(qdq_onnx, target)
+    assert plan.build_mode == "weakly_typed" and target.description.startswith("EXPERIMENTAL ")
+    assert trtexec_args(plan) == [
+        "--onnx=model.qdq.onnx",
+        "--saveEngine=model.engine",
+        "--memPoolSize=workspace:1024M",
+        "--timingCacheFile=timing.cache",
+        "--minShapes=input:1x1x28x28",
+        "--optShapes=input:1x1x28x28",
+        "--maxShapes=input:1x1x28x28",
+        "--int8",
+        "--fp16",
+        "--useDLACore=0",
+        "--allowGPUFallback",
+    ]
     gpu = trtexec_args(build_plan(qdq_onnx, load_target(TARGETS / "gpu.yaml")))
     assert "--minShapes=input:1x1x28x28" in gpu and "--optShapes=input:8x1x28x28" in gpu
     assert "--maxShapes=input:32x1x28x28" in gpu and "--memPoolSize=workspace:2048M" in gpu
@@ -187,6 +217,23 @@ def test_build_script_adapts_to_tensorrt_10_and_11(qdq_onnx, tmp_path, major, st
     assert record["tensorrt_version"] == "10.3.0" and record["gpu_name"] == "Orin" and record["gpu_sm"] == "8.7"
     assert record["build_mode"] == "strongly_typed" and record["tensorrt_major"] == major
     assert (kit / "model.engine").is_file()
+
+
+def test_the_dla_kit_builds_weakly_typed_on_tensorrt_10(qdq_onnx, tmp_path):
+    kit = tmp_path / "kit"
+    get_backend("tensorrt").compile(qdq_onnx, load_target(TARGETS / "jetson-dla.yaml"), kit)
+    assert not (kit / FP16_QDQ_FILE).exists()
+    fake = tmp_path / "trtexec"
+    fake.write_text(FAKE_TRTEXEC)
+    fake.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "TRTEXEC": str(fake)}  # TensorRT 10.3 from the banner
+    subprocess.run([str(kit / KIT_SCRIPT)], env=env, check=True, capture_output=True)
+    passed = (kit / "trtexec.args").read_text().split()
+    assert "--stronglyTyped" not in passed and {"--onnx=model.qdq.onnx", "--int8", "--fp16", "--useDLACore=0"} <= set(
+        passed
+    )
+    record = json.loads((kit / "model.engine.json").read_text())
+    assert record["build_mode"] == "weakly_typed" and record["dla_core"] == 0
 
 
 def test_build_script_refuses_weak_typing_on_tensorrt_11(qdq_onnx, tmp_path):
@@ -256,7 +303,7 @@ def test_static_batch_onnx_must_match_the_target(tmp_path, shipped_model):
     with pytest.raises(ConfigError, match="fixed batch of 1"):
         build_plan(static, load_target(TARGETS / "gpu.yaml"))
     assert not any(
-        flag.endswith("Shapes") for flag in trtexec_args(build_plan(static, load_target(TARGETS / "jetson.yaml")))
+        flag.endswith("Shapes") for flag in trtexec_args(build_plan(static, load_target(TARGETS / "jetson-dla.yaml")))
     )
 
 
@@ -339,3 +386,142 @@ def test_the_runtime_runs_an_engine_bundle(qdq_onnx, shipped_model, test_images,
         assert runner._buffers == buffers  # kept between calls, never allocated per call
         assert agreement(logits, qdq_logits) >= 0.97
     assert runner._buffers == {} and runner.stream is None and runner.engine is None
+
+
+# ------------------------------------------------------------------------------------------ C++ sample's CMake
+CPP_SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "cpp" / "tensorrt"
+HEADERS = Path(__file__).resolve().parents[1] / "fixtures" / "tensorrt"
+needs_cmake = pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake is not installed")
+
+
+@needs_cmake
+@pytest.mark.parametrize("version", ["8.6.2", "10.3.0", "10.16.1", "11.1.0"])
+def test_cmake_reads_the_version_of_every_nvinferversion_form(version):
+    """8.6 and 10.3: numbers with trailing //!< comments; 10.16 and 11.x: NV_TENSORRT_MAJOR TRT_MAJOR_ENTERPRISE."""
+    header = HEADERS / f"NvInferVersion-{version}.h"
+    done = subprocess.run(
+        ["cmake", f"-DHEADER={header}", "-P", str(CPP_SAMPLE / "TensorRTVersion.cmake")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == version
+
+
+def _fake_tensorrt_root(root: Path, version: str) -> Path:
+    (root / "include").mkdir(parents=True)
+    (root / "lib").mkdir()
+    (root / "include" / "NvInfer.h").write_text("#pragma once\n")
+    shutil.copy(HEADERS / f"NvInferVersion-{version}.h", root / "include" / "NvInferVersion.h")
+    (root / "lib" / "libnvinfer.so").write_bytes(b"")
+    return root
+
+
+@needs_cmake
+@pytest.mark.parametrize("version", ["8.6.2", "10.3.0"])
+def test_cmake_skips_tensorrt_8_and_names_the_version(tmp_path, version):
+    root = _fake_tensorrt_root(tmp_path / "TensorRT", version)
+    done = subprocess.run(
+        ["cmake", "-S", str(CPP_SAMPLE), "-B", str(tmp_path / "build"), f"-DTENSORRT_ROOT={root}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    said = " ".join(done.stderr.split())
+    if version.startswith("8."):
+        assert "build skipped: TensorRT 8.6.2 found; this sample uses the TensorRT 10 API" in said
+        assert "needs TensorRT 10 or later (JetPack 6.1 and later)" in said
+    else:  # TensorRT 10 passes the version gate; this host then lacks CUDA, or builds against the fake and says so
+        assert "TensorRT 10.3.0 found" not in said and "names no TensorRT version" not in said
+        assert "CUDA toolkit" in said or "TensorRT 10.3.0:" in done.stdout
+
+
+# ------------------------------------------------------------------------------------------ FP16 Q/DQ scales
+def _scales(path: Path) -> dict[str, np.ndarray]:
+    """Every Q/DQ scale initializer of an ONNX file (a Q/DQ pair shares one), by name, as stored."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    inits = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+    return {
+        node.input[1]: inits[node.input[1]]
+        for node in model.graph.node
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and node.input[1] in inits
+    }
+
+
+def _fp16_scale_violations(path: Path) -> list:
+    from edgeresnext.lint import lint_onnx
+
+    return [v for v in lint_onnx(path) if v.rule == "fp16-scale"]
+
+
+def test_every_fp16_scale_of_the_shipped_model_is_a_normal_number(qdq_onnx, test_images, qdq_logits, tmp_path):
+    """The shipped model has 2 weight scales below 2**-14: raised to it, their INT8 weights requantized."""
+    import onnxruntime as ort
+
+    fp32_scales = _scales(qdq_onnx)
+    assert sum(int((abs(s) < 2**-14).sum()) for s in fp32_scales.values()) == 2
+    out = tmp_path / FP16_QDQ_FILE
+    report = fp16_qdq_from_onnx(qdq_onnx, out)
+    assert report["raised_scales"] == 2 and report["subnormal_scales"] == 0
+    scales = _scales(out)
+    assert all(s.dtype == np.float16 for s in scales.values())
+    assert min(float(np.abs(s).min()) for s in scales.values()) >= 2**-14
+    assert _fp16_scale_violations(out) == []
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    logits = session.run(None, {"input": test_images})[0]
+    assert agreement(logits, qdq_logits) >= 0.99
+
+
+def test_the_fp16_scale_rule_flags_a_subnormal_or_zero_scale(qdq_onnx, tmp_path):
+    """What the FP16 variant held before: the two tiny scales cast as they were (subnormal in FP16), and a zero."""
+    import onnx
+    from onnx import numpy_helper
+
+    out = tmp_path / FP16_QDQ_FILE
+    fp16_qdq_from_onnx(qdq_onnx, out)
+    model = onnx.load(str(out))
+    dq = next(n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.attribute)  # a weight's DQ
+    scale = next(init for init in model.graph.initializer if init.name == dq.input[1])
+    values = numpy_helper.to_array(scale).copy()
+    values[:2] = [np.float16(5.2e-5), np.float16(0.0)]
+    scale.CopyFrom(numpy_helper.from_array(values, scale.name))
+    onnx.save(model, str(tmp_path / "broken.onnx"))
+    (violation,) = _fp16_scale_violations(tmp_path / "broken.onnx")
+    assert violation.node == dq.name and violation.severity == "error"
+    assert f"2 of {values.size} FP16 scales are zero or subnormal (smallest 0;" in violation.message
+
+
+def test_fp16_variant_of_an_untrained_resnext_with_tiny_weights(calib_images, test_images, tmp_path):
+    """An untrained small ResNeXt whose stem and one grouped convolution have tiny weights (a bring-your-own model's
+    dead channels): many scales below 2**-14, all raised; the FP16 variant still computes what the Q/DQ file does."""
+    import onnxruntime as ort
+    import torch
+
+    from edgeresnext.config import QuantSpec
+    from edgeresnext.models.resnext import ResNeXt, ResNeXtConfig
+    from edgeresnext.quantize.ptq import quantize_ptq
+
+    torch.manual_seed(0)
+    config = ResNeXtConfig(layers=(1, 1), groups=4, width_per_group=16, stem="cifar", planes=(8, 16), stem_width=16)
+    model = ResNeXt(config, num_classes=10, in_channels=1).eval()
+    with torch.no_grad():
+        model.conv1.weight[:4].mul_(1e-4)  # 4 of 16 stem channels
+        model.layer1[0].conv2.weight.mul_(1e-4)  # a whole grouped convolution
+    qdq = quantize_ptq(model, calib_images[:32], QuantSpec(subset_size=32), tmp_path / "tiny.qdq.onnx", lint=False)
+    tiny = sum(int((abs(s) < 2**-14).sum()) for s in _scales(qdq).values())
+    assert tiny >= 20
+    out = tmp_path / FP16_QDQ_FILE
+    report = fp16_qdq_from_onnx(qdq, out)
+    assert report["raised_scales"] == tiny and _fp16_scale_violations(out) == []
+    assert min(float(np.abs(s).min()) for s in _scales(out).values()) >= 2**-14
+    run = {}
+    for name, path in (("qdq", qdq), ("fp16", out)):
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        run[name] = session.run(None, {"input": test_images[:256]})[0]
+    assert np.isfinite(run["fp16"]).all()
+    assert agreement(run["fp16"], run["qdq"]) >= 0.95

@@ -16,7 +16,7 @@ from edgeresnext.backends.tensorrt.engine import (
     import_tensorrt,
     tensorrt_major,
 )
-from edgeresnext.backends.tensorrt.kit import kit_from_onnx, rebuild_hint
+from edgeresnext.backends.tensorrt.kit import check_fp16_scales, kit_from_onnx, rebuild_hint
 from edgeresnext.backends.tensorrt.plan import ENGINE_FILE, FP16_QDQ_FILE, BuildPlan
 from edgeresnext.backends.tensorrt.runner import TensorRTRunner, engine_mismatch
 from edgeresnext.errors import BackendUnavailable, EdgeResNeXtError
@@ -48,11 +48,19 @@ class TensorRTBackend(Backend):
         return [("qdq-int8-fp16 (onnxruntime)", stand_in)]
 
     def available(self) -> str | None:
-        try:
-            trt = import_tensorrt()
-            cudart = import_cudart()
-        except BackendUnavailable as err:
-            return str(err)
+        # Name every missing package at once: a device app needs both (cuda-python moves the buffers).
+        modules, missing = [], []
+        for importer in (import_tensorrt, import_cudart):
+            try:
+                modules.append(importer())
+            except BackendUnavailable as err:
+                missing.append(str(err))
+        if missing:
+            return (
+                "TensorRT engines run with the tensorrt and cuda-python packages (import names tensorrt and cuda): "
+                + "; ".join(missing)
+            )
+        trt, cudart = modules
         try:
             count = cuda_check(cudart.cudaGetDeviceCount(), "cudaGetDeviceCount")
         except EdgeResNeXtError as err:
@@ -60,7 +68,7 @@ class TensorRTBackend(Backend):
         if not count:
             return "no NVIDIA GPU found"
         if tensorrt_major(trt) < 10:
-            return f"TensorRT {trt.__version__} is too old; edgeresnext needs TensorRT 10 or 11"
+            return f"TensorRT {trt.__version__} found; needs TensorRT 10 or later (JetPack 6.1 and later)"
         return None
 
     def _compile_impl(self, onnx_path: Path, target: Target, out_dir: Path, **extra: Any) -> Artifact:
@@ -78,6 +86,7 @@ class TensorRTBackend(Backend):
         model = out_dir / plan.onnx
         if plan.onnx == FP16_QDQ_FILE:
             fp16 = fp16_qdq_from_onnx(onnx_path, model)
+            check_fp16_scales(model)
         else:
             fp16 = None
             copy_file_atomic(onnx_path, model)

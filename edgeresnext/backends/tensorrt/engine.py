@@ -96,7 +96,9 @@ def engine_from_onnx(
     trt = import_tensorrt()
     major = tensorrt_major(trt)
     if major < 10:
-        raise BackendUnavailable(f"TensorRT {trt.__version__} found; edgeresnext needs TensorRT 10 or 11")
+        raise BackendUnavailable(
+            f"TensorRT {trt.__version__} found; needs TensorRT 10 or later (JetPack 6.1 and later)"
+        )
     if plan.build_mode == "weakly_typed" and major >= 11:
         raise ConfigError(
             f"target {plan.target!r}: weakly typed builds (--int8/--fp16) were removed in "
@@ -139,8 +141,14 @@ def engine_from_onnx(
     cache_path = Path(timing_cache) if timing_cache else None
     cache_bytes = cache_path.read_bytes() if cache_path is not None and cache_path.is_file() else b""
     cache = config.create_timing_cache(cache_bytes)
-    # A cache from another TensorRT version or GPU is rejected rather than silently mixed in.
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    # A cache from another TensorRT version or GPU is rejected rather than silently mixed in; the build then starts
+    # from an empty cache (and replaces the file), so a foreign cache never blocks a rebuild.
+    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+        logger.warning(
+            "tensorrt: TensorRT refused the timing cache %s (another TensorRT version or GPU?); building without it",
+            cache_path,
+        )
+        config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
     started = time.perf_counter()
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:

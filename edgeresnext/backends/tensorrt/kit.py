@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shlex
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
 from edgeresnext.backends.base import Artifact, copy_file_atomic
@@ -83,14 +84,29 @@ if [ ! -x "$TRTEXEC" ]; then
   echo "build_engine.sh: trtexec not found (JetPack: /usr/src/tensorrt/bin/trtexec); set TRTEXEC=" >&2
   exit 2
 fi
-# TensorRT major version: from the Python bindings if present, else from trtexec's banner ([TensorRT v100300]).
-TRT_MAJOR="${{TRT_MAJOR:-$(python3 -c 'import tensorrt as t; print(t.__version__.split(".")[0])' 2>/dev/null || true)}}"
-if [ -z "$TRT_MAJOR" ]; then
-  TRT_V="$( ("$TRTEXEC" --help 2>&1 || true) | sed -n 's/.*\\[TensorRT v\\([0-9]*\\)\\].*/\\1/p' | head -n 1 || true)"
-  TRT_MAJOR=$(( ${{TRT_V:-0}} / 10000 ))
+# TensorRT version: from the Python bindings if present, else from trtexec's banner: TensorRT 10 and later print
+# [TensorRT v100300] for 10.3.0, TensorRT 8 printed [TensorRT v8602] for 8.6.2 (JetPack 6.0).
+TRT_FOUND="${{TRT_MAJOR:-}}"
+if [ -z "$TRT_FOUND" ]; then
+  TRT_FOUND="$(python3 -c 'import tensorrt as t; print(t.__version__)' 2>/dev/null || true)"
 fi
+if [ -z "$TRT_FOUND" ]; then
+  TRT_V="$( ("$TRTEXEC" --help 2>&1 || true) | sed -n 's/.*\\[TensorRT v\\([0-9]*\\)\\].*/\\1/p' | head -n 1 || true)"
+  if [ -n "$TRT_V" ] && [ "$TRT_V" -ge 100000 ]; then
+    TRT_FOUND="$(( TRT_V / 10000 )).$(( TRT_V / 100 % 100 )).$(( TRT_V % 100 ))"
+  elif [ -n "$TRT_V" ]; then
+    TRT_FOUND="$(( TRT_V / 1000 )).$(( TRT_V / 100 % 10 )).$(( TRT_V % 100 ))"
+  fi
+fi
+TRT_MAJOR="${{TRT_FOUND%%.*}}"
+case "$TRT_MAJOR" in
+  ''|*[!0-9]*)
+    echo "build_engine.sh: cannot tell which TensorRT $TRTEXEC belongs to (no [TensorRT vNNNN] banner in its" \
+         "--help, no tensorrt Python package); set TRT_MAJOR=10 (or 11) if it is TensorRT 10 or later" >&2
+    exit 2 ;;
+esac
 if [ "$TRT_MAJOR" -lt 10 ]; then
-  echo "build_engine.sh: TensorRT $TRT_MAJOR found; this kit needs TensorRT 10 or 11 (JetPack 6 or later)" >&2
+  echo "build_engine.sh: TensorRT $TRT_FOUND found; needs TensorRT 10 or later (JetPack 6.1 and later)" >&2
   exit 2
 fi
 ARGS=({args})
@@ -128,6 +144,18 @@ fi
 """
 
 
+def check_fp16_scales(path: Path) -> None:
+    """The FP16 variant passes the TensorRT lint's ``fp16-scale`` rule: every Q/DQ scale a normal FP16 number (a zero
+    or subnormal one breaks its layer in TensorRT, silently)."""
+    from edgeresnext.errors import ExportError
+    from edgeresnext.lint import lint_onnx
+
+    broken = [violation for violation in lint_onnx(path) if violation.rule == "fp16-scale"]
+    if broken:
+        shown = "; ".join(str(violation) for violation in broken[:5])
+        raise ExportError(f"{path}: {len(broken)} Q/DQ node(s) with zero or subnormal FP16 scales: {shown}")
+
+
 def build_script(plan: BuildPlan) -> str:
     from edgeresnext import __version__
 
@@ -156,6 +184,7 @@ def kit_from_onnx(onnx_path: str | Path, target: Target, out_dir: str | Path, re
     info: dict[str, Any] = {}
     if plan.onnx == FP16_QDQ_FILE:
         info["fp16"] = fp16_qdq_from_onnx(onnx_path, out_dir / FP16_QDQ_FILE)
+        check_fp16_scales(out_dir / FP16_QDQ_FILE)
         files.append(out_dir / FP16_QDQ_FILE)
     script = write_text_atomic(out_dir / KIT_SCRIPT, build_script(plan))
     script.chmod(0o755)
@@ -166,14 +195,18 @@ def kit_from_onnx(onnx_path: str | Path, target: Target, out_dir: str | Path, re
     files.append(write_text_atomic(out_dir / DEVICE_CHECK_SCRIPT, DEVICE_CHECK_SOURCE.read_text(encoding="utf-8")))
     (out_dir / CHECK_DIR).mkdir(exist_ok=True)
     files.append(copy_file_atomic(STATS_SOURCE, out_dir / CHECK_DIR / STATS_FILE))
+    omitted: list[str] = []
+    target_config = _without_host_paths(target.resolved(), "", omitted)
     kit = {
         "kit_version": KIT_VERSION,
         "plan": plan.to_dict(),
         "reason": reason,
-        "target_config": target.resolved(),
+        "target_config": target_config,
         "sha256": {path.name: sha256_file(path) for path in files if path.suffix == ".onnx"},
-        "build_python": f"edgeresnext compile --on-device {out_dir}",
-        "build_trtexec": f"{out_dir}/{KIT_SCRIPT}",
+        # Run in the kit folder on the device: the kit travels (bundle/kit/), the build host's paths do not.
+        "build_python": "edgeresnext compile --on-device .",
+        "build_trtexec": f"./{KIT_SCRIPT}",
+        "host_paths_omitted": omitted,
     }
     files.append(write_json_atomic(out_dir / KIT_FILE, kit))
     files.append(write_text_atomic(out_dir / "README.md", _kit_readme(plan, out_dir, reason)))
@@ -198,11 +231,30 @@ def kit_from_onnx(onnx_path: str | Path, target: Target, out_dir: str | Path, re
     )
 
 
+_ABSOLUTE = re.compile(r"^(/|~|[A-Za-z]:[\\/]|\\\\)")
+
+
+def _without_host_paths(value: Any, key: str, omitted: list[str]) -> Any:
+    """``value`` with every absolute path (the build host's folders: a calibration folder, a checkpoint) cut to its
+    last name; the keys cut are appended to ``omitted``. The kit goes to devices and other people."""
+    if isinstance(value, dict):
+        return {
+            name: _without_host_paths(item, f"{key}.{name}" if key else name, omitted) for name, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_without_host_paths(item, f"{key}[{i}]", omitted) for i, item in enumerate(value)]
+    if isinstance(value, str) and _ABSOLUTE.match(value):
+        omitted.append(key)
+        return PurePath(value.replace("\\", "/")).name
+    return value
+
+
 def _kit_readme(plan: BuildPlan, out_dir: Path, reason: str) -> str:
     return f"""# TensorRT build kit: {plan.target} ({plan.device})
 
 No engine was built on the host that made this kit ({reason}). TensorRT engines run only with the
-TensorRT version and GPU (SM) that built them, so build it on the device itself (JetPack 6 = TensorRT 10.x).
+TensorRT version and GPU (SM) that built them, so build it on the device itself (TensorRT 10 or later: JetPack 6.1
+and later; JetPack 6.0's TensorRT 8.6 is refused).
 
 In a bundle (`bundle/kit/`, as `make build` writes it), one command on the device builds the engine and records it
 in the bundle's manifest, so that `edgeresnext bundle verify`, `load_bundle()` and the C++ samples accept it:

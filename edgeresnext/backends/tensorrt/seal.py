@@ -10,9 +10,11 @@ The step (:func:`engine_into_bundle`):
 
 1. check the bundle: every listed file has its size and sha256, nothing unlisted; the outputs of an earlier engine
    build in the kit are exempt (they are rebuilt, never carried over);
-2. copy the bundle's files, less any earlier engine build's outputs, into a hidden sibling folder;
+2. copy the bundle's files, less any earlier engine build's outputs, into a hidden sibling folder; the earlier
+   build's timing cache is the exception: it goes into the copy, so a rebuild reuses TensorRT's tactic timings;
 3. build the engine in the copy's kit (``build_engine.sh`` = trtexec, or TensorRT's Python API), with the kit's
-   build plan;
+   build plan; if that fails with the earlier timing cache (TensorRT may refuse one from another version or GPU),
+   say so and build again without it;
 4. refuse any file the build left that is not one of its outputs; read the build record (``model.engine.json``),
    which must name the TensorRT version and the GPU's SM;
 5. write the new manifest: the engine is the primary artifact, with its build record under ``"engine"``; the kit
@@ -306,6 +308,24 @@ def _copy_bundle(bundle: Path, stage: Path, manifest: dict, skip: set[str]) -> N
         shutil.copy2(bundle / name, stage / name)  # keeps build_engine.sh executable
 
 
+def _carry_timing_cache(bundle: Path, stage: Path, kit: str, plan: dict) -> str | None:
+    """Put the earlier build's timing cache into the staged kit, so a rebuild reuses TensorRT's tactic timings
+    (the cache is rewritten by the build and sealed anew). Returns its name, or None when there is none."""
+    name = f"{kit}/{plan['timing_cache']}"
+    source = bundle / name
+    if source.is_symlink() or not source.is_file():
+        return None
+    shutil.copy2(source, stage / name)
+    return name
+
+
+def _clear_outputs(kit_dir: Path, plan: dict) -> None:
+    for name in [*engine_outputs(plan), plan["engine"] + ".json.tmp"]:
+        path = kit_dir / name
+        if path.is_file() or path.is_symlink():
+            path.unlink()
+
+
 def _write_manifest(stage: Path, manifest: dict) -> None:
     tmp = stage / f".{MANIFEST}.tmp"
     tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
@@ -368,7 +388,20 @@ def engine_into_bundle(bundle, build, sealed_by: str = SEAL_SCRIPT, check=None, 
         shutil.rmtree(stage)
     try:
         _copy_bundle(bundle, stage, manifest, skip=previous)
-        build(stage / kit, plan)
+        cache = _carry_timing_cache(bundle, stage, kit, plan)
+        try:
+            build(stage / kit, plan)
+        except SealError as err:
+            if cache is None:
+                raise
+            # A cache from another TensorRT version or GPU: TensorRT may refuse it. Never let it block the build.
+            print(
+                f"seal.py: the build failed with the earlier build's timing cache {cache} ({err}); building again "
+                "without it",
+                file=sys.stderr,
+            )
+            _clear_outputs(stage / kit, plan)
+            build(stage / kit, plan)
         outputs = {f"{kit}/{name}" for name in engine_outputs(plan)}
         listed = {entry["path"] for entry in manifest["files"]} - previous
         strays = sorted(
