@@ -162,11 +162,32 @@ class Gates(_Strict):
         description="a validation set too small to prove an accuracy gate even for an artifact equal to FP32: "
         "warn (the gate reads NOT PROVEN, decided on the measured value, exit 0) or fail",
     )
+    max_device_disagreement: float | None = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="TensorRT on-device kits: the largest top-1 disagreement of the engine, run on the device on the "
+        "bundle's check set, with the host's INT8 stand-in; beyond it the device step exits 1 and seals the engine as "
+        "failed (decided like min_agreement: bound, NOT PROVEN rules)",
+    )
 
 
 class ValidateSpec(_Strict):
     latency_runs: int = Field(50, ge=1)
     warmup_runs: int = Field(10, ge=0)
+    device_check_images: int = Field(
+        32,
+        ge=0,
+        description="TensorRT on-device kits: validation images the bundle carries, preprocessed, with the host's "
+        "per-image outputs, for the device check after the engine is built (0: no check set; the engine stays "
+        "unchecked). 32 ResNeXt-50 inputs at 224x224 are 18.4 MiB",
+    )
+    stand_in_images: int | None = Field(
+        None,
+        ge=1,
+        description="validate the host stand-ins of an artifact that cannot run here (the TensorRT kit's ONNX Runtime "
+        "FP16 variant) on the first N validation images only; their intervals say how many (null: all)",
+    )
 
 
 class Target(_Strict):

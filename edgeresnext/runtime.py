@@ -92,6 +92,12 @@ class Classifier:
         return self.artifact["backend"]
 
     @property
+    def device_check(self) -> str | None:
+        """A TensorRT engine built on the device: ``checked``, ``failed`` or ``unchecked`` (see :func:`load_bundle`);
+        None for other artifacts. The full record is ``artifact["engine"]["device_check"]``."""
+        return device_check_status(self.artifact)
+
+    @property
     def precision(self) -> str:
         return self.artifact["precision"]
 
@@ -182,12 +188,20 @@ def _open_image(image: Any) -> Any:
     return image
 
 
+def device_check_status(artifact: dict[str, Any]) -> str | None:
+    """What the device check recorded for an engine built on the device (None: not such an engine)."""
+    if artifact.get("kind") != "engine" or "engine" not in artifact:
+        return None
+    return str((artifact["engine"].get("device_check") or {}).get("status") or "unchecked")
+
+
 def load_bundle(
     path: str | os.PathLike[str],
     backend: str | None = None,
     device: str | None = None,
     threads: int | None = None,
     verify: bool = True,
+    allow_failed_check: bool = False,
 ) -> Classifier:
     """Open a bundle folder for inference.
 
@@ -196,6 +210,11 @@ def load_bundle(
     ``device`` is the runtime's device name (OpenVINO ``CPU``/``GPU``/``NPU``, ONNX Runtime ``CPU``/``GPU``; default
     the one the bundle was built for) and ``threads`` its thread count (default: what the artifact recorded).
     Options the build recorded with the artifact (OpenVINO's hint, ONNX Runtime's graph optimisation) apply.
+
+    A TensorRT engine built on the device carries its device check (the engine run on the bundle's check set and
+    compared with the host): ``failed`` is refused (:class:`BundleError`) unless ``allow_failed_check``, because
+    its predictions disagree with what the host validated; ``unchecked`` (no check set, no trtexec) loads with a
+    warning; ``checked`` loads. :attr:`Classifier.device_check` says which.
     """
     bundle_dir = Path(path)
     manifest = verify_bundle(bundle_dir) if verify else read_manifest(bundle_dir)
@@ -216,6 +235,17 @@ def load_bundle(
             f"device first: `edgeresnext bundle build-engine {bundle_dir}` (or `{bundle_dir / artifact['path']}/"
             "build_engine.sh` without edgeresnext; see the kit's README)"
         )
+    status = device_check_status(artifact)
+    if status == "failed" and not allow_failed_check:
+        said = ((artifact["engine"]["device_check"].get("gate") or {}).get("message")) or "see the manifest"
+        raise BundleError(
+            f"{bundle_dir / artifact['path']}: this engine FAILED its device check ({said}); it is refused. Rebuild it "
+            f"(`edgeresnext bundle build-engine {bundle_dir}`), or load_bundle(..., allow_failed_check=True) to run it "
+            "anyway"
+        )
+    if status == "unchecked":
+        reason = (artifact["engine"].get("device_check") or {}).get("reason") or "no device check recorded"
+        logger.warning("%s: this engine is UNCHECKED on the device (%s)", bundle_dir / artifact["path"], reason)
     runtime = get_backend(artifact["backend"])
     if device is None:
         device = manifest["device"]["target_device"] if artifact is artifacts[0] else runtime.default_device

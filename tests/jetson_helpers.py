@@ -26,12 +26,29 @@ FAKE_TRTEXEC = """#!/usr/bin/env bash
 banner="&&&& RUNNING TensorRT.trtexec [TensorRT v${FAKE_BANNER-100300}] [b10] # trtexec $*"
 echo "$banner"
 if [ "${1:-}" = --help ]; then exit 0; fi
+# Only the options TensorRT 10.3's trtexec documents (samples/trtexec/README.md, sampleOptions.cpp's help).
+for arg in "$@"; do
+  case "${arg%%=*}" in
+    --onnx|--saveEngine|--loadEngine|--timingCacheFile|--memPoolSize|--minShapes|--optShapes|--maxShapes|--shapes\
+    |--int8|--fp16|--bf16|--fp8|--best|--stronglyTyped|--useDLACore|--allowGPUFallback|--precisionConstraints\
+    |--layerPrecisions|--loadInputs|--exportOutput|--exportTimes|--exportProfile|--exportLayerInfo|--iterations\
+    |--warmUp|--duration|--avgRuns|--percentile|--verbose|--noDataTransfers|--useCudaGraph|--useSpinWait\
+    |--separateProfileRun|--dumpOutput|--dumpProfile|--skipInference|--builderOptimizationLevel|--device|--streams\
+    |--infStreams|--sleepTime|--idleTime|--profilingVerbosity|--inputIOFormats|--outputIOFormats|--calib\
+    |--versionCompatible|--excludeLeanRuntime|--noTF32|--sparsity|--maxAuxStreams|--tacticSources) ;;
+    *) echo "[12/01/2025-10:00:00] [E] Unknown option: $arg"; echo "&&&& FAILED TensorRT.trtexec [TensorRT v100300]"
+       exit 1 ;;
+  esac
+done
 echo "[12/01/2025-10:00:00] [I] === Device Information ==="
 if [ -n "${FAKE_GPU-Orin}" ]; then echo "[12/01/2025-10:00:00] [I] Selected Device: ${FAKE_GPU-Orin}"; fi
 if [ -n "${FAKE_SM-8.7}" ]; then echo "[12/01/2025-10:00:00] [I] Compute Capability: ${FAKE_SM-8.7}"; fi
 if [ -n "${FAKE_TRT_VERSION-10.3.0}" ]; then
   echo "[12/01/2025-10:00:00] [I] TensorRT version: ${FAKE_TRT_VERSION-10.3.0}"
 fi
+for arg in "$@"; do  # running an engine: the stand-in computes with ONNX Runtime on the ONNX it was "built" from
+  case "$arg" in --loadEngine=*) exec "__PYTHON__" "__RUNNER__" "$@" ;; esac
+done
 if [ -n "${FAKE_FAIL:-}" ]; then
   echo "[12/01/2025-10:00:01] [E] Error[4]: stand-in build failure"
   exit 1
@@ -74,8 +91,11 @@ def jetson_bundle(tmp_path_factory: pytest.TempPathFactory, calib_dir: Path) -> 
             "extends": str(REPO / "targets" / "jetson.yaml"),
             "name": "jetson-small",
             "data": {"limit": 64},
+            # An app that batches: the check set is 4 files of 8 images (the default 32 images), trtexec at 1 and 8.
+            "input": {"batch": {"min": 1, "opt": 1, "max": 8}},
             "quant": {"calib_dir": str(calib_dir), "subset_size": 32},
-            "validate": {"latency_runs": 3, "warmup_runs": 1},
+            # The host stand-in on the first 40 images only (validate.stand_in_images); the check set's 32 are in them.
+            "validate": {"latency_runs": 3, "warmup_runs": 1, "stand_in_images": 40},
             "gates": {"max_top1_drop": 0.5},
         }
         target.write_text(yaml.safe_dump(data))
@@ -84,11 +104,66 @@ def jetson_bundle(tmp_path_factory: pytest.TempPathFactory, calib_dir: Path) -> 
     return bundle
 
 
+# The stand-in's inference: what trtexec --loadEngine does with --shapes, --loadInputs and --exportOutput, computed
+# with ONNX Runtime on the ONNX the stand-in engine was built from. FAKE_FLIP=0.05 changes the top-1 of every 20th
+# image of the check set (inputs-NNN.bin numbers its batches), as a broken engine would.
+FAKE_RUNNER = """
+import re, sys, time
+import numpy as np
+import onnxruntime as ort
+
+args = dict(a.split("=", 1) for a in sys.argv[1:] if "=" in a)
+engine = args["--loadEngine"]
+print("&&&& RUNNING TensorRT.trtexec [TensorRT v100300] [b10] # trtexec " + " ".join(sys.argv[1:]))
+text = open(engine).read()
+onnx = re.search(r"--onnx=(\\S+)", text).group(1)
+import os
+session = ort.InferenceSession(os.path.join(os.path.dirname(engine), onnx), providers=["CPUExecutionProvider"])
+name, dims = args["--shapes"].rsplit(":", 1)
+shape = [int(d) for d in dims.split("x")]
+if "--loadInputs" in args:
+    tensor, path = args["--loadInputs"].split(":", 1)
+    assert tensor == name, (tensor, name)
+    batch = np.fromfile(path, dtype=np.float32).reshape(shape)
+    first = int(re.search(r"inputs-(\\d+)", path).group(1)) * shape[0]
+else:
+    batch, first = np.random.default_rng(0).standard_normal(shape).astype(np.float32), 0
+times = []
+for _ in range(3):
+    start = time.perf_counter()
+    (logits,) = session.run(None, {name: batch})
+    times.append((time.perf_counter() - start) * 1000)
+flip = float(os.environ.get("FAKE_FLIP") or 0)
+if flip:
+    every = round(1 / flip)
+    for i in range(len(logits)):
+        if (first + i) % every == 0:
+            order = np.argsort(logits[i])
+            logits[i, order[-1]], logits[i, order[-2]] = logits[i, order[-2]], logits[i, order[-1]]
+if "--exportOutput" in args:
+    out = session.get_outputs()[0].name
+    with open(args["--exportOutput"], "w") as handle:
+        dims = "x".join(map(str, logits.shape))
+        handle.write("[\\n  { \\"name\\" : \\"%s\\"\\n  , \\"dimensions\\" : \\"%s\\"\\n" % (out, dims))
+        handle.write("  , \\"values\\" : [ " + ", ".join("%g" % v for v in logits.ravel()) + " ]\\n  }\\n]\\n")
+median, p99 = float(np.median(times)), float(np.percentile(times, 99))
+perf = "min = %g ms, max = %g ms, mean = %g ms, median = %g ms, percentile(90%%) = %g ms, percentile(95%%) = %g ms, " \\
+    "percentile(99%%) = %g ms" % (min(times), max(times), np.mean(times), median, p99, p99, p99)
+print("[12/01/2025-10:00:02] [I] === Performance summary ===")
+print("[12/01/2025-10:00:02] [I] Throughput: %g qps" % (1000 / median))
+print("[12/01/2025-10:00:02] [I] Latency: " + perf)
+print("[12/01/2025-10:00:02] [I] GPU Compute Time: " + perf)
+print("&&&& PASSED TensorRT.trtexec [TensorRT v100300] [b10] # trtexec " + " ".join(sys.argv[1:]))
+"""
+
+
 def fake_trtexec(folder: Path) -> Path:
     """A folder holding the stand-in ``trtexec`` (put it first on PATH)."""
     folder.mkdir(parents=True, exist_ok=True)
+    runner = folder / "fake_trtexec_run.py"
+    runner.write_text(FAKE_RUNNER)
     script = folder / "trtexec"
-    script.write_text(FAKE_TRTEXEC)
+    script.write_text(FAKE_TRTEXEC.replace("__PYTHON__", sys.executable).replace("__RUNNER__", str(runner)))
     script.chmod(0o755)
     return folder
 

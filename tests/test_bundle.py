@@ -223,5 +223,7 @@ def test_tensorrt_kit_bundle_keeps_the_kit_folder(bundles, shipped_model, tmp_pa
     bundle = bundle_from_artifacts(tmp_path / "bundle", kit, shipped_model.meta, None, target)
     manifest = verify_bundle(bundle)
     assert manifest["artifacts"][0]["path"] == "kit"
-    assert {f["path"] for f in manifest["files"]} == {"labels.txt"} | {f"kit/{p.name}" for p in kit.files}
+    assert {f["path"] for f in manifest["files"]} == {"labels.txt"} | {
+        f"kit/{p.relative_to(kit.path).as_posix()}" for p in kit.files
+    }
     assert (bundle / "kit" / "build_engine.sh").stat().st_mode & 0o111

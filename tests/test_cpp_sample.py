@@ -157,6 +157,8 @@ int main(int argc, char** argv) {
     edgeresnext::EngineRecord r = edgeresnext::engine_record(artifact);
     std::cout << artifact["path"].str() << "\n" << r.tensorrt_version << "\n" << r.gpu_name << "\n" << r.gpu_sm
               << "\n" << r.build_mode << "\n" << r.onnx_path << "\n" << r.onnx_sha256 << "\n";
+    edgeresnext::DeviceCheck check = edgeresnext::device_check(artifact);
+    std::cout << "device check: " << check.status << ": " << check.message << "\n";
     std::string mismatch = edgeresnext::engine_mismatch(r, argv[2], argv[3], argv[4]);
     if (!mismatch.empty()) {
       std::cerr << mismatch << "; " << edgeresnext::rebuild_hint(argv[1], bundle.manifest) << "\n";
@@ -215,7 +217,9 @@ def test_header_reads_the_engine_of_a_resealed_jetson_bundle(engine_reader, seal
         [str(engine_reader), str(sealed_jetson), "10.3.0", "8.7", "Orin"], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == [
+    *lines, check = done.stdout.splitlines()
+    assert check.startswith("device check: checked: max_device_disagreement: the engine disagrees with the ")
+    assert lines == [
         "kit/model.engine",
         "10.3.0",
         "Orin",
@@ -344,3 +348,29 @@ def test_tensorrt_sample_compiles_against_the_api_it_uses(tmp_path):
         timeout=300,
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_header_tells_a_checked_engine_from_an_unchecked_or_failed_one(engine_reader, sealed_jetson, tmp_path):
+    """What a C++ device app reads from the sealed manifest: the device check's status and what it said."""
+    from jetson_helpers import copy_bundle, fake_trtexec, run_device_command
+
+    def status(bundle: Path) -> str:
+        done = subprocess.run(
+            [str(engine_reader), str(bundle), "10.3.0", "8.7", "Orin"], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip().splitlines()[-1]
+
+    assert status(sealed_jetson).startswith("device check: checked: max_device_disagreement: the engine disagrees")
+    failed = copy_bundle(sealed_jetson, tmp_path / "failed")
+    done = run_device_command(failed, fake_trtexec(tmp_path / "bin"), FAKE_FLIP="0.05")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert status(failed) == (
+        "device check: failed: max_device_disagreement: the engine disagrees with the host's INT8 stand-in on 2 of 32 "
+        "images (6.25 %), over the 5.00 % limit by 1.25 pt"
+    )
+    unchecked = copy_bundle(sealed_jetson, tmp_path / "unchecked")  # sealed before device checks existed
+    manifest = json.loads((unchecked / "manifest.json").read_text())
+    del manifest["artifacts"][0]["engine"]["device_check"]
+    (unchecked / "manifest.json").write_text(json.dumps(manifest))
+    assert status(unchecked) == "device check: unchecked: no device check recorded"

@@ -97,7 +97,7 @@ def test_device_command_without_edgeresnext_seals_the_engine(bundle, bin_dir, ca
         f"engine: {bundle.resolve()}/kit/model.engine  (strongly typed, TensorRT 10.3.0, Orin SM 8.7, built with "
         "trtexec)",
         f"from: kit/model.qdq-fp16.onnx  (sha256 {_sha(bundle, 'kit/model.qdq-fp16.onnx')[:16]}...)",
-        f"OK {bundle.resolve()}: sealed, 11 files, sha256 verified; the engine is the primary artifact, the kit stays "
+        f"OK {bundle.resolve()}: sealed, 19 files, sha256 verified; the engine is the primary artifact, the kit stays "
         "listed for rebuilding on another device",
     ]
     manifest = verify_bundle(bundle)
@@ -114,23 +114,26 @@ def test_device_command_without_edgeresnext_seals_the_engine(bundle, bin_dir, ca
         "built_with": "trtexec",
         "sealed_by": "seal.py",
         "built_at": engine["info"]["built_at"],
+        "device_check": engine["engine"]["device_check"],  # tests/test_device_check.py reads it
     }
+    assert engine["engine"]["device_check"]["status"] == "checked"
     assert manifest["backend"] == {"name": "tensorrt", "version": "10.3.0"} and manifest["schema_version"] == 1
     listed = {f["path"]: f["sha256"] for f in manifest["files"]}
     assert all(listed[name] == _sha(bundle, name) for name in ENGINE_FILES)
     assert main(["bundle", "verify", str(bundle)]) == 0
     out = capsys.readouterr().out
-    assert "for tensorrt 10.3.0 (jetson-orin), 11 files, sha256 verified" in out
+    assert "for tensorrt 10.3.0 (jetson-orin), 19 files, sha256 verified" in out
     assert "engine: kit/model.engine built with TensorRT 10.3.0 on Orin (SM 8.7, strongly typed) from kit/" in out
 
 
 def test_edgeresnext_build_engine_is_the_same_step(bundle, bin_dir, sealed_once, capsys):
     assert main(["bundle", "build-engine", str(bundle), "--trtexec", str(bin_dir / "trtexec")]) == 0
     out = capsys.readouterr().out
-    assert out.strip().splitlines()[-1].startswith(f"OK {bundle.resolve()}: sealed, 11 files")
+    assert out.strip().splitlines()[-1].startswith(f"OK {bundle.resolve()}: sealed, 19 files")
     mine, theirs = read_manifest(bundle), read_manifest(sealed_once)
     assert mine["artifacts"][0]["engine"]["sealed_by"].startswith("edgeresnext ")
     for manifest in (mine, theirs):  # what differs: the time, who sealed it, and so the build record's bytes
+        assert manifest["artifacts"][0]["engine"].pop("device_check")["status"] == "checked"  # timed: differs
         del manifest["artifacts"][0]["engine"]["sealed_by"], manifest["artifacts"][0]["engine"]["built_at"]
         del manifest["artifacts"][0]["info"]["built_at"]
         manifest["files"] = [f for f in manifest["files"] if f["path"] != "kit/model.engine.json"]

@@ -508,3 +508,21 @@ def test_sensitivity_from_the_quantize_stage_is_ranked_by_gain():
     assert [r["value"] for r in rows] == [0.6, 0.1] and "float" in rows[0]["metric"]
     assert normalize_sensitivity({"conv1": 0.2, "fc": 0.5})[0] == {"layer": "fc", "value": 0.5, "metric": "error"}
     assert normalize_sensitivity([{"name": "no layer key"}]) is None and normalize_sensitivity(None) is None
+
+
+def test_a_stand_in_validated_on_a_subset_says_so(shipped_model, fp32_onnx, small_data):
+    """validate.stand_in_images: the stand-in runs on the first N images; its drop and intervals are over those."""
+    from edgeresnext.validate import runner_from_file
+
+    target = _target(max_top1_drop=0.03)
+    full = ArtifactUnderTest("onnx-fp32", runner_from_file(fp32_onnx, target), [fp32_onnx], "onnxruntime", "fp32")
+    subset = ArtifactUnderTest(
+        "stand-in", runner_from_file(fp32_onnx, target), [fp32_onnx], "onnxruntime", "fp32", images=40
+    )
+    report = validate(target, [full, subset], shipped_model, small_data, primary="stand-in", threads=1, progress=False)
+    _, whole, part = report.artifacts
+    assert whole.uncertainty.n == 128 and part.uncertainty.n == 40
+    assert sum(part.confusion[i][j] for i in range(10) for j in range(10)) == 40
+    assert part.top1_drop == part.uncertainty.drop == 0.0  # against FP32 on the same 40 images
+    assert "stand-in: validated on the first 40 of 128 images (validate.stand_in_images)" in " ".join(report.notes)
+    assert report.gates[0].artifact == "stand-in"

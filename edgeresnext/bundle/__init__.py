@@ -9,7 +9,7 @@ kit's engine on the device and records it in the manifest).
 """
 
 from edgeresnext.bundle.archive import ARCHIVE_SUFFIXES, extract_bundle
-from edgeresnext.bundle.engine import engine_into_bundle, engine_summary
+from edgeresnext.bundle.engine import device_check_status, engine_into_bundle, engine_summary, failed_check_message
 from edgeresnext.bundle.manifest import (
     FORMAT,
     LABELS,
@@ -33,9 +33,11 @@ __all__ = [
     "BundleError",
     "build_manifest",
     "bundle_from_artifacts",
+    "device_check_status",
     "engine_into_bundle",
     "engine_summary",
     "extract_bundle",
+    "failed_check_message",
     "read_labels",
     "read_manifest",
     "verify_bundle",

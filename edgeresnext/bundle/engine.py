@@ -57,7 +57,9 @@ def engine_into_bundle(
     build = _python_api_build if python_api else seal.trtexec_build(trtexec, tuple(trtexec_args))
     try:
         sealed_by = f"edgeresnext {__version__}"
-        manifest = seal.engine_into_bundle(bundle_dir, build, sealed_by=sealed_by, check=_schema_check)
+        manifest = seal.engine_into_bundle(
+            bundle_dir, build, sealed_by=sealed_by, check=_schema_check, device_check=seal.kit_device_check(trtexec)
+        )
     except seal.SealError as err:
         raise BundleError(f"{err}; the bundle is unchanged") from err
     except EdgeResNeXtError as err:  # the Python API build (no TensorRT here, a parser error): same guarantee
@@ -71,6 +73,19 @@ def engine_into_bundle(
         engine["gpu_sm"],
     )
     return manifest
+
+
+def device_check_status(manifest: dict[str, Any]) -> str:
+    """The primary engine's device check: ``checked``, ``failed`` or ``unchecked`` (also when none is recorded)."""
+    from edgeresnext.backends.tensorrt import seal
+
+    return seal.check_status(manifest)
+
+
+def failed_check_message(manifest: dict[str, Any]) -> str:
+    from edgeresnext.backends.tensorrt import seal
+
+    return seal.failed_check_message(manifest)
 
 
 def engine_summary(bundle_dir: str | os.PathLike[str], manifest: dict[str, Any]) -> list[str]:

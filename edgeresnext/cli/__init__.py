@@ -14,14 +14,20 @@ import sys
 from collections.abc import Callable, Sequence
 
 from edgeresnext import __version__
-from edgeresnext.cli import build, bundle, model, train
+from edgeresnext.cli import build, bundle, model, report, train
 from edgeresnext.cli.common import Parser
 from edgeresnext.errors import EdgeResNeXtError
 
 Add = Callable[[argparse._SubParsersAction], None]
 Run = Callable[[argparse.Namespace], int]
 # Every command, in the order --help lists them.
-COMMANDS: dict[str, tuple[Add, Run]] = {**train.COMMANDS, **model.COMMANDS, **build.COMMANDS, **bundle.COMMANDS}
+COMMANDS: dict[str, tuple[Add, Run]] = {
+    **train.COMMANDS,
+    **model.COMMANDS,
+    **build.COMMANDS,
+    **bundle.COMMANDS,
+    **report.COMMANDS,
+}
 
 
 def make_parser() -> argparse.ArgumentParser:

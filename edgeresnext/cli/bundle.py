@@ -32,6 +32,9 @@ def run_bundle(args: argparse.Namespace) -> int:
                 f"engine: {primary['path']} built with TensorRT {engine['tensorrt_version']} on {engine['gpu_name']} "
                 f"(SM {engine['gpu_sm']}, {engine['build_mode'].replace('_', ' ')}) from {engine['onnx']['path']}"
             )
+            check = engine.get("device_check") or {"status": "unchecked", "reason": "no device check recorded"}
+            said = check.get("reason") or (check.get("gate") or {}).get("message", "")
+            print(f"device check: {check['status']}: {said}")
         elif primary["kind"] == "kit":
             print(
                 f"engine: not built yet; on the device run `edgeresnext bundle build-engine {args.bundle}` "
@@ -39,13 +42,18 @@ def run_bundle(args: argparse.Namespace) -> int:
             )
         return 0
     if args.bundle_command == "build-engine":
-        from edgeresnext.bundle import engine_into_bundle, engine_summary
+        import sys
+
+        from edgeresnext.bundle import device_check_status, engine_into_bundle, engine_summary, failed_check_message
 
         manifest = engine_into_bundle(
             args.bundle, trtexec=args.trtexec, python_api=args.python_api, trtexec_args=args.trtexec_args
         )
         for line in engine_summary(args.bundle, manifest):
             print(line)
+        if device_check_status(manifest) == "failed":  # sealed as failed: exit 1, as the kit's build_engine.sh does
+            print(f"edgeresnext: error: {failed_check_message(manifest)}", file=sys.stderr)
+            return 1
         return 0
     import json
 

@@ -219,6 +219,13 @@ def build(
         summary.not_done.append(artifact.get("info", {}).get("reason", "TensorRT engine: built on the device"))
         if "bundle" in ctx.done:  # the device step runs against the bundle copied to the device
             bundle = ctx.folder("bundle")
+            check_set = ctx.done["bundle"].info.get("device_check_set")
+            if check_set:
+                summary.notes.append(
+                    f"device check set: {check_set['images']} validation images ({check_set['megabytes']:.1f} MB, "
+                    f"batches of {check_set['batch']}) with the host's outputs in {bundle}/kit/check; the device step "
+                    "runs the engine on them and seals the result (validate.device_check_images)"
+                )
             summary.notes.append(
                 f"on the device (copy {bundle} there): <bundle>/kit/build_engine.sh, or with edgeresnext installed "
                 "`edgeresnext bundle build-engine <bundle>`: builds the engine and records it in the bundle"

@@ -361,7 +361,9 @@ def artifacts_under_test(ctx: BuildContext, baseline_dir: Path | None = None) ->
         items.append(SkippedArtifact(name, reason, files, artifact.backend, artifact.precision))
     for proxy_name, proxy in backend.proxies(artifact):
         if Path(proxy.path).is_file():
-            items.append(onnx_item(proxy_name, Path(proxy.path), proxy.precision, proxy.backend))
+            item = onnx_item(proxy_name, Path(proxy.path), proxy.precision, proxy.backend)
+            item.images = target.validate_.stand_in_images  # a stand-in may be validated on a subset (its cost)
+            items.append(item)
     return items
 
 
@@ -398,6 +400,13 @@ def stage_validate(ctx: BuildContext) -> StageResult:
         data = load_validation_data(target.data, model.meta.preprocess, model.meta.class_names)
         items = artifacts_under_test(ctx, baseline_dir=folder / "baseline")
         runnable = [i for i in items if i.runnable]
+        # A Jetson kit's device check set needs the host's outputs for its first images: kept from this pass.
+        kept: dict[str, Any] = {}
+        keep = (
+            target.validate_.device_check_images
+            if ctx.done["compile"].info.get("artifact", {}).get("kind") == "kit"
+            else 0
+        )
         report = validate(
             target,
             items,
@@ -409,7 +418,13 @@ def stage_validate(ctx: BuildContext) -> StageResult:
             model_files=[ctx.model_file],
             progress=ctx.progress,
             notes=ctx.notes,
+            kept_logits=kept,
+            kept_images=keep,
         )
+        if kept:
+            from edgeresnext.pipeline.checkset import KEPT_LOGITS, save_kept_logits
+
+            save_kept_logits(folder / KEPT_LOGITS, kept)
         write_report(report, folder)
         return {"passed": report.passed, "primary": report.primary}
 
@@ -474,13 +489,23 @@ def stage_bundle(ctx: BuildContext) -> StageResult:
 
         meta = read_checkpoint(ctx.model_file).meta
         summary = bundle_summary(load_report(ctx))
-        bundle_from_artifacts(
-            folder, [Artifact.load(artifact_json)], meta, validation_summary=summary, target=ctx.target
-        )
-        return {"validation_summary": summary}
+        artifact = Artifact.load(artifact_json)
+        info: dict[str, Any] = {"validation_summary": summary}
+        if artifact.kind == "kit" and ctx.target.validate_.device_check_images > 0:
+            from edgeresnext.pipeline.checkset import kit_with_check_set
+
+            artifact, info["device_check_set"] = kit_with_check_set(ctx, artifact, ctx.root / "device-check")
+        bundle_from_artifacts(folder, [artifact], meta, validation_summary=summary, target=ctx.target)
+        return info
 
     root = ctx.root
-    section = {"backend": ctx.target.backend}
+    # The device check set: its size, the data it comes from and its gate go into the stage's hash.
+    section = {
+        "backend": ctx.target.backend,
+        "device_check_images": ctx.target.validate_.device_check_images,
+        "data": ctx.target.data.model_dump(mode="json"),
+        "gates": ctx.target.gates.model_dump(mode="json"),
+    }
     return run_stage(root / "bundle", "bundle", section, files, produce, record_path=root / "bundle.stage.json")
 
 

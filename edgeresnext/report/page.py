@@ -13,10 +13,12 @@ from edgeresnext.report.plots import (
     plot_sensitivity,
 )
 from edgeresnext.report.tables import (
+    DEVICE_TEXT,
     UNCERTAINTY_TEXT,
     _gate_verdict,
     _ok,
     _pct,
+    device_rows,
     gate_rows,
     speed_baselines,
     speed_findings,
@@ -92,6 +94,15 @@ def render_html(report: dict[str, Any]) -> str:
     findings = speed_findings(report)
     if findings:
         parts.append("<ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in findings) + "</ul>")
+    device = device_rows(report)
+    if device:
+        check = report["device_check"]
+        said = check.get("reason") or (check.get("gate") or {}).get("message", "")
+        parts.append(
+            f"<h2>On the device</h2><p>{html.escape(DEVICE_TEXT).replace('`', '')}</p>"
+            + _html_table(device)
+            + f"<p>{html.escape(said)}</p>"
+        )
     uncertainty = uncertainty_rows(report)
     if uncertainty:
         parts.append(

@@ -244,6 +244,90 @@ def speed_baselines(report: dict[str, Any]) -> str:
     )
 
 
+DEVICE_TEXT = (
+    "The engine itself, run on the device after it was built there (`edgeresnext bundle build-engine` or the kit's "
+    "build_engine.sh) on the bundle's check set: the first validation images, preprocessed by the bundle's own code, "
+    "compared image by image with the host's outputs for the same images. Intervals and bounds come from the host's "
+    "own statistics code; latency is trtexec's GPU Compute Time on the device. Host rows: the full validation set."
+)
+
+
+def device_rows(report: dict[str, Any]) -> list[list[str]]:
+    """The device check's row beside the host rows it is compared with (empty without a device check)."""
+    check = report.get("device_check")
+    if not check:
+        return []
+    rows = [
+        [
+            "artifact",
+            "measured on",
+            "images",
+            "top-1",
+            "agreement with FP32",
+            "agreement with INT8 stand-in",
+            "max / mean |Δlogit| vs stand-in",
+            "p50 ms @1",
+            "p99 ms @1",
+            "img/s (batch)",
+            "device check",
+        ]
+    ]
+    by_name = {a["name"]: a for a in report["artifacts"] if a.get("status") == "ok"}
+    for name in (report["reference"], check.get("stand_in")):
+        a = by_name.get(name)
+        if a is None:
+            continue
+        lat, thr = a.get("latency") or {}, a.get("throughput") or {}
+        rows.append(
+            [
+                a["name"],
+                f"host ({report['environment'].get('cpu_model', 'CPU')})",
+                str(report["data"]["count"]),
+                _pct(a["top1"]),
+                _pct(a["agreement"]),
+                "–",
+                "–",
+                _ms(lat.get("p50_ms")),
+                _ms(lat.get("p99_ms")),
+                f"{thr['images_per_s']:.1f} ({thr['batch']})" if thr else "–",
+                "",
+            ]
+        )
+    device = check.get("device") or {}
+    where = f"{device.get('gpu_name') or 'device'} SM {device.get('gpu_sm') or '?'}, TensorRT " + str(
+        device.get("tensorrt_version") or "?"
+    )
+    if device.get("power_mode"):
+        where += f", power mode {device['power_mode']}"
+    if check.get("status") == "unchecked" or "top1" not in check:
+        rows.append([report.get("device_engine", "tensorrt engine"), where, "–", *["–"] * 7, "unchecked"])
+        return rows
+
+    def interval(part: dict[str, Any]) -> str:
+        return f"{_pct(part['value'])} [{_pct(part['interval'][0])}, {_pct(part['interval'][1])}]"
+
+    latency = check.get("latency") or {}
+    one = latency.get("batch_1") or {}
+    largest = max(latency.values(), key=lambda t: t["batch"]) if latency else {}
+    dlogit = check.get("max_abs_dlogit_vs_stand_in")
+    rows.append(
+        [
+            report.get("device_engine", "tensorrt engine"),
+            where,
+            str(check["images"]),
+            interval(check["top1"]),
+            interval(check["agreement_fp32"]),
+            interval(check["agreement_stand_in"]),
+            f"{'–' if dlogit is None else format(dlogit, '.4g')} / {check['mean_abs_dlogit_vs_stand_in']:.4g}",
+            _ms(one.get("p50_ms")),
+            _ms(one.get("p99_ms")),
+            f"{largest['images_per_s']:.1f} ({largest['batch']})" if largest else "–",
+            str(check["status"]).upper(),
+        ]
+    )
+    return rows
+
+
 def _md_table(rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(rows[0]) + " |", "|" + "|".join("---" for _ in rows[0]) + "|"]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows[1:]]
@@ -286,6 +370,11 @@ def render_markdown(report: dict[str, Any]) -> str:
         *[f"- {finding}" for finding in speed_findings(report)],
         *([""] if speed_findings(report) else []),
     ]
+    device = device_rows(report)
+    if device:
+        check = report["device_check"]
+        said = check.get("reason") or (check.get("gate") or {}).get("message", "")
+        lines += ["## On the device", "", DEVICE_TEXT, "", _md_table(device), "", f"- {said}", ""]
     uncertainty = uncertainty_rows(report)
     if uncertainty:
         lines += ["## How sure: drop and agreement against FP32 on the same images", "", UNCERTAINTY_TEXT, ""]

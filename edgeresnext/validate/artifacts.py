@@ -32,6 +32,8 @@ class ArtifactUnderTest:
     precision: str = ""
     info: dict[str, Any] = field(default_factory=dict)
     skip_reason: str | None = None
+    # Validated on the first ``images`` of the set only (a host stand-in, ``validate.stand_in_images``); None: all.
+    images: int | None = None
 
     @property
     def runnable(self) -> bool:

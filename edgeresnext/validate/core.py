@@ -79,6 +79,8 @@ def validate(
     command: str | None = None,
     progress: bool = True,
     notes: Sequence[str] = (),
+    kept_logits: dict[str, np.ndarray] | None = None,
+    kept_images: int = 0,
 ) -> ValidationReport:
     """Validate ``artifacts`` against the FP32 ``model`` on ``data``; returns the report (see report.py).
 
@@ -88,7 +90,8 @@ def validate(
     speed-up is against the float build of its own runtime among ``artifacts`` (:func:`speedup_baseline`).
     ``primary`` names the artifact the gates apply to (default: the last runnable one, i.e. the target's
     deployed artifact). Gates are evaluated and recorded but not raised: call :func:`raise_for_gates`
-    after writing the report so a failed build still leaves its report behind.
+    after writing the report so a failed build still leaves its report behind. ``kept_logits``, when given, receives
+    each runnable row's logits for the first ``kept_images`` images (the device check set reuses them).
     """
     import torch
 
@@ -115,11 +118,21 @@ def validate(
     num_classes = len(data.class_names)
     results: list[ArtifactResult] = []
     reference_logits: np.ndarray | None = None
+    subsets: list[str] = []
     try:
         for item in runnable:
-            logger.info("validating %s on %d images", item.name, len(data))
+            count = len(data) if item.images is None or reference_logits is None else min(item.images, len(data))
+            inputs, labels = data.inputs[:count], data.labels[:count]
+            if count < len(data):
+                subsets.append(
+                    f"{item.name}: validated on the first {count:,} of {len(data):,} images "
+                    "(validate.stand_in_images); its top-1, drop and intervals are over those images"
+                )
+            logger.info("validating %s on %d images", item.name, count)
             with PeakMemory() as memory:
-                logits = run_logits(item.runner, data.inputs, progress=progress, desc=item.name)
+                logits = run_logits(item.runner, inputs, progress=progress, desc=item.name)
+                if kept_logits is not None and kept_images > 0:
+                    kept_logits[item.name] = np.array(logits[:kept_images], copy=True)
                 latency = measure_latency(item.runner, data.inputs[:1], runs=runs, warmup=warmup)
                 throughput = measure_throughput(
                     item.runner, _tile(data.inputs, throughput_batch), runs=max(3, min(20, runs // 5)), warmup=2
@@ -129,7 +142,7 @@ def validate(
                 reference_logits = logits
                 broken_reference = reference_warning(logits, data.labels, data.class_names)
             else:
-                uncertainty = paired_uncertainty(logits, reference_logits, data.labels, confidence)
+                uncertainty = paired_uncertainty(logits, reference_logits[:count], labels, confidence)
             runtime = _runtime_report(item.runner)
             result = ArtifactResult(
                 name=item.name,
@@ -138,8 +151,8 @@ def validate(
                 files=_file_entries(item.files),
                 size_bytes=sum(Path(p).stat().st_size for p in item.files if Path(p).is_file()) or None,
                 info={**item.info, "runtime": runtime} if runtime else item.info,
-                **classification_metrics(logits, data.labels, num_classes),
-                **fidelity_metrics(logits, reference_logits),
+                **classification_metrics(logits, labels, num_classes),
+                **fidelity_metrics(logits, reference_logits[:count]),
                 latency=Latency(**latency.to_dict()),
                 throughput=Throughput(**throughput),
                 peak_rss_mb=round(memory.peak_mb, 2),
@@ -156,6 +169,8 @@ def validate(
     ref = results[0]
     for result in results:
         result.top1_drop = ref.top1 - result.top1
+        if result.uncertainty is not None and result.uncertainty.n != len(data):  # a subset: against FP32 on it
+            result.top1_drop = result.uncertainty.drop
         baseline = speedup_baseline(result, results)
         if baseline is not None and baseline.p50_ms and result.p50_ms:
             result.speedup_baseline = baseline.name
@@ -209,7 +224,12 @@ def validate(
         artifacts=results,
         gates=gates,
         sensitivity=normalize_sensitivity(sensitivity),
-        notes=[*([f"WARNING: {broken_reference}"] if broken_reference else []), *notes, *_notes(results, primary)],
+        notes=[
+            *([f"WARNING: {broken_reference}"] if broken_reference else []),
+            *notes,
+            *subsets,
+            *_notes(results, primary),
+        ],
     )
 
 

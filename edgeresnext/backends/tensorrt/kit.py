@@ -14,9 +14,10 @@ from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
 from edgeresnext.backends.base import Artifact, copy_file_atomic
+from edgeresnext.backends.tensorrt.device_check import CHECK_DIR, STATS_FILE
 from edgeresnext.backends.tensorrt.engine import engine_from_onnx
 from edgeresnext.backends.tensorrt.plan import FP16_QDQ_FILE, QDQ_FILE, BuildPlan
-from edgeresnext.backends.tensorrt.seal import KIT_FILE, KIT_SCRIPT, MANIFEST, SEAL_SCRIPT
+from edgeresnext.backends.tensorrt.seal import DEVICE_CHECK_SCRIPT, KIT_FILE, KIT_SCRIPT, MANIFEST, SEAL_SCRIPT
 from edgeresnext.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -26,6 +27,9 @@ logger = logging.getLogger(__name__)
 
 KIT_VERSION = 1
 SEAL_SOURCE = Path(__file__).with_name("seal.py")
+DEVICE_CHECK_SOURCE = Path(__file__).with_name("device_check.py")
+# The device check's intervals and gates are the host's own code: edgeresnext/stats.py, standard library only.
+STATS_SOURCE = Path(__file__).resolve().parents[2] / "stats.py"
 
 
 def trtexec_args(plan: BuildPlan) -> list[str]:
@@ -187,6 +191,10 @@ def kit_from_onnx(onnx_path: str | Path, target: Target, out_dir: str | Path, re
     files.append(script)
     # The re-seal step for a bundle on a device without edgeresnext: this package's own module, copied verbatim.
     files.append(write_text_atomic(out_dir / SEAL_SCRIPT, SEAL_SOURCE.read_text(encoding="utf-8")))
+    # The device check (run by seal.py after the build) and the host's statistics it computes with, both verbatim.
+    files.append(write_text_atomic(out_dir / DEVICE_CHECK_SCRIPT, DEVICE_CHECK_SOURCE.read_text(encoding="utf-8")))
+    (out_dir / CHECK_DIR).mkdir(exist_ok=True)
+    files.append(copy_file_atomic(STATS_SOURCE, out_dir / CHECK_DIR / STATS_FILE))
     omitted: list[str] = []
     target_config = _without_host_paths(target.resolved(), "", omitted)
     kit = {
@@ -255,9 +263,12 @@ in the bundle's manifest, so that `edgeresnext bundle verify`, `load_bundle()` a
     edgeresnext bundle build-engine bundle            # the same where edgeresnext is installed
     edgeresnext bundle build-engine bundle --python-api   # TensorRT's Python API instead of trtexec
 
-The engine is built in a copy of the bundle; if the build fails, the bundle stays exactly as it was. The manifest
-then lists `kit/{plan.engine}` as the primary artifact with its sha256, TensorRT version, GPU name, SM, build mode
-and the ONNX it came from; the kit stays listed, so the same bundle can be rebuilt on another device.
+The engine is built in a copy of the bundle; if the build fails, the bundle stays exactly as it was. Then
+`{DEVICE_CHECK_SCRIPT}` runs the engine with trtexec on the check set in `check/` (images the build host preprocessed,
+with its own outputs for them) and the result is sealed with the engine: `checked`, `failed` (it disagrees with the
+host's INT8 stand-in beyond the target's gate; the command exits 1 and apps refuse the engine) or `unchecked`.
+The manifest then lists `kit/{plan.engine}` as the primary artifact with its sha256, TensorRT version, GPU name, SM,
+build mode and the ONNX it came from; the kit stays listed, so the same bundle can be rebuilt on another device.
 
 Why `{SEAL_SCRIPT}`: JetPack has trtexec and Python 3 but not edgeresnext (nor pydantic and the rest of the build
 host's packages), and a fielded device is often offline. `{SEAL_SCRIPT}` is edgeresnext's own sealing module

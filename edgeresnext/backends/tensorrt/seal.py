@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import copy
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -45,6 +46,7 @@ KIT_FILE = "kit.json"
 KIT_SCRIPT = "build_engine.sh"
 BUILD_LOG = "build_engine.log"
 SEAL_SCRIPT = "seal.py"
+DEVICE_CHECK_SCRIPT = "device_check.py"
 # build_engine.sh: "0" builds in the kit without sealing (a kit on its own, or opting out); "staged" is how this
 # module runs it in the staged copy; unset ("auto"): inside a bundle, hand over to seal.py.
 SEAL_ENV = "EDGERESNEXT_SEAL"
@@ -176,6 +178,39 @@ def trtexec_build(trtexec: str | None = None, extra_args: tuple[str, ...] = ()):
     return build
 
 
+def _load_kit_module(path: Path, name: str):
+    """A module of the kit, loaded by path (``python3 -I`` puts no script folder on sys.path); no bytecode is written,
+    so the staged bundle gains no file."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise SealError(f"{path.name}: cannot be loaded")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    writing, sys.dont_write_bytecode = sys.dont_write_bytecode, True
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.dont_write_bytecode = writing
+    return module
+
+
+def kit_device_check(trtexec: str | None = None):
+    """A check step running the kit's own ``device_check.py`` on the engine just built (None: the kit has none)."""
+
+    def check(kit_dir: Path, plan: dict, record: dict) -> dict | None:
+        script = kit_dir / DEVICE_CHECK_SCRIPT
+        if not script.is_file():
+            return None
+        module = _load_kit_module(script, "edgeresnext_kit_device_check")
+        writing, sys.dont_write_bytecode = sys.dont_write_bytecode, True
+        try:
+            return module.run_check(kit_dir, kit_dir / plan["engine"], record, trtexec)
+        finally:
+            sys.dont_write_bytecode = writing
+
+    return check
+
+
 def read_record(kit_dir: Path, kit: str, plan: dict) -> dict:
     """The build record the build wrote beside the engine, checked: it must say what the engine runs on."""
     record_path = kit_dir / f"{plan['engine']}.json"
@@ -210,8 +245,11 @@ def read_record(kit_dir: Path, kit: str, plan: dict) -> dict:
     return record
 
 
-def sealed_manifest(manifest: dict, stage: Path, kit: str, plan: dict, record: dict, sealed_by: str) -> dict:
-    """The manifest with the staged build's engine as the primary artifact (the kit stays, listed)."""
+def sealed_manifest(
+    manifest: dict, stage: Path, kit: str, plan: dict, record: dict, sealed_by: str, device_check: dict | None = None
+) -> dict:
+    """The manifest with the staged build's engine as the primary artifact (the kit stays, listed), and the device
+    check's result in its engine record."""
     new = copy.deepcopy(manifest)
     previous = _previous_outputs(manifest, kit, plan)
     engine = f"{kit}/{plan['engine']}"
@@ -239,6 +277,8 @@ def sealed_manifest(manifest: dict, stage: Path, kit: str, plan: dict, record: d
         section["built_at"] = str(record["built_at"])
     if record.get("dla_core") is not None:
         section["dla_core"] = record["dla_core"]
+    if device_check is not None:
+        section["device_check"] = device_check
     artifact = {
         "backend": "tensorrt",
         "precision": plan["precision"],
@@ -329,12 +369,16 @@ def _commit(bundle: Path, stage: Path, kit: str, built: list[str], previous: set
             path.unlink()
 
 
-def engine_into_bundle(bundle, build, sealed_by: str = SEAL_SCRIPT, check=None) -> dict:
+def engine_into_bundle(bundle, build, sealed_by: str = SEAL_SCRIPT, check=None, device_check=None) -> dict:
     """Build the engine of ``bundle``'s TensorRT kit with ``build(kit_dir, plan)`` and seal it (module docstring).
 
-    ``check(folder)`` is an extra check of the sealed copy before it replaces the bundle (edgeresnext passes its
-    manifest schema check). Returns the new manifest; raises :class:`SealError` with the bundle unchanged.
+    ``device_check(kit_dir, plan, record)`` runs the engine on the bundle's check set (default: the kit's
+    ``device_check.py`` via :func:`kit_device_check`); its result is sealed into the engine record, whatever its
+    status (a failed check is recorded, not hidden: device apps refuse it). ``check(folder)`` is an extra check of
+    the sealed copy before it replaces the bundle (edgeresnext passes its manifest schema check). Returns the new
+    manifest; raises :class:`SealError` with the bundle unchanged.
     """
+    device_check = device_check if device_check is not None else kit_device_check()
     bundle = Path(bundle).resolve()
     manifest, kit, plan = read_bundle(bundle)
     previous = _previous_outputs(manifest, kit, plan)
@@ -372,7 +416,8 @@ def engine_into_bundle(bundle, build, sealed_by: str = SEAL_SCRIPT, check=None) 
                 f"{', '.join(sorted(outputs))} are sealed"
             )
         record = read_record(stage / kit, kit, plan)
-        new = sealed_manifest(manifest, stage, kit, plan, record, sealed_by)
+        checked = device_check(stage / kit, plan, record)
+        new = sealed_manifest(manifest, stage, kit, plan, record, sealed_by, checked)
         _write_manifest(stage, new)
         check_files(stage, new)
         if check is not None:
@@ -385,11 +430,34 @@ def engine_into_bundle(bundle, build, sealed_by: str = SEAL_SCRIPT, check=None) 
     return new
 
 
+def check_status(manifest: dict) -> str:
+    """The primary engine's device check: checked, failed or unchecked (none recorded)."""
+    check = manifest["artifacts"][0].get("engine", {}).get("device_check") or {}
+    return str(check.get("status") or "unchecked")
+
+
+def failed_check_message(manifest: dict) -> str:
+    check = manifest["artifacts"][0]["engine"]["device_check"]
+    return (
+        f"the device check FAILED: {check['gate']['message']}; the engine is sealed as failed (load_bundle and the C++ "
+        "samples refuse it); compare the build's Q/DQ scales and the engine's precision, then rebuild"
+    )
+
+
 def summary_lines(bundle, manifest: dict) -> list[str]:
     """What the device command prints once the engine is sealed."""
     artifact = manifest["artifacts"][0]
     engine = artifact["engine"]
+    check = engine.get("device_check")
+    check_lines = []
+    if check is not None:
+        module = sys.modules.get("edgeresnext_kit_device_check")
+        if module is not None:
+            check_lines = module.summary_lines(check)
+        else:
+            check_lines = [f"device check: {check['status'].upper()}"]
     return [
+        *check_lines,
         f"engine: {Path(bundle) / artifact['path']}  ({engine['build_mode'].replace('_', ' ')}, TensorRT "
         f"{engine['tensorrt_version']}, {engine['gpu_name']} SM {engine['gpu_sm']}, built with {engine['built_with']})",
         f"from: {engine['onnx']['path']}  (sha256 {engine['onnx']['sha256'][:16]}...)",
@@ -411,12 +479,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     bundle = Path(args.bundle).resolve()
     try:
-        manifest = engine_into_bundle(bundle, trtexec_build(args.trtexec, tuple(args.trtexec_args)))
+        manifest = engine_into_bundle(
+            bundle,
+            trtexec_build(args.trtexec, tuple(args.trtexec_args)),
+            device_check=kit_device_check(args.trtexec),
+        )
     except SealError as err:
         print(f"seal.py: error: {err}; the bundle is unchanged", file=sys.stderr)
         return 2
     for line in summary_lines(bundle, manifest):
         print(line)
+    if check_status(manifest) == "failed":
+        print(f"seal.py: error: {failed_check_message(manifest)}", file=sys.stderr)
+        return 1
     return 0
 
 

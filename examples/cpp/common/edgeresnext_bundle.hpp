@@ -457,6 +457,32 @@ inline std::string engine_mismatch(const EngineRecord& r, const std::string& ver
          known(sm) + "): " + what;
 }
 
+// The device check of an engine built on the device (the engine run on the bundle's check set after the build and
+// compared with the build host; recorded in the engine record by the device step): status "checked", "failed" or
+// "unchecked" (no check recorded, or it could not run), and what it said. Empty status: not an engine built on the
+// device. The sample refuses a failed engine (its predictions disagree with what the host validated) and warns on
+// an unchecked one; see the README's Jetson section.
+struct DeviceCheck {
+  std::string status, message;
+};
+
+inline DeviceCheck device_check(const Json& artifact) {
+  DeviceCheck c;
+  if (!artifact.has("engine") || artifact["kind"].str() != "engine") return c;
+  const Json& engine = artifact["engine"];
+  c.status = "unchecked";
+  c.message = "no device check recorded";
+  if (!engine.has("device_check") || engine["device_check"].type != Json::Type::Object) return c;
+  const Json& check = engine["device_check"];
+  if (check.has("status") && check["status"].type == Json::Type::String) c.status = check["status"].string;
+  if (check.has("reason") && check["reason"].type == Json::Type::String) {
+    c.message = check["reason"].string;
+  } else if (check.has("gate") && check["gate"].has("message") && check["gate"]["message"].type == Json::Type::String) {
+    c.message = check["gate"]["message"].string;
+  }
+  return c;
+}
+
 // How to rebuild a bundle's engine on this device (the bundle carries the TensorRT build kit).
 inline std::string rebuild_hint(const std::string& bundle_dir, const Json& manifest) {
   for (const Json& a : manifest["artifacts"].array)

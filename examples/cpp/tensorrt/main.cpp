@@ -1,7 +1,7 @@
 // edgeresnext TensorRT device-app sample: verify a bundle, deserialize its engine, preprocess a PGM/PPM image as
 // training did, run one inference with the TensorRT 10/11 API (name-based I/O, enqueueV3), print the top-k.
 //
-//   edgeresnext_trt_classify <bundle_dir> <image.pgm|image.ppm> [--top-k 5] [--no-verify]
+//   edgeresnext_trt_classify <bundle_dir> <image.pgm|image.ppm> [--top-k 5] [--no-verify] [--allow-failed-check]
 //
 // Engines run only with the TensorRT version and GPU (SM) that built them: build the engine on the device, into the
 // bundle (`edgeresnext bundle build-engine <bundle>` or `<bundle>/kit/build_engine.sh`); the sample compares what the
@@ -37,18 +37,36 @@ struct DeviceBuffer {
 };
 
 int usage() {
-  std::cerr << "usage: edgeresnext_trt_classify <bundle_dir> <image.pgm|image.ppm> [--top-k N] [--no-verify]\n";
+  std::cerr << "usage: edgeresnext_trt_classify <bundle_dir> <image.pgm|image.ppm> [--top-k N] [--no-verify] "
+               "[--allow-failed-check]\n";
   return 2;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  // --allow-failed-check (this sample's own flag) runs an engine whose device check failed.
+  bool allow_failed_check = false;
+  std::vector<char*> rest;
+  for (int i = 0; i < argc; ++i) {
+    if (std::string(argv[i]) == "--allow-failed-check")
+      allow_failed_check = true;
+    else
+      rest.push_back(argv[i]);
+  }
   edgeresnext::Args args;  // no --device: the engine runs on the GPU that built it
-  if (!edgeresnext::parse_args(argc, argv, args)) return usage();
+  if (!edgeresnext::parse_args(static_cast<int>(rest.size()), rest.data(), args)) return usage();
   try {
     edgeresnext::Bundle bundle = edgeresnext::load_bundle(args.bundle_dir, args.verify);
     const edgeresnext::Json& artifact = bundle.artifact("tensorrt", {"engine"});
+    const edgeresnext::DeviceCheck check = edgeresnext::device_check(artifact);
+    if (check.status == "failed" && !allow_failed_check)
+      throw edgeresnext::BundleError(bundle.path(artifact["path"].str()) + ": this engine FAILED its device check (" +
+                                     check.message + "); it is refused (--allow-failed-check runs it anyway); " +
+                                     edgeresnext::rebuild_hint(args.bundle_dir, bundle.manifest));
+    if (check.status == "unchecked")
+      std::cerr << "edgeresnext_trt_classify: warning: this engine is UNCHECKED on the device (" << check.message
+                << ")\n";
     // Before deserialising: an engine runs only with the TensorRT version and SM that built it (TensorRT refuses a
     // foreign one too, but cannot say what to do). getInferLibVersion() is major * 10000 + minor * 100 + patch.
     const int version = getInferLibVersion();

@@ -1,0 +1,72 @@
+"""``edgeresnext report BUNDLE``: the host's validation report with the device check's row beside the host rows, for
+a TensorRT bundle whose engine was built and checked on the device (the sealed manifest records the check; the
+bundle's kit carries the host's report as ``kit/check/host_report.json``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from edgeresnext.atomic import write_json_atomic, write_text_atomic
+    from edgeresnext.backends.tensorrt.device_check import CHECK_DIR, HOST_REPORT
+    from edgeresnext.bundle import verify_bundle
+    from edgeresnext.errors import ConfigError
+    from edgeresnext.report import check_report, render_html, render_markdown
+
+    bundle = Path(args.bundle)
+    manifest = verify_bundle(bundle)
+    kit = next((a for a in manifest["artifacts"] if a["backend"] == "tensorrt" and a["kind"] == "kit"), None)
+    host = f"{kit['path']}/{CHECK_DIR}/{HOST_REPORT}" if kit else None
+    if host is None or host not in {entry["path"] for entry in manifest["files"]}:
+        raise ConfigError(
+            f"{bundle}: no host report in this bundle ({host or 'no TensorRT kit'}); `edgeresnext report` reads a "
+            "TensorRT bundle that `make build` wrote (its kit carries the check set and the host's report)"
+        )
+    report = json.loads((bundle / host).read_text(encoding="utf-8"))
+    engine = next((a for a in manifest["artifacts"] if a["kind"] == "engine" and "engine" in a), None)
+    if engine is None:
+        check = {
+            "status": "unchecked",
+            "reason": f"the engine is not built yet: on the device run {kit['path']}/"
+            "build_engine.sh (or `edgeresnext bundle build-engine`), then copy the bundle back",
+        }
+        report["device_engine"] = "tensorrt engine (not built)"
+    else:
+        check = engine["engine"].get("device_check") or {"status": "unchecked", "reason": "no device check recorded"}
+        report["device_engine"] = f"{engine['path']} ({engine['precision']}, on the device)"
+    report["device_check"] = check
+    report["notes"] = [*report.get("notes", []), f"device check: {check['status']}"]
+    try:
+        check_report(report)
+    except ModuleNotFoundError:
+        pass
+    out = Path(args.out) if args.out else bundle.resolve().parent / "device-report"
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [
+        write_json_atomic(out / "report.json", report),
+        write_text_atomic(out / "report.md", render_markdown(report)),
+        write_text_atomic(out / "report.html", render_html(report)),
+    ]
+    said = check.get("reason") or (check.get("gate") or {}).get("message", "")
+    print(f"device check: {check['status']}: {said}")
+    for path in paths:
+        print(f"wrote {path}")
+    return 1 if check["status"] == "failed" else 0
+
+
+def add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="the validation report of a TensorRT bundle back from the device: md, html and json, with the device "
+        "check's row (the engine's own top-1, agreement and latency) beside the host rows",
+    )
+    p.add_argument("bundle", help="the bundle the device step sealed, copied back, e.g. build/jetson/bundle")
+    p.add_argument("--out", default=None, help="folder for report.{json,md,html} (default: BUNDLE/../device-report)")
+
+
+COMMANDS = {
+    "report": (add_report, run_report),
+}
