@@ -154,7 +154,8 @@ class Gates(_Strict):
     confidence: float | None = Field(0.95, gt=0.5, lt=1, description="level of the bound the accuracy gates use")
     unproven: Literal["warn", "fail"] = Field(
         "warn",
-        description="a validation set too small to prove an accuracy gate even for an artifact equal to FP32: "
+        description="a bound that does not pass on a validation set too small for even an artifact equal to FP32 "
+        "to pass it: "
         "warn (the gate reads NOT PROVEN, decided on the measured value, exit 0) or fail",
     )
 
