@@ -224,7 +224,9 @@ def stage_quantize(ctx: BuildContext) -> StageResult:
                 info["fallback"] = {
                     "run": True,
                     "images": tuning.name,
-                    "disjoint_from_validation": True,
+                    # checked by content (decoded pixels) against every validation image, not assumed
+                    "disjoint_from_validation": tuning.disjoint_from_validation,
+                    "overlap_excluded": tuning.overlap_excluded,
                     "top1_drop_before": round(result.fp32_top1 - result.int8_top1, 5),
                     "top1_drop_after": round(result.top1_drop, 5),
                     "layers_in_float": result.layers,
