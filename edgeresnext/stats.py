@@ -174,6 +174,16 @@ class DropGateVerdict:
             line += f"; this set is too small for a result as good as FP32 to pass ({needed} needed)"
         return line
 
+    def holds(self, unproven: str = "warn") -> bool:
+        """Whether the gate holds, as the build decides it: on the bound; or, on a set too small for a result as
+        good as FP32 to pass (``provable`` False), on the measured drop when ``unproven`` is ``"warn"`` (NOT
+        PROVEN) and never when it is ``"fail"``. The validation gate and the quantize fallback both use this."""
+        if unproven not in ("warn", "fail"):
+            raise ConfigError(f"unproven={unproven!r}; expected 'warn' or 'fail'")
+        if self.passed_on_bound:
+            return True
+        return not self.provable and unproven == "warn" and self.passed_on_point
+
     def to_dict(self) -> dict[str, Any]:
         result = asdict(self)
         result["counts"] = self.counts.to_dict()

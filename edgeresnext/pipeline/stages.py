@@ -218,6 +218,8 @@ def stage_quantize(ctx: BuildContext) -> StageResult:
                     max_layers=spec.max_fallback_layers,
                     sensitivity_json=folder / "sensitivity.json",
                     raise_on_fail=False,
+                    confidence=target.gates.confidence,
+                    unproven=target.gates.unproven,
                 )
                 if result.ranked and not ranking:
                     info["sensitivity"] = "run by the fallback: the drop on the tuning images was above the gate"
@@ -232,6 +234,9 @@ def stage_quantize(ctx: BuildContext) -> StageResult:
                     "layers_in_float": result.layers,
                     "steps": result.steps,
                     "gate_reached": result.passed,
+                    # decided as the validation gate is: on the bound when these images can prove the limit
+                    "decided_on": result.decided_on,
+                    "top1_drop_upper_bound": result.top1_drop_upper_bound,
                 }
         info["seconds"] = round(time.perf_counter() - began, 2)
         write_json_atomic(folder / "quant.json", info)

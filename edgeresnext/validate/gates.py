@@ -104,11 +104,10 @@ def _drop_gate(limit: float, confidence: float, result: ArtifactResult, unproven
             f"{_pt(bound - limit)} (measured {_pt(verdict.point, True)} on {u.n:,} images, {u.discordant} "
             f"discordant{on_point})"
         )
-    passed = verdict.passed_on_bound
+    passed = verdict.holds(unproven)  # the bound; on a set too small to prove the limit, gates.unproven decides
     if not verdict.provable:
         needed = "no finite set can" if verdict.min_images is None else f"at least {verdict.min_images:,} images needed"
         too_small = f"{u.n:,} images cannot prove a {_limit_pt(limit)} drop at {level}: {needed}"
-        passed = verdict.passed_on_point and unproven == "warn"
         message = (
             f"{gate}: NOT PROVEN: {too_small}; decided on the measured drop {_pt(verdict.point, True)} <= "
             f"{_limit_pt(limit)} ({level} upper bound {_pt(bound)}; gates.unproven: fail would fail it)"
