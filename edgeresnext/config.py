@@ -74,7 +74,7 @@ class QuantSpec(_Strict):
     tune_dir: str | None = Field(
         None, description="labelled images for the fallback's decisions (default: disjoint from the validation set)"
     )
-    tune_images: int = Field(500, ge=1, description="at most this many tuning images")
+    tune_images: int = Field(5000, ge=1, description="at most this many tuning images")
     qat_epochs: int = Field(2, ge=1)
     qat_lr: float = Field(1e-3, gt=0)
     qat_batch_size: int = Field(128, ge=1)

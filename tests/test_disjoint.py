@@ -84,11 +84,25 @@ def test_a_tune_dir_exported_from_the_test_split_is_caught(tmp_path, fmnist, cla
     assert (len(tuning), tuning.overlap_excluded, tuning.disjoint_from_validation) == (50, 50, True)
 
 
-def test_the_named_dataset_default_is_checked_too(fmnist):
-    spec = DataSpec(dataset="fashion-mnist", limit=500)
-    tuning = load_tuning_data(
-        spec, QuantSpec(tune_images=100), load_dataset("fashion-mnist").preprocess, fmnist.class_names
-    )
+def test_the_named_dataset_default_is_the_training_hold_out(fmnist):
+    """Validating on the test split, the fallback tunes on the 1 in 12 training images that training (and QAT)
+    never see: checked by content against the validation set, and against what training loads."""
+    from edgeresnext.config import TrainConfig
+    from edgeresnext.data.content import array_digests
+    from edgeresnext.data.validation import tuning_holdout_indices
+    from edgeresnext.train import load_datasets
+
+    spec = DataSpec(dataset="fashion-mnist")
+    preprocess = load_dataset("fashion-mnist").preprocess
+    tuning = load_tuning_data(spec, QuantSpec(), preprocess, fmnist.class_names)
     assert not isinstance(tuning, str)
-    assert tuning.disjoint_from_validation is True and tuning.overlap_excluded == 0 and len(tuning) == 100
-    assert np.isfinite(tuning.inputs).all()
+    assert len(tuning) == 5000 and np.bincount(tuning.labels).tolist() == [500] * 10
+    assert tuning.disjoint_from_validation is True and tuning.overlap_excluded == 0
+    assert "train held-out 1 in 12" in tuning.name
+    train_split = load_dataset("fashion-mnist", split="train")
+    held_out = set(array_digests(train_split.images[tuning_holdout_indices(train_split.labels)]))
+    trained, _test = load_datasets(TrainConfig(dataset="fashion-mnist"))
+    assert len(trained.labels) == 55000 and not held_out & set(array_digests(trained.images))
+    # a cap takes a class-balanced share of the hold-out, never other training images
+    capped = load_tuning_data(spec, QuantSpec(tune_images=100), preprocess, fmnist.class_names)
+    assert len(capped) == 100 and np.bincount(capped.labels).tolist() == [10] * 10

@@ -96,6 +96,25 @@ def load_validation_data(spec: DataSpec, preprocess: Preprocess, class_names: Se
 
 
 TUNING_SEED = 1
+# A named dataset's training split keeps 1 image in 12 (5,000 of Fashion-MNIST's 60,000, class-balanced, seeded) out of
+# training and QAT: the fallback's default tuning images, which the FP32 model has never seen (tuning on its own
+# training images understates the INT8 drop: bench/tuning_bias.py measures by how much).
+TUNING_HOLDOUT_EVERY = 12
+
+
+def tuning_holdout_indices(labels: np.ndarray) -> np.ndarray:
+    """The indices of a named dataset's training split held out for tuning (sorted); training and QAT skip them."""
+    from edgeresnext.data.calibration import balanced_indices
+
+    count = len(labels) // TUNING_HOLDOUT_EVERY
+    if count == 0:  # fewer than 12 images: nothing to hold out
+        return np.zeros(0, dtype=np.int64)
+    return balanced_indices(np.asarray(labels), count, seed=TUNING_SEED)
+
+
+def without_tuning_holdout(labels: np.ndarray) -> np.ndarray:
+    """The indices of a named dataset's training split that training and QAT may use (all but the held-out ones)."""
+    return np.setdiff1d(np.arange(len(labels)), tuning_holdout_indices(labels))
 
 
 def load_tuning_data(
@@ -133,7 +152,12 @@ def load_tuning_data(
         dataset = load_dataset(spec.dataset, split=other, root=spec.root)
         if list(dataset.class_names) != list(class_names):
             return f"{spec.dataset}/{other} has other classes than the model"
-        index = balanced_indices(dataset.labels, min(count, len(dataset)), seed=TUNING_SEED)
+        if other == "train":  # the part of the training split that training never sees, or a balanced share of it
+            pool = tuning_holdout_indices(dataset.labels)
+            index = pool[balanced_indices(dataset.labels[pool], min(count, len(pool)), seed=TUNING_SEED)]
+            other = f"train held-out 1 in {TUNING_HOLDOUT_EVERY}"
+        else:
+            index = balanced_indices(dataset.labels, min(count, len(dataset)), seed=TUNING_SEED)
         digests = array_digests(dataset.images[index])
         shared = overlapping(digests, seen)
         index, digests = np.delete(index, shared), [d for i, d in enumerate(digests) if i not in set(shared)]
