@@ -79,7 +79,7 @@ class QuantSpec(_Strict):
     tune_dir: str | None = Field(
         None, description="labelled images for the fallback's decisions (default: disjoint from the validation set)"
     )
-    tune_images: int = Field(500, ge=1, description="at most this many tuning images")
+    tune_images: int = Field(5000, ge=1, description="at most this many tuning images")
     qat_epochs: int = Field(2, ge=1)
     qat_lr: float = Field(1e-3, gt=0)
     qat_batch_size: int = Field(128, ge=1)
@@ -159,7 +159,8 @@ class Gates(_Strict):
     confidence: float | None = Field(0.95, gt=0.5, lt=1, description="level of the bound the accuracy gates use")
     unproven: Literal["warn", "fail"] = Field(
         "warn",
-        description="a validation set too small to prove an accuracy gate even for an artifact equal to FP32: "
+        description="a bound that does not pass on a validation set too small for even an artifact equal to FP32 "
+        "to pass it: "
         "warn (the gate reads NOT PROVEN, decided on the measured value, exit 0) or fail",
     )
     max_device_disagreement: float | None = Field(

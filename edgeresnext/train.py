@@ -72,7 +72,15 @@ def load_datasets(config: TrainConfig):
         if config.limit_train:
             train.files, train.labels = train.files[: config.limit_train], train.labels[: config.limit_train]
         return train, test
+    from edgeresnext.data.validation import TUNING_HOLDOUT_EVERY, without_tuning_holdout
+
     train = load_dataset(config.dataset, split="train", root=config.data_root)
+    # 1 in 12 training images is held out for the quantize fallback's tuning (data/validation.py), never trained on
+    keep = without_tuning_holdout(train.labels)
+    logger.info(
+        "training on %d of %d images (1 in %d held out for tuning)", len(keep), len(train.labels), TUNING_HOLDOUT_EVERY
+    )
+    train.images, train.labels = train.images[keep], train.labels[keep]
     if config.limit_train:
         train.images, train.labels = train.images[: config.limit_train], train.labels[: config.limit_train]
     return train, test

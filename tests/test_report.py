@@ -37,9 +37,9 @@ def validated(shipped_model, fmnist_test, tmp_path_factory) -> ValidationReport:
             "backend": "onnxruntime",
             "precision": "fp32",
             "quant": {"method": "none"},
-            # 0.05: what 64 images can prove for an identical export (one-sided 95 % bound ~4 pt); the latency
+            # 0.06: what 64 images can prove for an identical export (one-sided 95 % bound 5.45 pt); the latency
             # gate cannot pass.
-            "gates": {"max_top1_drop": 0.05, "max_latency_ms": 1e-6},
+            "gates": {"max_top1_drop": 0.06, "max_latency_ms": 1e-6},
             "validate": {"latency_runs": 8, "warmup_runs": 2},
         }
     )
@@ -109,7 +109,7 @@ def test_markdown_has_the_tables(report):
     assert "skipped: tensorrt is not installed" in text
     # A drop of exactly 0: FP32 ONNX vs PyTorch differ by ~1e-5 and none of the 64 images is within 0.23 of a tie.
     bound = report["gates"][0]["value"]
-    assert f"| max_top1_drop | onnx-fp32 | 5.00 pt | +0.00 pt | 95 % upper bound {bound * 100:.2f} pt | pass |" in text
+    assert f"| max_top1_drop | onnx-fp32 | 6.00 pt | +0.00 pt | 95 % upper bound {bound * 100:.2f} pt | pass |" in text
     assert "FAIL: max_latency_ms: onnx-fp32 p50 latency (batch 1)" in text
     assert "## How sure: drop and agreement" in text and "| onnx-fp32 | 64 | 0 | 0 | +0.00 pt |" in text
     assert "| float baseline |" in text  # onnx-fp32 is ONNX Runtime's own float build

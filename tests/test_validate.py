@@ -4,6 +4,7 @@ gates passing and failing, and the whole validate step on the shipped model with
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -235,7 +236,7 @@ def test_the_bound_decides_a_drop_the_point_would_pass():
     assert gate.measured == pytest.approx(0.002) and gate.measured <= gate.limit  # passes on the point
     assert gate.value == pytest.approx(stats.drop_upper_bound(counts, 0.95)) and gate.value > 0.003
     assert not gate.passed and gate.basis == "bound" and gate.provable and gate.min_images < 2000
-    assert "upper bound 0.52 pt > 0.3 pt, over by 0.22 pt" in gate.message
+    assert "upper bound 0.56 pt > 0.3 pt, over by 0.26 pt" in gate.message
     assert "the measured drop alone would pass" in gate.message
     # The same outcomes decided on the measured drop (confidence: null) pass: the bound is what failed it.
     assert validate_outcomes(1792, 8, 4, 196, max_top1_drop=0.003, confidence=None).passed
@@ -254,13 +255,13 @@ def test_the_intervals_come_from_the_paired_counts_and_land_in_report_json_and_m
     assert u.mcnemar_p == 2 * 794 / 4096
     drop = stats.drop_interval(stats.PairedCounts(1792, 8, 4, 196), 0.95)
     assert u.drop == 0.002 and u.drop_interval == pytest.approx((drop.lower, drop.upper))
-    # Wilson by hand for 1978 of 2000: centre (p + z^2/2n) / (1 + z^2/n), half-width z/(1 + z^2/n) sqrt(...).
-    n, p_hat = 2000, 1978 / 2000
-    for z, (low, high) in ((1.959963984540054, u.agreement_interval), (Z95, (u.agreement_lower_bound, None))):
-        centre = (p_hat + z * z / (2 * n)) / (1 + z * z / n)
-        half = z / (1 + z * z / n) * np.sqrt(p_hat * (1 - p_hat) / n + z * z / (4 * n * n))
-        assert low == pytest.approx(centre - half, abs=1e-12)
-        assert high is None or high == pytest.approx(centre + half, abs=1e-12)
+    # Exact (Clopper-Pearson) for 1978 of 2000: at each limit the binomial tail beyond 1978 holds the error share
+    from scipy.stats import binom
+
+    low, high = u.agreement_interval
+    assert binom.sf(1977, 2000, low) == pytest.approx(0.025, rel=1e-6)
+    assert binom.cdf(1978, 2000, high) == pytest.approx(0.025, rel=1e-6)
+    assert binom.sf(1977, 2000, u.agreement_lower_bound) == pytest.approx(0.05, rel=1e-6)
     record = json.loads(write_report(report, tmp_path, html_report=False)["json"].read_text())
     recorded = record["artifacts"][1]["uncertainty"]
     assert recorded["paired"] == {"a": 1792, "b": 8, "c": 4, "d": 196} and recorded["discordant"] == 12
@@ -276,18 +277,19 @@ def test_the_intervals_come_from_the_paired_counts_and_land_in_report_json_and_m
 
 @pytest.mark.parametrize("unproven", ["warn", "fail"])
 def test_121_images_cannot_prove_a_03_pt_drop(unproven):
-    """FP32 right on all 121 images and INT8 identical: +0.00 pt, yet the one-sided 95 % bound is
-    z^2 / (n + z^2) = 2.19 pt, and a perfect result passes 0.3 pt from n >= z^2 (1 - 0.003) / 0.003 = 899.1.
+    """FP32 right on all 121 images and INT8 identical: +0.00 pt, yet the one-sided 95 % bound is 2.94 pt (where
+    n U - 1/2 = z sqrt(n U (1 - U))), and a result equal to FP32 passes 0.3 pt from n = 1,210.
     ``gates.unproven: warn`` (the default) decides on the measured value and says NOT PROVEN; ``fail`` fails."""
     report = validate_outcomes(121, 0, 0, 0, max_top1_drop=0.003, min_agreement=0.99, unproven=unproven)
     drop, agreement = report.gates
-    assert not drop.provable and drop.min_images == 900 and drop.measured == 0.0
-    assert drop.value == pytest.approx(Z95**2 / (121 + Z95**2))
-    assert "121 images cannot prove a 0.3 pt drop at 95 %: at least 900 images needed" in drop.message
-    # Agreement: the lower bound at full agreement is n / (n + z^2), so 99 % needs n >= z^2 0.99 / 0.01 = 267.9.
-    assert not agreement.provable and agreement.min_images == 268
-    assert agreement.value == pytest.approx(121 / (121 + Z95**2))
-    assert "121 images cannot prove 99.00 % agreement at 95 %: at least 268 images needed" in agreement.message
+    assert not drop.provable and drop.min_images == 1210 and drop.measured == 0.0
+    bound = drop.value
+    assert 121 * bound - 0.5 == pytest.approx(Z95 * math.sqrt(121 * bound * (1 - bound)))
+    assert "121 images cannot prove a 0.3 pt drop at 95 %: at least 1,210 images needed" in drop.message
+    # Agreement (exact): the lower bound at full agreement is 0.05^(1/n), so 99 % needs n >= ln 0.05 / ln 0.99 = 298.1
+    assert not agreement.provable and agreement.min_images == 299
+    assert agreement.value == pytest.approx(0.05 ** (1 / 121))
+    assert "121 images cannot prove 99.00 % agreement at 95 %: at least 299 images needed" in agreement.message
     if unproven == "warn":
         assert drop.passed and agreement.passed and report.passed
         assert drop.verdict == agreement.verdict == "NOT PROVEN" and drop.message.startswith(
@@ -441,7 +443,7 @@ def test_cli_validate_fails_on_a_tight_gate(shipped_checkpoint, fp32_onnx, tmp_p
     assert not report["passed"] and report["gates"][0]["gate"] == "max_latency_ms"
     assert "FAIL: max_latency_ms" in (out / "report.md").read_text()
     # ONNX Runtime FP32 vs PyTorch: no image of the 64 is closer than 0.23 to a tie, so the drop is exactly 0.
-    # 64 images prove at best a drop of 4.1 pt (one-sided 95 %): 0.1 pt cannot be proven there, 5 pt can.
+    # 64 images bound an equal result's drop at 5.4 pt (one-sided 95 %): 0.1 pt cannot be proven there, 5 pt can.
     # Too small to prove: NOT PROVEN (exit 0) by default, a failure with gates.unproven: fail.
     for gates, code in (("{max_top1_drop: 0.001}", 0), ("{max_top1_drop: 0.001, unproven: fail}", 1)):
         target.write_text(target.read_text().rsplit("gates:", 1)[0] + f"gates: {gates}\n")

@@ -195,7 +195,12 @@ def add_quantize(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit-train", type=int, default=None, help="QAT on the first N training images only")
     add_distributed_options(p, training=False)
     p.add_argument("--on-bad-image", choices=["fail", "skip"], default=None, help="default: the target's (fail)")
-    p.add_argument("--data", default=None, help="validation images of the export parity check and the fallback")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="the validation set (data.dataset): the export parity check runs on it, and the fallback tunes on "
+        "images disjoint from it (quant.tune_dir, the held-out training images, or the calibration folder)",
+    )
     p.add_argument("--sensitivity", default=None, metavar="JSON", help="also write per-layer sensitivity here")
     p.add_argument("--build", default="build", help="build root of the cached stages (default build/)")
     p.add_argument("--out", default="model_int8.onnx")

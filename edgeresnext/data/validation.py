@@ -27,6 +27,10 @@ class ValidationData:
     name: str
     # (file, reason) of each unreadable image dropped under data.on_bad_image: skip; the report counts them.
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    # Tuning sets only: images left out because their content (decoded pixels) is also in the validation set, and
+    # whether what is left was checked to share no image with it (None: not checked, e.g. the validation set itself).
+    overlap_excluded: int = 0
+    disjoint_from_validation: bool | None = None
 
     def __post_init__(self) -> None:
         if self.inputs.ndim != 4 or self.inputs.dtype != np.float32:
@@ -92,6 +96,25 @@ def load_validation_data(spec: DataSpec, preprocess: Preprocess, class_names: Se
 
 
 TUNING_SEED = 1
+# A named dataset's training split keeps 1 image in 12 (5,000 of Fashion-MNIST's 60,000, class-balanced, seeded) out of
+# training and QAT: the fallback's default tuning images, which the FP32 model has never seen (tuning on its own
+# training images understates the INT8 drop: bench/tuning_bias.py measures by how much).
+TUNING_HOLDOUT_EVERY = 12
+
+
+def tuning_holdout_indices(labels: np.ndarray) -> np.ndarray:
+    """The indices of a named dataset's training split held out for tuning (sorted); training and QAT skip them."""
+    from edgeresnext.data.calibration import balanced_indices
+
+    count = len(labels) // TUNING_HOLDOUT_EVERY
+    if count == 0:  # fewer than 12 images: nothing to hold out
+        return np.zeros(0, dtype=np.int64)
+    return balanced_indices(np.asarray(labels), count, seed=TUNING_SEED)
+
+
+def without_tuning_holdout(labels: np.ndarray) -> np.ndarray:
+    """The indices of a named dataset's training split that training and QAT may use (all but the held-out ones)."""
+    return np.setdiff1d(np.arange(len(labels)), tuning_holdout_indices(labels))
 
 
 def load_tuning_data(
@@ -102,13 +125,25 @@ def load_tuning_data(
 
     In order: ``quant.tune_dir`` (a labelled image folder); for a named dataset validated on one split, a seeded,
     class-balanced sample of ``quant.tune_images`` from the other split; for an image folder, the calibration
-    folder when it is labelled with the model's classes and is not the validation folder.
+    folder when it is labelled with the model's classes. Disjointness is checked by content
+    (:mod:`edgeresnext.data.content`: a digest of each decoded image), not by path: a tuning image that is also a
+    validation image (a copied folder, an exported test image) is left out and counted in ``overlap_excluded``;
+    when every one is, there are no tuning images.
     """
     from edgeresnext.data import DATASETS, load_dataset
+    from edgeresnext.data.content import array_digests, overlapping, validation_digests
 
     count = quant.tune_images
+    if quant.tune_dir is None and spec.dataset not in DATASETS:
+        calib = Path(quant.calib_dir)
+        if calib.resolve() == Path(spec.dataset).resolve():
+            return (
+                f"the calibration folder {calib} is also the validation set, and no other labelled images are given "
+                "(quant.tune_dir)"
+            )
+    seen = validation_digests(spec)
     if quant.tune_dir is not None:
-        return _folder_data(Path(quant.tune_dir), count, preprocess, class_names, spec.on_bad_image)
+        return _folder_data(Path(quant.tune_dir), count, preprocess, class_names, spec.on_bad_image, seen)
     if spec.dataset in DATASETS:
         from edgeresnext.data.calibration import balanced_indices
         from edgeresnext.data.loaders import normalize_array
@@ -117,39 +152,60 @@ def load_tuning_data(
         dataset = load_dataset(spec.dataset, split=other, root=spec.root)
         if list(dataset.class_names) != list(class_names):
             return f"{spec.dataset}/{other} has other classes than the model"
-        index = balanced_indices(dataset.labels, min(count, len(dataset)), seed=TUNING_SEED)
+        if other == "train":  # the part of the training split that training never sees, or a balanced share of it
+            pool = tuning_holdout_indices(dataset.labels)
+            index = pool[balanced_indices(dataset.labels[pool], min(count, len(pool)), seed=TUNING_SEED)]
+            other = f"train held-out 1 in {TUNING_HOLDOUT_EVERY}"
+        else:
+            index = balanced_indices(dataset.labels, min(count, len(dataset)), seed=TUNING_SEED)
+        digests = array_digests(dataset.images[index])
+        shared = overlapping(digests, seen)
+        index, digests = np.delete(index, shared), [d for i, d in enumerate(digests) if i not in set(shared)]
+        if len(index) == 0:
+            return f"every one of the {len(shared)} {spec.dataset}/{other} tuning images is also a validation image"
+        excluded = f"; {len(shared)} also in the validation set left out" if shared else ""
         return ValidationData(
             inputs=normalize_array(dataset.images[index], preprocess).numpy(),
             labels=dataset.labels[index].astype(np.int64),
             class_names=list(class_names),
-            name=f"{spec.dataset}/{other} ({len(index)} images, class-balanced, seed {TUNING_SEED}; "
+            name=f"{spec.dataset}/{other} ({len(index)} images, class-balanced, seed {TUNING_SEED}{excluded}; "
             f"validation uses {spec.split})",
+            overlap_excluded=len(shared),
+            disjoint_from_validation=not overlapping(digests, seen),
         )
     calib = Path(quant.calib_dir)
-    if calib.resolve() == Path(spec.dataset).resolve():
-        return (
-            f"the calibration folder {calib} is also the validation set, and no other labelled images are given "
-            "(quant.tune_dir)"
-        )
     try:
-        return _folder_data(calib, count, preprocess, class_names, spec.on_bad_image)
+        return _folder_data(calib, count, preprocess, class_names, spec.on_bad_image, seen)
     except DataError as err:
         return f"the calibration folder {calib} is not labelled with the model's classes ({err})"
 
 
 def _folder_data(
-    folder: Path, count: int, preprocess: Preprocess, class_names: Sequence[str], on_bad_image: str
-) -> ValidationData:
+    folder: Path, count: int, preprocess: Preprocess, class_names: Sequence[str], on_bad_image: str, seen: set[str]
+) -> ValidationData | str:
+    from edgeresnext.data.content import file_digests, overlapping
     from edgeresnext.data.folder import load_folder_arrays, scan_image_folder
 
     scanned = scan_image_folder(folder, class_names=list(class_names))
     # Every k-th file, so a cap keeps every class (sorted paths list the classes one after another).
     step = max(1, len(scanned.files) // count)
     chosen = list(range(0, len(scanned.files), step))[:count]
+    digests = file_digests([scanned.files[i] for i in chosen])
+    shared = set(overlapping(digests, seen))
+    if len(shared) == len(chosen):
+        return (
+            f"every one of the {len(chosen)} images taken from {folder} is also a validation image (same decoded "
+            "pixels)"
+        )
+    chosen = [file for position, file in enumerate(chosen) if position not in shared]
+    digests = [digest for position, digest in enumerate(digests) if position not in shared]
     inputs, kept = load_folder_arrays([scanned.files[i] for i in chosen], preprocess, on_bad_image=on_bad_image)
+    excluded = f"; {len(shared)} also in the validation set left out" if shared else ""
     return ValidationData(
         inputs=inputs.astype(np.float32),
         labels=scanned.labels[chosen][kept],
         class_names=list(class_names),
-        name=f"{folder} ({len(kept)} images)",
+        name=f"{folder} ({len(kept)} images{excluded})",
+        overlap_excluded=len(shared),
+        disjoint_from_validation=not overlapping([digests[i] for i in kept], seen),
     )

@@ -254,7 +254,7 @@ def _quantize_notes(quantized: StageResult) -> list[str]:
         decided = f"fallback not run: {fallback['why']}"
     elif fallback["layers_in_float"]:
         decided = (
-            f"fallback on {fallback['images']}: drop {fallback['top1_drop_before'] * 100:.2f} pt above the gate, "
+            f"fallback on {fallback['images']}: drop {fallback['top1_drop_before'] * 100:.2f} pt not within the gate, "
             f"{len(fallback['layers_in_float'])} layer(s) left in float ({', '.join(fallback['layers_in_float'])}), "
             f"drop {fallback['top1_drop_after'] * 100:.2f} pt"
         )
@@ -262,6 +262,12 @@ def _quantize_notes(quantized: StageResult) -> list[str]:
         decided = (
             f"fallback checked on {fallback['images']}: drop {fallback['top1_drop_before'] * 100:.2f} pt within "
             "the gate, nothing left in float"
+        )
+    if fallback and fallback.get("run") and fallback.get("decided_on"):
+        bound = fallback.get("top1_drop_upper_bound")
+        on_bound = bound is not None and fallback["decided_on"] == "bound"
+        decided += f" (decided on the {fallback['decided_on']}" + (
+            f", upper bound {bound * 100:.2f} pt)" if on_bound else ")"
         )
     # No timings here: the note goes into the report, which two builds of the same inputs write alike.
     method, images, sensitivity = info.get("method", "ptq"), info.get("calibration_images"), info.get("sensitivity")

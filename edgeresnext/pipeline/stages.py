@@ -218,18 +218,25 @@ def stage_quantize(ctx: BuildContext) -> StageResult:
                     max_layers=spec.max_fallback_layers,
                     sensitivity_json=folder / "sensitivity.json",
                     raise_on_fail=False,
+                    confidence=target.gates.confidence,
+                    unproven=target.gates.unproven,
                 )
                 if result.ranked and not ranking:
                     info["sensitivity"] = "run by the fallback: the drop on the tuning images was above the gate"
                 info["fallback"] = {
                     "run": True,
                     "images": tuning.name,
-                    "disjoint_from_validation": True,
+                    # checked by content (decoded pixels) against every validation image, not assumed
+                    "disjoint_from_validation": tuning.disjoint_from_validation,
+                    "overlap_excluded": tuning.overlap_excluded,
                     "top1_drop_before": round(result.fp32_top1 - result.int8_top1, 5),
                     "top1_drop_after": round(result.top1_drop, 5),
                     "layers_in_float": result.layers,
                     "steps": result.steps,
                     "gate_reached": result.passed,
+                    # decided as the validation gate is: on the bound when these images can prove the limit
+                    "decided_on": result.decided_on,
+                    "top1_drop_upper_bound": result.top1_drop_upper_bound,
                 }
         info["seconds"] = round(time.perf_counter() - began, 2)
         write_json_atomic(folder / "quant.json", info)

@@ -145,10 +145,13 @@ def quantize_qat(
                 "QAT needs labelled training data: pass train_images/train_labels, or a model whose "
                 "metadata names its dataset"
             )
+        from edgeresnext.data.validation import without_tuning_holdout
+
         data = load_dataset(meta.dataset, split="train")
-        count = len(data.labels) if train_limit is None else min(train_limit, len(data.labels))
-        train_images = np.stack([meta.preprocess.image_to_array(image) for image in data.images[:count]])
-        train_labels = data.labels[:count]
+        keep = without_tuning_holdout(data.labels)  # never the fallback's held-out tuning images
+        keep = keep if train_limit is None else keep[:train_limit]
+        train_images = np.stack([meta.preprocess.image_to_array(image) for image in data.images[keep]])
+        train_labels = data.labels[keep]
     elif train_limit is not None:
         train_images, train_labels = train_images[:train_limit], train_labels[:train_limit]
     own_group = ctx is None

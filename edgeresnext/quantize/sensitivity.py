@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeresnext import stats
 from edgeresnext.atomic import atomic_path, write_json_atomic
 from edgeresnext.errors import GateFailed
 from edgeresnext.onnx_io import ort_session
@@ -156,6 +157,11 @@ class FallbackResult:
     steps: list[dict[str, Any]] = field(default_factory=list)
     passed: bool = False
     ranked: bool = False  # the per-layer ranking was computed here (the drop was above the gate)
+    # How the gate was decided on the tuning images, as the validation gate decides it (stats.DropGateVerdict.holds):
+    # "bound" (the one-sided upper bound at `confidence`), "point, not provable on N images" or "point" (no bound)
+    decided_on: str = "point"
+    confidence: float | None = None
+    top1_drop_upper_bound: float | None = None
 
     @property
     def layers(self) -> list[str]:
@@ -178,8 +184,15 @@ def fallback(
     sensitivity_json: str | os.PathLike[str] | None = None,
     raise_on_fail: bool = True,
     ranking_images: np.ndarray | None = None,
+    confidence: float | None = 0.95,
+    unproven: str = "warn",
 ) -> FallbackResult:
     """Leave the most sensitive layers in float, one at a time, until the top-1 drop is <= ``max_top1_drop``.
+
+    "The drop holds" is decided as the validation gate decides it (:meth:`edgeresnext.stats.DropGateVerdict.holds`):
+    on the one-sided upper bound at ``confidence`` from the paired per-image outcomes on these images; on a set
+    too small for a result as good as FP32 to pass (500 images cannot prove 0.3 pt), on the measured drop when
+    ``unproven`` is ``"warn"``; with ``confidence=None``, on the measured drop alone.
 
     Writes the final model to ``out_onnx`` (lint still applies: only float layers were added) and, with
     ``sensitivity_json``, the ranking plus the fallback steps. Raises GateFailed when ``max_layers``
@@ -191,36 +204,54 @@ def fallback(
 
     fp32 = _load(fp32_onnx)
     weights = qdq.float_weights_of(fp32)  # a layer in float gets its FP32 weights back, not the dequantized ones
-    fp32_top1 = float(np.mean(_logits(fp32, images).argmax(1) == labels))
+    fp32_correct = _logits(fp32, images).argmax(1) == labels
+    fp32_top1 = float(np.mean(fp32_correct))
     current = _load(qdq_onnx)
-    int8_top1 = float(np.mean(_logits(current, images).argmax(1) == labels))
+    int8_correct = _logits(current, images).argmax(1) == labels
+    int8_top1 = float(np.mean(int8_correct))
     result = FallbackResult(fp32_top1=fp32_top1, int8_top1=int8_top1, max_top1_drop=max_top1_drop)
+    result.confidence = confidence
+
+    def holds(correct: np.ndarray) -> bool:
+        if confidence is None:
+            result.decided_on, result.top1_drop_upper_bound = "point", None
+            return fp32_top1 - float(np.mean(correct)) <= max_top1_drop
+        verdict = stats.drop_gate(stats.paired_counts(fp32_correct, correct), max_top1_drop, confidence)
+        result.top1_drop_upper_bound = verdict.upper_bound
+        result.decided_on = "bound" if verdict.provable else f"point, not provable on {len(correct)} images"
+        return verdict.holds(unproven)
+
     probe = images[:1]
     drop = fp32_top1 - int8_top1
+    held = holds(int8_correct)
+    initial_bound = result.top1_drop_upper_bound
     logger.info(
         "fallback: FP32 top-1 %.4f, INT8 %.4f (drop %.4f, gate %.4f)", fp32_top1, int8_top1, drop, max_top1_drop
     )
-    if sensitivity is None and drop > max_top1_drop:
+    if sensitivity is None and not held:
         probe_images = images[:SENSITIVITY_IMAGES] if ranking_images is None else ranking_images
         sensitivity = layer_sensitivity(qdq_onnx, probe_images, None, fp32_onnx=fp32_onnx)
         result.ranked = True
     ranking = [row["layer"] for row in sensitivity["layers"]] if sensitivity else []
-    if drop > max_top1_drop and ranking:  # each step's latency cost is against this (not timed when none is taken)
+    if not held and ranking:  # each step's latency cost is against this (not timed when none is taken)
         latency = _latency_ms(current, probe)
         result.int8_latency_ms = round(latency, 3)
     best_drop, best_model, best_steps = drop, copy.deepcopy(current), 0
-    while drop > max_top1_drop and len(result.steps) < min(max_layers, len(ranking)):
+    while not held and len(result.steps) < min(max_layers, len(ranking)):
         layer = ranking[len(result.steps)]
         qdq.remove_quantizers_of(current, {layer}, weights)
-        top1 = float(np.mean(_logits(current, images).argmax(1) == labels))
+        correct = _logits(current, images).argmax(1) == labels
+        top1 = float(np.mean(correct))
         new_latency = _latency_ms(current, probe)
         drop = fp32_top1 - top1
+        held = holds(correct)
         result.steps.append(
             {
                 "layer": layer,
                 "module": qdq.module_name(layer),
                 "top1": top1,
                 "top1_drop": drop,
+                "top1_drop_upper_bound": result.top1_drop_upper_bound,
                 "latency_ms": round(new_latency, 3),
                 "latency_cost_ms": round(new_latency - latency, 3),
             }
@@ -235,13 +266,14 @@ def fallback(
         latency = new_latency
         if drop < best_drop:
             best_drop, best_model, best_steps = drop, copy.deepcopy(current), len(result.steps)
-    result.passed = drop <= max_top1_drop
+    result.passed = held
     if not result.passed and best_steps < len(result.steps):
         # The gate was not reached: keep the state with the smallest drop, not the last one tried (a layer
         # whose float copy did not help costs latency for nothing).
         current = best_model
         result.steps = result.steps[:best_steps]
         drop = best_drop
+        result.top1_drop_upper_bound = result.steps[-1]["top1_drop_upper_bound"] if result.steps else initial_bound
     with atomic_path(out_onnx) as tmp:
         onnx.save(current, str(tmp))
     if sensitivity_json is not None and sensitivity is not None:
@@ -254,7 +286,9 @@ def fallback(
         write_json_atomic(sensitivity_json, payload)
     if not result.passed and raise_on_fail:
         raise GateFailed(
-            f"top-1 drop {drop:.4f} still above the gate {max_top1_drop:.4f} after leaving "
+            f"top-1 drop {drop:.4f} (decided on the {result.decided_on}"
+            + (f", upper bound {result.top1_drop_upper_bound:.4f}" if result.top1_drop_upper_bound is not None else "")
+            + f") still above the gate {max_top1_drop:.4f} after leaving "
             f"{len(result.steps)} layer(s) in float ({', '.join(result.layers) or 'none'}); raise "
             "quant.max_fallback_layers or try QAT"
         )

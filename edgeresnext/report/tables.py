@@ -418,7 +418,9 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 UNCERTAINTY_TEXT = (
     "Only the images one model gets right and the other wrong move the top-1 drop. The interval is where the true "
-    "drop lies at this confidence (Newcombe's paired interval); the upper bound is what a `max_top1_drop` gate "
-    "compares. McNemar p below 0.05 says the two models' errors differ by more than chance. Agreement: share of "
-    "images with the same top-1 class as FP32 (Wilson interval); its lower bound is what `min_agreement` compares."
+    "drop lies at this confidence (Tango's paired score interval, corrected by half an image); the upper bound is "
+    "what a `max_top1_drop` gate compares. McNemar p below 0.05 says the two models' top-1 accuracies differ by "
+    "more than chance (it asks only whether one model wins more images than the other, and can stay above 0.05 "
+    "when the interval excludes 0). Agreement: share of images with the same top-1 class as FP32 (exact "
+    "Clopper-Pearson interval); its lower bound is what `min_agreement` compares."
 )

@@ -13,7 +13,7 @@ What the numbers mean (they go into report.json under these names):
 * ``cosine_mean``/``cosine_min``: cosine similarity of each image's logit vector with the reference's;
 * ``max_abs_error``: largest absolute logit difference over all images and classes;
 * ``uncertainty``: from the paired per-image outcomes against the reference (which images each gets right), the
-  drop's interval (Newcombe) and one-sided upper bound, the agreement's interval (Wilson) and lower bound, and the
+  drop's interval (Tango, corrected) and one-sided upper bound, the agreement's exact interval and lower bound, and the
   exact McNemar p; the accuracy gates compare the bounds (see :mod:`.gates`);
 * ``speedup_vs_fp32``: p50 of ``speedup_baseline``, the same runtime's float build (OpenVINO FP32, ONNX Runtime
   FP32, TensorRT FP16), over this artifact's; None when no such build was timed (never PyTorch eager's);

@@ -3,7 +3,9 @@
 The accuracy gates (``max_top1_drop``, ``min_agreement``) are decided on a one-sided confidence bound at
 ``gates.confidence`` computed from the paired per-image outcomes (:class:`~edgeresnext.validate.results.Uncertainty`),
 not on the measured value: a drop of +0.00 pt on 121 images passes only what 121 images can prove. When the set is
-too small for even an artifact equal to FP32 to pass, the verdict says so and how many images would be needed.
+too small for even an artifact equal to FP32 to pass and the bound does not pass, the verdict says NOT PROVEN and
+how many images would be needed (a bound that passes always passes, however small the set). The decisions (bounds,
+provable or not) are in :mod:`edgeresnext.stats`, which the device check runs too; this module only words them.
 ``max_latency_ms`` and ``min_speedup_vs_fp32`` compare the measured p50; the speed-up is against the same
 runtime's float build, never PyTorch eager.
 """
@@ -102,11 +104,10 @@ def _drop_gate(limit: float, confidence: float, result: ArtifactResult, unproven
             f"{_pt(bound - limit)} (measured {_pt(verdict.point, True)} on {u.n:,} images, {u.discordant} "
             f"discordant{on_point})"
         )
-    passed = verdict.passed_on_bound
+    passed = verdict.holds(unproven)  # the bound; on a set too small to prove the limit, gates.unproven decides
     if not verdict.provable:
         needed = "no finite set can" if verdict.min_images is None else f"at least {verdict.min_images:,} images needed"
         too_small = f"{u.n:,} images cannot prove a {_limit_pt(limit)} drop at {level}: {needed}"
-        passed = verdict.passed_on_point and unproven == "warn"
         message = (
             f"{gate}: NOT PROVEN: {too_small}; decided on the measured drop {_pt(verdict.point, True)} <= "
             f"{_limit_pt(limit)} ({level} upper bound {_pt(bound)}; gates.unproven: fail would fail it)"
@@ -127,7 +128,7 @@ def _agreement_gate(limit: float, confidence: float, result: ArtifactResult, unp
     bound = stats.agreement_lower_bound(u.agree, u.n, confidence)
     passed = bound >= limit
     needed_images = min_images_for_agreement(limit, confidence)
-    provable = needed_images is not None and u.n >= needed_images
+    provable = passed or stats.agreement_gate_provable(u.n, limit, confidence)
     if passed:
         message = (
             f"{gate}: {name} top-1 agreement with FP32 {_pct(u.agreement)}, {level} lower bound {_pct(bound)} >= "

@@ -90,9 +90,10 @@ def paired_uncertainty(
     """Intervals for the top-1 drop and the agreement of ``logits`` against ``reference`` on the same images.
 
     Per image each model is right or wrong (top-1, ties to the lower class like argmax), which gives the paired
-    2x2 table of :func:`edgeresnext.stats.paired_counts`; the drop's interval is Newcombe's paired interval, the
-    exact McNemar test asks whether the discordant images lean one way, and agreement (same top-1 class as the
-    reference) gets a Wilson interval. The one-sided bounds are at ``confidence``.
+    2x2 table of :func:`edgeresnext.stats.paired_counts`; the drop's interval is Tango's paired score interval
+    corrected by half an image, the exact McNemar test asks whether the two accuracies differ (whether the
+    discordant images lean one way), and agreement (same top-1 class as the reference) gets an exact
+    (Clopper-Pearson) interval, the same method as its one-sided bound. The one-sided bounds are at ``confidence``.
     """
     from edgeresnext import stats
 
@@ -102,7 +103,7 @@ def paired_uncertainty(
     counts = stats.paired_counts(reference_predictions == labels, predictions == labels)
     agree = int(np.count_nonzero(predictions == reference_predictions))
     drop = stats.drop_interval(counts, confidence)
-    agreement = stats.proportion_interval(agree, counts.n, confidence, "wilson")
+    agreement = stats.proportion_interval(agree, counts.n, confidence, "exact")
     return Uncertainty(
         confidence=confidence,
         a=counts.a,

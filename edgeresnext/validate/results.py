@@ -77,8 +77,8 @@ class Uncertainty:
     agreement: float
     agreement_interval: tuple[float, float]
     agreement_lower_bound: float
-    drop_method: str = "newcombe-hybrid-score"
-    agreement_method: str = "wilson"
+    drop_method: str = "tango-score-cc"
+    agreement_method: str = "exact"
 
     @property
     def counts(self) -> PairedCounts:

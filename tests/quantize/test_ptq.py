@@ -141,5 +141,28 @@ def test_sensitivity_and_fallback_reach_a_gate(fp32_onnx, int8_onnx, calib_image
     assert abs(top1(tmp_path / "fallback.onnx", images, labels) - (result.fp32_top1 - result.top1_drop)) < 1e-9
     saved = json.loads((tmp_path / "sensitivity.json").read_text())["fallback"]
     assert [s["layer"] for s in saved["steps"]] == result.layers and "latency_cost_ms" in saved["steps"][0]
+    assert result.decided_on == "bound" and result.top1_drop_upper_bound <= gate  # 512 images prove this gate
     with pytest.raises(GateFailed, match="still above the gate"):
-        fallback(rough, fp32_onnx, images, labels, -1.0, tmp_path / "never.onnx", sensitivity=report, max_layers=1)
+        fallback(
+            rough,
+            fp32_onnx,
+            images,
+            labels,
+            -1.0,
+            tmp_path / "never.onnx",
+            sensitivity=report,
+            max_layers=1,
+            confidence=None,
+        )
+    # The fallback decides as the gate does, on the bound: a measured drop just within the limit is not enough when
+    # the images can prove the limit (512 images prove a 4-5 pt drop), so it still leaves layers in float.
+    from edgeresnext import stats
+
+    within = start_drop + 0.5 / len(labels)
+    assert stats.drop_gate_provable(len(labels), round(top1(fp32_onnx, images, labels) * len(labels)), within)
+    on_bound = fallback(
+        rough, fp32_onnx, images, labels, within, tmp_path / "bound.onnx", sensitivity=report, max_layers=14
+    )
+    assert on_bound.fp32_top1 - on_bound.int8_top1 <= within  # the old point rule would have stopped here
+    assert on_bound.decided_on == "bound" and len(on_bound.layers) >= 1 and on_bound.passed
+    assert on_bound.top1_drop_upper_bound <= within
