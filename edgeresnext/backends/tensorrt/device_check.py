@@ -250,7 +250,7 @@ def gate(stats, spec: dict, agree: int, n: int) -> dict:
         return {"limit": limit, "measured": disagreement, "passed": passed, "basis": "point", "message": message}
     bound = stats.agreement_lower_bound(agree, n, confidence)
     needed = stats.min_images_for_agreement(1 - limit, confidence)
-    provable = needed is not None and n >= needed
+    provable = stats.agreement_gate_provable(n, 1 - limit, confidence)
     level = f"{100 * confidence:g} %"
     if provable:
         passed = bound >= 1 - limit
