@@ -24,6 +24,7 @@ import shlex
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import torch
 from torch import nn
@@ -35,6 +36,9 @@ logger = logging.getLogger(__name__)
 # Environment variables torchrun sets in every worker; WORLD_SIZE alone is enough to know we were launched by it.
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 BACKENDS = ("gloo", "nccl")
+# How long the end-of-run barrier waits for the slowest rank. The loops already meet at a barrier after their
+# last file is written, so the ranks arrive within moments of each other; this only bounds a broken job.
+SHUTDOWN_TIMEOUT_S = 300.0
 
 
 @dataclass
@@ -113,12 +117,37 @@ def init_from_env(backend: str | None = None, device: str | None = None) -> Dist
     return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=torch_device, backend=backend)
 
 
-def shutdown(ctx: DistContext) -> None:
-    """Leave the process group (torchrun waits for every worker to exit cleanly)."""
+def shutdown(ctx: DistContext, wait: bool = True, timeout: float = SHUTDOWN_TIMEOUT_S) -> None:
+    """Leave the process group; with ``wait``, only once every rank has reached this point.
+
+    ``wait=True`` (the normal end of a run) first meets the other ranks at a barrier, so that no rank tears down
+    its connections (rank 0: also the rendezvous store it hosts) while another is still working or in a
+    collective. The barrier gives up after ``timeout`` seconds (gloo) with a warning naming the ranks that did
+    not arrive, and the group is destroyed either way. ``wait=False``: after an error on this rank, which must
+    not hang waiting for ranks that will never get here (torchrun stops the others when one fails).
+    """
     import torch.distributed as dist
 
-    if ctx.distributed and dist.is_initialized():
+    if not (ctx.distributed and dist.is_initialized()):
+        return
+    try:
+        if wait:
+            _final_barrier(ctx, timeout)
+    except RuntimeError as err:  # torch.distributed.DistError and gloo's errors
+        logger.warning("rank %d: not every rank reached the end of the run (%s)", ctx.rank, str(err).strip()[:400])
+    finally:
         dist.destroy_process_group()
+
+
+def _final_barrier(ctx: DistContext, timeout: float) -> None:
+    import torch.distributed as dist
+
+    if ctx.backend == "gloo":
+        # monitored_barrier: a timeout of its own, and an error that names the missing ranks.
+        dist.monitored_barrier(timeout=timedelta(seconds=timeout), wait_all_ranks=True)
+    else:
+        # nccl has no monitored barrier; the group's own timeout bounds this one.
+        dist.barrier(device_ids=[ctx.device.index])
 
 
 def barrier(ctx: DistContext) -> None:

@@ -103,10 +103,14 @@ def fit(config: TrainConfig, ctx: DistContext | None = None) -> Path:
     own_group = ctx is None
     ctx = ctx or distributed.init_from_env(device=config.device)
     try:
-        return _fit(config, ctx)
-    finally:
+        final = _fit(config, ctx)
+    except BaseException:
         if own_group:
-            distributed.shutdown(ctx)
+            distributed.shutdown(ctx, wait=False)  # a failed rank must not wait for the others
+        raise
+    if own_group:
+        distributed.shutdown(ctx)  # waits until every rank is done, then leaves
+    return final
 
 
 def _fit(config: TrainConfig, ctx: DistContext) -> Path:

@@ -133,9 +133,11 @@ def test_resume_a_single_process_run_with_two_processes(tmp_path: Path, single_r
     assert read_checkpoint(out / "last.pt").training["world_size"] == 2
 
 
-def test_resume_refuses_a_different_global_batch(tmp_path: Path):
+def test_resume_refuses_a_different_global_batch(tmp_path: Path, monkeypatch):
     from edgeresnext.config import TrainConfig
     from edgeresnext.train import fit
+
+    leaving = _record_shutdowns(monkeypatch)
 
     config = TrainConfig(
         out_dir=str(tmp_path),
@@ -152,6 +154,47 @@ def test_resume_refuses_a_different_global_batch(tmp_path: Path):
     config.batch_size, config.stop_after = 32, None
     with pytest.raises(ConfigError, match="global batch 64, not 32"):
         fit(config)
+    # A run that ends well waits for the other ranks before leaving the group; a failed one leaves at once.
+    assert leaving == [True, False]
+
+
+def _record_shutdowns(monkeypatch) -> list[bool]:
+    """The ``wait`` of every :func:`distributed.shutdown` call, in order (the real one still runs)."""
+    calls: list[bool] = []
+    real = distributed.shutdown
+
+    def recording(ctx, wait=True, **kwargs):
+        calls.append(wait)
+        real(ctx, wait=wait, **kwargs)
+
+    monkeypatch.setattr(distributed, "shutdown", recording)
+    return calls
+
+
+def test_quantize_qat_leaves_without_waiting_when_fine_tuning_fails(tmp_path: Path, monkeypatch):
+    import numpy as np
+
+    from edgeresnext.config import QuantSpec
+    from edgeresnext.quantize import qat
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("fine-tuning failed on this rank")
+
+    leaving = _record_shutdowns(monkeypatch)
+    monkeypatch.setattr(qat, "fine_tune_quantized", failing)
+    images = np.zeros((4, 1, 28, 28), dtype=np.float32)
+    with pytest.raises(RuntimeError, match="fine-tuning failed"):
+        qat.quantize_qat(
+            torch.nn.Linear(1, 1),
+            images,
+            QuantSpec(),
+            tmp_path / "q.onnx",
+            train_images=images,
+            train_labels=np.zeros(4, dtype=np.int64),
+            progress=False,
+        )
+    assert leaving == [False]
+    assert not (tmp_path / "q.onnx").exists()
 
 
 def _sync_bn_step(rank: int, port: int, queue) -> None:
@@ -185,8 +228,10 @@ def _sync_bn_step(rank: int, port: int, queue) -> None:
         digests = distributed.gather_digests(ctx, model)
         if rank == 0:
             queue.put((grad_error, stats_error, digests))
-    finally:
-        distributed.shutdown(ctx)
+    except BaseException:
+        distributed.shutdown(ctx, wait=False)
+        raise
+    distributed.shutdown(ctx)
 
 
 def test_sync_bn_ddp_step_equals_single_process_step():
@@ -208,6 +253,61 @@ def test_sync_bn_ddp_step_equals_single_process_step():
     assert stats_error < 1e-5
     # Both ranks hold the same weights and, thanks to SyncBN, the same running statistics.
     assert len(set(digests)) == 1
+
+
+def _shutdown_rank(rank: int, port: int, late_rank: int, wait: bool, queue) -> None:
+    """Both ranks all-gather; ``late_rank`` then works LATE_S longer before leaving, the other leaves at once."""
+    import time
+
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
+    ctx = distributed.init_from_env(device="cpu")
+    distributed.gather_digests(ctx, torch.nn.Linear(2, 2))
+    if rank == late_rank:
+        time.sleep(LATE_S)
+    arrived = time.time()  # one machine: the ranks' clocks are the same clock
+    distributed.shutdown(ctx, wait=wait or rank == late_rank, timeout=60)
+    queue.put((rank, arrived, time.time()))
+
+
+LATE_S = 2.0  # seconds the late rank keeps working; far above the spawn/socket jitter (milliseconds)
+
+
+def _spawn_shutdown(late_rank: int, wait: bool) -> dict[int, tuple[float, float]]:
+    """{rank: (time it called shutdown, time shutdown returned)} for a 2-rank gloo group."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    queue = mp.get_context("spawn").SimpleQueue()
+    mp.spawn(_shutdown_rank, args=(port, late_rank, wait, queue), nprocs=2, join=True)
+    times = {}
+    for _ in range(2):
+        rank, arrived, left = queue.get()
+        times[rank] = (arrived, left)
+    return times
+
+
+@pytest.mark.parametrize("late_rank", [0, 1])
+def test_shutdown_waits_for_the_rank_that_finishes_last(late_rank: int):
+    # A rank that leaves early used to tear down its gloo connections (rank 0: also the rendezvous store) while
+    # the other was still working; now no rank leaves before the last one has arrived.
+    times = _spawn_shutdown(late_rank, wait=True)
+    early = 1 - late_rank
+    assert times[late_rank][0] - times[early][0] >= LATE_S * 0.9  # the late rank did arrive late
+    assert times[early][1] >= times[late_rank][0], times  # ... and the early one left only after that
+
+
+def test_shutdown_after_an_error_does_not_wait_for_the_other_ranks():
+    # wait=False (a failed rank): leave at once, not after the late rank; the late rank's own barrier then finds
+    # the group broken and still leaves (a warning, no hang until the timeout).
+    times = _spawn_shutdown(late_rank=0, wait=False)
+    assert times[1][1] < times[0][0], times
+    assert times[0][1] - times[0][0] < 30, times
 
 
 # --------------------------------------------------------------------------------------------- plumbing
@@ -287,8 +387,10 @@ def _qat_rank(rank: int, port: int, checkpoint: str, out: str, queue) -> None:
 
             quantize_ptq(tuned, calib, QAT_SPEC, out)
             queue.put((tuned.qat_history, tuned.quantizer_digests, trained))
-    finally:
-        distributed.shutdown(ctx)
+    except BaseException:
+        distributed.shutdown(ctx, wait=False)
+        raise
+    distributed.shutdown(ctx)
 
 
 def _qat_spec():

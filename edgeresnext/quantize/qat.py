@@ -163,7 +163,10 @@ def quantize_qat(
         if ctx.is_main:
             quantize_ptq(tuned, calib, spec, out_path)
         distributed.barrier(ctx)
-    finally:
+    except BaseException:
         if own_group:
-            distributed.shutdown(ctx)
+            distributed.shutdown(ctx, wait=False)  # a failed rank must not wait for the others
+        raise
+    if own_group:
+        distributed.shutdown(ctx)
     return Path(out_path)
