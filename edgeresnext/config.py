@@ -342,30 +342,38 @@ def _distinct_nodes(root: Any) -> int:
     return len(seen)
 
 
+def read_small_text(path: Path, limit: int, kind: str, expected: str) -> str:
+    """The UTF-8 text of ``path``, a regular file of at most ``limit`` bytes (a target or labels file). Anything else
+    is a :class:`ConfigError` naming the file, what it is instead (``kind``: "target file") and what is
+    ``expected``; the file's content is never quoted, and a device or pipe is never read."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+        if stat.S_ISDIR(mode):
+            raise ConfigError(f"{path}: a folder, not a {kind}; {expected}")
+        if not stat.S_ISREG(mode):
+            raise ConfigError(f"{path}: not a regular file (a device, pipe or socket), not a {kind}; {expected}")
+        with open(path, "rb") as handle:
+            raw = handle.read(limit + 1)
+    except FileNotFoundError as err:
+        raise ConfigError(f"{path}: no such {kind}; {expected}") from err
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the {kind} ({err.strerror or err})") from err
+    if len(raw) > limit:
+        raise ConfigError(f"{path}: larger than {limit >> 20} MiB, not a {kind}; {expected}")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}), not a {kind}; {expected}") from err
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     """A YAML mapping from ``path``: safe tags only, at most :data:`TARGET_FILE_MAX_BYTES`, and aliases that expand
     to at most :data:`ALIAS_EXPANSION_MAX` values beyond the file's own."""
-    import stat
-
     import yaml
 
-    try:
-        if not stat.S_ISREG(path.stat().st_mode) and not path.is_dir():
-            raise ConfigError(f"{path}: not a regular file (a device, pipe or socket), not a target file")
-        with open(path, "rb") as handle:
-            raw = handle.read(TARGET_FILE_MAX_BYTES + 1)
-    except FileNotFoundError as err:
-        raise ConfigError(f"{path}: no such target file") from err
-    except IsADirectoryError as err:
-        raise ConfigError(f"{path}: a folder, not a target file") from err
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read ({err.strerror or err})") from err
-    if len(raw) > TARGET_FILE_MAX_BYTES:
-        raise ConfigError(f"{path}: larger than {TARGET_FILE_MAX_BYTES >> 20} MiB; a target file is a few kilobytes")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}); a target file is UTF-8 YAML") from err
+    text = read_small_text(path, TARGET_FILE_MAX_BYTES, "target file", "a target file is a few kilobytes of UTF-8 YAML")
     loader = None
     try:
         loader = yaml.SafeLoader(text)  # its reader already refuses some characters

@@ -561,7 +561,7 @@ def test_a_labels_flag_that_is_not_a_labels_file_is_refused_without_quoting_it(t
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     expected = {
         "passwd": r"/etc/passwd \(one name per line\): \d+ class names but the checkpoint's classifier has 10",
-        "folder": "a folder; model.class_names / --labels takes a labels file",
+        "folder": "a folder, not a labels file; model.class_names / --labels takes a labels file",
         "device": "not a regular file",
         "fifo": "not a regular file",
         "binary": "holds control characters; not a labels file",

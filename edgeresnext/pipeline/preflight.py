@@ -122,26 +122,10 @@ CLASS_NAME_MAX = 200
 def read_labels_file(path: Path) -> list[str]:
     """The class names in a labels file (one per line, blank lines ignored): a regular UTF-8 text file of at most
     :data:`LABELS_FILE_MAX_BYTES`. A file that is not one is refused by what it is, never by quoting its text."""
-    import stat
+    from edgeresnext.config import read_small_text
 
     what = "a labels file (UTF-8 text, one class name per line, at most 4 MiB)"
-    try:
-        mode = path.stat().st_mode
-        if not stat.S_ISREG(mode):
-            kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a device, pipe or socket)"
-            raise ConfigError(f"{path}: {kind}; model.class_names / --labels takes {what}")
-        with open(path, "rb") as handle:
-            raw = handle.read(LABELS_FILE_MAX_BYTES + 1)
-    except FileNotFoundError as err:
-        raise ConfigError(f"{path}: no such labels file; model.class_names / --labels takes {what}") from err
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read the labels file ({err.strerror or err})") from err
-    if len(raw) > LABELS_FILE_MAX_BYTES:
-        raise ConfigError(f"{path}: larger than 4 MiB, not {what}")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}), not {what}") from err
+    text = read_small_text(path, LABELS_FILE_MAX_BYTES, "labels file", f"model.class_names / --labels takes {what}")
     names = [line.strip() for line in text.splitlines() if line.strip()]
     for number, name in enumerate(names, start=1):
         if len(name) > CLASS_NAME_MAX or any(ord(c) < 32 or ord(c) == 127 for c in name):
