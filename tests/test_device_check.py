@@ -109,8 +109,9 @@ def test_the_device_step_records_the_check_in_the_sealed_manifest(checked, capsy
     assert check["agreement_stand_in"]["value"] == 1.0 and check["max_abs_dlogit_vs_stand_in"] < 1e-3
     host_fp32 = check["host_top1_fp32"]
     agree_fp32 = check["agreement_fp32"]["count"]
-    # The host's statistics, computed by the kit's verbatim copy of stats.py: the same numbers as here.
-    interval = stats.proportion_interval(agree_fp32, 32, 0.95)
+    # The host's statistics, computed by the kit's verbatim copy of stats.py: the same numbers as here, with the
+    # host report's agreement interval (exact, validate.metrics.paired_uncertainty).
+    interval = stats.proportion_interval(agree_fp32, 32, 0.95, "exact")
     assert check["agreement_fp32"]["interval"] == [interval.lower, interval.upper]
     assert check["agreement_stand_in"]["lower_bound"] == stats.agreement_lower_bound(32, 32, 0.95)
     assert 0 <= host_fp32 <= 1 and check["top1_drop_vs_fp32"]["mcnemar_p"] <= 1

@@ -170,7 +170,8 @@ def _top1(rows: list[list[float]]) -> list[int]:
 
 
 def _interval(stats, successes: int, n: int, confidence: float) -> dict:
-    interval = stats.proportion_interval(successes, n, confidence)
+    # exact (Clopper-Pearson), as the host report's agreement interval (validate.metrics.paired_uncertainty)
+    interval = stats.proportion_interval(successes, n, confidence, "exact")
     return {"value": successes / n, "count": successes, "n": n, "interval": [interval.lower, interval.upper]}
 
 
