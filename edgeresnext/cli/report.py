@@ -10,11 +10,10 @@ from pathlib import Path
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from edgeresnext.atomic import write_json_atomic, write_text_atomic
     from edgeresnext.backends.tensorrt.device_check import CHECK_DIR, HOST_REPORT
     from edgeresnext.bundle import verify_bundle
     from edgeresnext.errors import ConfigError
-    from edgeresnext.report import check_report, render_html, render_markdown
+    from edgeresnext.report import write_report_record
 
     bundle = Path(args.bundle)
     manifest = verify_bundle(bundle)
@@ -39,17 +38,9 @@ def run_report(args: argparse.Namespace) -> int:
         report["device_engine"] = f"{engine['path']} ({engine['precision']}, on the device)"
     report["device_check"] = check
     report["notes"] = [*report.get("notes", []), f"device check: {check['status']}"]
-    try:
-        check_report(report)
-    except ModuleNotFoundError:
-        pass
     out = Path(args.out) if args.out else bundle.resolve().parent / "device-report"
     out.mkdir(parents=True, exist_ok=True)
-    paths = [
-        write_json_atomic(out / "report.json", report),
-        write_text_atomic(out / "report.md", render_markdown(report)),
-        write_text_atomic(out / "report.html", render_html(report)),
-    ]
+    paths = write_report_record(report, out).values()
     said = check.get("reason") or (check.get("gate") or {}).get("message", "")
     print(f"device check: {check['status']}: {said}")
     for path in paths:

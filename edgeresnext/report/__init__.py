@@ -36,6 +36,7 @@ __all__ = [
     "summary_rows",
     "uncertainty_rows",
     "write_report",
+    "write_report_record",
 ]
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "report.schema.json"
@@ -61,8 +62,13 @@ def write_report(result: ValidationReport, out_dir: str | Path, html_report: boo
 
     The typed report becomes JSON here, once; the Markdown and HTML are rendered from that JSON record.
     """
+    return write_report_record(result.to_dict(), out_dir, html_report)
+
+
+def write_report_record(report: dict[str, Any], out_dir: str | Path, html_report: bool = True) -> dict[str, Path]:
+    """:func:`write_report` for a report already in its JSON form (``edgeresnext report`` adds the device row to
+    the host's report.json and writes it again): schema-checked when jsonschema is installed, each file atomic."""
     out_dir = Path(out_dir)
-    report = result.to_dict()
     try:
         check_report(report)
     except ModuleNotFoundError:
