@@ -67,7 +67,7 @@ TIMING_KEYS = {
     "quantize_seconds",
     "p50_ms",
     "latency_ms_p50",
-    "speedup_vs_fp32",
+    "speedup",
     "created",
     "latency",
     "throughput",
