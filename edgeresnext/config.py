@@ -163,6 +163,7 @@ class Gates(_Strict):
         "to pass it: "
         "warn (the gate reads NOT PROVEN, decided on the measured value, exit 0) or fail",
     )
+
     @model_validator(mode="before")
     @classmethod
     def _renamed(cls, data: Any) -> Any:

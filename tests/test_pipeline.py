@@ -305,7 +305,7 @@ def test_validate_command_on_a_finished_build_gives_the_build_s_own_rows(first_b
         "openvino-fp32",
         "openvino-int8",
     ]
-    for row_built, row_again in zip(built["artifacts"], again["artifacts"]):
+    for row_built, row_again in zip(built["artifacts"], again["artifacts"], strict=True):
         for key in SAME_FIELDS:
             assert row_again.get(key) == row_built.get(key), (row_built["name"], key)
         # The float baseline is compiled anew beside the new report: the same files, in another folder.

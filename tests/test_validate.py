@@ -31,8 +31,8 @@ from edgeresnext.validate import (
     run_logits,
     validate,
 )
-from edgeresnext.validate.metrics import cosine_similarity_rows, topk_accuracy
 from edgeresnext.validate.artifacts import _guess_precision
+from edgeresnext.validate.metrics import cosine_similarity_rows, topk_accuracy
 from edgeresnext.validate.results import Latency
 
 # Four images, six classes. Labels 0, 1, 2, 5.
@@ -497,6 +497,7 @@ def test_files_given_alone_are_named_as_given_and_their_precision_read_from_the_
     assert found[1].backend == "tensorrt" and found[1].skip_reason
     assert pick_primary(target, found) == "mine"  # the target deploys onnxruntime at fp32
     assert pick_primary(target.model_copy(update={"precision": "int8"}), found) == "mine"  # else the last runnable
+
 
 def test_sensitivity_from_the_quantize_stage_is_ranked_by_gain():
     from edgeresnext.validate import normalize_sensitivity

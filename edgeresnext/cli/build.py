@@ -92,7 +92,7 @@ def run_validate(args: argparse.Namespace) -> int:
 
 def _what_to_validate(args: argparse.Namespace, target, root: Path, out: Path):
     """(rows, FP32 checkpoint, sensitivity record): the files named by --artifact, else the finished build in
-    ``root`` as the build's own validate stage chose its rows (:func:`~edgeresnext.pipeline.choose.choose_artifacts`)."""
+    ``root`` as the build's own validate stage chose its rows (:func:`~.pipeline.choose.choose_artifacts`)."""
     from edgeresnext.models.shipped import resolve_checkpoint
     from edgeresnext.pipeline.choose import MODEL_FILE, STAGE_FOLDERS, BuildFiles, choose_artifacts
     from edgeresnext.validate import artifacts_from_specs
