@@ -169,7 +169,7 @@ class Gates(_Strict):
     def _renamed(cls, data: Any) -> Any:
         if isinstance(data, dict) and "min_speedup_vs_fp32" in data:
             raise ValueError(
-                "gates.min_speedup_vs_fp32 is now gates.min_speedup (the speed-up over the same runtime's float "
+                "min_speedup_vs_fp32 is now min_speedup (the speed-up over the same runtime's float "
                 "build, FP32 or, for TensorRT, FP16); rename the key"
             )
         return data
