@@ -403,7 +403,7 @@ def test_a_symlink_inside_a_bundle_folder_is_refused(bundle_dir, tmp_path):
 def _victim(root: Path) -> Path:
     """A folder beside --out that a hostile target name would make the build empty and overwrite."""
     victim = root / "victim"
-    for stage in ("model", "export", "report"):
+    for stage in ("model", "export", "validate"):
         (victim / stage).mkdir(parents=True)
         (victim / stage / "f").write_text("keep me")
     (victim / "config.json").write_text("mine")

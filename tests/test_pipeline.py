@@ -46,8 +46,7 @@ def _write_target(folder: Path, calib: Path, checkpoint: Path, **overrides: obje
 def _stage_records(root: Path) -> dict[str, dict]:
     records = {}
     for name in STAGES:
-        folder = "report" if name == "validate" else name
-        path = root / ("bundle.stage.json" if name == "bundle" else f"{folder}/stage.json")
+        path = root / ("bundle.stage.json" if name == "bundle" else f"{name}/stage.json")
         if path.is_file():
             records[name] = json.loads(path.read_text())
     return records
@@ -93,8 +92,8 @@ def test_first_build_runs_every_stage_and_passes(first_build) -> None:
         "lint/lint.json",
         "compile/model.xml",
         "compile/model.bin",
-        "report/report.json",
-        "report/report.html",
+        "validate/report.json",
+        "validate/report.html",
         "bundle/manifest.json",
         "config.json",
     ):
@@ -108,7 +107,7 @@ def test_first_build_runs_every_stage_and_passes(first_build) -> None:
     assert report.primary == "openvino-int8" and int8.speedup_baseline == "openvino-fp32"
     assert int8.speedup == fp32.p50_ms / int8.p50_ms
     assert fp32.info["hint"] == int8.info["hint"] and fp32.info["by_precision"].keys() <= {"f32", "i32"}
-    assert (target_root / "report" / "baseline" / "model.xml").is_file()
+    assert (target_root / "validate" / "baseline" / "model.xml").is_file()
     assert f"x{int8.speedup:.2f} vs OpenVINO FP32" in text
     u = int8.uncertainty
     assert f"drop {u.drop * 100:+.2f} pt [95 % ≤ {u.drop_upper_bound * 100:.2f}]" in text
@@ -131,7 +130,7 @@ def test_changed_validation_setting_reruns_only_validate_and_bundle(first_build,
     summary = build(target, out_root=root, progress=False)
     rerun = [s.name for s in summary.stages if not s.skipped]
     assert rerun == ["validate", "bundle"]
-    report = json.loads((root / "cpu-small" / "report" / "report.json").read_text())
+    report = json.loads((root / "cpu-small" / "validate" / "report.json").read_text())
     assert report["protocol"]["runs"] == 6
 
 
@@ -295,7 +294,7 @@ def test_validate_command_on_a_finished_build_gives_the_build_s_own_rows(first_b
     out = tmp_path / "again"
     args = ["--quiet", "validate", "--target", str(yaml_path), "--build", str(root), "--out", str(out), "--no-html"]
     assert main(args) == 0
-    built = json.loads((root / "cpu-small" / "report" / "report.json").read_text())
+    built = json.loads((root / "cpu-small" / "validate" / "report.json").read_text())
     again = json.loads((out / "report.json").read_text())
     assert [a["name"] for a in again["artifacts"]] == [a["name"] for a in built["artifacts"]]
     assert [a["name"] for a in built["artifacts"]] == [

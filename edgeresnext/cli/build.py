@@ -167,7 +167,7 @@ def add_validate(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="threads for every runtime (default: the target's, else each runtime's own default, as the build)",
     )
-    p.add_argument("--out", default=None, help="report folder (default build/<target>/report)")
+    p.add_argument("--out", default=None, help="report folder (default build/<target>/validate, the stage's folder)")
     p.add_argument("--no-html", action="store_true", help="skip report.html (no matplotlib needed)")
 
 

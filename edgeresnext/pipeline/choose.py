@@ -26,7 +26,7 @@ STAGE_FOLDERS = {
     "quantize": "quantize",
     "lint": "lint",
     "compile": "compile",
-    "validate": "report",
+    "validate": "validate",
     "bundle": "bundle",
 }
 MODEL_FILE = "model.safetensors"

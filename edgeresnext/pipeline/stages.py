@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from edgeresnext.atomic import write_json_atomic
 from edgeresnext.models.shipped import resolve_checkpoint
 from edgeresnext.pipeline.cache import StageResult, run_stage
-from edgeresnext.pipeline.choose import FP32_ONNX, INT8_ONNX, MODEL_FILE, BuildFiles
+from edgeresnext.pipeline.choose import FP32_ONNX, INT8_ONNX, MODEL_FILE, STAGE_FOLDERS, BuildFiles
 
 if TYPE_CHECKING:
     from edgeresnext.config import Target
@@ -376,7 +376,7 @@ def stage_validate(ctx: BuildContext) -> StageResult:
         write_report(report, folder)
         return {"passed": report.passed, "primary": report.primary}
 
-    return run_stage(ctx.root / "report", "validate", section, files, produce)
+    return run_stage(ctx.root / STAGE_FOLDERS["validate"], "validate", section, files, produce)
 
 
 def load_report(ctx: BuildContext) -> ValidationReport:
