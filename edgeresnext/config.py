@@ -155,7 +155,7 @@ class Gates(_Strict):
     max_top1_drop: float | None = Field(None, ge=0)
     min_agreement: float | None = Field(None, ge=0, le=1)
     max_latency_ms: float | None = Field(None, gt=0)
-    min_speedup_vs_fp32: float | None = Field(None, gt=0)
+    min_speedup: float | None = Field(None, gt=0)
     confidence: float | None = Field(0.95, gt=0.5, lt=1, description="level of the bound the accuracy gates use")
     unproven: Literal["warn", "fail"] = Field(
         "warn",
@@ -163,6 +163,17 @@ class Gates(_Strict):
         "to pass it: "
         "warn (the gate reads NOT PROVEN, decided on the measured value, exit 0) or fail",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "min_speedup_vs_fp32" in data:
+            raise ValueError(
+                "min_speedup_vs_fp32 is now min_speedup (the speed-up over the same runtime's float "
+                "build, FP32 or, for TensorRT, FP16); rename the key"
+            )
+        return data
+
     max_device_disagreement: float | None = Field(
         0.05,
         ge=0,

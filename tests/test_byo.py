@@ -139,7 +139,7 @@ def test_the_same_command_builds_for_onnx_runtime_and_the_jetson(target_name, us
         # The summary and the report say what really ran, read from ONNX Runtime's optimised graph.
         convs = f"{artifact.info['runtime']['integer_convs']}/{artifact.info['runtime']['convs']}"
         assert f"(int8 kernels: {convs} convs)" in summary.render()
-        assert f"int8 ({convs} convs int8)" in (summary.root / "report" / "report.md").read_text()
+        assert f"int8 ({convs} convs int8)" in (summary.root / "validate" / "report.md").read_text()
     else:
         assert "tensorrt-int8" in names and (summary.root / "bundle" / "kit" / "build_engine.sh").is_file()
         assert any("bundle build-engine" in note for note in summary.notes)

@@ -180,3 +180,18 @@ def test_a_target_file_that_is_a_fifo_or_device_is_refused_unread(tmp_path):
         load_target(tmp_path / "t.yaml")
     with pytest.raises(ConfigError, match=r"/dev/zero: not a regular file"):
         load_target("/dev/zero")
+
+
+def test_the_renamed_speedup_gate_names_its_new_key(tmp_path) -> None:
+    """gates.min_speedup_vs_fp32 became gates.min_speedup (its baseline may be FP16): an old target file is told so."""
+    from pathlib import Path
+
+    from edgeresnext.config import load_target
+
+    repo = Path(__file__).resolve().parents[1]
+    path = tmp_path / "old.yaml"
+    path.write_text(f"extends: {repo / 'targets' / 'cpu.yaml'}\ngates:\n  min_speedup_vs_fp32: 1.5\n")
+    with pytest.raises(ConfigError, match=r"old\.yaml: gates min_speedup_vs_fp32 is now min_speedup"):
+        load_target(path)
+    path.write_text(f"extends: {repo / 'targets' / 'cpu.yaml'}\ngates:\n  min_speedup: 1.5\n")
+    assert load_target(path).gates.min_speedup == 1.5

@@ -87,7 +87,7 @@ def test_the_kit_carries_the_check_set_and_the_hosts_own_stats(built):
     )
     assert np.isfinite(first).all() and first.std() > 0.1
     # The host's outputs are the validate stage's own, kept for these first images (not a second inference pass).
-    kept = np.load(built.parent / "report" / "check_logits.npz")
+    kept = np.load(built.parent / "validate" / "check_logits.npz")
     names = list(kept["names"])
     stand_in = kept[f"row{names.index('qdq-int8-fp16 (onnxruntime)')}"]
     np.testing.assert_allclose(check["host"]["stand_in_logits"], stand_in, rtol=1e-6, atol=1e-6)

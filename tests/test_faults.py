@@ -43,10 +43,10 @@ ARTIFACTS = (
 )
 # Files that legitimately differ between two builds, and why (the README's reliability section repeats this).
 DIFFERS_BY_DESIGN = {
-    "report/report.json": "measured latency/throughput/memory, creation time, host load",
-    "report/report.md": "measured latency/throughput, creation time",
-    "report/report.html": "measured latency/throughput, creation time",
-    "report/stage.json": "stage duration, measured latency, the build's own path, and so its input hash (an input, "
+    "validate/report.json": "measured latency/throughput/memory, creation time, host load",
+    "validate/report.md": "measured latency/throughput, creation time",
+    "validate/report.html": "measured latency/throughput, creation time",
+    "validate/stage.json": "stage duration, measured latency, the build's own path, and so its input hash (an input, "
     "compile/artifact.json, names the build's absolute paths)",
     "bundle/manifest.json": "validated latency (validation.latency_ms_p50), the source ONNX's absolute path",
     "bundle.stage.json": "stage duration, validated latency, the build's own path, and so its input hash and the "
@@ -67,7 +67,7 @@ TIMING_KEYS = {
     "quantize_seconds",
     "p50_ms",
     "latency_ms_p50",
-    "speedup_vs_fp32",
+    "speedup",
     "created",
     "latency",
     "throughput",
@@ -129,7 +129,7 @@ def _cli_build(target_yaml: Path, out: Path) -> subprocess.Popen:
 
 
 # Kill points: the moment each of these exists under build/<target>/ (so the build is inside that stage).
-KILL_WHEN = ("model", "quantize", "report", "bundle")
+KILL_WHEN = ("model", "quantize", "validate", "bundle")
 
 
 @pytest.fixture(scope="module")
@@ -228,14 +228,14 @@ def test_two_builds_are_byte_identical_except_timings_and_paths(reference, resum
                     record["outputs"] = {
                         k: v for k, v in record["outputs"].items() if folder + k not in DIFFERS_BY_DESIGN
                     }
-                    if name in ("report/stage.json", "bundle.stage.json"):
+                    if name in ("validate/stage.json", "bundle.stage.json"):
                         record.pop("inputs_hash")
                         record.pop("input_sha256")  # each input's hash, as above
             assert a == b, f"{name} differs beyond timings and paths"
     # Accuracy is part of the report and must not move between builds.
     for a, b in zip(
-        json.loads(ours["report/report.json"].read_text())["artifacts"],
-        json.loads(theirs["report/report.json"].read_text())["artifacts"],
+        json.loads(ours["validate/report.json"].read_text())["artifacts"],
+        json.loads(theirs["validate/report.json"].read_text())["artifacts"],
         strict=True,
     ):
         assert (a["name"], a.get("top1"), a.get("agreement")) == (b["name"], b.get("top1"), b.get("agreement"))
@@ -247,7 +247,7 @@ def test_corrupted_cached_output_is_detected_and_rebuilt(reference, resumed, tar
     data = bytearray(damaged.read_bytes())
     data[len(data) // 2] ^= 0xFF
     damaged.write_bytes(bytes(data))
-    (root / "report" / "stage.json").write_text("{not json")
+    (root / "validate" / "stage.json").write_text("{not json")
     summary = build(load_target(target_yaml), out_root=root.parent, progress=False)
     ran = {s.name for s in summary.stages if not s.skipped}
     assert ran == {"compile", "validate", "bundle"}, ran

@@ -403,7 +403,7 @@ def test_a_symlink_inside_a_bundle_folder_is_refused(bundle_dir, tmp_path):
 def _victim(root: Path) -> Path:
     """A folder beside --out that a hostile target name would make the build empty and overwrite."""
     victim = root / "victim"
-    for stage in ("model", "export", "report"):
+    for stage in ("model", "export", "validate"):
         (victim / stage).mkdir(parents=True)
         (victim / stage / "f").write_text("keep me")
     (victim / "config.json").write_text("mine")
@@ -458,9 +458,11 @@ def test_the_build_folder_is_never_a_link_out_of_out(tmp_path, calib_dir):
 
 
 def validate_target_in(build_root: Path, target) -> None:
-    from edgeresnext.validate import validate_target
+    """What `edgeresnext validate` reads first: the build folder's files."""
+    from edgeresnext.config import build_folder
+    from edgeresnext.pipeline.choose import BuildFiles
 
-    validate_target(target, build_root=build_root, progress=False)
+    BuildFiles.in_folder(build_folder(build_root, target.name), target)
 
 
 def _billion_laughs(key: str, levels: int = 9) -> str:

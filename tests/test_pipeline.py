@@ -46,8 +46,7 @@ def _write_target(folder: Path, calib: Path, checkpoint: Path, **overrides: obje
 def _stage_records(root: Path) -> dict[str, dict]:
     records = {}
     for name in STAGES:
-        folder = "report" if name == "validate" else name
-        path = root / ("bundle.stage.json" if name == "bundle" else f"{folder}/stage.json")
+        path = root / ("bundle.stage.json" if name == "bundle" else f"{name}/stage.json")
         if path.is_file():
             records[name] = json.loads(path.read_text())
     return records
@@ -93,8 +92,8 @@ def test_first_build_runs_every_stage_and_passes(first_build) -> None:
         "lint/lint.json",
         "compile/model.xml",
         "compile/model.bin",
-        "report/report.json",
-        "report/report.html",
+        "validate/report.json",
+        "validate/report.html",
         "bundle/manifest.json",
         "config.json",
     ):
@@ -106,10 +105,10 @@ def test_first_build_runs_every_stage_and_passes(first_build) -> None:
     report = summary.report
     int8, fp32 = report.result("openvino-int8"), report.result("openvino-fp32")
     assert report.primary == "openvino-int8" and int8.speedup_baseline == "openvino-fp32"
-    assert int8.speedup_vs_fp32 == fp32.p50_ms / int8.p50_ms
+    assert int8.speedup == fp32.p50_ms / int8.p50_ms
     assert fp32.info["hint"] == int8.info["hint"] and fp32.info["by_precision"].keys() <= {"f32", "i32"}
-    assert (target_root / "report" / "baseline" / "model.xml").is_file()
-    assert f"x{int8.speedup_vs_fp32:.2f} vs OpenVINO FP32" in text
+    assert (target_root / "validate" / "baseline" / "model.xml").is_file()
+    assert f"x{int8.speedup:.2f} vs OpenVINO FP32" in text
     u = int8.uncertainty
     assert f"drop {u.drop * 100:+.2f} pt [95 % ≤ {u.drop_upper_bound * 100:.2f}]" in text
     manifest = json.loads((target_root / "bundle" / "manifest.json").read_text())
@@ -131,7 +130,7 @@ def test_changed_validation_setting_reruns_only_validate_and_bundle(first_build,
     summary = build(target, out_root=root, progress=False)
     rerun = [s.name for s in summary.stages if not s.skipped]
     assert rerun == ["validate", "bundle"]
-    report = json.loads((root / "cpu-small" / "report" / "report.json").read_text())
+    report = json.loads((root / "cpu-small" / "validate" / "report.json").read_text())
     assert report["protocol"]["runs"] == 6
 
 
@@ -278,3 +277,50 @@ def test_the_build_summary_says_when_the_set_is_too_small_to_prove_a_gate(tmp_pa
     )
     assert "1,210 images needed" in text
     assert "openvino-int8                top-1 100.00 %  drop +0.00 pt [95 % ≤ 2.94]" in text
+
+
+# What a row is, apart from how fast it ran: every field `edgeresnext validate` must reproduce from the build.
+SAME_FIELDS = ("name", "backend", "precision", "status", "size_bytes", "top1", "top5", "top1_drop", "agreement")
+SAME_FIELDS += ("cosine_mean", "cosine_min", "max_abs_error", "uncertainty", "speedup_baseline", "skip_reason")
+
+
+def test_validate_command_on_a_finished_build_gives_the_build_s_own_rows(first_build, tmp_path: Path) -> None:
+    """`edgeresnext validate --build` chooses what to validate as the build's validate stage did (one chooser):
+    the same rows, in the same order, under the same names, with the same figures (timings aside), and the same
+    artifact judged by the gates."""
+    from edgeresnext.cli import main
+
+    yaml_path, root, _summary = first_build
+    out = tmp_path / "again"
+    args = ["--quiet", "validate", "--target", str(yaml_path), "--build", str(root), "--out", str(out), "--no-html"]
+    assert main(args) == 0
+    built = json.loads((root / "cpu-small" / "validate" / "report.json").read_text())
+    again = json.loads((out / "report.json").read_text())
+    assert [a["name"] for a in again["artifacts"]] == [a["name"] for a in built["artifacts"]]
+    assert [a["name"] for a in built["artifacts"]] == [
+        "pytorch-fp32",
+        "onnx-fp32 (onnxruntime)",
+        "qdq-int8 (onnxruntime)",
+        "openvino-fp32",
+        "openvino-int8",
+    ]
+    for row_built, row_again in zip(built["artifacts"], again["artifacts"], strict=True):
+        for key in SAME_FIELDS:
+            assert row_again.get(key) == row_built.get(key), (row_built["name"], key)
+        # The float baseline is compiled anew beside the new report: the same files, in another folder.
+        names = [[(Path(f["path"]).name, f["bytes"]) for f in row["files"]] for row in (row_built, row_again)]
+        assert names[0] == names[1], row_built["name"]
+    assert again["primary"] == built["primary"] == "openvino-int8"
+    accuracy_gates = [(g["gate"], g["value"], g["passed"]) for g in built["gates"] if g["gate"] != "max_latency_ms"]
+    assert [(g["gate"], g["value"], g["passed"]) for g in again["gates"] if g["gate"] != "max_latency_ms"] == (
+        accuracy_gates
+    )
+
+
+def test_validate_command_on_a_folder_without_a_build_names_the_missing_file(tmp_path: Path, capsys) -> None:
+    from edgeresnext.cli import main
+
+    (tmp_path / "build" / "cpu").mkdir(parents=True)
+    assert main(["--quiet", "validate", "--target", "cpu", "--build", str(tmp_path / "build")]) == 2
+    err = capsys.readouterr().err
+    assert "model.safetensors: not found" in err and "edgeresnext build --target cpu" in err

@@ -18,7 +18,7 @@ from edgeresnext.config import target_from_dict
 from edgeresnext.data.validation import ValidationData
 from edgeresnext.errors import ConfigError
 from edgeresnext.report import check_report, load_schema, render_html, render_markdown, write_report
-from edgeresnext.validate import ArtifactUnderTest, SkippedArtifact, ValidationReport, validate
+from edgeresnext.validate import ArtifactUnderTest, ValidationReport, validate
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -51,7 +51,7 @@ def validated(shipped_model, fmnist_test, tmp_path_factory) -> ValidationReport:
     )
     artifacts = [
         ArtifactUnderTest("onnx-fp32", runner_from_file(onnx_path, target), [onnx_path], "onnxruntime", "fp32"),
-        SkippedArtifact("tensorrt-fp16", "tensorrt is not installed", backend="tensorrt", precision="fp16"),
+        ArtifactUnderTest.skipped("tensorrt-fp16", "tensorrt is not installed", backend="tensorrt", precision="fp16"),
     ]
     # Per-layer sensitivity as the quantization stage reports it: the real conv layers of the model.
     convs = [name for name, module in shipped_model.named_modules() if type(module).__name__ == "Conv2d"]

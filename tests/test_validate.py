@@ -21,7 +21,6 @@ from edgeresnext.validate import (
     ArtifactResult,
     ArtifactUnderTest,
     PeakMemory,
-    SkippedArtifact,
     ValidationReport,
     classification_metrics,
     compare_outputs,
@@ -32,6 +31,7 @@ from edgeresnext.validate import (
     run_logits,
     validate,
 )
+from edgeresnext.validate.artifacts import _guess_precision
 from edgeresnext.validate.metrics import cosine_similarity_rows, topk_accuracy
 from edgeresnext.validate.results import Latency
 
@@ -123,7 +123,7 @@ def test_measure_latency_times_each_call_after_warmup():
 
     stats = measure_latency(slow, np.zeros((1, 1, 2, 2), np.float32), runs=8, warmup=3)
     # 3 warm-up + 8 timed calls, then 3 + 8 more for the whole-call figure (a plain function has nothing to bind).
-    assert len(calls) == 22 and len(stats.samples_ms) == 8 and len(stats.call_samples_ms) == 8
+    assert len(calls) == 22 and len(stats.samples_ms) == stats.runs == 8 and stats.call_p50_ms >= 3.0
     summary = stats.to_dict()
     assert 3.0 <= summary["p50_ms"] <= summary["p90_ms"] <= summary["p99_ms"] <= summary["max_ms"]
     assert summary["timed"] == "runner(batch) call" and summary["call_p50_ms"] >= 3.0
@@ -172,7 +172,7 @@ def _result(name: str, top1: float, agreement: float, p50: float, baseline: Arti
         name, "openvino", "int8", [], top1=top1, top1_drop=0.92 - top1, agreement=agreement, latency=latency
     )
     if baseline is not None:
-        result.speedup_baseline, result.speedup_vs_fp32 = baseline.name, baseline.p50_ms / p50
+        result.speedup_baseline, result.speedup = baseline.name, baseline.p50_ms / p50
     return result
 
 
@@ -184,9 +184,9 @@ POINT = {"confidence": None}
 
 
 def test_gates_pass():
-    gates = Gates(max_top1_drop=0.02, min_agreement=0.98, max_latency_ms=2.0, min_speedup_vs_fp32=3.0, **POINT)
+    gates = Gates(max_top1_drop=0.02, min_agreement=0.98, max_latency_ms=2.0, min_speedup=3.0, **POINT)
     checks = evaluate_gates(gates, RESULTS, primary="openvino-int8")
-    assert [c.gate for c in checks] == ["max_top1_drop", "min_agreement", "max_latency_ms", "min_speedup_vs_fp32"]
+    assert [c.gate for c in checks] == ["max_top1_drop", "min_agreement", "max_latency_ms", "min_speedup"]
     assert all(c.passed for c in checks)
     # Against OpenVINO FP32 (4 ms / 1 ms), not PyTorch eager (40 ms / 1 ms).
     assert checks[3].value == pytest.approx(4.0) and "over OpenVINO FP32" in checks[3].message
@@ -194,13 +194,13 @@ def test_gates_pass():
 
 
 def test_gates_fail_and_say_by_how_much():
-    gates = Gates(max_top1_drop=0.003, min_agreement=0.99, max_latency_ms=0.5, min_speedup_vs_fp32=5.0, **POINT)
+    gates = Gates(max_top1_drop=0.003, min_agreement=0.99, max_latency_ms=0.5, min_speedup=5.0, **POINT)
     checks = {c.gate: c for c in evaluate_gates(gates, RESULTS, primary="openvino-int8")}
     assert not any(c.passed for c in checks.values())
     assert "+1.00 pt > 0.3 pt, over by 0.70 pt" in checks["max_top1_drop"].message
     assert "short by 0.50 pt" in checks["min_agreement"].message
     assert "over by 0.5 ms" in checks["max_latency_ms"].message
-    assert "4x < 5x, short by 1x" in checks["min_speedup_vs_fp32"].message
+    assert "4x < 5x, short by 1x" in checks["min_speedup"].message
     with pytest.raises(GateFailed, match="max_latency_ms"):
         failing = ValidationReport(
             "", "", {}, {}, None, {}, "pytorch-fp32", "openvino-int8", RESULTS, [*checks.values()]
@@ -217,7 +217,7 @@ def test_unset_gates_check_nothing_and_unknown_primary_is_an_error():
 def test_a_speedup_gate_without_a_same_runtime_float_build_fails_and_says_so():
     """No fallback to PyTorch eager: an artifact whose runtime has no float build timed has no speed-up."""
     alone = _result("openvino-int8", 0.91, 0.985, 1.0)
-    (check,) = evaluate_gates(Gates(min_speedup_vs_fp32=2.0), [RESULTS[0], alone], primary="openvino-int8")
+    (check,) = evaluate_gates(Gates(min_speedup=2.0), [RESULTS[0], alone], primary="openvino-int8")
     assert not check.passed and check.value is None
     assert "no OpenVINO float build was timed here" in check.message and "PyTorch eager is not" in check.message
 
@@ -323,22 +323,22 @@ def test_speedup_is_against_the_same_runtime_float_build():
         ArtifactUnderTest("tensorrt-fp16", lookup(fp32, 0.001), [], "tensorrt", "fp16"),
         ArtifactUnderTest("tensorrt-int8", lookup(int8, 0.004), [], "tensorrt", "int8"),
         ArtifactUnderTest("openvino-int8", lookup(int8, 0.001), [], "openvino", "int8"),
-        SkippedArtifact("tensorrt-kit", "an on-device build kit", backend="tensorrt", precision="int8"),
+        ArtifactUnderTest.skipped("tensorrt-kit", "an on-device build kit", backend="tensorrt", precision="int8"),
     ]
-    target = int8_target(min_speedup_vs_fp32=1.5)
+    target = int8_target(min_speedup=1.5)
     report = validate(target, artifacts, lookup(fp32, 0.008), data, primary="openvino-int8", threads=1, progress=False)
     rows = {r.name: r for r in report.artifacts}
     ov8, ov32, torch32 = rows["openvino-int8"], rows["openvino-fp32"], rows["pytorch-fp32"]
     assert ov8.speedup_baseline == "openvino-fp32"
-    assert ov8.speedup_vs_fp32 == ov32.p50_ms / ov8.p50_ms
-    assert ov8.speedup_vs_fp32 < torch32.p50_ms / ov8.p50_ms  # what the old PyTorch baseline would have said
-    assert (ov32.speedup_baseline, ov32.speedup_vs_fp32) == ("openvino-fp32", 1.0)
+    assert ov8.speedup == ov32.p50_ms / ov8.p50_ms
+    assert ov8.speedup < torch32.p50_ms / ov8.p50_ms  # what the old PyTorch baseline would have said
+    assert (ov32.speedup_baseline, ov32.speedup) == ("openvino-fp32", 1.0)
     assert rows["tensorrt-int8"].speedup_baseline == "tensorrt-fp16"  # TensorRT: the FP16 engine beside it
-    assert rows["tensorrt-fp16"].speedup_vs_fp32 is None and rows["tensorrt-kit"].speedup_vs_fp32 is None
+    assert rows["tensorrt-fp16"].speedup is None and rows["tensorrt-kit"].speedup is None
     (gate,) = report.gates
-    assert gate.value == ov8.speedup_vs_fp32 and "p50 speed-up over OpenVINO FP32" in gate.message
+    assert gate.value == ov8.speedup and "p50 speed-up over OpenVINO FP32" in gate.message
     text = render_markdown(report.to_dict())
-    assert f"| {ov8.speedup_vs_fp32:.2f}x vs OpenVINO FP32 |" in text and "| float baseline |" in text
+    assert f"| {ov8.speedup:.2f}x vs OpenVINO FP32 |" in text and "| float baseline |" in text
     # Which TensorRT build is faster is said outright; the kit's speed-up is unknown, not borrowed.
     assert speed_findings(report.to_dict()) == [
         "TensorRT: FP16 (tensorrt-fp16) is faster than INT8 (tensorrt-int8) on this host, p50 "
@@ -410,7 +410,7 @@ def test_validate_onnx_runtime_artifact_against_fp32(shipped_model, fp32_onnx, s
     target = _target(max_top1_drop=0.03, min_agreement=0.97)
     artifacts = [
         ArtifactUnderTest("onnx-fp32", runner_from_file(fp32_onnx, target), [fp32_onnx], "onnxruntime", "fp32"),
-        SkippedArtifact("tensorrt-int8", "no NVIDIA GPU here", backend="tensorrt", precision="int8"),
+        ArtifactUnderTest.skipped("tensorrt-int8", "no NVIDIA GPU here", backend="tensorrt", precision="int8"),
     ]
     report = validate(target, artifacts, shipped_model, small_data, primary="onnx-fp32", threads=1, progress=False)
     reference, onnx, skipped = report.artifacts
@@ -475,27 +475,28 @@ def test_cli_compare_lists_worst_images(shipped_checkpoint, fp32_onnx, capsys):
     assert main([*compare, "--limit", "32", "--atol", "0", "--rtol", "0"]) == 1
 
 
-def test_discover_artifacts_finds_each_model_file_once(fp32_onnx, tmp_path):
-    import shutil
+def test_files_given_alone_are_named_as_given_and_their_precision_read_from_the_graph(fp32_onnx, tmp_path):
+    """`validate --artifact NAME=PATH`: the name is the user's, the precision comes from the graph (Q/DQ nodes,
+    FakeQuantize layers), an unreadable file is refused by name, and the primary is the target's deployed row,
+    else the last runnable one (pick_primary, the one place the build and the command decide it)."""
+    from edgeresnext.validate import artifacts_from_specs, pick_primary
 
-    from edgeresnext.validate import discover_artifacts, pick_primary
-
-    root = tmp_path / "build" / "cpu-test"
-    (root / "export").mkdir(parents=True)
-    (root / "bundle").mkdir()
-    (root / "compile").mkdir()
-    shutil.copy(fp32_onnx, root / "export" / "model_fp32.onnx")
-    shutil.copy(fp32_onnx, root / "bundle" / "model.onnx")  # the bundle's copy: same bytes, validated once
-    (root / "compile" / "model.engine").write_bytes(b"not runnable here")
     target = _target()
-    found = discover_artifacts(root, target)
-    runnable = [a for a in found if a.runnable]
-    skipped = [a for a in found if not a.runnable]
-    assert [a.name for a in runnable] == ["onnx-fp32"] and runnable[0].precision == "fp32"
-    assert [a.backend for a in skipped] == ["tensorrt"] and skipped[0].skip_reason
-    assert pick_primary(target, found) == "onnx-fp32"  # the target deploys onnxruntime at fp32
-    with pytest.raises(ConfigError, match="no artifacts"):
-        discover_artifacts(tmp_path / "empty", target)
+    ir = tmp_path / "model.xml"
+    ir.write_text('<net><layers><layer id="0" type="FakeQuantize"><data levels="256"/></layer></layers></net>')
+    assert _guess_precision(ir) == "int8"
+    ir.write_text('<net><layers><layer id="0" type="Const"><data element_type="f32"/></layer></layers></net>')
+    assert _guess_precision(ir) == "fp32"
+    ir.write_text("<net><layers>")
+    with pytest.raises(ConfigError, match=r"model\.xml: not an OpenVINO IR"):
+        _guess_precision(ir)
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"not runnable here")
+    found = artifacts_from_specs([f"mine={fp32_onnx}", f"gpu={engine}"], target)
+    assert [(a.name, a.runnable, a.precision) for a in found] == [("mine", True, "fp32"), ("gpu", False, "")]
+    assert found[1].backend == "tensorrt" and found[1].skip_reason
+    assert pick_primary(target, found) == "mine"  # the target deploys onnxruntime at fp32
+    assert pick_primary(target.model_copy(update={"precision": "int8"}), found) == "mine"  # else the last runnable
 
 
 def test_sensitivity_from_the_quantize_stage_is_ranked_by_gain():

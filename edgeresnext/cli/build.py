@@ -58,21 +58,24 @@ def add_build_all(sub: argparse._SubParsersAction) -> None:
 
 def run_validate(args: argparse.Namespace) -> int:
     from edgeresnext.config import build_folder
+    from edgeresnext.pipeline.choose import STAGE_FOLDERS
     from edgeresnext.report import write_report
     from edgeresnext.validate import validate_target
 
     target = target_from_args(args, VALIDATE_FLAGS)
+    root = build_folder(args.build, target.name)
+    out = Path(args.out) if args.out else root / STAGE_FOLDERS["validate"]
+    items, model_path, sensitivity = _what_to_validate(args, target, root, out)
     report = validate_target(
         target,
-        build_root=args.build,
-        artifact_specs=args.artifact or (),
-        checkpoint=args.checkpoint,
+        items,
+        model_path,
         primary=args.primary,
         threads=args.threads,
+        sensitivity_json=sensitivity,
         command="edgeresnext " + " ".join(sys.argv[1:]),
         progress=not args.quiet,
     )
-    out = Path(args.out) if args.out else build_folder(args.build, target.name) / "report"
     paths = write_report(report, out, html_report=not args.no_html)
     print_table(VALIDATE_COLUMNS, [_validate_row(a) for a in report.artifacts])
     for note in report.notes:
@@ -85,6 +88,24 @@ def run_validate(args: argparse.Namespace) -> int:
         print(f"edgeresnext validate: gate failed: {failed}", file=sys.stderr)
         return 1
     return 0
+
+
+def _what_to_validate(args: argparse.Namespace, target, root: Path, out: Path):
+    """(rows, FP32 checkpoint, sensitivity record): the files named by --artifact, else the finished build in
+    ``root`` as the build's own validate stage chose its rows (:func:`~.pipeline.choose.choose_artifacts`)."""
+    from edgeresnext.models.shipped import resolve_checkpoint
+    from edgeresnext.pipeline.choose import MODEL_FILE, STAGE_FOLDERS, BuildFiles, choose_artifacts
+    from edgeresnext.validate import artifacts_from_specs
+
+    if args.artifact:
+        staged = root / STAGE_FOLDERS["model"] / MODEL_FILE
+        fallback = staged if staged.is_file() else resolve_checkpoint(target.model.checkpoint)
+        model = resolve_checkpoint(args.checkpoint) if args.checkpoint else fallback
+        return artifacts_from_specs(args.artifact, target, args.threads), model, None
+    files = BuildFiles.in_folder(root, target)
+    items = choose_artifacts(files, target, baseline_dir=out / "baseline", threads=args.threads)
+    model = resolve_checkpoint(args.checkpoint) if args.checkpoint else files.model
+    return items, model, files.sensitivity_json
 
 
 VALIDATE_COLUMNS = "artifact precision top-1 drop agreement cosine p50-ms p90-ms p99-ms speed-up size".split()
@@ -105,7 +126,7 @@ def _validate_row(a) -> list[str]:
         f"{lat.p50_ms:.3f}",
         f"{lat.p90_ms:.3f}",
         f"{lat.p99_ms:.3f}",
-        "-" if a.speedup_vs_fp32 is None else f"{a.speedup_vs_fp32:.2f}x",  # against the same runtime's float build
+        "-" if a.speedup is None else f"{a.speedup:.2f}x",  # against the same runtime's float build
         size,
     ]
 
@@ -144,9 +165,9 @@ def add_validate(sub: argparse._SubParsersAction) -> None:
         "--threads",
         type=int_at_least(1),
         default=None,
-        help="threads for every runtime (default: the target's, else all usable cores)",
+        help="threads for every runtime (default: the target's, else each runtime's own default, as the build)",
     )
-    p.add_argument("--out", default=None, help="report folder (default build/<target>/report)")
+    p.add_argument("--out", default=None, help="report folder (default build/<target>/validate, the stage's folder)")
     p.add_argument("--no-html", action="store_true", help="skip report.html (no matplotlib needed)")
 
 

@@ -14,6 +14,7 @@ def run_report(args: argparse.Namespace) -> int:
     from edgeresnext.bundle import verify_bundle
     from edgeresnext.errors import ConfigError
     from edgeresnext.report import write_report_record
+    from edgeresnext.validate.results import upgrade_record
 
     bundle = Path(args.bundle)
     manifest = verify_bundle(bundle)
@@ -24,7 +25,7 @@ def run_report(args: argparse.Namespace) -> int:
             f"{bundle}: no host report in this bundle ({host or 'no TensorRT kit'}); `edgeresnext report` reads a "
             "TensorRT bundle that `make build` wrote (its kit carries the check set and the host's report)"
         )
-    report = json.loads((bundle / host).read_text(encoding="utf-8"))
+    report = upgrade_record(json.loads((bundle / host).read_text(encoding="utf-8")))  # a bundle of an older version
     engine = next((a for a in manifest["artifacts"] if a["kind"] == "engine" and "engine" in a), None)
     if engine is None:
         check = {

@@ -116,11 +116,11 @@ class BuildSummary:
 def _speedup_text(row: ArtifactResult, report: ValidationReport) -> str:
     """``x3.40 vs OpenVINO FP32``; ``float baseline`` for the row others are timed against; why there is none."""
     is_baseline = any(other.speedup_baseline == row.name for other in report.measured)
-    if row.speedup_baseline == row.name or (is_baseline and row.speedup_vs_fp32 is None):
+    if row.speedup_baseline == row.name or (is_baseline and row.speedup is None):
         return "float baseline"
-    if row.speedup_vs_fp32 is None:
+    if row.speedup is None:
         return f"no {row.label.rsplit(' ', 1)[0]} float build timed"
-    return f"x{row.speedup_vs_fp32:.2f} vs {report.result(row.speedup_baseline).label}"
+    return f"x{row.speedup:.2f} vs {report.result(row.speedup_baseline).label}"
 
 
 def _summary_cells(row: ArtifactResult, report: ValidationReport) -> str:

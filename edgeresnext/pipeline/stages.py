@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from edgeresnext.atomic import write_json_atomic
 from edgeresnext.models.shipped import resolve_checkpoint
 from edgeresnext.pipeline.cache import StageResult, run_stage
+from edgeresnext.pipeline.choose import FP32_ONNX, INT8_ONNX, MODEL_FILE, STAGE_FOLDERS, BuildFiles
 
 if TYPE_CHECKING:
     from edgeresnext.config import Target
@@ -26,9 +27,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 STAGES = ("model", "export", "quantize", "lint", "compile", "validate", "bundle")
-MODEL_FILE = "model.safetensors"
-FP32_ONNX = "model_fp32.onnx"
-INT8_ONNX = "model_int8.onnx"
 EXPORT_PARITY_IMAGES = 32
 EXPORT_TOLERANCE = 1e-3
 
@@ -86,6 +84,18 @@ class BuildContext:
         """The ONNX the compile stage turns into the target's artifact: the Q/DQ file, or the FP32 one."""
         qdq = self.qdq_onnx
         return qdq if qdq is not None and not self.native_int8 else self.fp32_onnx
+
+    @property
+    def build_files(self) -> BuildFiles:
+        """The files validation reads, as this build made them (the same :class:`BuildFiles` that
+        ``edgeresnext validate`` finds in a finished build folder)."""
+        return BuildFiles(
+            model=self.model_file,
+            fp32_onnx=self.fp32_onnx,
+            qdq_onnx=self.qdq_onnx,
+            artifact_json=self.folder("compile") / "artifact.json",
+            sensitivity_json=self.sensitivity_json,
+        )
 
     def load_model(self):
         from edgeresnext.models import load_checkpoint
@@ -306,74 +316,6 @@ def stage_compile(ctx: BuildContext) -> StageResult:
     return run_stage(ctx.root / "compile", "compile", section, inputs, produce)
 
 
-# The float build of a runtime that its INT8 artifact is timed against (the speed-up's baseline): OpenVINO FP32
-# (pinned to f32 like the INT8 IR), TensorRT's FP16 engine (a GPU's float deployment). ONNX Runtime's is the FP32
-# ONNX row validate always runs.
-FLOAT_BASELINE_PRECISION = {"openvino": "fp32", "tensorrt": "fp16"}
-
-
-def artifacts_under_test(ctx: BuildContext, baseline_dir: Path | None = None) -> list[Any]:
-    """What the validate stage measures: the FP32 ONNX and the Q/DQ file in ONNX Runtime, the target's artifact
-    (or why it cannot run here) with its own runtime's float build beside it (compiled from the FP32 ONNX into
-    ``baseline_dir`` with the target's options, so the speed-up is the quantization's alone), and what stands in
-    for the artifact on this host (the backend's proxies)."""
-    from edgeresnext.backends import Artifact, get_backend
-    from edgeresnext.validate import ArtifactUnderTest, SkippedArtifact, runner_from_file
-
-    target = ctx.target
-
-    def onnx_item(name: str, path: Path, precision: str, backend: str = "onnxruntime") -> ArtifactUnderTest:
-        return ArtifactUnderTest(name, runner_from_file(path, target, backend), [path], backend, precision)
-
-    items: list[Any] = [onnx_item("onnx-fp32 (onnxruntime)", ctx.fp32_onnx, "fp32")]
-    if ctx.qdq_onnx is not None:
-        items.append(onnx_item("qdq-int8 (onnxruntime)", ctx.qdq_onnx, "int8"))
-    artifact = Artifact.load(ctx.folder("compile") / "artifact.json")
-    if (
-        artifact.backend == "onnxruntime"
-        and artifact.precision in ("fp32", "int8")
-        and not artifact.info.get("differs_from_source")
-    ):
-        return items  # the artifact is one of the files above, already validated
-    backend = get_backend(artifact.backend)
-    name = f"{artifact.backend}-{artifact.precision}"
-    files = [Path(p) for p in artifact.files if Path(p).is_file()]
-    reason = (
-        backend.available()
-        if artifact.kind != "kit"
-        else (artifact.info.get("reason") or "an on-device build kit: the engine is built on the device")
-    )
-    if reason is None:
-        float_precision = FLOAT_BASELINE_PRECISION.get(artifact.backend)
-        if baseline_dir is not None and float_precision not in (None, artifact.precision):
-            float_target = target.model_copy(update={"precision": float_precision})
-            baseline = backend.compile(ctx.fp32_onnx, float_target, baseline_dir)
-            runner = backend.load(baseline, target)
-            baseline_files = [Path(p) for p in baseline.files if Path(p).is_file()]
-            items.append(
-                ArtifactUnderTest(
-                    f"{artifact.backend}-{float_precision}",
-                    runner,
-                    baseline_files,
-                    artifact.backend,
-                    float_precision,
-                    info=runner.precision_report(),
-                )
-            )
-        runner = backend.load(artifact, target)
-        items.append(
-            ArtifactUnderTest(name, runner, files, artifact.backend, artifact.precision, info=runner.precision_report())
-        )
-    else:
-        items.append(SkippedArtifact(name, reason, files, artifact.backend, artifact.precision))
-    for proxy_name, proxy in backend.proxies(artifact):
-        if Path(proxy.path).is_file():
-            item = onnx_item(proxy_name, Path(proxy.path), proxy.precision, proxy.backend)
-            item.images = target.validate_.stand_in_images  # a stand-in may be validated on a subset (its cost)
-            items.append(item)
-    return items
-
-
 def stage_validate(ctx: BuildContext) -> StageResult:
     """Every artifact against the FP32 PyTorch model on the target's validation set; the report; gate verdicts."""
     from edgeresnext.validate import target_threads
@@ -400,13 +342,13 @@ def stage_validate(ctx: BuildContext) -> StageResult:
 
     def produce(folder: Path) -> dict[str, Any]:
         from edgeresnext.data.validation import load_validation_data
+        from edgeresnext.pipeline.choose import choose_artifacts
         from edgeresnext.report import write_report
         from edgeresnext.validate import pick_primary, validate
 
         model = ctx.load_model()
         data = load_validation_data(target.data, model.meta.preprocess, model.meta.class_names)
-        items = artifacts_under_test(ctx, baseline_dir=folder / "baseline")
-        runnable = [i for i in items if i.runnable]
+        items = choose_artifacts(ctx.build_files, target, baseline_dir=folder / "baseline")
         # A Jetson kit's device check set needs the host's outputs for its first images: kept from this pass.
         kept: dict[str, Any] = {}
         keep = (
@@ -419,8 +361,7 @@ def stage_validate(ctx: BuildContext) -> StageResult:
             items,
             model,
             data,
-            # The target's own artifact when it ran here (a GPU host lists the proxies after it), else the last.
-            primary=pick_primary(target, items) or runnable[-1].name,
+            primary=pick_primary(target, items),
             sensitivity=json.loads(sensitivity.read_text()) if sensitivity else None,
             model_files=[ctx.model_file],
             progress=ctx.progress,
@@ -435,7 +376,7 @@ def stage_validate(ctx: BuildContext) -> StageResult:
         write_report(report, folder)
         return {"passed": report.passed, "primary": report.primary}
 
-    return run_stage(ctx.root / "report", "validate", section, files, produce)
+    return run_stage(ctx.root / STAGE_FOLDERS["validate"], "validate", section, files, produce)
 
 
 def load_report(ctx: BuildContext) -> ValidationReport:
@@ -474,7 +415,7 @@ def bundle_summary(report: ValidationReport) -> dict[str, Any]:
     summary.update(
         {
             "latency_ms_p50": primary.p50_ms,
-            "speedup_vs_fp32": primary.speedup_vs_fp32,
+            "speedup": primary.speedup,
             "speedup_baseline": primary.speedup_baseline,
             "gates_passed": report.passed,
         }

@@ -45,13 +45,13 @@ def _gate_verdict(gate: dict[str, Any]) -> str:
 
 def speedup_cell(report: dict[str, Any], artifact: dict[str, Any]) -> str:
     """``3.40x vs OpenVINO FP32``: the speed-up names the same-runtime float build it is measured against."""
-    speedup, name = artifact.get("speedup_vs_fp32"), artifact["name"]
+    speedup, name = artifact.get("speedup"), artifact["name"]
     is_baseline = any(a.get("speedup_baseline") == name for a in _ok(report))
     if artifact.get("speedup_baseline") == name or (is_baseline and speedup is None):
         return "float baseline"
     if speedup is None:
         return f"– (no {_label(artifact).rsplit(' ', 1)[0]} float build timed)"
-    return f"{artifact['speedup_vs_fp32']:.2f}x vs {_label(_artifact(report, artifact['speedup_baseline']))}"
+    return f"{artifact['speedup']:.2f}x vs {_label(_artifact(report, artifact['speedup_baseline']))}"
 
 
 def _precision_cell(artifact: dict[str, Any]) -> str:
@@ -169,7 +169,7 @@ def uncertainty_rows(report: dict[str, Any]) -> list[list[str]] | None:
     return rows
 
 
-_GATE_UNITS = {"max_top1_drop": "pt", "min_agreement": "%", "max_latency_ms": "ms", "min_speedup_vs_fp32": "x"}
+_GATE_UNITS = {"max_top1_drop": "pt", "min_agreement": "%", "max_latency_ms": "ms", "min_speedup": "x"}
 
 
 def _gate_number(gate: str, value: float | None, signed: bool = False) -> str:
@@ -213,7 +213,7 @@ def speed_findings(report: dict[str, Any]) -> list[str]:
     (the hand-off file in ONNX Runtime on a cpu target, say) are context, not something to act on."""
     findings = []
     for a in _ok(report):
-        name, baseline_name, speedup = a["name"], a.get("speedup_baseline"), a.get("speedup_vs_fp32")
+        name, baseline_name, speedup = a["name"], a.get("speedup_baseline"), a.get("speedup")
         if speedup is None or baseline_name in (None, name) or (speedup >= 1 and a["backend"] != "tensorrt"):
             continue
         if name != report["primary"] and a["backend"] != "tensorrt":

@@ -15,7 +15,7 @@ What the numbers mean (they go into report.json under these names):
 * ``uncertainty``: from the paired per-image outcomes against the reference (which images each gets right), the
   drop's interval (Tango, corrected) and one-sided upper bound, the agreement's exact interval and lower bound, and the
   exact McNemar p; the accuracy gates compare the bounds (see :mod:`.gates`);
-* ``speedup_vs_fp32``: p50 of ``speedup_baseline``, the same runtime's float build (OpenVINO FP32, ONNX Runtime
+* ``speedup``: p50 of ``speedup_baseline``, the same runtime's float build (OpenVINO FP32, ONNX Runtime
   FP32, TensorRT FP16), over this artifact's; None when no such build was timed (never PyTorch eager's);
 * latency (``p50_ms``...): wall-clock of one inference at batch 1 with the input bound once (as benchmark_app and
   trtexec time it; see :func:`measure_latency`) after ``warmup`` calls, over ``runs`` calls; ``call_p50_ms``: the
@@ -27,34 +27,30 @@ What the numbers mean (they go into report.json under these names):
 
 from edgeresnext.validate.artifacts import (
     ArtifactUnderTest,
-    SkippedArtifact,
     artifacts_from_specs,
-    discover_artifacts,
     pick_primary,
     runner_from_file,
     target_threads,
 )
 from edgeresnext.validate.core import compare_artifacts, normalize_sensitivity, validate, validate_target
 from edgeresnext.validate.gates import REFERENCE_NAME, evaluate_gates, raise_for_gates
-from edgeresnext.validate.measure import LatencyStats, PeakMemory, TorchRunner, measure_latency, run_logits
+from edgeresnext.validate.measure import PeakMemory, TorchRunner, measure_latency, run_logits
 from edgeresnext.validate.metrics import classification_metrics, compare_outputs, fidelity_metrics
-from edgeresnext.validate.results import ArtifactResult, GateResult, ValidationReport
+from edgeresnext.validate.results import ArtifactResult, GateResult, Latency, ValidationReport
 
 __all__ = [
     "REFERENCE_NAME",
     "ArtifactResult",
     "ArtifactUnderTest",
     "GateResult",
-    "LatencyStats",
+    "Latency",
     "PeakMemory",
-    "SkippedArtifact",
     "TorchRunner",
     "ValidationReport",
     "artifacts_from_specs",
     "classification_metrics",
     "compare_artifacts",
     "compare_outputs",
-    "discover_artifacts",
     "evaluate_gates",
     "fidelity_metrics",
     "measure_latency",

@@ -3,20 +3,17 @@ name, backend, precision and files; which of them the gates judge; the quantize 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgeresnext.backends import backend_for_path
+from edgeresnext.backends import backend_for_path, list_backends
 from edgeresnext.errors import BackendUnavailable, ConfigError
 from edgeresnext.validate.measure import RunnerLike, TorchRunner
 
 if TYPE_CHECKING:
     from edgeresnext.config import Target
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -39,12 +36,12 @@ class ArtifactUnderTest:
     def runnable(self) -> bool:
         return self.runner is not None
 
-
-def SkippedArtifact(
-    name: str, reason: str, files: Sequence[Path] = (), backend: str = "", precision: str = ""
-) -> ArtifactUnderTest:
-    """An artifact that cannot run here, and why."""
-    return ArtifactUnderTest(name, None, list(files), backend, precision, skip_reason=reason)
+    @classmethod
+    def skipped(
+        cls, name: str, reason: str, files: Sequence[Path] = (), backend: str = "", precision: str = ""
+    ) -> ArtifactUnderTest:
+        """An artifact that cannot run here, and why."""
+        return cls(name, None, list(files), backend, precision, skip_reason=reason)
 
 
 def target_threads(target: Target) -> int | None:
@@ -109,7 +106,7 @@ def artifacts_from_specs(
                 "int8-ov=build/cpu/compile/model.xml"
             )
         backend, colon, path_text = rest.partition(":")
-        if not colon or backend not in ("onnxruntime", "openvino", "tensorrt", "pytorch"):
+        if not colon or backend not in (*list_backends(), "pytorch"):
             backend, path_text = "", rest
         path = Path(path_text)
         files = [path] + (
@@ -119,7 +116,7 @@ def artifacts_from_specs(
         try:
             runner = runner_from_file(path, target, backend or None, threads)
         except BackendUnavailable as err:
-            items.append(SkippedArtifact(name=name, reason=str(err), files=files, backend=chosen))
+            items.append(ArtifactUnderTest.skipped(name, str(err), files, backend=chosen))
             continue
         precision = getattr(getattr(runner, "artifact", None), "precision", "") or _guess_precision(path)
         items.append(ArtifactUnderTest(name=name, runner=runner, files=files, backend=chosen, precision=precision))
@@ -127,81 +124,43 @@ def artifacts_from_specs(
 
 
 def _guess_precision(path: Path) -> str:
-    """INT8 if the graph holds quantize nodes (Q/DQ ONNX or OpenVINO FakeQuantize), else FP32."""
+    """The precision of a model file given alone (``--artifact``), read from its graph: INT8 if it holds
+    quantize nodes (Q/DQ ONNX; OpenVINO FakeQuantize layers or 8-bit integer constants), else FP32. A build's own
+    artifacts never need this: their record (artifact.json) says what they were built as."""
     if path.suffix == ".onnx":
-        import onnx
-
-        from edgeresnext.onnx_io import check_onnx_file
+        from edgeresnext.onnx_io import check_onnx_file, load_onnx_safely
 
         check_onnx_file(path)
-        graph = onnx.load(str(path), load_external_data=False).graph
+        graph = load_onnx_safely(path, load_external_data=False).graph
         return "int8" if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in graph.node) else "fp32"
     if path.suffix == ".xml":
-        text = path.read_text(errors="ignore")
-        return (
-            "int8" if "FakeQuantize" in text or 'element_type="i8"' in text or 'element_type="u8"' in text else "fp32"
-        )
+        return "int8" if _ir_is_quantized(path) else "fp32"
     return "unknown"
 
 
-# --------------------------------------------------------------------------------------------- a whole build
-def discover_artifacts(root: str | Path, target: Target, threads: int | None = None) -> list[ArtifactUnderTest]:
-    """Every runnable model file a build left under ``root`` (ONNX, OpenVINO IR, TensorRT engines), once each.
+def _ir_is_quantized(path: Path) -> bool:
+    """Whether an OpenVINO IR's layers include FakeQuantize or constants stored as 8-bit integers."""
+    import xml.etree.ElementTree as ET
 
-    Names are ``<backend>-<precision>`` (plus the stage folder when two would clash); files with the same
-    content (a bundle's copy of the exported ONNX) are validated once. ``report/baseline/`` is included: the
-    same runtime's float build that speed-ups are measured against.
-    """
-    from edgeresnext.atomic import sha256_file
-
-    root = Path(root)
-    found: list[tuple[str, Path]] = []
-    seen: set[str] = set()
-    for path in sorted(root.rglob("*")):
-        backend = backend_for_path(path)
-        if backend is None or not path.is_file() or path.name.startswith("."):
-            continue
-        parts = path.relative_to(root).parts
-        # The report folder holds no artifact but the float builds the validate stage times the target's against.
-        if any(part.startswith(".") for part in parts) or (parts[0] == "report" and parts[1:2] != ("baseline",)):
-            continue
-        digest = sha256_file(path)
-        if digest in seen:
-            continue
-        seen.add(digest)
-        found.append((backend, path))
-    specs = []
-    names: dict[str, int] = {}
-    for backend, path in found:
-        base = f"{'onnx' if backend == 'onnxruntime' and path.suffix == '.onnx' else backend}-{_guess_precision(path)}"
-        names[base] = names.get(base, 0) + 1
-        specs.append((base, backend, path))
-    spec_strings = []
-    for base, backend, path in specs:
-        name = base if names[base] == 1 else f"{base}-{path.relative_to(root).parts[0]}"
-        spec_strings.append(f"{name}={backend}:{path}")
-    if not spec_strings:
-        raise ConfigError(
-            f"{root}: no artifacts to validate (no .onnx, .xml or .engine files); run "
-            f"`edgeresnext build --target {target.name}` first or pass --artifact NAME=PATH"
-        )
-    return artifacts_from_specs(spec_strings, target, threads)
+    try:
+        # The standard library parser expands no external entities and (expat >= 2.4.1) refuses entity bombs.
+        for _event, element in ET.iterparse(path):  # noqa: S314
+            if element.tag == "layer" and element.get("type") == "FakeQuantize":
+                return True
+            if element.tag == "data" and element.get("element_type") in ("i8", "u8"):
+                return True
+            element.clear()
+    except ET.ParseError as err:
+        raise ConfigError(f"{path}: not an OpenVINO IR (XML): {err}") from err
+    return False
 
 
-def pick_primary(target: Target, artifacts: Sequence[ArtifactUnderTest]) -> str | None:
-    """The artifact the target deploys: its backend at its precision (the last such), else None (the last)."""
+def pick_primary(target: Target, artifacts: Sequence[ArtifactUnderTest]) -> str:
+    """The artifact the gates judge: the one the target deploys (its backend at its precision, the last such: a GPU
+    host lists the stand-ins after it), else the last runnable one. The one place this is decided, for the build's
+    validate stage, ``edgeresnext validate`` and :func:`~edgeresnext.validate.validate` alike."""
     runnable = [a for a in artifacts if a.runnable]
+    if not runnable:
+        raise ConfigError("nothing to validate: no artifact can run on this host")
     matches = [a for a in runnable if a.backend == target.backend and a.precision == target.precision]
-    return matches[-1].name if matches else None
-
-
-def find_sensitivity(root: str | Path) -> Any:
-    """The quantization stage's per-layer sensitivity (``*sensitivity*.json`` under ``root``), if any."""
-    import json
-
-    for path in sorted(Path(root).rglob("*sensitivity*.json")):
-        try:
-            return json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            logger.warning("%s: cannot read sensitivity data (%s)", path, err)
-    return None
+    return (matches or runnable)[-1].name

@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgeresnext.config import build_folder
 from edgeresnext.data.validation import ValidationData, load_validation_data
-from edgeresnext.environment import environment, usable_cores
+from edgeresnext.environment import environment
 from edgeresnext.errors import BackendUnavailable, ConfigError
 from edgeresnext.validate.artifacts import (
     ArtifactUnderTest,
     artifacts_from_specs,
-    discover_artifacts,
-    find_sensitivity,
     pick_primary,
     target_threads,
 )
@@ -43,8 +42,6 @@ from edgeresnext.validate.metrics import (
 from edgeresnext.validate.results import (
     ArtifactResult,
     DataSummary,
-    Latency,
-    Throughput,
     ValidationReport,
 )
 
@@ -62,6 +59,23 @@ def _file_entries(files: Sequence[Path]) -> list[dict[str, Any]]:
         path = Path(path)
         entries.append({"path": str(path), "bytes": path.stat().st_size if path.is_file() else None})
     return entries
+
+
+@dataclass
+class _Pass:
+    """How every row of one validation is run and timed, and what the rows share (the reference's logits)."""
+
+    data: ValidationData
+    runs: int
+    warmup: int
+    throughput_batch: int
+    confidence: float
+    progress: bool
+    kept_logits: dict[str, np.ndarray] | None
+    kept_images: int
+    reference_logits: np.ndarray | None = None
+    broken_reference: str | None = None
+    subsets: list[str] = field(default_factory=list)
 
 
 def validate(
@@ -82,155 +96,187 @@ def validate(
     kept_logits: dict[str, np.ndarray] | None = None,
     kept_images: int = 0,
 ) -> ValidationReport:
-    """Validate ``artifacts`` against the FP32 ``model`` on ``data``; returns the report (see report.py).
+    """Validate ``artifacts`` against the FP32 ``model`` on ``data``; returns the report (see the report package).
 
     ``model`` is the torch module (or any batch -> logits callable) every artifact is compared with, image by
     image: each artifact's top-1 drop and agreement get intervals from the paired per-image outcomes
     (:func:`~edgeresnext.validate.metrics.paired_uncertainty`, at ``target.gates.confidence``). Each artifact's
     speed-up is against the float build of its own runtime among ``artifacts`` (:func:`speedup_baseline`).
-    ``primary`` names the artifact the gates apply to (default: the last runnable one, i.e. the target's
-    deployed artifact). Gates are evaluated and recorded but not raised: call :func:`raise_for_gates`
-    after writing the report so a failed build still leaves its report behind. ``kept_logits``, when given, receives
-    each runnable row's logits for the first ``kept_images`` images (the device check set reuses them).
+    ``primary`` names the artifact the gates apply to (default: :func:`pick_primary`). Gates are evaluated and
+    recorded but not raised: call :func:`raise_for_gates` after writing the report so a failed build still leaves
+    its report behind. ``kept_logits``, when given, receives each runnable row's logits for the first
+    ``kept_images`` images (the device check set reuses them).
     """
     import torch
 
-    runs = runs if runs is not None else target.validate_.latency_runs
-    warmup = warmup if warmup is not None else target.validate_.warmup_runs
     threads = threads if threads is not None else target_threads(target)
     previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
-    throughput_batch = target.input.batch.opt
-    confidence = target.gates.confidence or DEFAULT_CONFIDENCE
-    reference = ArtifactUnderTest(
-        name=REFERENCE_NAME,
-        runner=TorchRunner(model) if isinstance(model, torch.nn.Module) else model,
-        files=list(model_files),
-        backend="pytorch",
-        precision="fp32",
+    run = _Pass(
+        data=data,
+        runs=runs if runs is not None else target.validate_.latency_runs,
+        warmup=warmup if warmup is not None else target.validate_.warmup_runs,
+        throughput_batch=target.input.batch.opt,
+        confidence=target.gates.confidence or DEFAULT_CONFIDENCE,
+        progress=progress,
+        kept_logits=kept_logits,
+        kept_images=kept_images,
     )
-    runnable = [reference] + [a for a in artifacts if a.runnable]
-    names = [a.name for a in artifacts]
-    duplicate = next((n for n in names if names.count(n) > 1 or n == REFERENCE_NAME), None)
-    if duplicate:
-        raise ConfigError(f"artifact name {duplicate!r} is used twice (or clashes with the reference)")
-    num_classes = len(data.class_names)
-    results: list[ArtifactResult] = []
-    reference_logits: np.ndarray | None = None
-    subsets: list[str] = []
+    reference = _reference_row(model, model_files)
+    _check_names(artifacts)
     try:
-        for item in runnable:
-            count = len(data) if item.images is None or reference_logits is None else min(item.images, len(data))
-            inputs, labels = data.inputs[:count], data.labels[:count]
-            if count < len(data):
-                subsets.append(
-                    f"{item.name}: validated on the first {count:,} of {len(data):,} images "
-                    "(validate.stand_in_images); its top-1, drop and intervals are over those images"
-                )
-            logger.info("validating %s on %d images", item.name, count)
-            with PeakMemory() as memory:
-                logits = run_logits(item.runner, inputs, progress=progress, desc=item.name)
-                if kept_logits is not None and kept_images > 0:
-                    kept_logits[item.name] = np.array(logits[:kept_images], copy=True)
-                latency = measure_latency(item.runner, data.inputs[:1], runs=runs, warmup=warmup)
-                throughput = measure_throughput(
-                    item.runner, _tile(data.inputs, throughput_batch), runs=max(3, min(20, runs // 5)), warmup=2
-                )
-            uncertainty = None
-            if reference_logits is None:
-                reference_logits = logits
-                broken_reference = reference_warning(logits, data.labels, data.class_names)
-            else:
-                uncertainty = paired_uncertainty(logits, reference_logits[:count], labels, confidence)
-            runtime = _runtime_report(item.runner)
-            result = ArtifactResult(
-                name=item.name,
-                backend=item.backend,
-                precision=item.precision,
-                files=_file_entries(item.files),
-                size_bytes=sum(Path(p).stat().st_size for p in item.files if Path(p).is_file()) or None,
-                info={**item.info, "runtime": runtime} if runtime else item.info,
-                **classification_metrics(logits, labels, num_classes),
-                **fidelity_metrics(logits, reference_logits[:count]),
-                latency=Latency(**latency.to_dict()),
-                throughput=Throughput(**throughput),
-                peak_rss_mb=round(memory.peak_mb, 2),
-                peak_rss_delta_mb=round(memory.delta_mb, 2),
-                memory_method=memory.method,
-                uncertainty=uncertainty,
-            )
-            results.append(result)
-            logger.info(
-                "%s: top-1 %.4f, agreement %.4f, p50 %.3f ms", item.name, result.top1, result.agreement, result.p50_ms
-            )
+        results = [_measure_row(item, run) for item in [reference, *(a for a in artifacts if a.runnable)]]
     finally:
         torch.set_num_threads(previous_threads)
-    ref = results[0]
-    for result in results:
-        result.top1_drop = ref.top1 - result.top1
-        if result.uncertainty is not None and result.uncertainty.n != len(data):  # a subset: against FP32 on it
-            result.top1_drop = result.uncertainty.drop
-        baseline = speedup_baseline(result, results)
-        if baseline is not None and baseline.p50_ms and result.p50_ms:
-            result.speedup_baseline = baseline.name
-            result.speedup_vs_fp32 = baseline.p50_ms / result.p50_ms
-    primary = primary or results[-1].name
+    _set_drops_and_speedups(results, len(data))
+    primary = primary or pick_primary(target, artifacts)
     gates = evaluate_gates(target.gates, results, primary)
-    results += [
-        ArtifactResult(
-            name=item.name,
-            backend=item.backend,
-            precision=item.precision,
-            files=_file_entries(item.files),
-            status="skipped",
-            skip_reason=item.skip_reason,
-        )
-        for item in artifacts
-        if not item.runnable
-    ]
+    results += [_skipped_result(item) for item in artifacts if not item.runnable]
     threads_used = threads if threads is not None else previous_threads
     return ValidationReport(
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         command=command or " ".join(["edgeresnext", *sys.argv[1:]]),
-        target={
-            "name": target.name,
-            "backend": target.backend,
-            "precision": target.precision,
-            "source": target.source,
-            "gates": target.gates.model_dump(mode="json"),
-        },
+        target=_target_summary(target),
         environment=environment(threads_used),
-        data=DataSummary(
-            name=data.name,
-            count=len(data),
-            num_classes=num_classes,
-            class_names=data.class_names,
-            input_shape=list(data.inputs.shape[1:]),
-            skipped=[{"file": file, "reason": reason} for file, reason in data.skipped],
-        ),
-        protocol={
-            "latency_batch": 1,
-            "warmup": warmup,
-            "runs": runs,
-            "throughput_batch": throughput_batch,
-            "threads": threads_used,
-            "timer": "time.perf_counter around one inference with the input bound once (as benchmark_app and "
-            "trtexec time it); call_p50_ms: around one runner(batch) call from Python",
-            "memory": "process peak RSS during the artifact's accuracy pass and timing, minus RSS before",
-        },
+        data=_data_summary(data),
+        protocol=_protocol(run, threads_used),
         reference=REFERENCE_NAME,
         primary=primary,
         artifacts=results,
         gates=gates,
         sensitivity=normalize_sensitivity(sensitivity),
         notes=[
-            *([f"WARNING: {broken_reference}"] if broken_reference else []),
+            *([f"WARNING: {run.broken_reference}"] if run.broken_reference else []),
             *notes,
-            *subsets,
+            *run.subsets,
             *_notes(results, primary),
         ],
     )
+
+
+def _reference_row(model: torch.nn.Module | RunnerLike, model_files: Sequence[Path]) -> ArtifactUnderTest:
+    import torch
+
+    return ArtifactUnderTest(
+        name=REFERENCE_NAME,
+        runner=TorchRunner(model) if isinstance(model, torch.nn.Module) else model,
+        files=list(model_files),
+        backend="pytorch",
+        precision="fp32",
+    )
+
+
+def _check_names(artifacts: Sequence[ArtifactUnderTest]) -> None:
+    names = [a.name for a in artifacts]
+    duplicate = next((n for n in names if names.count(n) > 1 or n == REFERENCE_NAME), None)
+    if duplicate:
+        raise ConfigError(f"artifact name {duplicate!r} is used twice (or clashes with the reference)")
+
+
+def _measure_row(item: ArtifactUnderTest, run: _Pass) -> ArtifactResult:
+    """One runnable row: its logits on the set (or the first ``item.images``: a stand-in), latency, throughput and
+    peak memory; metrics against the reference's logits (the reference row is measured first and sets them)."""
+    data = run.data
+    count = len(data) if item.images is None or run.reference_logits is None else min(item.images, len(data))
+    inputs, labels = data.inputs[:count], data.labels[:count]
+    if count < len(data):
+        run.subsets.append(
+            f"{item.name}: validated on the first {count:,} of {len(data):,} images "
+            "(validate.stand_in_images); its top-1, drop and intervals are over those images"
+        )
+    logger.info("validating %s on %d images", item.name, count)
+    with PeakMemory() as memory:
+        logits = run_logits(item.runner, inputs, progress=run.progress, desc=item.name)
+        if run.kept_logits is not None and run.kept_images > 0:
+            run.kept_logits[item.name] = np.array(logits[: run.kept_images], copy=True)
+        latency = measure_latency(item.runner, data.inputs[:1], runs=run.runs, warmup=run.warmup)
+        batch = _tile(data.inputs, run.throughput_batch)
+        throughput = measure_throughput(item.runner, batch, runs=max(3, min(20, run.runs // 5)), warmup=2)
+    uncertainty = None
+    if run.reference_logits is None:
+        run.reference_logits = logits
+        run.broken_reference = reference_warning(logits, data.labels, data.class_names)
+    else:
+        uncertainty = paired_uncertainty(logits, run.reference_logits[:count], labels, run.confidence)
+    runtime = _runtime_report(item.runner)
+    result = ArtifactResult(
+        name=item.name,
+        backend=item.backend,
+        precision=item.precision,
+        files=_file_entries(item.files),
+        size_bytes=sum(Path(p).stat().st_size for p in item.files if Path(p).is_file()) or None,
+        info={**item.info, "runtime": runtime} if runtime else item.info,
+        **classification_metrics(logits, labels, len(data.class_names)),
+        **fidelity_metrics(logits, run.reference_logits[:count]),
+        latency=latency,
+        throughput=throughput,
+        peak_rss_mb=round(memory.peak_mb, 2),
+        peak_rss_delta_mb=round(memory.delta_mb, 2),
+        memory_method=memory.method,
+        uncertainty=uncertainty,
+    )
+    logger.info("%s: top-1 %.4f, agreement %.4f, p50 %.3f ms", item.name, result.top1, result.agreement, result.p50_ms)
+    return result
+
+
+def _set_drops_and_speedups(results: list[ArtifactResult], images: int) -> None:
+    """Each row's top-1 drop against the reference (the first row; a stand-in's against FP32 on its own subset)
+    and its speed-up over its runtime's float build."""
+    reference = results[0]
+    for result in results:
+        result.top1_drop = reference.top1 - result.top1
+        if result.uncertainty is not None and result.uncertainty.n != images:
+            result.top1_drop = result.uncertainty.drop
+        baseline = speedup_baseline(result, results)
+        if baseline is not None and baseline.p50_ms and result.p50_ms:
+            result.speedup_baseline = baseline.name
+            result.speedup = baseline.p50_ms / result.p50_ms
+
+
+def _skipped_result(item: ArtifactUnderTest) -> ArtifactResult:
+    return ArtifactResult(
+        name=item.name,
+        backend=item.backend,
+        precision=item.precision,
+        files=_file_entries(item.files),
+        status="skipped",
+        skip_reason=item.skip_reason,
+    )
+
+
+def _target_summary(target: Target) -> dict[str, Any]:
+    return {
+        "name": target.name,
+        "backend": target.backend,
+        "precision": target.precision,
+        "source": target.source,
+        "gates": target.gates.model_dump(mode="json"),
+    }
+
+
+def _data_summary(data: ValidationData) -> DataSummary:
+    return DataSummary(
+        name=data.name,
+        count=len(data),
+        num_classes=len(data.class_names),
+        class_names=data.class_names,
+        input_shape=list(data.inputs.shape[1:]),
+        skipped=[{"file": file, "reason": reason} for file, reason in data.skipped],
+    )
+
+
+def _protocol(run: _Pass, threads: int) -> dict[str, Any]:
+    return {
+        "latency_batch": 1,
+        "warmup": run.warmup,
+        "runs": run.runs,
+        "throughput_batch": run.throughput_batch,
+        "threads": threads,
+        "timer": "time.perf_counter around one inference with the input bound once (as benchmark_app and "
+        "trtexec time it); call_p50_ms: around one runner(batch) call from Python",
+        "memory": "process peak RSS during the artifact's accuracy pass and timing, minus RSS before",
+    }
 
 
 DEFAULT_CONFIDENCE = 0.95
@@ -342,59 +388,51 @@ def normalize_sensitivity(sensitivity: Any) -> list[dict[str, Any]] | None:
 
 def validate_target(
     target: Target,
-    build_root: str | Path = "build",
-    artifact_specs: Sequence[str] = (),
-    checkpoint: str | None = None,
+    artifacts: Sequence[ArtifactUnderTest],
+    model_path: Path,
+    *,
     primary: str | None = None,
     runs: int | None = None,
     warmup: int | None = None,
     threads: int | None = None,
+    sensitivity_json: Path | None = None,
     command: str | None = None,
     progress: bool = True,
 ) -> ValidationReport:
-    """``edgeresnext validate``: validate a build's artifacts under ``<build_root>/<target>/`` (or the given files).
+    """``edgeresnext validate``: ``artifacts`` (a finished build's, as the build chose them, or files named on the
+    command line) against the FP32 checkpoint ``model_path`` on the target's validation set.
 
     Gates are recorded, not raised (see :func:`raise_for_gates`); the caller writes the report.
     """
     from edgeresnext.models import load_checkpoint
-    from edgeresnext.models.shipped import resolve_checkpoint
 
-    root = build_folder(build_root, target.name)
-    if threads is None:
-        threads = target_threads(target)
-    if threads is None:
-        threads = usable_cores()
-    staged = root / "model" / "model.safetensors"
-    model_path = (
-        resolve_checkpoint(checkpoint)
-        if checkpoint
-        else staged
-        if staged.is_file()
-        else resolve_checkpoint(target.model.checkpoint)
-    )
     model = load_checkpoint(model_path)
-    meta = model.meta
-    artifacts = (
-        artifacts_from_specs(artifact_specs, target, threads)
-        if artifact_specs
-        else discover_artifacts(root, target, threads)
-    )
-    data = load_validation_data(target.data, meta.preprocess, meta.class_names)
-    report = validate(
+    data = load_validation_data(target.data, model.meta.preprocess, model.meta.class_names)
+    return validate(
         target,
         artifacts,
         model,
         data,
-        primary=primary or pick_primary(target, artifacts),
+        primary=primary,
         runs=runs,
         warmup=warmup,
         threads=threads,
         model_files=[model_path],
-        sensitivity=find_sensitivity(root),
+        sensitivity=_read_sensitivity(sensitivity_json),
         command=command,
         progress=progress,
     )
-    return report
+
+
+def _read_sensitivity(path: Path | None) -> Any:
+    """The quantize stage's per-layer sensitivity record, if it wrote one and it can be read."""
+    if path is None:
+        return None
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        logger.warning("%s: cannot read sensitivity data (%s)", path, err)
+        return None
 
 
 def compare_artifacts(

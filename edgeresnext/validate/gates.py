@@ -6,7 +6,7 @@ not on the measured value: a drop of +0.00 pt on 121 images passes only what 121
 too small for even an artifact equal to FP32 to pass and the bound does not pass, the verdict says NOT PROVEN and
 how many images would be needed (a bound that passes always passes, however small the set). The decisions (bounds,
 provable or not) are in :mod:`edgeresnext.stats`, which the device check runs too; this module only words them.
-``max_latency_ms`` and ``min_speedup_vs_fp32`` compare the measured p50; the speed-up is against the same
+``max_latency_ms`` and ``min_speedup`` compare the measured p50; the speed-up is against the same
 runtime's float build, never PyTorch eager.
 """
 
@@ -199,7 +199,7 @@ def evaluate_gates(
                 "max_latency_ms", primary, gates.max_latency_ms, result.p50_ms, False, "p50 latency (batch 1)", " ms"
             )
         )
-    if gates.min_speedup_vs_fp32 is not None:
+    if gates.min_speedup is not None:
         baseline = by_name.get(result.speedup_baseline or "")
         what = f"p50 speed-up over {baseline.label if baseline else 'the same runtime in FP32'}"
         missing = (
@@ -208,10 +208,10 @@ def evaluate_gates(
         )
         checks.append(
             _value_gate(
-                "min_speedup_vs_fp32",
+                "min_speedup",
                 primary,
-                gates.min_speedup_vs_fp32,
-                result.speedup_vs_fp32,
+                gates.min_speedup,
+                result.speedup,
                 True,
                 what,
                 "x",

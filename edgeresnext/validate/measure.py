@@ -6,13 +6,13 @@ from __future__ import annotations
 import functools
 import resource
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edgeresnext.errors import ConfigError
 from edgeresnext.timing import time_calls
+from edgeresnext.validate.results import Latency, Throughput
 
 if TYPE_CHECKING:
     import torch
@@ -35,39 +35,7 @@ def run_logits(
     return np.concatenate(chunks)
 
 
-@dataclass
-class LatencyStats:
-    """Wall-clock per call, in milliseconds, after warm-up."""
-
-    batch: int
-    warmup: int
-    runs: int
-    samples_ms: list[float]
-    call_samples_ms: list[float] = field(default_factory=list)
-    bound: bool = False  # samples_ms timed the runner's bound inference (input set once), not runner(batch)
-
-    def percentile(self, q: float) -> float:
-        return float(np.percentile(self.samples_ms, q))
-
-    def to_dict(self) -> dict[str, Any]:
-        samples = np.asarray(self.samples_ms)
-        return {
-            "batch": self.batch,
-            "warmup": self.warmup,
-            "runs": self.runs,
-            "p50_ms": self.percentile(50),
-            "p90_ms": self.percentile(90),
-            "p99_ms": self.percentile(99),
-            "mean_ms": float(samples.mean()),
-            "min_ms": float(samples.min()),
-            "max_ms": float(samples.max()),
-            "samples_ms": [round(s, 4) for s in self.samples_ms],
-            "timed": "inference, input bound once" if self.bound else "runner(batch) call",
-            **({"call_p50_ms": float(np.percentile(self.call_samples_ms, 50))} if self.call_samples_ms else {}),
-        }
-
-
-def measure_latency(runner: RunnerLike, sample: np.ndarray, runs: int = 50, warmup: int = 10) -> LatencyStats:
+def measure_latency(runner: RunnerLike, sample: np.ndarray, runs: int = 50, warmup: int = 10) -> Latency:
     """Time ``runs`` inferences of ``sample`` after ``warmup`` untimed ones (perf_counter, per call).
 
     A runner with ``bind()`` (every backend :class:`Runner`, the torch reference) is timed on its bound
@@ -83,26 +51,21 @@ def measure_latency(runner: RunnerLike, sample: np.ndarray, runs: int = 50, warm
     infer = bind(sample) if callable(bind) else functools.partial(runner, sample)
     samples = time_calls(infer, runs, warmup)
     calls = time_calls(functools.partial(runner, sample), runs, min(warmup, 3))
-    return LatencyStats(
-        batch=int(sample.shape[0]),
-        warmup=warmup,
+    return Latency.from_samples(int(sample.shape[0]), warmup, samples, calls, bound=callable(bind))
+
+
+def measure_throughput(runner: RunnerLike, sample: np.ndarray, runs: int = 10, warmup: int = 2) -> Throughput:
+    """Images per second over ``runs`` back-to-back inferences at the batch of ``sample`` (bound as latency is)."""
+    sample = np.ascontiguousarray(sample, dtype=np.float32)
+    bind = getattr(runner, "bind", None)
+    samples = time_calls(bind(sample) if callable(bind) else functools.partial(runner, sample), runs, warmup)
+    batch = int(sample.shape[0])
+    return Throughput(
+        batch=batch,
         runs=runs,
-        samples_ms=samples,
-        call_samples_ms=calls,
-        bound=callable(bind),
+        images_per_s=batch * runs / (sum(samples) / 1e3),
+        batch_p50_ms=float(np.percentile(samples, 50)),
     )
-
-
-def measure_throughput(runner: RunnerLike, sample: np.ndarray, runs: int = 10, warmup: int = 2) -> dict[str, Any]:
-    """Images per second over ``runs`` back-to-back calls at the batch of ``sample``."""
-    stats = measure_latency(runner, sample, runs=runs, warmup=warmup)
-    total_s = sum(stats.samples_ms) / 1e3
-    return {
-        "batch": stats.batch,
-        "runs": runs,
-        "images_per_s": stats.batch * runs / total_s,
-        "batch_p50_ms": stats.percentile(50),
-    }
 
 
 class PeakMemory:

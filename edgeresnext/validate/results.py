@@ -8,12 +8,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edgeresnext.stats import PairedCounts
 
 SCHEMA_ID = "edgeresnext.report"
-# 2: speedup_vs_fp32 is against the same runtime's float build (speedup_baseline names it), no longer PyTorch
+# 2: speedup is against the same runtime's float build (speedup_baseline names it), no longer PyTorch
 # eager; an accuracy gate's value is the bound it was decided on (basis), no longer the measured value.
-SCHEMA_VERSION = 2
+# 3: speedup_vs_fp32 renamed speedup (its baseline may be FP16: TensorRT); version 2 records still load.
+SCHEMA_VERSION = 3
 
 # How the report names a runtime and precision: "x3.4 vs OpenVINO FP32".
 RUNTIME_NAMES = {"openvino": "OpenVINO", "onnxruntime": "ONNX Runtime", "tensorrt": "TensorRT", "pytorch": "PyTorch"}
@@ -151,6 +154,27 @@ class Latency:
     timed: str
     call_p50_ms: float | None = None
 
+    @classmethod
+    def from_samples(
+        cls, batch: int, warmup: int, samples_ms: list[float], call_samples_ms: list[float], bound: bool
+    ) -> Latency:
+        """The summary of timed calls: percentiles from the raw samples, the samples kept to 0.1 us."""
+        samples = np.asarray(samples_ms)
+        return cls(
+            batch=batch,
+            warmup=warmup,
+            runs=len(samples_ms),
+            p50_ms=float(np.percentile(samples, 50)),
+            p90_ms=float(np.percentile(samples, 90)),
+            p99_ms=float(np.percentile(samples, 99)),
+            mean_ms=float(samples.mean()),
+            min_ms=float(samples.min()),
+            max_ms=float(samples.max()),
+            samples_ms=[round(s, 4) for s in samples_ms],
+            timed="inference, input bound once" if bound else "runner(batch) call",
+            call_p50_ms=float(np.percentile(call_samples_ms, 50)) if call_samples_ms else None,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         if data["call_p50_ms"] is None:
@@ -195,7 +219,7 @@ class ArtifactResult:
     top1_drop: float = 0.0
     # p50 of the same runtime's float build (``speedup_baseline``: OpenVINO FP32 for an OpenVINO INT8 IR, ONNX
     # Runtime FP32, a TensorRT FP16 engine) over this one's; None when no such build was timed here.
-    speedup_vs_fp32: float | None = None
+    speedup: float | None = None
     speedup_baseline: str | None = None
     uncertainty: Uncertainty | None = None  # None for the reference itself
 
@@ -319,6 +343,7 @@ class ValidationReport:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ValidationReport:
+        data = upgrade_record(data)
         plain = {key: data[key] for key in ("created", "command", "target", "environment", "protocol")}
         return cls(
             **plain,
@@ -335,3 +360,22 @@ class ValidationReport:
     def load(cls, path: str | Path) -> ValidationReport:
         """A report.json written by :func:`edgeresnext.report.write_report`."""
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def upgrade_record(data: dict[str, Any]) -> dict[str, Any]:
+    """A report.json record of an older schema version in the current one (a copy; a current record as it is):
+    version 2 named the speed-up ``speedup_vs_fp32`` and its gate ``min_speedup_vs_fp32``."""
+    if data.get("schema_version") != 2:
+        return data
+    data = json.loads(json.dumps(data))
+    for artifact in data.get("artifacts", []):
+        if "speedup_vs_fp32" in artifact:
+            artifact["speedup"] = artifact.pop("speedup_vs_fp32")
+    gates = (data.get("target") or {}).get("gates") or {}
+    if "min_speedup_vs_fp32" in gates:
+        gates["min_speedup"] = gates.pop("min_speedup_vs_fp32")
+    for gate in data.get("gates", []):
+        if gate.get("gate") == "min_speedup_vs_fp32":
+            gate["gate"] = "min_speedup"
+    data["schema_version"] = SCHEMA_VERSION
+    return data
