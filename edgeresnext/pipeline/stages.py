@@ -168,8 +168,6 @@ def stage_export(ctx: BuildContext) -> StageResult:
 def stage_quantize(ctx: BuildContext) -> StageResult:
     """PTQ (or QAT) to the Q/DQ INT8 ONNX every backend reads; per-layer sensitivity; fallback until the gate holds."""
     target = ctx.target
-    fp32_onnx = ctx.fp32_onnx
-    calib_files = ctx.calibration_files()
     section = {
         "quant": target.quant.model_dump(mode="json"),
         "gate": target.gates.max_top1_drop,
@@ -178,82 +176,97 @@ def stage_quantize(ctx: BuildContext) -> StageResult:
     }
 
     def produce(folder: Path) -> dict[str, Any]:
-        from edgeresnext.data.calibration import load_calibration_images
-        from edgeresnext.quantize.int8 import quantize_int8
-        from edgeresnext.quantize.sensitivity import SENSITIVITY_IMAGES, fallback, layer_sensitivity
+        from edgeresnext.quantize.sensitivity import SENSITIVITY_IMAGES, layer_sensitivity
 
-        spec = target.quant
-        model = ctx.load_model()
-        skipped: list[tuple[str, str]] = []
-        calib = load_calibration_images(
-            spec.calib_dir, model.meta.preprocess, spec.subset_size, target.data.on_bad_image, skipped=skipped
-        )
         began = time.perf_counter()
         int8 = folder / INT8_ONNX
-        quantize_int8(
-            model, calib, spec, int8, fp32_onnx=fp32_onnx, progress=ctx.progress, train_limit=spec.qat_train_limit
-        )
-        info: dict[str, Any] = {
-            "method": spec.method,
-            "calibration_images": len(calib),
-            "calibration_skipped": skipped,
-            "quantize_seconds": round(time.perf_counter() - began, 2),
-        }
+        info, calib, meta = _quantize(ctx, int8)
         ranking, ranking_images = None, calib[:SENSITIVITY_IMAGES]
-        if spec.sensitivity:
-            ranking = layer_sensitivity(int8, ranking_images, folder / "sensitivity.json", fp32_onnx=fp32_onnx)
+        if target.quant.sensitivity:
+            ranking = layer_sensitivity(int8, ranking_images, folder / "sensitivity.json", fp32_onnx=ctx.fp32_onnx)
             info["most_sensitive"] = [row["module"] for row in ranking["layers"][:3]]
         info["sensitivity"] = "asked for (quant.sensitivity)" if ranking else "not run"
-        gate = target.gates.max_top1_drop
-        if gate is not None and spec.max_fallback_layers > 0:
-            # Decided on tuning images the gate never sees (the validation set judges the result, not the choice).
-            from edgeresnext.data.validation import load_tuning_data
-
-            tuning = load_tuning_data(target.data, spec, model.meta.preprocess, model.meta.class_names)
-            if isinstance(tuning, str):
-                info["fallback"] = {
-                    "run": False,
-                    "why": f"no labelled images disjoint from the validation set: {tuning}",
-                }
-            else:
-                result = fallback(
-                    int8,
-                    fp32_onnx,
-                    tuning.inputs,
-                    tuning.labels,
-                    gate,
-                    int8,
-                    sensitivity=ranking,
-                    ranking_images=ranking_images,
-                    max_layers=spec.max_fallback_layers,
-                    sensitivity_json=folder / "sensitivity.json",
-                    raise_on_fail=False,
-                    confidence=target.gates.confidence,
-                    unproven=target.gates.unproven,
-                )
-                if result.ranked and not ranking:
-                    info["sensitivity"] = "run by the fallback: the drop on the tuning images was above the gate"
-                info["fallback"] = {
-                    "run": True,
-                    "images": tuning.name,
-                    # checked by content (decoded pixels) against every validation image, not assumed
-                    "disjoint_from_validation": tuning.disjoint_from_validation,
-                    "overlap_excluded": tuning.overlap_excluded,
-                    "top1_drop_before": round(result.fp32_top1 - result.int8_top1, 5),
-                    "top1_drop_after": round(result.top1_drop, 5),
-                    "layers_in_float": result.layers,
-                    "steps": result.steps,
-                    "gate_reached": result.passed,
-                    # decided as the validation gate is: on the bound when these images can prove the limit
-                    "decided_on": result.decided_on,
-                    "top1_drop_upper_bound": result.top1_drop_upper_bound,
-                }
+        if target.gates.max_top1_drop is not None and target.quant.max_fallback_layers > 0:
+            info["fallback"], ranked = _fallback(ctx, meta, int8, ranking, ranking_images, folder / "sensitivity.json")
+            if ranked and not ranking:
+                info["sensitivity"] = "run by the fallback: the drop on the tuning images was above the gate"
         info["seconds"] = round(time.perf_counter() - began, 2)
         write_json_atomic(folder / "quant.json", info)
         return info
 
-    inputs = [ctx.model_file, fp32_onnx, *calib_files]
+    inputs = [ctx.model_file, ctx.fp32_onnx, *ctx.calibration_files()]
     return run_stage(ctx.root / "quantize", "quantize", section, inputs, produce)
+
+
+def _quantize(ctx: BuildContext, int8: Path) -> tuple[dict[str, Any], Any, ModelMeta]:
+    """The Q/DQ INT8 ONNX at ``int8`` from the calibration images; (the record so far, the calibration images, the
+    model's metadata)."""
+    from edgeresnext.data.calibration import load_calibration_images
+    from edgeresnext.quantize.int8 import quantize_int8
+
+    spec, target = ctx.target.quant, ctx.target
+    model = ctx.load_model()
+    skipped: list[tuple[str, str]] = []
+    calib = load_calibration_images(
+        spec.calib_dir, model.meta.preprocess, spec.subset_size, target.data.on_bad_image, skipped=skipped
+    )
+    began = time.perf_counter()
+    quantize_int8(
+        model, calib, spec, int8, fp32_onnx=ctx.fp32_onnx, progress=ctx.progress, train_limit=spec.qat_train_limit
+    )
+    info: dict[str, Any] = {
+        "method": spec.method,
+        "calibration_images": len(calib),
+        "calibration_skipped": skipped,
+        "quantize_seconds": round(time.perf_counter() - began, 2),
+    }
+    return info, calib, model.meta
+
+
+def _fallback(
+    ctx: BuildContext, meta: ModelMeta, int8: Path, ranking: Any, ranking_images: Any, sensitivity_json: Path
+) -> tuple[dict[str, Any], bool]:
+    """Layers back to float, most sensitive first, until the drop on held-out tuning images meets the gate; decided
+    on images the validation gate never sees (the validation set judges the result, not the choice). (The record,
+    whether the fallback ranked the layers itself.)"""
+    from edgeresnext.data.validation import load_tuning_data
+    from edgeresnext.quantize.sensitivity import fallback
+
+    target, spec = ctx.target, ctx.target.quant
+    tuning = load_tuning_data(target.data, spec, meta.preprocess, meta.class_names)
+    if isinstance(tuning, str):
+        return {"run": False, "why": f"no labelled images disjoint from the validation set: {tuning}"}, False
+    result = fallback(
+        int8,
+        ctx.fp32_onnx,
+        tuning.inputs,
+        tuning.labels,
+        target.gates.max_top1_drop,
+        int8,
+        sensitivity=ranking,
+        ranking_images=ranking_images,
+        max_layers=spec.max_fallback_layers,
+        sensitivity_json=sensitivity_json,
+        raise_on_fail=False,
+        confidence=target.gates.confidence,
+        unproven=target.gates.unproven,
+    )
+    record = {
+        "run": True,
+        "images": tuning.name,
+        # checked by content (decoded pixels) against every validation image, not assumed
+        "disjoint_from_validation": tuning.disjoint_from_validation,
+        "overlap_excluded": tuning.overlap_excluded,
+        "top1_drop_before": round(result.fp32_top1 - result.int8_top1, 5),
+        "top1_drop_after": round(result.top1_drop, 5),
+        "layers_in_float": result.layers,
+        "steps": result.steps,
+        "gate_reached": result.passed,
+        # decided as the validation gate is: on the bound when these images can prove the limit
+        "decided_on": result.decided_on,
+        "top1_drop_upper_bound": result.top1_drop_upper_bound,
+    }
+    return record, bool(result.ranked)
 
 
 def stage_lint(ctx: BuildContext) -> StageResult:
