@@ -172,17 +172,17 @@ def build(
     target: Target,
     out_root: str | Path = "build",
     progress: bool = True,
-    on_event: Callable[[str], None] | None = None,
+    say: Callable[[str], None] = logger.info,
     install: bool = False,
     stop_after: str | None = None,
 ) -> BuildSummary:
     """Run the stages for ``target`` into ``<out_root>/<target.name>/``; returns the summary the CLI prints.
 
-    ``on_event`` receives one line per stage as it starts and ends (the CLI prints them). Missing default
-    inputs are set up first (:func:`prepare_inputs`; ``install`` allows apt-get for Fashion-MNIST).
+    ``say`` receives one line per stage as it starts and ends, and the build's notes (the CLI prints them; default:
+    the log). Missing default inputs are set up first (:func:`prepare_inputs`; ``install`` allows apt-get for
+    Fashion-MNIST).
     ``stop_after`` ends the build after that stage (``edgeresnext quantize``/``compile`` run the same stages).
     """
-    say = on_event or logger.info
     ctx = BuildContext(target=target, root=build_folder(out_root, target.name), progress=progress, say=say)
     planned = ctx.planned
     if stop_after is not None:
@@ -293,7 +293,7 @@ def build_all(
     targets: list[Target],
     out_root: str | Path = "build",
     progress: bool = True,
-    on_event: Callable[[str], None] | None = None,
+    say: Callable[[str], None] = logger.info,
     install: bool = False,
 ) -> tuple[str, bool]:
     """Build each target (a failure is recorded, not fatal) and write ``<out_root>/comparison.md``."""
@@ -301,7 +301,7 @@ def build_all(
     all_ok = True
     for target in targets:
         try:
-            summary = build(target, out_root=out_root, progress=progress, on_event=on_event, install=install)
+            summary = build(target, out_root=out_root, progress=progress, say=say, install=install)
         except EdgeResNeXtError as err:
             all_ok = False
             rows.append([target.name, target.backend, target.precision, *["-"] * 6, f"error: {err}"])
