@@ -9,7 +9,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edgeresnext.atomic import remove_stale_temporaries, write_json_atomic, write_text_atomic
 from edgeresnext.config import SHIPPED_CHECKPOINT, Target, build_folder
@@ -217,24 +217,31 @@ def build(
     artifact = ctx.done["compile"].info.get("artifact", {}) if "compile" in ctx.done else {}
     if artifact.get("kind") == "kit":
         summary.not_done.append(artifact.get("info", {}).get("reason", "TensorRT engine: built on the device"))
-        if "bundle" in ctx.done:  # the device step runs against the bundle copied to the device
-            bundle = ctx.folder("bundle")
-            check_set = ctx.done["bundle"].info.get("device_check_set")
-            if check_set:
-                summary.notes.append(
-                    f"device check set: {check_set['images']} validation images ({check_set['megabytes']:.1f} MB, "
-                    f"batches of {check_set['batch']}) with the host's outputs in {bundle}/kit/check; the device step "
-                    "runs the engine on them and seals the result (validate.device_check_images)"
-                )
-            summary.notes.append(
-                f"on the device (copy {bundle} there): <bundle>/kit/build_engine.sh, or with edgeresnext installed "
-                "`edgeresnext bundle build-engine <bundle>`: builds the engine and records it in the bundle"
-            )
-        else:
-            summary.notes += [f"on the device: {line}" for line in artifact.get("info", {}).get("device_commands", [])]
+        summary.notes += _device_step_notes(ctx, artifact)
     if target.model.checkpoint == SHIPPED_CHECKPOINT:
         summary.notes.append("model: the shipped Fashion-MNIST ResNeXt (override with CHECKPOINT=... / MODEL=...)")
     return summary
+
+
+def _device_step_notes(ctx: BuildContext, kit: dict[str, Any]) -> list[str]:
+    """What is left to do on the device for a kit build: with a bundle, the check set it carries and how to build
+    and record the engine there; without one, the kit's own device commands."""
+    if "bundle" not in ctx.done:
+        return [f"on the device: {line}" for line in kit.get("info", {}).get("device_commands", [])]
+    bundle = ctx.folder("bundle")  # the device step runs against the bundle copied to the device
+    notes = []
+    check_set = ctx.done["bundle"].info.get("device_check_set")
+    if check_set:
+        notes.append(
+            f"device check set: {check_set['images']} validation images ({check_set['megabytes']:.1f} MB, "
+            f"batches of {check_set['batch']}) with the host's outputs in {bundle}/kit/check; the device step "
+            "runs the engine on them and seals the result (validate.device_check_images)"
+        )
+    notes.append(
+        f"on the device (copy {bundle} there): <bundle>/kit/build_engine.sh, or with edgeresnext installed "
+        "`edgeresnext bundle build-engine <bundle>`: builds the engine and records it in the bundle"
+    )
+    return notes
 
 
 def _quantize_notes(quantized: StageResult) -> list[str]:
