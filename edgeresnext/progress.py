@@ -94,6 +94,8 @@ class LogProgress:
 
     def update(self, n: float = 1) -> None:
         self.n += n
+        if self.total and self.n >= self.total:
+            return  # done: the end line says it, with the rate
         now = self.clock()
         quarter = int(4 * self.n / self.total) if self.total else 0
         new_quarter = 0 < quarter < 4 and quarter > self.quarters_written and now - self.last_line >= MIN_GAP_S

@@ -61,6 +61,23 @@ def test_a_long_loop_without_a_total_writes_every_half_minute():
     assert lines[-1].startswith("download: 200.0MB in ")
 
 
+def test_a_slow_loop_gets_no_line_at_100_percent_before_its_end_line():
+    log = io.StringIO()
+    with LogProgress(
+        None, desc="slow", total=4, unit="step", unit_scale=False, file=log, clock=Clock(EVERY_S + 1)
+    ) as bar:
+        for _ in range(4):
+            bar.update(1)
+    lines = log.getvalue().splitlines()
+    assert [line.split(",")[0].split(" in ")[0] for line in lines] == [
+        "slow: 0/4 step",
+        "slow: 1/4 step (25 %)",
+        "slow: 2/4 step (50 %)",
+        "slow: 3/4 step (75 %)",
+        "slow: 4/4 step",
+    ]
+
+
 def test_progress_bar_iterates_everything_and_writes_a_handful_of_lines_to_a_file():
     log = io.StringIO()
     seen = list(progress_bar(range(5000), desc="images", unit="img", leave=False, file=log))
