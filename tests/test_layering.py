@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import re
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,43 +89,48 @@ def _targets(node: ast.Import | ast.ImportFrom, importer: str, is_package: bool,
     return [f"{source}.{a.name}" if f"{source}.{a.name}" in modules else source for a in node.names]
 
 
-def _walk(node: ast.AST, place: str):
-    """Every node below ``node`` with the place its statement runs in: module level, inside a function, or
-    only for the type checker (``if TYPE_CHECKING:``, never run)."""
-    for child in ast.iter_child_nodes(node):
-        child_place = place
-        if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)) and place == "module":
-            child_place = "function"
-        if isinstance(child, ast.If) and _is_type_checking(child.test):
-            yield child, place
-            for stmt in child.body:
-                yield stmt, "type-checking"
-                yield from _walk(stmt, "type-checking")
-            for stmt in child.orelse:
-                yield stmt, place
-                yield from _walk(stmt, place)
+_BODIES = ("body", "orelse", "finalbody", "handlers", "cases")
+
+
+def _statements(body: list[ast.AST], place: str) -> Iterator[tuple[ast.AST, str]]:
+    """Every statement in ``body`` and the bodies nested in it (imports are statements: expressions are not
+    entered), with the place it runs in: module level, inside a function, or only for the type checker
+    (``if TYPE_CHECKING:``, never run)."""
+    for stmt in body:
+        yield stmt, place
+        if isinstance(stmt, ast.If) and _is_type_checking(stmt.test):
+            yield from _statements(stmt.body, "type-checking")
+            yield from _statements(stmt.orelse, place)
             continue
-        yield child, child_place
-        yield from _walk(child, child_place)
+        inner = "function" if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)) and place == "module" else place
+        for name in _BODIES:
+            yield from _statements(getattr(stmt, name, None) or [], inner)
+
+
+def _dynamic_imports(tree: ast.Module) -> list[int]:
+    """Lines of ``importlib.import_module(...)``/``__import__(...)`` calls."""
+    return [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Call) and _is_dynamic_import(n)]
 
 
 def collect_imports(root: Path) -> tuple[list[Import], list[str]]:
     """Every import statement under ``root`` (the folder holding the ``edgeresnext`` package), and the
-    ``importlib.import_module``/``__import__`` calls as ``file:line`` (names the walk cannot see)."""
+    ``importlib.import_module``/``__import__`` calls outside backends/ as ``file:line`` (names the walk cannot
+    see)."""
     files = sorted((root / PACKAGE).rglob("*.py"))
     modules = {module_name(f, root) for f in files}
     imports: list[Import] = []
     dynamic: list[str] = []
     for file in files:
         importer = module_name(file, root)
-        tree = ast.parse(file.read_text(encoding="utf-8"), filename=str(file))
-        for node, place in _walk(tree, "module"):
+        text = file.read_text(encoding="utf-8")
+        tree = ast.parse(text, filename=str(file))
+        for node, place in _statements(tree.body, "module"):
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 for target in _targets(node, importer, file.name == "__init__.py", modules):
                     imports.append(Import(importer, target, file, node.lineno, place))
-            elif isinstance(node, ast.Call) and _is_dynamic_import(node):
-                if not importer.startswith(DYNAMIC_IMPORTS_IN):
-                    dynamic.append(f"{file.relative_to(root)}:{node.lineno}: {importer} imports by name")
+        if ("import_module" in text or "__import__" in text) and not importer.startswith(DYNAMIC_IMPORTS_IN):
+            relative = file.relative_to(root)
+            dynamic += [f"{relative}:{line}: {importer} imports by name" for line in _dynamic_imports(tree)]
     return imports, dynamic
 
 
@@ -220,7 +226,8 @@ def layering_problems(root: Path) -> list[str]:
 def test_the_package_keeps_its_layers():
     imports, _ = collect_imports(REPO)
     function_level = [i for i in imports if i.place == "function" and _is_internal(i.target)]
-    assert len(function_level) > 50  # the walk does see imports inside functions
+    type_checking = [i for i in imports if i.place == "type-checking" and _is_internal(i.target)]
+    assert len(function_level) > 50 and len(type_checking) > 10  # the walk sees inside functions and TYPE_CHECKING
     assert layering_problems(REPO) == []
 
 
@@ -256,28 +263,35 @@ def _copy_tree(tmp_path: Path) -> Path:
     return tmp_path
 
 
-@pytest.mark.parametrize("module_level", [True, False], ids=["module-level", "function-level"])
-def test_a_planted_upward_import_fails_and_is_named(tmp_path, module_level):
+PLANTED = {  # an upward import from config.py (bottom layer), and the place it sits in
+    "module": "from edgeresnext.pipeline import build",
+    "function": "def _planted():\n    import edgeresnext.report",
+    "type-checking": "if TYPE_CHECKING:\n    from edgeresnext.validate import ValidationReport",
+}
+
+
+@pytest.mark.parametrize("place", PLANTED)
+def test_a_planted_upward_import_fails_and_is_named(tmp_path, place):
     root = _copy_tree(tmp_path)
     config = root / PACKAGE / "config.py"
     lines = config.read_text(encoding="utf-8").splitlines()
-    planted = (
-        "from edgeresnext.pipeline import build" if module_level else "def _planted():\n    import edgeresnext.report"
-    )
-    lines.append(planted)
-    config.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    line = len(lines) + (0 if module_level else 1)
+    line = len(lines) + PLANTED[place].count("\n") + 1  # the import is the planted text's last line
+    config.write_text("\n".join([*lines, PLANTED[place]]) + "\n", encoding="utf-8")
 
     problems = layering_problems(root)
 
     upward = [p for p in problems if "a layer above it" in p]
     assert len(upward) == 1, problems
     assert upward[0].startswith(f"edgeresnext/config.py:{line}: edgeresnext.config (config.py, layer 8) imports ")
-    # The planted import also closes cycles through modules that import config; nothing else is reported.
-    assert all(p.startswith("import cycle: ") and "edgeresnext.config" in p for p in problems if p not in upward)
+    assert upward[0].endswith(f"({place}-level import)")
+    # An executed import also closes cycles through modules that import config; nothing else is reported.
+    cycles = [p for p in problems if p not in upward]
+    assert all(p.startswith("import cycle: ") and "edgeresnext.config" in p for p in cycles)
+    if place == "type-checking":
+        assert cycles == []  # a type-only import never runs: it cannot close a cycle
 
 
-def test_a_planted_cycle_and_a_top_level_tensorrt_import_fail(tmp_path):
+def test_a_planted_cycle_a_top_level_tensorrt_import_and_an_import_by_name_fail(tmp_path):
     root = _copy_tree(tmp_path)
     with (root / PACKAGE / "timing.py").open("a", encoding="utf-8") as f:
         f.write("\n\ndef _planted():\n    from edgeresnext import stats\n")
@@ -285,9 +299,12 @@ def test_a_planted_cycle_and_a_top_level_tensorrt_import_fail(tmp_path):
         f.write("\nimport edgeresnext.timing\n")
     with (root / PACKAGE / "backends" / "tensorrt" / "engine.py").open("a", encoding="utf-8") as f:
         f.write("\nimport tensorrt\n")
+    with (root / PACKAGE / "errors.py").open("a", encoding="utf-8") as f:
+        f.write("\n\ndef _planted():\n    import importlib\n\n    importlib.import_module('edgeresnext.pipeline')\n")
 
     problems = layering_problems(root)
 
     assert "import cycle: edgeresnext.stats -> edgeresnext.timing" in problems
     assert any(p.startswith("edgeresnext/backends/tensorrt/engine.py:") and "tensorrt (module)" in p for p in problems)
-    assert len(problems) == 2, problems
+    assert any(p.startswith("edgeresnext/errors.py:") and "imports by name" in p for p in problems)
+    assert len(problems) == 3, problems
