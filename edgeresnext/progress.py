@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sized
 from typing import Any, TextIO
 
 EVERY_S = 30.0  # a log line at least this often while a loop runs
@@ -31,11 +31,11 @@ def progress_bar(
 ) -> Any:
     """A progress bar over ``iterable`` (or updated by hand with ``update(n)``), with tqdm's keywords.
 
-    ``file`` (default stderr) a TTY: a tqdm bar. Otherwise a :class:`LogProgress`. ``disable``: neither (the
-    loop runs silently)."""
+    ``file`` (default stderr) a TTY: a tqdm bar (``leave=False``: cleared when done). Otherwise a
+    :class:`LogProgress`, whose end line always stays. ``disable``: neither (the loop runs silently)."""
     stream = file if file is not None else sys.stderr
-    if total is None and iterable is not None and hasattr(iterable, "__len__"):
-        total = len(iterable)  # type: ignore[arg-type]
+    if total is None and isinstance(iterable, Sized):
+        total = len(iterable)
     if not disable and _is_terminal(stream):
         from tqdm import tqdm
 
