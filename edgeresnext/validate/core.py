@@ -82,7 +82,7 @@ def validate(
     kept_logits: dict[str, np.ndarray] | None = None,
     kept_images: int = 0,
 ) -> ValidationReport:
-    """Validate ``artifacts`` against the FP32 ``model`` on ``data``; returns the report (written by :func:`edgeresnext.report.write_report`).
+    """Validate ``artifacts`` against the FP32 ``model`` on ``data``; returns the report (see the report package).
 
     ``model`` is the torch module (or any batch -> logits callable) every artifact is compared with, image by
     image: each artifact's top-1 drop and agreement get intervals from the paired per-image outcomes
