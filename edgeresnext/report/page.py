@@ -18,7 +18,7 @@ from edgeresnext.report.tables import (
     _gate_verdict,
     _ok,
     _pct,
-    device_rows,
+    device_section,
     gate_rows,
     speed_baselines,
     speed_findings,
@@ -62,17 +62,7 @@ def _html_table(rows: list[list[str]]) -> str:
 
 def render_html(report: dict[str, Any]) -> str:
     """One self-contained page: tables plus plots as base64 PNG (no external files, scripts or fonts)."""
-    sections = [
-        _html_heading(report),
-        _html_plots(report),
-        _html_artifacts(report),
-        _html_device(report),
-        _html_uncertainty(report),
-        _html_gates(report),
-        _html_per_class(report),
-        _html_environment(report),
-    ]
-    return "\n".join(part for section in sections for part in section)
+    return "\n".join(part for section in _SECTIONS for part in section(report))
 
 
 def _html_heading(report: dict[str, Any]) -> list[str]:
@@ -123,14 +113,13 @@ def _html_artifacts(report: dict[str, Any]) -> list[str]:
 
 def _html_device(report: dict[str, Any]) -> list[str]:
     """The device check beside the host rows (only in a report with a device check)."""
-    device = device_rows(report)
-    if not device:
+    section = device_section(report)
+    if section is None:
         return []
-    check = report["device_check"]
-    said = check.get("reason") or (check.get("gate") or {}).get("message", "")
+    rows, said = section
     return [
         f"<h2>On the device</h2><p>{html.escape(DEVICE_TEXT).replace('`', '')}</p>"
-        + _html_table(device)
+        + _html_table(rows)
         + f"<p>{html.escape(said)}</p>"
     ]
 
@@ -192,3 +181,16 @@ def _html_environment(report: dict[str, Any]) -> list[str]:
         + "".join(f"<li>note: {html.escape(n)}</li>" for n in report.get("notes", []))
         + "</ul></body></html>"
     ]
+
+
+# The page from top to bottom: each section's HTML parts (none when the report has nothing for it).
+_SECTIONS = (
+    _html_heading,
+    _html_plots,
+    _html_artifacts,
+    _html_device,
+    _html_uncertainty,
+    _html_gates,
+    _html_per_class,
+    _html_environment,
+)

@@ -409,13 +409,22 @@ def _md_artifacts(report: dict[str, Any]) -> list[str]:
     ]
 
 
-def _md_device(report: dict[str, Any]) -> list[str]:
-    device = device_rows(report)
-    if not device:
-        return []
+def device_section(report: dict[str, Any]) -> tuple[list[list[str]], str] | None:
+    """The device check's table (:func:`device_rows`) and what the check said (its verdict or why it did not
+    run); None without a device check."""
+    rows = device_rows(report)
+    if not rows:
+        return None
     check = report["device_check"]
-    said = check.get("reason") or (check.get("gate") or {}).get("message", "")
-    return ["## On the device", "", DEVICE_TEXT, "", _md_table(device), "", f"- {said}", ""]
+    return rows, check.get("reason") or (check.get("gate") or {}).get("message", "")
+
+
+def _md_device(report: dict[str, Any]) -> list[str]:
+    section = device_section(report)
+    if section is None:
+        return []
+    rows, said = section
+    return ["## On the device", "", DEVICE_TEXT, "", _md_table(rows), "", f"- {said}", ""]
 
 
 def _md_uncertainty(report: dict[str, Any]) -> list[str]:
