@@ -38,7 +38,7 @@ calib_data/.complete: $(VENV)/.installed
 data: calib_data/.complete
 
 train: dataset
-	$(PY) -m edgeresnext.cli train --arch resnext20_4x8d --dataset fashion-mnist --epochs 24 --batch-size 128 \
+	$(PY) -m edgeresnext.cli train --model resnext20_4x8d --dataset fashion-mnist --epochs 24 --batch-size 128 \
 	    --lr 0.1 --seed 0 --out runs/fashion-mnist
 
 # The build sets up the inputs the target reads, and only those (Fashion-MNIST, a generated calib_data/).

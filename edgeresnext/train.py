@@ -36,14 +36,14 @@ def evaluate(
     With a distributed ``ctx`` each rank evaluates its own slice (:func:`make_eval_loader`) and the sums are
     all-reduced, so every rank returns the figures for the whole set.
     """
-    from tqdm import tqdm
+    from edgeresnext.progress import progress_bar
 
     model.eval()
     device = next(model.parameters()).device
     correct1 = correct5 = total = 0
     loss_sum = 0.0
     with torch.inference_mode():
-        for inputs, labels in tqdm(loader, desc=desc, disable=not progress, leave=False):
+        for inputs, labels in progress_bar(loader, desc=desc, disable=not progress, leave=False):
             inputs, labels = inputs.to(device), labels.to(device)
             logits = model(inputs.contiguous(memory_format=torch.channels_last))
             loss_sum += nn.functional.cross_entropy(logits, labels, reduction="sum").item()
@@ -381,11 +381,11 @@ def train_one_epoch(
     The same loop serves FP32 training and QAT fine-tuning; ``model`` may be wrapped in DDP, which averages
     the gradients so a step equals one step on the global batch.
     """
-    from tqdm import tqdm
+    from edgeresnext.progress import progress_bar
 
     model.train()
     loss_sum = correct = seen = 0.0
-    bar = tqdm(itertools.islice(loader, steps), total=steps, desc=desc, disable=not progress, leave=False)
+    bar = progress_bar(itertools.islice(loader, steps), total=steps, desc=desc, disable=not progress, leave=False)
     for inputs, labels in bar:
         inputs = inputs.to(ctx.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         labels = labels.to(ctx.device, non_blocking=True)

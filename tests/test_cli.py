@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -51,23 +52,35 @@ def test_package_and_cli_import_without_heavy_modules():
     assert result.stdout.strip() == "", f"imported at package import: {result.stdout.strip()}"
 
 
-def test_inspect_lists_every_arch():
-    result = run_cli("inspect", "--archs")
+def test_inspect_lists_every_model():
+    result = run_cli("inspect", "--models")
     assert result.returncode == 0
     assert [line.split()[0] for line in result.stdout.splitlines()] == sorted(ARCHS)
 
 
 def test_unknown_arch_exits_2_naming_it(tmp_path):
     torch.save(create("resnext11_4x8d", num_classes=10, in_channels=1).state_dict(), tmp_path / "weights.pth")
-    result = run_cli("-q", "inspect", str(tmp_path / "weights.pth"), "--arch", "resnext12_4x8d")
+    result = run_cli("-q", "inspect", str(tmp_path / "weights.pth"), "--model", "resnext12_4x8d")
     assert_one_line_error(result, "unknown arch 'resnext12_4x8d'", "resnext11_4x8d")
 
 
-def test_bare_checkpoint_inspects_with_arch(tmp_path):
+@pytest.mark.parametrize("flag", ["--model", "--arch"])
+def test_bare_checkpoint_inspects_with_its_model(tmp_path, flag):
+    """``--model`` names the model on every command; ``--arch``, its older name, still works."""
     torch.save(create("resnext11_4x8d", num_classes=4, in_channels=1).state_dict(), tmp_path / "weights.pth")
-    result = run_cli("-q", "inspect", str(tmp_path / "weights.pth"), "--arch", "resnext11_4x8d")
+    result = run_cli("-q", "inspect", str(tmp_path / "weights.pth"), flag, "resnext11_4x8d")
     assert result.returncode == 0, result.stderr
     assert '"num_classes": 4' in result.stdout
+
+
+@pytest.mark.parametrize("command", ["build", "build-all", "quantize", "export", "inspect", "train"])
+def test_one_flag_names_the_model_in_help(command):
+    """Every command that takes a model calls its flag ``--model``; the old ``--arch`` is not offered."""
+    from edgeresnext.cli import make_parser
+
+    sub = next(a for a in make_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    text = sub.choices[command].format_help()
+    assert "--model NAME" in text and "--arch" not in text
 
 
 def test_corrupt_checkpoint_exits_2_naming_the_file(tmp_path):

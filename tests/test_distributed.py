@@ -38,7 +38,7 @@ LOSS_TOL = 0.02
 TEST_IMAGES = 200
 
 TRAIN_ARGS = [
-    "--arch",
+    "--model",
     "resnext11_4x8d",
     "--dataset",
     "fashion-mnist",

@@ -141,7 +141,7 @@ def test_changed_calibration_set_reruns_quantize_and_what_follows(first_build, t
     write_calibration_set(calib, count=60, seed=7)
     target, root = _copy_build(first_build, tmp_path, calib=calib)
     events: list[str] = []
-    summary = build(target, out_root=root, progress=False, on_event=events.append)
+    summary = build(target, out_root=root, progress=False, say=events.append)
     assert [s.name for s in summary.stages if s.skipped] == ["model", "export"]
     assert [s.name for s in summary.stages if not s.skipped] == ["quantize", "lint", "compile", "validate", "bundle"]
     # The rerun names what changed: the calibration folder key, then the images themselves.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import copy
 import io
+import itertools
 import json
 import shutil
 import subprocess
@@ -282,3 +283,67 @@ def test_placed_labels_never_overlap_each_other_or_other_points(points):
         for j, (x, y) in enumerate(points):
             r = MARKER_RADIUS_PX
             assert points[j] == points[i] or not _overlap(box, (x - r, y - r, x + r, y + r)), (i, j)
+
+
+def _spread(report: dict) -> dict:
+    """The report with onnx-fp32's timings scaled to a 25th of PyTorch's: a log axis spanning under two decades,
+    where matplotlib's own labels (2×10⁻¹ 3×10⁻¹ 4×10⁻¹ ...) ran into each other."""
+    spread = copy.deepcopy(report)
+    reference = next(a for a in spread["artifacts"] if a["name"] == "pytorch-fp32")
+    model = next(a for a in spread["artifacts"] if a["name"] == "onnx-fp32")
+    scale = reference["latency"]["p50_ms"] / model["latency"]["p50_ms"] / 25
+    model["latency"]["samples_ms"] = [v * scale for v in model["latency"]["samples_ms"]]
+    model["latency"]["p50_ms"] *= scale
+    return spread
+
+
+def _assert_tick_labels_readable(labels: list[tuple[str, tuple[int, int, int, int]]]) -> None:
+    texts = [text for text, _ in labels]
+    assert 3 <= len(labels) <= 8, texts
+    values = [float(text) for text in texts]  # plain decimals: no 10^x, no ×
+    assert values == sorted(values) and len(set(values)) == len(values), texts
+    for (text, box), (other, other_box) in itertools.pairwise(labels):
+        assert other_box[0] - box[2] >= 6, (text, box, other, other_box)  # a gap between neighbours
+
+
+def test_latency_axis_labels_are_few_plain_and_apart(report):
+    from PIL import Image
+
+    from edgeresnext.report.plots import latency_distribution
+
+    spread = _spread(report)
+    samples = [v for a in spread["artifacts"] if a["status"] == "ok" for v in a["latency"]["samples_ms"]]
+    assert 20 < max(samples) / min(samples) < 100  # a log axis spanning under two decades
+    png, labels = latency_distribution(spread)
+    _assert_tick_labels_readable(labels)
+    pixels = np.asarray(Image.open(io.BytesIO(base64.b64decode(png))).convert("L"), dtype=np.int16)
+    for text, (left, top, right, bottom) in labels:
+        assert np.mean(pixels[top:bottom, left:right] < 128) > 0.03, (text, left, top)  # drawn where it says
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium; .ci/run does)")
+def test_latency_axis_labels_stay_apart_in_headless_chromium(report, tmp_path):
+    """The latency plot as a browser draws it: each tick label's box, scaled onto the screenshot, holds text, and
+    the screenshot's columns between neighbouring labels are blank."""
+    from PIL import Image
+
+    from edgeresnext.report.plots import latency_distribution
+
+    spread = _spread(report)
+    page = tmp_path / "report.html"
+    page.write_text(render_html(spread))
+    _body, rects, shot = _render_in_chromium(page, tmp_path)
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.int16)
+    left0, top0, width, _height = rects[1]  # the latency distribution comes second
+    png, labels = latency_distribution(spread)
+    scale = width / Image.open(io.BytesIO(base64.b64decode(png))).width
+    drawn = [
+        (text, [round(v * scale) + o for v, o in zip(box, (left0, top0, left0, top0), strict=True)])
+        for text, box in labels
+    ]
+    _assert_tick_labels_readable([(text, tuple(box)) for text, box in drawn])
+    for text, (left, top, right, bottom) in drawn:
+        assert np.mean(pixels[top:bottom, left:right] < 128) > 0.03, (text, left, top, right, bottom)
+    for (_, box), (_, nxt) in itertools.pairwise(drawn):
+        between = pixels[box[1] : box[3], box[2] + 2 : nxt[0] - 2]
+        assert between.size and np.mean(between < 128) < 0.01, (box, nxt)

@@ -1,5 +1,5 @@
 """Convention tests: every shipped target validates and names a registered backend; every backend satisfies
-the protocol (DESIGN.md "A backend")."""
+the protocol (README "Architecture", "Adding a backend")."""
 
 from __future__ import annotations
 

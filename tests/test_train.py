@@ -28,7 +28,7 @@ def cifar_root(tmp_path_factory) -> Path:
 def _train_args(root: Path, out: Path) -> list[str]:
     return [
         "train",
-        "--arch",
+        "--model",
         "resnext11_4x8d",
         "--dataset",
         "cifar10",

@@ -10,6 +10,7 @@ from pathlib import Path
 from edgeresnext.cli.common import (
     BUILD_FLAGS,
     VALIDATE_FLAGS,
+    add_model_flag,
     float_above,
     int_at_least,
     target_from_args,
@@ -20,13 +21,13 @@ def run_build(args: argparse.Namespace) -> int:
     from edgeresnext.pipeline import build
 
     target = target_from_args(args, BUILD_FLAGS)
-    summary = build(target, out_root=args.out, progress=not args.quiet, on_event=print, install=True)
+    summary = build(target, out_root=args.out, progress=not args.quiet, say=print, install=True)
     print(summary.render())
     return 0 if summary.ok else 1
 
 
 def _add_build_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None, help="override model.arch (MODEL=...)")
+    add_model_flag(p, "override model.arch (MODEL=...)")
     p.add_argument("--checkpoint", default=None, help="override model.checkpoint (CHECKPOINT=...)")
     p.add_argument("--data", default=None, help="override data.dataset: a dataset name or image folder (DATA=...)")
     p.add_argument("--calib", default=None, help="override quant.calib_dir (CALIB=...)")
@@ -46,7 +47,7 @@ def run_build_all(args: argparse.Namespace) -> int:
 
     paths = sorted(p for p in Path(args.targets_dir).glob("*.yaml") if not p.name.startswith("_"))
     targets = [target_from_args(args, BUILD_FLAGS, path=p) for p in paths]
-    table, ok = build_all(targets, out_root=args.out, progress=not args.quiet, on_event=print, install=True)
+    table, ok = build_all(targets, out_root=args.out, progress=not args.quiet, say=print, install=True)
     print(table)
     return 0 if ok else 1
 

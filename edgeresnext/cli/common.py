@@ -52,6 +52,13 @@ def float_above(low: float, inclusive: bool = False) -> Callable[[str], float]:
     return parse
 
 
+def add_model_flag(p: argparse.ArgumentParser, help: str, default: str | None = None) -> None:
+    """``--model NAME``: the registered model (see ``edgeresnext inspect --models``), into ``args.model``. One
+    name on every command; ``--arch``, its older name, still works and is left out of ``--help``."""
+    p.add_argument("--model", default=default, metavar="NAME", help=help)
+    p.add_argument("--arch", dest="model", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
 def is_rank0() -> bool:
     """Under torchrun only rank 0 prints results (every rank runs the same command)."""
     return os.environ.get("RANK", "0") == "0"
@@ -76,7 +83,7 @@ VALIDATE_FLAGS: tuple[TargetFlag, ...] = (
 )
 QUANTIZE_FLAGS: tuple[TargetFlag, ...] = (
     ("checkpoint", "CHECKPOINT", "model.checkpoint", None),
-    ("arch", "--arch", "model.arch", None),
+    ("model", "--model", "model.arch", None),
     ("data", "--data", "data.dataset", None),
     ("on_bad_image", "--on-bad-image", "data.on_bad_image", None),
     ("limit_train", "--limit-train", "quant.qat_train_limit", None),

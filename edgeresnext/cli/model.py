@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import argparse
 
-from edgeresnext.cli.common import QUANTIZE_FLAGS, float_above, int_at_least, is_rank0, target_from_args
+from edgeresnext.cli.common import (
+    QUANTIZE_FLAGS,
+    add_model_flag,
+    float_above,
+    int_at_least,
+    is_rank0,
+    target_from_args,
+)
 from edgeresnext.cli.train import add_distributed_options, launch_torchrun_if_asked
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    if args.archs or not args.checkpoint:
+    if args.models or not args.checkpoint:
         from edgeresnext.models import ARCHS
 
         for name, config in sorted(ARCHS.items()):
@@ -24,7 +31,7 @@ def run_inspect(args: argparse.Namespace) -> int:
     from edgeresnext.models import load_checkpoint
     from edgeresnext.models.shipped import resolve_checkpoint
 
-    model = load_checkpoint(resolve_checkpoint(args.checkpoint), arch=args.arch)
+    model = load_checkpoint(resolve_checkpoint(args.checkpoint), arch=args.model)
     info = model.meta.to_dict()
     info["parameters"] = sum(p.numel() for p in model.parameters())
     print(json.dumps(info, indent=2))
@@ -32,10 +39,11 @@ def run_inspect(args: argparse.Namespace) -> int:
 
 
 def add_inspect(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("inspect", help="list archs, or show a checkpoint's metadata")
+    p = sub.add_parser("inspect", help="list the models, or show a checkpoint's metadata")
     p.add_argument("checkpoint", nargs="?", help="checkpoint path or 'shipped:fashion-mnist'")
-    p.add_argument("--arch", default=None, help="arch of a bare state dict")
-    p.add_argument("--archs", action="store_true", help="list the registered archs")
+    add_model_flag(p, "the model of a bare state dict")
+    p.add_argument("--models", action="store_true", help="list the registered models")
+    p.add_argument("--archs", dest="models", action="store_true", help=argparse.SUPPRESS)
 
 
 def run_data(args: argparse.Namespace) -> int:
@@ -78,7 +86,7 @@ def _load_cli_model(args: argparse.Namespace):
     from edgeresnext.models import load_checkpoint
     from edgeresnext.models.shipped import resolve_checkpoint
 
-    return load_checkpoint(resolve_checkpoint(args.checkpoint), arch=args.arch)
+    return load_checkpoint(resolve_checkpoint(args.checkpoint), arch=args.model)
 
 
 def _parity_batch(model, count: int):
@@ -106,7 +114,7 @@ def run_export(args: argparse.Namespace) -> int:
 def add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export the FP32 ONNX (checked, compared with PyTorch on real images)")
     p.add_argument("checkpoint", nargs="?", default="shipped:fashion-mnist", help="checkpoint path or shipped:<name>")
-    p.add_argument("--arch", default=None, help="arch of a bare state dict")
+    add_model_flag(p, "the model of a bare state dict")
     p.add_argument("--out", default="model_fp32.onnx")
     p.add_argument("--opset", type=int_at_least(13), default=17)
     p.add_argument("--static-batch", action="store_true", help="fix the batch axis to 1 (default: dynamic)")
@@ -174,7 +182,7 @@ def _quantize_on_this_rank(target, args: argparse.Namespace) -> int:
 def add_quantize(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("quantize", help="INT8 Q/DQ ONNX by PTQ or QAT (NNCF), TensorRT-lint clean")
     p.add_argument("checkpoint", nargs="?", default="shipped:fashion-mnist", help="checkpoint path or shipped:<name>")
-    p.add_argument("--arch", default=None, help="arch of a bare state dict")
+    add_model_flag(p, "the model of a bare state dict")
     p.add_argument("--target", default=None, help="take quant settings from targets/<name>.yaml (flags override)")
     p.add_argument("--method", choices=["ptq", "qat"], default=None)
     p.add_argument("--calib", default=None, help="calibration image folder (default calib_data)")

@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from edgeresnext.cli.common import float_above, int_at_least, is_rank0
+from edgeresnext.cli.common import add_model_flag, float_above, int_at_least, is_rank0
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -17,7 +17,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     recipe = "edgeresnext train " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else None
     config = TrainConfig(
-        arch=args.arch,
+        arch=args.model,
         dataset=args.dataset,
         data_root=args.data_root,
         out_dir=args.out,
@@ -104,9 +104,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
 
     d = TrainConfig()
     p = sub.add_parser("train", help="train a ResNeXt (FP32) with checkpoints every epoch and resume")
-    p.add_argument(
-        "--arch", default=d.arch, help=f"registered arch (default {d.arch}; see `edgeresnext inspect --archs`)"
-    )
+    add_model_flag(p, f"the model to train (default {d.arch}; see `edgeresnext inspect --models`)", d.arch)
     p.add_argument("--dataset", default=d.dataset, help="fashion-mnist | cifar10 | path to an image folder")
     p.add_argument("--data-root", default=None, help="where the dataset files are (default: search the usual places)")
     p.add_argument("--out", default=d.out_dir, help=f"run folder (default {d.out_dir})")

@@ -158,11 +158,11 @@ def download(dest: Path) -> Path:
     tmp = target.with_name(f".{TARBALL}.part-{os.getpid()}")
     logger.info("downloading %s (162 MB)", URL)
     try:
-        from tqdm import tqdm
+        from edgeresnext.progress import progress_bar
 
         with urllib.request.urlopen(URL, timeout=60) as response, open(tmp, "wb") as out:
             total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(
+            with progress_bar(
                 total=total, unit="B", unit_scale=True, desc=TARBALL, disable=not logger.isEnabledFor(logging.INFO)
             ) as bar:
                 while chunk := response.read(1 << 20):

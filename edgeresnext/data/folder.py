@@ -260,9 +260,8 @@ def images_at_model_size(
     Returns (pixels, indices of the files kept, skipped (path, reason) pairs). Normalisation is left to
     :meth:`Preprocess.normalize` (or ``loaders.normalize_array``), so the result fits an :class:`ArrayDataset`.
     """
-    from tqdm import tqdm
-
     from edgeresnext.data.preprocess import to_mode
+    from edgeresnext.progress import progress_bar
 
     if on_bad_image not in ("fail", "skip"):
         raise DataError(f"on_bad_image={on_bad_image!r}; expected 'fail' or 'skip'")
@@ -272,7 +271,7 @@ def images_at_model_size(
             f"got {preprocess.to_dict()}"
         )
     pixels, kept, skipped = [], [], []
-    for position, path in enumerate(tqdm(files, desc="images", unit="img", disable=not progress, leave=False)):
+    for position, path in enumerate(progress_bar(files, desc="images", unit="img", disable=not progress, leave=False)):
         try:
             image = preprocess.geometry(to_mode(decode_image(path), preprocess.channels))
         except DataError as err:

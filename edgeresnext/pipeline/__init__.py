@@ -9,7 +9,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edgeresnext.atomic import remove_stale_temporaries, write_json_atomic, write_text_atomic
 from edgeresnext.config import SHIPPED_CHECKPOINT, Target, build_folder
@@ -172,17 +172,17 @@ def build(
     target: Target,
     out_root: str | Path = "build",
     progress: bool = True,
-    on_event: Callable[[str], None] | None = None,
+    say: Callable[[str], None] = logger.info,
     install: bool = False,
     stop_after: str | None = None,
 ) -> BuildSummary:
     """Run the stages for ``target`` into ``<out_root>/<target.name>/``; returns the summary the CLI prints.
 
-    ``on_event`` receives one line per stage as it starts and ends (the CLI prints them). Missing default
-    inputs are set up first (:func:`prepare_inputs`; ``install`` allows apt-get for Fashion-MNIST).
+    ``say`` receives one line per stage as it starts and ends, and the build's notes (the CLI prints them; default:
+    the log). Missing default inputs are set up first (:func:`prepare_inputs`; ``install`` allows apt-get for
+    Fashion-MNIST).
     ``stop_after`` ends the build after that stage (``edgeresnext quantize``/``compile`` run the same stages).
     """
-    say = on_event or logger.info
     ctx = BuildContext(target=target, root=build_folder(out_root, target.name), progress=progress, say=say)
     planned = ctx.planned
     if stop_after is not None:
@@ -217,24 +217,31 @@ def build(
     artifact = ctx.done["compile"].info.get("artifact", {}) if "compile" in ctx.done else {}
     if artifact.get("kind") == "kit":
         summary.not_done.append(artifact.get("info", {}).get("reason", "TensorRT engine: built on the device"))
-        if "bundle" in ctx.done:  # the device step runs against the bundle copied to the device
-            bundle = ctx.folder("bundle")
-            check_set = ctx.done["bundle"].info.get("device_check_set")
-            if check_set:
-                summary.notes.append(
-                    f"device check set: {check_set['images']} validation images ({check_set['megabytes']:.1f} MB, "
-                    f"batches of {check_set['batch']}) with the host's outputs in {bundle}/kit/check; the device step "
-                    "runs the engine on them and seals the result (validate.device_check_images)"
-                )
-            summary.notes.append(
-                f"on the device (copy {bundle} there): <bundle>/kit/build_engine.sh, or with edgeresnext installed "
-                "`edgeresnext bundle build-engine <bundle>`: builds the engine and records it in the bundle"
-            )
-        else:
-            summary.notes += [f"on the device: {line}" for line in artifact.get("info", {}).get("device_commands", [])]
+        summary.notes += _device_step_notes(ctx, artifact)
     if target.model.checkpoint == SHIPPED_CHECKPOINT:
         summary.notes.append("model: the shipped Fashion-MNIST ResNeXt (override with CHECKPOINT=... / MODEL=...)")
     return summary
+
+
+def _device_step_notes(ctx: BuildContext, kit: dict[str, Any]) -> list[str]:
+    """What is left to do on the device for a kit build: with a bundle, the check set it carries and how to build
+    and record the engine there; without one, the kit's own device commands."""
+    if "bundle" not in ctx.done:
+        return [f"on the device: {line}" for line in kit.get("info", {}).get("device_commands", [])]
+    bundle = ctx.folder("bundle")  # the device step runs against the bundle copied to the device
+    notes = []
+    check_set = ctx.done["bundle"].info.get("device_check_set")
+    if check_set:
+        notes.append(
+            f"device check set: {check_set['images']} validation images ({check_set['megabytes']:.1f} MB, "
+            f"batches of {check_set['batch']}) with the host's outputs in {bundle}/kit/check; the device step "
+            "runs the engine on them and seals the result (validate.device_check_images)"
+        )
+    notes.append(
+        f"on the device (copy {bundle} there): <bundle>/kit/build_engine.sh, or with edgeresnext installed "
+        "`edgeresnext bundle build-engine <bundle>`: builds the engine and records it in the bundle"
+    )
+    return notes
 
 
 def _quantize_notes(quantized: StageResult) -> list[str]:
@@ -293,7 +300,7 @@ def build_all(
     targets: list[Target],
     out_root: str | Path = "build",
     progress: bool = True,
-    on_event: Callable[[str], None] | None = None,
+    say: Callable[[str], None] = logger.info,
     install: bool = False,
 ) -> tuple[str, bool]:
     """Build each target (a failure is recorded, not fatal) and write ``<out_root>/comparison.md``."""
@@ -301,7 +308,7 @@ def build_all(
     all_ok = True
     for target in targets:
         try:
-            summary = build(target, out_root=out_root, progress=progress, on_event=on_event, install=install)
+            summary = build(target, out_root=out_root, progress=progress, say=say, install=install)
         except EdgeResNeXtError as err:
             all_ok = False
             rows.append([target.name, target.backend, target.precision, *["-"] * 6, f"error: {err}"])

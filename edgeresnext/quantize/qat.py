@@ -51,9 +51,9 @@ def fine_tune_quantized(
     os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", EXTENSION_LOAD_TIMEOUT_S)
     import nncf
     import torch
-    from tqdm import tqdm
 
     from edgeresnext import distributed
+    from edgeresnext.progress import progress_bar
 
     if len(images) != len(labels) or len(images) == 0:
         raise DataError(f"QAT needs labelled images: got {len(images)} images and {len(labels)} labels")
@@ -82,7 +82,9 @@ def fine_tune_quantized(
     optimizer = torch.optim.SGD(ddp.parameters(), lr=spec.qat_lr, momentum=0.9, weight_decay=5e-5)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, spec.qat_epochs * steps_per_epoch)
     quantized.train()
-    bar = tqdm(total=spec.qat_epochs * steps_per_epoch, desc="QAT", unit="step", disable=not (progress and ctx.is_main))
+    bar = progress_bar(
+        total=spec.qat_epochs * steps_per_epoch, desc="QAT", unit="step", disable=not (progress and ctx.is_main)
+    )
     for epoch in range(spec.qat_epochs):
         order = torch.randperm(len(x))  # the same on every rank: all seeded alike
         loss_sum = 0.0

@@ -18,7 +18,7 @@ from edgeresnext.report.tables import (
     _gate_verdict,
     _ok,
     _pct,
-    device_rows,
+    device_section,
     gate_rows,
     speed_baselines,
     speed_findings,
@@ -62,17 +62,14 @@ def _html_table(rows: list[list[str]]) -> str:
 
 def render_html(report: dict[str, Any]) -> str:
     """One self-contained page: tables plus plots as base64 PNG (no external files, scripts or fonts)."""
-    ok = _ok(report)
-    primary = next((a for a in ok if a["name"] == report["primary"]), ok[-1])
-    plots = [
-        ("accuracy-vs-latency", plot_accuracy_vs_latency(report)),
-        ("latency-distribution", plot_latency_distribution(report)),
-        ("sensitivity", plot_sensitivity(report)),
-        ("confusion", plot_confusion(report, primary)),
-    ]
+    return "\n".join(part for section in _SECTIONS for part in section(report))
+
+
+def _html_heading(report: dict[str, Any]) -> list[str]:
+    """The document head (title, style, the plot-counting script), the verdict, warnings, what was judged."""
     status = "PASSED" if report["passed"] else "FAILED"
     title = f"Validation report: {report['target']['name']} — {status}"
-    parts = [
+    return [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
         f"<style>{_CSS}</style><script>{_SCRIPT}</script></head><body>",
         f"<h1>{html.escape(report['target']['name'])}: "
@@ -81,59 +78,96 @@ def render_html(report: dict[str, Any]) -> str:
         f"<p>Gates apply to <b>{html.escape(report['primary'])}</b>; reference "
         f"<b>{html.escape(report['reference'])}</b>. Data: {html.escape(report['data']['name'])} "
         f"({report['data']['count']} images).</p>",
-        "<div class='plots'>",
     ]
+
+
+def _html_plots(report: dict[str, Any]) -> list[str]:
+    """The plots as embedded PNG (the confusion matrix of the primary artifact, else of the last one run)."""
+    ok = _ok(report)
+    primary = next((a for a in ok if a["name"] == report["primary"]), ok[-1])
+    plots = [
+        ("accuracy-vs-latency", plot_accuracy_vs_latency(report)),
+        ("latency-distribution", plot_latency_distribution(report)),
+        ("sensitivity", plot_sensitivity(report)),
+        ("confusion", plot_confusion(report, primary)),
+    ]
+    parts = ["<div class='plots'>"]
     for plot_id, png in plots:
         if png:
             parts.append(
                 f"<div class='plot' id='plot-{plot_id}'><img class='plot-img' alt='{plot_id}' "
                 f"src='data:image/png;base64,{png}'></div>"
             )
-    parts.append("</div><h2>Artifacts</h2>" + _html_table(summary_rows(report)))
+    return [*parts, "</div>"]
+
+
+def _html_artifacts(report: dict[str, Any]) -> list[str]:
+    """The artifacts table, what the speed-ups are against, and the speed findings."""
+    parts = ["<h2>Artifacts</h2>" + _html_table(summary_rows(report))]
     parts.append(f"<p>{html.escape(speed_baselines(report))}</p>")
     findings = speed_findings(report)
     if findings:
         parts.append("<ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in findings) + "</ul>")
-    device = device_rows(report)
-    if device:
-        check = report["device_check"]
-        said = check.get("reason") or (check.get("gate") or {}).get("message", "")
-        parts.append(
-            f"<h2>On the device</h2><p>{html.escape(DEVICE_TEXT).replace('`', '')}</p>"
-            + _html_table(device)
-            + f"<p>{html.escape(said)}</p>"
-        )
+    return parts
+
+
+def _html_device(report: dict[str, Any]) -> list[str]:
+    """The device check beside the host rows (only in a report with a device check)."""
+    section = device_section(report)
+    if section is None:
+        return []
+    rows, said = section
+    return [
+        f"<h2>On the device</h2><p>{html.escape(DEVICE_TEXT).replace('`', '')}</p>"
+        + _html_table(rows)
+        + f"<p>{html.escape(said)}</p>"
+    ]
+
+
+def _html_uncertainty(report: dict[str, Any]) -> list[str]:
     uncertainty = uncertainty_rows(report)
-    if uncertainty:
-        parts.append(
-            "<h2>How sure: drop and agreement against FP32 on the same images</h2>"
-            f"<p>{html.escape(UNCERTAINTY_TEXT).replace('`', '')}</p>" + _html_table(uncertainty)
-        )
-    if report["gates"]:
-        header, *rows = gate_rows(report)
-        body = "".join(
-            "<tr>"
-            + "".join(f"<td>{html.escape(cell)}</td>" for cell in row[:-1])
-            + f"<td class='{'pass' if _gate_verdict(g) == 'pass' else 'fail'}'>{html.escape(g['message'])}</td></tr>"
-            for row, g in zip(rows, report["gates"], strict=True)
-        )
-        parts.append(
-            "<h2>Gates</h2><table><thead><tr>"
-            + "".join(f"<th>{html.escape(c)}</th>" for c in header)
-            + f"</tr></thead><tbody>{body}</tbody></table>"
-        )
-    else:
-        parts.append("<h2>Gates</h2><p>No gates set in the target.</p>")
+    if not uncertainty:
+        return []
+    return [
+        "<h2>How sure: drop and agreement against FP32 on the same images</h2>"
+        f"<p>{html.escape(UNCERTAINTY_TEXT).replace('`', '')}</p>" + _html_table(uncertainty)
+    ]
+
+
+def _html_gates(report: dict[str, Any]) -> list[str]:
+    """The gates table, each verdict cell coloured pass or fail and holding the gate's message."""
+    if not report["gates"]:
+        return ["<h2>Gates</h2><p>No gates set in the target.</p>"]
+    header, *rows = gate_rows(report)
+    body = "".join(
+        "<tr>"
+        + "".join(f"<td>{html.escape(cell)}</td>" for cell in row[:-1])
+        + f"<td class='{'pass' if _gate_verdict(g) == 'pass' else 'fail'}'>{html.escape(g['message'])}</td></tr>"
+        for row, g in zip(rows, report["gates"], strict=True)
+    )
+    return [
+        "<h2>Gates</h2><table><thead><tr>"
+        + "".join(f"<th>{html.escape(c)}</th>" for c in header)
+        + f"</tr></thead><tbody>{body}</tbody></table>"
+    ]
+
+
+def _html_per_class(report: dict[str, Any]) -> list[str]:
+    ok = _ok(report)
     classes = report["data"]["class_names"]
-    parts.append(
+    return [
         "<h2>Per-class top-1</h2>"
         + _html_table(
             [["class", *[a["name"] for a in ok]]]
             + [[name, *[_pct(a["per_class_accuracy"][i], 1) for a in ok]] for i, name in enumerate(classes)]
         )
-    )
+    ]
+
+
+def _html_environment(report: dict[str, Any]) -> list[str]:
+    """Command, host, timing protocol, memory method, packages and notes; closes the page."""
     env, proto = report["environment"], report["protocol"]
-    parts.append(
+    return [
         "<h2>Environment and protocol</h2><ul>"
         f"<li>command: <code>{html.escape(report['command'])}</code></li>"
         f"<li>host: {html.escape(env['cpu_model'])}, {env['cpu_cores']} cores ({env['cpu_cores_usable']} usable), "
@@ -146,5 +180,17 @@ def render_html(report: dict[str, Any]) -> str:
         + "</li>"
         + "".join(f"<li>note: {html.escape(n)}</li>" for n in report.get("notes", []))
         + "</ul></body></html>"
-    )
-    return "\n".join(parts)
+    ]
+
+
+# The page from top to bottom: each section's HTML parts (none when the report has nothing for it).
+_SECTIONS = (
+    _html_heading,
+    _html_plots,
+    _html_artifacts,
+    _html_device,
+    _html_uncertainty,
+    _html_gates,
+    _html_per_class,
+    _html_environment,
+)

@@ -36,6 +36,58 @@ LABEL_GAP_PX = 8  # between a point and its label
 LABEL_PAD_PX = 2  # between two stacked labels
 
 
+def log_ticks(low: float, high: float, most: int = 8) -> list[float]:
+    """Round values for a log axis from ``low`` to ``high``: 1-2-5 steps (0.2, 0.5, 1, 2, 5 ...), or 1-3 or decades
+    alone where 1-2-5 would give more than ``most`` ticks."""
+    decades = range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
+    ticks: list[float] = []
+    for steps in ((1, 2, 5), (1, 3), (1,)):
+        ticks = [float(f"{step}e{exponent}") for exponent in decades for step in steps]
+        ticks = [tick for tick in ticks if low <= tick <= high]
+        if len(ticks) <= most:
+            break
+    return ticks
+
+
+def tick_text(value: float) -> str:
+    """A tick value as a plain decimal: ``0.2``, ``1``, ``50``, ``1000``."""
+    return f"{value:.{max(0, -math.floor(math.log10(value)))}f}"
+
+
+def _plain_log_axis(ax: Any) -> None:
+    """Label a log x axis at a few round values, in plain decimals, and leave its minor ticks unlabelled.
+
+    On an axis spanning under about two decades matplotlib labels the minor ticks as well, in scientific notation
+    (``2×10⁻¹ 3×10⁻¹ 4×10⁻¹ …``), and the labels run into each other."""
+    from matplotlib.ticker import FixedFormatter, FixedLocator, NullFormatter
+
+    low, high = ax.get_xlim()
+    ticks = log_ticks(low, high)
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FixedFormatter([tick_text(t) for t in ticks]))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _text_boxes(fig: Any, texts: list[Any]) -> list[tuple[str, tuple[int, int, int, int]]]:
+    """Each drawn text's box in the PNG's pixels (``text, (left, top, right, bottom)``, top-left origin) for a
+    figure saved without cropping. An Annotation's own text box is taken, not the extent of its leader line."""
+    from matplotlib.text import Text
+
+    renderer = fig.canvas.get_renderer()
+    height = fig.bbox.height
+    boxes = []
+    for text in texts:
+        extent = Text.get_window_extent(text, renderer)
+        box = (
+            math.floor(extent.x0),
+            math.floor(height - extent.y1),
+            math.ceil(extent.x1),
+            math.ceil(height - extent.y0),
+        )
+        boxes.append((text.get_text(), box))
+    return boxes
+
+
 def _stack_labels(desired: list[float], heights: list[float], low: float, high: float) -> list[float]:
     """Vertical centres for labels wanted at ``desired`` (display y, up is larger) so that no two overlap.
 
@@ -134,8 +186,6 @@ def accuracy_vs_latency(report: dict[str, Any]) -> tuple[str, list[tuple[str, tu
     (``name, (left, top, right, bottom)``, top-left origin): labels sit beside their points, stacked where points
     are close (several artifacts often share a top-1 to 0.01 %), with a thin line back to the point when moved."""
     plt = _pyplot()
-    from matplotlib.text import Text
-
     ok = _ok(report)
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=PLOT_DPI)
     markers = "osD^vP*X"
@@ -148,7 +198,9 @@ def accuracy_vs_latency(report: dict[str, Any]) -> tuple[str, list[tuple[str, tu
     if log:
         ax.set_xscale("log")  # PyTorch eager can be 50x slower than a compiled runtime: keep the rest apart
     ax.margins(x=0.25, y=0.25)
-    if not log:
+    if log:
+        _plain_log_axis(ax)
+    else:
         ax.set_xlim(left=0)
     ax.set_xlabel("p50 latency, batch 1 (ms)")
     ax.set_ylabel("top-1 accuracy (%)")
@@ -183,22 +235,7 @@ def accuracy_vs_latency(report: dict[str, Any]) -> tuple[str, list[tuple[str, tu
             zorder=4,
         )
     fig.canvas.draw()
-    height = fig.bbox.height
-    labels = []
-    for annotation in [c for c in ax.texts if hasattr(c, "xyann")]:
-        # The text's own box: an Annotation's extent also covers its leader line.
-        extent = Text.get_window_extent(annotation, renderer)
-        labels.append(
-            (
-                annotation.get_text(),
-                (
-                    math.floor(extent.x0),
-                    math.floor(height - extent.y1),
-                    math.ceil(extent.x1),
-                    math.ceil(height - extent.y0),
-                ),
-            )
-        )
+    labels = _text_boxes(fig, [c for c in ax.texts if hasattr(c, "xyann")])
     return _png(fig, tight=False), labels
 
 
@@ -207,9 +244,16 @@ def plot_accuracy_vs_latency(report: dict[str, Any]) -> str:
 
 
 def plot_latency_distribution(report: dict[str, Any]) -> str:
+    return latency_distribution(report)[0]
+
+
+def latency_distribution(report: dict[str, Any]) -> tuple[str, list[tuple[str, tuple[int, int, int, int]]]]:
+    """The latency box plot as base64 PNG, and its x tick labels' boxes in the PNG's pixels (as
+    :func:`accuracy_vs_latency` gives its labels). Artifacts an order of magnitude apart get a log axis, labelled
+    at a few round values (:func:`_plain_log_axis`)."""
     plt = _pyplot()
     ok = _ok(report)
-    fig, ax = plt.subplots(figsize=(6.4, 0.6 * len(ok) + 1.8))
+    fig, ax = plt.subplots(figsize=(6.4, 0.6 * len(ok) + 1.8), dpi=PLOT_DPI)
     boxes = ax.boxplot(
         [a["latency"]["samples_ms"] for a in ok], orientation="horizontal", whis=(1, 99), patch_artist=True
     )
@@ -222,9 +266,15 @@ def plot_latency_distribution(report: dict[str, Any]) -> str:
     if low > 0 and high / low > 20:
         # Artifacts an order of magnitude apart would squash the fast ones into a line.
         ax.set_xscale("log")
+        _plain_log_axis(ax)
     ax.set_title("Latency distribution")
     ax.grid(alpha=0.3, axis="x")
-    return _png(fig)
+    fig.tight_layout()
+    fig.canvas.draw()
+    left, right = ax.get_xlim()
+    ticks = [t for loc, t in zip(ax.get_xticks(), ax.get_xticklabels(), strict=True) if left <= loc <= right]
+    boxes = _text_boxes(fig, ticks)
+    return _png(fig, tight=False), boxes
 
 
 def plot_sensitivity(report: dict[str, Any], top: int = 20) -> str | None:

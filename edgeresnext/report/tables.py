@@ -252,27 +252,39 @@ DEVICE_TEXT = (
 )
 
 
+DEVICE_HEADER = [
+    "artifact",
+    "measured on",
+    "images",
+    "top-1",
+    "agreement with FP32",
+    "agreement with INT8 stand-in",
+    "max / mean |Δlogit| vs stand-in",
+    "p50 ms @1",
+    "p99 ms @1",
+    "img/s (batch)",
+    "device check",
+]
+
+
 def device_rows(report: dict[str, Any]) -> list[list[str]]:
     """The device check's row beside the host rows it is compared with (empty without a device check)."""
     check = report.get("device_check")
     if not check:
         return []
-    rows = [
-        [
-            "artifact",
-            "measured on",
-            "images",
-            "top-1",
-            "agreement with FP32",
-            "agreement with INT8 stand-in",
-            "max / mean |Δlogit| vs stand-in",
-            "p50 ms @1",
-            "p99 ms @1",
-            "img/s (batch)",
-            "device check",
-        ]
-    ]
+    rows = [DEVICE_HEADER, *_host_rows(report, check)]
+    where = _device_where(check.get("device") or {})
+    if check.get("status") == "unchecked" or "top1" not in check:
+        rows.append([report.get("device_engine", "tensorrt engine"), where, "–", *["–"] * 7, "unchecked"])
+        return rows
+    rows.append(_device_row(report, check, where))
+    return rows
+
+
+def _host_rows(report: dict[str, Any], check: dict[str, Any]) -> list[list[str]]:
+    """The host's rows the device is compared with: the FP32 reference and the INT8 stand-in, as measured here."""
     by_name = {a["name"]: a for a in report["artifacts"] if a.get("status") == "ok"}
+    rows = []
     for name in (report["reference"], check.get("stand_in")):
         a = by_name.get(name)
         if a is None:
@@ -293,15 +305,21 @@ def device_rows(report: dict[str, Any]) -> list[list[str]]:
                 "",
             ]
         )
-    device = check.get("device") or {}
+    return rows
+
+
+def _device_where(device: dict[str, Any]) -> str:
+    """``Orin SM 8.7, TensorRT 10.3, power mode MAXN``: the device the check ran on, as it reported itself."""
     where = f"{device.get('gpu_name') or 'device'} SM {device.get('gpu_sm') or '?'}, TensorRT " + str(
         device.get("tensorrt_version") or "?"
     )
     if device.get("power_mode"):
         where += f", power mode {device['power_mode']}"
-    if check.get("status") == "unchecked" or "top1" not in check:
-        rows.append([report.get("device_engine", "tensorrt engine"), where, "–", *["–"] * 7, "unchecked"])
-        return rows
+    return where
+
+
+def _device_row(report: dict[str, Any], check: dict[str, Any], where: str) -> list[str]:
+    """The engine's row: its figures on the check set with their intervals, trtexec's latency, the verdict."""
 
     def interval(part: dict[str, Any]) -> str:
         return f"{_pct(part['value'])} [{_pct(part['interval'][0])}, {_pct(part['interval'][1])}]"
@@ -310,22 +328,19 @@ def device_rows(report: dict[str, Any]) -> list[list[str]]:
     one = latency.get("batch_1") or {}
     largest = max(latency.values(), key=lambda t: t["batch"]) if latency else {}
     dlogit = check.get("max_abs_dlogit_vs_stand_in")
-    rows.append(
-        [
-            report.get("device_engine", "tensorrt engine"),
-            where,
-            str(check["images"]),
-            interval(check["top1"]),
-            interval(check["agreement_fp32"]),
-            interval(check["agreement_stand_in"]),
-            f"{'–' if dlogit is None else format(dlogit, '.4g')} / {check['mean_abs_dlogit_vs_stand_in']:.4g}",
-            _ms(one.get("p50_ms")),
-            _ms(one.get("p99_ms")),
-            f"{largest['images_per_s']:.1f} ({largest['batch']})" if largest else "–",
-            str(check["status"]).upper(),
-        ]
-    )
-    return rows
+    return [
+        report.get("device_engine", "tensorrt engine"),
+        where,
+        str(check["images"]),
+        interval(check["top1"]),
+        interval(check["agreement_fp32"]),
+        interval(check["agreement_stand_in"]),
+        f"{'–' if dlogit is None else format(dlogit, '.4g')} / {check['mean_abs_dlogit_vs_stand_in']:.4g}",
+        _ms(one.get("p50_ms")),
+        _ms(one.get("p99_ms")),
+        f"{largest['images_per_s']:.1f} ({largest['batch']})" if largest else "–",
+        str(check["status"]).upper(),
+    ]
 
 
 def _md_table(rows: list[list[str]]) -> str:
@@ -335,9 +350,33 @@ def _md_table(rows: list[list[str]]) -> str:
 
 
 def render_markdown(report: dict[str, Any]) -> str:
+    sections = [
+        _md_heading(report),
+        _md_artifacts(report),
+        _md_device(report),
+        _md_uncertainty(report),
+        _md_gates(report),
+        _md_per_class(report),
+        _md_sensitivity(report),
+        _md_environment(report),
+    ]
+    return "\n".join(line for section in sections for line in section).rstrip() + "\n"
+
+
+def _md_heading(report: dict[str, Any]) -> list[str]:
+    """Title and verdict, warnings, what was judged on which data, skipped images, the timing protocol and host."""
     env, proto, data = report["environment"], report["protocol"], report["data"]
     status = "PASSED" if report["passed"] else "FAILED"
-    lines = [
+    skipped = (
+        [
+            f"Skipped {data['skipped_count']} unreadable image(s) (data.on_bad_image: skip); first: "
+            f"{data['skipped'][0]['file']} ({data['skipped'][0]['reason']}).",
+            "",
+        ]
+        if data.get("skipped_count")
+        else []
+    )
+    return [
         f"# Validation report: {report['target']['name']} — {status}",
         "",
         *[f"> **{note}**\n" for note in report.get("notes", []) if note.startswith("WARNING")],
@@ -347,63 +386,87 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"Data: {data['name']} ({data['count']} images, {data['num_classes']} classes, input "
         f"{'x'.join(map(str, data['input_shape']))}).",
         "",
-        *(
-            [
-                f"Skipped {data['skipped_count']} unreadable image(s) (data.on_bad_image: skip); first: "
-                f"{data['skipped'][0]['file']} ({data['skipped'][0]['reason']}).",
-                "",
-            ]
-            if data.get("skipped_count")
-            else []
-        ),
+        *skipped,
         f"Latency: batch {proto['latency_batch']}, {proto['warmup']} warm-up + {proto['runs']} timed runs, "
         f"{proto['threads']} threads; throughput at batch {proto['throughput_batch']}. Timer: {proto['timer']}. "
         f"Host: {env['cpu_model']}, {env['cpu_cores']} cores ({env['cpu_cores_usable']} usable), load average "
         f"{', '.join(f'{x:.2f}' for x in env['load_average'] or [])} at the start.",
         "",
+    ]
+
+
+def _md_artifacts(report: dict[str, Any]) -> list[str]:
+    findings = speed_findings(report)
+    return [
         "## Artifacts",
         "",
         _md_table(summary_rows(report)),
         "",
         speed_baselines(report),
         "",
-        *[f"- {finding}" for finding in speed_findings(report)],
-        *([""] if speed_findings(report) else []),
+        *[f"- {finding}" for finding in findings],
+        *([""] if findings else []),
     ]
-    device = device_rows(report)
-    if device:
-        check = report["device_check"]
-        said = check.get("reason") or (check.get("gate") or {}).get("message", "")
-        lines += ["## On the device", "", DEVICE_TEXT, "", _md_table(device), "", f"- {said}", ""]
+
+
+def device_section(report: dict[str, Any]) -> tuple[list[list[str]], str] | None:
+    """The device check's table (:func:`device_rows`) and what the check said (its verdict or why it did not
+    run); None without a device check."""
+    rows = device_rows(report)
+    if not rows:
+        return None
+    check = report["device_check"]
+    return rows, check.get("reason") or (check.get("gate") or {}).get("message", "")
+
+
+def _md_device(report: dict[str, Any]) -> list[str]:
+    section = device_section(report)
+    if section is None:
+        return []
+    rows, said = section
+    return ["## On the device", "", DEVICE_TEXT, "", _md_table(rows), "", f"- {said}", ""]
+
+
+def _md_uncertainty(report: dict[str, Any]) -> list[str]:
     uncertainty = uncertainty_rows(report)
-    if uncertainty:
-        lines += ["## How sure: drop and agreement against FP32 on the same images", "", UNCERTAINTY_TEXT, ""]
-        lines += [_md_table(uncertainty), ""]
-    if report["gates"]:
-        lines += ["## Gates", "", _md_table(gate_rows(report)), ""]
-    else:
-        lines += ["## Gates", "", "No gates set in the target.", ""]
-    classes = data["class_names"]
-    ok = _ok(report)
-    lines += [
-        "## Per-class top-1",
+    if not uncertainty:
+        return []
+    return [
+        "## How sure: drop and agreement against FP32 on the same images",
         "",
-        _md_table(
-            [["class", *[a["name"] for a in ok]]]
-            + [[name, *[_pct(a["per_class_accuracy"][i], 1) for a in ok]] for i, name in enumerate(classes)]
-        ),
+        UNCERTAINTY_TEXT,
+        "",
+        _md_table(uncertainty),
         "",
     ]
-    if report.get("sensitivity"):
-        lines += [
-            "## Quantization sensitivity (most sensitive layers)",
-            "",
-            "| layer | metric | value |",
-            "|---|---|---|",
-        ]
-        lines += [f"| {r['layer']} | {r['metric']} | {r['value']:.4g} |" for r in report["sensitivity"][:15]]
-        lines.append("")
-    lines += [
+
+
+def _md_gates(report: dict[str, Any]) -> list[str]:
+    if not report["gates"]:
+        return ["## Gates", "", "No gates set in the target.", ""]
+    return ["## Gates", "", _md_table(gate_rows(report)), ""]
+
+
+def _md_per_class(report: dict[str, Any]) -> list[str]:
+    ok = _ok(report)
+    classes = report["data"]["class_names"]
+    table = [["class", *[a["name"] for a in ok]]]
+    table += [[name, *[_pct(a["per_class_accuracy"][i], 1) for a in ok]] for i, name in enumerate(classes)]
+    return ["## Per-class top-1", "", _md_table(table), ""]
+
+
+def _md_sensitivity(report: dict[str, Any]) -> list[str]:
+    """The 15 most sensitive layers, when the quantize stage measured them."""
+    if not report.get("sensitivity"):
+        return []
+    lines = ["## Quantization sensitivity (most sensitive layers)", "", "| layer | metric | value |", "|---|---|---|"]
+    lines += [f"| {r['layer']} | {r['metric']} | {r['value']:.4g} |" for r in report["sensitivity"][:15]]
+    return [*lines, ""]
+
+
+def _md_environment(report: dict[str, Any]) -> list[str]:
+    env, proto = report["environment"], report["protocol"]
+    return [
         "## Environment",
         "",
         f"- command: `{report['command']}`",
@@ -411,9 +474,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         "- packages: " + ", ".join(f"{k} {v}" for k, v in env["packages"].items()),
         f"- memory: {proto['memory']}",
         "",
+        *[f"- note: {n}" for n in report.get("notes", [])],
     ]
-    lines += [f"- note: {n}" for n in report.get("notes", [])]
-    return "\n".join(lines).rstrip() + "\n"
 
 
 UNCERTAINTY_TEXT = (

@@ -28,9 +28,9 @@ def run_logits(
     batch range itself)."""
     starts = range(0, len(inputs), batch_size)
     if progress:
-        from tqdm import tqdm
+        from edgeresnext.progress import progress_bar
 
-        starts = tqdm(starts, desc=desc or "inference", unit="batch", leave=False)
+        starts = progress_bar(starts, desc=desc or "inference", unit="batch", leave=False)
     chunks = [np.asarray(runner(np.ascontiguousarray(inputs[s : s + batch_size])), np.float32) for s in starts]
     return np.concatenate(chunks)
 
