@@ -59,17 +59,6 @@ _INT8, _UINT8, _INT32 = 3, 2, 6
 # TensorProto types TensorRT accepts in Q/DQ: INT8, FLOAT8E4M3FN, INT4.
 _ALLOWED_QDQ_TYPES = {3: "INT8", 17: "FLOAT8E4M3FN", 22: "INT4"}
 _WEIGHTED_OPS = {"Conv": 0, "ConvTranspose": 1, "Gemm": None, "MatMul": None}
-RULES = (
-    "opset",
-    "custom-domain",
-    "unsupported-op",
-    "qdq-type",
-    "zero-point",
-    "weight-per-channel",
-    "activation-per-tensor",
-    "group-channels",
-    "fp16-scale",
-)
 _FLOAT16 = 10
 FP16_MIN_NORMAL = 2.0**-14  # 6.1e-05
 
