@@ -180,3 +180,15 @@ def test_a_target_file_that_is_a_fifo_or_device_is_refused_unread(tmp_path):
         load_target(tmp_path / "t.yaml")
     with pytest.raises(ConfigError, match=r"/dev/zero: not a regular file"):
         load_target("/dev/zero")
+
+
+def test_old_bias_correction_key_is_refused_naming_the_new_one(tmp_path):
+    """``quant.fast_bias_correction`` was renamed ``quant.bias_correction``: an old file gets the new name."""
+    path = write(tmp_path, "old.yaml", "backend: onnxruntime\nquant:\n  fast_bias_correction: true\n")
+    with pytest.raises(
+        ConfigError, match=r"old\.yaml: quant has the old key fast_bias_correction: rename it bias_corr"
+    ):
+        load_target(path)
+    renamed = write(tmp_path, "new.yaml", "backend: onnxruntime\nquant:\n  bias_correction: true\n")
+    assert load_target(renamed).quant.bias_correction is True
+    assert load_target(renamed, overrides={"quant.bias_correction": False}).quant.bias_correction is False

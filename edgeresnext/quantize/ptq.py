@@ -95,8 +95,8 @@ def quantize_onnx(
     advanced = AdvancedQuantizationParameters(
         batchwise_statistics=True,
         # fast_bias_correction=False in NNCF means the *full* BiasCorrection, which builds sub-models that
-        # ONNX Runtime rejects on our graphs ("Duplicate definition-site"); our switch means on/off instead.
-        disable_bias_correction=not spec.fast_bias_correction,
+        # ONNX Runtime rejects on our graphs ("Duplicate definition-site"); quant.bias_correction means on/off.
+        disable_bias_correction=not spec.bias_correction,
         activations_range_estimator_params=_range_estimator(spec.range_estimator),
     )
     if not spec.per_channel:
