@@ -59,7 +59,9 @@ class QuantSpec(_Strict):
 
     method: Literal["ptq", "qat", "none"] = "ptq"
     calib_dir: str = "calib_data"
-    subset_size: int = Field(300, ge=1)
+    subset_size: int = Field(
+        300, ge=1, description="calibration images (images, not batches; PTQ reads them in batches of 10)"
+    )
     min_calibration_images: int | None = Field(
         None, ge=1, description="fewer usable calibration images than this fails the build (default: warn only)"
     )

@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -335,17 +334,9 @@ def lint_model(model, rules: str = "tensorrt") -> list[Violation]:
 
 def lint_onnx(path: str | os.PathLike[str], rules: str = "tensorrt") -> list[Violation]:
     """Every TensorRT rule ``path`` breaks (errors and warnings), each naming its node."""
-    import onnx
+    from edgeresnext.onnx_io import load_onnx_safely
 
-    from edgeresnext.onnx_io import check_external_data
-
-    path = Path(path)
-    check_external_data(path)
-    try:
-        model = onnx.load(str(path))
-    except (OSError, onnx.onnx_cpp2py_export.checker.ValidationError, Exception) as err:  # protobuf DecodeError
-        raise ExportError(f"{path}: cannot read ONNX model ({str(err).splitlines()[0] if str(err) else err})") from err
-    return lint_model(model, rules)
+    return lint_model(load_onnx_safely(path), rules)
 
 
 def assert_lint_clean(path: str | os.PathLike[str], rules: str = "tensorrt") -> list[Violation]:

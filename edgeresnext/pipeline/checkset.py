@@ -59,11 +59,10 @@ def _rounded(logits: np.ndarray) -> list[list[float]]:
 
 def kit_with_check_set(ctx: BuildContext, artifact: Artifact, scratch: Path) -> tuple[Artifact, dict[str, Any]]:
     """A copy of the kit ``artifact`` in ``scratch`` with its check set; returns it and what the set holds."""
-    import onnx
-
     from edgeresnext.backends import Artifact, get_backend
     from edgeresnext.backends.tensorrt.device_check import CHECK_DIR, CHECK_FILE, GATE, HOST_REPORT
     from edgeresnext.data.validation import load_validation_data
+    from edgeresnext.onnx_io import load_onnx_safely
     from edgeresnext.validate import runner_from_file
     from edgeresnext.validate.measure import TorchRunner, run_logits
 
@@ -106,7 +105,7 @@ def kit_with_check_set(ctx: BuildContext, artifact: Artifact, scratch: Path) -> 
     if stand_in_logits is None or len(stand_in_logits) < count:
         runner = runner_from_file(stand_in_path, target, "onnxruntime")
         stand_in_logits = run_logits(runner, inputs, progress=False)
-    output_name = onnx.load(str(source / plan["onnx"]), load_external_data=False).graph.output[0].name
+    output_name = load_onnx_safely(source / plan["onnx"], load_external_data=False).graph.output[0].name
 
     # One file per batch of the plan's largest batch (a static engine: its one batch size), as trtexec loads it.
     size = max(1, int(plan["batch"]["max"]))

@@ -321,8 +321,9 @@ def fp16_qdq_from_onnx(onnx_path: str | Path, out_path: str | Path) -> dict[str,
     from onnx import TensorProto, numpy_helper
 
     from edgeresnext.atomic import atomic_path
+    from edgeresnext.onnx_io import load_onnx_safely
 
-    model = onnx.load(str(onnx_path))
+    model = load_onnx_safely(onnx_path)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < FP16_QDQ_MIN_OPSET:
         try:

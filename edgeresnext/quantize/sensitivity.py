@@ -49,9 +49,9 @@ def _latency_ms(model_proto, image: np.ndarray, runs: int = 20) -> float:
 
 
 def _load(path):
-    import onnx
+    from edgeresnext.onnx_io import load_onnx_safely
 
-    return onnx.load(str(path))
+    return load_onnx_safely(path)
 
 
 def _with_outputs(model_proto, tensors: list[str]):
