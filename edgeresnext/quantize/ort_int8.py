@@ -308,6 +308,10 @@ class _FloatGraph:
             if node.op_type in WEIGHTED_OPS and not self.runs_in_integers(node)
         }
 
+    def sources_without_quantizer(self, targets: list[str], handoff: dict[str, QParams]) -> list[str]:
+        """The tensors whose range ``targets`` need but the hand-off file does not quantize, once each in order."""
+        return list(dict.fromkeys(self.source_of(t) for t in targets if self.source_of(t) not in handoff))
+
     def quantization_targets(self) -> list[str]:
         """Every tensor an integer kernel reads or writes, in node order: the tensors that get one Q each."""
         targets: list[str] = []
@@ -507,9 +511,8 @@ def ort_int8_from_qdq(
         raise ConfigError(f"{qdq_onnx}: no activation QuantizeLinear; expected the INT8 Q/DQ hand-off file")
     graph = _FloatGraph.of(model.graph, initializers, remap, pair_nodes)
     # Decided on the float graph before _merge_groups renames the grouped convolutions' weights.
-    float_layers = graph.float_layers()
-    targets = graph.quantization_targets()
-    missing = list(dict.fromkeys(graph.source_of(t) for t in targets if graph.source_of(t) not in handoff))
+    float_layers, targets = graph.float_layers(), graph.quantization_targets()
+    missing = graph.sources_without_quantizer(targets, handoff)
     ranges = _measured_ranges(qdq_onnx, missing, calibration)
     writer = _QDQWriter(_artifact_quantizers(graph, targets, handoff, ranges, signed), signed)
     kinds = Counter(_quantizer_kind(graph, t, handoff) for t in targets)
