@@ -45,7 +45,7 @@ def main(checkpoint: str, bias_correction: bool = False, int8: str | None = None
         write_calibration_set(scratch / "calib", count=300, seed=0)
         calib = load_calibration_images(scratch / "calib", preprocess, 300)
         began = time.perf_counter()
-        quantize_ptq(model, calib, QuantSpec(fast_bias_correction=bias_correction), files["int8"])
+        quantize_ptq(model, calib, QuantSpec(bias_correction=bias_correction), files["int8"])
         print(f"ptq {time.perf_counter() - began:.1f} s")
     core = ov.Core()
     for name, path in files.items():

@@ -321,13 +321,6 @@ def wrap_ddp(ctx: DistContext, model: nn.Module) -> nn.Module:
     return DistributedDataParallel(model, device_ids=device_ids)
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The module inside DistributedDataParallel (what checkpoints and ONNX export see)."""
-    return (
-        model.module if hasattr(model, "module") and isinstance(model, nn.parallel.DistributedDataParallel) else model
-    )
-
-
 # --------------------------------------------------------------------------------------------- launcher
 def torchrun_argv(
     nproc: int,

@@ -17,7 +17,7 @@ import numpy as np
 
 from edgeresnext.atomic import atomic_path
 from edgeresnext.errors import ExportError
-from edgeresnext.onnx_io import check_external_data, ort_session
+from edgeresnext.onnx_io import load_onnx_safely, ort_session
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def _materialize_shared_weights(path: Path) -> int:
     import onnx
     from onnx import numpy_helper
 
-    model = onnx.load(str(path))
+    model = load_onnx_safely(path)
     initializers = {tensor.name: tensor for tensor in model.graph.initializer}
     shared = [node for node in model.graph.node if node.op_type == "Identity" and node.input[0] in initializers]
     for node in shared:
@@ -124,14 +124,13 @@ def check_onnx(path: str | os.PathLike[str]) -> None:
     import onnx
 
     path = Path(path)
-    check_external_data(path)
+    model = load_onnx_safely(path, load_external_data=False)  # the file checks first: the checker reads external data
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
         raise ExportError(f"{path}: onnx.checker rejects the model: {str(err).splitlines()[0]}") from err
     except OSError as err:
         raise ExportError(f"{path}: cannot read ONNX file ({err})") from err
-    model = onnx.load(str(path), load_external_data=False)
     try:
         onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     except onnx.shape_inference.InferenceError as err:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -59,17 +58,6 @@ _INT8, _UINT8, _INT32 = 3, 2, 6
 # TensorProto types TensorRT accepts in Q/DQ: INT8, FLOAT8E4M3FN, INT4.
 _ALLOWED_QDQ_TYPES = {3: "INT8", 17: "FLOAT8E4M3FN", 22: "INT4"}
 _WEIGHTED_OPS = {"Conv": 0, "ConvTranspose": 1, "Gemm": None, "MatMul": None}
-RULES = (
-    "opset",
-    "custom-domain",
-    "unsupported-op",
-    "qdq-type",
-    "zero-point",
-    "weight-per-channel",
-    "activation-per-tensor",
-    "group-channels",
-    "fp16-scale",
-)
 _FLOAT16 = 10
 FP16_MIN_NORMAL = 2.0**-14  # 6.1e-05
 
@@ -346,17 +334,9 @@ def lint_model(model, rules: str = "tensorrt") -> list[Violation]:
 
 def lint_onnx(path: str | os.PathLike[str], rules: str = "tensorrt") -> list[Violation]:
     """Every TensorRT rule ``path`` breaks (errors and warnings), each naming its node."""
-    import onnx
+    from edgeresnext.onnx_io import load_onnx_safely
 
-    from edgeresnext.onnx_io import check_external_data
-
-    path = Path(path)
-    check_external_data(path)
-    try:
-        model = onnx.load(str(path))
-    except (OSError, onnx.onnx_cpp2py_export.checker.ValidationError, Exception) as err:  # protobuf DecodeError
-        raise ExportError(f"{path}: cannot read ONNX model ({str(err).splitlines()[0] if str(err) else err})") from err
-    return lint_model(model, rules)
+    return lint_model(load_onnx_safely(path), rules)
 
 
 def assert_lint_clean(path: str | os.PathLike[str], rules: str = "tensorrt") -> list[Violation]:

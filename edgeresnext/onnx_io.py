@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from edgeresnext.errors import ConfigError, ExportError
+from edgeresnext.errors import ConfigError, EdgeResNeXtError, ExportError
 
 
 def _tensors_of(graph) -> list:
@@ -46,9 +46,14 @@ def check_onnx_file(path: str | os.PathLike[str]) -> list[Path]:
     file, bytes that are not an ONNX protobuf (truncated, another format), a protobuf without a graph (an empty
     file parses as one), and external data leaving the model's folder (see :func:`check_external_data`).
     """
+    path = Path(path)
+    return _external_data_inside(path, _parsed_model(path))
+
+
+def _parsed_model(path: Path):
+    """``path`` parsed without its external data, refused as :func:`check_onnx_file` says unless it is a model."""
     import onnx
 
-    path = Path(path)
     if not path.exists():
         raise ExportError(f"{path}: ONNX model not found")
     if not path.is_file():
@@ -66,7 +71,7 @@ def check_onnx_file(path: str | os.PathLike[str]) -> list[Path]:
             f"{path}: not an ONNX model (no IR version, graph nodes or outputs; truncated or another format); "
             f"expected {ONNX_ACCEPTED}"
         )
-    return _external_data_inside(path, model)
+    return model
 
 
 def check_external_data(path: str | os.PathLike[str]) -> list[Path]:
@@ -106,25 +111,40 @@ def _external_data_inside(path: Path, model) -> list[Path]:
     return sorted(set(found))
 
 
-def load_onnx_safely(path: str | os.PathLike[str], load_external_data: bool = True):
-    """``onnx.load`` for ONNX files from users: :func:`check_external_data` first, then the load."""
-    import onnx
+def load_onnx_safely(
+    path: str | os.PathLike[str],
+    load_external_data: bool = True,
+    error: type[EdgeResNeXtError] = ExportError,
+):
+    """The one ``onnx.load`` of edgeresnext (a test keeps it so): every check of :func:`check_onnx_file` on the one
+    parse, then the external data, which those checks keep inside the model's folder, unless
+    ``load_external_data`` is False (graph facts only: names, shapes, operators).
 
-    check_external_data(path)
+    ``error``: the class a refused file raises, for callers whose users expect their own (a compile input that is
+    not a model is a :class:`ConfigError`); the message is the same.
+    """
+    from onnx.external_data_helper import load_external_data_for_model
+
+    path = Path(path)
     try:
-        return onnx.load(str(path), load_external_data=load_external_data)
-    except Exception as err:
-        raise ExportError(f"{path}: cannot read ONNX model ({str(err).splitlines()[0] if str(err) else err})") from err
+        model = _parsed_model(path)
+        _external_data_inside(path, model)
+        if load_external_data:
+            try:
+                load_external_data_for_model(model, str(path.parent))
+            except Exception as err:  # OSError, or onnx's own for a short file
+                said = str(err).splitlines()[0] if str(err) else type(err).__name__
+                raise ExportError(f"{path}: cannot read the ONNX model's external data ({said})") from err
+    except ExportError as err:
+        if error is ExportError:
+            raise
+        raise error(str(err)) from err
+    return model
 
 
 def onnx_input(onnx_path: str | Path) -> tuple[str, list[int | str]]:
     """Name and shape of the model's single image input (a dynamic dimension is its symbol, e.g. 'batch')."""
-    import onnx
-
-    try:
-        model = onnx.load(str(onnx_path), load_external_data=False)
-    except Exception as err:  # onnx raises DecodeError, OSError, ... for a file that is not ONNX
-        raise ConfigError(f"{onnx_path}: not a readable ONNX model ({err})") from err
+    model = load_onnx_safely(onnx_path, load_external_data=False, error=ConfigError)
     initializers = {init.name for init in model.graph.initializer}
     inputs = [value for value in model.graph.input if value.name not in initializers]
     if len(inputs) != 1:
@@ -139,9 +159,7 @@ def onnx_input(onnx_path: str | Path) -> tuple[str, list[int | str]]:
 def onnx_signature(onnx_path: str | Path) -> dict[str, Any]:
     """``input_name``, ``input_shape``, ``output_name``, ``output_shape`` of the first input and output
     (-1 for a dynamic dimension): what a bundle's manifest records."""
-    import onnx
-
-    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    graph = load_onnx_safely(onnx_path, load_external_data=False).graph
     initializers = {init.name for init in graph.initializer}
     inputs = [value for value in graph.input if value.name not in initializers]
 
@@ -158,9 +176,8 @@ def onnx_signature(onnx_path: str | Path) -> dict[str, Any]:
 
 def check_onnx_precision(onnx_path: Path, precision: str) -> None:
     """An INT8 target needs Q/DQ nodes in the file; an FP32 target must not silently ship a quantized one."""
-    import onnx
-
-    ops = {node.op_type for node in onnx.load(str(onnx_path), load_external_data=False).graph.node}
+    graph = load_onnx_safely(onnx_path, load_external_data=False, error=ConfigError).graph
+    ops = {node.op_type for node in graph.node}
     has_qdq = "QuantizeLinear" in ops or "DequantizeLinear" in ops
     if precision == "int8" and not has_qdq:
         raise ConfigError(
@@ -251,12 +268,11 @@ def ort_runtime_ops(
     import tempfile
     from collections import Counter
 
-    import onnx
-
     with tempfile.TemporaryDirectory(prefix="edgeresnext-ort-") as scratch:
         optimized = Path(scratch) / "optimized.onnx"
         ort_session(model, threads, optimization, optimized, providers)
-        ops = [node.op_type for node in onnx.load(str(optimized)).graph.node] if optimized.is_file() else []
+        graph = load_onnx_safely(optimized, load_external_data=False).graph if optimized.is_file() else None
+        ops = [node.op_type for node in graph.node] if graph is not None else []
     counts = Counter(ops)
     integer = {op: n for op, n in sorted(counts.items()) if op in INTEGER_COMPUTE_OPS}
     floats = {op: n for op, n in sorted(counts.items()) if op in FLOAT_COMPUTE_OPS}

@@ -195,6 +195,49 @@ def device_check_status(artifact: dict[str, Any]) -> str | None:
     return str((artifact["engine"].get("device_check") or {}).get("status") or "unchecked")
 
 
+def _chosen_artifact(bundle_dir: Path, manifest: dict[str, Any], backend: str | None) -> dict[str, Any]:
+    """The manifest entry of the artifact to load: the primary one, or the first of ``backend``."""
+    artifacts = manifest["artifacts"]
+    if backend is None:
+        return artifacts[0]
+    matching = [a for a in artifacts if a["backend"] == backend]
+    if not matching:
+        raise ConfigError(
+            f"{bundle_dir}: no {backend!r} artifact; the bundle has "
+            f"{', '.join(sorted({a['backend'] for a in artifacts}))}"
+        )
+    return matching[0]
+
+
+def _check_loadable(bundle_dir: Path, artifact: dict[str, Any], allow_failed_check: bool) -> None:
+    """Refuse a kit (no engine yet) and an engine that failed its device check; warn about an unchecked one."""
+    where = bundle_dir / artifact["path"]
+    if artifact["kind"] == "kit":
+        raise BackendUnavailable(
+            f"{where}: an on-device build kit, not an engine; build the engine on the "
+            f"device first: `edgeresnext bundle build-engine {bundle_dir}` (or `{where}/"
+            "build_engine.sh` without edgeresnext; see the kit's README)"
+        )
+    status = device_check_status(artifact)
+    if status == "failed" and not allow_failed_check:
+        said = ((artifact["engine"]["device_check"].get("gate") or {}).get("message")) or "see the manifest"
+        raise BundleError(
+            f"{where}: this engine FAILED its device check ({said}); it is refused. Rebuild it "
+            f"(`edgeresnext bundle build-engine {bundle_dir}`), or load_bundle(..., allow_failed_check=True) to run it "
+            "anyway"
+        )
+    if status == "unchecked":
+        reason = (artifact["engine"].get("device_check") or {}).get("reason") or "no device check recorded"
+        logger.warning("%s: this engine is UNCHECKED on the device (%s)", where, reason)
+
+
+def _runtime_device(manifest: dict[str, Any], artifact: dict[str, Any], runtime: Any) -> str:
+    """The primary artifact's target device when the runtime knows that name (not ``jetson-orin``, say), else the
+    runtime's default."""
+    device = manifest["device"]["target_device"] if artifact is manifest["artifacts"][0] else runtime.default_device
+    return device if device in runtime.devices else runtime.default_device
+
+
 def load_bundle(
     path: str | os.PathLike[str],
     backend: str | None = None,
@@ -218,39 +261,11 @@ def load_bundle(
     """
     bundle_dir = Path(path)
     manifest = verify_bundle(bundle_dir) if verify else read_manifest(bundle_dir)
-    artifacts = manifest["artifacts"]
-    if backend is None:
-        artifact = artifacts[0]
-    else:
-        matching = [a for a in artifacts if a["backend"] == backend]
-        if not matching:
-            raise ConfigError(
-                f"{bundle_dir}: no {backend!r} artifact; the bundle has "
-                f"{', '.join(sorted({a['backend'] for a in artifacts}))}"
-            )
-        artifact = matching[0]
-    if artifact["kind"] == "kit":
-        raise BackendUnavailable(
-            f"{bundle_dir / artifact['path']}: an on-device build kit, not an engine; build the engine on the "
-            f"device first: `edgeresnext bundle build-engine {bundle_dir}` (or `{bundle_dir / artifact['path']}/"
-            "build_engine.sh` without edgeresnext; see the kit's README)"
-        )
-    status = device_check_status(artifact)
-    if status == "failed" and not allow_failed_check:
-        said = ((artifact["engine"]["device_check"].get("gate") or {}).get("message")) or "see the manifest"
-        raise BundleError(
-            f"{bundle_dir / artifact['path']}: this engine FAILED its device check ({said}); it is refused. Rebuild it "
-            f"(`edgeresnext bundle build-engine {bundle_dir}`), or load_bundle(..., allow_failed_check=True) to run it "
-            "anyway"
-        )
-    if status == "unchecked":
-        reason = (artifact["engine"].get("device_check") or {}).get("reason") or "no device check recorded"
-        logger.warning("%s: this engine is UNCHECKED on the device (%s)", bundle_dir / artifact["path"], reason)
+    artifact = _chosen_artifact(bundle_dir, manifest, backend)
+    _check_loadable(bundle_dir, artifact, allow_failed_check)
     runtime = get_backend(artifact["backend"])
     if device is None:
-        device = manifest["device"]["target_device"] if artifact is artifacts[0] else runtime.default_device
-        if device not in runtime.devices:  # a device's name (jetson-orin), not one the runtime knows
-            device = runtime.default_device
+        device = _runtime_device(manifest, artifact, runtime)
     recorded = Artifact(
         backend=artifact["backend"],
         precision=artifact["precision"],
@@ -263,7 +278,7 @@ def load_bundle(
     try:
         runner = runtime.load(recorded, runtime.run_options(info=recorded.info, device=device, threads=threads))
     except BackendUnavailable as err:
-        others = [a["backend"] for a in artifacts if a is not artifact and a["kind"] != "kit"]
+        others = [a["backend"] for a in manifest["artifacts"] if a is not artifact and a["kind"] != "kit"]
         hint = f"; the bundle also has: {', '.join(others)} (load_bundle(..., backend=...))" if others else ""
         raise BackendUnavailable(f"{bundle_dir}: {err}{hint}") from err
     classifier = Classifier(bundle_dir, manifest, artifact, runner)

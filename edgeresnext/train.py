@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -113,15 +113,31 @@ def fit(config: TrainConfig, ctx: DistContext | None = None) -> Path:
     return final
 
 
-def _fit(config: TrainConfig, ctx: DistContext) -> Path:
-    from edgeresnext import distributed
-    from edgeresnext.models import ModelMeta, create, read_checkpoint, save_checkpoint
+@dataclass
+class _Run:
+    """One training run's state across epochs: what ``last.pt`` saves and resumes."""
 
-    torch.manual_seed(config.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
-    out = Path(config.out_dir)
-    if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-    train_set, test_set = load_datasets(config)
+    config: TrainConfig
+    ctx: DistContext
+    out: Path
+    model: nn.Module
+    meta: Any
+    optimizer: Any
+    scheduler: Any
+    steps_per_epoch: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+    start_epoch: int = 0
+
+    @property
+    def last(self) -> Path:
+        return self.out / "last.pt"
+
+
+def _model_and_meta(config: TrainConfig, ctx: DistContext, train_set, test_set) -> tuple[nn.Module, Any]:
+    """A freshly initialised ``config.arch`` on this rank's device, and the metadata its checkpoints carry."""
+    from edgeresnext import distributed
+    from edgeresnext.models import ModelMeta, create
+
     first = test_set.images[0]  # the test split is in memory for every kind of dataset
     in_channels = 1 if first.ndim == 2 else first.shape[-1]
     model = create(config.arch, num_classes=len(train_set.class_names), in_channels=in_channels)
@@ -139,127 +155,184 @@ def _fit(config: TrainConfig, ctx: DistContext) -> Path:
         dataset=config.dataset,
         recipe=config.recipe,
     )
+    return model, meta
 
-    train_loader = make_train_loader(train_set, test_set.preprocess, config, ctx, input_size=int(first.shape[0]))
-    # Steps per epoch come from the global batch, so the schedule and last.pt do not depend on the world size.
-    steps_per_epoch = len(train_set.labels) // config.batch_size
-    if steps_per_epoch == 0:
-        raise ConfigError(f"train.batch_size={config.batch_size} exceeds the {len(train_set.labels)} training images")
-    test_loader = make_eval_loader(test_set, ctx)
+
+def _optimizer_and_schedule(model: nn.Module, config: TrainConfig, steps: int) -> tuple[Any, Any]:
+    """Nesterov SGD and a one-cycle learning rate over ``steps`` optimizer steps."""
     optimizer = torch.optim.SGD(
         model.parameters(), lr=config.lr, momentum=config.momentum, nesterov=True, weight_decay=config.weight_decay
     )
-    steps = config.epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.lr, total_steps=steps, pct_start=0.15, div_factor=10.0, final_div_factor=100.0
     )
-    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    history: list[dict[str, Any]] = []
-    start_epoch = 0
-    last = out / "last.pt"
-    # Rank 0 reads last.pt and hands it to the others, so nodes without the run folder can resume too.
+    return optimizer, scheduler
+
+
+def _check_resumable(last: Path, made_with: dict[str, Any], config: TrainConfig) -> None:
+    """``last.pt`` resumes only the run it was made by: the same arch, epochs and global batch."""
+    if made_with.get("arch") != config.arch or made_with.get("epochs") != config.epochs:
+        raise ConfigError(
+            f"{last}: was made with a different arch/epochs ({made_with}); use another --out or --no-resume"
+        )
+    if made_with.get("batch_size", config.batch_size) != config.batch_size:
+        raise ConfigError(
+            f"{last}: was made with global batch {made_with.get('batch_size')}, not "
+            f"{config.batch_size}; the learning-rate schedule depends on it (the number of "
+            "processes may change, the global batch may not)"
+        )
+
+
+def _resume(run: _Run) -> None:
+    """Continue from ``last.pt`` when asked and present. Rank 0 reads it and hands it to the others, so nodes
+    without the run folder can resume too."""
+    from edgeresnext import distributed
+    from edgeresnext.models import read_checkpoint
+
+    config, ctx, last = run.config, run.ctx, run.last
     resume_state = None
     if config.resume and ctx.is_main and last.is_file():
         ckpt = read_checkpoint(last)
         resume_state = {"state_dict": ckpt.state_dict, "training": ckpt.training}
     resume_state = distributed.broadcast_object(ctx, resume_state)
-    if resume_state is not None:
-        state = resume_state["training"]
-        made_with = state.get("config", {})
-        if made_with.get("arch") != config.arch or made_with.get("epochs") != config.epochs:
-            raise ConfigError(
-                f"{last}: was made with a different arch/epochs ({made_with}); use another --out or --no-resume"
-            )
-        if made_with.get("batch_size", config.batch_size) != config.batch_size:
-            raise ConfigError(
-                f"{last}: was made with global batch {made_with.get('batch_size')}, not "
-                f"{config.batch_size}; the learning-rate schedule depends on it (the number of "
-                "processes may change, the global batch may not)"
-            )
-        model.load_state_dict(resume_state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch = int(state["epoch"])
-        history = list(state.get("history", []))
-        torch.set_rng_state(state["rng"])
-        if ctx.is_main:
-            logger.info(
-                "resuming %s from epoch %d/%d (saved by %d process(es), now %d)",
-                last,
-                start_epoch,
-                config.epochs,
-                int(state.get("world_size", 1)),
-                ctx.world_size,
-            )
-    ddp_model = distributed.wrap_ddp(ctx, model)
-
-    for epoch in range(start_epoch, config.epochs):
-        train_loader.set_epoch(epoch)
-        began = time.perf_counter()
-        totals = train_one_epoch(
-            ddp_model,
-            train_loader,
-            optimizer,
-            criterion,
-            ctx,
-            steps_per_epoch,
-            scheduler=scheduler,
-            progress=config.progress and ctx.is_main,
-            desc=f"epoch {epoch + 1}/{config.epochs}",
+    if resume_state is None:
+        return
+    state = resume_state["training"]
+    _check_resumable(last, state.get("config", {}), config)
+    run.model.load_state_dict(resume_state["state_dict"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.start_epoch = int(state["epoch"])
+    run.history = list(state.get("history", []))
+    torch.set_rng_state(state["rng"])
+    if ctx.is_main:
+        logger.info(
+            "resuming %s from epoch %d/%d (saved by %d process(es), now %d)",
+            last,
+            run.start_epoch,
+            config.epochs,
+            int(state.get("world_size", 1)),
+            ctx.world_size,
         )
-        # Without SyncBN each rank's BatchNorm statistics saw only its shard: evaluate and save rank 0's everywhere.
-        distributed.broadcast_state(ctx, model)
-        metrics = evaluate(model, test_loader, ctx=ctx)
-        record = {
-            "epoch": epoch + 1,
-            "train_loss": totals["loss"],
-            "train_top1": totals["top1"],
-            "test_top1": metrics["top1"],
-            "test_loss": metrics["loss"],
-            "seconds": round(time.perf_counter() - began, 1),
-        }
-        history.append(record)
+
+
+def _train_and_evaluate(run: _Run, ddp_model: nn.Module, loaders: tuple, criterion, epoch: int) -> dict[str, Any]:
+    """One epoch of training, then the test figures of rank 0's weights; the epoch's history record."""
+    from edgeresnext import distributed
+
+    config, ctx = run.config, run.ctx
+    train_loader, test_loader = loaders
+    train_loader.set_epoch(epoch)
+    began = time.perf_counter()
+    totals = train_one_epoch(
+        ddp_model,
+        train_loader,
+        run.optimizer,
+        criterion,
+        ctx,
+        run.steps_per_epoch,
+        scheduler=run.scheduler,
+        progress=config.progress and ctx.is_main,
+        desc=f"epoch {epoch + 1}/{config.epochs}",
+    )
+    # Without SyncBN each rank's BatchNorm statistics saw only its shard: evaluate and save rank 0's everywhere.
+    distributed.broadcast_state(ctx, run.model)
+    metrics = evaluate(run.model, test_loader, ctx=ctx)
+    return {
+        "epoch": epoch + 1,
+        "train_loss": totals["loss"],
+        "train_top1": totals["top1"],
+        "test_top1": metrics["top1"],
+        "test_loss": metrics["loss"],
+        "seconds": round(time.perf_counter() - began, 1),
+    }
+
+
+def _save_epoch(run: _Run, record: dict[str, Any]) -> None:
+    """Rank 0: the epoch in the log, ``last.pt`` (everything a resume needs) and ``history.json``."""
+    from edgeresnext.models import save_checkpoint
+
+    config = run.config
+    logger.info(
+        "epoch %d/%d: train loss %.4f acc %.4f | test acc %.4f | %.0f s",
+        record["epoch"],
+        config.epochs,
+        record["train_loss"],
+        record["train_top1"],
+        record["test_top1"],
+        record["seconds"],
+    )
+    training = {
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "epoch": record["epoch"],
+        "history": run.history,
+        "rng": torch.get_rng_state(),
+        "config": asdict(config),
+        "world_size": run.ctx.world_size,
+    }
+    save_checkpoint(run.last, run.model, run.meta, training=training)
+    write_json_atomic(run.out / "history.json", run.history)
+
+
+def _stops_early(run: _Run, epoch: int) -> bool:
+    """Whether ``stop_after`` ends the run after ``epoch`` (0-based), before its last epoch."""
+    config = run.config
+    return config.stop_after is not None and epoch + 1 >= config.stop_after and epoch + 1 < config.epochs
+
+
+def _save_final(run: _Run, test_loader) -> Path:
+    """The trained model with its test figures in ``model.safetensors`` (rank 0 writes, every rank waits)."""
+    from edgeresnext import distributed
+    from edgeresnext.models import save_checkpoint
+
+    metrics = evaluate(run.model, test_loader, ctx=run.ctx)
+    run.meta.metrics = {
+        "test_top1": round(metrics["top1"], 4),
+        "test_top5": round(metrics["top5"], 4),
+        "train_seconds": round(sum(r["seconds"] for r in run.history), 1),
+    }
+    final = run.out / "model.safetensors"
+    if run.ctx.is_main:
+        final = save_checkpoint(final, run.model, run.meta)
+        logger.info("test top-1 %.4f (%d images); saved %s", metrics["top1"], metrics["count"], final)
+    distributed.barrier(run.ctx)  # the other ranks return once the file exists
+    return final
+
+
+def _fit(config: TrainConfig, ctx: DistContext) -> Path:
+    from edgeresnext import distributed
+
+    torch.manual_seed(config.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
+    out = Path(config.out_dir)
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    train_set, test_set = load_datasets(config)
+    model, meta = _model_and_meta(config, ctx, train_set, test_set)
+    train_loader = make_train_loader(train_set, test_set.preprocess, config, ctx, input_size=meta.input_size)
+    # Steps per epoch come from the global batch, so the schedule and last.pt do not depend on the world size.
+    steps_per_epoch = len(train_set.labels) // config.batch_size
+    if steps_per_epoch == 0:
+        raise ConfigError(f"train.batch_size={config.batch_size} exceeds the {len(train_set.labels)} training images")
+    test_loader = make_eval_loader(test_set, ctx)
+    optimizer, scheduler = _optimizer_and_schedule(model, config, config.epochs * steps_per_epoch)
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    run = _Run(config, ctx, out, model, meta, optimizer, scheduler, steps_per_epoch)
+    _resume(run)
+    ddp_model = distributed.wrap_ddp(ctx, model)
+    for epoch in range(run.start_epoch, config.epochs):
+        record = _train_and_evaluate(run, ddp_model, (train_loader, test_loader), criterion, epoch)
+        run.history.append(record)
         if ctx.is_main:
-            logger.info(
-                "epoch %d/%d: train loss %.4f acc %.4f | test acc %.4f | %.0f s",
-                epoch + 1,
-                config.epochs,
-                record["train_loss"],
-                record["train_top1"],
-                record["test_top1"],
-                record["seconds"],
-            )
-            training = {
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "epoch": epoch + 1,
-                "history": history,
-                "rng": torch.get_rng_state(),
-                "config": asdict(config),
-                "world_size": ctx.world_size,
-            }
-            save_checkpoint(last, model, meta, training=training)
-            write_json_atomic(out / "history.json", history)
-        if config.stop_after is not None and epoch + 1 >= config.stop_after and epoch + 1 < config.epochs:
+            _save_epoch(run, record)
+        if _stops_early(run, epoch):
             if ctx.is_main:
                 logger.info(
                     "stopping after epoch %d/%d as asked; resume with the same command", epoch + 1, config.epochs
                 )
             distributed.barrier(ctx)
-            return last
-
-    metrics = evaluate(model, test_loader, ctx=ctx)
-    meta.metrics = {
-        "test_top1": round(metrics["top1"], 4),
-        "test_top5": round(metrics["top5"], 4),
-        "train_seconds": round(sum(r["seconds"] for r in history), 1),
-    }
-    final = out / "model.safetensors"
-    if ctx.is_main:
-        final = save_checkpoint(final, model, meta)
-        logger.info("test top-1 %.4f (%d images); saved %s", metrics["top1"], metrics["count"], final)
-    distributed.barrier(ctx)  # the other ranks return once the file exists
-    return final
+            return run.last
+    return _save_final(run, test_loader)
 
 
 def make_train_loader(train_set, preprocess, config: TrainConfig, ctx: DistContext, input_size: int = 32):

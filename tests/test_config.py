@@ -191,7 +191,19 @@ def test_the_renamed_speedup_gate_names_its_new_key(tmp_path) -> None:
     repo = Path(__file__).resolve().parents[1]
     path = tmp_path / "old.yaml"
     path.write_text(f"extends: {repo / 'targets' / 'cpu.yaml'}\ngates:\n  min_speedup_vs_fp32: 1.5\n")
-    with pytest.raises(ConfigError, match=r"old\.yaml: gates min_speedup_vs_fp32 is now min_speedup"):
+    with pytest.raises(ConfigError, match=r"old\.yaml: gates has the old key min_speedup_vs_fp32: rename it"):
         load_target(path)
     path.write_text(f"extends: {repo / 'targets' / 'cpu.yaml'}\ngates:\n  min_speedup: 1.5\n")
     assert load_target(path).gates.min_speedup == 1.5
+
+
+def test_old_bias_correction_key_is_refused_naming_the_new_one(tmp_path):
+    """``quant.fast_bias_correction`` was renamed ``quant.bias_correction``: an old file gets the new name."""
+    path = write(tmp_path, "old.yaml", "backend: onnxruntime\nquant:\n  fast_bias_correction: true\n")
+    with pytest.raises(
+        ConfigError, match=r"old\.yaml: quant has the old key fast_bias_correction: rename it bias_corr"
+    ):
+        load_target(path)
+    renamed = write(tmp_path, "new.yaml", "backend: onnxruntime\nquant:\n  bias_correction: true\n")
+    assert load_target(renamed).quant.bias_correction is True
+    assert load_target(renamed, overrides={"quant.bias_correction": False}).quant.bias_correction is False

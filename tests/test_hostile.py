@@ -163,6 +163,58 @@ def test_onnx_external_data_inside_its_folder_is_read(tmp_path):
         check_external_data(missing)
 
 
+# The one parse of an ONNX file in edgeresnext/ (onnx_io._parsed_model, behind load_onnx_safely). Pending:
+# validate/artifacts.py's _guess_precision, which issue 26 replaces by reading artifact.json (another change).
+PARSE_ALLOWED = {("onnx_io.py", "_parsed_model")}
+ONNX_READERS = {"load", "load_model", "load_from_string", "load_model_from_string"}
+
+
+def _bare_onnx_reads(package: Path) -> list[str]:
+    """``onnx.load(...)``-like calls (also ``from onnx import load``) outside PARSE_ALLOWED, as ``file:line``."""
+    import ast
+
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        relative = path.relative_to(package).as_posix()
+        tree = ast.parse(path.read_text(), str(path))
+        imported = {
+            alias.asname or alias.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.module == "onnx"
+            for alias in node.names
+            if alias.name in ONNX_READERS
+        }
+        functions = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+        for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call)):
+            func = call.func
+            bare = (
+                isinstance(func, ast.Attribute)
+                and func.attr in ONNX_READERS
+                and isinstance(func.value, ast.Name)
+                and func.value.id == "onnx"
+            ) or (isinstance(func, ast.Name) and func.id in imported)
+            if not bare:
+                continue
+            inside = [f.name for f in functions if f.lineno <= call.lineno <= f.end_lineno]
+            if not any((relative, name) in PARSE_ALLOWED for name in inside):
+                found.append(f"{relative}:{call.lineno}")
+    return found
+
+
+def test_every_onnx_read_in_the_package_goes_through_the_safe_reader(tmp_path):
+    """A bare ``onnx.load`` skips the file checks (external data leaving the folder, not a model): refused here."""
+    import edgeresnext
+
+    package = Path(edgeresnext.__file__).parent
+    assert _bare_onnx_reads(package) == []
+    planted = tmp_path / "edgeresnext"
+    shutil.copytree(package, planted, ignore=shutil.ignore_patterns("weights", "__pycache__"))
+    with (planted / "export.py").open("a") as handle:
+        handle.write("\n\ndef _planted(path):\n    import onnx\n\n    return onnx.load(str(path))\n")
+    (planted / "runtime.py").write_text("from onnx import load as read\n\nmodel = read('m.onnx')\n")
+    assert [found.split(":")[0] for found in _bare_onnx_reads(planted)] == ["export.py", "runtime.py"]
+
+
 # --------------------------------------------------------------------------------------------- bundle archives
 @pytest.fixture(scope="module")
 def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -92,6 +92,67 @@ def _io_signature(artifact: Artifact, meta: ModelMeta) -> dict[str, Any]:
     return sig
 
 
+def _batch_range(sig: dict[str, Any], target: Target | None) -> dict[str, int]:
+    """The batch sizes the bundle runs: the target's range, or the model's static batch dimension when it has one."""
+    batch = {"min": 1, "opt": 1, "max": 1}
+    if target is not None:
+        batch = target.input.batch.model_dump()
+    if sig["input_shape"][0] > 0:  # a static batch dimension overrides the target's range
+        batch = {"min": sig["input_shape"][0], "opt": sig["input_shape"][0], "max": sig["input_shape"][0]}
+    return batch
+
+
+def _model_section(meta: ModelMeta) -> dict[str, Any]:
+    return {
+        "arch": meta.arch,
+        "num_classes": meta.num_classes,
+        "dataset": meta.dataset,
+        "recipe": meta.recipe,
+        "metrics": _jsonable(meta.metrics),
+        **({"provenance": dict(meta.provenance)} if meta.provenance else {}),
+    }
+
+
+def _preprocess_section(meta: ModelMeta) -> dict[str, Any]:
+    """The preprocessing keys plus, in words, what a device app must do with them."""
+    pre = meta.preprocess
+    return {
+        **pre.to_dict(),
+        "channel_order": pre.channels,
+        "resize_mode": "shorter side to `resize`, bilinear (Pillow, antialiased)",
+        "crop_mode": "center",
+        "scale": 1.0 / 255.0,
+        "order": "convert to `channels`, resize, crop, x * scale, (x - mean) / std, HWC to CHW",
+    }
+
+
+def _device_section(target_device: str, info: dict[str, Any]) -> dict[str, Any]:
+    """The device the bundle is for and the machine that built it."""
+    return {
+        "target_device": target_device,
+        "built_on": {
+            "machine": platform.machine(),
+            "system": platform.system(),
+            "cpu": cpu_model(),
+            **{k: info[k] for k in ("gpu_name", "gpu_sm", "tensorrt_version", "build_mode") if k in info},
+        },
+    }
+
+
+def _artifact_entries(artifacts: Sequence[Artifact], names: dict[Path, str]) -> list[dict[str, Any]]:
+    return [
+        {
+            "backend": a.backend,
+            "precision": a.precision,
+            "kind": a.kind,
+            "path": names[Path(a.path)],
+            "files": [names[p] for p in _artifact_files(a)],
+            "info": _jsonable(a.info),
+        }
+        for a in artifacts
+    ]
+
+
 def build_manifest(
     artifacts: Sequence[Artifact],
     names: dict[Path, str],
@@ -108,39 +169,19 @@ def build_manifest(
         info.get("backend_version") or info.get("tensorrt_version") or _package_version(backend.package)
     )
     target_device = str(info.get("device", backend.target_device(target)))
-    batch = {"min": 1, "opt": 1, "max": 1}
-    if target is not None:
-        batch = target.input.batch.model_dump()
-    if sig["input_shape"][0] > 0:  # a static batch dimension overrides the target's range
-        batch = {"min": sig["input_shape"][0], "opt": sig["input_shape"][0], "max": sig["input_shape"][0]}
-    pre = meta.preprocess
     manifest: dict[str, Any] = {
         "format": FORMAT,
         "schema_version": SCHEMA_VERSION,
         "created_by": f"edgeresnext {_edgeresnext_version()}",
-        "model": {
-            "arch": meta.arch,
-            "num_classes": meta.num_classes,
-            "dataset": meta.dataset,
-            "recipe": meta.recipe,
-            "metrics": _jsonable(meta.metrics),
-            **({"provenance": dict(meta.provenance)} if meta.provenance else {}),
-        },
+        "model": _model_section(meta),
         "input": {
             "name": sig["input_name"],
             "shape": [int(d) for d in sig["input_shape"]],
             "dtype": str(info.get("input_dtype", "float32")),
             "layout": "NCHW",
-            "batch": batch,
+            "batch": _batch_range(sig, target),
         },
-        "preprocess": {
-            **pre.to_dict(),
-            "channel_order": pre.channels,
-            "resize_mode": "shorter side to `resize`, bilinear (Pillow, antialiased)",
-            "crop_mode": "center",
-            "scale": 1.0 / 255.0,
-            "order": "convert to `channels`, resize, crop, x * scale, (x - mean) / std, HWC to CHW",
-        },
+        "preprocess": _preprocess_section(meta),
         "output": {
             "name": sig["output_name"],
             "shape": [int(d) for d in sig["output_shape"]],
@@ -151,49 +192,17 @@ def build_manifest(
         "labels": LABELS,
         "precision": primary.precision,
         "backend": {"name": primary.backend, "version": backend_version},
-        "device": {
-            "target_device": target_device,
-            "built_on": {
-                "machine": platform.machine(),
-                "system": platform.system(),
-                "cpu": cpu_model(),
-                **{k: info[k] for k in ("gpu_name", "gpu_sm", "tensorrt_version", "build_mode") if k in info},
-            },
-        },
+        "device": _device_section(target_device, info),
         "validation": _jsonable(validation_summary) if validation_summary is not None else None,
-        "artifacts": [
-            {
-                "backend": a.backend,
-                "precision": a.precision,
-                "kind": a.kind,
-                "path": names[Path(a.path)],
-                "files": [names[p] for p in _artifact_files(a)],
-                "info": _jsonable(a.info),
-            }
-            for a in artifacts
-        ],
+        "artifacts": _artifact_entries(artifacts, names),
     }
     if target is not None:
         manifest["target"] = {"name": target.name, "description": target.description, "config": target.resolved()}
     return manifest
 
 
-def bundle_from_artifacts(
-    out_dir: str | os.PathLike[str],
-    artifacts: Artifact | Sequence[Artifact],
-    meta: ModelMeta,
-    validation_summary: dict[str, Any] | None = None,
-    target: Target | None = None,
-) -> Path:
-    """Write a bundle folder: the artifacts' files, ``labels.txt`` and ``manifest.json``; returns ``out_dir``.
-
-    The first artifact is the primary one (its backend, precision and input/output describe the bundle);
-    others (the Q/DQ ONNX next to a TensorRT engine, say) travel along. The folder is assembled under a
-    temporary name and renamed into place, so a failed run never leaves a bundle that looks finished, and an
-    existing bundle is replaced whole.
-    """
-    out_dir = Path(out_dir)
-    artifacts = [artifacts] if not isinstance(artifacts, Sequence) else list(artifacts)
+def _check_artifacts(out_dir: Path, artifacts: list[Artifact]) -> None:
+    """At least one artifact, each of a registered backend."""
     if not artifacts:
         raise ConfigError(f"{out_dir}: a bundle needs at least one artifact")
     for artifact in artifacts:
@@ -201,15 +210,25 @@ def bundle_from_artifacts(
             raise ConfigError(
                 f"{artifact.path}: unknown backend {artifact.backend!r}; expected one of {', '.join(list_backends())}"
             )
+
+
+def _labels(meta: ModelMeta) -> list[str]:
+    """The lines of ``labels.txt``: one class name each, as many as the model has classes."""
     if meta.class_names and len(meta.class_names) != meta.num_classes:
         raise ConfigError(f"model metadata has {len(meta.class_names)} class names for {meta.num_classes} classes")
     class_names = meta.class_names or [f"class_{i}" for i in range(meta.num_classes)]
     for name in class_names:
         if "\n" in name or "\r" in name:
             raise ConfigError(f"class name {name!r} contains a line break; labels.txt holds one name per line")
+    return class_names
 
-    # Bundle-relative names: files keep their base names; a folder (the TensorRT kit) keeps its own tree under
-    # kit/ (the device command and the kit's README say bundle/kit/build_engine.sh, whatever the build called it).
+
+def _bundle_names(artifacts: list[Artifact]) -> tuple[dict[Path, str], dict[str, Path]]:
+    """Bundle-relative names of the artifacts' files (source -> name) and the files to copy (name -> source).
+
+    Files keep their base names; a folder (the TensorRT kit) keeps its own tree under kit/ (the device command and
+    the kit's README say bundle/kit/build_engine.sh, whatever the build called it).
+    """
     names: dict[Path, str] = {}
     sources: dict[str, Path] = {}
     for artifact in artifacts:
@@ -234,24 +253,50 @@ def bundle_from_artifacts(
                 )
             names[source] = name
             sources[name] = source
+    return names, sources
 
+
+def _fill_bundle(folder: Path, sources: dict[str, Path], class_names: list[str], manifest: dict[str, Any]) -> None:
+    """The files, ``labels.txt`` and the checked ``manifest.json`` (with every file's hash) in ``folder``, synced."""
+    for name, source in sources.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, folder / name)  # keeps the mode: the kit's build_engine.sh stays executable
+    (folder / LABELS).write_text("".join(f"{name}\n" for name in class_names), encoding="utf-8")
+    manifest["files"] = _file_entries(folder)
+    check_schema(manifest, manifest_schema(), "manifest")
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+
+
+def bundle_from_artifacts(
+    out_dir: str | os.PathLike[str],
+    artifacts: Artifact | Sequence[Artifact],
+    meta: ModelMeta,
+    validation_summary: dict[str, Any] | None = None,
+    target: Target | None = None,
+) -> Path:
+    """Write a bundle folder: the artifacts' files, ``labels.txt`` and ``manifest.json``; returns ``out_dir``.
+
+    The first artifact is the primary one (its backend, precision and input/output describe the bundle);
+    others (the Q/DQ ONNX next to a TensorRT engine, say) travel along. The folder is assembled under a
+    temporary name and renamed into place, so a failed run never leaves a bundle that looks finished, and an
+    existing bundle is replaced whole.
+    """
+    out_dir = Path(out_dir)
+    artifacts = [artifacts] if not isinstance(artifacts, Sequence) else list(artifacts)
+    _check_artifacts(out_dir, artifacts)
+    class_names = _labels(meta)
+    names, sources = _bundle_names(artifacts)
     manifest = build_manifest(artifacts, names, meta, validation_summary, target)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     try:
-        for name, source in sources.items():
-            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, tmp / name)  # keeps the mode: the kit's build_engine.sh stays executable
-        (tmp / LABELS).write_text("".join(f"{name}\n" for name in class_names), encoding="utf-8")
-        manifest["files"] = _file_entries(tmp)
-        check_schema(manifest, manifest_schema(), "manifest")
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        for path in tmp.rglob("*"):
-            if path.is_file():
-                with open(path, "rb") as handle:
-                    os.fsync(handle.fileno())
+        _fill_bundle(tmp, sources, class_names, manifest)
         old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
         if out_dir.exists():
             os.replace(out_dir, old)

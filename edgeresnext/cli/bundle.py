@@ -8,53 +8,59 @@ import argparse
 from edgeresnext.cli.common import int_at_least
 
 
-def run_bundle(args: argparse.Namespace) -> int:
-    if args.bundle_command == "extract":
-        from edgeresnext.bundle import extract_bundle
+def _extract(args: argparse.Namespace) -> int:
+    from edgeresnext.bundle import extract_bundle
 
-        manifest = extract_bundle(args.archive, args.dest)
-        print(f"OK {args.dest}: extracted from {args.archive}, {len(manifest['files'])} files, sha256 verified")
-        return 0
-    if args.bundle_command == "verify":
-        from edgeresnext.bundle import verify_bundle
+    manifest = extract_bundle(args.archive, args.dest)
+    print(f"OK {args.dest}: extracted from {args.archive}, {len(manifest['files'])} files, sha256 verified")
+    return 0
 
-        manifest = verify_bundle(args.bundle)
-        backend = manifest["backend"]
+
+def _verify(args: argparse.Namespace) -> int:
+    from edgeresnext.bundle import verify_bundle
+
+    manifest = verify_bundle(args.bundle)
+    backend = manifest["backend"]
+    print(
+        f"OK {args.bundle}: {manifest['model']['arch']} {manifest['precision']} for {backend['name']} "
+        f"{backend['version']} ({manifest['device']['target_device']}), {len(manifest['files'])} files, "
+        "sha256 verified"
+    )
+    primary = manifest["artifacts"][0]
+    if "engine" in primary:
+        engine = primary["engine"]
         print(
-            f"OK {args.bundle}: {manifest['model']['arch']} {manifest['precision']} for {backend['name']} "
-            f"{backend['version']} ({manifest['device']['target_device']}), {len(manifest['files'])} files, "
-            "sha256 verified"
+            f"engine: {primary['path']} built with TensorRT {engine['tensorrt_version']} on {engine['gpu_name']} "
+            f"(SM {engine['gpu_sm']}, {engine['build_mode'].replace('_', ' ')}) from {engine['onnx']['path']}"
         )
-        primary = manifest["artifacts"][0]
-        if "engine" in primary:
-            engine = primary["engine"]
-            print(
-                f"engine: {primary['path']} built with TensorRT {engine['tensorrt_version']} on {engine['gpu_name']} "
-                f"(SM {engine['gpu_sm']}, {engine['build_mode'].replace('_', ' ')}) from {engine['onnx']['path']}"
-            )
-            check = engine.get("device_check") or {"status": "unchecked", "reason": "no device check recorded"}
-            said = check.get("reason") or (check.get("gate") or {}).get("message", "")
-            print(f"device check: {check['status']}: {said}")
-        elif primary["kind"] == "kit":
-            print(
-                f"engine: not built yet; on the device run `edgeresnext bundle build-engine {args.bundle}` "
-                f"(or {args.bundle}/{primary['path']}/build_engine.sh)"
-            )
-        return 0
-    if args.bundle_command == "build-engine":
-        import sys
-
-        from edgeresnext.bundle import device_check_status, engine_into_bundle, engine_summary, failed_check_message
-
-        manifest = engine_into_bundle(
-            args.bundle, trtexec=args.trtexec, python_api=args.python_api, trtexec_args=args.trtexec_args
+        check = engine.get("device_check") or {"status": "unchecked", "reason": "no device check recorded"}
+        said = check.get("reason") or (check.get("gate") or {}).get("message", "")
+        print(f"device check: {check['status']}: {said}")
+    elif primary["kind"] == "kit":
+        print(
+            f"engine: not built yet; on the device run `edgeresnext bundle build-engine {args.bundle}` "
+            f"(or {args.bundle}/{primary['path']}/build_engine.sh)"
         )
-        for line in engine_summary(args.bundle, manifest):
-            print(line)
-        if device_check_status(manifest) == "failed":  # sealed as failed: exit 1, as the kit's build_engine.sh does
-            print(f"edgeresnext: error: {failed_check_message(manifest)}", file=sys.stderr)
-            return 1
-        return 0
+    return 0
+
+
+def _build_engine(args: argparse.Namespace) -> int:
+    import sys
+
+    from edgeresnext.bundle import device_check_status, engine_into_bundle, engine_summary, failed_check_message
+
+    manifest = engine_into_bundle(
+        args.bundle, trtexec=args.trtexec, python_api=args.python_api, trtexec_args=args.trtexec_args
+    )
+    for line in engine_summary(args.bundle, manifest):
+        print(line)
+    if device_check_status(manifest) == "failed":  # sealed as failed: exit 1, as the kit's build_engine.sh does
+        print(f"edgeresnext: error: {failed_check_message(manifest)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
     import json
 
     from edgeresnext.runtime import load_bundle
@@ -71,6 +77,11 @@ def run_bundle(args: argparse.Namespace) -> int:
         ):
             print(f"  {rank}. {label:20s} {score:.6f}  (class {index})")
     return 0
+
+
+def run_bundle(args: argparse.Namespace) -> int:
+    commands = {"extract": _extract, "verify": _verify, "build-engine": _build_engine}
+    return commands.get(args.bundle_command, _predict)(args)
 
 
 def add_bundle(sub: argparse._SubParsersAction) -> None:

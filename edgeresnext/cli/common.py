@@ -94,8 +94,8 @@ QUANTIZE_FLAGS: tuple[TargetFlag, ...] = (
     ("placement", "--placement", "quant.placement", None),
     ("epochs", "--epochs", "quant.qat_epochs", None),
     ("per_tensor", "--per-tensor", "quant.per_channel", False),
-    ("bias_correction", "--bias-correction", "quant.fast_bias_correction", True),
-    ("no_bias_correction", "--no-bias-correction", "quant.fast_bias_correction", False),
+    ("bias_correction", "--bias-correction", "quant.bias_correction", True),
+    ("no_bias_correction", "--no-bias-correction", "quant.bias_correction", False),
 )
 
 

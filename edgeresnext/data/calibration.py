@@ -255,11 +255,9 @@ def load_calibration_images(
     files = list_images(folder)
     if count is not None and count < 1:
         raise DataError(f"calibration count {count}; expected at least 1")
+    # Fewer images than asked: all of them. A build's preflight says so (it counts the decodable ones, before any
+    # stage); this loader and PTQ do not repeat it.
     wanted = len(files) if count is None else count
-    if wanted > len(files):
-        logger.warning(
-            "%s holds %d images, fewer than the %d asked for; calibrating on all of them", folder, len(files), wanted
-        )
     arrays: list[np.ndarray] = []
     position = 0
     while sum(len(a) for a in arrays) < wanted and position < len(files):

@@ -130,8 +130,8 @@ def load_tuning_data(
     validation image (a copied folder, an exported test image) is left out and counted in ``overlap_excluded``;
     when every one is, there are no tuning images.
     """
-    from edgeresnext.data import DATASETS, load_dataset
-    from edgeresnext.data.content import array_digests, overlapping, validation_digests
+    from edgeresnext.data import DATASETS
+    from edgeresnext.data.content import validation_digests
 
     count = quant.tune_images
     if quant.tune_dir is None and spec.dataset not in DATASETS:
@@ -145,39 +145,49 @@ def load_tuning_data(
     if quant.tune_dir is not None:
         return _folder_data(Path(quant.tune_dir), count, preprocess, class_names, spec.on_bad_image, seen)
     if spec.dataset in DATASETS:
-        from edgeresnext.data.calibration import balanced_indices
-        from edgeresnext.data.loaders import normalize_array
-
-        other = "train" if spec.split != "train" else "test"
-        dataset = load_dataset(spec.dataset, split=other, root=spec.root)
-        if list(dataset.class_names) != list(class_names):
-            return f"{spec.dataset}/{other} has other classes than the model"
-        if other == "train":  # the part of the training split that training never sees, or a balanced share of it
-            pool = tuning_holdout_indices(dataset.labels)
-            index = pool[balanced_indices(dataset.labels[pool], min(count, len(pool)), seed=TUNING_SEED)]
-            other = f"train held-out 1 in {TUNING_HOLDOUT_EVERY}"
-        else:
-            index = balanced_indices(dataset.labels, min(count, len(dataset)), seed=TUNING_SEED)
-        digests = array_digests(dataset.images[index])
-        shared = overlapping(digests, seen)
-        index, digests = np.delete(index, shared), [d for i, d in enumerate(digests) if i not in set(shared)]
-        if len(index) == 0:
-            return f"every one of the {len(shared)} {spec.dataset}/{other} tuning images is also a validation image"
-        excluded = f"; {len(shared)} also in the validation set left out" if shared else ""
-        return ValidationData(
-            inputs=normalize_array(dataset.images[index], preprocess).numpy(),
-            labels=dataset.labels[index].astype(np.int64),
-            class_names=list(class_names),
-            name=f"{spec.dataset}/{other} ({len(index)} images, class-balanced, seed {TUNING_SEED}{excluded}; "
-            f"validation uses {spec.split})",
-            overlap_excluded=len(shared),
-            disjoint_from_validation=not overlapping(digests, seen),
-        )
+        return _other_split_data(spec, count, preprocess, class_names, seen)
     calib = Path(quant.calib_dir)
     try:
         return _folder_data(calib, count, preprocess, class_names, spec.on_bad_image, seen)
     except DataError as err:
         return f"the calibration folder {calib} is not labelled with the model's classes ({err})"
+
+
+def _other_split_data(
+    spec: DataSpec, count: int, preprocess: Preprocess, class_names: Sequence[str], seen: set[str]
+) -> ValidationData | str:
+    """A seeded, class-balanced sample of ``count`` images from the named dataset's split that is not validated on
+    (of the training split: its tuning hold-out, which training never sees), less any validation image."""
+    from edgeresnext.data import load_dataset
+    from edgeresnext.data.calibration import balanced_indices
+    from edgeresnext.data.content import array_digests, overlapping
+    from edgeresnext.data.loaders import normalize_array
+
+    other = "train" if spec.split != "train" else "test"
+    dataset = load_dataset(spec.dataset, split=other, root=spec.root)
+    if list(dataset.class_names) != list(class_names):
+        return f"{spec.dataset}/{other} has other classes than the model"
+    if other == "train":  # the part of the training split that training never sees, or a balanced share of it
+        pool = tuning_holdout_indices(dataset.labels)
+        index = pool[balanced_indices(dataset.labels[pool], min(count, len(pool)), seed=TUNING_SEED)]
+        other = f"train held-out 1 in {TUNING_HOLDOUT_EVERY}"
+    else:
+        index = balanced_indices(dataset.labels, min(count, len(dataset)), seed=TUNING_SEED)
+    digests = array_digests(dataset.images[index])
+    shared = overlapping(digests, seen)
+    index, digests = np.delete(index, shared), [d for i, d in enumerate(digests) if i not in set(shared)]
+    if len(index) == 0:
+        return f"every one of the {len(shared)} {spec.dataset}/{other} tuning images is also a validation image"
+    excluded = f"; {len(shared)} also in the validation set left out" if shared else ""
+    return ValidationData(
+        inputs=normalize_array(dataset.images[index], preprocess).numpy(),
+        labels=dataset.labels[index].astype(np.int64),
+        class_names=list(class_names),
+        name=f"{spec.dataset}/{other} ({len(index)} images, class-balanced, seed {TUNING_SEED}{excluded}; "
+        f"validation uses {spec.split})",
+        overlap_excluded=len(shared),
+        disjoint_from_validation=not overlapping(digests, seen),
+    )
 
 
 def _folder_data(

@@ -166,9 +166,28 @@ def _read_safetensors(path: Path) -> Checkpoint:
     return Checkpoint(path=path, state_dict=state, meta=meta)
 
 
-def _read_pickle_zip(path: Path) -> Checkpoint:
+# What a damaged file makes PyTorch's (safe) weights-only unpickler raise; all mean the same to the user.
+_DAMAGED_PICKLE = (
+    RuntimeError,
+    EOFError,
+    zipfile.BadZipFile,
+    OSError,
+    ValueError,
+    TypeError,
+    IndexError,
+    KeyError,
+    AttributeError,
+    UnicodeDecodeError,
+    struct.error,
+    MemoryError,
+    OverflowError,
+)
+
+
+def _load_weights_only(path: Path) -> Any:
+    """``torch.load`` with the weights-only unpickler, its refusals and a damaged file as CheckpointError."""
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         # weights_only refuses globals it does not allow; say so plainly instead of PyTorch's long advice.
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -176,47 +195,32 @@ def _read_pickle_zip(path: Path) -> Checkpoint:
             f"{path}: refused, the file needs more than tensors and plain containers to load ({first_line}). "
             "edgeresnext never unpickles arbitrary objects; re-save it as a state dict or .safetensors"
         ) from err
-    except (
-        RuntimeError,
-        EOFError,
-        zipfile.BadZipFile,
-        OSError,
-        ValueError,
-        TypeError,
-        IndexError,
-        KeyError,
-        AttributeError,
-        UnicodeDecodeError,
-        struct.error,
-        MemoryError,
-        OverflowError,
-    ) as err:
-        # A damaged file trips the (safe) weights-only unpickler in many ways; all mean the same to the user.
+    except _DAMAGED_PICKLE as err:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: {err})") from err
-    if not isinstance(payload, dict):
-        raise CheckpointError(
-            f"{path}: expected a dict of tensors or an edgeresnext checkpoint, got {type(payload).__name__}"
-        )
-    if payload.get("format") == FORMAT:
-        version = payload.get("format_version")
-        if version != FORMAT_VERSION:
-            raise CheckpointError(
-                f"{path}: checkpoint format_version {version!r}; this edgeresnext reads {FORMAT_VERSION}"
-            )
-        for key in ("meta", "state_dict"):
-            if not isinstance(payload.get(key), dict):
-                raise CheckpointError(f"{path}: an {FORMAT} without a {key!r} dict (damaged or not written by us)")
-        if not all(isinstance(v, torch.Tensor) for v in payload["state_dict"].values()):
-            raise CheckpointError(f"{path}: state_dict holds values that are not tensors (damaged)")
-        meta = ModelMeta.from_dict(payload["meta"], str(path))
-        training = payload.get("training", {})
-        return Checkpoint(
-            path=path,
-            state_dict=payload["state_dict"],
-            meta=meta,
-            training=training if isinstance(training, dict) else {},
-        )
-    # Common wrappers around a bare state dict.
+
+
+def _own_checkpoint(path: Path, payload: dict[str, Any]) -> Checkpoint:
+    """An edgeresnext checkpoint (``format``): the version we read, a meta dict and a state dict of tensors."""
+    version = payload.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format_version {version!r}; this edgeresnext reads {FORMAT_VERSION}")
+    for key in ("meta", "state_dict"):
+        if not isinstance(payload.get(key), dict):
+            raise CheckpointError(f"{path}: an {FORMAT} without a {key!r} dict (damaged or not written by us)")
+    if not all(isinstance(v, torch.Tensor) for v in payload["state_dict"].values()):
+        raise CheckpointError(f"{path}: state_dict holds values that are not tensors (damaged)")
+    meta = ModelMeta.from_dict(payload["meta"], str(path))
+    training = payload.get("training", {})
+    return Checkpoint(
+        path=path,
+        state_dict=payload["state_dict"],
+        meta=meta,
+        training=training if isinstance(training, dict) else {},
+    )
+
+
+def _bare_state_dict(path: Path, payload: dict[str, Any]) -> Checkpoint:
+    """A state dict, possibly in a common wrapper (``state_dict``, ``model``, ...) and with DDP's ``module.``."""
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(payload.get(key), dict):
             payload = payload[key]
@@ -227,6 +231,17 @@ def _read_pickle_zip(path: Path) -> Checkpoint:
         raise CheckpointError(f"{path}: not a state dict (key {bad!r} is not a tensor)")
     state = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in tensors.items()}
     return Checkpoint(path=path, state_dict=state)
+
+
+def _read_pickle_zip(path: Path) -> Checkpoint:
+    payload = _load_weights_only(path)
+    if not isinstance(payload, dict):
+        raise CheckpointError(
+            f"{path}: expected a dict of tensors or an edgeresnext checkpoint, got {type(payload).__name__}"
+        )
+    if payload.get("format") == FORMAT:
+        return _own_checkpoint(path, payload)
+    return _bare_state_dict(path, payload)
 
 
 ACCEPTED = (

@@ -57,18 +57,8 @@ def _rounded(logits: np.ndarray) -> list[list[float]]:
     return [[float(f"{value:.9g}") for value in row] for row in logits.astype(np.float32).tolist()]
 
 
-def kit_with_check_set(ctx: BuildContext, artifact: Artifact, scratch: Path) -> tuple[Artifact, dict[str, Any]]:
-    """A copy of the kit ``artifact`` in ``scratch`` with its check set; returns it and what the set holds."""
-    import onnx
-
-    from edgeresnext.backends import Artifact, get_backend
-    from edgeresnext.backends.tensorrt.device_check import CHECK_DIR, CHECK_FILE, GATE, HOST_REPORT
-    from edgeresnext.data.validation import load_validation_data
-    from edgeresnext.validate import runner_from_file
-    from edgeresnext.validate.measure import TorchRunner, run_logits
-
-    target = ctx.target
-    plan = artifact.info["plan"]
+def _copied_kit(artifact: Artifact, scratch: Path) -> tuple[Path, list[Path]]:
+    """The kit's files linked (or copied) into a fresh ``scratch``; the kit folder there and its files."""
     source = Path(artifact.path)
     if scratch.exists():
         shutil.rmtree(scratch)
@@ -81,46 +71,67 @@ def kit_with_check_set(ctx: BuildContext, artifact: Artifact, scratch: Path) -> 
         copy = kit / path.relative_to(source)
         _link_or_copy(path, copy)
         files.append(copy)
-    check_dir = kit / CHECK_DIR
-    check_dir.mkdir(parents=True, exist_ok=True)
+    return kit, files
 
+
+def _check_images(ctx: BuildContext):
+    """The first ``validate.device_check_images`` validation images (data.limit keeps the first N: only those are
+    read and preprocessed) as the bundle preprocesses them; the data set and the float32 NCHW inputs."""
+    from edgeresnext.data.validation import load_validation_data
     from edgeresnext.models import read_checkpoint
-    from edgeresnext.validate.gates import REFERENCE_NAME
 
+    target = ctx.target
     meta = read_checkpoint(ctx.model_file).meta
-    # The first images of the validation set (data.limit keeps the first N): only those are read and preprocessed.
     wanted = target.validate_.device_check_images
     spec = target.data.model_copy(update={"limit": min(target.data.limit or wanted, wanted)})
     data = load_validation_data(spec, meta.preprocess, meta.class_names)
     count = min(wanted, len(data))
-    inputs = np.ascontiguousarray(data.inputs[:count], dtype=np.float32)
-    labels = [int(y) for y in data.labels[:count]]
+    return data, np.ascontiguousarray(data.inputs[:count], dtype=np.float32)
+
+
+def _host_logits(ctx: BuildContext, artifact: Artifact, kit: Path, inputs: np.ndarray):
+    """The host's FP32 logits and its INT8 stand-in's (name, logits) on ``inputs``: the validate stage's, which ran
+    on these very images (the first of the set), when it kept them; else run here."""
+    from edgeresnext.backends import get_backend
+    from edgeresnext.validate import runner_from_file
+    from edgeresnext.validate.gates import REFERENCE_NAME
+    from edgeresnext.validate.measure import TorchRunner, run_logits
+
     proxies = get_backend("tensorrt").proxies(artifact)
     stand_in_name, stand_in = proxies[0] if proxies else ("qdq-int8 (onnxruntime)", None)
-    stand_in_path = Path(stand_in.path) if stand_in is not None else kit / plan["onnx"]
-    # The validate stage ran both on these very images (the first of the set): reuse its logits when it kept them.
+    stand_in_path = Path(stand_in.path) if stand_in is not None else kit / artifact.info["plan"]["onnx"]
     kept = load_kept_logits(ctx.folder("validate") / KEPT_LOGITS)
     fp32, stand_in_logits = kept.get(REFERENCE_NAME), kept.get(stand_in_name)
-    if fp32 is None or len(fp32) < count:
+    if fp32 is None or len(fp32) < len(inputs):
         fp32 = run_logits(TorchRunner(ctx.load_model()), inputs, progress=False)
-    if stand_in_logits is None or len(stand_in_logits) < count:
-        runner = runner_from_file(stand_in_path, target, "onnxruntime")
+    if stand_in_logits is None or len(stand_in_logits) < len(inputs):
+        runner = runner_from_file(stand_in_path, ctx.target, "onnxruntime")
         stand_in_logits = run_logits(runner, inputs, progress=False)
-    output_name = onnx.load(str(source / plan["onnx"]), load_external_data=False).graph.output[0].name
+    return fp32, stand_in_name, stand_in_logits
 
-    # One file per batch of the plan's largest batch (a static engine: its one batch size), as trtexec loads it.
+
+def _write_input_batches(check_dir: Path, inputs: np.ndarray, plan: dict[str, Any]) -> list[dict[str, Any]]:
+    """One file per batch of the plan's largest batch (a static engine: its one batch size), as trtexec loads it;
+    a last batch below the profile's minimum cannot run, so the set ends before it."""
     size = max(1, int(plan["batch"]["max"]))
     batches = []
-    for index, start in enumerate(range(0, count, size)):
+    for index, start in enumerate(range(0, len(inputs), size)):
         chunk = inputs[start : start + size]
         if len(chunk) < int(plan["batch"]["min"]):
-            break  # a last batch below the profile's minimum cannot run; the set ends before it
+            break
         name = f"inputs-{index:03d}.bin"
         (check_dir / name).write_bytes(chunk.tobytes())
         batches.append({"file": name, "size": len(chunk)})
-        files.append(check_dir / name)
+    return batches
+
+
+def _check_record(ctx: BuildContext, plan: dict[str, Any], output_name: str, data, batches: list, host: dict) -> dict:
+    """``check.json``: how to feed the input files and read the output, the labels, the host's results, the gate."""
+    from edgeresnext.backends.tensorrt.device_check import GATE
+
+    gates = ctx.target.gates
     count = sum(b["size"] for b in batches)
-    check = {
+    return {
         "version": 1,
         "input_name": plan["input_name"],
         "input_chw": list(plan["input_chw"]),
@@ -129,20 +140,36 @@ def kit_with_check_set(ctx: BuildContext, artifact: Artifact, scratch: Path) -> 
         "layout": "NCHW",
         "batches": batches,
         "dataset": data.name,
-        "labels": labels[:count],
-        "host": {
-            "fp32_name": "pytorch-fp32",
-            "fp32_top1": [int(i) for i in fp32[:count].argmax(1)],
-            "stand_in_name": stand_in_name,
-            "stand_in_top1": [int(i) for i in stand_in_logits[:count].argmax(1)],
-            "stand_in_logits": _rounded(stand_in_logits[:count]),
-        },
-        "gate": {
-            GATE: target.gates.max_device_disagreement,
-            "confidence": target.gates.confidence,
-            "unproven": target.gates.unproven,
-        },
+        "labels": [int(y) for y in data.labels[:count]],
+        "host": host,
+        "gate": {GATE: gates.max_device_disagreement, "confidence": gates.confidence, "unproven": gates.unproven},
     }
+
+
+def kit_with_check_set(ctx: BuildContext, artifact: Artifact, scratch: Path) -> tuple[Artifact, dict[str, Any]]:
+    """A copy of the kit ``artifact`` in ``scratch`` with its check set; returns it and what the set holds."""
+    from edgeresnext.backends import Artifact
+    from edgeresnext.backends.tensorrt.device_check import CHECK_DIR, CHECK_FILE, HOST_REPORT
+    from edgeresnext.onnx_io import load_onnx_safely
+
+    plan = artifact.info["plan"]
+    kit, files = _copied_kit(artifact, scratch)
+    check_dir = kit / CHECK_DIR
+    check_dir.mkdir(parents=True, exist_ok=True)
+    data, inputs = _check_images(ctx)
+    fp32, stand_in_name, stand_in_logits = _host_logits(ctx, artifact, kit, inputs)
+    output_name = load_onnx_safely(Path(artifact.path) / plan["onnx"], load_external_data=False).graph.output[0].name
+    batches = _write_input_batches(check_dir, inputs, plan)
+    files += [check_dir / batch["file"] for batch in batches]
+    count = sum(b["size"] for b in batches)
+    host = {
+        "fp32_name": "pytorch-fp32",
+        "fp32_top1": [int(i) for i in fp32[:count].argmax(1)],
+        "stand_in_name": stand_in_name,
+        "stand_in_top1": [int(i) for i in stand_in_logits[:count].argmax(1)],
+        "stand_in_logits": _rounded(stand_in_logits[:count]),
+    }
+    check = _check_record(ctx, plan, output_name, data, batches, host)
     (check_dir / CHECK_FILE).write_text(json.dumps(check) + "\n", encoding="utf-8")
     files.append(check_dir / CHECK_FILE)
     report = ctx.folder("validate") / "report.json"
@@ -150,6 +177,7 @@ def kit_with_check_set(ctx: BuildContext, artifact: Artifact, scratch: Path) -> 
         shutil.copyfile(report, check_dir / HOST_REPORT)
         files.append(check_dir / HOST_REPORT)
     mb = sum(path.stat().st_size for path in check_dir.iterdir() if path.name != "stats.py") / 1e6
+    size = max(1, int(plan["batch"]["max"]))
     info = {"images": count, "batches": len(batches), "batch": size, "megabytes": round(mb, 2)}
     checked = Artifact(
         backend=artifact.backend,

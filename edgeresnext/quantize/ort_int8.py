@@ -48,7 +48,7 @@ import logging
 import os
 import platform
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +104,14 @@ def default_cpu() -> str:
     if machine in ("aarch64", "arm64", "armv8l"):
         return "arm64"
     raise ConfigError(f"no default ONNX Runtime INT8 form for CPU {platform.machine()!r}; pass cpu= one of {CPU_KINDS}")
+
+
+def _checked_cpu(cpu: str | None) -> str:
+    """``cpu``, or this machine's kind when None; one of :data:`CPU_KINDS`."""
+    cpu = cpu or default_cpu()
+    if cpu not in CPU_KINDS:
+        raise ConfigError(f"cpu={cpu!r}; expected one of {', '.join(CPU_KINDS)}")
+    return cpu
 
 
 def artifact_grid(params: QParams, nonnegative: bool, signed_out: bool) -> QParams:
@@ -196,7 +204,9 @@ def _calibrated_ranges(qdq_onnx: Path, tensors: list[str], calibration: np.ndarr
     import onnx
     import onnxruntime as ort
 
-    model = onnx.load(str(qdq_onnx))
+    from edgeresnext.onnx_io import load_onnx_safely
+
+    model = load_onnx_safely(qdq_onnx)
     for name in tensors:
         model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
     options = ort.SessionOptions()
@@ -216,6 +226,262 @@ def _calibrated_ranges(qdq_onnx: Path, tensors: list[str], calibration: np.ndarr
     return {name: (low[name], high[name]) for name in tensors}
 
 
+@dataclass
+class _FloatGraph:
+    """The hand-off graph without its activation Q/DQ pairs (weight DequantizeLinear nodes stay), indexed by
+    tensor: the graph the rewrite reads to decide where quantizers go."""
+
+    nodes: list[Any]
+    initializers: dict[str, Any]
+    producers: dict[str, Any]
+    consumers: dict[str, list[Any]]
+    outputs: set[str]
+
+    @classmethod
+    def of(cls, graph, initializers: dict[str, Any], remap: dict[str, str], pair_nodes: set[int]) -> _FloatGraph:
+        """Detached copies of ``graph``'s nodes but the ``pair_nodes``, reading float tensors (``remap``)."""
+        nodes = [_copy(node) for index, node in enumerate(graph.node) if index not in pair_nodes]
+        for node in nodes:
+            for position, name in enumerate(node.input):
+                node.input[position] = remap.get(name, name)
+        for output in graph.output:
+            if output.name in remap:
+                raise ConfigError(f"graph output {output.name!r} is a DequantizeLinear output; expected float logits")
+        consumers: dict[str, list[Any]] = {}
+        for node in nodes:
+            for name in node.input:
+                consumers.setdefault(name, []).append(node)
+        producers = {out: node for node in nodes for out in node.output}
+        return cls(nodes, initializers, producers, consumers, {output.name for output in graph.output})
+
+    def is_constant(self, name: str) -> bool:
+        """An initializer, or a weight DequantizeLinear of one."""
+        producer = self.producers.get(name)
+        return name in self.initializers or (
+            producer is not None and producer.op_type == "DequantizeLinear" and producer.input[0] in self.initializers
+        )
+
+    def activation_inputs(self, node) -> list[str]:
+        if node.op_type in ("Conv", "Gemm"):
+            return [node.input[0]]
+        return [name for name in node.input if name and not self.is_constant(name)]
+
+    def quantized_output(self, name: str) -> str:
+        """Where the Q goes for an op's output: after the ReLU when a ReLU is its only reader (ORT drops it)."""
+        readers = self.consumers.get(name, [])
+        if len(readers) == 1 and readers[0].op_type == "Relu":
+            return readers[0].output[0]
+        return name
+
+    def runs_in_integers(self, node) -> bool:
+        """Whether the rewrite quantizes around ``node``: a layer whose weights the hand-off file keeps in float
+        (a sensitivity fallback) stays a float layer reading float inputs."""
+        if node.op_type in WEIGHTED_OPS:
+            weight = node.input[1] if len(node.input) > 1 else None
+            return weight is not None and self.is_constant(weight) and weight not in self.initializers
+        return node.op_type in INTEGER_OPS | PASSTHROUGH_OPS
+
+    def nonnegative(self, name: str) -> bool:
+        """Whether ``name`` is a ReLU output (also through pooling, MaxPool, Flatten, ...)."""
+        producer = self.producers.get(name)
+        if producer is None:
+            return False
+        if producer.op_type == "Relu":
+            return True
+        if producer.op_type in PASSTHROUGH_OPS | {"GlobalAveragePool", "AveragePool"}:
+            return self.nonnegative(producer.input[0])
+        return False
+
+    def source_of(self, name: str) -> str:
+        """The tensor whose grid ``name`` keeps (through MaxPool/Flatten/...)."""
+        producer = self.producers.get(name)
+        while producer is not None and producer.op_type in PASSTHROUGH_OPS:
+            name = producer.input[0]
+            producer = self.producers.get(name)
+        return name
+
+    def float_layers(self) -> set[int]:
+        """Indices of the weighted layers that stay float (their DequantizeLinear inputs are not added)."""
+        return {
+            index
+            for index, node in enumerate(self.nodes)
+            if node.op_type in WEIGHTED_OPS and not self.runs_in_integers(node)
+        }
+
+    def sources_without_quantizer(self, targets: list[str], handoff: dict[str, QParams]) -> list[str]:
+        """The tensors whose range ``targets`` need but the hand-off file does not quantize, once each in order."""
+        return list(dict.fromkeys(self.source_of(t) for t in targets if self.source_of(t) not in handoff))
+
+    def quantization_targets(self) -> list[str]:
+        """Every tensor an integer kernel reads or writes, in node order: the tensors that get one Q each."""
+        targets: list[str] = []
+        for node in self.nodes:
+            if not self.runs_in_integers(node):
+                continue
+            readers_of_output = self.consumers.get(node.output[0], [])
+            if node.op_type in PASSTHROUGH_OPS and not any(self.runs_in_integers(c) for c in readers_of_output):
+                continue
+            candidates = self.activation_inputs(node) + [self.quantized_output(out) for out in node.output[:1]]
+            for name in candidates:
+                readers = [
+                    c for c in self.consumers.get(name, []) if c.op_type not in WEIGHTED_OPS or self.runs_in_integers(c)
+                ]
+                if name not in targets and name not in self.outputs and readers:
+                    targets.append(name)
+        return targets
+
+
+def _measured_ranges(
+    qdq_onnx: Path, missing: list[str], calibration: np.ndarray | None
+) -> dict[str, tuple[float, float]]:
+    """Ranges of the tensors the hand-off file never quantized (``missing``), from a calibration pass; none needed
+    when the file quantizes everything an integer kernel reads."""
+    if not missing:
+        return {}
+    if calibration is None:
+        raise DataError(
+            f"{qdq_onnx}: {len(missing)} tensor(s) read by integer kernels have no quantizer in the file "
+            f"(first: {missing[0]!r}); pass calibration images to measure their ranges"
+        )
+    if calibration.ndim != 4 or len(calibration) == 0:
+        raise DataError(f"calibration images must be a non-empty NCHW array, got shape {calibration.shape}")
+    return _calibrated_ranges(qdq_onnx, missing, calibration)
+
+
+def _quantizer_kind(graph: _FloatGraph, target: str, handoff: dict[str, QParams]) -> str:
+    """How ``target``'s artifact quantizer was found (the ``quantizers`` counts of the info)."""
+    source = graph.source_of(target)
+    if source not in handoff:
+        return "calibrated"
+    return "relu_output_full_range" if graph.nonnegative(source) else "handoff_grid"
+
+
+def _artifact_quantizers(
+    graph: _FloatGraph,
+    targets: list[str],
+    handoff: dict[str, QParams],
+    ranges: dict[str, tuple[float, float]],
+    signed: bool,
+) -> dict[str, QParams]:
+    """Each target's quantizer in the artifact's type: the hand-off grid (full range after a ReLU), or the
+    calibrated range for a tensor the hand-off file left unquantized."""
+    chosen: dict[str, QParams] = {}
+    for name in targets:
+        source = graph.source_of(name)
+        if source in handoff:
+            chosen[name] = artifact_grid(handoff[source], graph.nonnegative(source), signed)
+        else:
+            chosen[name] = asymmetric(*ranges[source], signed=signed)
+    return chosen
+
+
+@dataclass
+class _QDQWriter:
+    """The artifact's new Q/DQ nodes and initializers: one QuantizeLinear per target, one DequantizeLinear per
+    reader (each fused group owns its DequantizeLinear), INT32 biases."""
+
+    chosen: dict[str, QParams]
+    signed: bool
+    initializers: list[Any] = field(default_factory=list)
+    qparam_names: dict[str, tuple[str, str]] = field(default_factory=dict)
+    readers: Counter[str] = field(default_factory=Counter)
+    biases: int = 0
+
+    def add_initializer(self, array: np.ndarray, name: str) -> str:
+        from onnx import numpy_helper
+
+        self.initializers.append(numpy_helper.from_array(array, name))
+        return name
+
+    def add_qparams(self, targets: list[str]) -> None:
+        """Scale and zero point initializers of every target, in target order."""
+        zero_type = np.int8 if self.signed else np.uint8
+        for index, name in enumerate(targets):
+            params = self.chosen[name]
+            self.qparam_names[name] = (
+                self.add_initializer(np.array(params.scale, np.float32), f"ort_int8_scale_{index}"),
+                self.add_initializer(np.array(params.zero_point, zero_type), f"ort_int8_zero_point_{index}"),
+            )
+
+    def quantize_node(self, name: str):
+        from onnx import helper
+
+        scale, zero = self.qparam_names[name]
+        return helper.make_node("QuantizeLinear", [name, scale, zero], [f"{name}_ort_q"], name=f"{name}_ort_Q")
+
+    def dequantize_node(self, name: str):
+        """The next reader's own DequantizeLinear of ``name``'s Q; its output replaces ``name`` in that reader."""
+        from onnx import helper
+
+        scale, zero = self.qparam_names[name]
+        self.readers[name] += 1
+        dq_out = f"{name}_ort_dq{self.readers[name]}"
+        return helper.make_node("DequantizeLinear", [f"{name}_ort_q", scale, zero], [dq_out], name=f"{dq_out}_DQ")
+
+    def int32_bias_node(self, node, graph: _FloatGraph, data_input: str):
+        """The DequantizeLinear of ``node``'s bias as INT32 (its output replaces the float bias), or None when the
+        layer's weight or input is not INT8."""
+        from onnx import helper
+
+        quantized_bias = _int32_bias(node, graph.producers, graph.initializers, self.chosen.get(data_input))
+        if quantized_bias is None:
+            return None
+        values, scale = quantized_bias
+        stem = f"{node.name or node.output[0]}_ort_bias"
+        self.biases += 1
+        return helper.make_node(
+            "DequantizeLinear",
+            [
+                self.add_initializer(values, f"{stem}_int32"),
+                self.add_initializer(scale, f"{stem}_scale"),
+                self.add_initializer(np.zeros(values.shape, np.int32), f"{stem}_zero_point"),
+            ],
+            [f"{stem}_dq"],
+            name=f"{stem}_DQ",
+            axis=0,
+        )
+
+
+def _rebuilt_nodes(graph: _FloatGraph, graph_inputs: list[str], float_layers: set[int], writer: _QDQWriter) -> list:
+    """The node list in order: Q right after a target's producer (or first, for graph inputs), one DQ per reader
+    right before it, an INT32 bias DQ before each Conv/Gemm that takes one."""
+    chosen = writer.chosen
+    rebuilt: list[Any] = [writer.quantize_node(name) for name in graph_inputs if name in chosen]
+    for index, node in enumerate(graph.nodes):
+        data_input = node.input[0] if node.input else ""
+        for position, name in enumerate(node.input):
+            if name in chosen and index not in float_layers:
+                dequantize = writer.dequantize_node(name)
+                rebuilt.append(dequantize)
+                node.input[position] = dequantize.output[0]
+        if node.op_type in ("Conv", "Gemm") and len(node.input) > 2 and node.input[2] in graph.initializers:
+            bias = writer.int32_bias_node(node, graph, data_input)
+            if bias is not None:
+                rebuilt.append(bias)
+                node.input[2] = bias.output[0]
+        rebuilt.append(node)
+        rebuilt += [writer.quantize_node(out) for out in node.output if out in chosen]
+    return rebuilt
+
+
+def _save_rewritten(model, nodes: list, initializers: list, out_path: Path) -> None:
+    """``model`` with ``nodes``, its initializers plus ``initializers`` less those nothing reads, checked and saved."""
+    import onnx
+
+    graph = model.graph
+    del graph.node[:]
+    graph.node.extend(nodes)
+    graph.initializer.extend(initializers)
+    used = {name for node in graph.node for name in node.input}
+    keep = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    del graph.value_info[:]  # element types changed (INT8 -> UINT8); let the runtime infer them again
+    with atomic_path(out_path) as tmp:
+        onnx.save(model, str(tmp))
+        onnx.checker.check_model(str(tmp))
+
+
 def ort_int8_from_qdq(
     qdq_onnx: str | os.PathLike[str],
     out_path: str | os.PathLike[str],
@@ -233,194 +499,28 @@ def ort_int8_from_qdq(
     ``analyze``: also open the artifact in ONNX Runtime and report what its optimised graph runs
     (:func:`integer_compute_share`). ``qdq_onnx`` is only read.
     """
-    import onnx
-    from onnx import helper, numpy_helper
+    from edgeresnext.onnx_io import load_onnx_safely
 
-    cpu = cpu or default_cpu()
-    if cpu not in CPU_KINDS:
-        raise ConfigError(f"cpu={cpu!r}; expected one of {', '.join(CPU_KINDS)}")
+    cpu = _checked_cpu(cpu)
     signed = cpu == "arm64"
-    qdq_onnx = Path(qdq_onnx)
-    model = onnx.load(str(qdq_onnx))
-    graph = model.graph
-    initializers = {t.name: t for t in graph.initializer}
-    handoff, remap, pair_nodes = _activation_quantizers(graph, initializers)
+    qdq_onnx, out_path = Path(qdq_onnx), Path(out_path)
+    model = load_onnx_safely(qdq_onnx)
+    initializers = {t.name: t for t in model.graph.initializer}
+    handoff, remap, pair_nodes = _activation_quantizers(model.graph, initializers)
     if not handoff:
         raise ConfigError(f"{qdq_onnx}: no activation QuantizeLinear; expected the INT8 Q/DQ hand-off file")
-
-    # The float graph: the hand-off file without its activation Q/DQ pairs (weight DequantizeLinear nodes stay).
-    nodes = [_copy(node) for index, node in enumerate(graph.node) if index not in pair_nodes]
-    for node in nodes:
-        for position, name in enumerate(node.input):
-            node.input[position] = remap.get(name, name)
-    for output in graph.output:
-        if output.name in remap:
-            raise ConfigError(f"graph output {output.name!r} is a DequantizeLinear output; expected float logits")
-    producers = {out: node for node in nodes for out in node.output}
-    consumers: dict[str, list[Any]] = {}
-    for node in nodes:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    graph_outputs = {output.name for output in graph.output}
-
-    def is_constant(name: str) -> bool:
-        producer = producers.get(name)
-        return name in initializers or (
-            producer is not None and producer.op_type == "DequantizeLinear" and producer.input[0] in initializers
-        )
-
-    def activation_inputs(node) -> list[str]:
-        if node.op_type in ("Conv", "Gemm"):
-            return [node.input[0]]
-        return [name for name in node.input if name and not is_constant(name)]
-
-    def quantized_output(name: str) -> str:
-        """Where the Q goes for an op's output: after the ReLU when a ReLU is its only reader (ORT drops it)."""
-        readers = consumers.get(name, [])
-        if len(readers) == 1 and readers[0].op_type == "Relu":
-            return readers[0].output[0]
-        return name
-
-    def runs_in_integers(node) -> bool:
-        """Whether the rewrite quantizes around ``node``: a layer whose weights the hand-off file keeps in float
-        (a sensitivity fallback) stays a float layer reading float inputs."""
-        if node.op_type in WEIGHTED_OPS:
-            return len(node.input) > 1 and is_constant(node.input[1]) and node.input[1] not in initializers
-        return node.op_type in INTEGER_OPS | PASSTHROUGH_OPS
-
-    float_layers = {i for i, node in enumerate(nodes) if node.op_type in WEIGHTED_OPS and not runs_in_integers(node)}
-    targets: list[str] = []
-    for node in nodes:
-        if not runs_in_integers(node):
-            continue
-        if node.op_type in PASSTHROUGH_OPS and not any(runs_in_integers(c) for c in consumers.get(node.output[0], [])):
-            continue
-        candidates = activation_inputs(node) + [quantized_output(out) for out in node.output[:1]]
-        for name in candidates:
-            readers = [c for c in consumers.get(name, []) if c.op_type not in WEIGHTED_OPS or runs_in_integers(c)]
-            if name not in targets and name not in graph_outputs and readers:
-                targets.append(name)
-
-    def nonnegative(name: str) -> bool:
-        producer = producers.get(name)
-        if producer is None:
-            return False
-        if producer.op_type == "Relu":
-            return True
-        if producer.op_type in PASSTHROUGH_OPS | {"GlobalAveragePool", "AveragePool"}:
-            return nonnegative(producer.input[0])
-        return False
-
-    def source_of(name: str) -> str:
-        """The tensor whose grid ``name`` keeps (through MaxPool/Flatten/...)."""
-        producer = producers.get(name)
-        while producer is not None and producer.op_type in PASSTHROUGH_OPS:
-            name = producer.input[0]
-            producer = producers.get(name)
-        return name
-
-    missing = [source_of(t) for t in targets if source_of(t) not in handoff]
-    missing = list(dict.fromkeys(missing))
-    ranges: dict[str, tuple[float, float]] = {}
-    if missing:
-        if calibration is None:
-            raise DataError(
-                f"{qdq_onnx}: {len(missing)} tensor(s) read by integer kernels have no quantizer in the file "
-                f"(first: {missing[0]!r}); pass calibration images to measure their ranges"
-            )
-        if calibration.ndim != 4 or len(calibration) == 0:
-            raise DataError(f"calibration images must be a non-empty NCHW array, got shape {calibration.shape}")
-        ranges = _calibrated_ranges(qdq_onnx, missing, calibration)
-
-    chosen: dict[str, QParams] = {}
-    for name in targets:
-        source = source_of(name)
-        if source in handoff:
-            chosen[name] = artifact_grid(handoff[source], nonnegative(source), signed)
-        else:
-            chosen[name] = asymmetric(*ranges[source], signed=signed)
-
-    kinds = Counter(
-        "relu_output_full_range"
-        if nonnegative(source_of(t)) and source_of(t) in handoff
-        else "handoff_grid"
-        if source_of(t) in handoff
-        else "calibrated"
-        for t in targets
-    )
-    merged, dense_weights = _merge_groups(nodes, producers, consumers, initializers, group_channels)
-
-    # Rebuild the node list in order: Q right after a target's producer (or first, for graph inputs), one DQ per
-    # reader right before it (each fused group owns its DequantizeLinear).
-    new_initializers: list[Any] = list(dense_weights)
-    zero_type = np.int8 if signed else np.uint8
-
-    def add_initializer(array: np.ndarray, name: str) -> str:
-        new_initializers.append(numpy_helper.from_array(array, name))
-        return name
-
-    qparam_names: dict[str, tuple[str, str]] = {}
-    for index, name in enumerate(targets):
-        params = chosen[name]
-        qparam_names[name] = (
-            add_initializer(np.array(params.scale, np.float32), f"ort_int8_scale_{index}"),
-            add_initializer(np.array(params.zero_point, zero_type), f"ort_int8_zero_point_{index}"),
-        )
-
-    def quantize_node(name: str):
-        scale, zero = qparam_names[name]
-        return helper.make_node("QuantizeLinear", [name, scale, zero], [f"{name}_ort_q"], name=f"{name}_ort_Q")
-
-    rebuilt: list[Any] = [quantize_node(i.name) for i in graph.input if i.name in chosen]
-    readers = Counter[str]()
-    biases = 0
-    for index, node in enumerate(nodes):
-        data_input = node.input[0] if node.input else ""
-        for position, name in enumerate(node.input):
-            if name in chosen and index not in float_layers:
-                scale, zero = qparam_names[name]
-                readers[name] += 1
-                dq_out = f"{name}_ort_dq{readers[name]}"
-                rebuilt.append(
-                    helper.make_node("DequantizeLinear", [f"{name}_ort_q", scale, zero], [dq_out], name=f"{dq_out}_DQ")
-                )
-                node.input[position] = dq_out
-        if node.op_type in ("Conv", "Gemm") and len(node.input) > 2 and node.input[2] in initializers:
-            quantized_bias = _int32_bias(node, producers, initializers, chosen.get(data_input))
-            if quantized_bias is not None:
-                values, scale = quantized_bias
-                stem = f"{node.name or node.output[0]}_ort_bias"
-                rebuilt.append(
-                    helper.make_node(
-                        "DequantizeLinear",
-                        [
-                            add_initializer(values, f"{stem}_int32"),
-                            add_initializer(scale, f"{stem}_scale"),
-                            add_initializer(np.zeros(values.shape, np.int32), f"{stem}_zero_point"),
-                        ],
-                        [f"{stem}_dq"],
-                        name=f"{stem}_DQ",
-                        axis=0,
-                    )
-                )
-                node.input[2] = f"{stem}_dq"
-                biases += 1
-        rebuilt.append(node)
-        rebuilt += [quantize_node(out) for out in node.output if out in chosen]
-
-    del graph.node[:]
-    graph.node.extend(rebuilt)
-    graph.initializer.extend(new_initializers)
-    used = {name for node in graph.node for name in node.input}
-    keep = [t for t in graph.initializer if t.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
-    del graph.value_info[:]  # element types changed (INT8 -> UINT8); let the runtime infer them again
-    out_path = Path(out_path)
-    with atomic_path(out_path) as tmp:
-        onnx.save(model, str(tmp))
-        onnx.checker.check_model(str(tmp))
-
+    graph = _FloatGraph.of(model.graph, initializers, remap, pair_nodes)
+    # Decided on the float graph before _merge_groups renames the grouped convolutions' weights.
+    float_layers, targets = graph.float_layers(), graph.quantization_targets()
+    missing = graph.sources_without_quantizer(targets, handoff)
+    ranges = _measured_ranges(qdq_onnx, missing, calibration)
+    writer = _QDQWriter(_artifact_quantizers(graph, targets, handoff, ranges, signed), signed)
+    kinds = Counter(_quantizer_kind(graph, t, handoff) for t in targets)
+    merged, dense_weights = _merge_groups(graph.nodes, graph.producers, graph.consumers, initializers, group_channels)
+    writer.initializers += dense_weights
+    writer.add_qparams(targets)
+    rebuilt = _rebuilt_nodes(graph, [i.name for i in model.graph.input], float_layers, writer)
+    _save_rewritten(model, rebuilt, writer.initializers, out_path)
     info: dict[str, Any] = {
         "cpu": cpu,
         "activation_type": "int8" if signed else "uint8",
@@ -428,7 +528,7 @@ def ort_int8_from_qdq(
         "quantizers": dict(sorted(kinds.items())),
         "calibrated_tensors": len(missing),
         "calibration_images": 0 if calibration is None or not missing else len(calibration),
-        "int32_biases": biases,
+        "int32_biases": writer.biases,
         "group_channels": group_channels,
         "merged_grouped_convs": merged,
     }
@@ -439,7 +539,7 @@ def ort_int8_from_qdq(
         cpu,
         len(targets),
         len(missing),
-        biases,
+        writer.biases,
     )
     return info
 

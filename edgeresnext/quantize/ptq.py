@@ -69,54 +69,55 @@ def calibration_dataset(calib: np.ndarray, batch_size: int = CALIB_BATCH):
     return nncf.Dataset(batches, lambda batch: {"input": batch})
 
 
-def quantize_onnx(
-    fp32_onnx: str | os.PathLike[str],
-    calib: np.ndarray,
-    spec: QuantSpec,
-    out_path: str | os.PathLike[str],
-    lint: bool = True,
-    batch_size: int = CALIB_BATCH,
-):
-    """Quantize an FP32 ONNX file (input ``input``) into a Q/DQ INT8 ONNX at ``out_path``; returns the ModelProto."""
-    import nncf
-    import onnx
+def calibration_batches(images: int, batch_size: int) -> int:
+    """NNCF's ``subset_size`` for ``images`` calibration images: it counts dataset items, which are batches here."""
+    return -(-images // batch_size)
+
+
+def _advanced_parameters(spec: QuantSpec):
+    """NNCF's advanced settings for ``spec``: batched statistics, bias correction on/off, the range estimator and
+    per-tensor weights when asked."""
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
 
-    from edgeresnext.export import check_onnx
-    from edgeresnext.lint import assert_lint_clean
-
-    if calib.ndim != 4 or calib.dtype != np.float32 or len(calib) == 0:
-        raise DataError(f"calibration images must be a non-empty float32 NCHW array, got {calib.dtype} {calib.shape}")
-    count = min(spec.subset_size, len(calib))
-    if count < spec.subset_size:
-        logger.warning("calibrating on %d images (quant.subset_size=%d asks for more)", count, spec.subset_size)
-    model = onnx.load(str(fp32_onnx))
-    ignored = resolve_ignored_scope(model, list(spec.ignored_scope))
     advanced = AdvancedQuantizationParameters(
         batchwise_statistics=True,
         # fast_bias_correction=False in NNCF means the *full* BiasCorrection, which builds sub-models that
-        # ONNX Runtime rejects on our graphs ("Duplicate definition-site"); our switch means on/off instead.
-        disable_bias_correction=not spec.fast_bias_correction,
+        # ONNX Runtime rejects on our graphs ("Duplicate definition-site"); quant.bias_correction means on/off.
+        disable_bias_correction=not spec.bias_correction,
         activations_range_estimator_params=_range_estimator(spec.range_estimator),
     )
     if not spec.per_channel:
         from nncf.quantization.advanced_parameters import QuantizationParameters
 
         advanced.weights_quantization_params = QuantizationParameters(per_channel=False)
-    dataset = calibration_dataset(calib[:count], batch_size)
+    return advanced
+
+
+def _nncf_quantize(model, calibration_images: np.ndarray, spec: QuantSpec, batch_size: int):
+    """NNCF's Q/DQ model of the FP32 ``model``, calibrated on all of ``calibration_images`` in batches."""
+    import nncf
+
+    ignored = resolve_ignored_scope(model, list(spec.ignored_scope))
+    advanced = _advanced_parameters(spec)
+    dataset = calibration_dataset(calibration_images, batch_size)
     preset = nncf.QuantizationPreset.PERFORMANCE if spec.symmetric_activations else nncf.QuantizationPreset.MIXED
     try:
-        quantized = nncf.quantize(
+        return nncf.quantize(
             model,
             dataset,
             preset=preset,
-            subset_size=-(-count // batch_size),
+            subset_size=calibration_batches(len(calibration_images), batch_size),
             fast_bias_correction=True,
             ignored_scope=nncf.IgnoredScope(names=ignored) if ignored else None,
             advanced_parameters=advanced,
         )
     except (ValueError, nncf.ValidationError) as err:
         raise ConfigError(f"NNCF rejects the quantization settings: {str(err).splitlines()[0]}") from err
+
+
+def _make_tensorrt_ready(quantized, spec: QuantSpec) -> None:
+    """The :mod:`~edgeresnext.quantize.qdq` rewrites of NNCF's model, in place: signed symmetric activations, axis-0
+    weights, the residual placement (each as ``spec`` asks)."""
     if spec.symmetric_activations:
         changed = qdq.signed_symmetric(quantized)
         logger.info("made %d activation quantizers signed INT8 with zero point 0", changed)
@@ -126,6 +127,33 @@ def quantize_onnx(
         logger.info("residual placement: %d Add nodes take the convolution output unquantized", rewritten)
     # Inferred types recorded by NNCF describe the graph before the rewrites (UINT8 tensors); re-infer later.
     del quantized.graph.value_info[:]
+
+
+def quantize_onnx(
+    fp32_onnx: str | os.PathLike[str],
+    calib: np.ndarray,
+    spec: QuantSpec,
+    out_path: str | os.PathLike[str],
+    lint: bool = True,
+    batch_size: int = CALIB_BATCH,
+):
+    """Quantize an FP32 ONNX file (input ``input``) into a Q/DQ INT8 ONNX at ``out_path``; returns the ModelProto.
+
+    Calibrates on the first ``spec.subset_size`` *images* of ``calib`` (all of them when it holds fewer: a build's
+    preflight has said so already). NNCF's own ``subset_size`` counts batches of ``batch_size``
+    (:func:`calibration_batches` converts).
+    """
+    import onnx
+
+    from edgeresnext.export import check_onnx
+    from edgeresnext.lint import assert_lint_clean
+    from edgeresnext.onnx_io import load_onnx_safely
+
+    if calib.ndim != 4 or calib.dtype != np.float32 or len(calib) == 0:
+        raise DataError(f"calibration images must be a non-empty float32 NCHW array, got {calib.dtype} {calib.shape}")
+    calibration_images = calib[: spec.subset_size]
+    quantized = _nncf_quantize(load_onnx_safely(fp32_onnx), calibration_images, spec, batch_size)
+    _make_tensorrt_ready(quantized, spec)
     out_path = Path(out_path)
     with atomic_path(out_path) as tmp:
         onnx.save(quantized, str(tmp))

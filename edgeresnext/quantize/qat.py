@@ -48,8 +48,6 @@ def fine_tune_quantized(
     ``qat_history`` (per-epoch mean loss over all ranks) and ``quantizer_digests`` (one per rank) attached.
     ``ctx``: a :class:`~edgeresnext.distributed.DistContext` (default: single process).
     """
-    os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", EXTENSION_LOAD_TIMEOUT_S)
-    import nncf
     import torch
 
     from edgeresnext import distributed
@@ -58,22 +56,8 @@ def fine_tune_quantized(
     if len(images) != len(labels) or len(images) == 0:
         raise DataError(f"QAT needs labelled images: got {len(images)} images and {len(labels)} labels")
     torch.manual_seed(seed)
-    calib_t = torch.from_numpy(np.ascontiguousarray(calib, dtype=np.float32))
-    batches = [calib_t[i : i + 32] for i in range(0, len(calib_t), 32)]
-    quantized = nncf.quantize(
-        copy.deepcopy(model).eval(),
-        nncf.Dataset(batches),
-        preset=nncf.QuantizationPreset.PERFORMANCE,
-        subset_size=len(batches),
-        fast_bias_correction=True,
-    )
     ctx = ctx or distributed.DistContext()
-    # The same calibration batches give the same ranges on every rank; rank 0's state is broadcast anyway so a
-    # reduction-order difference cannot leave the ranks with different quantizers, and the digests prove it.
-    distributed.broadcast_state(ctx, quantized)
-    digests = distributed.gather_digests(ctx, quantized)
-    if len(set(digests)) != 1:
-        raise RuntimeError(f"NNCF quantizer state differs between ranks after broadcast: {digests}")
+    quantized, digests = _ptq_initialised(model, calib, ctx)
     ddp = distributed.wrap_ddp(ctx, quantized)
     history = []
     x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
@@ -106,6 +90,40 @@ def fine_tune_quantized(
             logger.info("QAT epoch %d/%d: train loss %.4f", epoch + 1, spec.qat_epochs, history[-1]["train_loss"])
     bar.close()
     quantized.eval()
+    tuned = _with_weights_of(model, quantized)
+    tuned.qat_history, tuned.quantizer_digests = history, digests
+    return tuned.eval()
+
+
+def _ptq_initialised(model, calib: np.ndarray, ctx):
+    """NNCF's fake-quantized copy of ``model`` calibrated on ``calib`` (every image, batches of 32), with rank 0's
+    quantizer state on every rank; returns it and each rank's quantizer digest (all equal)."""
+    os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", EXTENSION_LOAD_TIMEOUT_S)
+    import nncf
+    import torch
+
+    from edgeresnext import distributed
+
+    calib_t = torch.from_numpy(np.ascontiguousarray(calib, dtype=np.float32))
+    batches = [calib_t[i : i + 32] for i in range(0, len(calib_t), 32)]
+    quantized = nncf.quantize(
+        copy.deepcopy(model).eval(),
+        nncf.Dataset(batches),
+        preset=nncf.QuantizationPreset.PERFORMANCE,
+        subset_size=len(batches),  # NNCF counts dataset items: batches here
+        fast_bias_correction=True,
+    )
+    # The same calibration batches give the same ranges on every rank; rank 0's state is broadcast anyway so a
+    # reduction-order difference cannot leave the ranks with different quantizers, and the digests prove it.
+    distributed.broadcast_state(ctx, quantized)
+    digests = distributed.gather_digests(ctx, quantized)
+    if len(set(digests)) != 1:
+        raise RuntimeError(f"NNCF quantizer state differs between ranks after broadcast: {digests}")
+    return quantized, digests
+
+
+def _with_weights_of(model, quantized):
+    """A copy of ``model`` with the fine-tuned float weights of NNCF's ``quantized`` copy (quantizers dropped)."""
     tuned = copy.deepcopy(model)
     state = quantized.state_dict()
     wanted = tuned.state_dict()
@@ -113,8 +131,7 @@ def fine_tune_quantized(
     if missing:
         raise RuntimeError(f"NNCF renamed the model's parameters; cannot copy back {missing[:3]}")
     tuned.load_state_dict({key: state[key] for key in wanted})
-    tuned.qat_history, tuned.quantizer_digests = history, digests
-    return tuned.eval()
+    return tuned
 
 
 def quantize_qat(

@@ -307,22 +307,10 @@ def raise_tiny_scales(graph) -> int:
     return raised
 
 
-def fp16_qdq_from_onnx(onnx_path: str | Path, out_path: str | Path) -> dict[str, Any]:
-    """Write an FP16 variant of an ONNX model (FP32 or Q/DQ INT8): every float tensor becomes FP16, the
-    model's inputs and outputs stay FP32 (a ``Cast`` at each end), INT8 weights and zero points are untouched.
-
-    For a strongly typed TensorRT build this is what makes the layers left out of INT8 run in FP16. Q/DQ
-    scales are kept (same values, same per-channel axes) but stored as FP16, because ONNX requires a
-    QuantizeLinear's scale to have its input's type; the returned dict says how much that rounding moved the
-    scales. A scale below FP16's smallest normal number is raised to it first (:func:`raise_tiny_scales`, count in
-    ``raised_scales``), so every FP16 scale is a normal number. The opset is raised to 19 when lower (FP16 scales).
-    """
+def _at_fp16_qdq_opset(model, onnx_path: str | Path) -> tuple[Any, int]:
+    """``model`` converted to opset 19 when lower (FP16 Q/DQ scales need it), and its opset before."""
     import onnx
-    from onnx import TensorProto, numpy_helper
 
-    from edgeresnext.atomic import atomic_path
-
-    model = onnx.load(str(onnx_path))
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < FP16_QDQ_MIN_OPSET:
         try:
@@ -331,16 +319,14 @@ def fp16_qdq_from_onnx(onnx_path: str | Path, out_path: str | Path) -> dict[str,
             raise ConfigError(
                 f"{onnx_path}: cannot raise opset {opset} to {FP16_QDQ_MIN_OPSET} for FP16 Q/DQ scales ({err})"
             ) from err
-    graph = model.graph
-    raised_scales = raise_tiny_scales(graph)
-    scale_names = {
-        node.input[1]
-        for node in graph.node
-        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 1
-    }
-    cast_count = 0
-    scale_rel_error = 0.0
-    subnormal_scales = 0
+    return model, opset
+
+
+def _initializers_to_fp16(graph, scale_names: set[str], onnx_path: str | Path) -> dict[str, Any]:
+    """Every FP32 initializer stored as FP16, in place; the count and what the rounding did to the Q/DQ scales."""
+    from onnx import TensorProto, numpy_helper
+
+    cast_count, scale_rel_error, subnormal_scales = 0, 0.0, 0
     for init in graph.initializer:
         if init.data_type != TensorProto.FLOAT:
             continue
@@ -356,13 +342,30 @@ def fp16_qdq_from_onnx(onnx_path: str | Path, out_path: str | Path) -> dict[str,
             raise ConfigError(f"{onnx_path}: initializer {init.name!r} holds values beyond FP16's range (65504)")
         init.CopyFrom(numpy_helper.from_array(half, init.name))
         cast_count += 1
+    return {
+        "float_tensors_cast": cast_count,
+        "max_scale_rel_error": scale_rel_error,
+        "subnormal_scales": subnormal_scales,
+    }
+
+
+def _attributes_to_fp16(graph) -> None:
+    """``Cast(to=FLOAT)`` casts to FLOAT16 and FP32 tensor attributes (Constant values) are FP16, in place."""
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
     for node in graph.node:
         for attr in node.attribute:
             if node.op_type == "Cast" and attr.name == "to" and attr.i == TensorProto.FLOAT:
                 attr.i = TensorProto.FLOAT16
             elif attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == TensorProto.FLOAT:
                 attr.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(attr.t).astype(np.float16), attr.t.name))
-    # Keep the model's interface FP32: runtimes and device apps feed float32 images.
+
+
+def _keep_float32_interface(graph) -> None:
+    """A ``Cast`` at each FP32 input and output: runtimes and device apps feed float32 images."""
+    from onnx import TensorProto
+
     float_inputs = [value for value in graph.input if value.type.tensor_type.elem_type == TensorProto.FLOAT]
     heads = [_cast_port(graph, value, "input") for value in float_inputs]
     float_outputs = [value for value in graph.output if value.type.tensor_type.elem_type == TensorProto.FLOAT]
@@ -370,24 +373,43 @@ def fp16_qdq_from_onnx(onnx_path: str | Path, out_path: str | Path) -> dict[str,
     nodes = heads + list(graph.node) + tails
     del graph.node[:]
     graph.node.extend(nodes)
-    # Intermediate types are stale now; shape inference below recomputes them.
+    # Intermediate types are stale now; shape inference recomputes them.
     del graph.value_info[:]
+
+
+def fp16_qdq_from_onnx(onnx_path: str | Path, out_path: str | Path) -> dict[str, Any]:
+    """Write an FP16 variant of an ONNX model (FP32 or Q/DQ INT8): every float tensor becomes FP16, the
+    model's inputs and outputs stay FP32 (a ``Cast`` at each end), INT8 weights and zero points are untouched.
+
+    For a strongly typed TensorRT build this is what makes the layers left out of INT8 run in FP16. Q/DQ
+    scales are kept (same values, same per-channel axes) but stored as FP16, because ONNX requires a
+    QuantizeLinear's scale to have its input's type; the returned dict says how much that rounding moved the
+    scales. A scale below FP16's smallest normal number is raised to it first (:func:`raise_tiny_scales`, count in
+    ``raised_scales``), so every FP16 scale is a normal number. The opset is raised to 19 when lower (FP16 scales).
+    """
+    import onnx
+
+    from edgeresnext.atomic import atomic_path
+    from edgeresnext.onnx_io import load_onnx_safely
+
+    model, opset = _at_fp16_qdq_opset(load_onnx_safely(onnx_path), onnx_path)
+    graph = model.graph
+    raised_scales = raise_tiny_scales(graph)
+    scale_names = {
+        node.input[1]
+        for node in graph.node
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 1
+    }
+    cast = _initializers_to_fp16(graph, scale_names, onnx_path)
+    _attributes_to_fp16(graph)
+    _keep_float32_interface(graph)
     try:
         model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
         onnx.checker.check_model(model)
     except Exception as err:  # onnx raises InferenceError/ValidationError subclasses
         raise ConfigError(f"{onnx_path}: the FP16 variant does not validate ({err})") from err
-    out_path = Path(out_path)
-    with atomic_path(out_path) as tmp:
+    with atomic_path(Path(out_path)) as tmp:
         onnx.save(model, str(tmp))
-    report = {
-        "opset": max(opset, FP16_QDQ_MIN_OPSET),
-        "float_tensors_cast": cast_count,
-        "qdq_scales": len(scale_names),
-        "max_scale_rel_error": scale_rel_error,
-        "subnormal_scales": subnormal_scales,
-        "raised_scales": raised_scales,
-    }
     if raised_scales:
         logger.info(
             "%s: %d Q/DQ scales below FP16's smallest normal number (%.3g) raised to it in the FP16 variant, their "
@@ -396,4 +418,11 @@ def fp16_qdq_from_onnx(onnx_path: str | Path, out_path: str | Path) -> dict[str,
             raised_scales,
             FP16_MIN_NORMAL,
         )
-    return report
+    return {
+        "opset": max(opset, FP16_QDQ_MIN_OPSET),
+        "float_tensors_cast": cast["float_tensors_cast"],
+        "qdq_scales": len(scale_names),
+        "max_scale_rel_error": cast["max_scale_rel_error"],
+        "subnormal_scales": cast["subnormal_scales"],
+        "raised_scales": raised_scales,
+    }

@@ -128,9 +128,8 @@ def _guess_precision(path: Path) -> str:
     quantize nodes (Q/DQ ONNX; OpenVINO FakeQuantize layers or 8-bit integer constants), else FP32. A build's own
     artifacts never need this: their record (artifact.json) says what they were built as."""
     if path.suffix == ".onnx":
-        from edgeresnext.onnx_io import check_onnx_file, load_onnx_safely
+        from edgeresnext.onnx_io import load_onnx_safely
 
-        check_onnx_file(path)
         graph = load_onnx_safely(path, load_external_data=False).graph
         return "int8" if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in graph.node) else "fp32"
     if path.suffix == ".xml":

@@ -83,16 +83,8 @@ def trt_logger(trt: Any) -> Any:
     return Forward()
 
 
-def engine_from_onnx(
-    onnx_path: str | Path, engine_path: str | Path, plan: BuildPlan, timing_cache: str | Path | None = None
-) -> dict[str, Any]:
-    """Build and serialize a TensorRT engine from ``onnx_path`` following ``plan``.
-
-    Writes ``engine_path`` and ``<engine_path>.json`` (TensorRT version, build mode, GPU name and SM, DLA core)
-    atomically; reuses and updates ``timing_cache``. Returns the JSON's content.
-    """
-    from edgeresnext.atomic import sha256_file, write_bytes_atomic, write_json_atomic
-
+def _tensorrt_for(plan: BuildPlan) -> tuple[Any, int]:
+    """The tensorrt module and its major version, refused when it cannot build ``plan``."""
     trt = import_tensorrt()
     major = tensorrt_major(trt)
     if major < 10:
@@ -104,9 +96,14 @@ def engine_from_onnx(
             f"target {plan.target!r}: weakly typed builds (--int8/--fp16) were removed in "
             f"TensorRT 11 (found {trt.__version__}); set backend_options.tensorrt.strongly_typed: true"
         )
-    engine_path = Path(engine_path)
-    log = trt_logger(trt)
-    builder = trt.Builder(log)
+    return trt, major
+
+
+def _parsed_network(
+    trt: Any, builder: Any, log: Any, onnx_path: str | Path, plan: BuildPlan, major: int
+) -> tuple[Any, Any]:
+    """``onnx_path`` as a TensorRT network, strongly typed when the plan asks (and TensorRT still has the flag), and
+    its parser, which owns the parsed weights: the caller keeps it until the engine is built."""
     # TensorRT 10 opts in to strong typing; TensorRT 11 is always strongly typed and deprecates the flag.
     strongly_typed_flag = plan.build_mode == "strongly_typed" and major < 11
     flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed_flag else 0
@@ -115,6 +112,11 @@ def engine_from_onnx(
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise ConfigError(f"{onnx_path}: TensorRT's ONNX parser rejected the model: {errors}")
+    return network, parser
+
+
+def _builder_config(trt: Any, builder: Any, plan: BuildPlan) -> Any:
+    """The builder config of ``plan``: workspace, precision flags, batch profile, DLA core."""
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, plan.workspace_mb << 20)
     # Detailed layer information lets the Runner report which layers really run in INT8.
@@ -138,17 +140,41 @@ def engine_from_onnx(
         config.DLA_core = int(plan.dla_core)
         if plan.gpu_fallback:
             config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
-    cache_path = Path(timing_cache) if timing_cache else None
+    return config
+
+
+def _use_timing_cache(config: Any, cache_path: Path | None) -> None:
+    """Start ``config`` from the timing cache file when there is one TensorRT accepts. A cache from another
+    TensorRT version or GPU is rejected rather than silently mixed in; the build then starts from an empty cache
+    (and replaces the file), so a foreign cache never blocks a rebuild."""
     cache_bytes = cache_path.read_bytes() if cache_path is not None and cache_path.is_file() else b""
     cache = config.create_timing_cache(cache_bytes)
-    # A cache from another TensorRT version or GPU is rejected rather than silently mixed in; the build then starts
-    # from an empty cache (and replaces the file), so a foreign cache never blocks a rebuild.
     if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
         logger.warning(
             "tensorrt: TensorRT refused the timing cache %s (another TensorRT version or GPU?); building without it",
             cache_path,
         )
         config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
+
+
+def engine_from_onnx(
+    onnx_path: str | Path, engine_path: str | Path, plan: BuildPlan, timing_cache: str | Path | None = None
+) -> dict[str, Any]:
+    """Build and serialize a TensorRT engine from ``onnx_path`` following ``plan``.
+
+    Writes ``engine_path`` and ``<engine_path>.json`` (TensorRT version, build mode, GPU name and SM, DLA core)
+    atomically; reuses and updates ``timing_cache``. Returns the JSON's content.
+    """
+    from edgeresnext.atomic import sha256_file, write_bytes_atomic, write_json_atomic
+
+    trt, major = _tensorrt_for(plan)
+    engine_path = Path(engine_path)
+    log = trt_logger(trt)
+    builder = trt.Builder(log)
+    network, _parser = _parsed_network(trt, builder, log, onnx_path, plan, major)
+    config = _builder_config(trt, builder, plan)
+    cache_path = Path(timing_cache) if timing_cache else None
+    _use_timing_cache(config, cache_path)
     started = time.perf_counter()
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
