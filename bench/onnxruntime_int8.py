@@ -1,4 +1,4 @@
-"""ONNX Runtime INT8 on this CPU: our hand-off Q/DQ rewritten by ``ort_int8_from_qdq`` against ORT's quantize_static.
+"""ONNX Runtime INT8 on this CPU: our Q/DQ ONNX rewritten by ``ort_int8_from_qdq`` against ORT's quantize_static.
 
 One run, per model, every row in ONNX Runtime's CPU provider (graph optimisation ``all``, the same threads, batch 1,
 input bound once through an IO binding as ``ONNXRuntimeRunner`` times it):
@@ -6,7 +6,7 @@ input bound once through an IO binding as ``ONNXRuntimeRunner`` times it):
 * ``onnxruntime-fp32``                the FP32 ONNX
 * ``onnxruntime-int8-quantize-static`` the anchor: ``onnxruntime.quantization.quantize_static`` on the same FP32 ONNX
   and the same calibration images (QDQ, QUInt8 activations, QInt8 per-channel weights, MinMax)
-* ``onnxruntime-int8-handoff``        our hand-off Q/DQ file as it is (``quantize_ptq``: what runs today)
+* ``onnxruntime-int8-qdq``        our Q/DQ ONNX as it is (``quantize_ptq``: what runs today)
 * ``onnxruntime-int8-ours-no-merge``  ``ort_int8_from_qdq(group_channels=1)``: the Q/DQ rewrite alone
 * ``onnxruntime-int8-ours``           ``ort_int8_from_qdq`` defaults (plus grouped convolutions merged)
 
@@ -124,16 +124,16 @@ def bench_model(name: str, args: argparse.Namespace, work: Path) -> dict[str, An
     seconds: dict[str, float] = {}
     files[ANCHOR] = work / "int8_quantize_static.onnx"
     seconds[ANCHOR] = quantize_static_anchor(fp32, calib, files[ANCHOR])
-    handoff = files["onnxruntime-int8-handoff"] = work / "int8_qdq_handoff.onnx"
+    qdq = files["onnxruntime-int8-qdq"] = work / "int8_qdq.onnx"
     began = time.perf_counter()
-    quantize_ptq(model, calib, QuantSpec(subset_size=len(calib)), handoff, fp32_onnx=fp32, lint=False)
-    seconds["onnxruntime-int8-handoff"] = time.perf_counter() - began
+    quantize_ptq(model, calib, QuantSpec(subset_size=len(calib)), qdq, fp32_onnx=fp32, lint=False)
+    seconds["onnxruntime-int8-qdq"] = time.perf_counter() - began
     rewrite: dict[str, Any] = {}
     for row, group_channels in (("onnxruntime-int8-ours-no-merge", 1), ("onnxruntime-int8-ours", None)):
         files[row] = work / f"{row.removeprefix('onnxruntime-')}.onnx"
         began = time.perf_counter()
         extra = {} if group_channels is None else {"group_channels": group_channels}
-        rewrite[row] = ort_int8_from_qdq(handoff, files[row], cpu="x86_64", calibration=calib, analyze=False, **extra)
+        rewrite[row] = ort_int8_from_qdq(qdq, files[row], cpu="x86_64", calibration=calib, analyze=False, **extra)
         seconds[row] = time.perf_counter() - began
 
     # The backend's own Runner (the one validation and the device runtime use), ONNX Runtime's level "all".

@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
             "backend": "onnxruntime",
             "precision": "int8",
             "ptq_seconds": round(ptq_seconds, 2),
-            "ptq": "edgeresnext quantize_ptq (NNCF ONNX, signed symmetric, residual placement), the hand-off file "
+            "ptq": "edgeresnext quantize_ptq (NNCF ONNX, signed symmetric, residual placement), the Q/DQ ONNX "
             "as it is (ONNX Runtime's own INT8 form: bench/onnxruntime_int8.py)",
             "tensorrt_lint": lint,
             "size_bytes": file_size(qdq_onnx),

@@ -10,10 +10,10 @@ was trained on. This measures the INT8 drop (FP32 top-1 minus INT8 top-1, ONNX R
 - ``test``: the whole test split (10,000, never trained on), which the gate judges.
 
 The bias is ``drop(train-all) - drop(test)`` with the paired intervals of each (edgeresnext.stats). With ``--int8`` it
-measures that Q/DQ ONNX (e.g. ``build/cpu/quantize/model_int8.onnx``); otherwise it makes one by PTQ on 300
+measures that Q/DQ ONNX (e.g. ``build/cpu/quantize/model.qdq.onnx``); otherwise it makes one by PTQ on 300
 class-balanced training images (seed 0), as ``bench/ptq_accuracy.py`` does.
 
-    .venv/bin/python -m bench.tuning_bias --out bench/tuning_bias.json [--int8 build/cpu/quantize/model_int8.onnx]
+    .venv/bin/python -m bench.tuning_bias --out bench/tuning_bias.json [--int8 build/cpu/quantize/model.qdq.onnx]
 """
 
 from __future__ import annotations

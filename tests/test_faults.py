@@ -33,7 +33,7 @@ NAME = "faults"
 ARTIFACTS = (
     "model/model.safetensors",
     "export/model_fp32.onnx",
-    "quantize/model_int8.onnx",
+    "quantize/model.qdq.onnx",
     "compile/model.xml",
     "compile/model.bin",
     "bundle/model.xml",

@@ -88,7 +88,7 @@ def test_first_build_runs_every_stage_and_passes(first_build) -> None:
     for relative in (
         "model/model.safetensors",
         "export/model_fp32.onnx",
-        "quantize/model_int8.onnx",
+        "quantize/model.qdq.onnx",
         "lint/lint.json",
         "compile/model.xml",
         "compile/model.bin",
@@ -197,7 +197,7 @@ def _stage(folder: Path, config: dict, files: list[Path]):
     from edgeresnext.pipeline.cache import run_stage
 
     def produce(out: Path) -> dict:
-        write_text_atomic(out / "model_int8.onnx", "".join(f.read_text() for f in files))
+        write_text_atomic(out / "model.qdq.onnx", "".join(f.read_text() for f in files))
         return {}
 
     return run_stage(folder, "quantize", config, files, produce)
@@ -239,10 +239,10 @@ def test_a_rerun_names_the_changed_file_key_package_or_output(tmp_path: Path, mo
     monkeypatch.setattr(cache, "package_versions", lambda: real)
     assert _stage(folder, config, images).reason == f"openvino 2099.1.0 -> {real['openvino']}"
 
-    (folder / "model_int8.onnx").write_text("flipped")
-    assert _stage(folder, config, images).reason == "output model_int8.onnx damaged"
-    (folder / "model_int8.onnx").unlink()
-    assert _stage(folder, config, images).reason == "output model_int8.onnx missing"
+    (folder / "model.qdq.onnx").write_text("flipped")
+    assert _stage(folder, config, images).reason == "output model.qdq.onnx damaged"
+    (folder / "model.qdq.onnx").unlink()
+    assert _stage(folder, config, images).reason == "output model.qdq.onnx missing"
 
 
 def test_a_stage_json_without_per_input_records_reruns_and_says_why(tmp_path: Path) -> None:

@@ -211,7 +211,7 @@ def add_quantize(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--sensitivity", default=None, metavar="JSON", help="also write per-layer sensitivity here")
     p.add_argument("--build", default="build", help="build root of the cached stages (default build/)")
-    p.add_argument("--out", default="model_int8.onnx")
+    p.add_argument("--out", default="model.qdq.onnx")
 
 
 def run_lint(args: argparse.Namespace) -> int:

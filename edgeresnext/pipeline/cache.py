@@ -1,7 +1,7 @@
 """The stage cache: each stage of a build has its own folder and a ``stage.json`` recording the hash of its inputs
 (files, config section, package versions), each of those inputs (every file's sha256, the section, the versions)
 and the sha256 of each output. A rerun skips a stage whose input hash matches and whose outputs are intact; any
-change reruns it and names what changed (``quant.subset_size 300 -> 200``, ``output model_int8.onnx damaged``).
+change reruns it and names what changed (``quant.subset_size 300 -> 200``, ``output model.qdq.onnx damaged``).
 Outputs are written through :mod:`edgeresnext.atomic` and ``stage.json`` last, so a killed build never leaves a
 stage that looks finished.
 Two builds of one target take turns through :class:`BuildLock`.

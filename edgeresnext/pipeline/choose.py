@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgeresnext.errors import ConfigError
+from edgeresnext.quantize import QDQ_ONNX
 
 if TYPE_CHECKING:
     from edgeresnext.backends import Artifact, Backend
@@ -31,7 +32,6 @@ STAGE_FOLDERS = {
 }
 MODEL_FILE = "model.safetensors"
 FP32_ONNX = "model_fp32.onnx"
-INT8_ONNX = "model_int8.onnx"
 SENSITIVITY_JSON = "sensitivity.json"
 ARTIFACT_JSON = "artifact.json"
 
@@ -61,7 +61,7 @@ class BuildFiles:
         files = cls(
             model=root / STAGE_FOLDERS["model"] / MODEL_FILE,
             fp32_onnx=root / STAGE_FOLDERS["export"] / FP32_ONNX,
-            qdq_onnx=quantize / INT8_ONNX if target.precision == "int8" else None,
+            qdq_onnx=quantize / QDQ_ONNX if target.precision == "int8" else None,
             artifact_json=root / STAGE_FOLDERS["compile"] / ARTIFACT_JSON,
             sensitivity_json=sensitivity if sensitivity.is_file() else None,
         )

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 from edgeresnext.atomic import write_json_atomic
 from edgeresnext.models.shipped import resolve_checkpoint
 from edgeresnext.pipeline.cache import StageResult, run_stage
-from edgeresnext.pipeline.choose import FP32_ONNX, INT8_ONNX, MODEL_FILE, STAGE_FOLDERS, BuildFiles
+from edgeresnext.pipeline.choose import FP32_ONNX, MODEL_FILE, STAGE_FOLDERS, BuildFiles
+from edgeresnext.quantize import QDQ_ONNX
 
 if TYPE_CHECKING:
     from edgeresnext.config import Target
@@ -72,7 +73,7 @@ class BuildContext:
 
     @property
     def qdq_onnx(self) -> Path | None:
-        return self.folder("quantize") / INT8_ONNX if "quantize" in self.done else None
+        return self.folder("quantize") / QDQ_ONNX if "quantize" in self.done else None
 
     @property
     def sensitivity_json(self) -> Path | None:
@@ -179,7 +180,7 @@ def stage_quantize(ctx: BuildContext) -> StageResult:
         from edgeresnext.quantize.sensitivity import SENSITIVITY_IMAGES, layer_sensitivity
 
         began = time.perf_counter()
-        int8 = folder / INT8_ONNX
+        int8 = folder / QDQ_ONNX
         info, calib, meta = _quantize(ctx, int8)
         ranking, ranking_images = None, calib[:SENSITIVITY_IMAGES]
         if target.quant.sensitivity:

@@ -1,25 +1,25 @@
-"""The hand-off Q/DQ ONNX rewritten into the Q/DQ form ONNX Runtime's CPU provider runs as integer kernels.
+"""The Q/DQ ONNX rewritten into the Q/DQ form ONNX Runtime's CPU provider runs as integer kernels.
 
-The hand-off file (:mod:`edgeresnext.quantize.ptq`) is made for TensorRT: signed INT8 activations with zero point
+The Q/DQ ONNX (:mod:`edgeresnext.quantize.ptq`) is made for TensorRT: signed INT8 activations with zero point
 0, ``Conv -> Relu -> Q``, the residual ``Add`` reading its convolution unquantized, no Q/DQ after MaxPool. ONNX
 Runtime's QDQ fusions replace a ``DQ -> op -> Q`` group by ``QLinearConv``, ``QLinearAdd``,
 ``QLinearGlobalAveragePool`` or ``QGemm`` only when every activation input comes through a DequantizeLinear and the
-output goes through a QuantizeLinear; anything else runs in float (the hand-off file: 0 of 53 ResNeXt-50
+output goes through a QuantizeLinear; anything else runs in float (the Q/DQ ONNX: 0 of 53 ResNeXt-50
 convolutions as QLinearConv, 2.2-2.5x the latency of ``quantize_static``'s model). The artifact written here, from
-the same file and its calibrated scales (the hand-off file itself is only read):
+the same file and its calibrated scales (the Q/DQ ONNX itself is only read):
 
 * **Every activation Q/DQ pair is stripped and one is put back on every tensor an integer kernel reads or
   writes**: the inputs of each Conv/Gemm/Add/pooling and their outputs (after the ReLU where one follows), one
   DequantizeLinear per reader.
-* **ReLU outputs are unsigned over the hand-off range.** ONNX Runtime drops a ``Relu`` before a QuantizeLinear only
+* **ReLU outputs are unsigned over the Q/DQ range.** ONNX Runtime drops a ``Relu`` before a QuantizeLinear only
   when the zero point is the type's minimum (``ReluQuantFusion``); otherwise the ReLU stays between Conv and Q and
-  the convolution runs in float (ResNeXt-50 with the hand-off grid kept for ReLU outputs: 20 of 53 QLinearConv,
-  2.2x the anchor). The hand-off quantizer covers ``[0, 127 s]``; the artifact keeps that range on all 256 codes:
+  the convolution runs in float (ResNeXt-50 with the Q/DQ grid kept for ReLU outputs: 20 of 53 QLinearConv,
+  2.2x the anchor). The Q/DQ file's quantizer covers ``[0, 127 s]``; the artifact keeps that range on all 256 codes:
   UINT8, zero point 0, scale ``127 s / 255`` (ARM64: INT8, zero point -128, the same grid).
-* **Signed tensors** (the image, downsample outputs) keep the hand-off grid: UINT8 with zero point 128 and the
+* **Signed tensors** (the image, downsample outputs) keep the Q/DQ grid: UINT8 with zero point 128 and the
   same scale on x86-64 (the same values), INT8 on ARM64. A QLinearAdd takes both inputs and its output in one type.
-* **Tensors the hand-off file never quantized** (residual placement: each block's last convolution output, read
-  unquantized by the ``Add``) get an asymmetric min/max range from a calibration pass of the hand-off model itself
+* **Tensors the Q/DQ ONNX never quantized** (residual placement: each block's last convolution output, read
+  unquantized by the ``Add``) get an asymmetric min/max range from a calibration pass of the Q/DQ model itself
   over ``calibration``. Without them those convolutions and Adds stay float (ResNeXt-50: 37 of 53 QLinearConv,
   1.7x the anchor); without images such a file is an error. A file with NNCF's placement has every range already.
   MaxPool and Flatten outputs take their input's grid (ONNX Runtime 1.32 would also move the DQ across MaxPool).
@@ -115,9 +115,9 @@ def _checked_cpu(cpu: str | None) -> str:
 
 
 def artifact_grid(params: QParams, nonnegative: bool, signed_out: bool) -> QParams:
-    """The hand-off quantizer ``params`` in the artifact's type.
+    """The Q/DQ file's quantizer ``params`` in the artifact's type.
 
-    ``nonnegative`` (a ReLU output): the range the hand-off quantizer covers above 0, on all 256 codes, starting at
+    ``nonnegative`` (a ReLU output): the range the Q/DQ file's quantizer covers above 0, on all 256 codes, starting at
     the type's minimum so ONNX Runtime can drop the ReLU. Otherwise the same grid (same scale, zero point shifted by
     128 when the type changes): the same real values.
     """
@@ -158,7 +158,7 @@ def _attribute(node, name: str, default: Any) -> Any:
 
 
 def _activation_quantizers(graph, initializers) -> tuple[dict[str, QParams], dict[str, str], set[int]]:
-    """Per-tensor activation Q/DQ pairs of the hand-off graph: params by float tensor, DQ output -> float tensor,
+    """Per-tensor activation Q/DQ pairs of the Q/DQ graph: params by float tensor, DQ output -> float tensor,
     and the indices of those Q and DQ nodes."""
     from onnx import numpy_helper
 
@@ -200,7 +200,7 @@ def _activation_quantizers(graph, initializers) -> tuple[dict[str, QParams], dic
 
 
 def _calibrated_ranges(qdq_onnx: Path, tensors: list[str], calibration: np.ndarray) -> dict[str, tuple[float, float]]:
-    """Min and max of ``tensors`` over ``calibration``, running the hand-off model itself in ONNX Runtime."""
+    """Min and max of ``tensors`` over ``calibration``, running the Q/DQ model itself in ONNX Runtime."""
     import onnx
     import onnxruntime as ort
 
@@ -228,7 +228,7 @@ def _calibrated_ranges(qdq_onnx: Path, tensors: list[str], calibration: np.ndarr
 
 @dataclass
 class _FloatGraph:
-    """The hand-off graph without its activation Q/DQ pairs (weight DequantizeLinear nodes stay), indexed by
+    """The Q/DQ graph without its activation Q/DQ pairs (weight DequantizeLinear nodes stay), indexed by
     tensor: the graph the rewrite reads to decide where quantizers go."""
 
     nodes: list[Any]
@@ -274,7 +274,7 @@ class _FloatGraph:
         return name
 
     def runs_in_integers(self, node) -> bool:
-        """Whether the rewrite quantizes around ``node``: a layer whose weights the hand-off file keeps in float
+        """Whether the rewrite quantizes around ``node``: a layer whose weights the Q/DQ ONNX keeps in float
         (a sensitivity fallback) stays a float layer reading float inputs."""
         if node.op_type in WEIGHTED_OPS:
             weight = node.input[1] if len(node.input) > 1 else None
@@ -308,9 +308,9 @@ class _FloatGraph:
             if node.op_type in WEIGHTED_OPS and not self.runs_in_integers(node)
         }
 
-    def sources_without_quantizer(self, targets: list[str], handoff: dict[str, QParams]) -> list[str]:
-        """The tensors whose range ``targets`` need but the hand-off file does not quantize, once each in order."""
-        return list(dict.fromkeys(self.source_of(t) for t in targets if self.source_of(t) not in handoff))
+    def sources_without_quantizer(self, targets: list[str], qdq_params: dict[str, QParams]) -> list[str]:
+        """The tensors whose range ``targets`` need but the Q/DQ ONNX does not quantize, once each in order."""
+        return list(dict.fromkeys(self.source_of(t) for t in targets if self.source_of(t) not in qdq_params))
 
     def quantization_targets(self) -> list[str]:
         """Every tensor an integer kernel reads or writes, in node order: the tensors that get one Q each."""
@@ -334,7 +334,7 @@ class _FloatGraph:
 def _measured_ranges(
     qdq_onnx: Path, missing: list[str], calibration: np.ndarray | None
 ) -> dict[str, tuple[float, float]]:
-    """Ranges of the tensors the hand-off file never quantized (``missing``), from a calibration pass; none needed
+    """Ranges of the tensors the Q/DQ ONNX never quantized (``missing``), from a calibration pass; none needed
     when the file quantizes everything an integer kernel reads."""
     if not missing:
         return {}
@@ -348,28 +348,28 @@ def _measured_ranges(
     return _calibrated_ranges(qdq_onnx, missing, calibration)
 
 
-def _quantizer_kind(graph: _FloatGraph, target: str, handoff: dict[str, QParams]) -> str:
+def _quantizer_kind(graph: _FloatGraph, target: str, qdq_params: dict[str, QParams]) -> str:
     """How ``target``'s artifact quantizer was found (the ``quantizers`` counts of the info)."""
     source = graph.source_of(target)
-    if source not in handoff:
+    if source not in qdq_params:
         return "calibrated"
-    return "relu_output_full_range" if graph.nonnegative(source) else "handoff_grid"
+    return "relu_output_full_range" if graph.nonnegative(source) else "qdq_grid"
 
 
 def _artifact_quantizers(
     graph: _FloatGraph,
     targets: list[str],
-    handoff: dict[str, QParams],
+    qdq_params: dict[str, QParams],
     ranges: dict[str, tuple[float, float]],
     signed: bool,
 ) -> dict[str, QParams]:
-    """Each target's quantizer in the artifact's type: the hand-off grid (full range after a ReLU), or the
-    calibrated range for a tensor the hand-off file left unquantized."""
+    """Each target's quantizer in the artifact's type: the Q/DQ grid (full range after a ReLU), or the
+    calibrated range for a tensor the Q/DQ ONNX left unquantized."""
     chosen: dict[str, QParams] = {}
     for name in targets:
         source = graph.source_of(name)
-        if source in handoff:
-            chosen[name] = artifact_grid(handoff[source], graph.nonnegative(source), signed)
+        if source in qdq_params:
+            chosen[name] = artifact_grid(qdq_params[source], graph.nonnegative(source), signed)
         else:
             chosen[name] = asymmetric(*ranges[source], signed=signed)
     return chosen
@@ -491,7 +491,7 @@ def ort_int8_from_qdq(
     group_channels: int = GROUP_CHANNELS,
     analyze: bool = True,
 ) -> dict[str, Any]:
-    """Write the ONNX Runtime INT8 form of the hand-off Q/DQ file ``qdq_onnx`` to ``out_path``; returns its info.
+    """Write the ONNX Runtime INT8 form of the Q/DQ ONNX ``qdq_onnx`` to ``out_path``; returns its info.
 
     ``cpu``: ``x86_64`` (UINT8 activations) or ``arm64`` (INT8 activations); None takes this machine's kind.
     ``calibration``: preprocessed images (float32 NCHW, e.g. the PTQ calibration images); needed only when the
@@ -506,16 +506,16 @@ def ort_int8_from_qdq(
     qdq_onnx, out_path = Path(qdq_onnx), Path(out_path)
     model = load_onnx_safely(qdq_onnx)
     initializers = {t.name: t for t in model.graph.initializer}
-    handoff, remap, pair_nodes = _activation_quantizers(model.graph, initializers)
-    if not handoff:
-        raise ConfigError(f"{qdq_onnx}: no activation QuantizeLinear; expected the INT8 Q/DQ hand-off file")
+    qdq_params, remap, pair_nodes = _activation_quantizers(model.graph, initializers)
+    if not qdq_params:
+        raise ConfigError(f"{qdq_onnx}: no activation QuantizeLinear; expected the INT8 Q/DQ ONNX")
     graph = _FloatGraph.of(model.graph, initializers, remap, pair_nodes)
     # Decided on the float graph before _merge_groups renames the grouped convolutions' weights.
     float_layers, targets = graph.float_layers(), graph.quantization_targets()
-    missing = graph.sources_without_quantizer(targets, handoff)
+    missing = graph.sources_without_quantizer(targets, qdq_params)
     ranges = _measured_ranges(qdq_onnx, missing, calibration)
-    writer = _QDQWriter(_artifact_quantizers(graph, targets, handoff, ranges, signed), signed)
-    kinds = Counter(_quantizer_kind(graph, t, handoff) for t in targets)
+    writer = _QDQWriter(_artifact_quantizers(graph, targets, qdq_params, ranges, signed), signed)
+    kinds = Counter(_quantizer_kind(graph, t, qdq_params) for t in targets)
     merged, dense_weights = _merge_groups(graph.nodes, graph.producers, graph.consumers, initializers, group_channels)
     writer.initializers += dense_weights
     writer.add_qparams(targets)

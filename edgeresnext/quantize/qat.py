@@ -3,7 +3,7 @@ images. The model is fine-tuned for a few epochs on labelled training data, then
 ONNX form as PTQ.
 
 The fine-tuned *weights* are what QAT contributes: they have learned to sit well on the INT8 grid. The
-hand-off file is made from them by :func:`~edgeresnext.quantize.ptq.quantize_ptq`, so its quantizer ranges
+Q/DQ ONNX is made from them by :func:`~edgeresnext.quantize.ptq.quantize_ptq`, so its quantizer ranges
 are re-calibrated min-max ranges rather than NNCF's learned scales. This keeps one placement, one signedness
 and one lint for PTQ and QAT alike.
 

@@ -1,4 +1,4 @@
-"""Rewrites of a Q/DQ ONNX graph that make NNCF's output a TensorRT-ready hand-off file.
+"""Rewrites of a Q/DQ ONNX graph that make NNCF's output a TensorRT-ready Q/DQ ONNX.
 
 * :func:`signed_symmetric` turns every UINT8 or asymmetric activation quantizer into signed INT8 with
   zero point 0 (TensorRT rejects UINT8; NNCF emits it after ReLU). The scale is re-fitted so the

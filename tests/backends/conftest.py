@@ -47,7 +47,7 @@ def qdq_onnx(tmp_path_factory, shipped_model, calib_images, fp32_onnx) -> Path:
     from edgeresnext.config import QuantSpec
     from edgeresnext.quantize.ptq import quantize_ptq
 
-    out = tmp_path_factory.mktemp("qdq") / "model_int8.onnx"
+    out = tmp_path_factory.mktemp("qdq") / "model.qdq.onnx"
     return quantize_ptq(shipped_model, calib_images, QuantSpec(subset_size=100), out, fp32_onnx=fp32_onnx, lint=False)
 
 

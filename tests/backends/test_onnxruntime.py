@@ -39,7 +39,7 @@ def test_int8_target_compiles_the_form_onnx_runtime_runs_as_integer_kernels(
     qdq_onnx, calib_images, test_images, fp32_logits, qdq_logits, tmp_path
 ):
     """The default INT8 artifact: every convolution a QLinearConv (read from the optimised graph), the hand-off
-    file untouched, its own file (validated on its own), as close to FP32 as the hand-off file."""
+    file untouched, its own file (validated on its own), as close to FP32 as the Q/DQ ONNX."""
     before = qdq_onnx.read_bytes()
     target = make_target("onnxruntime", "int8")
     artifact, runner = compile_and_load("onnxruntime", qdq_onnx, target, tmp_path, calibration=calib_images)
@@ -47,8 +47,8 @@ def test_int8_target_compiles_the_form_onnx_runtime_runs_as_integer_kernels(
     report = runner.precision_report()
     assert report["integer_conv_fraction"] >= 0.9 and report["integer_convs"] == 22, report
     logits = runner(test_images)
-    # Same grids as the hand-off file (tests/quantize/test_ort_int8.py derives the bound): no further from FP32
-    # than 1.25x the hand-off file's own mean logit error.
+    # Same grids as the Q/DQ ONNX (tests/quantize/test_ort_int8.py derives the bound): no further from FP32
+    # than 1.25x the Q/DQ ONNX's own mean logit error.
     assert abs(logits - fp32_logits).mean() <= 1.25 * abs(qdq_logits - fp32_logits).mean()
     assert agreement(logits, fp32_logits) >= 0.90
     with pytest.raises(DataError, match="calibration"):  # the residual placement's unquantized tensors need images
