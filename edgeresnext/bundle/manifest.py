@@ -15,6 +15,7 @@ from typing import Any
 
 from edgeresnext.atomic import sha256_file
 from edgeresnext.errors import EdgeResNeXtError
+from edgeresnext.registry import backend_names
 
 FORMAT = "edgeresnext-bundle"
 SCHEMA_VERSION = 1
@@ -28,7 +29,21 @@ class BundleError(EdgeResNeXtError):
 
 
 def manifest_schema() -> dict[str, Any]:
-    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    """The manifest schema, each ``"x-enum": "backends"`` filled in as the enum of the registered backends (the
+    registry is the one list of them)."""
+    return _fill_backend_enums(json.loads(SCHEMA_PATH.read_text(encoding="utf-8")), backend_names())
+
+
+def _fill_backend_enums(node: Any, names: list[str]) -> Any:
+    if isinstance(node, dict):
+        if node.get("x-enum") == "backends":
+            node["enum"] = list(names)
+        for value in node.values():
+            _fill_backend_enums(value, names)
+    elif isinstance(node, list):
+        for value in node:
+            _fill_backend_enums(value, names)
+    return node
 
 
 _TYPES: dict[str, Any] = {

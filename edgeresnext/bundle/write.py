@@ -102,12 +102,9 @@ def build_manifest(
     """The manifest (without ``files``) for artifacts whose files are known in the bundle as ``names``."""
     primary = artifacts[0]
     sig = _io_signature(primary, meta)
-    info = dict(primary.info)
     backend = get_backend(primary.backend)
-    backend_version = str(
-        info.get("backend_version") or info.get("tensorrt_version") or _package_version(backend.package)
-    )
-    target_device = str(info.get("device", backend.target_device(target)))
+    backend_version = str(backend.runtime_version(primary) or _package_version(backend.package))
+    target_device = str(backend.target_device(target))
     batch = {"min": 1, "opt": 1, "max": 1}
     if target is not None:
         batch = target.input.batch.model_dump()
@@ -129,7 +126,7 @@ def build_manifest(
         "input": {
             "name": sig["input_name"],
             "shape": [int(d) for d in sig["input_shape"]],
-            "dtype": str(info.get("input_dtype", "float32")),
+            "dtype": "float32",
             "layout": "NCHW",
             "batch": batch,
         },
@@ -144,7 +141,7 @@ def build_manifest(
         "output": {
             "name": sig["output_name"],
             "shape": [int(d) for d in sig["output_shape"]],
-            "dtype": str(info.get("output_dtype", "float32")),
+            "dtype": "float32",
             "meaning": "logits",
             "scores": "softmax over the class axis; class i is line i of labels.txt",
         },
@@ -157,7 +154,7 @@ def build_manifest(
                 "machine": platform.machine(),
                 "system": platform.system(),
                 "cpu": cpu_model(),
-                **{k: info[k] for k in ("gpu_name", "gpu_sm", "tensorrt_version", "build_mode") if k in info},
+                **backend.built_on(primary),
             },
         },
         "validation": _jsonable(validation_summary) if validation_summary is not None else None,
@@ -168,7 +165,7 @@ def build_manifest(
                 "kind": a.kind,
                 "path": names[Path(a.path)],
                 "files": [names[p] for p in _artifact_files(a)],
-                "info": _jsonable(a.info),
+                "info": _jsonable(a.info.to_dict()),
             }
             for a in artifacts
         ],

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,7 +69,7 @@ def kit_with_check_set(ctx: BuildContext, artifact: Artifact, scratch: Path) -> 
     from edgeresnext.validate.measure import TorchRunner, run_logits
 
     target = ctx.target
-    plan = artifact.info["plan"]
+    plan = artifact.info.extra["plan"]
     source = Path(artifact.path)
     if scratch.exists():
         shutil.rmtree(scratch)
@@ -95,8 +96,8 @@ def kit_with_check_set(ctx: BuildContext, artifact: Artifact, scratch: Path) -> 
     count = min(wanted, len(data))
     inputs = np.ascontiguousarray(data.inputs[:count], dtype=np.float32)
     labels = [int(y) for y in data.labels[:count]]
-    proxies = get_backend("tensorrt").proxies(artifact)
-    stand_in_name, stand_in = proxies[0] if proxies else ("qdq-int8 (onnxruntime)", None)
+    stand_ins = get_backend(artifact.backend).stand_ins(artifact)
+    stand_in_name, stand_in = stand_ins[0] if stand_ins else ("qdq-int8 (onnxruntime)", None)
     stand_in_path = Path(stand_in.path) if stand_in is not None else kit / plan["onnx"]
     # The validate stage ran both on these very images (the first of the set): reuse its logits when it kept them.
     kept = load_kept_logits(ctx.folder("validate") / KEPT_LOGITS)
@@ -157,7 +158,7 @@ def kit_with_check_set(ctx: BuildContext, artifact: Artifact, scratch: Path) -> 
         kind=artifact.kind,
         path=kit,
         files=sorted(set(files)),
-        info={**artifact.info, "device_check_set": info},
+        info=replace(artifact.info, device_check_set=info),
     )
     logger.info("device check set: %d images in %d batch(es) of %d, %.1f MB", count, len(batches), size, mb)
     return checked, info

@@ -19,6 +19,8 @@ from edgeresnext.models.shipped import resolve_checkpoint
 from edgeresnext.pipeline.cache import StageResult, run_stage
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from edgeresnext.config import Target
     from edgeresnext.models import ModelMeta
     from edgeresnext.validate import ValidationReport
@@ -52,12 +54,6 @@ class BuildContext:
         return self.target.precision == "int8"
 
     @property
-    def native_int8(self) -> bool:
-        """OpenVINO's own INT8 (NNCF on the OpenVINO model) quantizes the FP32 model, not the Q/DQ file."""
-        target = self.target
-        return target.backend == "openvino" and self.int8 and target.backend_options.openvino.native_int8
-
-    @property
     def planned(self) -> list[str]:
         return [name for name in STAGES if self.int8 or name not in ("quantize", "lint")]
 
@@ -83,9 +79,13 @@ class BuildContext:
 
     @property
     def compile_source(self) -> Path:
-        """The ONNX the compile stage turns into the target's artifact: the Q/DQ file, or the FP32 one."""
+        """The ONNX the compile stage turns into the target's artifact: the Q/DQ file, or the FP32 one, as the
+        backend says (``Backend.compile_input``)."""
+        from edgeresnext.backends import get_backend
+
         qdq = self.qdq_onnx
-        return qdq if qdq is not None and not self.native_int8 else self.fp32_onnx
+        wants_qdq = get_backend(self.target.backend).compile_input(self.target) == "qdq"
+        return qdq if qdq is not None and wants_qdq else self.fp32_onnx
 
     def load_model(self):
         from edgeresnext.models import load_checkpoint
@@ -96,6 +96,28 @@ class BuildContext:
         from edgeresnext.data.folder import list_images
 
         return list_images(self.target.quant.calib_dir)
+
+    def calibration_set(self) -> CalibrationSet:
+        """The calibration images a compile that calibrates reads (preprocessed as the model says), as a loader."""
+        spec = self.target.quant
+
+        def load() -> np.ndarray:
+            from edgeresnext.data.calibration import load_calibration_images
+            from edgeresnext.models import read_checkpoint
+
+            preprocess = read_checkpoint(self.model_file).meta.preprocess
+            return load_calibration_images(spec.calib_dir, preprocess, spec.subset_size, self.target.data.on_bad_image)
+
+        return CalibrationSet(files=[self.model_file, *self.calibration_files()], load=load)
+
+
+@dataclass(frozen=True)
+class CalibrationSet:
+    """What a calibrating compile reads: the files its images come from (the stage cache hashes them; the model
+    file holds the preprocessing) and ``load()``, the preprocessed float32 NCHW images."""
+
+    files: list[Path]
+    load: Callable[[], np.ndarray]
 
 
 def stage_model(ctx: BuildContext) -> StageResult:
@@ -283,40 +305,27 @@ def stage_compile(ctx: BuildContext) -> StageResult:
         "available": backend.available(),
     }
 
-    calibrates = backend.compile_needs_calibration(target)
+    # e.g. NNCF on the OpenVINO model: the images the quantize stage calibrated on.
+    calibration = ctx.calibration_set() if backend.compile_needs_calibration(target) else None
 
     def produce(folder: Path) -> dict[str, Any]:
-        extra: dict[str, Any] = {}
-        if calibrates:  # e.g. NNCF on the OpenVINO model: the images the quantize stage calibrated on
-            from edgeresnext.data.calibration import load_calibration_images
-
-            meta = ctx.load_model().meta
-            spec = target.quant
-            extra["calibration"] = load_calibration_images(
-                spec.calib_dir, meta.preprocess, spec.subset_size, target.data.on_bad_image
-            )
+        extra = {"calibration": calibration.load()} if calibration is not None else {}
         artifact = backend.compile(onnx_path, target, folder, **extra)
         artifact.save(folder / "artifact.json")
         return {"artifact": artifact.to_dict()}
 
     inputs = [onnx_path]
-    if calibrates:
-        inputs += [ctx.model_file, *ctx.calibration_files()]
+    if calibration is not None:
+        inputs += calibration.files
         section["quant"] = target.quant.model_dump(mode="json")
     return run_stage(ctx.root / "compile", "compile", section, inputs, produce)
-
-
-# The float build of a runtime that its INT8 artifact is timed against (the speed-up's baseline): OpenVINO FP32
-# (pinned to f32 like the INT8 IR), TensorRT's FP16 engine (a GPU's float deployment). ONNX Runtime's is the FP32
-# ONNX row validate always runs.
-FLOAT_BASELINE_PRECISION = {"openvino": "fp32", "tensorrt": "fp16"}
 
 
 def artifacts_under_test(ctx: BuildContext, baseline_dir: Path | None = None) -> list[Any]:
     """What the validate stage measures: the FP32 ONNX and the Q/DQ file in ONNX Runtime, the target's artifact
     (or why it cannot run here) with its own runtime's float build beside it (compiled from the FP32 ONNX into
     ``baseline_dir`` with the target's options, so the speed-up is the quantization's alone), and what stands in
-    for the artifact on this host (the backend's proxies)."""
+    for the artifact on this host (the backend's stand-ins)."""
     from edgeresnext.backends import Artifact, get_backend
     from edgeresnext.validate import ArtifactUnderTest, SkippedArtifact, runner_from_file
 
@@ -329,22 +338,18 @@ def artifacts_under_test(ctx: BuildContext, baseline_dir: Path | None = None) ->
     if ctx.qdq_onnx is not None:
         items.append(onnx_item("qdq-int8 (onnxruntime)", ctx.qdq_onnx, "int8"))
     artifact = Artifact.load(ctx.folder("compile") / "artifact.json")
-    if (
-        artifact.backend == "onnxruntime"
-        and artifact.precision in ("fp32", "int8")
-        and not artifact.info.get("differs_from_source")
-    ):
-        return items  # the artifact is one of the files above, already validated
     backend = get_backend(artifact.backend)
+    if backend.runs_source_as_is(artifact):
+        return items  # the artifact is one of the files above, already validated
     name = f"{artifact.backend}-{artifact.precision}"
     files = [Path(p) for p in artifact.files if Path(p).is_file()]
     reason = (
         backend.available()
         if artifact.kind != "kit"
-        else (artifact.info.get("reason") or "an on-device build kit: the engine is built on the device")
+        else (artifact.info.reason or "an on-device build kit: the engine is built on the device")
     )
     if reason is None:
-        float_precision = FLOAT_BASELINE_PRECISION.get(artifact.backend)
+        float_precision = backend.float_baseline
         if baseline_dir is not None and float_precision not in (None, artifact.precision):
             float_target = target.model_copy(update={"precision": float_precision})
             baseline = backend.compile(ctx.fp32_onnx, float_target, baseline_dir)
@@ -357,18 +362,20 @@ def artifacts_under_test(ctx: BuildContext, baseline_dir: Path | None = None) ->
                     baseline_files,
                     artifact.backend,
                     float_precision,
-                    info=runner.precision_report(),
+                    info=runner.precision_report().to_dict(),
                 )
             )
         runner = backend.load(artifact, target)
         items.append(
-            ArtifactUnderTest(name, runner, files, artifact.backend, artifact.precision, info=runner.precision_report())
+            ArtifactUnderTest(
+                name, runner, files, artifact.backend, artifact.precision, info=runner.precision_report().to_dict()
+            )
         )
     else:
         items.append(SkippedArtifact(name, reason, files, artifact.backend, artifact.precision))
-    for proxy_name, proxy in backend.proxies(artifact):
-        if Path(proxy.path).is_file():
-            item = onnx_item(proxy_name, Path(proxy.path), proxy.precision, proxy.backend)
+    for stand_in_name, stand_in in backend.stand_ins(artifact):
+        if Path(stand_in.path).is_file():
+            item = onnx_item(stand_in_name, Path(stand_in.path), stand_in.precision, stand_in.backend)
             item.images = target.validate_.stand_in_images  # a stand-in may be validated on a subset (its cost)
             items.append(item)
     return items
@@ -419,7 +426,7 @@ def stage_validate(ctx: BuildContext) -> StageResult:
             items,
             model,
             data,
-            # The target's own artifact when it ran here (a GPU host lists the proxies after it), else the last.
+            # The target's own artifact when it ran here (a GPU host lists the stand-ins after it), else the last.
             primary=pick_primary(target, items) or runnable[-1].name,
             sensitivity=json.loads(sensitivity.read_text()) if sensitivity else None,
             model_files=[ctx.model_file],

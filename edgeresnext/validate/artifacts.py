@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgeresnext.backends import backend_for_path
+from edgeresnext.backends import backend_for_path, list_backends
 from edgeresnext.errors import BackendUnavailable, ConfigError
 from edgeresnext.validate.measure import RunnerLike, TorchRunner
 
@@ -109,7 +109,7 @@ def artifacts_from_specs(
                 "int8-ov=build/cpu/compile/model.xml"
             )
         backend, colon, path_text = rest.partition(":")
-        if not colon or backend not in ("onnxruntime", "openvino", "tensorrt", "pytorch"):
+        if not colon or backend not in (*list_backends(), "pytorch"):
             backend, path_text = "", rest
         path = Path(path_text)
         files = [path] + (
