@@ -228,24 +228,11 @@ class Target(_Strict):
     def _combinations(self) -> Target:
         if self.precision == "int8" and self.quant.method == "none":
             raise ValueError("precision 'int8' needs quant.method 'ptq' or 'qat', not 'none'")
-        if self.backend == "tensorrt" and self.precision == "int8" and not self.quant.symmetric_activations:
-            raise ValueError(
-                "TensorRT INT8 needs quant.symmetric_activations: true (TensorRT takes signed INT8, zero point 0)"
-            )
-        trt = self.backend_options.tensorrt
-        if trt.dla_core is not None and self.backend != "tensorrt":
-            raise ValueError(f"backend_options.tensorrt.dla_core is set but backend is {self.backend!r}")
-        if self.backend == "tensorrt" and trt.dla_core is not None:
-            batch = self.input.batch
-            if batch.min != batch.max:
-                raise ValueError(
-                    f"DLA engines take static shapes: with backend_options.tensorrt.dla_core set, "
-                    f"input.batch needs min == max (got min={batch.min}, max={batch.max})"
-                )
-            if self.precision == "fp32":
-                raise ValueError("DLA runs int8 or fp16 only; precision 'fp32' cannot use dla_core")
-        if self.backend == "openvino" and self.precision == "fp16":
-            raise ValueError("backend 'openvino' on CPU runs 'int8' or 'fp32'; fp16 is a TensorRT precision")
+        # What each backend refuses (TensorRT: asymmetric INT8, DLA with a batch range; OpenVINO: fp16).
+        for name in backend_names():
+            problem = backend_class(name).target_problem(self)
+            if problem:
+                raise ValueError(problem)
         return self
 
     def resolved(self) -> dict[str, Any]:

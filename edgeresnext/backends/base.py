@@ -305,6 +305,12 @@ class Backend:
         chosen.update({k: v for k, v in overrides.items() if v is not None})
         return self.options_type(**chosen)
 
+    @classmethod
+    def target_problem(cls, target: Target) -> str | None:
+        """Why ``target`` cannot be built as it is (checked when any target loads, for every registered backend,
+        so a backend can also refuse its own options set on another backend's target); None: nothing."""
+        return None
+
     def compile_input(self, target: Target) -> str:
         """Which ONNX :meth:`compile` reads for ``target``: ``"qdq"`` (the quantize stage's Q/DQ file, for INT8) or
         ``"fp32"`` (the exported FP32 model: a float build, or a backend that quantizes it itself)."""

@@ -276,6 +276,12 @@ class OpenVINOBackend(Backend):
     options_type = OpenVINOOptions
     float_baseline = "fp32"  # the FP32 IR, pinned to f32 like the INT8 one
 
+    @classmethod
+    def target_problem(cls, target: Target) -> str | None:
+        if target.backend == cls.name and target.precision == "fp16":
+            return "backend 'openvino' on CPU runs 'int8' or 'fp32'; fp16 is a TensorRT precision"
+        return None
+
     def compile_input(self, target: Target) -> str:
         # Native INT8 quantizes the FP32 model with NNCF here, instead of reading the Q/DQ file.
         return "fp32" if self.compile_needs_calibration(target) else super().compile_input(target)

@@ -60,6 +60,25 @@ class TensorRTBackend(Backend):
     float_baseline = "fp16"  # a GPU's float deployment is its FP16 engine
     always_compare_speed = True  # the FP16 engine can beat INT8 on a GPU
 
+    @classmethod
+    def target_problem(cls, target: Target) -> str | None:
+        dla_core = target.backend_options.tensorrt.dla_core
+        if target.backend != cls.name:
+            if dla_core is None:
+                return None
+            return f"backend_options.tensorrt.dla_core is set but backend is {target.backend!r}"
+        if target.precision == "int8" and not target.quant.symmetric_activations:
+            return "TensorRT INT8 needs quant.symmetric_activations: true (TensorRT takes signed INT8, zero point 0)"
+        batch = target.input.batch
+        if dla_core is not None and batch.min != batch.max:
+            return (
+                f"DLA engines take static shapes: with backend_options.tensorrt.dla_core set, "
+                f"input.batch needs min == max (got min={batch.min}, max={batch.max})"
+            )
+        if dla_core is not None and target.precision == "fp32":
+            return "DLA runs int8 or fp16 only; precision 'fp32' cannot use dla_core"
+        return None
+
     def target_device(self, target: Target | None) -> str:
         return target.backend_options.tensorrt.device if target is not None else self.default_device
 
