@@ -29,6 +29,7 @@ BACKENDS: dict[str, str] = {
     "openvino": "edgeresnext.backends.openvino:OpenVINOBackend",
     "tensorrt": "edgeresnext.backends.tensorrt:TensorRTBackend",
 }
+_SHIPPED = frozenset(BACKENDS)
 # More backends for a command run in another process: "name=module:Class[,name=module:Class...]".
 PLUGIN_ENV = "EDGERESNEXT_BACKENDS"
 OPTION = "edgeresnext.option"  # the dataclass field metadata key :func:`option` sets
@@ -74,7 +75,11 @@ def backend_class(name: str) -> type:
         raise ConfigError(f"unknown backend {name!r}; expected one of: {', '.join(sorted(entries))}")
     if name not in _CLASSES:
         module_name, _, class_name = entries[name].partition(":")
-        _CLASSES[name] = getattr(importlib.import_module(module_name), class_name)
+        try:
+            _CLASSES[name] = getattr(importlib.import_module(module_name), class_name)
+        except (ImportError, AttributeError) as err:  # a plugin entry naming a module or class that is not there
+            where = f"{PLUGIN_ENV} or register_backend" if name not in _SHIPPED else "edgeresnext.registry.BACKENDS"
+            raise ConfigError(f"backend {name!r} ({entries[name]}, from {where}) cannot be imported: {err}") from err
     return _CLASSES[name]
 
 

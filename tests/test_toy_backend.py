@@ -20,7 +20,7 @@ import toy_backend
 import yaml
 
 from edgeresnext.backends import BACKENDS, register_backend
-from edgeresnext.config import load_target
+from edgeresnext.config import load_target, target_from_dict
 from edgeresnext.environment import stage_packages
 from edgeresnext.errors import ConfigError
 from edgeresnext.pipeline import build
@@ -77,6 +77,15 @@ def test_the_target_schema_knows_the_toy_only_once_registered(tmp_path: Path, to
     BACKENDS.pop(toy_registered)
     with pytest.raises(ConfigError, match=r"toy-small\.yaml: backend must be one of 'onnxruntime', 'openvino'"):
         load_target(path)
+
+
+def test_a_registry_entry_that_cannot_be_imported_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(PLUGIN_ENV, "ghost=no_such_module:Ghost")
+    with pytest.raises(ConfigError, match=r"backend 'ghost' \(no_such_module:Ghost, from EDGERESNEXT_BACKENDS"):
+        target_from_dict({"name": "x", "backend": "onnxruntime"})
+    monkeypatch.setenv(PLUGIN_ENV, "ghost")
+    with pytest.raises(ConfigError, match=r"EDGERESNEXT_BACKENDS: 'ghost' is not name=module:Class"):
+        target_from_dict({"name": "x", "backend": "onnxruntime"})
 
 
 def test_a_backend_from_the_test_folder_goes_from_build_to_a_loaded_bundle(tmp_path: Path, toy_registered: str):
