@@ -1,4 +1,4 @@
-"""The Backend protocol, the Runner base class and the lazy backend registry.
+"""The Backend protocol, the Runner base class, typed ArtifactInfo and PrecisionReport, and backend lookup.
 
 A backend is one file with one class: ``available()`` says whether it can run here (None) or why not,
 ``compile()`` turns the ONNX model into what the device runs, ``load()`` returns a :class:`Runner`
