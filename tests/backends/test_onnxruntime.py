@@ -6,7 +6,7 @@ import pytest
 from backend_helpers import agreement, assert_int8_agrees, compile_and_load, make_target
 from tolerances import FP32_LOGIT_ATOL
 
-from edgeresnext.backends import get_backend
+from edgeresnext.backends import PrecisionReport, get_backend
 from edgeresnext.errors import ConfigError, DataError
 
 
@@ -46,6 +46,10 @@ def test_int8_target_compiles_the_form_onnx_runtime_runs_as_integer_kernels(
     assert qdq_onnx.read_bytes() == before and artifact.info.extra["differs_from_source"]
     report = runner.precision_report()
     assert report.extra["integer_conv_fraction"] >= 0.9 and report.summary() == "int8 (22/22 convs int8)", report
+    written = report.to_dict()  # what report.json holds: read back typed, also from a report older than int8_count
+    assert PrecisionReport.from_dict(written) == report
+    older = {k: v for k, v in written.items() if k != "int8_count"}
+    assert PrecisionReport.from_dict(older).summary() == report.summary()
     logits = runner(test_images)
     # Same grids as the hand-off file (tests/quantize/test_ort_int8.py derives the bound): no further from FP32
     # than 1.25x the hand-off file's own mean logit error.
