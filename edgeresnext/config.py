@@ -8,14 +8,16 @@ file, the key path and what would be accepted. YAML is read with ``yaml.safe_loa
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from edgeresnext.errors import SHOWN_MAX, ConfigError, shown
+from edgeresnext.registry import backend_class, backend_names, registry_key, target_options
 
 SHIPPED_CHECKPOINT = "shipped:fashion-mnist"
 # A target's name is the one folder its build writes under --out: one plain path component, so no name can
@@ -128,41 +130,31 @@ class InputSpec(_Strict):
     size: int | None = Field(None, ge=1, le=2048, description="input height=width; None takes the model's")
 
 
-class OpenVINOOptions(_Strict):
-    hint: Literal["latency", "throughput"] = "latency"
-    threads: int | None = Field(None, ge=1)
-    cache_dir: str | None = None
-    native_int8: bool = Field(False, description="quantize the FP32 IR with NNCF instead of reading the Q/DQ ONNX")
+def _section_model(name: str) -> type[BaseModel]:
+    """The pydantic section ``backend_options.<name>``, derived from the fields the backend's options dataclass
+    declares with :func:`~edgeresnext.registry.option` (types, defaults, bounds, descriptions)."""
+    import typing
+
+    options_type = backend_class(name).options_type
+    hints = typing.get_type_hints(options_type)
+    fields: dict[str, Any] = {}
+    for key, item, meta in target_options(options_type):
+        bounds = {k: v for k, v in (("ge", meta.ge), ("le", meta.le)) if v is not None}
+        fields[key] = (hints[item.name], Field(item.default, description=meta.description or None, **bounds))
+    return create_model(f"{options_type.__name__}Section", __base__=_Strict, **fields)
 
 
-class TensorRTOptions(_Strict):
-    workspace_mb: int = Field(1024, ge=16)
-    dla_core: int | None = Field(None, ge=0)
-    gpu_fallback: bool = True
-    timing_cache: str | None = "build/timing.cache"
-    strongly_typed: bool = True
-    fp16: bool = True
-    on_device: bool = Field(False, description="always produce the on-device build kit (Jetson)")
-    device: str = Field("gpu", description="human name of the device the engine is for, e.g. 'jetson-orin'")
+@functools.cache
+def _backend_options_model(registered: tuple[tuple[str, str], ...]) -> type[BaseModel]:
+    sections = {name: _section_model(name) for name, _spec in registered}
+    fields = {name: (model, Field(default_factory=model)) for name, model in sections.items()}
+    return create_model("BackendOptions", __base__=_Strict, **fields)
 
 
-class ONNXRuntimeOptions(_Strict):
-    graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
-    threads: int | None = Field(None, ge=1)
-    int8_form: Literal["ort", "handoff"] = Field(
-        "ort",
-        description="ort: the Q/DQ form ONNX Runtime's CPU provider runs as integer kernels, made from the hand-off "
-        "file's scales (quantize/ort_int8.py; validated on its own); handoff: the TensorRT hand-off file as it is",
-    )
-    cpu: Literal["x86_64", "arm64"] | None = Field(
-        None, description="the CPU kind the ONNX Runtime INT8 form is for (None: the build machine's)"
-    )
-
-
-class BackendOptions(_Strict):
-    openvino: OpenVINOOptions = Field(default_factory=OpenVINOOptions)
-    tensorrt: TensorRTOptions = Field(default_factory=TensorRTOptions)
-    onnxruntime: ONNXRuntimeOptions = Field(default_factory=ONNXRuntimeOptions)
+def backend_options_model() -> type[BaseModel]:
+    """``backend_options``: one section per registered backend (:mod:`edgeresnext.registry`), built on first use
+    and again when a backend is registered."""
+    return _backend_options_model(registry_key())
 
 
 class Gates(_Strict):
@@ -223,13 +215,14 @@ class Target(_Strict):
 
     name: str
     description: str = ""
-    backend: Literal["openvino", "tensorrt", "onnxruntime"]
+    backend: str = Field(description="a registered backend (edgeresnext.registry)")
     precision: Literal["int8", "fp16", "fp32"] = "int8"
     model: ModelSpec = Field(default_factory=ModelSpec)
     data: DataSpec = Field(default_factory=DataSpec)
     quant: QuantSpec = Field(default_factory=QuantSpec)
     input: InputSpec = Field(default_factory=InputSpec)
-    backend_options: BackendOptions = Field(default_factory=BackendOptions)
+    # One section per registered backend: its type is built from the registry (see backend_options_model).
+    backend_options: Any = Field(default_factory=lambda: backend_options_model()())
     gates: Gates = Field(default_factory=Gates)
     validate_: ValidateSpec = Field(default_factory=ValidateSpec, alias="validate")
     source: str | None = Field(None, exclude=True, description="file the target was read from")
@@ -244,28 +237,29 @@ class Target(_Strict):
             raise ValueError(problem)
         return name
 
+    @field_validator("backend")
+    @classmethod
+    def _registered_backend(cls, backend: str) -> str:
+        names = backend_names()
+        if backend not in names:
+            raise ValueError(f"must be one of {', '.join(repr(n) for n in names)}")
+        return backend
+
+    @field_validator("backend_options", mode="before")
+    @classmethod
+    def _backend_sections(cls, value: Any) -> Any:
+        model = backend_options_model()
+        return value if isinstance(value, model) else model.model_validate(value)
+
     @model_validator(mode="after")
     def _combinations(self) -> Target:
         if self.precision == "int8" and self.quant.method == "none":
             raise ValueError("precision 'int8' needs quant.method 'ptq' or 'qat', not 'none'")
-        if self.backend == "tensorrt" and self.precision == "int8" and not self.quant.symmetric_activations:
-            raise ValueError(
-                "TensorRT INT8 needs quant.symmetric_activations: true (TensorRT takes signed INT8, zero point 0)"
-            )
-        trt = self.backend_options.tensorrt
-        if trt.dla_core is not None and self.backend != "tensorrt":
-            raise ValueError(f"backend_options.tensorrt.dla_core is set but backend is {self.backend!r}")
-        if self.backend == "tensorrt" and trt.dla_core is not None:
-            batch = self.input.batch
-            if batch.min != batch.max:
-                raise ValueError(
-                    f"DLA engines take static shapes: with backend_options.tensorrt.dla_core set, "
-                    f"input.batch needs min == max (got min={batch.min}, max={batch.max})"
-                )
-            if self.precision == "fp32":
-                raise ValueError("DLA runs int8 or fp16 only; precision 'fp32' cannot use dla_core")
-        if self.backend == "openvino" and self.precision == "fp16":
-            raise ValueError("backend 'openvino' on CPU runs 'int8' or 'fp32'; fp16 is a TensorRT precision")
+        # What each backend refuses (TensorRT: asymmetric INT8, DLA with a batch range; OpenVINO: fp16).
+        for name in backend_names():
+            problem = backend_class(name).target_problem(self)
+            if problem:
+                raise ValueError(problem)
         return self
 
     def resolved(self) -> dict[str, Any]:
@@ -458,7 +452,7 @@ def _anchor_paths(data: dict[str, Any], path: Path) -> None:
     # The two caches a backend writes (and rereads) stay below the working folder: a target file cannot point them
     # at a file elsewhere to have it overwritten.
     options = data.get("backend_options")
-    for backend, key in (("tensorrt", "timing_cache"), ("openvino", "cache_dir")):
+    for backend, key in _path_options(options):
         section = options.get(backend) if isinstance(options, dict) else None
         value = section.get(key) if isinstance(section, dict) else None
         if isinstance(value, str) and (Path(value).is_absolute() or ".." in Path(value).parts or "\x00" in value):
@@ -466,6 +460,17 @@ def _anchor_paths(data: dict[str, Any], path: Path) -> None:
                 f"{path}: backend_options.{backend}.{key} {shown(value)} must be a relative path without '..' "
                 "(a cache the build writes below the working folder)"
             )
+
+
+def _path_options(options: Any) -> list[tuple[str, str]]:
+    """``(backend, key)`` of each path option (``option(path=True)``) of the backends ``options`` has sections for."""
+    if not isinstance(options, dict):
+        return []
+    found = []
+    for backend in (name for name in backend_names() if name in options):
+        declared = target_options(backend_class(backend).options_type)
+        found += [(backend, key) for key, _field, meta in declared if meta.path]
+    return found
 
 
 def _resolve_extends(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
@@ -559,6 +564,8 @@ def _accepted_keys(loc: tuple[Any, ...]) -> list[str]:
             (f for f in model.model_fields.values() if f.alias == part), None
         )
         annotation = getattr(field, "annotation", None)
+        if model is Target and part == "backend_options":
+            annotation = backend_options_model()
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return []
         model = annotation

@@ -1,7 +1,8 @@
 """Facts about the machine a figure was measured on: CPU model and flags, usable cores, package versions.
 
 The bottom layer (standard library only): validation reports, bundle manifests and stage caches all read them
-from here, so every figure in a report names the same CPU the same way.
+from here, so every figure in a report names the same CPU the same way. Which runtimes' versions matter each
+registered backend says (``Backend.packages``, read through :mod:`edgeresnext.registry`).
 """
 
 from __future__ import annotations
@@ -12,18 +13,33 @@ import sys
 from importlib import metadata
 from typing import Any
 
-# The packages whose versions decide what a stage produces (the stage cache keys on them).
-STAGE_PACKAGES = ("torch", "onnx", "onnxruntime", "openvino", "nncf")
-# The packages a validation report lists.
-REPORT_PACKAGES = ("edgeresnext", "torch", "numpy", "onnx", "onnxruntime", "openvino", "nncf", "tensorrt")
+from edgeresnext.registry import backend_class, backend_names
+
+# The packages whose versions decide what a stage produces (the stage cache keys on them), besides the backends'.
+CORE_PACKAGES = ("torch", "onnx", "nncf")
+# The packages a validation report lists, besides the backends'.
+REPORT_CORE_PACKAGES = ("edgeresnext", "numpy", *CORE_PACKAGES)
 # CPU features that change which float and integer kernels the runtimes pick (and so the last bits of a result).
 KERNEL_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16", "asimddp", "sve")
 
 
-def package_versions(names: tuple[str, ...] = STAGE_PACKAGES) -> dict[str, str]:
-    """``{package: version}``; a missing package is ``"not installed"``."""
+def backend_packages() -> tuple[str, ...]:
+    """Every package a registered backend says its results depend on (``Backend.packages``), in registry order."""
+    found: list[str] = []
+    for name in backend_names():
+        found += [p for p in backend_class(name).packages if p not in found]
+    return tuple(found)
+
+
+def stage_packages() -> tuple[str, ...]:
+    """The packages whose versions decide what a stage produces: a change reruns the stage."""
+    return (*CORE_PACKAGES, *(p for p in backend_packages() if p not in CORE_PACKAGES))
+
+
+def package_versions(names: tuple[str, ...] | None = None) -> dict[str, str]:
+    """``{package: version}`` of ``names`` (default: :func:`stage_packages`); a missing one is ``"not installed"``."""
     versions = {}
-    for name in names:
+    for name in stage_packages() if names is None else names:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -77,5 +93,5 @@ def environment(threads: int | None = None) -> dict[str, Any]:
         "load_average": load,
         "platform": platform.platform(),
         "python": sys.version.split()[0],
-        "packages": package_versions(REPORT_PACKAGES),
+        "packages": package_versions((*REPORT_CORE_PACKAGES, *backend_packages())),
     }

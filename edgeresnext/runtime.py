@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeresnext.backends import Artifact, Runner, get_backend
+from edgeresnext.backends import Artifact, ArtifactInfo, Runner, get_backend
 from edgeresnext.bundle import BundleError, read_labels, read_manifest, verify_bundle
 from edgeresnext.data.preprocess import Preprocess
 from edgeresnext.errors import BackendUnavailable, ConfigError, DataError
@@ -273,7 +273,7 @@ def load_bundle(
         path=bundle_dir / artifact["path"],
         files=[bundle_dir / name for name in artifact["files"]],
         # An engine built on the device: what it was built for (TensorRT version, SM) is checked before it loads.
-        info={**artifact.get("info", {}), **artifact.get("engine", {})},
+        info=ArtifactInfo.from_dict({**artifact.get("info", {}), **artifact.get("engine", {})}),
     )
     try:
         runner = runtime.load(recorded, runtime.run_options(info=recorded.info, device=device, threads=threads))

@@ -310,7 +310,7 @@ def test_an_engine_for_this_device_reaches_tensorrt(sealed, monkeypatch):
 def _must_not_deserialise(artifact, options):
     raise AssertionError(
         f"deserialise {Path(artifact.path).parent.name}/{Path(artifact.path).name} built with TensorRT "
-        f"{artifact.info['tensorrt_version']}"
+        f"{artifact.info.extra['tensorrt_version']}"
     )
 
 

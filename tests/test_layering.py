@@ -26,19 +26,31 @@ LAYERS: list[tuple[str, ...]] = [
     ("backends/",),
     ("quantize/", "train.py", "export.py", "lint.py", "distributed.py"),
     ("onnx_io.py", "models/", "data/"),
-    ("__init__.py", "config.py", "errors.py", "atomic.py", "environment.py", "timing.py", "stats.py", "progress.py"),
+    (
+        "__init__.py",
+        "config.py",
+        "errors.py",
+        "atomic.py",
+        "environment.py",
+        "timing.py",
+        "stats.py",
+        "progress.py",
+        "registry.py",
+    ),
 ]
 
 # Optional runtimes: installed only where they can run (TensorRT and cuda-python on a Jetson or an NVIDIA host),
 # so they are imported inside a function, only by the modules named here, never at module level (the code must
-# import without them). `importlib.import_module` is the backend registry's plugin mechanism: it imports a backend
-# module by the name in its registry entry (and a backend's runtime package to see whether it is installed); the
-# AST walk cannot see a name held in a string, so such calls are allowed in backends/ alone.
+# import without them). `importlib.import_module` is the backend registry's plugin mechanism: registry.py imports a
+# backend module by the name in its registry entry (so config and environment, below backends/, derive a backend's
+# options and packages from the registered class without naming it), and backends/ import a backend's runtime
+# package to see whether it is installed; the AST walk cannot see a name held in a string, so such calls are
+# allowed in those two places alone.
 OPTIONAL_RUNTIMES: dict[str, frozenset[str]] = {
     "tensorrt": frozenset({"edgeresnext.backends.tensorrt.engine"}),
     "cuda": frozenset({"edgeresnext.backends.tensorrt.engine"}),
 }
-DYNAMIC_IMPORTS_IN = "edgeresnext.backends"
+DYNAMIC_IMPORTS_IN = ("edgeresnext.registry", "edgeresnext.backends")
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """Convention tests: every shipped target validates and names a registered backend; every backend satisfies
-the protocol (README "Architecture", "Adding a backend")."""
+the protocol and states its facts (README "Architecture", "Adding a backend")."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from edgeresnext.backends import BACKENDS, Backend, RunOptions, get_backend, list_backends
-from edgeresnext.config import load_target
+from edgeresnext.config import load_target, target_from_dict
 from edgeresnext.errors import ConfigError
 
 TARGETS = sorted((Path(__file__).resolve().parents[1] / "targets").glob("*.yaml"))
@@ -56,6 +56,13 @@ def test_every_backend_satisfies_the_protocol(name):
     # load() takes plain RunOptions (or a Target, or nothing: the artifact's recorded options).
     assert list(inspect.signature(backend.load).parameters)[:2] == ["artifact", "options"]
     assert issubclass(backend.options_type, RunOptions) and backend.default_device in backend.devices
+    # The facts the rest of edgeresnext reads from the backend instead of listing them again.
+    assert backend.display_name and backend.package in backend.packages
+    assert backend.float_baseline in (None, "fp32", "fp16")
+    for precision in ("int8", "fp32"):
+        target = target_from_dict({"name": "t", "backend": name, "precision": precision})
+        assert backend.compile_input(target) in ("qdq", "fp32")
+        assert getattr(target.backend_options, name) is not None  # config's section, derived from options_type
 
 
 def test_unknown_backend_lists_the_valid_ones():

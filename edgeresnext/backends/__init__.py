@@ -1,25 +1,39 @@
-"""Backends (OpenVINO, TensorRT, ONNX Runtime), imported lazily through :func:`get_backend`."""
+"""Backends (OpenVINO, TensorRT, ONNX Runtime), imported lazily through :func:`get_backend`.
+
+Adding one: a module with a :class:`Backend` subclass and one registry entry (:func:`register_backend`, a line in
+:data:`BACKENDS`, or the ``EDGERESNEXT_BACKENDS`` environment variable; see :mod:`edgeresnext.registry`).
+"""
 
 from edgeresnext.backends.base import (
-    BACKENDS,
     Artifact,
+    ArtifactInfo,
     Backend,
+    PrecisionReport,
     Runner,
     RunOptions,
+    backend_facts,
     backend_for_path,
+    display_name,
     get_backend,
     list_backends,
     run_in_chunks,
 )
+from edgeresnext.registry import BACKENDS, option, register_backend
 
 __all__ = [
     "BACKENDS",
     "Artifact",
+    "ArtifactInfo",
     "Backend",
+    "PrecisionReport",
     "RunOptions",
     "Runner",
+    "backend_facts",
     "backend_for_path",
+    "display_name",
     "get_backend",
     "list_backends",
+    "option",
+    "register_backend",
     "run_in_chunks",
 ]

@@ -1,12 +1,14 @@
-"""The Backend protocol, the Runner base class and the lazy backend registry.
+"""The Backend protocol, the Runner base class, typed ArtifactInfo and PrecisionReport, and backend lookup.
 
 A backend is one file with one class: ``available()`` says whether it can run here (None) or why not,
 ``compile()`` turns the ONNX model into what the device runs, ``load()`` returns a :class:`Runner`
 (``runner(batch) -> logits``). Public methods check inputs and state once and call the ``_impl`` hook
 that a backend implements (Polygraphy's ``infer``/``infer_impl``).
 
-Backends are named in the registry as ``name -> "module:Class"`` and imported on first use, so
-openvino/tensorrt stay optional (Olive's ``module_path``).
+A backend owns its facts (its options, display name, float baseline, packages, stand-ins, which ONNX it
+compiles): everything else reads them from the class. Backends are named in the registry
+(:mod:`edgeresnext.registry`: ``name -> "module:Class"``) and imported on first use, so openvino/tensorrt stay
+optional (Olive's ``module_path``).
 """
 
 from __future__ import annotations
@@ -15,22 +17,100 @@ import functools
 import importlib
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgeresnext.errors import BackendUnavailable, ConfigError, EdgeResNeXtError
+from edgeresnext.registry import backend_class, backend_names, target_options
 
 if TYPE_CHECKING:
     from edgeresnext.config import Target
 
-BACKENDS: dict[str, str] = {
-    "onnxruntime": "edgeresnext.backends.onnxruntime:ONNXRuntimeBackend",
-    "openvino": "edgeresnext.backends.openvino:OpenVINOBackend",
-    "tensorrt": "edgeresnext.backends.tensorrt:TensorRTBackend",
-}
+
+@dataclass
+class ArtifactInfo:
+    """How an artifact was built. The shared fields (read by validation, bundles, the CLI) come first; a backend's
+    own facts (its recorded run options, an engine's TensorRT version and GPU) follow in ``extra``, read only by that
+    backend. ``artifact.json`` and a manifest hold it as one flat mapping, as before."""
+
+    source_onnx: str | None = None  # the ONNX the artifact was compiled from
+    input_shape: list[Any] | None = None  # as the ONNX declares it (a name for a dynamic dimension)
+    input_name: str | None = None  # recorded where the artifact cannot be opened everywhere (an engine)
+    output_name: str | None = None
+    reason: str | None = None  # an artifact to build on the device (a kit): why not here
+    device_commands: list[str] = field(default_factory=list)  # ... and what to run there
+    device_check_set: dict[str, Any] | None = None  # a kit's check set (images, batches, megabytes)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        shared = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        return {**{k: v for k, v in shared.items() if v not in (None, [])}, **self.extra}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> ArtifactInfo:
+        data = dict(data or {})
+        names = {f.name for f in fields(cls)} - {"extra"}
+        return cls(**{k: data.pop(k) for k in list(data) if k in names}, extra=data)
+
+
+@dataclass
+class PrecisionReport:
+    """What a runtime really runs in which precision, read from the runtime (never from the file). Shared fields
+    first; a backend's own figures (per-op counts, device, build mode) in ``extra``, written as they are."""
+
+    precision: str  # what the artifact was built to run
+    backend: str
+    int8_fraction: float | None = None  # the share of compute running INT8, as the runtime counts it
+    int8_count: str | None = None  # "6/22 convs": how many compute units of which kind run INT8
+    warnings: list[str] = field(default_factory=list)  # what the report must say about this runtime's choice
+    extra: dict[str, Any] = field(default_factory=dict)
+    layers: list[dict[str, Any]] | None = None  # one row per compute layer, where the runtime lists them
+
+    def summary(self) -> str:
+        """``int8 (6/22 convs int8)``: the precision and, for INT8, what runs as integer kernels."""
+        if "int8" not in self.precision or not self.int8_count:
+            return self.precision
+        return f"{self.precision} ({self.int8_count} int8)"
+
+    def to_dict(self, layers: bool = True) -> dict[str, Any]:
+        """The JSON form (``report.json``); ``layers=False`` leaves the per-layer rows out."""
+        data: dict[str, Any] = {"precision": self.precision, "backend": self.backend, **self.extra}
+        if self.int8_fraction is not None:
+            data["int8_fraction"] = self.int8_fraction
+        if self.int8_count is not None:
+            data["int8_count"] = self.int8_count
+        if self.warnings:
+            data["warnings"] = list(self.warnings)
+        if layers and self.layers is not None:
+            data["layers"] = self.layers
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PrecisionReport:
+        """Read it back, also from a report written before ``int8_count`` existed (its per-backend counts)."""
+        data = dict(data)
+        known = {k: data.pop(k) for k in ("int8_fraction", "int8_count", "warnings") if k in data}
+        rows = data.pop("layers", None)
+        if "int8_count" not in known:
+            known["int8_count"] = _legacy_int8_count(data)
+        return cls(
+            precision=str(data.pop("precision", "")),
+            backend=str(data.pop("backend", "")),
+            layers=rows if isinstance(rows, list) else None,
+            extra=data,
+            **known,
+        )
+
+
+def _legacy_int8_count(data: Mapping[str, Any]) -> str | None:
+    """The ``int8_count`` of a report written before it was a field (ONNX Runtime's and OpenVINO's own counts)."""
+    for done, total, unit in (("integer_convs", "convs", "convs"), ("int8_layers", "compute_layers", "layers")):
+        if total in data and done in data:
+            return f"{data[done]}/{data[total]} {unit}"
+    return None
 
 
 @dataclass
@@ -42,13 +122,17 @@ class Artifact:
     kind: str  # "onnx" | "ir" | "engine" | "kit"
     path: Path  # the file a runtime opens (.onnx, .xml, .engine, or the kit folder)
     files: list[Path] = field(default_factory=list)
-    info: dict[str, Any] = field(default_factory=dict)
+    info: ArtifactInfo = field(default_factory=ArtifactInfo)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["path"] = str(self.path)
-        data["files"] = [str(p) for p in self.files]
-        return data
+        return {
+            "backend": self.backend,
+            "precision": self.precision,
+            "kind": self.kind,
+            "path": str(self.path),
+            "files": [str(p) for p in self.files],
+            "info": self.info.to_dict(),
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Artifact:
@@ -58,7 +142,7 @@ class Artifact:
             kind=data["kind"],
             path=Path(data["path"]),
             files=[Path(p) for p in data.get("files", [])],
-            info=dict(data.get("info", {})),
+            info=ArtifactInfo.from_dict(data.get("info")),
         )
 
     def save(self, path: str | Path) -> Path:
@@ -73,15 +157,20 @@ class Artifact:
 
 @dataclass(frozen=True)
 class RunOptions:
-    """How a Runner runs an artifact, as plain data (no pydantic): built by :meth:`Backend.run_options` from a
-    Target (validation) or from the artifact's recorded info (the device runtime). Backends add their fields.
+    """A backend's options, declared once, as plain data (the device runtime has no pydantic). A backend subclasses
+    it; the fields it declares with :func:`~edgeresnext.registry.option` are its target keys
+    (``backend_options.<name>``, a pydantic section ``config`` derives from this class), and those marked
+    ``recorded`` travel in the artifact's info to the device runtime (a build host's paths, e.g. a cache folder,
+    stay behind). :meth:`Backend.run_options` builds one from a Target (validation) or from an artifact's info.
     """
 
     device: str | None = None  # the runtime's device name (OpenVINO CPU/GPU/NPU); None: the backend's default
-    threads: int | None = None  # None: the runtime's default
-    # Fields an artifact's recorded info carries to another host (the build host's paths, e.g. a cache folder,
-    # stay behind: they come only from a Target or the caller).
-    RECORDED: ClassVar[tuple[str, ...]] = ("threads",)
+    threads: int | None = None  # None: the runtime's default (a target key only where a backend declares it)
+
+    @classmethod
+    def recorded(cls) -> tuple[str, ...]:
+        """The fields an artifact's info carries to another host."""
+        return ("threads", *(f.name for _key, f, meta in target_options(cls) if meta.recorded and f.name != "threads"))
 
 
 def run_in_chunks(batch: np.ndarray, infer: Callable[[np.ndarray], Any], sizes: tuple[int, int] | None) -> np.ndarray:
@@ -161,9 +250,9 @@ class Runner:
         """Logits of ``batch`` (C-contiguous, inside ``batch_range``)."""
         raise NotImplementedError
 
-    def precision_report(self) -> dict[str, Any]:
+    def precision_report(self) -> PrecisionReport:
         """What actually runs in which precision (backends fill it from their runtime model)."""
-        return {"precision": self.artifact.precision}
+        return PrecisionReport(self.artifact.precision, self.artifact.backend)
 
     def close(self) -> None:
         """Free runtime resources (sessions, engines, device memory); the runner is unusable afterwards.
@@ -177,30 +266,72 @@ class Runner:
 
 
 class Backend:
-    """Base class: subclasses set ``name`` and the attributes below and implement the ``_impl`` hooks."""
+    """Base class: subclasses set ``name`` and the attributes below and implement the ``_impl`` hooks. The class
+    attributes and the fact methods (``compile_input`` ... ``stand_ins``) are everything the rest of edgeresnext
+    knows about a backend: adding one is this subclass and one registry entry."""
 
     name: str = ""
+    display_name: str = ""  # how reports name the runtime ("OpenVINO FP32")
     kinds: tuple[str, ...] = ()
     suffixes: tuple[str, ...] = ()  # files of this backend's artifacts, by suffix (a path given alone)
     package: str = ""  # the Python package whose version is the runtime's version (and whose absence says why not)
+    # Every package whose version changes what this backend builds or measures: the stage cache reruns when one
+    # changes, and the report lists them.
+    packages: tuple[str, ...] = ()
     default_device: str = "CPU"
     devices: tuple[str, ...] = ("CPU",)  # device names a bundle's target_device may give this runtime
     options_type: type[RunOptions] = RunOptions
+    # The float build of this runtime an INT8 artifact's speed-up is measured against (compiled from the FP32 ONNX
+    # beside it); None: none of its own (the FP32 ONNX row in ONNX Runtime is the baseline).
+    float_baseline: str | None = None
+    # The report always says which of INT8 and the float build is faster (a GPU's FP16 engine can beat its INT8
+    # one); otherwise only where the deployed artifact is slower.
+    always_compare_speed: bool = False
 
     def run_options(
-        self, target: Target | None = None, info: Mapping[str, Any] | None = None, **overrides: Any
+        self, target: Target | None = None, info: ArtifactInfo | Mapping[str, Any] | None = None, **overrides: Any
     ) -> RunOptions:
         """Plain options for :meth:`load`: from ``target.backend_options.<name>`` (validation), else from an
         artifact's recorded ``info`` (the device runtime); ``overrides`` that are not None win (device=, threads=)."""
         names = {f.name for f in fields(self.options_type)} - {"device"}
         if target is not None:
             section = getattr(target.backend_options, self.name, None)
-            values = section.model_dump() if section is not None else {}
+            dumped = section.model_dump() if section is not None else {}
+            values = {f.name: dumped.get(key) for key, f, _meta in target_options(self.options_type)}
         else:
-            values = {k: v for k, v in (info or {}).items() if k in self.options_type.RECORDED}
+            recorded = info.to_dict() if isinstance(info, ArtifactInfo) else dict(info or {})
+            values = {k: v for k, v in recorded.items() if k in self.options_type.recorded()}
         chosen = {k: values[k] for k in names if values.get(k) is not None}
         chosen.update({k: v for k, v in overrides.items() if v is not None})
         return self.options_type(**chosen)
+
+    @classmethod
+    def target_problem(cls, target: Target) -> str | None:
+        """Why ``target`` cannot be built as it is (checked when any target loads, for every registered backend,
+        so a backend can also refuse its own options set on another backend's target); None: nothing."""
+        return None
+
+    def compile_input(self, target: Target) -> str:
+        """Which ONNX :meth:`compile` reads for ``target``: ``"qdq"`` (the quantize stage's Q/DQ file, for INT8) or
+        ``"fp32"`` (the exported FP32 model: a float build, or a backend that quantizes it itself)."""
+        return "qdq" if target.precision == "int8" else "fp32"
+
+    def runs_source_as_is(self, artifact: Artifact) -> bool:
+        """Whether ``artifact`` is its source ONNX run in ONNX Runtime (validation already runs that row)."""
+        return False
+
+    def runtime_version(self, artifact: Artifact) -> str | None:
+        """The version of the runtime ``artifact`` was built with (None: this host's :attr:`package`)."""
+        return None
+
+    def built_on(self, artifact: Artifact) -> dict[str, Any]:
+        """What a bundle's manifest records about the machine the artifact was built for (an engine's GPU)."""
+        return {}
+
+    def stand_ins(self, artifact: Artifact) -> list[tuple[str, Artifact]]:
+        """``(report name, artifact)`` of what stands in for ``artifact`` on a host that cannot run it: the exact
+        files it is built from, run by another backend here (TensorRT: the FP16 Q/DQ ONNX, in ONNX Runtime)."""
+        return []
 
     def artifact_for_file(self, path: str | Path, precision: str = "") -> Artifact:
         """An artifact for a file given alone (``validate --artifact``): this backend's own kind for its own
@@ -221,11 +352,6 @@ class Backend:
         """The device a bundle for ``target`` says it runs on (manifest ``device.target_device``)."""
         return self.default_device
 
-    def proxies(self, artifact: Artifact) -> list[tuple[str, Artifact]]:
-        """``(report name, artifact)`` of what stands in for ``artifact`` on a host that cannot run it: the exact
-        files it is built from, run by another backend here (TensorRT: the FP16 Q/DQ ONNX, in ONNX Runtime)."""
-        return []
-
     def io_signature(self, artifact: Artifact) -> dict[str, Any]:
         """Input/output names and shapes (-1: dynamic) of ``artifact`` as far as this host can read them; what
         is missing the bundle takes from the model's metadata. ImportError: the reading package is missing."""
@@ -234,7 +360,8 @@ class Backend:
 
             return onnx_signature(artifact.path)
         # An engine cannot be opened everywhere: the backend may have recorded the names.
-        return {k: artifact.info[k] for k in ("input_name", "output_name") if isinstance(artifact.info.get(k), str)}
+        names = {"input_name": artifact.info.input_name, "output_name": artifact.info.output_name}
+        return {k: v for k, v in names.items() if isinstance(v, str)}
 
     def available(self) -> str | None:
         """None if this backend can compile and run here, else the reason it cannot."""
@@ -281,7 +408,7 @@ class Backend:
         elif not isinstance(options, RunOptions):
             options = self.run_options(options)
         if not isinstance(options, self.options_type):  # plain RunOptions: this backend's defaults for the rest
-            options = self.options_type(**asdict(options))
+            options = self.options_type(**{f.name: getattr(options, f.name) for f in fields(options)})
         if options.device is None:
             options = replace(options, device=self.default_device)
         return self._load_impl(artifact, options)
@@ -323,15 +450,26 @@ def backend_for_path(path: str | Path) -> str | None:
 
 
 def list_backends() -> list[str]:
-    return sorted(BACKENDS)
+    return backend_names()
 
 
 def get_backend(name: str) -> Backend:
     """The backend registered as ``name``, imported on first use."""
-    if name not in BACKENDS:
-        raise ConfigError(f"unknown backend {name!r}; expected one of: {', '.join(list_backends())}")
-    if name not in _INSTANCES:
-        module_name, class_name = BACKENDS[name].split(":")
-        module = importlib.import_module(module_name)
-        _INSTANCES[name] = getattr(module, class_name)()
+    cls = backend_class(name)
+    if not isinstance(_INSTANCES.get(name), cls):
+        _INSTANCES[name] = cls()
     return _INSTANCES[name]
+
+
+def backend_facts(name: str) -> Backend | None:
+    """The backend registered as ``name``, or None when it is not registered here (a report read on another host)."""
+    try:
+        return get_backend(name)
+    except ConfigError:
+        return None
+
+
+def display_name(backend: str) -> str:
+    """How a report names the runtime ``backend`` (its :attr:`Backend.display_name`, else the name itself)."""
+    facts = backend_facts(backend)
+    return facts.display_name if facts is not None and facts.display_name else backend

@@ -12,13 +12,22 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from edgeresnext.backends.base import Artifact, Backend, Runner, RunOptions, copy_file_atomic
+from edgeresnext.backends.base import (
+    Artifact,
+    ArtifactInfo,
+    Backend,
+    PrecisionReport,
+    Runner,
+    RunOptions,
+    copy_file_atomic,
+)
 from edgeresnext.errors import BackendUnavailable, ConfigError
 from edgeresnext.onnx_io import check_onnx_precision, onnx_input, ort_runtime_ops, ort_session
+from edgeresnext.registry import option
 
 if TYPE_CHECKING:
     from edgeresnext.config import Target
@@ -27,11 +36,20 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class ONNXRuntimeRunOptions(RunOptions):
-    """``device``: CPU, or GPU (CUDA execution provider when this onnxruntime has it, else CPU)."""
+class ONNXRuntimeOptions(RunOptions):
+    """``backend_options.onnxruntime``. ``device``: CPU, or GPU (CUDA execution provider when this onnxruntime has
+    it, else CPU)."""
 
-    graph_optimization: str = "all"  # disable | basic | extended | all
-    RECORDED: ClassVar[tuple[str, ...]] = ("threads", "graph_optimization")
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = option("all", recorded=True)
+    threads: int | None = option(None, ge=1, recorded=True)
+    int8_form: Literal["ort", "handoff"] = option(
+        "ort",
+        description="ort: the Q/DQ form ONNX Runtime's CPU provider runs as integer kernels, made from the hand-off "
+        "file's scales (quantize/ort_int8.py; validated on its own); handoff: the TensorRT hand-off file as it is",
+    )
+    cpu: Literal["x86_64", "arm64"] | None = option(
+        None, description="the CPU kind the ONNX Runtime INT8 form is for (None: the build machine's)"
+    )
 
     @property
     def providers(self) -> tuple[str, ...]:
@@ -44,9 +62,9 @@ class ONNXRuntimeRunner(Runner):
     """One ONNX Runtime session. Needs only onnxruntime (the device runtime has no onnx package); the precision
     report, which reads the optimised graph with onnx, is made on first request."""
 
-    def __init__(self, artifact: Artifact, options: ONNXRuntimeRunOptions) -> None:
+    def __init__(self, artifact: Artifact, options: ONNXRuntimeOptions) -> None:
         super().__init__(artifact, options)
-        self.options: ONNXRuntimeRunOptions = options
+        self.options: ONNXRuntimeOptions = options
         self.session = ort_session(
             artifact.path, options.threads, options.graph_optimization, providers=options.providers
         )
@@ -63,7 +81,7 @@ class ONNXRuntimeRunner(Runner):
         if isinstance(shape[0], int):
             self.batch_range = (shape[0], shape[0])
         self.input_dtype = np.float16 if inputs[0].type == "tensor(float16)" else np.float32
-        self._report: dict[str, Any] | None = None
+        self._report: PrecisionReport | None = None
 
     def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
         (logits,) = self.session.run(None, {self.input_name: batch.astype(self.input_dtype, copy=False)})
@@ -84,18 +102,19 @@ class ONNXRuntimeRunner(Runner):
 
         return run
 
-    def precision_report(self) -> dict[str, Any]:
+    def precision_report(self) -> PrecisionReport:
         if self._report is None:
             options = self.options
-            self._report = ort_runtime_ops(
-                self.artifact.path, options.threads, options.graph_optimization, options.providers
+            ops = ort_runtime_ops(self.artifact.path, options.threads, options.graph_optimization, options.providers)
+            fraction = ops.pop("int8_fraction")
+            self._report = PrecisionReport(
+                precision=self.artifact.precision,
+                backend=self.artifact.backend,
+                int8_fraction=fraction,
+                int8_count=f"{ops['integer_convs']}/{ops['convs']} convs",
+                extra={"graph_optimization": options.graph_optimization, **ops},
             )
-        return {
-            "precision": self.artifact.precision,
-            "backend": "onnxruntime",
-            "graph_optimization": self.options.graph_optimization,
-            **self._report,
-        }
+        return self._report
 
     def close(self) -> None:
         self.session = None
@@ -103,11 +122,18 @@ class ONNXRuntimeRunner(Runner):
 
 class ONNXRuntimeBackend(Backend):
     name = "onnxruntime"
+    display_name = "ONNX Runtime"
     kinds = ("onnx",)
     suffixes = (".onnx",)
     package = "onnxruntime"
+    packages = ("onnxruntime",)
     devices = ("CPU", "GPU")
-    options_type = ONNXRuntimeRunOptions
+    options_type = ONNXRuntimeOptions
+    float_baseline = None  # the FP32 ONNX row validation always runs in ONNX Runtime
+
+    def runs_source_as_is(self, artifact: Artifact) -> bool:
+        # The FP32 ONNX or the Q/DQ file copied unchanged: validation runs that very file as its own row.
+        return artifact.precision in ("fp32", "int8") and not artifact.info.extra.get("differs_from_source")
 
     def compile_needs_calibration(self, target: Target) -> bool:
         # The ONNX Runtime INT8 form calibrates the tensors the hand-off file leaves unquantized (residual placement).
@@ -121,23 +147,19 @@ class ONNXRuntimeBackend(Backend):
             raise BackendUnavailable(reason)
         _name, shape = onnx_input(onnx_path)
         dest = out_dir / "model.onnx"
-        info: dict[str, Any] = {
-            "source_onnx": str(onnx_path),
-            "input_shape": shape,
-            "graph_optimization": target.backend_options.onnxruntime.graph_optimization,
-            "threads": target.backend_options.onnxruntime.threads,
-        }
+        options = target.backend_options.onnxruntime
+        info = ArtifactInfo(source_onnx=str(onnx_path), input_shape=shape)
+        info.extra = {"graph_optimization": options.graph_optimization, "threads": options.threads}
         if target.precision == "fp16":
-            info["fp16"] = fp16_qdq_from_onnx(onnx_path, dest)
+            info.extra["fp16"] = fp16_qdq_from_onnx(onnx_path, dest)
         elif self.compile_needs_calibration(target):
             from edgeresnext.quantize.ort_int8 import ort_int8_from_qdq
 
             check_onnx_precision(onnx_path, "int8")
-            options = target.backend_options.onnxruntime
             form = ort_int8_from_qdq(onnx_path, dest, cpu=options.cpu, calibration=extra.get("calibration"))
-            info["int8_form"] = {k: v for k, v in form.items() if k != "runtime"}
+            info.extra["int8_form"] = {k: v for k, v in form.items() if k != "runtime"}
             # Not the hand-off file any more: validation must run this artifact, not the Q/DQ ONNX.
-            info["differs_from_source"] = True
+            info.extra["differs_from_source"] = True
         elif onnx_path.resolve() != dest.resolve():
             copy_file_atomic(onnx_path, dest)
         check_onnx_precision(dest, target.precision)

@@ -15,13 +15,14 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from edgeresnext.backends.base import Artifact, Backend, Runner, RunOptions
+from edgeresnext.backends.base import Artifact, ArtifactInfo, Backend, PrecisionReport, Runner, RunOptions
 from edgeresnext.errors import BackendUnavailable, ConfigError
 from edgeresnext.onnx_io import check_onnx_precision, onnx_input
+from edgeresnext.registry import option
 
 if TYPE_CHECKING:
     from edgeresnext.config import Target
@@ -131,16 +132,18 @@ def native_int8_ir_from_onnx(
 
 
 @dataclass(frozen=True)
-class OpenVINORunOptions(RunOptions):
-    """``device``: an OpenVINO device name (CPU, GPU, NPU, AUTO); ``cache_dir``: where OpenVINO keeps compiled
-    models between loads (a path of this host: never taken from an artifact recorded elsewhere)."""
+class OpenVINOOptions(RunOptions):
+    """``backend_options.openvino``. ``device``: an OpenVINO device name (CPU, GPU, NPU, AUTO); ``cache_dir``: where
+    OpenVINO keeps compiled models between loads (a path of this host: never taken from an artifact recorded
+    elsewhere)."""
 
-    hint: str = "latency"  # latency | throughput
-    cache_dir: str | None = None
-    RECORDED: ClassVar[tuple[str, ...]] = ("threads", "hint")
+    hint: Literal["latency", "throughput"] = option("latency", recorded=True)
+    threads: int | None = option(None, ge=1, recorded=True)
+    cache_dir: str | None = option(None, path=True)
+    native_int8: bool = option(False, description="quantize the FP32 IR with NNCF instead of reading the Q/DQ ONNX")
 
 
-def compile_config(options: OpenVINORunOptions) -> dict[str, Any]:
+def compile_config(options: OpenVINOOptions) -> dict[str, Any]:
     """Plugin properties for ``options`` (a target's ``backend_options.openvino``, or what the artifact recorded)."""
     import openvino.properties as props
     import openvino.properties.hint as hints
@@ -154,6 +157,14 @@ def compile_config(options: OpenVINORunOptions) -> dict[str, Any]:
     if options.threads is not None:
         config[props.inference_num_threads] = options.threads
     return config
+
+
+def inference_precision(compiled: Any) -> str | None:
+    """The float precision the compiled model runs in (INFERENCE_PRECISION_HINT); None where the plugin lacks it."""
+    try:
+        return str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+    except Exception:  # older plugins lack the property; the report just omits it
+        return None
 
 
 def runtime_precisions(compiled: Any) -> dict[str, Any]:
@@ -179,11 +190,11 @@ def runtime_precisions(compiled: Any) -> dict[str, Any]:
 
 
 class OpenVINORunner(Runner):
-    def __init__(self, artifact: Artifact, options: OpenVINORunOptions) -> None:
+    def __init__(self, artifact: Artifact, options: OpenVINOOptions) -> None:
         import openvino as ov
 
         super().__init__(artifact, options)
-        self.options: OpenVINORunOptions = options
+        self.options: OpenVINOOptions = options
         core = ov.Core()
         if options.cache_dir:
             core.set_property({"CACHE_DIR": str(options.cache_dir)})
@@ -225,14 +236,29 @@ class OpenVINORunner(Runner):
 
         return run
 
-    def precision_report(self) -> dict[str, Any]:
-        return {
-            "precision": self.artifact.precision,
-            "backend": "openvino",
-            "device": self.options.device,
-            "hint": self.options.hint,
-            **runtime_precisions(self.compiled),
-        }
+    def precision_report(self) -> PrecisionReport:
+        counts = runtime_precisions(self.compiled)
+        layers, fraction = counts.pop("layers"), counts.pop("int8_fraction")
+        extra = {"device": self.options.device, "hint": self.options.hint, **counts}
+        float_precision = inference_precision(self.compiled)
+        warnings = []
+        if float_precision is not None:
+            extra["inference_precision"] = float_precision
+            if "bf16" in float_precision.lower() or "bfloat16" in float_precision.lower():
+                # The CPU plugin silently runs float layers in bf16 on CPUs with AVX512_BF16/AMX: say so.
+                warnings.append(
+                    "OpenVINO runs its float layers in bfloat16 on this CPU (INFERENCE_PRECISION_HINT); set it to "
+                    "f32 for an FP32 comparison"
+                )
+        return PrecisionReport(
+            precision=self.artifact.precision,
+            backend=self.artifact.backend,
+            int8_fraction=fraction,
+            int8_count=f"{counts['int8_layers']}/{counts['compute_layers']} layers",
+            warnings=warnings,
+            extra=extra,
+            layers=layers,
+        )
 
     def close(self) -> None:
         self.request = None
@@ -241,11 +267,24 @@ class OpenVINORunner(Runner):
 
 class OpenVINOBackend(Backend):
     name = "openvino"
+    display_name = "OpenVINO"
     kinds = ("ir",)
     suffixes = (".xml",)
     package = "openvino"
+    packages = ("openvino",)
     devices = ("CPU", "GPU", "NPU", "AUTO")
-    options_type = OpenVINORunOptions
+    options_type = OpenVINOOptions
+    float_baseline = "fp32"  # the FP32 IR, pinned to f32 like the INT8 one
+
+    @classmethod
+    def target_problem(cls, target: Target) -> str | None:
+        if target.backend == cls.name and target.precision == "fp16":
+            return "backend 'openvino' on CPU runs 'int8' or 'fp32'; fp16 is a TensorRT precision"
+        return None
+
+    def compile_input(self, target: Target) -> str:
+        # Native INT8 quantizes the FP32 model with NNCF here, instead of reading the Q/DQ file.
+        return "fp32" if self.compile_needs_calibration(target) else super().compile_input(target)
 
     def available(self) -> str | None:
         reason = super().available()
@@ -284,14 +323,9 @@ class OpenVINOBackend(Backend):
         batch = (target.input.batch.min, target.input.batch.max)
         xml = out_dir / "model.xml"
         _name, shape = onnx_input(onnx_path)
-        info: dict[str, Any] = {
-            "source_onnx": str(onnx_path),
-            "input_shape": shape,
-            "batch": list(batch),
-            "hint": options.hint,
-            "threads": options.threads,
-            "cache_dir": options.cache_dir,
-        }
+        info = ArtifactInfo(source_onnx=str(onnx_path), input_shape=shape)
+        info.extra = {"batch": list(batch), "hint": options.hint, "threads": options.threads}
+        info.extra["cache_dir"] = options.cache_dir
         if target.precision == "int8" and options.native_int8:
             check_onnx_precision(onnx_path, "fp32")
             calibration = extra.get("calibration")
@@ -301,11 +335,11 @@ class OpenVINOBackend(Backend):
                     "with NNCF here, which needs calibration= (a float32 NCHW array of preprocessed images)"
                 )
             native_int8_ir_from_onnx(onnx_path, xml, calibration, target.quant.subset_size, batch)
-            info["int8_source"] = "nncf.quantize on the OpenVINO model (native INT8)"
+            info.extra["int8_source"] = "nncf.quantize on the OpenVINO model (native INT8)"
         else:
             check_onnx_precision(onnx_path, target.precision)
             ir_from_onnx(onnx_path, xml, batch)
-            info["int8_source"] = "Q/DQ ONNX" if target.precision == "int8" else None
+            info.extra["int8_source"] = "Q/DQ ONNX" if target.precision == "int8" else None
         logger.info("openvino: %s IR written to %s", target.precision, xml)
         return Artifact(
             backend=self.name,

@@ -15,6 +15,7 @@ from typing import Any
 
 from edgeresnext.atomic import sha256_file
 from edgeresnext.errors import EdgeResNeXtError
+from edgeresnext.registry import backend_class, backend_names
 
 FORMAT = "edgeresnext-bundle"
 SCHEMA_VERSION = 1
@@ -28,7 +29,23 @@ class BundleError(EdgeResNeXtError):
 
 
 def manifest_schema() -> dict[str, Any]:
-    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    """The manifest schema with each ``"x-enum"`` filled in from the registry (the one list of backends): the
+    registered backends' names (``"backends"``) and the artifact kinds they make (``"kinds"``)."""
+    names = backend_names()
+    kinds = sorted({kind for name in names for kind in backend_class(name).kinds})
+    return _fill_enums(json.loads(SCHEMA_PATH.read_text(encoding="utf-8")), {"backends": names, "kinds": kinds})
+
+
+def _fill_enums(node: Any, enums: dict[str, list[str]]) -> Any:
+    if isinstance(node, dict):
+        if node.get("x-enum") in enums:
+            node["enum"] = list(enums[node["x-enum"]])
+        for value in node.values():
+            _fill_enums(value, enums)
+    elif isinstance(node, list):
+        for value in node:
+            _fill_enums(value, enums)
+    return node
 
 
 _TYPES: dict[str, Any] = {

@@ -126,16 +126,12 @@ def _preprocess_section(meta: ModelMeta) -> dict[str, Any]:
     }
 
 
-def _device_section(target_device: str, info: dict[str, Any]) -> dict[str, Any]:
-    """The device the bundle is for and the machine that built it."""
+def _device_section(target_device: str, built_on: dict[str, Any]) -> dict[str, Any]:
+    """The device the bundle is for and the machine that built it (``built_on``: what the backend adds, e.g. the
+    GPU and TensorRT version an engine was built with)."""
     return {
         "target_device": target_device,
-        "built_on": {
-            "machine": platform.machine(),
-            "system": platform.system(),
-            "cpu": cpu_model(),
-            **{k: info[k] for k in ("gpu_name", "gpu_sm", "tensorrt_version", "build_mode") if k in info},
-        },
+        "built_on": {"machine": platform.machine(), "system": platform.system(), "cpu": cpu_model(), **built_on},
     }
 
 
@@ -147,7 +143,7 @@ def _artifact_entries(artifacts: Sequence[Artifact], names: dict[Path, str]) -> 
             "kind": a.kind,
             "path": names[Path(a.path)],
             "files": [names[p] for p in _artifact_files(a)],
-            "info": _jsonable(a.info),
+            "info": _jsonable(a.info.to_dict()),
         }
         for a in artifacts
     ]
@@ -163,12 +159,9 @@ def build_manifest(
     """The manifest (without ``files``) for artifacts whose files are known in the bundle as ``names``."""
     primary = artifacts[0]
     sig = _io_signature(primary, meta)
-    info = dict(primary.info)
     backend = get_backend(primary.backend)
-    backend_version = str(
-        info.get("backend_version") or info.get("tensorrt_version") or _package_version(backend.package)
-    )
-    target_device = str(info.get("device", backend.target_device(target)))
+    backend_version = str(backend.runtime_version(primary) or _package_version(backend.package))
+    target_device = str(backend.target_device(target))
     manifest: dict[str, Any] = {
         "format": FORMAT,
         "schema_version": SCHEMA_VERSION,
@@ -177,7 +170,7 @@ def build_manifest(
         "input": {
             "name": sig["input_name"],
             "shape": [int(d) for d in sig["input_shape"]],
-            "dtype": str(info.get("input_dtype", "float32")),
+            "dtype": "float32",
             "layout": "NCHW",
             "batch": _batch_range(sig, target),
         },
@@ -185,14 +178,14 @@ def build_manifest(
         "output": {
             "name": sig["output_name"],
             "shape": [int(d) for d in sig["output_shape"]],
-            "dtype": str(info.get("output_dtype", "float32")),
+            "dtype": "float32",
             "meaning": "logits",
             "scores": "softmax over the class axis; class i is line i of labels.txt",
         },
         "labels": LABELS,
         "precision": primary.precision,
         "backend": {"name": primary.backend, "version": backend_version},
-        "device": _device_section(target_device, info),
+        "device": _device_section(target_device, backend.built_on(primary)),
         "validation": _jsonable(validation_summary) if validation_summary is not None else None,
         "artifacts": _artifact_entries(artifacts, names),
     }

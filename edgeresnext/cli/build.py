@@ -241,7 +241,7 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
 
 def run_compile(args: argparse.Namespace) -> int:
     if args.on_device:
-        from edgeresnext.backends.tensorrt import engine_from_kit
+        from edgeresnext.backends.tensorrt import describe_engine, engine_from_kit
 
         on_device = Path(args.on_device)
         bundle = next((p for p in (on_device, on_device.parent) if (p / "manifest.json").is_file()), None)
@@ -252,11 +252,7 @@ def run_compile(args: argparse.Namespace) -> int:
                 print(line)
             return 0
         artifact = engine_from_kit(args.on_device)
-        info = artifact.info
-        print(
-            f"engine: {artifact.path}  ({info['build_mode'].replace('_', ' ')}, TensorRT {info['tensorrt_version']}, "
-            f"{info['gpu_name']} SM {info['gpu_sm']}, built in {info['build_seconds']} s)"
-        )
+        print(describe_engine(artifact))
         print(f"build record: {artifact.path}.json")
         return 0
     from edgeresnext.backends import Artifact, get_backend
@@ -283,9 +279,9 @@ def run_compile(args: argparse.Namespace) -> int:
         size = Path(path).stat().st_size if Path(path).is_file() else 0
         print(f"  {path}  {size / 1e6:.2f} MB")
     if artifact.kind == "kit":
-        print(f"no engine built here: {artifact.info['reason']}")
+        print(f"no engine built here: {artifact.info.reason}")
         print("build it on the device (copy the folder there first):")
-        for line in artifact.info.get("device_commands", []):
+        for line in artifact.info.device_commands:
             print(f"  {line}")
     return 0
 

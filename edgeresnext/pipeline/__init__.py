@@ -142,14 +142,12 @@ def _summary_cells(row: ArtifactResult, report: ValidationReport) -> str:
 
 def _integer_share(row: ArtifactResult) -> str:
     """What an INT8 artifact really runs, as its runtime reports it (convolutions as integer kernels)."""
-    runtime = row.info.get("runtime") or {}
-    if "int8" not in row.precision:
+    from edgeresnext.backends import PrecisionReport
+
+    runtime = PrecisionReport.from_dict({**(row.info.get("runtime") or {}), "precision": row.precision})
+    if "int8" not in row.precision or not runtime.int8_count:
         return ""
-    if "convs" in runtime:  # ONNX Runtime: read from the optimised graph
-        return f"  (int8 kernels: {runtime['integer_convs']}/{runtime['convs']} convs)"
-    if "compute_layers" in runtime:  # OpenVINO: read from the compiled model
-        return f"  (int8 kernels: {runtime['int8_layers']}/{runtime['compute_layers']} layers)"
-    return ""
+    return f"  (int8 kernels: {runtime.int8_count})"
 
 
 def prepare_inputs(target: Target, say: Callable[[str], None], install: bool = False) -> None:

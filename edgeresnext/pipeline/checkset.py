@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -97,9 +98,9 @@ def _host_logits(ctx: BuildContext, artifact: Artifact, kit: Path, inputs: np.nd
     from edgeresnext.validate.gates import REFERENCE_NAME
     from edgeresnext.validate.measure import TorchRunner, run_logits
 
-    proxies = get_backend("tensorrt").proxies(artifact)
-    stand_in_name, stand_in = proxies[0] if proxies else ("qdq-int8 (onnxruntime)", None)
-    stand_in_path = Path(stand_in.path) if stand_in is not None else kit / artifact.info["plan"]["onnx"]
+    stand_ins = get_backend(artifact.backend).stand_ins(artifact)
+    stand_in_name, stand_in = stand_ins[0] if stand_ins else ("qdq-int8 (onnxruntime)", None)
+    stand_in_path = Path(stand_in.path) if stand_in is not None else kit / artifact.info.extra["plan"]["onnx"]
     kept = load_kept_logits(ctx.folder("validate") / KEPT_LOGITS)
     fp32, stand_in_logits = kept.get(REFERENCE_NAME), kept.get(stand_in_name)
     if fp32 is None or len(fp32) < len(inputs):
@@ -152,7 +153,7 @@ def kit_with_check_set(ctx: BuildContext, artifact: Artifact, scratch: Path) -> 
     from edgeresnext.backends.tensorrt.device_check import CHECK_DIR, CHECK_FILE, HOST_REPORT
     from edgeresnext.onnx_io import load_onnx_safely
 
-    plan = artifact.info["plan"]
+    plan = artifact.info.extra["plan"]
     kit, files = _copied_kit(artifact, scratch)
     check_dir = kit / CHECK_DIR
     check_dir.mkdir(parents=True, exist_ok=True)
@@ -185,7 +186,7 @@ def kit_with_check_set(ctx: BuildContext, artifact: Artifact, scratch: Path) -> 
         kind=artifact.kind,
         path=kit,
         files=sorted(set(files)),
-        info={**artifact.info, "device_check_set": info},
+        info=replace(artifact.info, device_check_set=info),
     )
     logger.info("device check set: %d images in %d batch(es) of %d, %.1f MB", count, len(batches), size, mb)
     return checked, info

@@ -35,12 +35,6 @@ FP32_ONNX = "model_fp32.onnx"
 SENSITIVITY_JSON = "sensitivity.json"
 ARTIFACT_JSON = "artifact.json"
 
-# The float build of a runtime that its INT8 artifact is timed against (the speed-up's baseline): OpenVINO FP32
-# (pinned to f32 like the INT8 IR), TensorRT's FP16 engine (a GPU's float deployment). ONNX Runtime's is the FP32
-# ONNX row that is always validated.
-FLOAT_BASELINE_PRECISION = {"openvino": "fp32", "tensorrt": "fp16"}
-
-
 @dataclass(frozen=True)
 class BuildFiles:
     """The files of a build that validation reads: the model, both ONNX files, the compiled artifact's record."""
@@ -85,9 +79,9 @@ def choose_artifacts(
     if files.qdq_onnx is not None:
         items.append(_onnx_row("qdq-int8 (onnxruntime)", files.qdq_onnx, "int8", target, threads))
     artifact = Artifact.load(files.artifact_json)
-    if _is_one_of_the_onnx_rows(artifact):
-        return items
     backend = get_backend(artifact.backend)
+    if backend.runs_source_as_is(artifact):
+        return items  # the artifact is the file of one of the rows above, already validated
     reason = _why_not_runnable(backend, artifact)
     if reason is None:
         baseline = _float_baseline_row(backend, artifact, files, target, baseline_dir, threads)
@@ -107,18 +101,9 @@ def _onnx_row(
     return ArtifactUnderTest(name, runner_from_file(path, target, backend, threads), [path], backend, precision)
 
 
-def _is_one_of_the_onnx_rows(artifact: Artifact) -> bool:
-    """An ONNX Runtime artifact at FP32 or INT8 is the file of one of the first two rows, already validated."""
-    return (
-        artifact.backend == "onnxruntime"
-        and artifact.precision in ("fp32", "int8")
-        and not artifact.info.get("differs_from_source")
-    )
-
-
 def _why_not_runnable(backend: Backend, artifact: Artifact) -> str | None:
     if artifact.kind == "kit":
-        return artifact.info.get("reason") or "an on-device build kit: the engine is built on the device"
+        return artifact.info.reason or "an on-device build kit: the engine is built on the device"
     return backend.available()
 
 
@@ -134,7 +119,7 @@ def _loaded_row(
         [Path(p) for p in artifact.files if Path(p).is_file()],
         artifact.backend,
         artifact.precision,
-        info=runner.precision_report(),
+        info=runner.precision_report().to_dict(),
     )
 
 
@@ -148,7 +133,7 @@ def _float_baseline_row(
 ) -> ArtifactUnderTest | None:
     """The same runtime's float build of the FP32 ONNX, with the target's options (None: the artifact is itself
     float, the runtime has none, or no folder was given)."""
-    precision = FLOAT_BASELINE_PRECISION.get(artifact.backend)
+    precision = backend.float_baseline
     if baseline_dir is None or precision in (None, artifact.precision):
         return None
     float_target = target.model_copy(update={"precision": precision})
@@ -168,12 +153,12 @@ def _skipped_row(artifact: Artifact, reason: str) -> ArtifactUnderTest:
 def _stand_in_rows(
     backend: Backend, artifact: Artifact, target: Target, threads: int | None
 ) -> list[ArtifactUnderTest]:
-    """What stands in for the artifact on a host that cannot run it (the backend's proxies), validated on the
+    """What stands in for the artifact on a host that cannot run it (the backend's stand-ins), validated on the
     first ``validate.stand_in_images`` images (a stand-in's cost)."""
     rows = []
-    for name, proxy in backend.proxies(artifact):
-        if Path(proxy.path).is_file():
-            row = _onnx_row(name, Path(proxy.path), proxy.precision, target, threads, proxy.backend)
+    for name, stand_in in backend.stand_ins(artifact):
+        if Path(stand_in.path).is_file():
+            row = _onnx_row(name, Path(stand_in.path), stand_in.precision, target, threads, stand_in.backend)
             row.images = target.validate_.stand_in_images
             rows.append(row)
     return rows

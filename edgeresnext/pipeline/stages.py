@@ -21,6 +21,8 @@ from edgeresnext.pipeline.choose import FP32_ONNX, MODEL_FILE, STAGE_FOLDERS, Bu
 from edgeresnext.quantize import QDQ_ONNX
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from edgeresnext.config import Target
     from edgeresnext.models import ModelMeta
     from edgeresnext.validate import ValidationReport
@@ -51,12 +53,6 @@ class BuildContext:
         return self.target.precision == "int8"
 
     @property
-    def native_int8(self) -> bool:
-        """OpenVINO's own INT8 (NNCF on the OpenVINO model) quantizes the FP32 model, not the Q/DQ file."""
-        target = self.target
-        return target.backend == "openvino" and self.int8 and target.backend_options.openvino.native_int8
-
-    @property
     def planned(self) -> list[str]:
         return [name for name in STAGES if self.int8 or name not in ("quantize", "lint")]
 
@@ -82,9 +78,13 @@ class BuildContext:
 
     @property
     def compile_source(self) -> Path:
-        """The ONNX the compile stage turns into the target's artifact: the Q/DQ file, or the FP32 one."""
+        """The ONNX the compile stage turns into the target's artifact: the Q/DQ file, or the FP32 one, as the
+        backend says (``Backend.compile_input``)."""
+        from edgeresnext.backends import get_backend
+
         qdq = self.qdq_onnx
-        return qdq if qdq is not None and not self.native_int8 else self.fp32_onnx
+        wants_qdq = get_backend(self.target.backend).compile_input(self.target) == "qdq"
+        return qdq if qdq is not None and wants_qdq else self.fp32_onnx
 
     @property
     def build_files(self) -> BuildFiles:
@@ -107,6 +107,28 @@ class BuildContext:
         from edgeresnext.data.folder import list_images
 
         return list_images(self.target.quant.calib_dir)
+
+    def calibration_set(self) -> CalibrationSet:
+        """The calibration images a compile that calibrates reads (preprocessed as the model says), as a loader."""
+        spec = self.target.quant
+
+        def load() -> np.ndarray:
+            from edgeresnext.data.calibration import load_calibration_images
+            from edgeresnext.models import read_checkpoint
+
+            preprocess = read_checkpoint(self.model_file).meta.preprocess
+            return load_calibration_images(spec.calib_dir, preprocess, spec.subset_size, self.target.data.on_bad_image)
+
+        return CalibrationSet(files=[self.model_file, *self.calibration_files()], load=load)
+
+
+@dataclass(frozen=True)
+class CalibrationSet:
+    """What a calibrating compile reads: the files its images come from (the stage cache hashes them; the model
+    file holds the preprocessing) and ``load()``, the preprocessed float32 NCHW images."""
+
+    files: list[Path]
+    load: Callable[[], np.ndarray]
 
 
 def stage_model(ctx: BuildContext) -> StageResult:
@@ -307,25 +329,18 @@ def stage_compile(ctx: BuildContext) -> StageResult:
         "available": backend.available(),
     }
 
-    calibrates = backend.compile_needs_calibration(target)
+    # e.g. NNCF on the OpenVINO model: the images the quantize stage calibrated on.
+    calibration = ctx.calibration_set() if backend.compile_needs_calibration(target) else None
 
     def produce(folder: Path) -> dict[str, Any]:
-        extra: dict[str, Any] = {}
-        if calibrates:  # e.g. NNCF on the OpenVINO model: the images the quantize stage calibrated on
-            from edgeresnext.data.calibration import load_calibration_images
-
-            meta = ctx.load_model().meta
-            spec = target.quant
-            extra["calibration"] = load_calibration_images(
-                spec.calib_dir, meta.preprocess, spec.subset_size, target.data.on_bad_image
-            )
+        extra = {"calibration": calibration.load()} if calibration is not None else {}
         artifact = backend.compile(onnx_path, target, folder, **extra)
         artifact.save(folder / "artifact.json")
         return {"artifact": artifact.to_dict()}
 
     inputs = [onnx_path]
-    if calibrates:
-        inputs += [ctx.model_file, *ctx.calibration_files()]
+    if calibration is not None:
+        inputs += calibration.files
         section["quant"] = target.quant.model_dump(mode="json")
     return run_stage(ctx.root / "compile", "compile", section, inputs, produce)
 

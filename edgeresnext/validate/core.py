@@ -315,12 +315,8 @@ def _notes(results: list[ArtifactResult], primary: str) -> list[str]:
         elif entry.name == primary and entry.speedup_baseline is None:
             notes.append(f"{entry.name}: no {entry.label.rsplit(' ', 1)[0]} float build was timed, so no speed-up")
     for entry in results:
-        precision = (entry.info.get("runtime") or {}).get("inference_precision", "")
-        if "bf16" in precision.lower() or "bfloat16" in precision.lower():
-            notes.append(
-                f"{entry.name}: OpenVINO runs its float layers in bfloat16 on this CPU "
-                "(INFERENCE_PRECISION_HINT); set it to f32 for an FP32 comparison"
-            )
+        # What the runtime says about its own choices (OpenVINO running float layers in bfloat16, say).
+        notes += [f"{entry.name}: {warning}" for warning in (entry.info.get("runtime") or {}).get("warnings", [])]
     return notes
 
 
@@ -330,19 +326,10 @@ def _runtime_report(runner: RunnerLike) -> dict[str, Any] | None:
     if report is None:
         return None
     try:
-        data = dict(report())
+        return report().to_dict(layers=False)
     except Exception as err:  # a diagnostic must never fail the validation
         logger.warning("precision report failed: %s", err)
         return None
-    data.pop("layers", None)
-    compiled = getattr(runner, "compiled", None)
-    if compiled is not None and hasattr(compiled, "get_property"):
-        # OpenVINO's CPU plugin silently runs float layers in bf16 on CPUs with AVX512_BF16/AMX: say so.
-        try:
-            data["inference_precision"] = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
-        except Exception:  # noqa: S110 - older plugins lack the property; the report just omits it
-            pass
-    return data
 
 
 # Which number of a per-layer row ranks the layers, in order of preference (the quantize stage writes "gain":

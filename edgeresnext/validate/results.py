@@ -10,21 +10,24 @@ from typing import Any
 
 import numpy as np
 
+from edgeresnext.backends import display_name
 from edgeresnext.stats import PairedCounts
 
 SCHEMA_ID = "edgeresnext.report"
-# 2: speedup is against the same runtime's float build (speedup_baseline names it), no longer PyTorch
+# 2: speedup_vs_fp32 is against the same runtime's float build (speedup_baseline names it), no longer PyTorch
 # eager; an accuracy gate's value is the bound it was decided on (basis), no longer the measured value.
 # 3: speedup_vs_fp32 renamed speedup (its baseline may be FP16: TensorRT); version 2 records still load.
 SCHEMA_VERSION = 3
 
-# How the report names a runtime and precision: "x3.4 vs OpenVINO FP32".
-RUNTIME_NAMES = {"openvino": "OpenVINO", "onnxruntime": "ONNX Runtime", "tensorrt": "TensorRT", "pytorch": "PyTorch"}
+
+def runtime_name(backend: str) -> str:
+    """How the report names a runtime: the backend's ``display_name`` (PyTorch for the reference)."""
+    return "PyTorch" if backend == "pytorch" else display_name(backend)
 
 
 def runtime_label(backend: str, precision: str) -> str:
-    """``openvino``, ``fp32`` -> ``OpenVINO FP32``."""
-    return f"{RUNTIME_NAMES.get(backend, backend)} {precision.upper()}".strip()
+    """``openvino``, ``fp32`` -> ``OpenVINO FP32`` (as in "x3.4 vs OpenVINO FP32")."""
+    return f"{runtime_name(backend)} {precision.upper()}".strip()
 
 
 @dataclass

@@ -6,7 +6,7 @@ import pytest
 from backend_helpers import agreement, assert_int8_agrees, compile_and_load, make_target
 from tolerances import FP32_LOGIT_ATOL
 
-from edgeresnext.backends import get_backend
+from edgeresnext.backends import PrecisionReport, get_backend
 from edgeresnext.errors import ConfigError, DataError
 
 
@@ -16,7 +16,7 @@ def test_fp32_matches_pytorch(fp32_onnx, test_images, fp32_logits, tmp_path):
     assert abs(logits - fp32_logits).max() < FP32_LOGIT_ATOL  # float32 reordering only (measured 8.6e-6)
     assert agreement(logits, fp32_logits) == 1.0  # the smallest top-2 gap of the 512 images is 0.043: none can flip
     report = runner.precision_report()
-    assert report["int8_ops"] == {} and report["int8_fraction"] == 0.0
+    assert report.extra["int8_ops"] == {} and report.int8_fraction == 0.0 and report.summary() == "fp32"
 
 
 HANDOFF = {"onnxruntime": {"int8_form": "handoff"}}
@@ -25,13 +25,13 @@ HANDOFF = {"onnxruntime": {"int8_form": "handoff"}}
 def test_handoff_file_as_it_is_runs_float_convolutions(qdq_onnx, test_images, fp32_logits, qdq_logits, tmp_path):
     target = make_target("onnxruntime", "int8", backend_options={"onnxruntime": {"threads": 1, "int8_form": "handoff"}})
     artifact, runner = compile_and_load("onnxruntime", qdq_onnx, target, tmp_path)
-    assert not artifact.info.get("differs_from_source")
+    assert not artifact.info.extra.get("differs_from_source")
     assert_int8_agrees(runner(test_images), qdq_logits, fp32_logits)
     report = runner.precision_report()
     # ONNX Runtime's CPU provider makes QLinearConv only from DQ -> Conv -> Q; the signed, zero-point-0
     # activations TensorRT needs put a ReLU between Conv and Q that it cannot drop, so it runs these layers
     # as float convolutions on fake-quantized inputs. The report says so instead of claiming INT8.
-    assert report["integer_conv_fraction"] < 0.1 and report["convs"] == 22, report
+    assert report.extra["integer_conv_fraction"] < 0.1 and report.extra["convs"] == 22, report
     assert runner.session.get_session_options().intra_op_num_threads == 1
 
 
@@ -43,9 +43,13 @@ def test_int8_target_compiles_the_form_onnx_runtime_runs_as_integer_kernels(
     before = qdq_onnx.read_bytes()
     target = make_target("onnxruntime", "int8")
     artifact, runner = compile_and_load("onnxruntime", qdq_onnx, target, tmp_path, calibration=calib_images)
-    assert qdq_onnx.read_bytes() == before and artifact.info["differs_from_source"]
+    assert qdq_onnx.read_bytes() == before and artifact.info.extra["differs_from_source"]
     report = runner.precision_report()
-    assert report["integer_conv_fraction"] >= 0.9 and report["integer_convs"] == 22, report
+    assert report.extra["integer_conv_fraction"] >= 0.9 and report.summary() == "int8 (22/22 convs int8)", report
+    written = report.to_dict()  # what report.json holds: read back typed, also from a report older than int8_count
+    assert PrecisionReport.from_dict(written) == report
+    older = {k: v for k, v in written.items() if k != "int8_count"}
+    assert PrecisionReport.from_dict(older).summary() == report.summary()
     logits = runner(test_images)
     # Same grids as the Q/DQ ONNX (tests/quantize/test_ort_int8.py derives the bound): no further from FP32
     # than 1.25x the Q/DQ ONNX's own mean logit error.
@@ -65,13 +69,14 @@ def test_precision_report_reads_the_runtime_graph(qdq_onnx, tmp_path):
     )
     runner = backend.load(backend.compile(qdq_onnx, target, tmp_path), target)
     report = runner.precision_report()
-    assert report["int8_fraction"] == 0.0 and report["float_ops"].get("Conv", 0) >= 13
-    assert "FusedConv" not in report["float_ops"]
+    assert report.int8_fraction == 0.0 and report.extra["float_ops"].get("Conv", 0) >= 13
+    assert "FusedConv" not in report.extra["float_ops"]
     # With optimisation on, the report shows ONNX Runtime's own fused kernels, which the file does not contain.
     fused = make_target("onnxruntime", "int8", backend_options=HANDOFF)
     assert (
         backend.load(backend.compile(qdq_onnx, fused, tmp_path / "all"), fused)
-        .precision_report()["float_ops"]
+        .precision_report()
+        .extra["float_ops"]
         .get("FusedConv", 0)
         > 0
     )
@@ -79,7 +84,7 @@ def test_precision_report_reads_the_runtime_graph(qdq_onnx, tmp_path):
 
 def test_fp16_variant_of_the_qdq_model(qdq_onnx, test_images, fp32_logits, qdq_logits, tmp_path):
     artifact, runner = compile_and_load("onnxruntime", qdq_onnx, make_target("onnxruntime", "fp16"), tmp_path)
-    assert artifact.info["fp16"]["qdq_scales"] > 0
+    assert artifact.info.extra["fp16"]["qdq_scales"] > 0
     logits = runner(test_images)
     assert logits.dtype.name == "float32"
     # FP16 float parts + FP16-stored scales: the same predictions as the FP32 Q/DQ file, nearly always.

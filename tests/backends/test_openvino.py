@@ -18,7 +18,7 @@ def test_fp32_ir_matches_pytorch_in_fp32(fp32_onnx, test_images, fp32_logits, tm
     assert abs(logits - fp32_logits).max() < FP32_LOGIT_ATOL  # float32 reordering only; BF16 layers would give 0.22
     assert agreement(logits, fp32_logits) == 1.0  # the smallest top-2 gap of the 512 images is 0.043: none can flip
     # FP32 means FP32, also on CPUs that would pick BF16 by default.
-    assert set(runner.precision_report()["by_precision"]) == {"f32"}
+    assert set(runner.precision_report().extra["by_precision"]) == {"f32"}
 
 
 def test_int8_ir_from_qdq_runs_int8_convolutions(qdq_onnx, test_images, fp32_logits, qdq_logits, tmp_path):
@@ -30,8 +30,8 @@ def test_int8_ir_from_qdq_runs_int8_convolutions(qdq_onnx, test_images, fp32_log
     assert_int8_agrees(runner(test_images), qdq_logits, fp32_logits)
     report = runner.precision_report()
     # Every quantized convolution of the Q/DQ file runs as an INT8 kernel in the compiled model.
-    assert report["int8_fraction"] >= 0.9, report["by_precision"]
-    assert {layer["precision"] for layer in report["layers"] if "conv2" in layer["name"]} <= {"u8", "i8"}
+    assert report.int8_fraction >= 0.9, report.extra["by_precision"]
+    assert {layer["precision"] for layer in report.layers if "conv2" in layer["name"]} <= {"u8", "i8"}
     assert not list(tmp_path.glob(".*tmp*")), "temporary files left behind"
 
 
@@ -55,9 +55,9 @@ def test_native_int8_through_nncf(fp32_onnx, shipped_model, calib_dir, test_imag
         "openvino", "int8", quant={"subset_size": 100}, backend_options={"openvino": {"native_int8": True}}
     )
     artifact, runner = compile_and_load("openvino", fp32_onnx, target, tmp_path, calibration=calib)
-    assert "nncf" in artifact.info["int8_source"]
+    assert "nncf" in artifact.info.extra["int8_source"]
     assert agreement(runner(test_images), fp32_logits) >= 0.90  # loose, as for the Q/DQ model: 51 images may flip
-    assert runner.precision_report()["int8_layers"] > 0
+    assert runner.precision_report().extra["int8_layers"] > 0
 
 
 def test_native_int8_needs_the_fp32_model(qdq_onnx, tmp_path):

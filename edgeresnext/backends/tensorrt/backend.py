@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgeresnext.backends.base import Artifact, Backend, Runner, RunOptions, copy_file_atomic
+from edgeresnext.backends.base import Artifact, ArtifactInfo, Backend, Runner, RunOptions, copy_file_atomic
 from edgeresnext.backends.tensorrt.engine import (
     cuda_check,
     device_facts,
@@ -21,6 +22,7 @@ from edgeresnext.backends.tensorrt.plan import ENGINE_FILE, FP16_QDQ_FILE, Build
 from edgeresnext.backends.tensorrt.runner import TensorRTRunner, engine_mismatch
 from edgeresnext.errors import BackendUnavailable, EdgeResNeXtError
 from edgeresnext.onnx_io import check_onnx_precision
+from edgeresnext.registry import option
 
 if TYPE_CHECKING:
     from edgeresnext.config import Target
@@ -28,18 +30,66 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class TensorRTOptions(RunOptions):
+    """``backend_options.tensorrt``: how the engine is built (the runner itself takes no options of its own)."""
+
+    workspace_mb: int = option(1024, ge=16)
+    dla_core: int | None = option(None, ge=0)
+    gpu_fallback: bool = option(True)
+    timing_cache: str | None = option("build/timing.cache", path=True)
+    strongly_typed: bool = option(True)
+    fp16: bool = option(True)
+    on_device: bool = option(False, description="always produce the on-device build kit (Jetson)")
+    # The target key is "device"; RunOptions.device is the runtime's device name (GPU).
+    device_name: str = option(
+        "gpu", key="device", description="human name of the device the engine is for, e.g. 'jetson-orin'"
+    )
+
+
 class TensorRTBackend(Backend):
     name = "tensorrt"
+    display_name = "TensorRT"
     kinds = ("engine", "kit")
     suffixes = (".engine", ".plan")
     package = "tensorrt"
+    packages = ("tensorrt",)
     default_device = "GPU"
     devices = ("GPU",)
+    options_type = TensorRTOptions
+    float_baseline = "fp16"  # a GPU's float deployment is its FP16 engine
+    always_compare_speed = True  # the FP16 engine can beat INT8 on a GPU
+
+    @classmethod
+    def target_problem(cls, target: Target) -> str | None:
+        dla_core = target.backend_options.tensorrt.dla_core
+        if target.backend != cls.name:
+            if dla_core is None:
+                return None
+            return f"backend_options.tensorrt.dla_core is set but backend is {target.backend!r}"
+        if target.precision == "int8" and not target.quant.symmetric_activations:
+            return "TensorRT INT8 needs quant.symmetric_activations: true (TensorRT takes signed INT8, zero point 0)"
+        batch = target.input.batch
+        if dla_core is not None and batch.min != batch.max:
+            return (
+                f"DLA engines take static shapes: with backend_options.tensorrt.dla_core set, "
+                f"input.batch needs min == max (got min={batch.min}, max={batch.max})"
+            )
+        if dla_core is not None and target.precision == "fp32":
+            return "DLA runs int8 or fp16 only; precision 'fp32' cannot use dla_core"
+        return None
 
     def target_device(self, target: Target | None) -> str:
         return target.backend_options.tensorrt.device if target is not None else self.default_device
 
-    def proxies(self, artifact: Artifact) -> list[tuple[str, Artifact]]:
+    def runtime_version(self, artifact: Artifact) -> str | None:
+        return artifact.info.extra.get("tensorrt_version")
+
+    def built_on(self, artifact: Artifact) -> dict[str, Any]:
+        keys = ("gpu_name", "gpu_sm", "tensorrt_version", "build_mode")
+        return {k: artifact.info.extra[k] for k in keys if k in artifact.info.extra}
+
+    def stand_ins(self, artifact: Artifact) -> list[tuple[str, Artifact]]:
         # What TensorRT reads in FP16-for-float-layers mode is proven on the CPU in ONNX Runtime.
         fp16 = next((Path(p) for p in artifact.files if Path(p).name == FP16_QDQ_FILE), None)
         if fp16 is None:
@@ -91,8 +141,8 @@ class TensorRTBackend(Backend):
             fp16 = None
             copy_file_atomic(onnx_path, model)
         timing_cache = Path(options.timing_cache) if options.timing_cache else None
-        info = engine_from_onnx(model, out_dir / ENGINE_FILE, plan, timing_cache=timing_cache)
-        info["fp16"] = fp16
+        info = ArtifactInfo(extra=engine_from_onnx(model, out_dir / ENGINE_FILE, plan, timing_cache=timing_cache))
+        info.extra["fp16"] = fp16
         return Artifact(
             backend=self.name,
             precision=target.precision,
@@ -113,17 +163,18 @@ class TensorRTBackend(Backend):
 
     def _load_impl(self, artifact: Artifact, options: RunOptions) -> Runner:
         engine_json = Path(f"{artifact.path}.json")
-        if engine_json.is_file() and not artifact.info.get("tensorrt_version"):
-            artifact.info.update(json.loads(engine_json.read_text()))
+        recorded = artifact.info.extra
+        if engine_json.is_file() and not recorded.get("tensorrt_version"):
+            recorded.update(json.loads(engine_json.read_text()))
         # Before deserialising: TensorRT refuses a foreign engine too, but cannot say what to do about it.
         here = device_facts()
-        mismatch = engine_mismatch(artifact.info, here)
+        mismatch = engine_mismatch(recorded, here)
         if mismatch is not None:
             raise BackendUnavailable(
                 f"{artifact.path}: this engine cannot run here: {mismatch}. Engines run only with the TensorRT "
                 f"version and GPU that built them; {rebuild_hint(artifact.path)}"
             )
-        built_on = artifact.info.get("gpu_name")
+        built_on = recorded.get("gpu_name")
         if built_on and here.get("gpu_name") and built_on != here["gpu_name"]:
             logger.warning(
                 "%s was built on %s, this GPU is %s (same SM %s): TensorRT does not recommend running an engine on "

@@ -13,7 +13,7 @@ import shlex
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
-from edgeresnext.backends.base import Artifact, copy_file_atomic
+from edgeresnext.backends.base import Artifact, ArtifactInfo, copy_file_atomic
 from edgeresnext.backends.tensorrt.device_check import CHECK_DIR, STATS_FILE
 from edgeresnext.backends.tensorrt.engine import engine_from_onnx
 from edgeresnext.backends.tensorrt.plan import FP16_QDQ_FILE, QDQ_FILE, BuildPlan
@@ -181,9 +181,9 @@ def kit_from_onnx(onnx_path: str | Path, target: Target, out_dir: str | Path, re
     out_dir.mkdir(parents=True, exist_ok=True)
     plan = BuildPlan.from_target(onnx_path, target)
     files = [copy_file_atomic(onnx_path, out_dir / QDQ_FILE)]
-    info: dict[str, Any] = {}
+    extra: dict[str, Any] = {"plan": plan.to_dict()}
     if plan.onnx == FP16_QDQ_FILE:
-        info["fp16"] = fp16_qdq_from_onnx(onnx_path, out_dir / FP16_QDQ_FILE)
+        extra["fp16"] = fp16_qdq_from_onnx(onnx_path, out_dir / FP16_QDQ_FILE)
         check_fp16_scales(out_dir / FP16_QDQ_FILE)
         files.append(out_dir / FP16_QDQ_FILE)
     script = write_text_atomic(out_dir / KIT_SCRIPT, build_script(plan))
@@ -227,7 +227,7 @@ def kit_from_onnx(onnx_path: str | Path, target: Target, out_dir: str | Path, re
         kind="kit",
         path=out_dir,
         files=files,
-        info={"reason": reason, "plan": plan.to_dict(), "device_commands": commands, **info},
+        info=ArtifactInfo(reason=reason, device_commands=commands, extra=extra),
     )
 
 
@@ -318,6 +318,15 @@ def read_kit(kit_dir: str | Path) -> dict[str, Any]:
     return kit
 
 
+def describe_engine(artifact: Artifact) -> str:
+    """One line saying what an engine is: build mode, TensorRT version, GPU and SM, build time."""
+    info = artifact.info.extra
+    return (
+        f"engine: {artifact.path}  ({info['build_mode'].replace('_', ' ')}, TensorRT {info['tensorrt_version']}, "
+        f"{info['gpu_name']} SM {info['gpu_sm']}, built in {info['build_seconds']} s)"
+    )
+
+
 def engine_from_kit(kit_dir: str | Path) -> Artifact:
     """Build the kit's engine here (on the device) with TensorRT's Python API; writes it into the kit."""
     kit_dir = Path(kit_dir)
@@ -332,5 +341,5 @@ def engine_from_kit(kit_dir: str | Path) -> Artifact:
         kind="engine",
         path=kit_dir / plan.engine,
         files=[kit_dir / plan.engine, kit_dir / f"{plan.engine}.json"],
-        info=info,
+        info=ArtifactInfo(extra=info),
     )

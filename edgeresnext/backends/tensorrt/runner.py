@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeresnext.backends.base import Artifact, Runner, RunOptions
+from edgeresnext.backends.base import Artifact, PrecisionReport, Runner, RunOptions
 from edgeresnext.backends.tensorrt.engine import cuda_check, import_cudart, import_tensorrt, trt_logger
 from edgeresnext.backends.tensorrt.kit import rebuild_hint
 from edgeresnext.backends.tensorrt.seal import release
@@ -52,7 +52,7 @@ class TensorRTRunner(Runner):
         self.runtime = trt.Runtime(self._logger)
         self.engine = self.runtime.deserialize_cuda_engine(Path(artifact.path).read_bytes())
         if self.engine is None:
-            meta = artifact.info
+            meta = artifact.info.extra
             raise BackendUnavailable(
                 f"{artifact.path}: TensorRT {trt.__version__} cannot load this engine here; it was built with "
                 f"TensorRT {meta.get('tensorrt_version', '?')} for {meta.get('gpu_name', '?')} "
@@ -108,23 +108,19 @@ class TensorRTRunner(Runner):
         cuda_check(cudart.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
         return host_out.astype(np.float32)
 
-    def precision_report(self) -> dict[str, Any]:
+    def precision_report(self) -> PrecisionReport:
         """Layer precisions from TensorRT's engine inspector (needs the DETAILED profiling verbosity we build
         with); an engine built elsewhere without it reports only its build mode."""
         trt = self._trt
-        report: dict[str, Any] = {
-            "precision": self.artifact.precision,
-            "backend": "tensorrt",
-            **{
-                k: self.artifact.info.get(k)
-                for k in ("build_mode", "tensorrt_version", "gpu_name", "gpu_sm", "dla_core")
-            },
-        }
+        built = ("build_mode", "tensorrt_version", "gpu_name", "gpu_sm", "dla_core")
+        report = PrecisionReport(
+            self.artifact.precision, self.artifact.backend, extra={k: self.artifact.info.extra.get(k) for k in built}
+        )
         try:
             inspector = self.engine.create_engine_inspector()
             layers = json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON)).get("Layers", [])
         except (AttributeError, ValueError, RuntimeError) as err:
-            report["layers_note"] = f"engine inspector unavailable ({err})"
+            report.extra["layers_note"] = f"engine inspector unavailable ({err})"
             return report
         kinds: dict[str, int] = {}
         for layer in layers:
@@ -133,13 +129,9 @@ class TensorRTRunner(Runner):
                     " ".join(str(t.get("Format/Datatype", "")) for t in layer.get("Inputs", []))
                 )
                 kinds[precision] = kinds.get(precision, 0) + 1
-        report.update(
-            {
-                "layers": len(layers),
-                "by_precision": kinds,
-                "int8_fraction": round(kinds.get("int8", 0) / len(layers), 4) if layers else 0.0,
-            }
-        )
+        # "layers" stays the count it always was in report.json (TensorRT lists no per-layer rows here).
+        report.extra.update({"layers": len(layers), "by_precision": kinds})
+        report.int8_fraction = round(kinds.get("int8", 0) / len(layers), 4) if layers else 0.0
         return report
 
     def close(self) -> None:
