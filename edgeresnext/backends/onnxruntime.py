@@ -42,10 +42,10 @@ class ONNXRuntimeOptions(RunOptions):
 
     graph_optimization: Literal["disable", "basic", "extended", "all"] = option("all", recorded=True)
     threads: int | None = option(None, ge=1, recorded=True)
-    int8_form: Literal["ort", "handoff"] = option(
+    int8_form: Literal["ort", "qdq"] = option(
         "ort",
-        description="ort: the Q/DQ form ONNX Runtime's CPU provider runs as integer kernels, made from the hand-off "
-        "file's scales (quantize/ort_int8.py; validated on its own); handoff: the TensorRT hand-off file as it is",
+        description="ort: the Q/DQ form ONNX Runtime's CPU provider runs as integer kernels, made from the Q/DQ "
+        "ONNX's scales (quantize/ort_int8.py; validated on its own); qdq: the Q/DQ ONNX as it is",
     )
     cpu: Literal["x86_64", "arm64"] | None = option(
         None, description="the CPU kind the ONNX Runtime INT8 form is for (None: the build machine's)"
@@ -136,7 +136,7 @@ class ONNXRuntimeBackend(Backend):
         return artifact.precision in ("fp32", "int8") and not artifact.info.extra.get("differs_from_source")
 
     def compile_needs_calibration(self, target: Target) -> bool:
-        # The ONNX Runtime INT8 form calibrates the tensors the hand-off file leaves unquantized (residual placement).
+        # The ONNX Runtime INT8 form calibrates the tensors the Q/DQ ONNX leaves unquantized (residual placement).
         return target.precision == "int8" and target.backend_options.onnxruntime.int8_form == "ort"
 
     def _compile_impl(self, onnx_path: Path, target: Target, out_dir: Path, **extra: Any) -> Artifact:
@@ -158,7 +158,7 @@ class ONNXRuntimeBackend(Backend):
             check_onnx_precision(onnx_path, "int8")
             form = ort_int8_from_qdq(onnx_path, dest, cpu=options.cpu, calibration=extra.get("calibration"))
             info.extra["int8_form"] = {k: v for k, v in form.items() if k != "runtime"}
-            # Not the hand-off file any more: validation must run this artifact, not the Q/DQ ONNX.
+            # Not the Q/DQ ONNX any more: validation must run this artifact, not the Q/DQ ONNX.
             info.extra["differs_from_source"] = True
         elif onnx_path.resolve() != dest.resolve():
             copy_file_atomic(onnx_path, dest)

@@ -19,11 +19,11 @@ def test_fp32_matches_pytorch(fp32_onnx, test_images, fp32_logits, tmp_path):
     assert report.extra["int8_ops"] == {} and report.int8_fraction == 0.0 and report.summary() == "fp32"
 
 
-HANDOFF = {"onnxruntime": {"int8_form": "handoff"}}
+AS_IT_IS = {"onnxruntime": {"int8_form": "qdq"}}
 
 
-def test_handoff_file_as_it_is_runs_float_convolutions(qdq_onnx, test_images, fp32_logits, qdq_logits, tmp_path):
-    target = make_target("onnxruntime", "int8", backend_options={"onnxruntime": {"threads": 1, "int8_form": "handoff"}})
+def test_the_qdq_onnx_as_it_is_runs_float_convolutions(qdq_onnx, test_images, fp32_logits, qdq_logits, tmp_path):
+    target = make_target("onnxruntime", "int8", backend_options={"onnxruntime": {"threads": 1, "int8_form": "qdq"}})
     artifact, runner = compile_and_load("onnxruntime", qdq_onnx, target, tmp_path)
     assert not artifact.info.extra.get("differs_from_source")
     assert_int8_agrees(runner(test_images), qdq_logits, fp32_logits)
@@ -38,7 +38,7 @@ def test_handoff_file_as_it_is_runs_float_convolutions(qdq_onnx, test_images, fp
 def test_int8_target_compiles_the_form_onnx_runtime_runs_as_integer_kernels(
     qdq_onnx, calib_images, test_images, fp32_logits, qdq_logits, tmp_path
 ):
-    """The default INT8 artifact: every convolution a QLinearConv (read from the optimised graph), the hand-off
+    """The default INT8 artifact: every convolution a QLinearConv (read from the optimised graph), the Q/DQ ONNX
     file untouched, its own file (validated on its own), as close to FP32 as the Q/DQ ONNX."""
     before = qdq_onnx.read_bytes()
     target = make_target("onnxruntime", "int8")
@@ -65,14 +65,14 @@ def test_precision_report_reads_the_runtime_graph(qdq_onnx, tmp_path):
     target = make_target(
         "onnxruntime",
         "int8",
-        backend_options={"onnxruntime": {**HANDOFF["onnxruntime"], "graph_optimization": "disable"}},
+        backend_options={"onnxruntime": {**AS_IT_IS["onnxruntime"], "graph_optimization": "disable"}},
     )
     runner = backend.load(backend.compile(qdq_onnx, target, tmp_path), target)
     report = runner.precision_report()
     assert report.int8_fraction == 0.0 and report.extra["float_ops"].get("Conv", 0) >= 13
     assert "FusedConv" not in report.extra["float_ops"]
     # With optimisation on, the report shows ONNX Runtime's own fused kernels, which the file does not contain.
-    fused = make_target("onnxruntime", "int8", backend_options=HANDOFF)
+    fused = make_target("onnxruntime", "int8", backend_options=AS_IT_IS)
     assert (
         backend.load(backend.compile(qdq_onnx, fused, tmp_path / "all"), fused)
         .precision_report()
@@ -94,7 +94,7 @@ def test_fp16_variant_of_the_qdq_model(qdq_onnx, test_images, fp32_logits, qdq_l
 def test_int8_target_refuses_an_unquantized_model(fp32_onnx, tmp_path):
     with pytest.raises(ConfigError, match="no QuantizeLinear"):
         get_backend("onnxruntime").compile(
-            fp32_onnx, make_target("onnxruntime", "int8", backend_options=HANDOFF), tmp_path
+            fp32_onnx, make_target("onnxruntime", "int8", backend_options=AS_IT_IS), tmp_path
         )
 
 
