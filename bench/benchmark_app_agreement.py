@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     ours, theirs = [], []
     with tempfile.TemporaryDirectory() as scratch:
         for round_index in range(args.rounds):
-            ours.append(measure_latency(runner, sample, runs=args.runs, warmup=args.warmup).percentile(50))
+            ours.append(measure_latency(runner, sample, runs=args.runs, warmup=args.warmup).p50_ms)
             theirs.append(benchmark_app_median_ms(args.xml, args.threads, args.runs, Path(scratch)))
             print(f"round {round_index + 1}: validate p50 {ours[-1]:.4f} ms   benchmark_app median {theirs[-1]:.4f} ms")
     validate_ms, bapp_ms = statistics.median(ours), statistics.median(theirs)

@@ -135,7 +135,7 @@ def interleaved_p50(
         for name in names:
             stats = measure_latency(runners[name], sample, runs=runs, warmup=warmup)
             samples[name].extend(stats.samples_ms)
-            per_round[name].append(stats.percentile(50))
+            per_round[name].append(stats.p50_ms)
     result = {}
     for name, values in per_round.items():
         ratios = [value / base for value, base in zip(values, per_round[anchor], strict=True)]

@@ -181,6 +181,21 @@ def atomic_path(path: str | os.PathLike[str], needed: int | None = None) -> Iter
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+@contextmanager
+def temp_folder(dest: str | os.PathLike[str]) -> Iterator[Path]:
+    """A fresh, empty temporary sibling folder of ``dest`` to assemble a folder in (the caller moves it into place);
+    whatever is left of it is removed on exit, success or not."""
+    tmp = temp_name(Path(dest))
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
 def remove_stale_temporaries(root: str | os.PathLike[str]) -> list[Path]:
     """Delete what killed writers left under ``root`` (hidden ``.*.tmp-<pid>``/``.*.old-<pid>`` entries).
 

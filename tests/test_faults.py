@@ -178,9 +178,7 @@ def test_kill_9_at_several_points_then_rerun_gives_the_reference_artifacts(refer
     assert set(_files(root)) == set(_files(reference))
     verify_bundle(root / "bundle")
     for stage in STAGES:  # every stage record matches the files it lists
-        record_path = root / (
-            "bundle.stage.json" if stage == "bundle" else f"{'report' if stage == 'validate' else stage}/stage.json"
-        )
+        record_path = root / ("bundle.stage.json" if stage == "bundle" else f"{stage}/stage.json")
         record = json.loads(record_path.read_text())
         folder = record_path.parent if stage != "bundle" else root / "bundle"
         for name, digest in record["outputs"].items():

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from edgeresnext.atomic import temp_folder
 from edgeresnext.bundle.manifest import MANIFEST, BundleError, verify_bundle
 
 logger = logging.getLogger(__name__)
@@ -168,17 +168,11 @@ def extract_bundle(
         ) from err
     with handle:
         members = _checked_members(archive, dest, entries, max_files, max_bytes)
-        tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        try:
-            _write_members(archive, tmp, members, open_member, max_bytes)
-            manifest = _verified_move(archive, tmp, dest)
-        except unreadable as err:
-            raise _extraction_error(archive, dest, err) from err
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)
+        with temp_folder(dest) as tmp:
+            try:
+                _write_members(archive, tmp, members, open_member, max_bytes)
+                manifest = _verified_move(archive, tmp, dest)
+            except unreadable as err:
+                raise _extraction_error(archive, dest, err) from err
     logger.info("extracted %s into %s (%d files)", archive, dest, len(manifest["files"]))
     return manifest

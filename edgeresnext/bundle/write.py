@@ -14,7 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgeresnext.atomic import sha256_file
+from edgeresnext.atomic import sha256_file, temp_folder
 from edgeresnext.backends import get_backend, list_backends
 from edgeresnext.bundle.manifest import FORMAT, LABELS, MANIFEST, SCHEMA_VERSION, check_schema, manifest_schema
 from edgeresnext.environment import cpu_model
@@ -284,11 +284,7 @@ def bundle_from_artifacts(
     class_names = _labels(meta)
     names, sources = _bundle_names(artifacts)
     manifest = build_manifest(artifacts, names, meta, validation_summary, target)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
+    with temp_folder(out_dir) as tmp:
         _fill_bundle(tmp, sources, class_names, manifest)
         old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
         if out_dir.exists():
@@ -296,9 +292,6 @@ def bundle_from_artifacts(
         os.replace(tmp, out_dir)
         if old.exists():
             shutil.rmtree(old)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     logger.info(
         "bundle %s: %s %s, %d files",
         out_dir,

@@ -79,10 +79,8 @@ class BuildSummary:
                 lines.append(f"  {row.name:28s} {_summary_cells(row, report)}")
             for gate in report.gates:
                 lines.append(f"  gate {gate.gate}: {gate.verdict} ({gate.message})")
-            from edgeresnext.report import speed_findings
-
             # The build's own notes (preflight, quantize) are printed once, below; the report adds its findings.
-            said = [*speed_findings(report.to_dict()), *(note for note in report.notes if note not in self.notes)]
+            said = [*report.speed_findings(), *(note for note in report.notes if note not in self.notes)]
             lines += [f"  {note}" if note.startswith("WARNING") else f"  note: {note}" for note in said]
             lines.append(f"report: {self.context.folder('validate') / 'report.md'} (and report.html, report.json)")
         bundle_stage = self.stage("bundle")

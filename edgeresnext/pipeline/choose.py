@@ -35,6 +35,7 @@ FP32_ONNX = "model_fp32.onnx"
 SENSITIVITY_JSON = "sensitivity.json"
 ARTIFACT_JSON = "artifact.json"
 
+
 @dataclass(frozen=True)
 class BuildFiles:
     """The files of a build that validation reads: the model, both ONNX files, the compiled artifact's record."""

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from edgeresnext.backends import PrecisionReport, backend_facts
-from edgeresnext.validate.results import runtime_label, runtime_name
+from edgeresnext.backends import PrecisionReport
+from edgeresnext.validate.results import ValidationReport, runtime_label
 
 logger = logging.getLogger(__name__)
 
@@ -203,32 +203,8 @@ def gate_rows(report: dict[str, Any]) -> list[list[str]]:
 
 
 def speed_findings(report: dict[str, Any]) -> list[str]:
-    """Which build is faster, where the deployed (primary) artifact is slower than its runtime's float build, and
-    always for a backend that asks for it (TensorRT: the FP16 engine can beat INT8 on a GPU): the build to deploy is
-    then the other one. Other rows
-    (the Q/DQ ONNX in ONNX Runtime on a cpu target, say) are context, not something to act on."""
-    findings = []
-    for a in _ok(report):
-        name, baseline_name, speedup = a["name"], a.get("speedup_baseline"), a.get("speedup")
-        always = _always_compare_speed(a["backend"])
-        if speedup is None or baseline_name in (None, name) or (speedup >= 1 and not always):
-            continue
-        if name != report["primary"] and not always:
-            continue
-        baseline = _artifact(report, baseline_name)
-        faster, slower = (a, baseline) if speedup >= 1 else (baseline, a)
-        findings.append(
-            f"{runtime_name(a['backend'])}: {faster['precision'].upper()} ({faster['name']}) is "
-            f"faster than {slower['precision'].upper()} ({slower['name']}) on this host, p50 "
-            f"{faster['latency']['p50_ms']:.3f} ms against {slower['latency']['p50_ms']:.3f} ms"
-        )
-    return findings
-
-
-def _always_compare_speed(backend: str) -> bool:
-    """Whether the report always says which of INT8 and the float build is faster (``Backend.always_compare_speed``)."""
-    facts = backend_facts(backend)
-    return facts is not None and facts.always_compare_speed
+    """:meth:`ValidationReport.speed_findings` of a report.json record (the views render records)."""
+    return ValidationReport.from_dict(report).speed_findings()
 
 
 def speed_baselines(report: dict[str, Any]) -> str:

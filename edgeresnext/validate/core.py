@@ -246,13 +246,8 @@ def _skipped_result(item: ArtifactUnderTest) -> ArtifactResult:
 
 
 def _target_summary(target: Target) -> dict[str, Any]:
-    return {
-        "name": target.name,
-        "backend": target.backend,
-        "precision": target.precision,
-        "source": target.source,
-        "gates": target.gates.model_dump(mode="json"),
-    }
+    summary = {key: getattr(target, key) for key in ("name", "backend", "precision", "source")}
+    return {**summary, "gates": target.gates.model_dump(mode="json")}
 
 
 def _data_summary(data: ValidationData) -> DataSummary:

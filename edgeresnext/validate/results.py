@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeresnext.backends import display_name
+from edgeresnext.backends import backend_facts, display_name
 from edgeresnext.stats import PairedCounts
 
 SCHEMA_ID = "edgeresnext.report"
@@ -317,6 +317,26 @@ class ValidationReport:
     def primary_result(self) -> ArtifactResult:
         return self.result(self.primary)
 
+    def speed_findings(self) -> list[str]:
+        """Which build is faster, where the deployed (primary) artifact is slower than its runtime's float build, and
+        always for a backend that asks for it (TensorRT: the FP16 engine can beat INT8 on a GPU): the build to deploy
+        is then the other one. Other rows (the Q/DQ ONNX in ONNX Runtime on a cpu target, say) are context."""
+        findings = []
+        for row in self.artifacts:
+            always = _always_compare_speed(row.backend)
+            if not row.ok or row.speedup is None or row.speedup_baseline in (None, row.name):
+                continue
+            if (row.speedup >= 1 or row.name != self.primary) and not always:
+                continue
+            baseline = self.result(row.speedup_baseline)
+            faster, slower = (row, baseline) if row.speedup >= 1 else (baseline, row)
+            findings.append(
+                f"{runtime_name(row.backend)}: {faster.precision.upper()} ({faster.name}) is faster than "
+                f"{slower.precision.upper()} ({slower.name}) on this host, p50 {faster.p50_ms:.3f} ms against "
+                f"{slower.p50_ms:.3f} ms"
+            )
+        return findings
+
     @property
     def reference_result(self) -> ArtifactResult:
         return self.result(self.reference)
@@ -382,3 +402,9 @@ def upgrade_record(data: dict[str, Any]) -> dict[str, Any]:
             gate["gate"] = "min_speedup"
     data["schema_version"] = SCHEMA_VERSION
     return data
+
+
+def _always_compare_speed(backend: str) -> bool:
+    """Whether the report always says which of INT8 and the float build is faster (``Backend.always_compare_speed``)."""
+    facts = backend_facts(backend)
+    return facts is not None and facts.always_compare_speed
