@@ -121,7 +121,7 @@ def _validate_row(a) -> list[str]:
         a.name,
         a.precision,
         f"{a.top1 * 100:.2f} %",
-        f"{a.top1_drop * 100:+.2f} pp",
+        f"{a.top1_drop * 100:+.2f} pt",
         f"{a.agreement * 100:.2f} %",
         f"{a.cosine_mean:.5f}",
         f"{lat.p50_ms:.3f}",
