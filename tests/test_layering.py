@@ -8,8 +8,8 @@ import ast
 import re
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -53,8 +53,7 @@ OPTIONAL_RUNTIMES: dict[str, frozenset[str]] = {
 DYNAMIC_IMPORTS_IN = ("edgeresnext.registry", "edgeresnext.backends")
 
 
-@dataclass(frozen=True)
-class Import:
+class Import(NamedTuple):
     """One imported name: who imports it (module, file, line), what, and where the statement sits."""
 
     importer: str

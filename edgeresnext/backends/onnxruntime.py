@@ -16,15 +16,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from edgeresnext.backends.base import (
-    Artifact,
-    ArtifactInfo,
-    Backend,
-    PrecisionReport,
-    Runner,
-    RunOptions,
-    copy_file_atomic,
-)
+from edgeresnext.backends import Runner, RunOptions
+from edgeresnext.backends.base import Artifact, ArtifactInfo, Backend, PrecisionReport, copy_file_atomic
 from edgeresnext.errors import BackendUnavailable, ConfigError
 from edgeresnext.onnx_io import check_onnx_precision, onnx_input, ort_runtime_ops, ort_session
 from edgeresnext.registry import option

@@ -6,7 +6,8 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -77,6 +78,9 @@ class _Pass:
     broken_reference: str | None = None
     subsets: list[str] = field(default_factory=list)
 
+    def warnings(self) -> list[str]:
+        return [f"WARNING: {self.broken_reference}"] if self.broken_reference else []
+
 
 def validate(
     target: Target,
@@ -107,12 +111,7 @@ def validate(
     its report behind. ``kept_logits``, when given, receives each runnable row's logits for the first
     ``kept_images`` images (the device check set reuses them).
     """
-    import torch
-
     threads = threads if threads is not None else target_threads(target)
-    previous_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
     run = _Pass(
         data=data,
         runs=runs if runs is not None else target.validate_.latency_runs,
@@ -123,12 +122,9 @@ def validate(
         kept_logits=kept_logits,
         kept_images=kept_images,
     )
-    reference = _reference_row(model, model_files)
-    _check_names(artifacts)
-    try:
-        results = [_measure_row(item, run) for item in [reference, *(a for a in artifacts if a.runnable)]]
-    finally:
-        torch.set_num_threads(previous_threads)
+    rows = [_reference_row(model, model_files), *(a for a in _checked_names(artifacts) if a.runnable)]
+    with _torch_threads(threads) as previous_threads:
+        results = [_measure_row(item, run) for item in rows]
     _set_drops_and_speedups(results, len(data))
     primary = primary or pick_primary(target, artifacts)
     gates = evaluate_gates(target.gates, results, primary)
@@ -146,13 +142,22 @@ def validate(
         artifacts=results,
         gates=gates,
         sensitivity=normalize_sensitivity(sensitivity),
-        notes=[
-            *([f"WARNING: {run.broken_reference}"] if run.broken_reference else []),
-            *notes,
-            *run.subsets,
-            *_notes(results, primary),
-        ],
+        notes=[*run.warnings(), *notes, *run.subsets, *_notes(results, primary)],
     )
+
+
+@contextmanager
+def _torch_threads(threads: int | None) -> Iterator[int]:
+    """Torch runs on ``threads`` (None: as it is) inside the block; yields the count it had before."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield previous
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _reference_row(model: torch.nn.Module | RunnerLike, model_files: Sequence[Path]) -> ArtifactUnderTest:
@@ -167,11 +172,12 @@ def _reference_row(model: torch.nn.Module | RunnerLike, model_files: Sequence[Pa
     )
 
 
-def _check_names(artifacts: Sequence[ArtifactUnderTest]) -> None:
+def _checked_names(artifacts: Sequence[ArtifactUnderTest]) -> Sequence[ArtifactUnderTest]:
     names = [a.name for a in artifacts]
     duplicate = next((n for n in names if names.count(n) > 1 or n == REFERENCE_NAME), None)
     if duplicate:
         raise ConfigError(f"artifact name {duplicate!r} is used twice (or clashes with the reference)")
+    return artifacts
 
 
 def _measure_row(item: ArtifactUnderTest, run: _Pass) -> ArtifactResult:
