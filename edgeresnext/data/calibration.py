@@ -174,8 +174,14 @@ def write_calibration_set(
         return _write_calibration_set(out, dataset, root, count, seed, split, install)
 
 
-def _write_calibration_set(  # write_calibration_set's arguments, passed on under its lock
-    out: Path, dataset: str, root: str | None, count: int, seed: int, split: str, install: bool
+def _write_calibration_set(
+    out: Path,
+    dataset: str = "fashion-mnist",
+    root: str | None = None,
+    count: int = 500,
+    seed: int = 0,
+    split: str = "train",
+    install: bool = False,
 ) -> CalibrationSet:
     from PIL import Image
 
