@@ -324,3 +324,19 @@ def test_validate_command_on_a_folder_without_a_build_names_the_missing_file(tmp
     assert main(["--quiet", "validate", "--target", "cpu", "--build", str(tmp_path / "build")]) == 2
     err = capsys.readouterr().err
     assert "model.safetensors: not found" in err and "edgeresnext build --target cpu" in err
+
+
+def test_validate_command_reads_the_build_s_own_target_and_its_flags_override_it(first_build, tmp_path: Path) -> None:
+    """A finished build is validated as it was built (build/<target>/config.json: a user's photo folder, limits,
+    gates), even when the target file has changed since; a flag still overrides it."""
+    from edgeresnext.cli import main
+
+    yaml_path, root, _summary = first_build
+    edited = tmp_path / "cpu-small.yaml"
+    edited.write_text(yaml_path.read_text().replace("limit: 200", "limit: 120"))
+    assert "limit: 120" in edited.read_text()
+    args = ["--quiet", "validate", "--target", str(edited), "--build", str(root), "--no-html", "--runs", "2"]
+    assert main([*args, "--out", str(tmp_path / "as-built")]) == 0
+    assert json.loads((tmp_path / "as-built" / "report.json").read_text())["data"]["count"] == 200
+    assert main([*args, "--out", str(tmp_path / "limited"), "--limit", "50"]) == 0
+    assert json.loads((tmp_path / "limited" / "report.json").read_text())["data"]["count"] == 50

@@ -65,6 +65,12 @@ def run_validate(args: argparse.Namespace) -> int:
 
     target = target_from_args(args, VALIDATE_FLAGS)
     root = build_folder(args.build, target.name)
+    built = root / "config.json"
+    if not args.artifact and built.is_file():
+        # A finished build is validated as it was built (its own data, model and gates, e.g. a user's photo folder
+        # given to `build --data`): its resolved target, with this command's flags on top.
+        target = target_from_args(args, VALIDATE_FLAGS, path=built)
+        print(f"target: {built} (as built; flags override it)", file=sys.stderr)
     out = Path(args.out) if args.out else root / STAGE_FOLDERS["validate"]
     items, model_path, sensitivity = _what_to_validate(args, target, root, out)
     report = validate_target(
