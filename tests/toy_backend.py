@@ -63,7 +63,6 @@ class ToyBackend(Backend):
     kinds = ("toy",)
     suffixes = (".toy",)
     package = "onnxruntime"
-    packages = ("onnxruntime",)
     options_type = ToyOptions
 
     def compile_input(self, target: Target) -> str:

@@ -276,7 +276,7 @@ class Backend:
     suffixes: tuple[str, ...] = ()  # files of this backend's artifacts, by suffix (a path given alone)
     package: str = ""  # the Python package whose version is the runtime's version (and whose absence says why not)
     # Every package whose version changes what this backend builds or measures: the stage cache reruns when one
-    # changes, and the report lists them.
+    # changes, and the report lists them (default: ``package`` alone).
     packages: tuple[str, ...] = ()
     default_device: str = "CPU"
     devices: tuple[str, ...] = ("CPU",)  # device names a bundle's target_device may give this runtime
@@ -287,6 +287,11 @@ class Backend:
     # The report always says which of INT8 and the float build is faster (a GPU's FP16 engine can beat its INT8
     # one); otherwise only where the deployed artifact is slower.
     always_compare_speed: bool = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not cls.packages and cls.package:
+            cls.packages = (cls.package,)
 
     def run_options(
         self, target: Target | None = None, info: ArtifactInfo | Mapping[str, Any] | None = None, **overrides: Any

@@ -114,12 +114,14 @@ class ONNXRuntimeRunner(Runner):
 
 
 class ONNXRuntimeBackend(Backend):
+    """ONNX Runtime's CPU (or CUDA) provider: the FP32 ONNX as it is, or for INT8 its own Q/DQ form made from the
+    Q/DQ ONNX's scales (``int8_form: ort``), which its CPU provider runs as integer kernels."""
+
     name = "onnxruntime"
     display_name = "ONNX Runtime"
     kinds = ("onnx",)
     suffixes = (".onnx",)
     package = "onnxruntime"
-    packages = ("onnxruntime",)
     devices = ("CPU", "GPU")
     options_type = ONNXRuntimeOptions
     float_baseline = None  # the FP32 ONNX row validation always runs in ONNX Runtime

@@ -266,12 +266,13 @@ class OpenVINORunner(Runner):
 
 
 class OpenVINOBackend(Backend):
+    """OpenVINO's IR (``.xml`` + ``.bin``) converted from the Q/DQ or FP32 ONNX, run by its CPU (GPU, NPU) plugin."""
+
     name = "openvino"
     display_name = "OpenVINO"
     kinds = ("ir",)
     suffixes = (".xml",)
     package = "openvino"
-    packages = ("openvino",)
     devices = ("CPU", "GPU", "NPU", "AUTO")
     options_type = OpenVINOOptions
     float_baseline = "fp32"  # the FP32 IR, pinned to f32 like the INT8 one

@@ -53,7 +53,6 @@ class TensorRTBackend(Backend):
     kinds = ("engine", "kit")
     suffixes = (".engine", ".plan")
     package = "tensorrt"
-    packages = ("tensorrt",)
     default_device = "GPU"
     devices = ("GPU",)
     options_type = TensorRTOptions
