@@ -6,7 +6,6 @@ of the stages before it) that runs through the stage cache (:func:`~edgeresnext.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -17,7 +16,14 @@ from typing import TYPE_CHECKING, Any
 from edgeresnext.atomic import write_json_atomic
 from edgeresnext.models.shipped import resolve_checkpoint
 from edgeresnext.pipeline.cache import StageResult, run_stage
-from edgeresnext.pipeline.choose import FP32_ONNX, MODEL_FILE, STAGE_FOLDERS, BuildFiles
+from edgeresnext.pipeline.choose import (
+    ARTIFACT_JSON,
+    FP32_ONNX,
+    MODEL_FILE,
+    SENSITIVITY_JSON,
+    STAGE_FOLDERS,
+    BuildFiles,
+)
 from edgeresnext.quantize import QDQ_ONNX
 
 if TYPE_CHECKING:
@@ -73,7 +79,7 @@ class BuildContext:
 
     @property
     def sensitivity_json(self) -> Path | None:
-        path = self.folder("quantize") / "sensitivity.json" if "quantize" in self.done else None
+        path = self.folder("quantize") / SENSITIVITY_JSON if "quantize" in self.done else None
         return path if path is not None and path.is_file() else None
 
     @property
@@ -94,7 +100,7 @@ class BuildContext:
             model=self.model_file,
             fp32_onnx=self.fp32_onnx,
             qdq_onnx=self.qdq_onnx,
-            artifact_json=self.folder("compile") / "artifact.json",
+            artifact_json=self.folder("compile") / ARTIFACT_JSON,
             sensitivity_json=self.sensitivity_json,
         )
 
@@ -158,7 +164,7 @@ def stage_model(ctx: BuildContext) -> StageResult:
             "parameters": sum(p.numel() for p in model.parameters()),
         }
 
-    return run_stage(ctx.root / "model", "model", section, [checkpoint], produce)
+    return run_stage(ctx.root / STAGE_FOLDERS["model"], "model", section, [checkpoint], produce)
 
 
 def stage_export(ctx: BuildContext) -> StageResult:
@@ -185,7 +191,7 @@ def stage_export(ctx: BuildContext) -> StageResult:
         error = assert_parity(model, onnx_path, images, tolerance=EXPORT_TOLERANCE)
         return {"max_abs_error_vs_torch": float(error), "parity_images": len(images)}
 
-    return run_stage(ctx.root / "export", "export", config, [ctx.model_file], produce)
+    return run_stage(ctx.root / STAGE_FOLDERS["export"], "export", config, [ctx.model_file], produce)
 
 
 def stage_quantize(ctx: BuildContext) -> StageResult:
@@ -206,11 +212,11 @@ def stage_quantize(ctx: BuildContext) -> StageResult:
         info, calib, meta = _quantize(ctx, int8)
         ranking, ranking_images = None, calib[:SENSITIVITY_IMAGES]
         if target.quant.sensitivity:
-            ranking = layer_sensitivity(int8, ranking_images, folder / "sensitivity.json", fp32_onnx=ctx.fp32_onnx)
+            ranking = layer_sensitivity(int8, ranking_images, folder / SENSITIVITY_JSON, fp32_onnx=ctx.fp32_onnx)
             info["most_sensitive"] = [row["module"] for row in ranking["layers"][:3]]
         info["sensitivity"] = "asked for (quant.sensitivity)" if ranking else "not run"
         if target.gates.max_top1_drop is not None and target.quant.max_fallback_layers > 0:
-            info["fallback"], ranked = _fallback(ctx, meta, int8, ranking, ranking_images, folder / "sensitivity.json")
+            info["fallback"], ranked = _fallback(ctx, meta, int8, ranking, ranking_images, folder / SENSITIVITY_JSON)
             if ranked and not ranking:
                 info["sensitivity"] = "run by the fallback: the drop on the tuning images was above the gate"
         info["seconds"] = round(time.perf_counter() - began, 2)
@@ -218,7 +224,7 @@ def stage_quantize(ctx: BuildContext) -> StageResult:
         return info
 
     inputs = [ctx.model_file, ctx.fp32_onnx, *ctx.calibration_files()]
-    return run_stage(ctx.root / "quantize", "quantize", section, inputs, produce)
+    return run_stage(ctx.root / STAGE_FOLDERS["quantize"], "quantize", section, inputs, produce)
 
 
 def _quantize(ctx: BuildContext, int8: Path) -> tuple[dict[str, Any], Any, ModelMeta]:
@@ -311,7 +317,7 @@ def stage_lint(ctx: BuildContext) -> StageResult:
             )
         return {"errors": 0, "warnings": len(found) - len(errors)}
 
-    return run_stage(ctx.root / "lint", "lint", {"rules": "tensorrt"}, [qdq_onnx], produce)
+    return run_stage(ctx.root / STAGE_FOLDERS["lint"], "lint", {"rules": "tensorrt"}, [qdq_onnx], produce)
 
 
 def stage_compile(ctx: BuildContext) -> StageResult:
@@ -335,14 +341,14 @@ def stage_compile(ctx: BuildContext) -> StageResult:
     def produce(folder: Path) -> dict[str, Any]:
         extra = {"calibration": calibration.load()} if calibration is not None else {}
         artifact = backend.compile(onnx_path, target, folder, **extra)
-        artifact.save(folder / "artifact.json")
+        artifact.save(folder / ARTIFACT_JSON)
         return {"artifact": artifact.to_dict()}
 
     inputs = [onnx_path]
     if calibration is not None:
         inputs += calibration.files
         section["quant"] = target.quant.model_dump(mode="json")
-    return run_stage(ctx.root / "compile", "compile", section, inputs, produce)
+    return run_stage(ctx.root / STAGE_FOLDERS["compile"], "compile", section, inputs, produce)
 
 
 def stage_validate(ctx: BuildContext) -> StageResult:
@@ -373,7 +379,7 @@ def stage_validate(ctx: BuildContext) -> StageResult:
         from edgeresnext.data.validation import load_validation_data
         from edgeresnext.pipeline.choose import choose_artifacts
         from edgeresnext.report import write_report
-        from edgeresnext.validate import pick_primary, validate
+        from edgeresnext.validate import pick_primary, read_sensitivity, validate
 
         model = ctx.load_model()
         data = load_validation_data(target.data, model.meta.preprocess, model.meta.class_names)
@@ -391,7 +397,7 @@ def stage_validate(ctx: BuildContext) -> StageResult:
             model,
             data,
             primary=pick_primary(target, items),
-            sensitivity=json.loads(sensitivity.read_text()) if sensitivity else None,
+            sensitivity=read_sensitivity(sensitivity),
             model_files=[ctx.model_file],
             progress=ctx.progress,
             notes=ctx.notes,
@@ -455,7 +461,7 @@ def bundle_summary(report: ValidationReport) -> dict[str, Any]:
 def stage_bundle(ctx: BuildContext) -> StageResult:
     """The folder device apps embed: artifact(s), labels.txt, manifest.json with sha256 of every file."""
     compiled = ctx.done["compile"]
-    artifact_json = compiled.folder / "artifact.json"
+    artifact_json = compiled.folder / ARTIFACT_JSON
     report_json = ctx.folder("validate") / "report.json"
     files = [ctx.model_file, artifact_json, report_json, *[compiled.folder / n for n in sorted(compiled.outputs)]]
 
@@ -483,7 +489,8 @@ def stage_bundle(ctx: BuildContext) -> StageResult:
         "data": ctx.target.data.model_dump(mode="json"),
         "gates": ctx.target.gates.model_dump(mode="json"),
     }
-    return run_stage(root / "bundle", "bundle", section, files, produce, record_path=root / "bundle.stage.json")
+    folder = root / STAGE_FOLDERS["bundle"]
+    return run_stage(folder, "bundle", section, files, produce, record_path=root / "bundle.stage.json")
 
 
 STAGE_FUNCTIONS: dict[str, Callable[[BuildContext], StageResult]] = {

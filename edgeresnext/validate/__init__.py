@@ -32,7 +32,13 @@ from edgeresnext.validate.artifacts import (
     runner_from_file,
     target_threads,
 )
-from edgeresnext.validate.core import compare_artifacts, normalize_sensitivity, validate, validate_target
+from edgeresnext.validate.core import (
+    compare_artifacts,
+    normalize_sensitivity,
+    read_sensitivity,
+    validate,
+    validate_target,
+)
 from edgeresnext.validate.gates import REFERENCE_NAME, evaluate_gates, raise_for_gates
 from edgeresnext.validate.measure import PeakMemory, TorchRunner, measure_latency, run_logits
 from edgeresnext.validate.metrics import classification_metrics, compare_outputs, fidelity_metrics
@@ -57,6 +63,7 @@ __all__ = [
     "normalize_sensitivity",
     "pick_primary",
     "raise_for_gates",
+    "read_sensitivity",
     "run_logits",
     "runner_from_file",
     "target_threads",

@@ -406,13 +406,13 @@ def validate_target(
         warmup=warmup,
         threads=threads,
         model_files=[model_path],
-        sensitivity=_read_sensitivity(sensitivity_json),
+        sensitivity=read_sensitivity(sensitivity_json),
         command=command,
         progress=progress,
     )
 
 
-def _read_sensitivity(path: Path | None) -> Any:
+def read_sensitivity(path: Path | None) -> Any:
     """The quantize stage's per-layer sensitivity record, if it wrote one and it can be read."""
     if path is None:
         return None
