@@ -12,7 +12,7 @@ EXTRA_BUILD_ARGS = $(if $(MODEL),--model $(MODEL)) $(if $(CHECKPOINT),--checkpoi
                    $(if $(DATA),--data $(DATA)) $(if $(CALIB),--calib $(CALIB)) $(if $(LABELS),--labels $(LABELS))
 PYTEST_ARGS ?=
 
-.PHONY: setup dataset data train build build-all test test-slow test-gpu bench lint format clean help
+.PHONY: setup tritonserver dataset data train build build-all test test-slow test-gpu bench lint format clean help
 
 help:
 	@echo "make setup | dataset | data | train | build TARGET=<name> | build-all | test | test-slow | test-gpu | bench | lint | clean"
@@ -21,10 +21,26 @@ $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
-	$(PIP) install --quiet -e ".[dev]"
+	$(PIP) install --quiet -e ".[dev,serve]"
 	@touch $@
 
 setup: $(VENV)/.installed
+
+# A real Triton server for tests/test_triton.py: tritonserver and its Python backend from the nvidia-pytriton wheel,
+# unpacked with --no-deps into $(VENV)/tritonserver, apart from the venv's packages (the wheel's metadata asks
+# numpy<2, which would downgrade numpy under torch, onnx and openvino). The backend needs the stub of the Python that
+# runs the models. Only where the wheel runs (Linux x86_64, glibc >= 2.35); elsewhere the tests skip and say why.
+TRITON_WHEEL ?= nvidia-pytriton==0.7.0
+TRITON_DIR    = $(VENV)/tritonserver
+$(TRITON_DIR)/.installed: $(VENV)/.installed
+	@if [ "$$(uname -sm)" = "Linux x86_64" ] && $(PY) -c "import platform, sys; v = platform.libc_ver(); \
+	    sys.exit(v[0] != 'glibc' or tuple(map(int, v[1].split('.')[:2])) < (2, 35))"; then \
+	  rm -rf $(TRITON_DIR) && $(PIP) install --quiet --no-deps --target $(TRITON_DIR) "$(TRITON_WHEEL)" && \
+	  server=$(TRITON_DIR)/pytriton/tritonserver && pyver=$$($(PY) -c "import sys; print('%d.%d' % sys.version_info[:2])") && \
+	  cp $$server/python_backend_stubs/$$pyver/triton_python_backend_stub $$server/backends/python/ && touch $@; \
+	else echo "tritonserver: the nvidia-pytriton wheel needs Linux x86_64 with glibc 2.35+; its tests will skip"; fi
+
+tritonserver: $(TRITON_DIR)/.installed
 
 # Fashion-MNIST on this machine: found, else apt-get (root or password-less sudo), else downloaded, else one line
 # saying what to run. A no-op once it is there.
@@ -48,7 +64,7 @@ build: setup
 build-all: setup
 	$(PY) -m edgeresnext.cli build-all
 
-test: dataset
+test: dataset tritonserver
 	$(PY) -m pytest -m "not slow and not gpu and not tensorrt" $(PYTEST_ARGS)
 
 test-slow: dataset

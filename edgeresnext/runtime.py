@@ -65,6 +65,8 @@ class Classifier:
         self.artifact = artifact
         self.runner = runner
         self.labels = read_labels(bundle_dir, manifest)
+        # What runs in place of an artifact this host cannot run (load_bundle(..., stand_in=True)); None: itself.
+        self.stand_in: str | None = None
         fields = set(Preprocess.__dataclass_fields__)
         self.preprocess = Preprocess.from_dict(
             {k: v for k, v in manifest["preprocess"].items() if k in fields}, f"{bundle_dir}/manifest.json: preprocess"
@@ -238,6 +240,29 @@ def _runtime_device(manifest: dict[str, Any], artifact: dict[str, Any], runtime:
     return device if device in runtime.devices else runtime.default_device
 
 
+def _stand_in_classifier(
+    bundle_dir: Path, manifest: dict[str, Any], artifact: dict[str, Any], threads: int | None
+) -> Classifier:
+    """A classifier running the first stand-in the artifact's backend names (the files it is built from, run by
+    another backend here); a BundleError when it has none."""
+    files = [bundle_dir / name for name in artifact["files"]]
+    if "engine" in artifact:  # an engine sealed on the device lists its build outputs; its source ONNX is recorded
+        files.append(bundle_dir / artifact["engine"]["onnx"]["path"])
+    recorded = Artifact(
+        artifact["backend"], artifact["precision"], artifact["kind"], bundle_dir / artifact["path"], files
+    )
+    stand_ins = get_backend(artifact["backend"]).stand_ins(recorded)
+    if not stand_ins:
+        raise BundleError(f"{bundle_dir}: the {artifact['backend']} {artifact['kind']} artifact has no host stand-in")
+    name, chosen = stand_ins[0]
+    runtime = get_backend(chosen.backend)
+    runner = runtime.load(chosen, runtime.run_options(threads=threads))
+    classifier = Classifier(bundle_dir, manifest, artifact, runner)
+    classifier.stand_in = name
+    logger.warning("%s: running the host stand-in %s, not the %s artifact itself", bundle_dir, name, artifact["kind"])
+    return classifier
+
+
 def load_bundle(
     path: str | os.PathLike[str],
     backend: str | None = None,
@@ -245,6 +270,7 @@ def load_bundle(
     threads: int | None = None,
     verify: bool = True,
     allow_failed_check: bool = False,
+    stand_in: bool = False,
 ) -> Classifier:
     """Open a bundle folder for inference.
 
@@ -258,10 +284,16 @@ def load_bundle(
     compared with the host): ``failed`` is refused (:class:`BundleError`) unless ``allow_failed_check``, because
     its predictions disagree with what the host validated; ``unchecked`` (no check set, no trtexec) loads with a
     warning; ``checked`` loads. :attr:`Classifier.device_check` says which.
+
+    ``stand_in``: run what stands in for the artifact on a host that cannot run it, the row the validation report
+    labels a stand-in (a Jetson engine: its FP16 Q/DQ ONNX in ONNX Runtime), e.g. to try the Triton repository of a
+    Jetson bundle on a workstation. Never the device's own figures: :attr:`Classifier.stand_in` names what runs.
     """
     bundle_dir = Path(path)
     manifest = verify_bundle(bundle_dir) if verify else read_manifest(bundle_dir)
     artifact = _chosen_artifact(bundle_dir, manifest, backend)
+    if stand_in:
+        return _stand_in_classifier(bundle_dir, manifest, artifact, threads)
     _check_loadable(bundle_dir, artifact, allow_failed_check)
     runtime = get_backend(artifact["backend"])
     if device is None:

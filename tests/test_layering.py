@@ -20,7 +20,7 @@ PACKAGE = "edgeresnext"
 # below. A name ending in "/" is a package (every module in it); anything else is one module file.
 LAYERS: list[tuple[str, ...]] = [
     ("cli/",),
-    ("pipeline/", "runtime.py"),
+    ("pipeline/", "runtime.py", "serving/"),
     ("report/",),
     ("validate/", "bundle/"),
     ("backends/",),

@@ -156,6 +156,20 @@ class Artifact:
 
 
 @dataclass(frozen=True)
+class TritonEntry:
+    """How Triton Inference Server runs an artifact natively: ``platform`` or ``backend`` (the config.pbtxt line,
+    e.g. ``onnxruntime_onnx``), the version folder's files (name there -> the artifact's file), the instance kind,
+    backend parameters, and ``cc_model_filenames`` (a GPU compute capability -> the file built for it)."""
+
+    files: dict[str, Path]
+    platform: str | None = None
+    backend: str | None = None
+    kind: str = "KIND_CPU"
+    parameters: dict[str, str] = field(default_factory=dict)
+    cc_model_filenames: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class RunOptions:
     """A backend's options, declared once, as plain data (the device runtime has no pydantic). A backend subclasses
     it; the fields it declares with :func:`~edgeresnext.registry.option` are its target keys
@@ -337,6 +351,11 @@ class Backend:
         """``(report name, artifact)`` of what stands in for ``artifact`` on a host that cannot run it: the exact
         files it is built from, run by another backend here (TensorRT: the FP16 Q/DQ ONNX, in ONNX Runtime)."""
         return []
+
+    def triton_entry(self, artifact: Artifact) -> TritonEntry | None:
+        """How Triton serves ``artifact`` natively (its files and platform); None: Triton has no backend for it (an
+        on-device build kit: no engine yet)."""
+        return None
 
     def artifact_for_file(self, path: str | Path, precision: str = "") -> Artifact:
         """An artifact for a file given alone (``validate --artifact``): this backend's own kind for its own

@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from edgeresnext.backends import Runner, RunOptions
-from edgeresnext.backends.base import Artifact, ArtifactInfo, Backend, PrecisionReport, copy_file_atomic
+from edgeresnext.backends.base import (
+    Artifact,
+    ArtifactInfo,
+    Backend,
+    PrecisionReport,
+    TritonEntry,
+    copy_file_atomic,
+)
 from edgeresnext.errors import BackendUnavailable, ConfigError
 from edgeresnext.onnx_io import check_onnx_precision, onnx_input, ort_runtime_ops, ort_session
 from edgeresnext.registry import option
@@ -129,6 +136,15 @@ class ONNXRuntimeBackend(Backend):
     def runs_source_as_is(self, artifact: Artifact) -> bool:
         # The FP32 ONNX or the Q/DQ file copied unchanged: validation runs that very file as its own row.
         return artifact.precision in ("fp32", "int8") and not artifact.info.extra.get("differs_from_source")
+
+    def triton_entry(self, artifact: Artifact) -> TritonEntry | None:
+        # Triton's ONNX Runtime backend (onnxruntime_backend README: intra_op_thread_count).
+        threads = artifact.info.extra.get("threads")
+        return TritonEntry(
+            files={"model.onnx": Path(artifact.path)},
+            platform="onnxruntime_onnx",
+            parameters={"intra_op_thread_count": str(threads)} if threads else {},
+        )
 
     def compile_needs_calibration(self, target: Target) -> bool:
         # The ONNX Runtime INT8 form calibrates the tensors the Q/DQ ONNX leaves unquantized (residual placement).

@@ -19,7 +19,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from edgeresnext.backends.base import Artifact, ArtifactInfo, Backend, PrecisionReport, Runner, RunOptions
+from edgeresnext.backends.base import (
+    Artifact,
+    ArtifactInfo,
+    Backend,
+    PrecisionReport,
+    Runner,
+    RunOptions,
+    TritonEntry,
+)
 from edgeresnext.errors import BackendUnavailable, ConfigError
 from edgeresnext.onnx_io import check_onnx_precision, onnx_input
 from edgeresnext.registry import option
@@ -315,6 +323,10 @@ class OpenVINOBackend(Backend):
 
     def compile_needs_calibration(self, target: Target) -> bool:
         return target.precision == "int8" and target.backend_options.openvino.native_int8
+
+    def triton_entry(self, artifact: Artifact) -> TritonEntry | None:
+        xml = Path(artifact.path)
+        return TritonEntry(files={"model.xml": xml, "model.bin": xml.with_suffix(".bin")}, backend="openvino")
 
     def _compile_impl(self, onnx_path: Path, target: Target, out_dir: Path, **extra: Any) -> Artifact:
         reason = self.available()

@@ -1,5 +1,6 @@
-"""``edgeresnext bundle verify | extract | predict | build-engine``: check, unpack or run a bundle as a device app
-would; on the device, build a TensorRT bundle's engine and record it in the manifest."""
+"""``edgeresnext bundle verify | extract | predict | build-engine | triton``: check, unpack or run a bundle as a device
+app would; on the device, build a TensorRT bundle's engine and record it in the manifest; write a Triton model
+repository for it."""
 
 from __future__ import annotations
 
@@ -79,8 +80,20 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _triton(args: argparse.Namespace) -> int:
+    from edgeresnext.serving import triton_repository
+
+    repo = triton_repository(args.bundle, args.out, name=args.name, backend=args.backend, stand_in=args.stand_in)
+    print(f"OK {repo.path}: Triton model repository of {args.bundle}, {len(repo.record['files'])} files")
+    print(f"  {repo.native}: {repo.record['bundle']['backend']['name']} artifact (float32 NCHW in, logits out)")
+    said = " (the artifact's host stand-in)" if args.stand_in else ""
+    print(f"  {repo.images}: image bytes in, top-k labels and scores out{said}")
+    print(f"start: tritonserver --model-repository={repo.path}   (docs: serving)")
+    return 0
+
+
 def run_bundle(args: argparse.Namespace) -> int:
-    commands = {"extract": _extract, "verify": _verify, "build-engine": _build_engine}
+    commands = {"extract": _extract, "verify": _verify, "build-engine": _build_engine, "triton": _triton}
     return commands.get(args.bundle_command, _predict)(args)
 
 
@@ -112,6 +125,21 @@ def add_bundle(sub: argparse._SubParsersAction) -> None:
     how.add_argument("--trtexec", default=None, help="trtexec to run (default: $TRTEXEC, PATH, JetPack's)")
     how.add_argument("--python-api", action="store_true", help="build with TensorRT's Python API, not trtexec")
     build.add_argument("trtexec_args", nargs="*", metavar="-- TRTEXEC_FLAG", help="extra trtexec flags, after --")
+    triton = actions.add_parser(
+        "triton",
+        help="write a Triton model repository for the bundle: its artifact (native backend) and an end-to-end entry "
+        "(image bytes in, top-k out, Python backend)",
+    )
+    triton.add_argument("bundle", help="bundle folder, e.g. build/cpu/bundle")
+    triton.add_argument("out", help="repository folder to write (new, empty, or one this command wrote)")
+    triton.add_argument("--name", default=None, help="model name (default: the bundle's target name)")
+    triton.add_argument("--backend", default=None, help="which of the bundle's artifacts to serve (default: primary)")
+    triton.add_argument(
+        "--stand-in",
+        action="store_true",
+        help="the end-to-end entry runs the artifact's host stand-in (a Jetson engine's FP16 Q/DQ ONNX in ONNX "
+        "Runtime), to try a Jetson bundle's repository on a workstation",
+    )
 
 
 # This module's commands: name -> (add the sub-parser, run it).

@@ -7,6 +7,7 @@ Used for calibration sets (labels optional) and for user validation/training dat
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import warnings
@@ -37,21 +38,28 @@ IMAGE_SUFFIXES = tuple(suffix for suffixes in IMAGE_FORMATS.values() for suffix 
 MAX_PIXELS = 64_000_000
 
 
-def decode_image(path: str | os.PathLike[str]):
-    """Open and fully decode an image, or raise DataError naming the file and what is wrong."""
+def decode_image(path: str | os.PathLike[str] | bytes, name: str | None = None):
+    """Open and fully decode an image, or raise DataError naming the file and what is wrong.
+
+    ``path`` may also be the encoded bytes themselves (an image sent to a server); ``name`` then names them in errors.
+    The same formats and pixel limit apply either way."""
     from PIL import Image, UnidentifiedImageError
 
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-    except OSError as err:
-        raise DataError(f"{path}: cannot read image ({err.strerror})") from err
+    if isinstance(path, bytes | bytearray | memoryview):
+        data = bytes(path)
+        path, size, source = Path(name or "<image bytes>"), len(data), io.BytesIO(data)
+    else:
+        path = source = Path(path)
+        try:
+            size = path.stat().st_size
+        except OSError as err:
+            raise DataError(f"{path}: cannot read image ({err.strerror})") from err
     if size == 0:
         raise DataError(f"{path}: empty file (0 bytes); expected an image ({', '.join(IMAGE_SUFFIXES)})")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path, formats=list(IMAGE_FORMATS)) as image:
+            with Image.open(source, formats=list(IMAGE_FORMATS)) as image:
                 if image.width * image.height > MAX_PIXELS:
                     raise DataError(_too_large(path, image.width * image.height))
                 image.load()

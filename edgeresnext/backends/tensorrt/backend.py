@@ -8,7 +8,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgeresnext.backends.base import Artifact, ArtifactInfo, Backend, Runner, RunOptions, copy_file_atomic
+from edgeresnext.backends.base import (
+    Artifact,
+    ArtifactInfo,
+    Backend,
+    Runner,
+    RunOptions,
+    TritonEntry,
+    copy_file_atomic,
+)
 from edgeresnext.backends.tensorrt.engine import (
     cuda_check,
     device_facts,
@@ -87,6 +95,18 @@ class TensorRTBackend(Backend):
     def built_on(self, artifact: Artifact) -> dict[str, Any]:
         keys = ("gpu_name", "gpu_sm", "tensorrt_version", "build_mode")
         return {k: artifact.info.extra[k] for k in keys if k in artifact.info.extra}
+
+    def triton_entry(self, artifact: Artifact) -> TritonEntry | None:
+        if artifact.kind != "engine":
+            return None  # a kit: the engine is built on the device first
+        # A plan runs only on the GPU compute capability that built it: cc_model_filenames says which.
+        sm = artifact.info.extra.get("gpu_sm")
+        return TritonEntry(
+            files={"model.plan": Path(artifact.path)},
+            platform="tensorrt_plan",
+            kind="KIND_GPU",
+            cc_model_filenames={str(sm): "model.plan"} if sm and sm != "unknown" else {},
+        )
 
     def stand_ins(self, artifact: Artifact) -> list[tuple[str, Artifact]]:
         # What TensorRT reads in FP16-for-float-layers mode is proven on the CPU in ONNX Runtime.
