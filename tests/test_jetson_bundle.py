@@ -25,7 +25,14 @@ from edgeresnext.errors import BackendUnavailable
 from edgeresnext.runtime import load_bundle
 
 GPU_REASON = get_backend("tensorrt").available()
-ENGINE_FILES = ["kit/model.engine", "kit/model.engine.json", "kit/build_engine.log", "kit/timing.cache"]
+# The engine, its record, trtexec's log, the timing cache, and DeepStream's engine (tests/test_deepstream.py).
+ENGINE_FILES = [
+    "kit/model.engine",
+    "kit/model.engine.json",
+    "kit/build_engine.log",
+    "kit/timing.cache",
+    "kit/model.deepstream.engine",
+]
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +104,7 @@ def test_device_command_without_edgeresnext_seals_the_engine(bundle, bin_dir, ca
         f"engine: {bundle.resolve()}/kit/model.engine  (strongly typed, TensorRT 10.3.0, Orin SM 8.7, built with "
         "trtexec)",
         f"from: kit/model.qdq-fp16.onnx  (sha256 {_sha(bundle, 'kit/model.qdq-fp16.onnx')[:16]}...)",
-        f"OK {bundle.resolve()}: sealed, 19 files, sha256 verified; the engine is the primary artifact, the kit stays "
+        f"OK {bundle.resolve()}: sealed, 26 files, sha256 verified; the engine is the primary artifact, the kit stays "
         "listed for rebuilding on another device",
     ]
     manifest = verify_bundle(bundle)
@@ -122,14 +129,14 @@ def test_device_command_without_edgeresnext_seals_the_engine(bundle, bin_dir, ca
     assert all(listed[name] == _sha(bundle, name) for name in ENGINE_FILES)
     assert main(["bundle", "verify", str(bundle)]) == 0
     out = capsys.readouterr().out
-    assert "for tensorrt 10.3.0 (jetson-orin), 19 files, sha256 verified" in out
+    assert "for tensorrt 10.3.0 (jetson-orin), 26 files, sha256 verified" in out
     assert "engine: kit/model.engine built with TensorRT 10.3.0 on Orin (SM 8.7, strongly typed) from kit/" in out
 
 
 def test_edgeresnext_build_engine_is_the_same_step(bundle, bin_dir, sealed_once, capsys):
     assert main(["bundle", "build-engine", str(bundle), "--trtexec", str(bin_dir / "trtexec")]) == 0
     out = capsys.readouterr().out
-    assert out.strip().splitlines()[-1].startswith(f"OK {bundle.resolve()}: sealed, 19 files")
+    assert out.strip().splitlines()[-1].startswith(f"OK {bundle.resolve()}: sealed, 26 files")
     mine, theirs = read_manifest(bundle), read_manifest(sealed_once)
     assert mine["artifacts"][0]["engine"]["sealed_by"].startswith("edgeresnext ")
     for manifest in (mine, theirs):  # what differs: the time, who sealed it, and so the build record's bytes
@@ -147,9 +154,10 @@ def test_the_python_api_builds_from_the_kits_plan(bundle, monkeypatch, capsys):
     calls = []
 
     def engine_from_onnx(onnx_path, engine_path, plan, timing_cache=None):
-        calls.append((Path(onnx_path), plan, Path(timing_cache)))
+        calls.append((Path(onnx_path), plan, timing_cache and Path(timing_cache)))
         Path(engine_path).write_bytes(b"stand-in engine")
-        Path(timing_cache).write_bytes(b"stand-in cache")
+        if timing_cache is not None:
+            Path(timing_cache).write_bytes(b"stand-in cache")
         info = {"onnx": Path(onnx_path).name, "tensorrt_version": "10.7.0", "gpu_name": "NVIDIA H200"}
         info |= {"gpu_sm": "9.0", "build_mode": plan.build_mode, "built_with": "tensorrt-python"}
         Path(f"{engine_path}.json").write_text(json.dumps(info))
@@ -157,16 +165,25 @@ def test_the_python_api_builds_from_the_kits_plan(bundle, monkeypatch, capsys):
 
     monkeypatch.setattr(tensorrt, "engine_from_onnx", engine_from_onnx)
     manifest = engine_into_bundle(bundle, python_api=True)
-    ((onnx_path, plan, cache),) = calls
+    ((onnx_path, plan, cache), (variant, variant_plan, no_cache)) = calls
     assert plan == read_kit(bundle / "kit")["plan"] and onnx_path.name == plan.onnx == "model.qdq-fp16.onnx"
     assert onnx_path.parent.parent != bundle.resolve() and cache.name == "timing.cache"  # built in the staged copy
+    # DeepStream's variant: the same plan, its own ONNX and engine, no timing cache
+    assert (variant.name, variant_plan.engine, no_cache) == ("model.deepstream.onnx", "model.deepstream.engine", None)
+    assert variant_plan.build_mode == plan.build_mode and variant_plan.batch == plan.batch
     engine = manifest["artifacts"][0]
-    assert engine["files"] == ["kit/model.engine", "kit/model.engine.json", "kit/timing.cache"]
+    assert engine["files"] == [
+        "kit/model.engine",
+        "kit/model.engine.json",
+        "kit/timing.cache",
+        "kit/model.deepstream.engine",
+        "kit/model.deepstream.engine.json",
+    ]
     assert engine["engine"]["built_with"] == "tensorrt-python" and engine["engine"]["gpu_sm"] == "9.0"
     verify_bundle(bundle)
     # The kit's own command still works inside a bundle, and now records the engine too (a rebuild here).
     assert main(["compile", "--on-device", str(bundle / "kit")]) == 0
-    assert "OK" in capsys.readouterr().out and len(calls) == 2
+    assert "OK" in capsys.readouterr().out and len(calls) == 4
     assert [a["kind"] for a in verify_bundle(bundle)["artifacts"]] == ["engine", "kit"]
 
 
@@ -352,7 +369,8 @@ def test_a_stray_file_is_refused_before_and_after_the_step(bundle, sealed, bin_d
         (
             {"FAKE_STRAY": "notes.txt"},
             "the engine build left files it is not known to make: kit/notes.txt; only kit/build_engine.log, "
-            "kit/model.engine, kit/model.engine.json, kit/timing.cache are sealed",
+            "kit/model.deepstream.engine, kit/model.deepstream.engine.json, kit/model.engine, kit/model.engine.json, "
+            "kit/timing.cache are sealed",
         ),
     ],
 )

@@ -301,6 +301,8 @@ class Backend:
     # The report always says which of INT8 and the float build is faster (a GPU's FP16 engine can beat its INT8
     # one); otherwise only where the deployed artifact is slower.
     always_compare_speed: bool = False
+    # A kit's bundle carries DeepStream nvinfer configs for an engine the device step builds (serving/deepstream).
+    deepstream: bool = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

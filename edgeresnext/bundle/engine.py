@@ -23,9 +23,11 @@ logger = logging.getLogger(__name__)
 def _python_api_build(kit_dir: Path, plan: dict[str, Any]) -> None:
     """The kit's engine through TensorRT's Python API (what ``edgeresnext compile --on-device`` builds)."""
     from edgeresnext.backends.tensorrt import BuildPlan, engine_from_onnx
+    from edgeresnext.backends.tensorrt.kit import variant_engines_from_kit
 
     typed = BuildPlan.from_dict(plan)
     engine_from_onnx(kit_dir / typed.onnx, kit_dir / typed.engine, typed, timing_cache=kit_dir / typed.timing_cache)
+    variant_engines_from_kit(kit_dir, typed, build=engine_from_onnx)
 
 
 def _schema_check(folder: Path) -> None:

@@ -177,6 +177,10 @@ def verify_bundle(bundle_dir: str | os.PathLike[str]) -> dict[str, Any]:
                 f"{artifact['path']}: built from {engine['onnx']['path']} with sha256 {recorded[:16]}..., but the "
                 f"bundle's file has {sha256[engine['onnx']['path']][:16]}..."
             )
+    for name, export in (manifest.get("exports") or {}).items():
+        for item in export["files"]:
+            if _safe_relative(item, where).as_posix() not in listed:
+                problems.append(f"exports.{name}: {item} is not in the manifest's file list")
     if manifest["labels"] not in listed:
         problems.append(f"{manifest['labels']}: labels file not in the manifest's file list")
     elif not problems:

@@ -270,8 +270,12 @@ def bundle_from_artifacts(
     meta: ModelMeta,
     validation_summary: dict[str, Any] | None = None,
     target: Target | None = None,
+    exports: dict[str, tuple[dict[str, Any], dict[str, Path]]] | None = None,
 ) -> Path:
     """Write a bundle folder: the artifacts' files, ``labels.txt`` and ``manifest.json``; returns ``out_dir``.
+
+    ``exports``: what the bundle carries for a serving engine, by name (``deepstream``): the manifest's record of it
+    and its files (bundle name -> source); the files are listed with their sha256 like every other.
 
     The first artifact is the primary one (its backend, precision and input/output describe the bundle);
     others (the Q/DQ ONNX next to a TensorRT engine, say) travel along. The folder is assembled under a
@@ -284,6 +288,12 @@ def bundle_from_artifacts(
     class_names = _labels(meta)
     names, sources = _bundle_names(artifacts)
     manifest = build_manifest(artifacts, names, meta, validation_summary, target)
+    for name, (record, files) in (exports or {}).items():
+        for bundle_name, source in files.items():
+            if bundle_name in sources or bundle_name in (MANIFEST, LABELS):
+                raise ConfigError(f"{source}: the {name} export's {bundle_name!r} clashes with another bundle file")
+            sources[bundle_name] = Path(source)
+        manifest.setdefault("exports", {})[name] = {**_jsonable(record), "files": sorted(files)}
     with temp_folder(out_dir) as tmp:
         _fill_bundle(tmp, sources, class_names, manifest)
         old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")

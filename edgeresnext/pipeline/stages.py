@@ -466,9 +466,10 @@ def stage_bundle(ctx: BuildContext) -> StageResult:
     files = [ctx.model_file, artifact_json, report_json, *[compiled.folder / n for n in sorted(compiled.outputs)]]
 
     def produce(folder: Path) -> dict[str, Any]:
-        from edgeresnext.backends import Artifact
+        from edgeresnext.backends import Artifact, get_backend
         from edgeresnext.bundle import bundle_from_artifacts
         from edgeresnext.models import read_checkpoint
+        from edgeresnext.serving.export import deepstream_export
 
         meta = read_checkpoint(ctx.model_file).meta
         summary = bundle_summary(load_report(ctx))
@@ -478,7 +479,11 @@ def stage_bundle(ctx: BuildContext) -> StageResult:
             from edgeresnext.pipeline.checkset import kit_with_check_set
 
             artifact, info["device_check_set"] = kit_with_check_set(ctx, artifact, ctx.root / "device-check")
-        bundle_from_artifacts(folder, [artifact], meta, validation_summary=summary, target=ctx.target)
+        exports = {}
+        if artifact.kind == "kit" and get_backend(artifact.backend).deepstream:
+            artifact, exports["deepstream"] = deepstream_export(ctx, artifact, meta)
+            info["deepstream"] = {k: v for k, v in exports["deepstream"][0].items() if k != "measured"}
+        bundle_from_artifacts(folder, [artifact], meta, validation_summary=summary, target=ctx.target, exports=exports)
         return info
 
     root = ctx.root

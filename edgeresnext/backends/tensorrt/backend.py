@@ -66,6 +66,7 @@ class TensorRTBackend(Backend):
     options_type = TensorRTOptions
     float_baseline = "fp16"  # a GPU's float deployment is its FP16 engine
     always_compare_speed = True  # the FP16 engine can beat INT8 on a GPU
+    deepstream = True  # nvinfer runs TensorRT engines
 
     @classmethod
     def target_problem(cls, target: Target) -> str | None:

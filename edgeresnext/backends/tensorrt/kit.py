@@ -121,6 +121,20 @@ elif [ "$TRT_MAJOR" -ge 11 ]; then
 fi
 echo "+ $TRTEXEC ${{ARGS[*]}} $*"
 "$TRTEXEC" "${{ARGS[@]}}" "$@" 2>&1 | tee build_engine.log
+# The variants (DeepStream's engine, normalization inside): the same flags, their own ONNX and engine, no timing cache.
+for VARIANT in {variants}; do
+  V_ARGS=()
+  for arg in "${{ARGS[@]}}"; do
+    case "$arg" in
+      --onnx=*) V_ARGS+=("--onnx=$VARIANT") ;;
+      --saveEngine=*) V_ARGS+=("--saveEngine=${{VARIANT%.onnx}}.engine") ;;
+      --timingCacheFile=*) ;;
+      *) V_ARGS+=("$arg") ;;
+    esac
+  done
+  echo "+ $TRTEXEC ${{V_ARGS[*]}} $*"
+  "$TRTEXEC" "${{V_ARGS[@]}}" "$@" 2>&1 | tee -a build_engine.log
+done
 # Record what built the engine: it is valid only for this TensorRT version and GPU.
 # (|| true: with pipefail, a sed cut short by head must not end the script)
 field() {{ sed -n "s/.*$1: *//p" build_engine.log | head -n 1 | tr -d '\\r"' || true; }}
@@ -168,6 +182,7 @@ def build_script(plan: BuildPlan) -> str:
         engine=plan.engine,
         onnx=plan.onnx,
         dla="null" if plan.dla_core is None else plan.dla_core,
+        variants=" ".join(shlex.quote(v) for v in plan.variants),
     )
 
 
@@ -327,6 +342,16 @@ def describe_engine(artifact: Artifact) -> str:
     )
 
 
+def variant_engines_from_kit(kit_dir: Path, plan: BuildPlan, build: Any = None) -> None:
+    """The plan's variant engines through TensorRT's Python API (``build``: :func:`engine_from_onnx`), with the
+    engine's own flags and no timing cache."""
+    from dataclasses import replace
+
+    build = build or engine_from_onnx
+    for onnx, engine in plan.variant_engines():
+        build(kit_dir / onnx, kit_dir / engine, replace(plan, onnx=onnx, engine=engine, variants=()))
+
+
 def engine_from_kit(kit_dir: str | Path) -> Artifact:
     """Build the kit's engine here (on the device) with TensorRT's Python API; writes it into the kit."""
     kit_dir = Path(kit_dir)
@@ -335,6 +360,7 @@ def engine_from_kit(kit_dir: str | Path) -> Artifact:
     if not onnx_path.is_file():
         raise ConfigError(f"{onnx_path}: the kit's ONNX model is missing")
     info = engine_from_onnx(onnx_path, kit_dir / plan.engine, plan, timing_cache=kit_dir / plan.timing_cache)
+    variant_engines_from_kit(kit_dir, plan)
     return Artifact(
         backend="tensorrt",
         precision=plan.precision,

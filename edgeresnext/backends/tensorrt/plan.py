@@ -48,6 +48,9 @@ class BuildPlan:
     fp16_flag: bool
     engine: str
     timing_cache: str
+    # More ONNX files in the kit built with the same flags, each into <name without .onnx>.engine (DeepStream's variant
+    # with the normalization inside); kits written before it have none.
+    variants: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.build_mode not in BUILD_MODES:
@@ -92,18 +95,29 @@ class BuildPlan:
         """Plain JSON data, keys in field order (kit.json's ``"plan"``)."""
         data = asdict(self)
         data["input_chw"] = list(self.input_chw)
+        data["variants"] = list(self.variants)
         return data
+
+    def variant_engines(self) -> list[tuple[str, str]]:
+        """(ONNX, engine) of each variant the device step builds beside the engine."""
+        return [(onnx, variant_engine(onnx)) for onnx in self.variants]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BuildPlan:
         """A plan read back from kit.json; every field is required (KeyError/TypeError/ValueError otherwise)."""
-        values = {f.name: data[f.name] for f in fields(cls)}
+        values = {f.name: data[f.name] for f in fields(cls) if f.name != "variants"}
+        values["variants"] = tuple(str(v) for v in data.get("variants", ()))
         batch = values["batch"]
         values["batch"] = BatchShapes(int(batch["min"]), int(batch["opt"]), int(batch["max"]))
         values["input_chw"] = tuple(int(d) for d in values["input_chw"])
         if values["dla_core"] is not None:
             values["dla_core"] = int(values["dla_core"])
         return cls(**values)
+
+
+def variant_engine(onnx: str) -> str:
+    """The engine a variant ONNX of the kit is built into: ``model.deepstream.onnx`` -> ``model.deepstream.engine``."""
+    return (onnx[: -len(".onnx")] if onnx.endswith(".onnx") else onnx) + ".engine"
 
 
 def build_plan(onnx_path: str | Path, target: Target) -> BuildPlan:

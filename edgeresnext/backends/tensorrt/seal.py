@@ -75,8 +75,13 @@ def release(version: str) -> tuple[int, int, int] | None:
 
 
 def engine_outputs(plan: dict) -> list[str]:
-    """The files an engine build writes into the kit (engine, build record, trtexec log, timing cache)."""
-    return [plan["engine"], plan["engine"] + ".json", BUILD_LOG, plan["timing_cache"]]
+    """The files an engine build writes into the kit (engine, build record, trtexec log, timing cache, and the engine
+    of each variant ONNX the plan lists: DeepStream's, with the normalization inside)."""
+    engines = [str(v)[: -len(".onnx")] + ".engine" for v in plan.get("variants", []) if str(v).endswith(".onnx")]
+    variants = [
+        name for engine in engines for name in (engine, engine + ".json")
+    ]  # TensorRT's Python API writes a record
+    return [plan["engine"], plan["engine"] + ".json", BUILD_LOG, plan["timing_cache"], *variants]
 
 
 def read_bundle(bundle: Path) -> tuple[dict, str, dict]:
