@@ -1,0 +1,122 @@
+"""DeepStream on the Jetson: the bundle's deepstream/ folder (nvinfer configs checked key by key against nvinfer's own
+key list, labels in its classifier format), the variant ONNX DeepStream's engine is built from (normalization inside,
+Softmax out), and the emulation of nvinfer's preprocessing against the bundle's own."""
+
+from __future__ import annotations
+
+import configparser
+import json
+
+import numpy as np
+import pytest
+from jetson_helpers import jetson_bundle
+from PIL import Image
+
+from edgeresnext.bundle import BundleError, verify_bundle
+from edgeresnext.data.nvinfer import NvinferPreprocess, closest_scale
+from edgeresnext.data.preprocess import Preprocess
+from edgeresnext.serving.deepstream import CONFIGS, NVINFER_KEYS, OUTPUT, VARIANT_ENGINE, VARIANT_ONNX, deepstream_onnx
+
+IMAGENET = Preprocess(channels="RGB", resize=256, crop=224)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, calib_dir):
+    return jetson_bundle(tmp_path_factory, calib_dir)
+
+
+def _config(path) -> dict[str, str]:
+    parser = configparser.ConfigParser(interpolation=None, delimiters=("=",))
+    parser.optionxform = str  # nvinfer's keys are case-sensitive
+    parser.read_string(path.read_text())
+    assert parser.sections() == ["property"]
+    return dict(parser["property"])
+
+
+@pytest.mark.parametrize("mode", ["primary", "secondary"])
+def test_every_config_key_is_one_nvinfer_reads(built, mode):
+    config = _config(built / "deepstream" / CONFIGS[mode])
+    assert set(config) <= NVINFER_KEYS, set(config) - NVINFER_KEYS
+    manifest = verify_bundle(built)
+    plan = json.loads((built / "kit" / "kit.json").read_text())["plan"]
+    assert config["process-mode"] == {"primary": "1", "secondary": "2"}[mode] and config["network-type"] == "1"
+    assert config["infer-dims"] == "1;28;28" == ";".join(map(str, manifest["input"]["shape"][1:]))
+    assert config["model-color-format"] == "2"  # the shipped model is grayscale (L): nvinfer's GRAY
+    assert (config["net-scale-factor"], config["offsets"]) == ("1.0", "0")  # the normalization is in the engine
+    assert config["model-engine-file"] == f"../kit/{VARIANT_ENGINE}" and config["onnx-file"] == f"../kit/{VARIANT_ONNX}"
+    assert config["batch-size"] == str(plan["batch"]["max"]) and config["strongly-typed"] == "1"
+    assert config["output-blob-names"] == OUTPUT and config["maintain-aspect-ratio"] == "0"
+    assert config["scaling-filter"] in ("0", "1")
+    if mode == "secondary":
+        assert {"operate-on-gie-id", "operate-on-class-ids", "classifier-async-mode"} <= set(config)
+
+
+def test_labels_are_one_semicolon_separated_line(built):
+    assert (built / "deepstream" / "labels.txt").read_text() == ";".join(
+        (built / "labels.txt").read_text().splitlines()
+    ) + "\n"
+
+
+def test_the_manifest_says_what_was_exported_and_verify_covers_it(built, tmp_path):
+    import shutil
+
+    manifest = verify_bundle(built)
+    export = manifest["exports"]["deepstream"]
+    listed = {entry["path"] for entry in manifest["files"]}
+    assert set(export["files"]) <= listed and f"kit/{VARIANT_ONNX}" in listed
+    assert export["normalization"] == "in_model" and export["softmax"] is True
+    assert export["scaling_filter"] in ("nearest", "bilinear") and len(export["measured"]) >= 3
+    plan = json.loads((built / "kit" / "kit.json").read_text())["plan"]
+    assert plan["variants"] == [VARIANT_ONNX]  # the device step builds it (tests/test_jetson_bundle.py)
+    copy = shutil.copytree(built, tmp_path / "bundle")
+    (copy / "deepstream" / "config_infer_primary.txt").write_text("[property]\nnet-scale-factor=0.017\n")
+    with pytest.raises(BundleError, match=r"deepstream/config_infer_primary\.txt: \d+ bytes, the manifest says"):
+        verify_bundle(copy)
+
+
+def test_the_variant_onnx_is_softmax_of_the_model_on_bundle_normalized_pixels(tmp_path, shipped_model, fmnist_test):
+    """(x - 255 mean) / (255 std) inside the graph equals the bundle's (x / 255 - mean) / std to float32 rounding:
+    the inputs differ by a few ulps of values up to |(0 - 0.2860) / 0.3530| = 0.81 (shipped model's mean/std),
+    which moves probabilities by far less than 1e-5."""
+    import onnxruntime as ort
+
+    from edgeresnext.export import onnx_from_torch
+
+    source = onnx_from_torch(shipped_model, tmp_path / "model.onnx")
+    variant = deepstream_onnx(source, tmp_path / VARIANT_ONNX, shipped_model.meta.preprocess)
+    pixels = fmnist_test.images[:16]
+    normalized = np.stack([shipped_model.meta.preprocess.image_to_array(image) for image in pixels])
+    (logits,) = ort.InferenceSession(str(source)).run(None, {"input": normalized})
+    session = ort.InferenceSession(str(variant))
+    assert [o.name for o in session.get_outputs()] == [OUTPUT]
+    (probabilities,) = session.run(None, {"input": pixels[:, None].astype(np.float32)})
+    expected = np.exp(logits - logits.max(1, keepdims=True))
+    expected /= expected.sum(1, keepdims=True)
+    assert np.abs(probabilities - expected).max() < 1e-5
+    assert (probabilities.argmax(1) == logits.argmax(1)).all()
+
+
+def test_emulated_nvinfer_on_an_image_at_network_size_is_the_bundle_s_preprocessing():
+    """No geometry (the image already 224x224): stretching is the identity for both filters, and the in-model
+    normalization is the bundle's own to float32 rounding (|y| <= 2.64 for ImageNet's mean/std: 2 ulps < 1e-6)."""
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (224, 224, 3), dtype=np.uint8))
+    own = Preprocess(channels="RGB", resize=224, crop=224).image_to_array(image)
+    for scaling_filter in ("nearest", "bilinear"):
+        emulated = NvinferPreprocess(IMAGENET, (224, 224), scaling_filter).image_to_array(image)
+        assert np.abs(emulated - own).max() < 1e-6
+    # The closest scalar: within 1.1 % of each channel's std (ImageNet), so within 1.1 % of |y| everywhere.
+    scalar = NvinferPreprocess(IMAGENET, (224, 224), "nearest", "scalar").image_to_array(image)
+    assert closest_scale(IMAGENET.std) == pytest.approx(0.2265)
+    assert np.abs(scalar - own).max() <= 0.011 * np.abs(own).max() + 1e-5
+    bgr = NvinferPreprocess(IMAGENET, (224, 224), "nearest", color="BGR").image_to_array(image)
+    assert not np.allclose(bgr, own)
+
+
+def test_emulated_stretch_maps_pixel_centres():
+    """Nearest picks the source pixel under each output pixel's centre; bilinear of a linear ramp is linear."""
+    ramp = np.tile(np.arange(8, dtype=np.uint8)[None, :, None] * 10, (4, 1, 3))
+    nearest = NvinferPreprocess(IMAGENET, (4, 4), "nearest").stretch(ramp)
+    assert nearest[0, :, 0].tolist() == [10, 30, 50, 70]  # output centres 0.5..3.5 -> source 1, 3, 5, 7
+    bilinear = NvinferPreprocess(IMAGENET, (4, 4), "bilinear").stretch(ramp)
+    assert bilinear[0, :, 0].tolist() == pytest.approx([5, 25, 45, 65])  # source positions 0.5, 2.5, 4.5, 6.5
