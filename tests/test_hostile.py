@@ -661,7 +661,7 @@ def test_preprocess_sizes_are_bounded(tmp_path, calib_dir, capsys):
 
 @pytest.mark.parametrize("where", ["sibling-folder", "absolute", "symlink-out"])
 def test_extends_may_name_only_a_file_in_the_target_folder_or_a_shipped_target(tmp_path, where, capsys):
-    """Issue 23 item 9: `extends:` read any file; it now follows the README's rule."""
+    """Issue 23 item 9: `extends:` read any file; it now follows docs/reliability.md's rule."""
     other = tmp_path / "other"
     other.mkdir()
     (other / "base.yaml").write_text("backend: openvino\n")
