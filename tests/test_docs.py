@@ -173,7 +173,8 @@ def run_block(block: Block, cwd: Path) -> str | None:
         runner = [sys.executable, "-c", block.code] if block.lang == "python" else ["bash", "-euo", "pipefail", "-c"]
         result = _run(runner if block.lang == "python" else [*runner, block.code], cwd)
         if result.returncode != block.exit:
-            return f"exit {result.returncode}, expected {block.exit}:\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
+            said = f"stderr:\n{result.stderr[-2000:]}\nstdout (its end):\n{result.stdout[-500:]}"
+            return f"exit {result.returncode}, expected {block.exit}; {said}"
         return None
     for command, expected in _console(block.code):
         result = _run(["bash", "-o", "pipefail", "-c", command], cwd)
@@ -209,7 +210,7 @@ def test_a_broken_command_block_fails(workspace: Path, tmp_path: Path) -> None:
         encoding="utf-8",
     )
     problems = [run_block(b, cwd) for b in marked_blocks(page)]
-    assert problems[0] is not None and "exit 2, expected 0" in problems[0]
+    assert problems[0] is not None and "exit 2, expected 0" in problems[0] and "no-such-bundle" in problems[0]
     assert problems[1] is not None and "--subset-size must be >= 1, got 0" in problems[1]
 
 
@@ -544,3 +545,27 @@ def test_the_readme_s_two_commands_are_the_makefile_s() -> None:
     assert re.search(r"-m edgeresnext\.cli build --target cpu\s*$", build.stdout, re.MULTILINE), build.stdout
     test = subprocess.run(["make", "-n", "test"], cwd=REPO, capture_output=True, text=True, check=True)
     assert '-m pytest -m "not slow and not gpu and not tensorrt"' in test.stdout, test.stdout
+
+
+def _targets_table(text: str) -> dict[str, list[str]]:
+    """``{target name: [backend, precision, batch, notes]}`` of the table headed ``| target | backend | ...``."""
+    table = text.split("| target | backend | precision | batch | notes |", 1)[1].split("\n\n", 1)[0]
+    rows = [line.strip("|").split(" | ") for line in table.strip().splitlines()[1:]]
+    return {cells[0].strip("` "): [c.strip() for c in cells[1:]] for cells in rows}
+
+
+@pytest.mark.promise("README.md", "`targets/<name>.yaml`")
+@pytest.mark.parametrize("page", ["README.md", "docs/targets.md"])
+def test_the_targets_table_matches_the_target_files(page: str) -> None:
+    from edgeresnext.config import load_target
+    from edgeresnext.registry import backend_class
+
+    table = _targets_table((REPO / page).read_text(encoding="utf-8"))
+    assert sorted(table) == sorted(p.stem for p in (REPO / "targets").glob("*.yaml"))
+    for name, (backend, precision, batch, _notes) in table.items():
+        target = load_target(REPO / "targets" / f"{name}.yaml")
+        assert backend_class(target.backend).display_name in backend, (name, backend)
+        assert precision.startswith(target.precision.upper()), (name, precision)
+        size = target.input.batch
+        expected = str(size.min) if size.min == size.max else f"{size.min}–{size.max} (opt {size.opt})"
+        assert batch == expected, (name, batch)
