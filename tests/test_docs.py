@@ -410,7 +410,8 @@ def dangling_references(pages: list[Path], known: dict[str, set[str]]) -> list[s
 
 
 def test_every_test_a_page_names_exists() -> None:
-    assert dangling_references(PAGES, known_tests()) == []
+    problems = dangling_references(PAGES, known_tests())
+    assert problems == [], "\n".join(problems)
 
 
 def test_a_removed_test_is_a_dangling_reference(tmp_path: Path) -> None:
@@ -499,7 +500,8 @@ def broken_promises(found: list[Promise]) -> list[str]:
 def test_every_promise_is_on_its_page_beside_its_test() -> None:
     found = promises()
     assert len(found) >= 8, found
-    assert broken_promises(found) == []
+    problems = broken_promises(found)
+    assert problems == [], "\n".join(problems)
 
 
 def test_a_promise_that_lost_its_sentence_or_its_test_reference_fails(tmp_path: Path, monkeypatch) -> None:
