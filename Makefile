@@ -68,12 +68,12 @@ docs: setup
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 lint: setup
-	$(VENV)/bin/ruff check edgeresnext tests
-	$(VENV)/bin/ruff format --check edgeresnext tests
+	$(VENV)/bin/ruff check edgeresnext tests docs/hooks
+	$(VENV)/bin/ruff format --check edgeresnext tests docs/hooks
 
 format: setup
-	$(VENV)/bin/ruff format edgeresnext tests
-	$(VENV)/bin/ruff check --fix edgeresnext tests
+	$(VENV)/bin/ruff format edgeresnext tests docs/hooks
+	$(VENV)/bin/ruff check --fix edgeresnext tests docs/hooks
 
 clean:
 	rm -rf build runs site .pytest_cache .ruff_cache calib_data/.complete

@@ -71,14 +71,35 @@ def _type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
+def _yaml(value: Any) -> str:
+    """A default as a target file writes it."""
+    if value is None:
+        return "`null`"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if value == "":
+        return '`""`'
+    return f"`{value}`"
+
+
 def _default(field: Any) -> str:
     from pydantic_core import PydanticUndefined
 
     if field.default_factory is not None:
-        return "(section)" if isinstance(field.annotation, type) else "`[]`"
+        return "(its keys below)" if isinstance(field.annotation, type) else "`[]`"
     if field.default is PydanticUndefined:
         return "required"
-    return f"`{field.default!r}`".replace("'", "") if field.default is not None else "`null`"
+    return _yaml(field.default)
+
+
+def _bounds(field: Any) -> str:
+    """``>= 1``, ``> 0, < 1``: the limits pydantic checks."""
+    said = []
+    for item in field.metadata:
+        for attr, sign in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+            if getattr(item, attr, None) is not None:
+                said.append(f"{sign} {getattr(item, attr)}")
+    return ", ".join(said)
 
 
 def _sections(model: type, prefix: str) -> list[tuple[str, type]]:
@@ -122,7 +143,11 @@ def target_markdown() -> str:
                 continue
             key = field.alias or name
             description = (field.description or "").replace("|", "\\|").replace("\n", " ")
-            lines.append(f"| `{key}` | {_type_name(field.annotation)} | {_default(field)} | {description} |")
+            bounds = _bounds(field)
+            type_name = "section" if _default(field) == "(its keys below)" else _type_name(field.annotation)
+            if bounds:
+                type_name += f" ({bounds})"
+            lines.append(f"| `{key}` | {type_name} | {_default(field)} | {description} |")
         lines.append("")
     return "\n".join(lines)
 
