@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import types
 import typing
 from typing import Any
@@ -178,6 +179,7 @@ The same `Target` a target file describes (keys: [Target file reference](target.
 ::: edgeresnext.config.Target
     options:
       show_bases: false
+      members: [resolved]
 """
 
 GENERATED = {
@@ -185,6 +187,16 @@ GENERATED = {
     "reference/target.md": target_markdown,
     "reference/api.md": lambda: API_PAGE,
 }
+
+
+# Our docstrings name objects with Sphinx roles (:class:`X`); mkdocstrings renders the code and leaves the role.
+SPHINX_ROLE = re.compile(r":(?:class|func|meth|attr|mod|data|exc|obj):(?=<code>)")
+
+
+def on_page_content(html: str, page: Any, config: Any, files: Files) -> str:
+    if page.file.src_uri == "reference/api.md":
+        return SPHINX_ROLE.sub("", html)
+    return html
 
 
 def on_files(files: Files, config: Any) -> Files:
