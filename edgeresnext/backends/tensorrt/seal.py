@@ -444,16 +444,17 @@ def failed_check_message(manifest: dict) -> str:
     )
 
 
-def summary_lines(bundle, manifest: dict) -> list[str]:
-    """What the device command prints once the engine is sealed."""
+def summary_lines(bundle, manifest: dict, describe_check=None) -> list[str]:
+    """What the device command prints once the engine is sealed (``describe_check``: the device check's
+    ``summary_lines``; default: the kit's ``device_check.py`` this module ran)."""
     artifact = manifest["artifacts"][0]
     engine = artifact["engine"]
     check = engine.get("device_check")
     check_lines = []
+    describe_check = describe_check or getattr(sys.modules.get("edgeresnext_kit_device_check"), "summary_lines", None)
     if check is not None:
-        module = sys.modules.get("edgeresnext_kit_device_check")
-        if module is not None:
-            check_lines = module.summary_lines(check)
+        if describe_check is not None:
+            check_lines = describe_check(check)
         else:
             check_lines = [f"device check: {check['status'].upper()}"]
     return [
