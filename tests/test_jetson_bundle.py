@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from bundle_helpers import reseal
 from jetson_helpers import copy_bundle, fake_trtexec, jetson_bundle, run_device_command, snapshot
 
 from edgeresnext.backends import get_backend
@@ -379,14 +380,6 @@ def test_a_failed_build_leaves_the_bundle_exactly_as_it_was(bundle, sealed, bin_
     said = message.replace("build_engine.sh failed", "trtexec failed")  # edgeresnext runs trtexec, not the script
     assert capsys.readouterr().err.strip().endswith(f"error: {said}; the bundle is unchanged")
     assert snapshot(bundle) == before
-
-
-def reseal(bundle: Path, name: str) -> None:
-    """Record ``name``'s new sha256 and size in manifest.json, as whoever edits a bundle file can."""
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    (entry,) = [f for f in manifest["files"] if f["path"] == name]
-    entry["sha256"], entry["bytes"] = _sha(bundle, name), (bundle / name).stat().st_size
-    (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2))
 
 
 PLANTED = {  # a line in each kit file that would touch the marker if edgeresnext ran that file

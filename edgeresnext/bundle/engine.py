@@ -2,8 +2,9 @@
 
 ``edgeresnext bundle build-engine BUNDLE`` runs :func:`engine_into_bundle`. The work is
 :mod:`edgeresnext.backends.tensorrt.seal`, the same module the kit carries as ``seal.py`` for devices without
-edgeresnext (``BUNDLE/kit/build_engine.sh``); here it also gets the manifest schema check and TensorRT's Python API
-as a second way to build, with the same build plan (``kit.json``).
+edgeresnext (``BUNDLE/kit/build_engine.sh``); here it also gets the manifest schema check, the bundle's signature
+(checked before, made anew after, when keys are given) and TensorRT's Python API as a second way to build, with the
+same build plan (``kit.json``).
 
 edgeresnext never runs code that came inside the bundle: the kit's ``build_engine.sh``, ``seal.py``,
 ``device_check.py`` and ``check/stats.py`` are there for devices without edgeresnext. Here the build is
@@ -54,11 +55,21 @@ def _device_check(trtexec: str | None):
     return check
 
 
-def _schema_check(folder: Path) -> None:
-    try:
-        verify_bundle(folder)
-    except BundleError as err:  # a bug of the sealing code, not the user's: say so rather than name the copy
-        raise BundleError(f"the sealed manifest would not verify: {err}") from err
+def _staged_check(sign_key: Path | None, password: bytes | None):
+    """The last check of the sealed copy before it replaces the bundle: the manifest schema, then, given a key, the
+    copy signed (the signature moves into the bundle with the new manifest)."""
+
+    def check(folder: Path) -> None:
+        try:
+            verify_bundle(folder)
+        except BundleError as err:  # a bug of the sealing code, not the user's: say so rather than name the copy
+            raise BundleError(f"the sealed manifest would not verify: {err}") from err
+        if sign_key is not None:
+            from edgeresnext.bundle.signature import sign_bundle
+
+            sign_bundle(folder, sign_key, password)
+
+    return check
 
 
 def engine_into_bundle(
@@ -66,6 +77,8 @@ def engine_into_bundle(
     trtexec: str | None = None,
     python_api: bool = False,
     trtexec_args: Sequence[str] = (),
+    public_key: str | os.PathLike[str] | None = None,
+    sign_key: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Build the engine of the TensorRT kit in ``bundle_dir`` here (on the device) and seal it into the bundle.
 
@@ -73,12 +86,22 @@ def engine_into_bundle(
     ``PATH`` or JetPack's; ``trtexec_args`` are appended). The engine becomes the primary artifact, recorded with its
     TensorRT version, GPU name, SM, build mode and source ONNX; the kit stays listed. All or nothing: a failed build
     or check leaves the bundle exactly as it was (:class:`BundleError`). Returns the new manifest.
+
+    ``public_key`` (default ``$EDGERESNEXT_BUNDLE_PUBLIC_KEY``): the bundle's signature is checked with it first, and a
+    missing or mismatched one is refused. ``sign_key``: the sealed bundle is signed with it (``bundle.sig`` then covers
+    the engine too); without one, a signature the bundle had covers the bundle as it was before this step, not the
+    engine, and a configured public key refuses the sealed bundle saying so.
     """
     from edgeresnext import __version__
     from edgeresnext.backends.tensorrt import seal
+    from edgeresnext.bundle.signature import check_signature, private_key_password, public_key_from
 
     if python_api and (trtexec or trtexec_args):
         raise BundleError("--python-api builds without trtexec; drop --trtexec and the trtexec flags")
+    public_key = public_key_from(public_key)
+    password = private_key_password(sign_key) if sign_key is not None else None
+    if public_key is not None:
+        check_signature(bundle_dir, public_key)
     build = _python_api_build if python_api else _trtexec_build(trtexec, tuple(trtexec_args))
     try:
         sealed_by = f"edgeresnext {__version__}"
@@ -86,7 +109,7 @@ def engine_into_bundle(
             bundle_dir,
             build,
             sealed_by=sealed_by,
-            check=_schema_check,
+            check=_staged_check(None if sign_key is None else Path(sign_key), password),
             device_check=_device_check(trtexec),
         )
     except seal.SealError as err:
