@@ -236,6 +236,9 @@ def test_the_device_step_without_edgeresnext_says_what_it_could_not_check(signed
         f"engine. Sign the sealed bundle on the device (`edgeresnext bundle sign {signed_jetson} --sign-key KEY`, or "
         "`bundle build-engine --sign-key KEY`) and check it with that key's public key"
     )
-    assert main(["bundle", "sign", str(signed_jetson), "--sign-key", str(device[0])]) == 0
+    sign = ["bundle", "sign", str(signed_jetson), "--sign-key", str(device[0])]
+    assert main([*sign, "--verify-key", str(host[1])]) == 2  # the signature it has must hold before it is replaced
+    assert "no signature covers the engine" in _refusal(capsys)
+    assert main(sign) == 0
     assert main(["bundle", "verify", str(signed_jetson), "--verify-key", str(device[1])]) == 0
     assert json.loads((signed_jetson / "manifest.json").read_text())["artifacts"][0]["kind"] == "engine"
