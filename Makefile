@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
-	$(PIP) install --quiet -e ".[dev,docs]"
+	$(PIP) install --quiet -e ".[dev,docs,sign]"
 	@touch $@
 
 setup: $(VENV)/.installed

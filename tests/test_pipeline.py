@@ -88,6 +88,33 @@ def test_second_build_skips_every_stage(first_build, tmp_path: Path) -> None:
     assert _stage_records(root / "cpu-small") == before
 
 
+def test_a_build_that_passes_signs_its_bundle_and_one_that_fails_does_not(first_build, tmp_path: Path) -> None:
+    from bundle_helpers import key_pair
+
+    from edgeresnext.bundle.signature import check_signature
+    from edgeresnext.cli import main
+
+    private, public = key_pair(tmp_path, "host")
+    target, root = _copy_build(first_build, tmp_path / "passes")
+    summary = build(target, out_root=root, progress=False, sign_key=private)
+    assert summary.ok and not [s.name for s in summary.stages if not s.skipped]  # a cached build is signed too
+    bundle = root / "cpu-small" / "bundle"
+    note = f"bundle: signed with {private}: {bundle}/bundle.sig covers every file of it, manifest.json included"
+    assert note in summary.notes
+    check_signature(bundle, public)
+    # Agreement with FP32 on every one of 200 images is more than INT8 gives here: the gate fails, nothing is signed.
+    target, root = _copy_build(first_build, tmp_path / "fails", gates__min_agreement=1.0)
+    summary = build(target, out_root=root, progress=False, sign_key=private)
+    assert not summary.ok and not (root / "cpu-small" / "bundle" / "bundle.sig").exists()
+    assert f"bundle: NOT signed: the build failed its gates ({root / 'cpu-small' / 'bundle'} is not signed with " in (
+        " ".join(summary.notes)
+    )
+    # A key that cannot sign stops the build before its first stage.
+    command = ["build", "--target", str(tmp_path / "passes" / "cpu-small.yaml"), "--out", str(tmp_path / "other")]
+    assert main([*command, "--sign-key", str(tmp_path / "none.key")]) == 2
+    assert not (tmp_path / "other").exists()
+
+
 def test_changed_validation_setting_reruns_only_validate_and_bundle(first_build, tmp_path: Path) -> None:
     target, root = _copy_build(first_build, tmp_path, validate__latency_runs=6)
     summary = build(target, out_root=root, progress=False)
