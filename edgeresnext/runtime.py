@@ -27,6 +27,7 @@ import numpy as np
 
 from edgeresnext.backends import Artifact, ArtifactInfo, Runner, get_backend
 from edgeresnext.bundle import BundleError, read_labels, read_manifest, verify_bundle
+from edgeresnext.bundle.signature import check_signature, public_key_from
 from edgeresnext.data.preprocess import Preprocess
 from edgeresnext.errors import BackendUnavailable, ConfigError, DataError
 
@@ -271,6 +272,7 @@ def load_bundle(
     verify: bool = True,
     allow_failed_check: bool = False,
     stand_in: bool = False,
+    public_key: str | os.PathLike[str] | None = None,
 ) -> Classifier:
     """Open a bundle folder for inference.
 
@@ -288,9 +290,18 @@ def load_bundle(
     ``stand_in``: run what stands in for the artifact on a host that cannot run it, the row the validation report
     labels a stand-in (a Jetson engine: its FP16 Q/DQ ONNX in ONNX Runtime), e.g. to try the Triton repository of a
     Jetson bundle on a workstation. Never the device's own figures: :attr:`Classifier.stand_in` names what runs.
+
+    ``public_key`` (a PEM file; default ``$EDGERESNEXT_BUNDLE_PUBLIC_KEY``): when one is configured, the bundle must
+    carry a signature made with its private key over every file (``bundle.sig``, checked with the model-signing
+    package, ``pip install 'edgeresnext[sign]'``); an unsigned bundle or a mismatch is a :class:`BundleError`, whatever
+    ``verify`` says.
     """
     bundle_dir = Path(path)
-    manifest = verify_bundle(bundle_dir) if verify else read_manifest(bundle_dir)
+    key = public_key_from(public_key)
+    if key is not None:
+        manifest = check_signature(bundle_dir, key)
+    else:
+        manifest = verify_bundle(bundle_dir) if verify else read_manifest(bundle_dir)
     artifact = _chosen_artifact(bundle_dir, manifest, backend)
     if stand_in:
         return _stand_in_classifier(bundle_dir, manifest, artifact, threads)

@@ -41,7 +41,7 @@ ARTIFACTS = (
     "bundle/labels.txt",
     "config.json",
 )
-# Files that legitimately differ between two builds, and why (the README's reliability section repeats this).
+# Files that legitimately differ between two builds, and why (docs/reliability.md, "Determinism", repeats this).
 DIFFERS_BY_DESIGN = {
     "validate/report.json": "measured latency/throughput/memory, creation time, host load",
     "validate/report.md": "measured latency/throughput, creation time",
