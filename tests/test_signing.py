@@ -232,9 +232,10 @@ def test_the_device_step_without_edgeresnext_says_what_it_could_not_check(signed
     assert _refusal(capsys) == (
         f"edgeresnext bundle: error: {signed_jetson}: signature check FAILED: bundle.sig covers this bundle as it "
         "was before the device step sealed the engine kit/model.engine into it (changed: manifest.json; added: "
-        "kit/build_engine.log, kit/model.engine, kit/model.engine.json, kit/timing.cache): no signature covers the "
-        f"engine. Sign the sealed bundle on the device (`edgeresnext bundle sign {signed_jetson} --sign-key KEY`, or "
-        "`bundle build-engine --sign-key KEY`) and check it with that key's public key"
+        "kit/build_engine.log, kit/model.deepstream.engine, kit/model.engine, kit/model.engine.json, "
+        "kit/timing.cache): no signature covers the engine. Sign the sealed bundle on the device (`edgeresnext bundle "
+        f"sign {signed_jetson} --sign-key KEY`, or `bundle build-engine --sign-key KEY`) and check it with that key's "
+        "public key"
     )
     sign = ["bundle", "sign", str(signed_jetson), "--sign-key", str(device[0])]
     assert main([*sign, "--verify-key", str(host[1])]) == 2  # the signature it has must hold before it is replaced

@@ -82,9 +82,19 @@ def _flags(plan: BuildPlan, major: int) -> list[str]:
     return args
 
 
-def _run_logged(command: list[str], kit_dir: Path) -> int:
-    """Run trtexec in the kit, its output (stdout and stderr) shown as it comes and written to the build log."""
-    with open(kit_dir / BUILD_LOG, "w", encoding="utf-8") as log:
+def _variant_flags(plan: BuildPlan, major: int, onnx: str, engine: str) -> list[str]:
+    """A variant's flags (DeepStream's ONNX with the normalization inside), as build_engine.sh makes them: the engine's
+    own, with the variant's ONNX and engine, and no timing cache (the engine's cache is the primary build's)."""
+    from dataclasses import replace
+
+    variant = replace(plan, onnx=onnx, engine=engine, variants=())
+    return [arg for arg in _flags(variant, major) if not arg.startswith("--timingCacheFile=")]
+
+
+def _run_logged(command: list[str], kit_dir: Path, mode: str = "w") -> int:
+    """Run trtexec in the kit, its output (stdout and stderr) shown as it comes and written to the build log
+    (``mode`` "a": appended, for the variants after the engine)."""
+    with open(kit_dir / BUILD_LOG, mode, encoding="utf-8") as log:
         process = subprocess.Popen(
             command, cwd=kit_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
         )
@@ -138,6 +148,12 @@ def engine_with_trtexec(
     status = _run_logged(command, kit_dir)
     if status != 0:
         raise SealError(f"trtexec failed (exit {status}; its output is above)")
+    for onnx, engine in typed.variant_engines():
+        command = [found_trtexec, *_variant_flags(typed, int(found.split(".")[0]), onnx, engine), *extra_args]
+        print("+ " + " ".join(command), flush=True)
+        status = _run_logged(command, kit_dir, mode="a")
+        if status != 0:
+            raise SealError(f"trtexec failed on {onnx} (exit {status}; its output is above)")
     record = build_record(typed, (kit_dir / BUILD_LOG).read_text(encoding="utf-8"), found)
     tmp = kit_dir / f"{typed.engine}.json.tmp"
     tmp.write_text(json.dumps(record) + "\n", encoding="utf-8")
