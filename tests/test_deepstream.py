@@ -120,3 +120,20 @@ def test_emulated_stretch_maps_pixel_centres():
     assert nearest[0, :, 0].tolist() == [10, 30, 50, 70]  # output centres 0.5..3.5 -> source 1, 3, 5, 7
     bilinear = NvinferPreprocess(IMAGENET, (4, 4), "bilinear").stretch(ramp)
     assert bilinear[0, :, 0].tolist() == pytest.approx([5, 25, 45, 65])  # source positions 0.5, 2.5, 4.5, 6.5
+
+
+def test_emulated_padding_fits_the_crop_and_pads_black_as_nvinfer_does():
+    """maintain-aspect-ratio: a 5x9 crop is cut to 4x8 (even sizes), scaled to 4x8 inside 8x8 (the largest size of its
+    aspect ratio), then padded with 0: on both sides with symmetric-padding (2 rows above, 2 below), else below."""
+    crop = np.full((5, 9, 1), 200, np.uint8)
+    gray = Preprocess(channels="L", resize=8, crop=8, mean=(0.5,), std=(0.5,))
+    fitted = NvinferPreprocess(gray, (8, 8), "nearest", maintain_aspect_ratio=True, symmetric_padding=True)
+    assert (
+        fitted.scaled_size(4, 8) == (4, 8) and fitted.scaled_size(8, 4) == (8, 4) and fitted.scaled_size(3, 8) == (3, 8)
+    )
+    placed = fitted.geometry(crop)[:, :, 0]
+    assert placed[2:6].tolist() == [[200] * 8] * 4 and not placed[:2].any() and not placed[6:].any()
+    below = NvinferPreprocess(gray, (8, 8), "nearest", maintain_aspect_ratio=True).geometry(crop)[:, :, 0]
+    assert below[:4].tolist() == [[200] * 8] * 4 and not below[4:].any()
+    stretched = NvinferPreprocess(gray, (8, 8), "nearest").geometry(crop)[:, :, 0]
+    assert stretched.tolist() == [[200] * 8] * 8

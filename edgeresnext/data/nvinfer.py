@@ -1,11 +1,13 @@
 """What DeepStream's ``nvinfer`` does to a frame (or a detector's object) before the engine sees it, emulated on the
 host, so that the validation images can be scored through it and compared with the bundle's own preprocessing.
 
-From NVIDIA's Gst-nvinfer documentation and sources (see ``shared/SERVING.md`` in the project's notes, and
-``docs/serving.md``): the frame or object crop is **stretched** to the network's input size (no center crop; aspect
-ratio kept only with ``maintain-aspect-ratio``, by padding), with the ``scaling-filter`` interpolation (0 nearest,
-1 bilinear; the default on the GPU is nearest), converted to ``model-color-format`` (0 RGB, 1 BGR, 2 GRAY), then
-``y = net-scale-factor * (x - offsets[c])`` on 0-255 pixels, one scalar scale for every channel.
+From NVIDIA's Gst-nvinfer documentation and sources (see ``docs/serving.md``): the frame or object crop is
+**stretched** to the network's input size (no center crop), or with ``maintain-aspect-ratio=1`` scaled to fit inside it
+and padded with black, right and bottom or, with ``symmetric-padding=1``, on both sides
+(``gstnvinfer.cpp``, ``get_converted_buffer``: the crop's width and height rounded down to even numbers, the scaled size
+truncated to whole pixels, offsets ``(network - scaled) // 2``). The ``scaling-filter`` interpolation is 0 nearest or
+1 bilinear (the default on the GPU is nearest); the pixels are converted to ``model-color-format`` (0 RGB, 1 BGR,
+2 GRAY), then ``y = net-scale-factor * (x - offsets[c])`` on 0-255 pixels, one scalar scale for every channel.
 
 The filters here use pixel centres (``src = (dst + 0.5) * scale - 0.5``) and no antialiasing, as GPU texture and NPP
 resizes do; the device's exact rounding may differ by a pixel's share, which the measured figures cannot show.
@@ -37,7 +39,8 @@ class NvinferPreprocess:
 
     ``normalization``: ``in_model`` (the engine takes 0-255 pixels and normalizes per channel itself: net-scale-factor
     1, offsets 0) or ``scalar`` (net-scale-factor ``1 / (255 * closest_scale(std))``, offsets ``255 * mean``).
-    ``color``: the order nvinfer feeds (``RGB``, ``BGR`` or ``L``).
+    ``color``: the order nvinfer feeds (``RGB``, ``BGR`` or ``L``). ``maintain_aspect_ratio``: scale to fit and pad
+    with black (``symmetric_padding``: on both sides, else right and bottom) instead of stretching.
     """
 
     preprocess: Preprocess
@@ -45,6 +48,8 @@ class NvinferPreprocess:
     scaling_filter: Literal["nearest", "bilinear"] = "nearest"
     normalization: Literal["in_model", "scalar"] = "in_model"
     color: str = "RGB"
+    maintain_aspect_ratio: bool = False
+    symmetric_padding: bool = False
 
     def __post_init__(self) -> None:
         if self.scaling_filter not in FILTERS:
@@ -66,13 +71,39 @@ class NvinferPreprocess:
     def _mean255(self) -> list[float]:
         return [255.0 * m for m in self.preprocess.mean]
 
-    def stretch(self, pixels: np.ndarray) -> np.ndarray:
-        """uint8 HWC pixels stretched to the network size (float32, not rounded: nvinfer scales into float)."""
-        height, width = self.size
+    def stretch(self, pixels: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
+        """uint8 HWC pixels stretched to ``size`` (default: the network size) (float32, not rounded: nvinfer scales
+        into float)."""
+        height, width = size or self.size
         array = pixels.astype(np.float32)
         rows = _sample(array.shape[0], height, self.scaling_filter)
         cols = _sample(array.shape[1], width, self.scaling_filter)
         return _apply(_apply(array, rows, axis=0), cols, axis=1)
+
+    def scaled_size(self, height: int, width: int) -> tuple[int, int]:
+        """(height, width) the crop is scaled to: the network size, or with ``maintain_aspect_ratio`` the largest
+        size of the crop's aspect ratio inside it (nvinfer's arithmetic: double, truncated)."""
+        net_height, net_width = self.size
+        if not self.maintain_aspect_ratio:
+            return net_height, net_width
+        fitted_height = net_width * height / width
+        if fitted_height <= net_height:
+            return max(1, int(fitted_height)), net_width
+        return net_height, max(1, int(net_height * width / height))
+
+    def geometry(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 HWC pixels (a frame or an object's crop) to the network size as nvinfer places them: the crop cut
+        to even width and height, scaled (stretched, or fitted and padded with black)."""
+        pixels = pixels[: max(2, pixels.shape[0] // 2 * 2), : max(2, pixels.shape[1] // 2 * 2)]
+        height, width = self.scaled_size(pixels.shape[0], pixels.shape[1])
+        scaled = self.stretch(pixels, (height, width))
+        if (height, width) == self.size:
+            return scaled
+        net_height, net_width = self.size
+        top, left = ((net_height - height) // 2, (net_width - width) // 2) if self.symmetric_padding else (0, 0)
+        placed = np.zeros((net_height, net_width, pixels.shape[2]), np.float32)
+        placed[top : top + height, left : left + width] = scaled
+        return placed
 
     def image_to_array(self, image: Any) -> np.ndarray:
         """A PIL image (a frame or an object's crop) or uint8 HW/HWC array to the float32 CHW tensor the model sees."""
@@ -85,7 +116,7 @@ class NvinferPreprocess:
             pixels = pixels[:, :, None]
         if self.color == "BGR":
             pixels = pixels[:, :, ::-1]
-        x = self.stretch(pixels)
+        x = self.geometry(pixels)
         if self.normalization == "in_model":  # the engine's first layers: (x / 255 - mean) / std per channel
             mean = np.asarray(self.preprocess.mean, np.float32)
             std = np.asarray(self.preprocess.std, np.float32)
