@@ -5,6 +5,7 @@ Softmax out), and the emulation of nvinfer's preprocessing against the bundle's 
 from __future__ import annotations
 
 import configparser
+import dataclasses
 import json
 
 import numpy as np
@@ -137,3 +138,70 @@ def test_emulated_padding_fits_the_crop_and_pads_black_as_nvinfer_does():
     assert below[:4].tolist() == [[200] * 8] * 4 and not below[4:].any()
     stretched = NvinferPreprocess(gray, (8, 8), "nearest").geometry(crop)[:, :, 0]
     assert stretched.tolist() == [[200] * 8] * 8
+
+
+def test_nvinfer_s_parser_is_emulated_exactly():
+    """Every output row over {-1, 0, 0.25, 1} for 3 classes (64 rows) and thresholds 0 and 0.25 against a line-by-line
+    port of parseAttributesFromSoftmaxLayers (running maximum from 0, strict '>' for both comparisons)."""
+    import itertools
+
+    from edgeresnext.validate.deepstream import nvinfer_classifier_top1
+
+    rows = np.asarray(list(itertools.product([-1.0, 0.0, 0.25, 1.0], repeat=3)), np.float32)
+    for threshold in (0.0, 0.25):
+        expected = []
+        for outputs in rows:
+            best, running = -1, 0.0
+            for c, probability in enumerate(outputs):
+                if probability > threshold and probability > running:
+                    best, running = c, probability
+            expected.append(best)
+        assert nvinfer_classifier_top1(rows, threshold).tolist() == expected
+    assert nvinfer_classifier_top1(np.asarray([[-3.0, -1.0]], np.float32)).tolist() == [-1]  # logits below 0: none
+
+
+def test_the_deepstream_section_scores_each_row_and_takes_the_best(tmp_path, shipped_model, fmnist_test):
+    """Fashion-MNIST items centred in 28x56 frames: the bundle's preprocessing (resize 28, center crop 28) cuts the
+    item back out, nvinfer stretches or fits the frame.
+    Each row's counts equal its preprocessing run on its own, the chosen filter and geometry have the best agreement
+    (ties by the stated rule), and the no-Softmax row is nvinfer's parser on the chosen row's logits. 70 images: two
+    full batches of 32 and a partial one."""
+    import onnxruntime as ort
+
+    from edgeresnext.data.validation import ValidationImages
+    from edgeresnext.export import onnx_from_torch
+    from edgeresnext.validate.deepstream import GEOMETRIES, measure_deepstream, nvinfer_classifier_top1
+
+    source = onnx_from_torch(shipped_model, tmp_path / "model.onnx")
+    frames = np.zeros((70, 28, 56), np.uint8)
+    frames[:, :, 14:42] = fmnist_test.images[:70]
+    labels = fmnist_test.labels[:70].astype(np.int64)
+    preprocess = dataclasses.replace(shipped_model.meta.preprocess, resize=28, crop=28)  # the centre, cut back out
+    section = measure_deepstream(source, ValidationImages(labels=labels, arrays=frames), preprocess)
+
+    session = ort.InferenceSession(str(source))
+
+    def logits(convert) -> np.ndarray:
+        return session.run(None, {"input": np.stack([convert(frame) for frame in frames])})[0]
+
+    reference = logits(preprocess.image_to_array).argmax(1)
+    pairs = [r for r in section.rows if r.output == "softmax"]
+    assert len(section.rows) == 1 + len(pairs) + 1 and len(pairs) == 6  # grayscale, one std: no scalar, no BGR
+    for row in pairs:
+        keep, symmetric = GEOMETRIES[row.geometry]
+        emulated = NvinferPreprocess(
+            preprocess, (28, 28), row.scaling_filter, row.normalization, row.color, keep, symmetric
+        )
+        top = logits(emulated.image_to_array).argmax(1)
+        assert (row.agree, row.correct, row.images) == (int((top == reference).sum()), int((top == labels).sum()), 70)
+    assert min(r.agree for r in pairs) < 70  # the frames' geometry matters: the measurement tells the rows apart
+    order = list(GEOMETRIES)
+    best = max(pairs, key=lambda r: (r.agree, r.scaling_filter == "bilinear", -order.index(r.geometry)))
+    assert (section.scaling_filter, section.geometry) == (best.scaling_filter, best.geometry)
+    assert all(choice.chosen == best.name for choice in section.choices)
+    keep, symmetric = GEOMETRIES[best.geometry]
+    chosen = NvinferPreprocess(preprocess, (28, 28), best.scaling_filter, "in_model", "L", keep, symmetric)
+    parsed = nvinfer_classifier_top1(logits(chosen.image_to_array))
+    no_softmax = section.rows[-1]
+    assert no_softmax.output == "logits" and no_softmax.agree == int((parsed == reference).sum())
+    assert no_softmax.unclassified == int((parsed < 0).sum())

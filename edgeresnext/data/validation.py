@@ -95,6 +95,44 @@ def load_validation_data(spec: DataSpec, preprocess: Preprocess, class_names: Se
     )
 
 
+@dataclass(frozen=True)
+class ValidationImages:
+    """The validation set's images as decoded, before any preprocessing (what a serving engine's own preprocessing
+    starts from, e.g. DeepStream's nvinfer), one at a time: a folder's files are decoded when asked for, never all held
+    in memory. The same selection as :func:`load_validation_data` (split, ``limit``); an image that preprocessing
+    refuses is the caller's to leave out, as the validation set leaves it out."""
+
+    labels: np.ndarray
+    arrays: np.ndarray | None = None  # a named dataset's uint8 images
+    files: tuple[Path, ...] = ()  # an image folder's files, in the validation set's order
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def image(self, index: int):
+        """Image ``index``: a uint8 array (named dataset) or a decoded PIL image (folder; DataError if unreadable)."""
+        if self.arrays is not None:
+            return self.arrays[index]
+        from edgeresnext.data.folder import decode_image
+
+        return decode_image(self.files[index])
+
+
+def validation_images(spec: DataSpec, class_names: Sequence[str]) -> ValidationImages:
+    """The target's validation images as decoded (see :class:`ValidationImages`)."""
+    from edgeresnext.data import DATASETS, load_dataset
+
+    if spec.dataset in DATASETS:
+        dataset = load_dataset(spec.dataset, split=spec.split, root=spec.root)
+        count = min(spec.limit or len(dataset), len(dataset))
+        return ValidationImages(labels=dataset.labels[:count].astype(np.int64), arrays=dataset.images[:count])
+    from edgeresnext.data.folder import scan_image_folder
+
+    folder = scan_image_folder(Path(spec.dataset), class_names=list(class_names))
+    files = folder.files[: spec.limit] if spec.limit else folder.files
+    return ValidationImages(labels=np.asarray(folder.labels[: len(files)], np.int64), files=tuple(files))
+
+
 TUNING_SEED = 1
 # A named dataset's training split keeps 1 image in 12 (5,000 of Fashion-MNIST's 60,000, class-balanced, seeded) out of
 # training and QAT: the fallback's default tuning images, which the FP32 model has never seen (tuning on its own

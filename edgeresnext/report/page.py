@@ -18,6 +18,7 @@ from edgeresnext.report.tables import (
     _gate_verdict,
     _ok,
     _pct,
+    deepstream_section,
     device_section,
     gate_rows,
     speed_baselines,
@@ -152,6 +153,20 @@ def _html_gates(report: dict[str, Any]) -> list[str]:
     ]
 
 
+def _html_deepstream(report: dict[str, Any]) -> list[str]:
+    """nvinfer's preprocessing measured, and what the DeepStream configs chose with it (a Jetson bundle's)."""
+    section = deepstream_section(report)
+    if section is None:
+        return []
+    text, rows, choices = section
+    return [
+        "<h2>DeepStream preprocessing (nvinfer): top-1 and agreement with the bundle's preprocessing</h2>"
+        + f"<p>{html.escape(text)}</p>"
+        + _html_table(rows)
+        + _html_table(choices)
+    ]
+
+
 def _html_per_class(report: dict[str, Any]) -> list[str]:
     ok = _ok(report)
     classes = report["data"]["class_names"]
@@ -191,6 +206,7 @@ _SECTIONS = (
     _html_device,
     _html_uncertainty,
     _html_gates,
+    _html_deepstream,
     _html_per_class,
     _html_environment,
 )

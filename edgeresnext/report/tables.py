@@ -335,6 +335,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         _md_device(report),
         _md_uncertainty(report),
         _md_gates(report),
+        _md_deepstream(report),
         _md_per_class(report),
         _md_sensitivity(report),
         _md_environment(report),
@@ -424,6 +425,45 @@ def _md_gates(report: dict[str, Any]) -> list[str]:
     if not report["gates"]:
         return ["## Gates", "", "No gates set in the target.", ""]
     return ["## Gates", "", _md_table(gate_rows(report)), ""]
+
+
+DEEPSTREAM_TEXT = (
+    "What the bundle's deepstream/ configs make DeepStream's nvinfer do, measured: the validation images through an "
+    "emulation of nvinfer's preprocessing (edgeresnext/data/nvinfer.py: the frame stretched or fitted to the network "
+    "size, its scaling filter, the normalization), scored with {scored_with}. Agreement: share of images with the same "
+    "top-1 class as the bundle's own preprocessing. Each setting of the configs is the measured row it names, chosen "
+    "against the rows beside it."
+)
+
+
+def deepstream_section(report: dict[str, Any]) -> tuple[str, list[list[str]], list[list[str]]] | None:
+    """The DeepStream section (a Jetson bundle's): its text, the measured rows, and each setting of the configs with
+    the figure that chose it; None without one."""
+    if not report.get("deepstream"):
+        return None
+    from edgeresnext.validate.deepstream import DeepStreamPreprocessing
+
+    section = DeepStreamPreprocessing.from_dict(report["deepstream"])
+    rows = [["preprocessing", "top-1", "agreement with the bundle's", "no class kept by nvinfer's parser"]]
+    for row in section.rows:
+        rows.append(
+            [row.name, _pct(row.top1), f"{_pct(row.agreement)} ({row.agree}/{row.images})", str(row.unclassified)]
+        )
+    choices = [["setting", "runs as", "agreement", "measured against", "why"]]
+    for choice in section.choices:
+        chosen = section.row(choice.chosen)
+        against = "; ".join(f"{r.name}: {_pct(r.agreement)}" for r in map(section.row, choice.against)) or "–"
+        choices.append([choice.setting, chosen.name, _pct(chosen.agreement), against, choice.rule])
+    return DEEPSTREAM_TEXT.format(scored_with=section.scored_with), rows, choices
+
+
+def _md_deepstream(report: dict[str, Any]) -> list[str]:
+    section = deepstream_section(report)
+    if section is None:
+        return []
+    text, rows, choices = section
+    heading = "## DeepStream preprocessing (nvinfer): top-1 and agreement with the bundle's preprocessing"
+    return [heading, "", text, "", _md_table(rows), "", _md_table(choices), ""]
 
 
 def _md_per_class(report: dict[str, Any]) -> list[str]:

@@ -12,6 +12,7 @@ import numpy as np
 
 from edgeresnext.backends import backend_facts, display_name
 from edgeresnext.stats import PairedCounts
+from edgeresnext.validate.deepstream import DeepStreamPreprocessing
 
 SCHEMA_ID = "edgeresnext.report"
 # 2: speedup_vs_fp32 is against the same runtime's float build (speedup_baseline names it), no longer PyTorch
@@ -305,6 +306,8 @@ class ValidationReport:
     gates: list[GateResult]
     sensitivity: list[dict[str, Any]] | None = None
     notes: list[str] = field(default_factory=list)
+    # For a bundle with DeepStream configs: nvinfer's preprocessing measured on the same images (.deepstream).
+    deepstream: DeepStreamPreprocessing | None = None
 
     @property
     def passed(self) -> bool:
@@ -362,6 +365,7 @@ class ValidationReport:
             "passed": self.passed,
             "sensitivity": self.sensitivity,
             "notes": self.notes,
+            **({"deepstream": self.deepstream.to_dict()} if self.deepstream else {}),
         }
 
     @classmethod
@@ -377,6 +381,7 @@ class ValidationReport:
             gates=[GateResult(**g) for g in data["gates"]],
             sensitivity=data.get("sensitivity"),
             notes=list(data.get("notes", [])),
+            deepstream=DeepStreamPreprocessing.from_dict(data["deepstream"]) if data.get("deepstream") else None,
         )
 
     @classmethod
