@@ -128,22 +128,75 @@ def test_the_cpu_bundle_predicts_what_validation_measured(cpu_build, user_files)
     assert top1 == summary.report.primary_result.top1  # the same Runner, the same images, the same preprocessing
 
 
-@pytest.mark.parametrize("target_name", ["onnxruntime", "jetson"])
-def test_the_same_command_builds_for_onnx_runtime_and_the_jetson(target_name, user_files, tmp_path):
+@pytest.fixture(scope="module")
+def jetson_build(user_files, tmp_path_factory):
     checkpoint, photos = user_files
-    summary = build(_target(target_name, checkpoint, photos), out_root=tmp_path, progress=False)
-    names = [a.name for a in summary.report.artifacts]
-    if target_name == "onnxruntime":
-        # ONNX Runtime's own INT8 form, validated as its own artifact.
-        artifact = summary.report.result("onnxruntime-int8")
-        assert artifact.info["runtime"]["integer_conv_fraction"] >= 0.9, artifact.info
-        # The summary and the report say what really ran, read from ONNX Runtime's optimised graph.
-        convs = f"{artifact.info['runtime']['integer_convs']}/{artifact.info['runtime']['convs']}"
-        assert f"(int8 kernels: {convs} convs)" in summary.render()
-        assert f"int8 ({convs} convs int8)" in (summary.root / "validate" / "report.md").read_text()
-    else:
-        assert "tensorrt-int8" in names and (summary.root / "bundle" / "kit" / "build_engine.sh").is_file()
-        assert any("bundle build-engine" in note for note in summary.notes)
+    return build(_target("jetson", checkpoint, photos), out_root=tmp_path_factory.mktemp("byo-jetson"), progress=False)
+
+
+def test_the_same_command_builds_for_onnx_runtime(user_files, tmp_path):
+    checkpoint, photos = user_files
+    summary = build(_target("onnxruntime", checkpoint, photos), out_root=tmp_path, progress=False)
+    # ONNX Runtime's own INT8 form, validated as its own artifact.
+    artifact = summary.report.result("onnxruntime-int8")
+    assert artifact.info["runtime"]["integer_conv_fraction"] >= 0.9, artifact.info
+    # The summary and the report say what really ran, read from ONNX Runtime's optimised graph.
+    convs = f"{artifact.info['runtime']['integer_convs']}/{artifact.info['runtime']['convs']}"
+    assert f"(int8 kernels: {convs} convs)" in summary.render()
+    assert f"int8 ({convs} convs int8)" in (summary.root / "validate" / "report.md").read_text()
+
+
+def test_the_same_command_builds_for_the_jetson(jetson_build):
+    names = [a.name for a in jetson_build.report.artifacts]
+    assert "tensorrt-int8" in names and (jetson_build.root / "bundle" / "kit" / "build_engine.sh").is_file()
+    assert any("bundle build-engine" in note for note in jetson_build.notes)
+
+
+@pytest.mark.promise("docs/serving.md", "Each preprocessing setting of the DeepStream configs is a row of the report")
+def test_each_deepstream_setting_is_a_measured_row_of_the_validation_report(jetson_build):
+    """The photos (mixed sizes, RGB model, ImageNet's per-channel std): the report's DeepStream section scores every
+    scaling filter with every geometry, the closest scalar, the other color order and the logits through nvinfer's
+    parser; report.json, report.md, report.html and the build summary show it, and the configs set what it chose."""
+    import configparser
+
+    from edgeresnext.validate import ValidationReport
+    from edgeresnext.validate.deepstream import BUNDLE_ROW, GEOMETRIES
+
+    root = jetson_build.root
+    section = ValidationReport.load(root / "validate" / "report.json").deepstream
+    assert section == jetson_build.report.deepstream and section is not None
+    assert section.images == 40 and section.network_size == (224, 224)
+    assert section.rows[0].name == BUNDLE_ROW and len(section.rows) == 1 + 2 * 3 + 2 + 1
+    assert {(r.scaling_filter, r.geometry) for r in section.rows if r.output == "softmax"} >= {
+        (f, g) for f in ("nearest", "bilinear") for g in GEOMETRIES
+    }
+    assert {r.normalization for r in section.rows} >= {"in_model", "scalar"} and "BGR" in {
+        r.color for r in section.rows
+    }
+    chosen = section.row(section.choices[0].chosen)
+    pairs = [r for r in section.rows if r.output == "softmax" and r.normalization == "in_model" and r.color == "RGB"]
+    assert chosen.agree == max(r.agree for r in pairs)  # the best agreement of every filter and geometry
+    assert (chosen.scaling_filter, chosen.geometry) == (section.scaling_filter, section.geometry)
+    for choice in section.choices:  # each setting names the row it runs as and the rows it was measured against
+        assert choice.chosen == chosen.name and all(section.row(name) for name in choice.against)
+    logits = section.row(section.choices[-1].against[0])
+    # nvinfer's parser on logits keeps the top-1 where it is above 0, and no class where every logit is <= 0
+    assert logits.output == "logits" and logits.agree <= chosen.agree <= logits.agree + logits.unclassified
+    md = (root / "validate" / "report.md").read_text()
+    html = (root / "validate" / "report.html").read_text()
+    rendered = jetson_build.render()
+    for choice in section.choices:
+        assert choice.setting in md and section.choice_text(choice) in rendered
+        assert choice.setting.replace("'", "&#x27;") in html
+    config = configparser.ConfigParser(interpolation=None, delimiters=("=",))
+    config.read_string((root / "bundle" / "deepstream" / "config_infer_primary.txt").read_text())
+    keep, symmetric = GEOMETRIES[section.geometry]
+    assert config["property"]["scaling-filter"] == {"nearest": "0", "bilinear": "1"}[section.scaling_filter]
+    assert config["property"]["maintain-aspect-ratio"] == str(int(keep))
+    assert config["property"].get("symmetric-padding", "0") == str(int(symmetric))
+    assert config["property"]["model-color-format"] == "0" and config["property"]["classifier-threshold"] == "0.0"
+    manifest = json.loads((root / "bundle" / "manifest.json").read_text())
+    assert manifest["exports"]["deepstream"]["choices"] == [section.choice_text(c) for c in section.choices]
 
 
 def test_a_labels_file_that_does_not_fit_the_classifier_fails_before_any_stage(user_files, tmp_path):

@@ -205,3 +205,19 @@ def test_the_deepstream_section_scores_each_row_and_takes_the_best(tmp_path, shi
     no_softmax = section.rows[-1]
     assert no_softmax.output == "logits" and no_softmax.agree == int((parsed == reference).sum())
     assert no_softmax.unclassified == int((parsed < 0).sum())
+
+
+def test_edgeresnext_validate_on_a_finished_jetson_build_measures_the_section_again(built, tmp_path, capsys):
+    """`edgeresnext validate` on the build re-validates it as the build did: its report has the same DeepStream section
+    (the same images, model and emulation: equal rows) and it prints each setting's figure."""
+    from edgeresnext.cli import main
+    from edgeresnext.validate import ValidationReport
+
+    root = built.parent  # build/jetson-small
+    target = root.parent.parent / "jetson-small.yaml"
+    args = ["--quiet", "validate", "--target", str(target), "--build", str(root.parent), "--out", str(tmp_path)]
+    assert main([*args, "--no-html", "--runs", "2"]) == 0
+    again = ValidationReport.load(tmp_path / "report.json").deepstream
+    assert again is not None and again == ValidationReport.load(root / "validate" / "report.json").deepstream
+    printed = capsys.readouterr().out
+    assert all(again.choice_text(choice) in printed for choice in again.choices)

@@ -301,8 +301,6 @@ class Backend:
     # The report always says which of INT8 and the float build is faster (a GPU's FP16 engine can beat its INT8
     # one); otherwise only where the deployed artifact is slower.
     always_compare_speed: bool = False
-    # A kit's bundle carries DeepStream nvinfer configs for an engine the device step builds (serving/deepstream).
-    deepstream: bool = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -353,6 +351,11 @@ class Backend:
         """``(report name, artifact)`` of what stands in for ``artifact`` on a host that cannot run it: the exact
         files it is built from, run by another backend here (TensorRT: the FP16 Q/DQ ONNX, in ONNX Runtime)."""
         return []
+
+    def exports_deepstream(self, artifact: Artifact) -> bool:
+        """Whether the bundle of ``artifact`` carries DeepStream nvinfer configs (``deepstream/``) for an engine the
+        device step builds, and so whether validation measures nvinfer's preprocessing for them."""
+        return False
 
     def triton_entry(self, artifact: Artifact) -> TritonEntry | None:
         """How Triton serves ``artifact`` natively (its files and platform); None: Triton has no backend for it (an

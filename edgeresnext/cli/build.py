@@ -68,6 +68,7 @@ def add_build_all(sub: argparse._SubParsersAction) -> None:
 
 def run_validate(args: argparse.Namespace) -> int:
     from edgeresnext.config import build_folder
+    from edgeresnext.pipeline import deepstream_lines
     from edgeresnext.pipeline.choose import STAGE_FOLDERS
     from edgeresnext.report import write_report
     from edgeresnext.validate import validate_target
@@ -92,8 +93,18 @@ def run_validate(args: argparse.Namespace) -> int:
         command="edgeresnext " + " ".join(sys.argv[1:]),
         progress=not args.quiet,
     )
+    if not args.artifact:  # a finished build: its report's DeepStream section too, as the build measured it
+        from edgeresnext.models import read_checkpoint
+        from edgeresnext.pipeline.choose import BuildFiles, measure_serving_exports
+        from edgeresnext.validate import target_threads
+
+        meta = read_checkpoint(model_path).meta
+        files = BuildFiles.in_folder(root, target)
+        report.deepstream = measure_serving_exports(files, target, meta, args.threads or target_threads(target))
     paths = write_report(report, out, html_report=not args.no_html)
     print_table(VALIDATE_COLUMNS, [_validate_row(a) for a in report.artifacts])
+    for line in deepstream_lines(report):
+        print(line)
     for note in report.notes:
         print(f"note: {note}")
     for gate in report.gates:

@@ -82,6 +82,7 @@ class BuildSummary:
             # The build's own notes (preflight, quantize) are printed once, below; the report adds its findings.
             said = [*report.speed_findings(), *(note for note in report.notes if note not in self.notes)]
             lines += [f"  {note}" if note.startswith("WARNING") else f"  note: {note}" for note in said]
+            lines += deepstream_lines(report)
             lines.append(f"report: {self.context.folder('validate') / 'report.md'} (and report.html, report.json)")
         bundle_stage = self.stage("bundle")
         if bundle_stage:
@@ -109,6 +110,19 @@ class BuildSummary:
             _speedup_text(primary, self.report),
             "pass" if self.report.passed else "FAIL",
         ]
+
+
+def deepstream_lines(report: ValidationReport) -> list[str]:
+    """The report's DeepStream section in the build summary: each setting of the configs and the figure that chose it
+    (empty without one)."""
+    section = report.deepstream
+    if section is None:
+        return []
+    lines = [
+        f"DeepStream preprocessing (nvinfer emulated on {section.images:,} validation images, scored with "
+        f"{section.scored_with}; agreement: same top-1 as the bundle's preprocessing):"
+    ]
+    return lines + [f"  {section.choice_text(choice)}" for choice in section.choices]
 
 
 def _speedup_text(row: ArtifactResult, report: ValidationReport) -> str:

@@ -3,7 +3,8 @@ on a finished build, so both give the same rows under the same names.
 
 The rows, in order: the FP32 ONNX and the Q/DQ ONNX in ONNX Runtime; the target's artifact (or why it cannot run
 here) with its own runtime's float build beside it (compiled from the FP32 ONNX with the target's options, so the
-speed-up is the quantization's alone); and what stands in for the artifact on a host that cannot run it.
+speed-up is the quantization's alone); and what stands in for the artifact on a host that cannot run it. For a
+bundle that will carry DeepStream configs, the report's DeepStream section (:func:`measure_serving_exports`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from edgeresnext.quantize import QDQ_ONNX
 if TYPE_CHECKING:
     from edgeresnext.backends import Artifact, Backend
     from edgeresnext.config import Target
+    from edgeresnext.models import ModelMeta
     from edgeresnext.validate import ArtifactUnderTest
+    from edgeresnext.validate.deepstream import DeepStreamPreprocessing
 
 # A build folder's layout: each stage's folder under build/<target>/, and the files the chooser reads.
 STAGE_FOLDERS = {
@@ -163,3 +166,19 @@ def _stand_in_rows(
             row.images = target.validate_.stand_in_images
             rows.append(row)
     return rows
+
+
+def measure_serving_exports(
+    files: BuildFiles, target: Target, meta: ModelMeta, threads: int | None = None
+) -> DeepStreamPreprocessing | None:
+    """What the report measures for the serving engines the bundle will carry configs for: nvinfer's preprocessing
+    on the validation images when the backend exports DeepStream configs for the artifact (a Jetson kit), else None."""
+    from edgeresnext.backends import Artifact, get_backend
+    from edgeresnext.data.validation import validation_images
+    from edgeresnext.validate.deepstream import measure_deepstream
+
+    artifact = Artifact.load(files.artifact_json)
+    if not get_backend(artifact.backend).exports_deepstream(artifact):
+        return None
+    images = validation_images(target.data, list(meta.class_names or []))
+    return measure_deepstream(files.fp32_onnx, images, meta.preprocess, threads)

@@ -354,6 +354,7 @@ def stage_compile(ctx: BuildContext) -> StageResult:
 def stage_validate(ctx: BuildContext) -> StageResult:
     """Every artifact against the FP32 PyTorch model on the target's validation set; the report; gate verdicts."""
     from edgeresnext.validate import target_threads
+    from edgeresnext.validate.deepstream import DEEPSTREAM_MEASURE
 
     target = ctx.target
     compiled = ctx.done["compile"]
@@ -373,11 +374,13 @@ def stage_validate(ctx: BuildContext) -> StageResult:
         "notes": ctx.notes,
         # How the artifact and its float baseline are run and timed (an OpenVINO hint changes no compiled file).
         "backend_options": getattr(target.backend_options, target.backend).model_dump(mode="json"),
+        # What the report's DeepStream section measures (a report of an earlier version has no such section).
+        "deepstream": DEEPSTREAM_MEASURE,
     }
 
     def produce(folder: Path) -> dict[str, Any]:
         from edgeresnext.data.validation import load_validation_data
-        from edgeresnext.pipeline.choose import choose_artifacts
+        from edgeresnext.pipeline.choose import choose_artifacts, measure_serving_exports
         from edgeresnext.report import write_report
         from edgeresnext.validate import pick_primary, read_sensitivity, validate
 
@@ -408,6 +411,7 @@ def stage_validate(ctx: BuildContext) -> StageResult:
             from edgeresnext.pipeline.checkset import KEPT_LOGITS, save_kept_logits
 
             save_kept_logits(folder / KEPT_LOGITS, kept)
+        report.deepstream = measure_serving_exports(ctx.build_files, target, model.meta, target_threads(target))
         write_report(report, folder)
         return {"passed": report.passed, "primary": report.primary}
 
@@ -472,7 +476,8 @@ def stage_bundle(ctx: BuildContext) -> StageResult:
         from edgeresnext.serving.export import deepstream_export
 
         meta = read_checkpoint(ctx.model_file).meta
-        summary = bundle_summary(load_report(ctx))
+        report = load_report(ctx)
+        summary = bundle_summary(report)
         artifact = Artifact.load(artifact_json)
         info: dict[str, Any] = {"validation_summary": summary}
         if artifact.kind == "kit" and ctx.target.validate_.device_check_images > 0:
@@ -480,8 +485,10 @@ def stage_bundle(ctx: BuildContext) -> StageResult:
 
             artifact, info["device_check_set"] = kit_with_check_set(ctx, artifact, ctx.root / "device-check")
         exports = {}
-        if artifact.kind == "kit" and get_backend(artifact.backend).deepstream:
-            artifact, exports["deepstream"] = deepstream_export(ctx, artifact, meta)
+        if get_backend(artifact.backend).exports_deepstream(artifact):
+            if report.deepstream is None:  # the validate stage measures it for every such artifact
+                raise RuntimeError(f"{report_json}: no DeepStream section for a {artifact.backend} {artifact.kind}")
+            artifact, exports["deepstream"] = deepstream_export(ctx, artifact, meta, report.deepstream)
             info["deepstream"] = {k: v for k, v in exports["deepstream"][0].items() if k != "measured"}
         bundle_from_artifacts(folder, [artifact], meta, validation_summary=summary, target=ctx.target, exports=exports)
         return info

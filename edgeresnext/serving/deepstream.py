@@ -6,25 +6,24 @@ normalizes each channel by its own std), it has no center crop, and its default 
 ``classifier-threshold`` with the raw output and applies no softmax (a logit below 0 is never chosen). So the engine
 DeepStream runs is a variant, built by the device step beside the primary one from the same ONNX: the normalization
 moved inside (it takes 0-255 pixels; net-scale-factor 1, offsets 0) and a Softmax at the end (the threshold is a
-probability). What remains is nvinfer's geometry (the frame or object stretched to the network size) and its scaling
-filter: :func:`measure_preprocessing` scores the validation images through an emulation of it
-(:mod:`edgeresnext.data.nvinfer`), and the filter with the better agreement is the one configured. Sources: NVIDIA's
-Gst-nvinfer documentation and the nvinfer sources (DeepStream repository), as listed in :data:`NVINFER_KEYS_SOURCE`.
+probability). What remains, nvinfer's geometry (stretched or fitted to the network size) and its scaling filter, is
+measured by the validate stage (:mod:`edgeresnext.validate.deepstream`, the report's DeepStream section); the configs
+written here take each setting from that section. Sources: NVIDIA's Gst-nvinfer documentation and the nvinfer
+sources (DeepStream repository), as listed in :data:`NVINFER_KEYS_SOURCE`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgeresnext.data.nvinfer import COLOR_FORMATS, FILTERS, NvinferPreprocess, closest_scale
+from edgeresnext.data.nvinfer import COLOR_FORMATS, FILTERS
 from edgeresnext.data.preprocess import Preprocess
+from edgeresnext.validate.deepstream import DeepStreamPreprocessing
 
 logger = logging.getLogger(__name__)
 
@@ -93,85 +92,23 @@ def deepstream_onnx(source: str | Path, dest: str | Path, preprocess: Preprocess
     return Path(dest)
 
 
-@dataclass(frozen=True)
-class MeasuredRow:
-    """One way of preprocessing the validation images, scored with the FP32 model: top-1 against the labels and
-    agreement (same top-1) with the bundle's own preprocessing."""
-
-    name: str
-    scaling_filter: str | None
-    normalization: str | None
-    color: str | None
-    top1: float
-    agreement: float
-    images: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-def _score(run: Callable[[np.ndarray], np.ndarray], inputs: np.ndarray, batch: int = 32) -> np.ndarray:
-    return np.concatenate([run(inputs[i : i + batch]).argmax(1) for i in range(0, len(inputs), batch)])
-
-
-def measure_preprocessing(
-    fp32_onnx: str | Path, images: list[Any], labels: np.ndarray, preprocess: Preprocess, size: tuple[int, int]
-) -> list[MeasuredRow]:
-    """The bundle's preprocessing and nvinfer's (emulated: stretched, nearest or bilinear, per-channel in the model or
-    the closest scalar, and the other color order) on the same images, each scored with the FP32 ONNX."""
-    from edgeresnext.onnx_io import ort_session
-
-    session = ort_session(fp32_onnx, None, "all")
-    name = session.get_inputs()[0].name
-
-    def run(batch: np.ndarray) -> np.ndarray:
-        return session.run(None, {name: batch})[0]
-
-    reference = _score(run, np.stack([preprocess.image_to_array(image) for image in images]))
-    rows = [MeasuredRow("bundle preprocessing (resize, center crop)", None, None, None, 0.0, 1.0, len(images))]
-    rows[0] = MeasuredRow(rows[0].name, None, None, None, float((reference == labels).mean()), 1.0, len(images))
-    own = preprocess.channels
-    other = {"RGB": "BGR"}.get(own)
-    variants = [(f, "in_model", own) for f in FILTERS]
-    variants += [(f, "scalar", own) for f in FILTERS if len(set(preprocess.std)) > 1]
-    variants += [("bilinear", "in_model", other)] if other else []
-    for scaling_filter, normalization, color in variants:
-        emulated = NvinferPreprocess(preprocess, size, scaling_filter, normalization, color)
-        top = _score(run, np.stack([emulated.image_to_array(image) for image in images]))
-        label = f"nvinfer: stretch, {scaling_filter}, {normalization.replace('_', '-')} normalization, {color}"
-        rows.append(
-            MeasuredRow(
-                label,
-                scaling_filter,
-                normalization,
-                color,
-                float((top == labels).mean()),
-                float((top == reference).mean()),
-                len(images),
-            )
-        )
-    return rows
-
-
-def chosen_filter(rows: list[MeasuredRow], color: str) -> str:
-    """The scaling filter with the better agreement (in-model normalization, the right colors); bilinear on a tie,
-    the bundle's own resize filter."""
-    candidates = [r for r in rows if r.normalization == "in_model" and r.color == color]
-    return max(candidates, key=lambda r: (r.agreement, r.scaling_filter == "bilinear")).scaling_filter
-
-
-def _property_lines(plan: dict[str, Any], preprocess: Preprocess, scaling_filter: str, mode: str) -> list[str]:
+def _property_lines(
+    plan: dict[str, Any], preprocess: Preprocess, section: DeepStreamPreprocessing, mode: str
+) -> list[str]:
     chw = plan["input_chw"]
     lines = [
         "[property]",
         "gpu-id=0",
-        "# preprocessing inside the engine (0-255 pixels in): per-channel mean/std, which net-scale-factor cannot do",
+        "# Each preprocessing setting is the one the validation report measured best (its DeepStream section, and",
+        "# preprocessing.json here): nvinfer emulated on the validation images, agreement with the bundle's own.",
+        "# The normalization is in the engine (0-255 pixels in): per-channel mean/std, which one scalar cannot do.",
         "net-scale-factor=1.0",
         "offsets=" + ";".join("0" for _ in preprocess.mean),
-        f"model-color-format={COLOR_FORMATS[preprocess.channels]}",
-        "# the frame (primary) or the object (secondary) is stretched to infer-dims: nvinfer has no center crop",
-        "maintain-aspect-ratio=0",
-        f"scaling-filter={FILTERS[scaling_filter]}",
+        f"model-color-format={COLOR_FORMATS[section.color]}",
+        "# No center crop in nvinfer: the frame (primary) or object (secondary) is stretched or fitted to infer-dims.",
+        f"maintain-aspect-ratio={int(section.maintain_aspect_ratio)}",
+        *([f"symmetric-padding={int(section.symmetric_padding)}"] if section.maintain_aspect_ratio else []),
+        f"scaling-filter={FILTERS[section.scaling_filter]}",
         f"onnx-file=../kit/{VARIANT_ONNX}",
         f"model-engine-file=../kit/{VARIANT_ENGINE}",
         f"labelfile-path={LABELS}",
@@ -182,7 +119,7 @@ def _property_lines(plan: dict[str, Any], preprocess: Preprocess, scaling_filter
         "network-type=1",
         f"output-blob-names={OUTPUT}",
         "# the engine ends in a Softmax: the threshold is a probability (0 keeps every object's top-1)",
-        "classifier-threshold=0.0",
+        f"classifier-threshold={section.threshold}",
     ]
     if mode == "primary":
         return [*lines, "process-mode=1", "gie-unique-id=1"]
@@ -198,46 +135,52 @@ def _property_lines(plan: dict[str, Any], preprocess: Preprocess, scaling_filter
 
 
 def write_deepstream_folder(
-    folder: Path, plan: dict[str, Any], preprocess: Preprocess, class_names: list[str], rows: list[MeasuredRow]
+    folder: Path,
+    plan: dict[str, Any],
+    preprocess: Preprocess,
+    class_names: list[str],
+    section: DeepStreamPreprocessing,
 ) -> dict[str, Any]:
-    """The configs, labels (one ``;``-separated line: nvinfer's classifier format), the measured figures and the
-    README in ``folder``; returns what the manifest records (``exports.deepstream``)."""
+    """The configs (settings from the report's DeepStream ``section``), labels (one ``;``-separated line: nvinfer's
+    classifier format), the measured figures and the README in ``folder``; returns what the manifest records
+    (``exports.deepstream``)."""
     folder.mkdir(parents=True, exist_ok=True)
     for name in class_names:
         if ";" in name:
             from edgeresnext.errors import ConfigError
 
             raise ConfigError(f"class name {name!r} contains ';', nvinfer's label separator; rename the class")
-    scaling_filter = chosen_filter(rows, preprocess.channels)
     for mode, filename in CONFIGS.items():
-        text = "\n".join(_property_lines(plan, preprocess, scaling_filter, mode)) + "\n"
+        text = "\n".join(_property_lines(plan, preprocess, section, mode)) + "\n"
         (folder / filename).write_text(text, encoding="utf-8")
     (folder / LABELS).write_text(";".join(class_names) + "\n", encoding="utf-8")
-    measured = {"rows": [r.to_dict() for r in rows], "scaling_filter": scaling_filter}
-    (folder / MEASURED).write_text(json.dumps(measured, indent=2) + "\n", encoding="utf-8")
-    (folder / "README.md").write_text(_readme(plan, scaling_filter, rows), encoding="utf-8")
+    (folder / MEASURED).write_text(json.dumps(section.to_dict(), indent=2) + "\n", encoding="utf-8")
+    (folder / "README.md").write_text(_readme(plan, section), encoding="utf-8")
     return {
         "folder": FOLDER,
         "configs": {mode: f"{FOLDER}/{name}" for mode, name in CONFIGS.items()},
         "labels": f"{FOLDER}/{LABELS}",
         "engine": f"kit/{VARIANT_ENGINE}",
         "onnx": f"kit/{VARIANT_ONNX}",
-        "normalization": "in_model",
-        "softmax": True,
-        "scaling_filter": scaling_filter,
-        "closest_scalar_std": closest_scale(preprocess.std),
-        "measured": measured["rows"],
+        "normalization": section.normalization,
+        "softmax": section.softmax,
+        "scaling_filter": section.scaling_filter,
+        "geometry": section.geometry,
+        "closest_scalar_std": section.closest_scalar_std,
+        "measured": [row.to_dict() for row in section.rows],
+        "choices": [section.choice_text(choice) for choice in section.choices],
     }
 
 
-def measured_table(rows: list[MeasuredRow]) -> str:
-    lines = ["| preprocessing | top-1 | agreement with the bundle's | images |", "|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r.name} | {100 * r.top1:.2f} % | {100 * r.agreement:.2f} % | {r.images} |")
+def measured_table(section: DeepStreamPreprocessing) -> str:
+    lines = ["| preprocessing | top-1 | agreement with the bundle's |", "|---|---|---|"]
+    for r in section.rows:
+        lines.append(f"| {r.name} | {100 * r.top1:.2f} % | {100 * r.agreement:.2f} % ({r.agree}/{r.images}) |")
     return "\n".join(lines)
 
 
-def _readme(plan: dict[str, Any], scaling_filter: str, rows: list[MeasuredRow]) -> str:
+def _readme(plan: dict[str, Any], section: DeepStreamPreprocessing) -> str:
+    choices = "\n".join(f"- {section.choice_text(choice)}" for choice in section.choices)
     return f"""# DeepStream nvinfer classifier
 
 `{CONFIGS["primary"]}` classifies whole frames (primary, process-mode=1); `{CONFIGS["secondary"]}` classifies a
@@ -255,13 +198,15 @@ Run it on the device (JetPack 6.1+, DeepStream 7), from this folder:
 
 or, in a deepstream-app configuration, `[primary-gie]` (or `[secondary-gie0]`) with `config-file={CONFIGS["primary"]}`.
 
-What nvinfer's preprocessing costs, measured on the validation images with the FP32 model (emulated on the host:
-`edgeresnext/data/nvinfer.py`; frame = image, stretched to {"x".join(map(str, plan["input_chw"][1:]))}, no crop):
+What nvinfer's preprocessing does, measured by the build's validation (the report's DeepStream section; here in
+`{MEASURED}`): {section.images} validation images through an emulation of nvinfer (`edgeresnext/data/nvinfer.py`; the
+frame is the image, the network {"x".join(map(str, section.network_size))}), scored with {section.scored_with}:
 
-{measured_table(rows)}
+{measured_table(section)}
 
-scaling-filter={FILTERS[scaling_filter]} ({scaling_filter}) is the filter with the better agreement. The in-model
-normalization is exact; the closest scalar net-scale-factor is shown for comparison.
+Each setting of the configs, the figure that chose it and what it was measured against:
+
+{choices}
 """
 
 

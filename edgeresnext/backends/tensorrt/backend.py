@@ -66,7 +66,6 @@ class TensorRTBackend(Backend):
     options_type = TensorRTOptions
     float_baseline = "fp16"  # a GPU's float deployment is its FP16 engine
     always_compare_speed = True  # the FP16 engine can beat INT8 on a GPU
-    deepstream = True  # nvinfer runs TensorRT engines
 
     @classmethod
     def target_problem(cls, target: Target) -> str | None:
@@ -96,6 +95,10 @@ class TensorRTBackend(Backend):
     def built_on(self, artifact: Artifact) -> dict[str, Any]:
         keys = ("gpu_name", "gpu_sm", "tensorrt_version", "build_mode")
         return {k: artifact.info.extra[k] for k in keys if k in artifact.info.extra}
+
+    def exports_deepstream(self, artifact: Artifact) -> bool:
+        # nvinfer runs TensorRT engines: a kit's device step builds DeepStream's variant beside the engine.
+        return artifact.kind == "kit"
 
     def triton_entry(self, artifact: Artifact) -> TritonEntry | None:
         if artifact.kind != "engine":
