@@ -152,7 +152,7 @@ def test_the_same_command_builds_for_the_jetson(jetson_build):
     assert any("bundle build-engine" in note for note in jetson_build.notes)
 
 
-@pytest.mark.promise("docs/serving.md", "Each preprocessing setting of the DeepStream configs is a row of the report")
+@pytest.mark.promise("docs/serving.md", "each preprocessing setting of the DeepStream configs is a row of the report")
 def test_each_deepstream_setting_is_a_measured_row_of_the_validation_report(jetson_build):
     """The photos (mixed sizes, RGB model, ImageNet's per-channel std): the report's DeepStream section scores every
     scaling filter with every geometry, the closest scalar, the other color order and the logits through nvinfer's

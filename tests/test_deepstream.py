@@ -34,6 +34,7 @@ def _config(path) -> dict[str, str]:
     return dict(parser["property"])
 
 
+@pytest.mark.promise("docs/serving.md", "Every key of both configs is one nvinfer reads")
 @pytest.mark.parametrize("mode", ["primary", "secondary"])
 def test_every_config_key_is_one_nvinfer_reads(built, mode):
     config = _config(built / "deepstream" / CONFIGS[mode])
@@ -75,6 +76,7 @@ def test_the_manifest_says_what_was_exported_and_verify_covers_it(built, tmp_pat
         verify_bundle(copy)
 
 
+@pytest.mark.promise("docs/serving.md", "equal to softmax(model((x/255 − mean)/std)) to 1e-5")
 def test_the_variant_onnx_is_softmax_of_the_model_on_bundle_normalized_pixels(tmp_path, shipped_model, fmnist_test):
     """(x - 255 mean) / (255 std) inside the graph equals the bundle's (x / 255 - mean) / std to float32 rounding:
     the inputs differ by a few ulps of values up to |(0 - 0.2860) / 0.3530| = 0.81 (shipped model's mean/std),
@@ -140,6 +142,7 @@ def test_emulated_padding_fits_the_crop_and_pads_black_as_nvinfer_does():
     assert stretched.tolist() == [[200] * 8] * 8
 
 
+@pytest.mark.promise("docs/serving.md", "emulated exactly")
 def test_nvinfer_s_parser_is_emulated_exactly():
     """Every output row over {-1, 0, 0.25, 1} for 3 classes (64 rows) and thresholds 0 and 0.25 against a line-by-line
     port of parseAttributesFromSoftmaxLayers (running maximum from 0, strict '>' for both comparisons)."""
@@ -160,6 +163,7 @@ def test_nvinfer_s_parser_is_emulated_exactly():
     assert nvinfer_classifier_top1(np.asarray([[-3.0, -1.0]], np.float32)).tolist() == [-1]  # logits below 0: none
 
 
+@pytest.mark.promise("docs/serving.md", "the pair with the best agreement, bilinear and then stretched on a tie")
 def test_the_deepstream_section_scores_each_row_and_takes_the_best(tmp_path, shipped_model, fmnist_test):
     """Fashion-MNIST items centred in 28x56 frames: the bundle's preprocessing (resize 28, center crop 28) cuts the
     item back out, nvinfer stretches or fits the frame.

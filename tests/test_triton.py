@@ -101,6 +101,7 @@ def images(fmnist_test) -> list[bytes]:
 
 
 # ------------------------------------------------------------------------------------------ the repository
+@pytest.mark.promise("docs/serving.md", "every `config.pbtxt` parses with Triton's own schema")
 @pytest.mark.parametrize(
     ("which", "native", "platform", "files"),
     [
@@ -157,6 +158,7 @@ def test_images_entry_parses_strictly_and_carries_the_verified_bundle(repos, bun
     assert listed == {p.relative_to(repo).as_posix() for p in repo.rglob("*") if p.is_file() and p.name != RECORD}
 
 
+@pytest.mark.promise("docs/serving.md", "The command refuses a bundle whose artifact Triton cannot run yet")
 def test_a_kit_without_its_engine_and_a_foreign_folder_are_refused(bundles, tmp_path, tmp_path_factory, calib_dir):
     kit_bundle = jetson_bundle(tmp_path_factory, calib_dir)
     with pytest.raises(BundleError, match=r"tensorrt kit artifact is nothing Triton runs yet; .*build-engine"):
@@ -216,6 +218,7 @@ def _check_top5(printed: np.ndarray, prediction) -> None:
     assert np.abs(np.array([float(score) for score, _, _ in rows]) - prediction.scores).max() <= PRINTED_SCORE_TOLERANCE
 
 
+@pytest.mark.promise("docs/serving.md", "the same top-5 labels in the same order")
 @needs_server
 @pytest.mark.parametrize(
     ("model", "which", "stand_in"),
@@ -246,6 +249,7 @@ def test_served_top5_equals_load_bundle_at_batch_1_and_the_largest_batch(client,
         assert row[prediction.indices].tolist() == np.float32(prediction.scores).tolist()
 
 
+@pytest.mark.promise("docs/serving.md", "Bad requests get Triton's error and the server stays ready")
 @needs_server
 @pytest.mark.parametrize(
     ("rows", "dtype", "status", "said"),
