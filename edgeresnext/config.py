@@ -363,6 +363,35 @@ def _distinct_nodes(root: Any) -> int:
     return len(seen)
 
 
+def _refuse_repeated_keys(root: Any, path: Path) -> None:
+    """A key written twice in one mapping is a :class:`ConfigError` naming it and both lines: YAML keeps the last one
+    silently (``backend: onnxruntime`` ... ``backend: tensorrt`` builds for TensorRT without a word)."""
+    import yaml
+
+    seen: set[int] = set()
+    stack: list[tuple[Any, str]] = [(root, "")]
+    while stack:
+        node, prefix = stack.pop()
+        if id(node) in seen:  # an alias: the node it names is checked once
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend((child, prefix) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            first: dict[tuple[str, str], int] = {}
+            for key, value in node.value:
+                name = f"{prefix}.{key.value}" if prefix else str(key.value)
+                if isinstance(key, yaml.ScalarNode):
+                    line = key.start_mark.line + 1
+                    if (key.tag, key.value) in first:
+                        raise ConfigError(
+                            f"{path}: line {line}: key {shown(name)} is written twice (first on line "
+                            f"{first[key.tag, key.value]}); YAML would keep the last one without a word: remove one"
+                        )
+                    first[key.tag, key.value] = line
+                stack.append((value, name if isinstance(key, yaml.ScalarNode) else prefix))
+
+
 def read_small_text(path: Path, limit: int, kind: str, expected: str) -> str:
     """The UTF-8 text of ``path``, a regular file of at most ``limit`` bytes (a target or labels file). Anything else
     is a :class:`ConfigError` naming the file, what it is instead (``kind``: "target file") and what is
@@ -406,6 +435,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
                     f"{path}: YAML aliases expand to {expanded} values ({distinct} written); at most "
                     f"{ALIAS_EXPANSION_MAX} repeated values are accepted"
                 )
+            _refuse_repeated_keys(node, path)
         try:
             data = loader.construct_document(node) if node is not None else None
         except (ValueError, OverflowError, IndexError, TypeError, AttributeError, KeyError) as err:
