@@ -3,7 +3,12 @@
 Everything the user can cause (bad config, bad data, a checkpoint we refuse, a backend missing on this
 host, a failed gate) raises a subclass of :class:`EdgeResNeXtError`; the CLI turns it into one line and
 exit code 2. Internal bugs are left as ordinary Python exceptions on purpose.
+
+It also holds what every message about a user's value needs: how a value is quoted (:func:`shown`), and how untrusted
+text is rendered for a terminal (:func:`printable`).
 """
+
+import re
 
 
 class EdgeResNeXtError(Exception):
@@ -61,3 +66,26 @@ def shown(value: object, limit: int = SHOWN_MAX) -> str:
         value = value[:limit]  # never repr a huge string whole
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# What a terminal acts on instead of showing: C0 and C1 controls (a line break, ESC sequences that clear the screen or
+# retitle the window, a carriage return that overwrites the line), DEL, Unicode's line and paragraph separators, and
+# the invisible format characters that reorder or hide text (bidirectional overrides, zero-width characters).
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match.group()
+    return _NAMED.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
+
+
+def printable(text: object) -> str:
+    """``text`` as one line a terminal shows as it is: every character it would act on instead (line breaks, ESC
+    sequences, carriage returns, bidirectional overrides) written as its escape (``\\n``, ``\\x1b``, ``\\u202e``).
+
+    The one place that renders untrusted text (names, labels, paths, error messages: anything from a user's file, data
+    folder, manifest or labels file) for a terminal: the CLI passes its errors, log lines and the text it prints from
+    bundles through it, so a name cannot add a line (``...\\nedgeresnext build: error: none; all good``) or move the
+    cursor. Backslashes are kept, so escaping twice changes nothing."""
+    return _UNPRINTABLE.sub(_escaped, str(text))
