@@ -349,12 +349,14 @@ def load_calibration_images(
     count: int | None = None,
     on_bad_image: str = "fail",
     skipped: list[tuple[str, str]] | None = None,
+    shape: tuple[int, ...] | None = None,
 ) -> np.ndarray:
     """The first ``count`` images below ``folder`` (sorted paths), preprocessed for the model: float32 NCHW.
 
     Any folder of images works (class sub-folders optional). ``on_bad_image='skip'`` drops unreadable files
     with a warning and takes the next ones, so the set still has ``count`` images when the folder has them;
-    ``skipped`` receives ``(file, reason)`` of each dropped file.
+    ``skipped`` receives ``(file, reason)`` of each dropped file. ``shape``: the CHW input the model takes (an image
+    that does not become it is a bad image, named).
     """
     from edgeresnext.data.folder import list_images, load_folder_arrays
 
@@ -370,7 +372,9 @@ def load_calibration_images(
         take = files[position : position + wanted - sum(len(a) for a in arrays)]
         position += len(take)
         try:
-            batch, _kept = load_folder_arrays(take, preprocess, on_bad_image=on_bad_image, skipped=skipped)
+            if shape is None and arrays:
+                shape = arrays[0].shape[1:]
+            batch, _kept = load_folder_arrays(take, preprocess, on_bad_image, skipped, shape)
         except DataError:
             if on_bad_image == "fail":
                 raise

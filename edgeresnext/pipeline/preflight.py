@@ -79,7 +79,7 @@ def preflight(target: Target) -> Preflight:
     result = Preflight(meta=meta, notes=notes)
     _check_validation_data(target, meta)
     if target.precision == "int8":
-        result.calibration_images = _check_calibration(target, notes)
+        result.calibration_images = _check_calibration(target, meta, notes)
     return result
 
 
@@ -214,10 +214,11 @@ def _check_validation_data(target: Target, meta: ModelMeta) -> None:
     scan_image_folder(target.data.dataset, class_names=meta.class_names)
 
 
-def _check_calibration(target: Target, notes: list[str]) -> int:
-    """Decode the calibration images the quantize stage will use (a bad one replaced by the next, as there); how many
-    are usable. Decoding is the check: an unreadable file is never counted as usable."""
-    from edgeresnext.data.folder import decode_image, list_images
+def _check_calibration(target: Target, meta: ModelMeta, notes: list[str]) -> int:
+    """Decode and preprocess the calibration images the quantize stage will use (a bad one replaced by the next, as
+    there); how many are usable. That is the check: an unreadable file, or one that does not become the model's input
+    (another size under ``resize: null``), is never counted as usable."""
+    from edgeresnext.data.folder import list_images, model_input
 
     spec = target.quant
     files = list_images(spec.calib_dir)
@@ -226,7 +227,7 @@ def _check_calibration(target: Target, notes: list[str]) -> int:
         if usable == spec.subset_size:
             break
         try:
-            decode_image(path)
+            model_input(path, meta.preprocess, meta.input_chw)
         except DataError as err:
             if target.data.on_bad_image == "fail":
                 raise DataError(f"{err} (data.on_bad_image: fail; 'skip' replaces it with the next image)") from err
