@@ -120,13 +120,24 @@ CLASS_NAME_MAX = 200
 
 
 def read_labels_file(path: Path) -> list[str]:
-    """The class names in a labels file (one per line, blank lines ignored): a regular UTF-8 text file of at most
-    :data:`LABELS_FILE_MAX_BYTES`. A file that is not one is refused by what it is, never by quoting its text."""
+    """The class names in a labels file (one per line; blank lines after the last name ignored): a regular UTF-8
+    text file of at most :data:`LABELS_FILE_MAX_BYTES`. A blank line before a name is refused naming its line (the
+    names after it would shift by one class). A file that is not one is refused by what it is, never by quoting its
+    text."""
     from edgeresnext.config import read_small_text
 
     what = "a labels file (UTF-8 text, one class name per line, at most 4 MiB)"
     text = read_small_text(path, LABELS_FILE_MAX_BYTES, "labels file", f"model.class_names / --labels takes {what}")
-    names = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = text.splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    blank = next((number for number, line in enumerate(lines, start=1) if not line.strip()), None)
+    if blank is not None:
+        raise ConfigError(
+            f"{path}: line {blank} is blank; a labels file has one class name per line, in output order (a blank line "
+            "would shift every later name by one class)"
+        )
+    names = [line.strip() for line in lines]
     for number, name in enumerate(names, start=1):
         if len(name) > CLASS_NAME_MAX or any(ord(c) < 32 or ord(c) == 127 for c in name):
             raise ConfigError(
