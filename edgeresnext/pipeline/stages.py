@@ -324,7 +324,8 @@ def stage_lint(ctx: BuildContext) -> StageResult:
             )
         return {"errors": 0, "warnings": len(found) - len(errors)}
 
-    return run_stage(ctx.root / STAGE_FOLDERS["lint"], "lint", {"rules": "tensorrt"}, [qdq_onnx], produce)
+    folder = ctx.root / STAGE_FOLDERS["lint"]
+    return run_stage(folder, "lint", {"rules": "tensorrt"}, [qdq_onnx], produce, kept_on_failure=("lint.json",))
 
 
 def stage_compile(ctx: BuildContext) -> StageResult:
