@@ -42,7 +42,19 @@ def make_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add, _run in COMMANDS.values():
         add(sub)
+    _say_ranges(parser)
     return parser
+
+
+def _say_ranges(parser: argparse.ArgumentParser) -> None:
+    """Each bounded number's accepted range at the end of its --help line (and so in the CLI reference)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                _say_ranges(command)
+        accepted = getattr(action.type, "accepted", None)
+        if accepted is not None and action.help != argparse.SUPPRESS:
+            action.help = f"{action.help or ''} ({accepted})".lstrip()
 
 
 class _PrintableFormatter(logging.Formatter):

@@ -43,6 +43,7 @@ def int_in(low: int, high: int) -> Callable[[str], int]:
 
     parse.__name__ = "integer"
     parse.bounds = (low, high)  # type: ignore[attr-defined]  # read by the convention test
+    parse.accepted = range_text(low, high)  # type: ignore[attr-defined]  # said in --help
     return parse
 
 
@@ -68,6 +69,7 @@ def float_in(low: float, high: float, inclusive: bool = False) -> Callable[[str]
 
     parse.__name__ = "number"
     parse.bounds = (low, high)  # type: ignore[attr-defined]
+    parse.accepted = f"{symbol} {low:g} and <= {high:g}"  # type: ignore[attr-defined]
     return parse
 
 
