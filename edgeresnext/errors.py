@@ -8,8 +8,6 @@ It also holds what every message about a user's value needs: how a value is quot
 text is rendered for a terminal (:func:`printable`), and the upper bound of every count a user can give (``MAX_*``).
 """
 
-import re
-
 
 class EdgeResNeXtError(Exception):
     """Root of every error that edgeresnext reports to the user."""
@@ -68,27 +66,31 @@ def shown(value: object, limit: int = SHOWN_MAX) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-# What a terminal acts on instead of showing: C0 and C1 controls (a line break, ESC sequences that clear the screen or
-# retitle the window, a carriage return that overwrites the line), DEL, Unicode's line and paragraph separators, and
-# the invisible format characters that reorder or hide text (bidirectional overrides, zero-width characters).
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+# How a character a terminal would not simply show is written: its name, else its code point.
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
-def _escaped(match: re.Match[str]) -> str:
-    char = match.group()
-    return _NAMED.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
+def _escaped(char: str) -> str:
+    code = ord(char)
+    if char in _NAMED:
+        return _NAMED[char]
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def printable(text: object) -> str:
-    """``text`` as one line a terminal shows as it is: every character it would act on instead (line breaks, ESC
-    sequences, carriage returns, bidirectional overrides) written as its escape (``\\n``, ``\\x1b``, ``\\u202e``).
+    """``text`` as one line a terminal shows as it is: every character that is not printable (``str.isprintable``:
+    line breaks, carriage returns, ESC and the other C0 and C1 controls, bidirectional overrides and zero-width
+    characters, line separators, unassigned and private-use code points) written as its escape (``\\n``,
+    ``\\x1b``, ``\\u202e``).
 
     The one place that renders untrusted text (names, labels, paths, error messages: anything from a user's file, data
     folder, manifest or labels file) for a terminal: the CLI passes its errors, log lines and the text it prints from
-    bundles through it, so a name cannot add a line (``...\\nedgeresnext build: error: none; all good``) or move the
-    cursor. Backslashes are kept, so escaping twice changes nothing."""
-    return _UNPRINTABLE.sub(_escaped, str(text))
+    bundles through it, so a name cannot add a line (``...\\nedgeresnext build: error: none; all good``), move the
+    cursor or retitle the window. Backslashes are kept, so escaping twice changes nothing."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else _escaped(char) for char in text)
 
 
 # --------------------------------------------------------------------------------------------- upper bounds
