@@ -204,7 +204,8 @@ def _write_calibration_set(
     staging = out / f"{_STAGING}{os.getpid()}"
     try:
         out.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(staging, ignore_errors=True)
+        for stale in out.glob(f"{_STAGING}*"):  # a killed writer's (the lock says none is live): ours by name
+            shutil.rmtree(stale, ignore_errors=True)
         staging.mkdir()
         written, per_class = _save_sample(data, indices, staging)
         _swap_in(out, staging, ours, written)
