@@ -24,7 +24,14 @@ def run_build(args: argparse.Namespace) -> int:
     from edgeresnext.pipeline import build
 
     target = target_from_args(args, BUILD_FLAGS)
-    summary = build(target, out_root=check_output(args.out, "--out"), progress=not args.quiet, say=print, install=True)
+    summary = build(
+        target,
+        out_root=check_output(args.out, "--out"),
+        progress=not args.quiet,
+        say=print,
+        install=True,
+        sign_key=args.sign_key,
+    )
     print(summary.render())
     return 0 if summary.ok else 1
 
@@ -37,6 +44,13 @@ def _add_build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labels", default=None, help="labels file, one class name per line in output order (LABELS=...)")
     p.add_argument("--out", default="build", help="build root (default build/)")
     p.add_argument("--targets-dir", default="targets", help="where target names are looked up (default targets/)")
+    p.add_argument(
+        "--sign-key",
+        default=None,
+        metavar="KEY",
+        help="sign the bundle of a build that passes with this PEM private key (bundle/bundle.sig; its password: "
+        "$EDGERESNEXT_SIGN_KEY_PASSWORD; needs pip install 'edgeresnext[sign]')",
+    )
 
 
 def add_build(sub: argparse._SubParsersAction) -> None:
@@ -51,7 +65,12 @@ def run_build_all(args: argparse.Namespace) -> int:
     paths = sorted(p for p in Path(args.targets_dir).glob("*.yaml") if not p.name.startswith("_"))
     targets = [target_from_args(args, BUILD_FLAGS, path=p) for p in paths]
     table, ok = build_all(
-        targets, out_root=check_output(args.out, "--out"), progress=not args.quiet, say=print, install=True
+        targets,
+        out_root=check_output(args.out, "--out"),
+        progress=not args.quiet,
+        say=print,
+        install=True,
+        sign_key=args.sign_key,
     )
     print(table)
     return 0 if ok else 1
