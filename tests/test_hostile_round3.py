@@ -62,6 +62,7 @@ def _plant_users_images(folder: Path) -> dict[str, bytes | None]:
     return _tree(folder)
 
 
+@pytest.mark.promise("docs/getting-started.md", "your own images in `calib_data/` are never overwritten, nor deleted")
 def test_data_never_deletes_or_overwrites_a_users_images(tmp_path, monkeypatch, capsys):
     """Issue 30, item 1: `edgeresnext data --count 10` deleted calib_data/mycls/a.png and calib_data/loose.png and
     exited 0. Now it refuses, naming the folder and what to do, and every file is byte-identical afterwards."""
@@ -132,6 +133,7 @@ for bundle in sys.argv[2:]:
 """
 
 
+@pytest.mark.promise("docs/reliability.md", "leave all of them empty")
 def test_build_validate_and_predict_leave_a_fresh_home_empty(tmp_path):
     """Issue 30, item 3: OpenVINO (through its telemetry client) wrote ~/intel/openvino_ga_cid and ~/intel/stats on
     import, ONNX Runtime ~/.cache/Microsoft/DeveloperTools/.onnxruntime/{deviceid,onnxruntime.db} (and an event file
@@ -250,6 +252,7 @@ def _schema_bounds(key: str) -> tuple[float, float] | None:
     return None if high is None else (low, high)
 
 
+@pytest.mark.promise("docs/reliability.md", "is bounded by its type and says its range in `--help`")
 def test_every_numeric_flag_has_an_upper_bound():
     """Issue 30, item 4: `--threads 100000` grew to 5.5 GB; `--runs 1000000000000` ran on. Every numeric flag is
     now bounded: by its argument type, or (a flag that sets a target key) by the target schema."""
@@ -602,6 +605,7 @@ def test_printable_escapes_what_a_terminal_would_act_on():
     assert printable("Ünïcödé 衬衫 ok") == "Ünïcödé 衬衫 ok"  # printable text is left as it is
 
 
+@pytest.mark.promise("docs/reliability.md", "a label cannot drive the terminal")
 def test_a_name_with_a_line_break_gives_a_one_line_error(tmp_path, capsys):
     """Issue 30, item 7: a class folder or file whose name holds a line break split the error in two; the second line
     could read like our own verdict."""
@@ -670,6 +674,7 @@ MANIFEST_EDITS = {
 }
 
 
+@pytest.mark.promise("docs/reliability.md", "refuses it with the very error `load_bundle` gives")
 @pytest.mark.parametrize("case", sorted(MANIFEST_EDITS))
 def test_verify_refuses_exactly_what_load_bundle_refuses(ort_bundle, tmp_path, case, capsys):
     """Issue 30, item 8: `verify` said OK for manifests `predict` refused (resize 60000, a NaN mean, crop 2048). Both
