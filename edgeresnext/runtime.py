@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from edgeresnext.backends import Artifact, ArtifactInfo, Runner, get_backend
-from edgeresnext.bundle import BundleError, read_labels, read_manifest, verify_bundle
+from edgeresnext.bundle import BundleError, read_manifest, verify_bundle
+from edgeresnext.bundle.manifest import BundleInputs, bundle_inputs
 from edgeresnext.bundle.signature import check_signature, public_key_from
 from edgeresnext.data.preprocess import Preprocess
 from edgeresnext.errors import BackendUnavailable, ConfigError, DataError
@@ -60,25 +61,27 @@ class Classifier:
     closes on exit.
     """
 
-    def __init__(self, bundle_dir: Path, manifest: dict[str, Any], artifact: dict[str, Any], runner: Runner) -> None:
+    def __init__(
+        self,
+        bundle_dir: Path,
+        manifest: dict[str, Any],
+        artifact: dict[str, Any],
+        runner: Runner,
+        inputs: BundleInputs | None = None,
+    ) -> None:
         self.bundle_dir = bundle_dir
         self.manifest = manifest
         self.artifact = artifact
         self.runner = runner
-        self.labels = read_labels(bundle_dir, manifest)
+        # Read and checked by the function `bundle verify` runs too: what verify passes, this loads.
+        inputs = inputs or bundle_inputs(bundle_dir, manifest)
+        self.labels = inputs.labels
+        self.preprocess: Preprocess = inputs.preprocess
+        self.input_shape: tuple[int, int, int] = inputs.input_shape
         # What runs in place of an artifact this host cannot run (load_bundle(..., stand_in=True)); None: itself.
         self.stand_in: str | None = None
-        fields = set(Preprocess.__dataclass_fields__)
-        self.preprocess = Preprocess.from_dict(
-            {k: v for k, v in manifest["preprocess"].items() if k in fields}, f"{bundle_dir}/manifest.json: preprocess"
-        )
-        shape = manifest["input"]["shape"]
-        self.input_shape: tuple[int, int, int] = (shape[1], shape[2], shape[3])
         # The batch sizes the bundle was built and validated for; logits() takes any size (the runner splits).
-        batch = manifest["input"].get("batch", {"min": 1, "max": 1})
-        self.batch_range = (int(batch["min"]), int(batch["max"]))
-        if shape[0] > 0:  # a static batch dimension
-            self.batch_range = (shape[0], shape[0])
+        self.batch_range = inputs.batch_range
 
     def close(self) -> None:
         """Free the runtime's resources (session, compiled model, device memory)."""
@@ -242,7 +245,7 @@ def _runtime_device(manifest: dict[str, Any], artifact: dict[str, Any], runtime:
 
 
 def _stand_in_classifier(
-    bundle_dir: Path, manifest: dict[str, Any], artifact: dict[str, Any], threads: int | None
+    bundle_dir: Path, manifest: dict[str, Any], artifact: dict[str, Any], threads: int | None, inputs: BundleInputs
 ) -> Classifier:
     """A classifier running the first stand-in the artifact's backend names (the files it is built from, run by
     another backend here); a BundleError when it has none."""
@@ -258,7 +261,7 @@ def _stand_in_classifier(
     name, chosen = stand_ins[0]
     runtime = get_backend(chosen.backend)
     runner = runtime.load(chosen, runtime.run_options(threads=threads))
-    classifier = Classifier(bundle_dir, manifest, artifact, runner)
+    classifier = Classifier(bundle_dir, manifest, artifact, runner, inputs)
     classifier.stand_in = name
     logger.warning("%s: running the host stand-in %s, not the %s artifact itself", bundle_dir, name, artifact["kind"])
     return classifier
@@ -302,9 +305,10 @@ def load_bundle(
         manifest = check_signature(bundle_dir, key)
     else:
         manifest = verify_bundle(bundle_dir) if verify else read_manifest(bundle_dir)
+    inputs = bundle_inputs(bundle_dir, manifest)  # before a runtime is started
     artifact = _chosen_artifact(bundle_dir, manifest, backend)
     if stand_in:
-        return _stand_in_classifier(bundle_dir, manifest, artifact, threads)
+        return _stand_in_classifier(bundle_dir, manifest, artifact, threads, inputs)
     _check_loadable(bundle_dir, artifact, allow_failed_check)
     runtime = get_backend(artifact["backend"])
     if device is None:
@@ -324,6 +328,6 @@ def load_bundle(
         others = [a["backend"] for a in manifest["artifacts"] if a is not artifact and a["kind"] != "kit"]
         hint = f"; the bundle also has: {', '.join(others)} (load_bundle(..., backend=...))" if others else ""
         raise BackendUnavailable(f"{bundle_dir}: {err}{hint}") from err
-    classifier = Classifier(bundle_dir, manifest, artifact, runner)
+    classifier = Classifier(bundle_dir, manifest, artifact, runner, inputs)
     logger.info("loaded %r", classifier)
     return classifier

@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import argparse
 
-from edgeresnext.cli.common import int_at_least
+from edgeresnext.cli.common import check_output, int_in, say
+from edgeresnext.errors import MAX_CLASSES
 
 
 def _extract(args: argparse.Namespace) -> int:
     from edgeresnext.bundle import extract_bundle
 
-    manifest = extract_bundle(args.archive, args.dest)
-    print(f"OK {args.dest}: extracted from {args.archive}, {len(manifest['files'])} files, sha256 verified")
+    manifest = extract_bundle(args.archive, check_output(args.dest, "DEST"))
+    say(f"OK {args.dest}: extracted from {args.archive}, {len(manifest['files'])} files, sha256 verified")
     return 0
 
 
@@ -24,7 +25,7 @@ def _verify(args: argparse.Namespace) -> int:
     key = public_key_from(args.verify_key)
     manifest = verify_bundle(args.bundle) if key is None else check_signature(args.bundle, key)
     backend = manifest["backend"]
-    print(
+    say(
         f"OK {args.bundle}: {manifest['model']['arch']} {manifest['precision']} for {backend['name']} "
         f"{backend['version']} ({manifest['device']['target_device']}), {len(manifest['files'])} files, "
         "sha256 verified"
@@ -32,19 +33,19 @@ def _verify(args: argparse.Namespace) -> int:
     primary = manifest["artifacts"][0]
     if "engine" in primary:
         engine = primary["engine"]
-        print(
+        say(
             f"engine: {primary['path']} built with TensorRT {engine['tensorrt_version']} on {engine['gpu_name']} "
             f"(SM {engine['gpu_sm']}, {engine['build_mode'].replace('_', ' ')}) from {engine['onnx']['path']}"
         )
         check = engine.get("device_check") or {"status": "unchecked", "reason": "no device check recorded"}
         said = check.get("reason") or (check.get("gate") or {}).get("message", "")
-        print(f"device check: {check['status']}: {said}")
+        say(f"device check: {check['status']}: {said}")
     elif primary["kind"] == "kit":
-        print(
+        say(
             f"engine: not built yet; on the device run `edgeresnext bundle build-engine {args.bundle}` "
             f"(or {args.bundle}/{primary['path']}/build_engine.sh)"
         )
-    print(signature_status(args.bundle, key))
+    say(signature_status(args.bundle, key))
     return 0
 
 
@@ -63,18 +64,16 @@ def _build_engine(args: argparse.Namespace) -> int:
         sign_key=args.sign_key,
     )
     for line in engine_summary(args.bundle, manifest):
-        print(line)
+        say(line)
     if args.sign_key:
-        print(
-            f"signature: signed with {args.sign_key}: {args.bundle}/bundle.sig covers every file, the engine included"
-        )
+        say(f"signature: signed with {args.sign_key}: {args.bundle}/bundle.sig covers every file, the engine included")
     elif (Path(args.bundle) / "bundle.sig").is_file():
-        print(
+        say(
             f"signature: NOT renewed: {args.bundle}/bundle.sig covers the bundle as it was before this step, not the "
             f"engine; sign the sealed bundle here with `edgeresnext bundle sign {args.bundle} --sign-key KEY`"
         )
     if device_check_status(manifest) == "failed":  # sealed as failed: exit 1, as the kit's build_engine.sh does
-        print(f"edgeresnext: error: {failed_check_message(manifest)}", file=sys.stderr)
+        say(f"edgeresnext: error: {failed_check_message(manifest)}", file=sys.stderr)
         return 1
     return 0
 
@@ -88,13 +87,13 @@ def _predict(args: argparse.Namespace) -> int:
     results = classifier.predict(list(args.images), top_k=args.top_k)
     for image, result in zip(args.images, results, strict=True):
         if args.json:
-            print(json.dumps({"image": image, **result.to_dict()}))
+            say(json.dumps({"image": image, **result.to_dict()}))
             continue
-        print(image)
+        say(image)
         for rank, (index, label, score) in enumerate(
             zip(result.indices, result.labels, result.scores, strict=True), start=1
         ):
-            print(f"  {rank}. {label:20s} {score:.6f}  (class {index})")
+            say(f"  {rank}. {label:20s} {score:.6f}  (class {index})")
     return 0
 
 
@@ -118,7 +117,7 @@ def _sign(args: argparse.Namespace) -> int:
     if key is not None:  # the signature it has must hold before it is replaced
         check_signature(args.bundle, key)
     signature = sign_bundle(args.bundle, args.sign_key, password)
-    print(f"OK {args.bundle}: signed with {args.sign_key}: {signature} covers every file, manifest.json included")
+    say(f"OK {args.bundle}: signed with {args.sign_key}: {signature} covers every file, manifest.json included")
     return 0
 
 
@@ -149,7 +148,7 @@ def add_bundle(sub: argparse._SubParsersAction) -> None:
     predict = actions.add_parser("predict", help="top-k classes of images with the bundle's runtime")
     predict.add_argument("bundle", help="bundle folder, e.g. build/cpu/bundle")
     predict.add_argument("images", nargs="+", help="image files (PNG, JPEG, PGM/PPM, ...)")
-    predict.add_argument("--top-k", type=int_at_least(1), default=5)
+    predict.add_argument("--top-k", type=int_in(1, MAX_CLASSES), default=5)
     predict.add_argument("--backend", default=None, help="which of the bundle's artifacts to run (default: primary)")
     predict.add_argument("--json", action="store_true", help="one JSON line per image")
     _add_verify_key(predict)
