@@ -92,10 +92,13 @@ class BuildPlan:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON data, keys in field order (kit.json's ``"plan"``)."""
+        """Plain JSON data, keys in field order (kit.json's ``"plan"``); ``variants`` only when there are some, so a
+        kit written before them reads back to the same dict."""
         data = asdict(self)
         data["input_chw"] = list(self.input_chw)
         data["variants"] = list(self.variants)
+        if not self.variants:
+            del data["variants"]
         return data
 
     def variant_engines(self) -> list[tuple[str, str]]:
