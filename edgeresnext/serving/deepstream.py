@@ -62,8 +62,9 @@ def deepstream_onnx(source: str | Path, dest: str | Path, preprocess: Preprocess
     from onnx import TensorProto, helper, numpy_helper
 
     from edgeresnext.atomic import atomic_path
+    from edgeresnext.onnx_io import load_onnx_safely
 
-    model = onnx.load(str(source))
+    model = load_onnx_safely(source)
     graph = model.graph
     pixels, logits = graph.input[0].name, graph.output[0].name
     normalized = f"{pixels}_normalized"
