@@ -63,7 +63,15 @@ class DataSpec(_Strict):
     dataset: str = Field("fashion-mnist", description="'fashion-mnist', 'cifar10' or an image-folder path")
     root: str | None = None
     split: str = "test"
-    limit: int | None = Field(None, ge=1, description="validate on the first N images only")
+    limit: int | None = Field(
+        None, ge=1, description="validate on N images only: a class-stratified random sample (seeded by sample_seed)"
+    )
+    sample_seed: int = Field(
+        0,
+        ge=0,
+        description="seed of the class-stratified order every sample of the validation set is taken from (data.limit, "
+        "validate.stand_in_images, the device check set)",
+    )
     on_bad_image: Literal["fail", "skip"] = "fail"
 
 

@@ -15,6 +15,7 @@ from tolerances import FP32_LOGIT_ATOL
 from validate_helpers import int8_target, lookup, outcomes, validate_outcomes
 
 from edgeresnext.config import Gates, target_from_dict
+from edgeresnext.data import load_dataset
 from edgeresnext.data.validation import ValidationData, load_validation_data
 from edgeresnext.errors import ConfigError, GateFailed
 from edgeresnext.validate import (
@@ -366,8 +367,16 @@ def test_validation_data_uses_the_model_preprocessing(fmnist_test):
 
     data = load_validation_data(DataSpec(limit=16), fmnist_test.preprocess, fmnist_test.class_names)
     assert data.inputs.shape == (16, 1, 28, 28) and data.inputs.dtype == np.float32
-    np.testing.assert_array_equal(data.inputs[3], fmnist_test.preprocess.image_to_array(fmnist_test.images[3]))
-    np.testing.assert_array_equal(data.labels, fmnist_test.labels[:16])
+    # data.limit takes a class-stratified sample of the test split (every class, 1 or 2 images each), in that order
+    full = load_dataset("fashion-mnist", split="test")
+    index = [int(i.rsplit("#", 1)[1]) for i in data.ids]
+    assert (
+        data.ids[0].startswith("fashion-mnist/test#")
+        and sorted(np.bincount(data.labels, minlength=10)) == [1] * 4 + [2] * 6
+    )
+    np.testing.assert_array_equal(data.inputs[3], full.preprocess.image_to_array(full.images[index[3]]))
+    np.testing.assert_array_equal(data.labels, full.labels[index])
+    assert data.name == "fashion-mnist/test (class-stratified sample of 16 of 10,000, seed 0)"
 
 
 # --------------------------------------------------------------------------------------------- real artifacts

@@ -87,7 +87,7 @@ class BuildSummary:
         if bundle_stage:
             lines.append(f"bundle: {bundle_stage.folder} (edgeresnext bundle verify {bundle_stage.folder})")
         lines += [f"not done here: {item}" for item in self.not_done]
-        lines += [f"note: {note}" for note in self.notes]
+        lines += [note if note.startswith("WARNING") else f"note: {note}" for note in self.notes]
         return "\n".join(lines)
 
     def comparison_row(self) -> list[str]:
@@ -244,6 +244,15 @@ def _quantize_notes(quantized: StageResult) -> list[str]:
     """What the quantize stage did besides PTQ/QAT (also when it was cached): skipped images, sensitivity, fallback."""
     info = quantized.info
     notes = []
+    near = info.get("calibration_near_copies") or {}
+    if near.get("count"):
+        first = near["images"][0]
+        notes.append(
+            f"WARNING: calibration: {near['count']} of {near['checked']} calibration images are near-copies of "
+            f"validation images (the same model input up to a resize, a re-encoding or an alpha channel; first: "
+            f"{first['image']} ~ {first['near']}): the drop is measured partly on images the quantizer calibrated "
+            f"on; all in {quantized.folder / 'quant.json'}"
+        )
     skipped = info.get("calibration_skipped")
     if skipped:
         notes.append(
@@ -266,6 +275,10 @@ def _quantize_notes(quantized: StageResult) -> list[str]:
             f"fallback checked on {fallback['images']}: drop {fallback['top1_drop_before'] * 100:.2f} pt within "
             "the gate, nothing left in float"
         )
+    if fallback and fallback.get("near_copies"):
+        copies = fallback["near_copies"]
+        decided += f" ({len(copies)} tuning image(s) left out as near-copies of validation images, first: "
+        decided += f"{copies[0]['image']} ~ {copies[0]['near']})"
     if fallback and fallback.get("run") and fallback.get("decided_on"):
         bound = fallback.get("top1_drop_upper_bound")
         on_bound = bound is not None and fallback["decided_on"] == "bound"
