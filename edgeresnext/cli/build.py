@@ -9,12 +9,14 @@ from pathlib import Path
 
 from edgeresnext.cli.common import (
     BUILD_FLAGS,
+    UNPROVEN_LINE,
     VALIDATE_FLAGS,
     add_model_flag,
     float_above,
     int_at_least,
     target_from_args,
 )
+from edgeresnext.errors import EXIT_GATE_FAILED, EXIT_UNPROVEN, exit_code
 
 
 def run_build(args: argparse.Namespace) -> int:
@@ -23,7 +25,9 @@ def run_build(args: argparse.Namespace) -> int:
     target = target_from_args(args, BUILD_FLAGS)
     summary = build(target, out_root=args.out, progress=not args.quiet, say=print, install=True)
     print(summary.render())
-    return 0 if summary.ok else 1
+    if summary.exit_code == EXIT_UNPROVEN:
+        print(f"edgeresnext build: {UNPROVEN_LINE}", file=sys.stderr)
+    return summary.exit_code
 
 
 def _add_build_options(p: argparse.ArgumentParser) -> None:
@@ -47,9 +51,9 @@ def run_build_all(args: argparse.Namespace) -> int:
 
     paths = sorted(p for p in Path(args.targets_dir).glob("*.yaml") if not p.name.startswith("_"))
     targets = [target_from_args(args, BUILD_FLAGS, path=p) for p in paths]
-    table, ok = build_all(targets, out_root=args.out, progress=not args.quiet, say=print, install=True)
+    table, code = build_all(targets, out_root=args.out, progress=not args.quiet, say=print, install=True)
     print(table)
-    return 0 if ok else 1
+    return code
 
 
 def add_build_all(sub: argparse._SubParsersAction) -> None:
@@ -90,11 +94,13 @@ def run_validate(args: argparse.Namespace) -> int:
     for gate in report.gates:
         print(f"{gate.verdict.upper()} {gate.message}")
     print(f"report: {', '.join(str(p) for p in paths.values())}")
-    if not report.passed:
+    code = exit_code(report.gates)
+    if code == EXIT_GATE_FAILED:
         failed = "; ".join(g.message for g in report.gates if not g.passed)
         print(f"edgeresnext validate: gate failed: {failed}", file=sys.stderr)
-        return 1
-    return 0
+    elif code == EXIT_UNPROVEN:
+        print(f"edgeresnext validate: {UNPROVEN_LINE}", file=sys.stderr)
+    return code
 
 
 def _what_to_validate(args: argparse.Namespace, target, root: Path, out: Path):
@@ -252,11 +258,10 @@ def run_compile(args: argparse.Namespace) -> int:
         on_device = Path(args.on_device)
         bundle = next((p for p in (on_device, on_device.parent) if (p / "manifest.json").is_file()), None)
         if bundle is not None:  # a bundle, or the kit inside one: the engine must be recorded in its manifest
-            from edgeresnext.bundle import engine_into_bundle, engine_summary
+            from edgeresnext.bundle import engine_into_bundle
+            from edgeresnext.cli.bundle import sealed_exit_code
 
-            for line in engine_summary(bundle, engine_into_bundle(bundle, python_api=True)):
-                print(line)
-            return 0
+            return sealed_exit_code(bundle, engine_into_bundle(bundle, python_api=True))
         artifact = engine_from_kit(args.on_device)
         print(describe_engine(artifact))
         print(f"build record: {artifact.path}.json")

@@ -45,19 +45,30 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _build_engine(args: argparse.Namespace) -> int:
-    import sys
-
-    from edgeresnext.bundle import device_check_status, engine_into_bundle, engine_summary, failed_check_message
+    from edgeresnext.bundle import engine_into_bundle
 
     manifest = engine_into_bundle(
         args.bundle, trtexec=args.trtexec, python_api=args.python_api, trtexec_args=args.trtexec_args
     )
-    for line in engine_summary(args.bundle, manifest):
+    return sealed_exit_code(args.bundle, manifest)
+
+
+def sealed_exit_code(bundle, manifest: dict) -> int:
+    """Print what the device step sealed and return its exit code, as the kit's build_engine.sh (seal.py) does: 0
+    the device gate is proven, 1 the check failed, 3 the engine is sealed but its gate is NOT PROVEN or unchecked."""
+    import sys
+
+    from edgeresnext.bundle import device_check_exit_code, engine_summary, failed_check_message, unproven_check_message
+    from edgeresnext.errors import EXIT_GATE_FAILED, EXIT_UNPROVEN
+
+    for line in engine_summary(bundle, manifest):
         print(line)
-    if device_check_status(manifest) == "failed":  # sealed as failed: exit 1, as the kit's build_engine.sh does
+    code = device_check_exit_code(manifest)
+    if code == EXIT_GATE_FAILED:  # sealed as failed
         print(f"edgeresnext: error: {failed_check_message(manifest)}", file=sys.stderr)
-        return 1
-    return 0
+    elif code == EXIT_UNPROVEN:
+        print(f"edgeresnext: {unproven_check_message(manifest)}", file=sys.stderr)
+    return code
 
 
 def _predict(args: argparse.Namespace) -> int:

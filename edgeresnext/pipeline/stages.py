@@ -416,13 +416,10 @@ def stage_validate(ctx: BuildContext) -> StageResult:
         model = ctx.load_model()
         data = load_validation_data(target.data, model.meta.preprocess, model.meta.class_names)
         items = choose_artifacts(ctx.build_files, target, baseline_dir=folder / "baseline")
-        # A Jetson kit's device check set needs the host's outputs for its first images: kept from this pass.
+        # A Jetson kit's device check set needs the host's outputs for its images (the first of the set's
+        # class-stratified order): kept from this pass.
         kept: dict[str, Any] = {}
-        keep = (
-            target.validate_.device_check_images
-            if ctx.done["compile"].info.get("artifact", {}).get("kind") == "kit"
-            else 0
-        )
+        keep = _check_set_images(ctx, data) if ctx.done["compile"].info.get("artifact", {}).get("kind") == "kit" else 0
         report = validate(
             target,
             items,
@@ -439,11 +436,19 @@ def stage_validate(ctx: BuildContext) -> StageResult:
         if kept:
             from edgeresnext.pipeline.checkset import KEPT_LOGITS, save_kept_logits
 
-            save_kept_logits(folder / KEPT_LOGITS, kept)
+            save_kept_logits(folder / KEPT_LOGITS, kept, data.ids[:keep], data.inputs[:keep])
         write_report(report, folder)
         return {"passed": report.passed, "primary": report.primary}
 
     return run_stage(ctx.root / STAGE_FOLDERS["validate"], "validate", section, files, produce)
+
+
+def _check_set_images(ctx: BuildContext, data: Any) -> int:
+    """How many images a kit's device check set will take from ``data`` (0: none)."""
+    from edgeresnext.pipeline.checkset import check_set_size
+
+    size = check_set_size(ctx.target, tuple(data.inputs.shape[1:]), len(data.class_names), len(data))
+    return size.images
 
 
 def load_report(ctx: BuildContext) -> ValidationReport:
@@ -506,7 +511,7 @@ def stage_bundle(ctx: BuildContext) -> StageResult:
         summary = bundle_summary(load_report(ctx))
         artifact = Artifact.load(artifact_json)
         info: dict[str, Any] = {"validation_summary": summary}
-        if artifact.kind == "kit" and ctx.target.validate_.device_check_images > 0:
+        if artifact.kind == "kit" and ctx.target.validate_.device_check_images != 0:
             from edgeresnext.pipeline.checkset import kit_with_check_set
 
             artifact, info["device_check_set"] = kit_with_check_set(ctx, artifact, ctx.root / "device-check")
@@ -518,6 +523,8 @@ def stage_bundle(ctx: BuildContext) -> StageResult:
     section = {
         "backend": ctx.target.backend,
         "device_check_images": ctx.target.validate_.device_check_images,
+        "device_check_megabytes": ctx.target.validate_.device_check_megabytes,
+        "check_set_version": 2,  # uint8 pixels, class-stratified sample (a new format reruns the stage)
         "data": ctx.target.data.model_dump(mode="json"),
         "gates": ctx.target.gates.model_dump(mode="json"),
     }

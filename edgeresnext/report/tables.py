@@ -395,7 +395,15 @@ def device_section(report: dict[str, Any]) -> tuple[list[list[str]], str] | None
     if not rows:
         return None
     check = report["device_check"]
-    return rows, check.get("reason") or (check.get("gate") or {}).get("message", "")
+    said = check.get("reason") or (check.get("gate") or {}).get("message", "")
+    sample = check.get("sample")
+    if sample:
+        counts = ", ".join(f"{name} {count}" for name, count in (check.get("class_counts") or {}).items())
+        said += (
+            f" (check set: {check.get('images')} images, a class-stratified random sample of {sample['of']:,} "
+            f"validation images, data.sample_seed {sample['seed']}: {counts})"
+        )
+    return rows, said
 
 
 def _md_device(report: dict[str, Any]) -> list[str]:
