@@ -104,9 +104,16 @@ def test_the_kit_carries_the_check_set_and_the_hosts_own_stats(built):
     # What it proves: <= 5 % when none of the 64 disagrees (59 images at least); a drop against FP32 of 5 images.
     assert check["proves"]["max_disagreements"] == 0 and check["proves"]["min_images"] == 59
     assert check["proves"]["detectable_drop"]["images_lost"] == stats.min_detectable_drop(64)
-    # The pixels are stored as uint8 after resize and crop (a quarter of float32), the test images themselves.
-    pixels = np.fromfile(kit / "check" / "pixels-000.u8", dtype=np.uint8).reshape(8, 1, 28, 28)
-    np.testing.assert_array_equal(pixels[:, 0], test.images[index[:8]])
+    # The pixels are stored as uint8 after resize and crop (a quarter of float32, then losslessly compressed), the
+    # test images themselves.
+    assert check["encoding"] == device_check.PIXEL_ENCODING
+    pixels = np.concatenate(
+        [
+            np.frombuffer(device_check.decoded_pixels((kit / "check" / b["file"]).read_bytes(), [1, 28, 28]), np.uint8)
+            for b in check["batches"]
+        ]
+    ).reshape(64, 1, 28, 28)
+    np.testing.assert_array_equal(pixels[:, 0], test.images[index])
     host = json.loads((kit / "check" / "host_report.json").read_text())
     assert host["target"]["name"] == "jetson-small" and host["data"]["count"] == 64
     assert host["data"]["sample_seed"] == 0 and host["data"]["total"] == 10000
@@ -118,12 +125,7 @@ def test_the_kit_carries_the_check_set_and_the_hosts_own_stats(built):
     ) in " ".join(host["notes"])
     # The host's outputs are computed on exactly the float32 bytes the device makes of the pixels: FP32's are the
     # validate stage's own (it ran on those very bytes); the stand-in's, validated on 40 images only, are run here.
-    inputs = check_inputs(
-        np.concatenate([np.fromfile(kit / "check" / b["file"], dtype=np.uint8) for b in check["batches"]]).reshape(
-            64, 1, 28, 28
-        ),
-        test.preprocess,
-    )
+    inputs = check_inputs(pixels, test.preprocess)
     kept = np.load(built.parent / "validate" / "check_logits.npz")
     names = list(kept["names"])
     assert check["host"]["fp32_top1"] == kept[f"row{names.index('pytorch-fp32')}"].argmax(1).tolist()
@@ -138,9 +140,9 @@ def test_the_kit_carries_the_check_set_and_the_hosts_own_stats(built):
     stage = json.loads((built.parent / "bundle.stage.json").read_text())
     check_set = stage["info"]["device_check_set"]
     assert (check_set["images"], check_set["batches"], check_set["batch"]) == (64, 8, 8)
-    assert 64 * 28 * 28 / 1e6 < check_set["megabytes"] < 0.3  # pixels 0.05 MB + check.json + host report
+    assert check_set["megabytes"] < 0.3  # pixels at most 0.05 MB + check.json + host report
     listed = {f["path"] for f in read_manifest(built)["files"]}
-    assert {"kit/device_check.py", "kit/check/stats.py", "kit/check/check.json", "kit/check/pixels-007.u8"} <= listed
+    assert {"kit/device_check.py", "kit/check/stats.py", "kit/check/check.json", "kit/check/pixels-007.u8.z"} <= listed
 
 
 def test_the_device_step_records_the_check_in_the_sealed_manifest(checked, capsys):
@@ -278,9 +280,9 @@ def test_a_check_set_too_small_to_prove_the_gate_exits_3(unproven, bin_dir, tmp_
 
 def test_the_device_normalizes_the_pixels_into_the_hosts_very_bytes(tmp_path):
     """Every uint8 value of every channel, for the shipped model's, ImageNet's and an odd mean/std: the kit's standard
-    library path (run under python3 -I -S, no numpy, as on a bare JetPack), its numpy path, the host's
-    Preprocess.normalize and the check set's own inputs give the same float32 bytes."""
-    from edgeresnext.backends.tensorrt.device_check import normalized_bytes
+    library path (run under python3 -I -S, no numpy, as on a bare JetPack: decode the stored pixels, normalize), its
+    numpy path, the host's Preprocess.normalize and the check set's own inputs give the same float32 bytes."""
+    from edgeresnext.backends.tensorrt.device_check import decoded_pixels, encoded_pixels, normalized_bytes
     from edgeresnext.data.preprocess import Preprocess
     from edgeresnext.pipeline.checkset import check_inputs
 
@@ -293,13 +295,15 @@ def test_the_device_normalizes_the_pixels_into_the_hosts_very_bytes(tmp_path):
         channels = len(mean)
         pixels = np.stack([np.arange(256, dtype=np.uint8).reshape(16, 16)] * channels)[None]  # 1 x C x 16 x 16
         pixels = np.concatenate([pixels, pixels[:, :, ::-1]])  # two images, values in another order
+        stored = encoded_pixels(pixels.tobytes(), [channels, 16, 16])
+        assert decoded_pixels(stored, [channels, 16, 16]) == pixels.tobytes()
         numpy_bytes = normalized_bytes(pixels.tobytes(), [channels, 16, 16], list(mean), list(std))
-        (tmp_path / "pixels.u8").write_bytes(pixels.tobytes())
+        (tmp_path / "pixels.u8.z").write_bytes(stored)
         code = (
             f"import sys; sys.path.insert(0, {str(script.parent)!r}); import device_check as d; "
+            f"pixels = d.decoded_pixels(open({str(tmp_path / 'pixels.u8.z')!r}, 'rb').read(), [{channels}, 16, 16]); "
             "assert 'numpy' not in sys.modules; "
-            f"sys.stdout.buffer.write(d.normalized_bytes(open({str(tmp_path / 'pixels.u8')!r}, 'rb').read(), "
-            f"[{channels}, 16, 16], {list(mean)!r}, {list(std)!r}))"
+            f"sys.stdout.buffer.write(d.normalized_bytes(pixels, [{channels}, 16, 16], {list(mean)!r}, {list(std)!r}))"
         )
         stdlib_bytes = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, check=True).stdout
         preprocess = Preprocess(channels="L" if channels == 1 else "RGB", mean=mean, std=std)

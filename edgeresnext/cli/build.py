@@ -218,7 +218,7 @@ def run_compare(args: argparse.Namespace) -> int:
     print(f"  worst {len(result['worst'])} images:")
     for row in result["worst"]:
         print(
-            f"    #{row['index']:<6d} label {names[row['label']]:<12s} a: {names[row['pred_a']]:<12s} "
+            f"    {row['image']:<24s} label {names[row['label']]:<12s} a: {names[row['pred_a']]:<12s} "
             f"b: {names[row['pred_b']]:<12s} max abs {row['max_abs_error']:.4g}  cosine {row['cosine']:.6f}"
         )
     if args.json:

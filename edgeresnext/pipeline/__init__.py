@@ -250,11 +250,12 @@ def check_set_notes(check_set: dict[str, Any], where: str) -> list[str]:
     """What the build summary says about a kit's device check set: its size and sample, what it can prove."""
     sample = check_set.get("sample") or {}
     counts = ", ".join(f"{name} {count}" for name, count in (check_set.get("class_counts") or {}).items())
-    chosen = (
-        f"a class-stratified random sample of {sample['of']:,} (data.sample_seed {sample['seed']}): {counts}"
-        if sample
-        else "validation images"
-    )
+    if not sample:
+        chosen = "validation images"
+    elif sample["of"] > check_set["images"]:
+        chosen = f"a class-stratified random sample of {sample['of']:,} (data.sample_seed {sample['seed']}): {counts}"
+    else:
+        chosen = f"all the validation images: {counts}"
     lines = [
         f"device check set: {check_set['images']} images, {chosen}; {check_set['megabytes']:.1f} MB (uint8 after "
         f"resize and crop; budget {check_set.get('budget_megabytes', 0):g} MB), batches of {check_set['batch']}, "

@@ -46,7 +46,7 @@ logger = logging.getLogger(__name__)
 DESIGN_DISAGREEMENT = 0.005
 DESIGN_POWER = 0.95
 DEFAULT_GATE = 0.05  # sizes the set when the target sets no max_device_disagreement
-PIXEL_FILE = "pixels-{:03d}.u8"
+PIXEL_FILE = "pixels-{:03d}.u8.z"
 KEPT_LOGITS = "check_logits.npz"  # the validate stage's logits of the check set's images, by row name
 
 
@@ -223,8 +223,11 @@ def _host_logits(ctx: BuildContext, artifact: Artifact, kit: Path, images: _Chec
 
 
 def _write_pixel_batches(check_dir: Path, pixels: np.ndarray, plan: dict[str, Any]) -> list[dict[str, Any]]:
-    """One file per batch of the plan's largest batch (a static engine: its one batch size); a last batch below the
-    profile's minimum cannot run, so the set ends before it."""
+    """One file per batch of the plan's largest batch (a static engine: its one batch size), encoded as the device
+    check decodes it (:func:`~edgeresnext.backends.tensorrt.device_check.encoded_pixels`, lossless); a last batch
+    below the profile's minimum cannot run, so the set ends before it."""
+    from edgeresnext.backends.tensorrt.device_check import encoded_pixels
+
     size = max(1, int(plan["batch"]["max"]))
     batches = []
     for index, start in enumerate(range(0, len(pixels), size)):
@@ -232,7 +235,8 @@ def _write_pixel_batches(check_dir: Path, pixels: np.ndarray, plan: dict[str, An
         if len(chunk) < int(plan["batch"]["min"]):
             break
         name = PIXEL_FILE.format(index)
-        (check_dir / name).write_bytes(np.ascontiguousarray(chunk, dtype=np.uint8).tobytes())
+        chw = list(chunk.shape[1:])
+        (check_dir / name).write_bytes(encoded_pixels(np.ascontiguousarray(chunk, dtype=np.uint8).tobytes(), chw))
         batches.append({"file": name, "size": len(chunk)})
     return batches
 
@@ -275,7 +279,7 @@ def _calibration_overlap(ctx: BuildContext, ids: list[str]) -> int:
 def _check_record(ctx: BuildContext, plan: dict[str, Any], output_name: str, images: _CheckImages, extra: dict) -> dict:
     """``check.json``: how to feed the pixel files and read the output, the sample, the labels, the host's results,
     the gate and what the set can prove."""
-    from edgeresnext.backends.tensorrt.device_check import GATE
+    from edgeresnext.backends.tensorrt.device_check import GATE, PIXEL_ENCODING
     from edgeresnext.data.sampling import class_counts
     from edgeresnext.models import read_checkpoint
 
@@ -289,6 +293,7 @@ def _check_record(ctx: BuildContext, plan: dict[str, Any], output_name: str, ima
         "output_name": output_name,
         "dtype": "uint8",
         "layout": "NCHW",
+        "encoding": PIXEL_ENCODING,
         "normalize": {
             "mean": list(meta.preprocess.mean),
             "std": list(meta.preprocess.std),

@@ -399,10 +399,12 @@ def device_section(report: dict[str, Any]) -> tuple[list[list[str]], str] | None
     sample = check.get("sample")
     if sample:
         counts = ", ".join(f"{name} {count}" for name, count in (check.get("class_counts") or {}).items())
-        said += (
-            f" (check set: {check.get('images')} images, a class-stratified random sample of {sample['of']:,} "
-            f"validation images, data.sample_seed {sample['seed']}: {counts})"
+        drawn = (
+            f"a class-stratified random sample of {sample['of']:,} validation images, data.sample_seed {sample['seed']}"
+            if sample["of"] > (check.get("images") or 0)
+            else "all the validation images"
         )
+        said += f" (check set: {check.get('images')} images, {drawn}: {counts})"
     return rows, said
 
 

@@ -444,4 +444,6 @@ def compare_artifacts(
     logits = [run_logits(item.runner, data.inputs) for item in items]  # type: ignore[union-attr]
     result = compare_outputs(logits[0], logits[1], data.labels, atol=atol, rtol=rtol, worst=worst)
     result.update({"a": path_a, "b": path_b, "data": data.name, "class_names": data.class_names})
+    for row in result["worst"]:  # which image: its dataset index or file (the set is a class-stratified sample)
+        row["image"] = data.ids[row["index"]] if data.ids else str(row["index"])
     return result
