@@ -340,8 +340,7 @@ def _quantize_notes(quantized: StageResult) -> list[str]:
         )
     if fallback and fallback.get("near_copies"):
         copies = fallback["near_copies"]
-        decided += f" ({len(copies)} tuning image(s) left out as near-copies of validation images, first: "
-        decided += f"{copies[0]['image']} ~ {copies[0]['near']})"
+        decided += f" (near-copies left out, first: {copies[0]['image']} ~ {copies[0]['near']})"
     if fallback and fallback.get("run") and fallback.get("decided_on"):
         bound = fallback.get("top1_drop_upper_bound")
         on_bound = bound is not None and fallback["decided_on"] == "bound"
