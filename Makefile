@@ -12,16 +12,16 @@ EXTRA_BUILD_ARGS = $(if $(MODEL),--model $(MODEL)) $(if $(CHECKPOINT),--checkpoi
                    $(if $(DATA),--data $(DATA)) $(if $(CALIB),--calib $(CALIB)) $(if $(LABELS),--labels $(LABELS))
 PYTEST_ARGS ?=
 
-.PHONY: setup dataset data train build build-all test test-slow test-gpu bench lint format clean help
+.PHONY: setup dataset data train build build-all test test-slow test-gpu bench docs lint format clean help
 
 help:
-	@echo "make setup | dataset | data | train | build TARGET=<name> | build-all | test | test-slow | test-gpu | bench | lint | clean"
+	@echo "make setup | dataset | data | train | build TARGET=<name> | build-all | test | test-slow | test-gpu | bench | docs | lint | clean"
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
-	$(PIP) install --quiet -e ".[dev]"
+	$(PIP) install --quiet -e ".[dev,docs,sign]"
 	@touch $@
 
 setup: $(VENV)/.installed
@@ -63,15 +63,19 @@ bench: dataset
 	$(PY) -m bench.run --out bench/results.json
 	$(PY) -m bench.onnxruntime_int8 --out bench/onnxruntime_int8.json
 
+# The manual into site/, warnings as errors (tests/test_docs.py builds it the same way in `make test`).
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
 lint: setup
-	$(VENV)/bin/ruff check edgeresnext tests
-	$(VENV)/bin/ruff format --check edgeresnext tests
+	$(VENV)/bin/ruff check edgeresnext tests docs/hooks
+	$(VENV)/bin/ruff format --check edgeresnext tests docs/hooks
 
 format: setup
-	$(VENV)/bin/ruff format edgeresnext tests
-	$(VENV)/bin/ruff check --fix edgeresnext tests
+	$(VENV)/bin/ruff format edgeresnext tests docs/hooks
+	$(VENV)/bin/ruff check --fix edgeresnext tests docs/hooks
 
 clean:
-	rm -rf build runs .pytest_cache .ruff_cache calib_data/.complete
+	rm -rf build runs site .pytest_cache .ruff_cache calib_data/.complete
 	find calib_data -mindepth 1 -maxdepth 1 -type d -exec rm -rf {} +
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

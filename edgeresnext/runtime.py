@@ -27,6 +27,7 @@ import numpy as np
 
 from edgeresnext.backends import Artifact, ArtifactInfo, Runner, get_backend
 from edgeresnext.bundle import BundleError, read_labels, read_manifest, verify_bundle
+from edgeresnext.bundle.signature import check_signature, public_key_from
 from edgeresnext.data.preprocess import Preprocess
 from edgeresnext.errors import BackendUnavailable, ConfigError, DataError
 
@@ -245,6 +246,7 @@ def load_bundle(
     threads: int | None = None,
     verify: bool = True,
     allow_failed_check: bool = False,
+    public_key: str | os.PathLike[str] | None = None,
 ) -> Classifier:
     """Open a bundle folder for inference.
 
@@ -258,9 +260,18 @@ def load_bundle(
     compared with the host): ``failed`` is refused (:class:`BundleError`) unless ``allow_failed_check``, because
     its predictions disagree with what the host validated; ``unchecked`` (no check set, no trtexec) loads with a
     warning; ``checked`` loads. :attr:`Classifier.device_check` says which.
+
+    ``public_key`` (a PEM file; default ``$EDGERESNEXT_BUNDLE_PUBLIC_KEY``): when one is configured, the bundle must
+    carry a signature made with its private key over every file (``bundle.sig``, checked with the model-signing
+    package, ``pip install 'edgeresnext[sign]'``); an unsigned bundle or a mismatch is a :class:`BundleError`, whatever
+    ``verify`` says.
     """
     bundle_dir = Path(path)
-    manifest = verify_bundle(bundle_dir) if verify else read_manifest(bundle_dir)
+    key = public_key_from(public_key)
+    if key is not None:
+        manifest = check_signature(bundle_dir, key)
+    else:
+        manifest = verify_bundle(bundle_dir) if verify else read_manifest(bundle_dir)
     artifact = _chosen_artifact(bundle_dir, manifest, backend)
     _check_loadable(bundle_dir, artifact, allow_failed_check)
     runtime = get_backend(artifact["backend"])

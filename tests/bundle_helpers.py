@@ -82,3 +82,36 @@ def tiny_onnxruntime_bundle(work: Path) -> Path:
     target = fp32_target("onnxruntime")
     artifact = get_backend("onnxruntime").compile(onnx_path, target, work / "compile")
     return bundle_from_artifacts(work / "bundle", artifact, tiny_meta(), SUMMARY, target)
+
+
+def key_pair(folder: Path, name: str, password: bytes | None = None) -> tuple[Path, Path]:
+    """A P-256 private key (PEM, encrypted with ``password`` if given) and its public key, as `openssl ecparam` and
+    `openssl ec -pubout` write them: ``(<name>.key, <name>.pub)`` in ``folder``."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    encryption = serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption()
+    private = folder / f"{name}.key"
+    private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption))
+    public = folder / f"{name}.pub"
+    public.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    return private, public
+
+
+def reseal(bundle: Path, name: str) -> None:
+    """Record ``name``'s new sha256 and size in manifest.json (listing it if it is new), as whoever edits a bundle's
+    files can: the sha256 values catch accidents, not this."""
+    import hashlib
+    import json
+
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    entry = next((f for f in manifest["files"] if f["path"] == name), None)
+    if entry is None:
+        entry = {"path": name}
+        manifest["files"].append(entry)
+    entry["sha256"] = hashlib.sha256((bundle / name).read_bytes()).hexdigest()
+    entry["bytes"] = (bundle / name).stat().st_size
+    (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pipeline_helpers import write_small_target
 
 from edgeresnext.data import ArrayDataset, load_dataset
 
@@ -54,3 +55,25 @@ def calib_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("calib") / "calib_data"
     write_calibration_set(folder, count=100, seed=0)
     return folder
+
+
+@pytest.fixture(scope="session")
+def small_calib(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from edgeresnext.data.calibration import write_calibration_set
+
+    folder = tmp_path_factory.mktemp("pipeline-calib") / "calib"
+    write_calibration_set(folder, count=60, seed=1)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def first_build(tmp_path_factory: pytest.TempPathFactory, small_calib: Path, shipped_checkpoint: Path):
+    """(target yaml, build root, summary) of one complete build (build root / "cpu-small"): the pipeline's tests
+    copy it, the docs' tested command blocks run on it."""
+    from edgeresnext.config import load_target
+    from edgeresnext.pipeline import build
+
+    folder = tmp_path_factory.mktemp("pipeline")
+    yaml_path = write_small_target(folder, small_calib, shipped_checkpoint)
+    summary = build(load_target(yaml_path), out_root=folder / "build", progress=False)
+    return yaml_path, folder / "build", summary

@@ -4,7 +4,8 @@ then loaded by a few lines of Python.
 
 The model is an ImageNet-topology ResNeXt (7x7 stem + max-pool, four stages, torchvision's parameter names) kept
 tiny so the suite stays fast; the build treats it exactly as it treats resnext50_32x4d (``make test-slow`` and the
-README's walkthrough run that one). Its weights are random, so its reference is at chance: the report must say so.
+walkthrough in docs/byo.md runs that one). Its weights are random, so its reference is at chance: the report must say
+so.
 """
 
 from __future__ import annotations

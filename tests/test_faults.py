@@ -41,7 +41,7 @@ ARTIFACTS = (
     "bundle/labels.txt",
     "config.json",
 )
-# Files that legitimately differ between two builds, and why (the README's reliability section repeats this).
+# Files that legitimately differ between two builds, and why (docs/reliability.md, "Determinism", repeats this).
 DIFFERS_BY_DESIGN = {
     "validate/report.json": "measured latency/throughput/memory, creation time, host load",
     "validate/report.md": "measured latency/throughput, creation time",
@@ -88,7 +88,12 @@ def _write_target(folder: Path, calib: Path, checkpoint: Path) -> Path:
         "data": {"limit": 100, "on_bad_image": "skip"},
         "quant": {"calib_dir": str(calib), "subset_size": 40, "sensitivity": False},
         "validate": {"latency_runs": 3, "warmup_runs": 1},
-        "gates": {"max_top1_drop": 0.05},
+        # The build must pass (the faults tests compare finished builds), whatever INT8 kernels this CPU has. On
+        # 100 images the 95 % bound is 3.54 pt with no discordant image, 5.13 pt with one loss and 9.27 pt with four
+        # (stats.drop_upper_bound). VNNI, AVX2-only and AMX CPUs flip a different handful of near-tie images (one
+        # loss on a 2-core AMD EPYC with AVX512-VNNI gave 5.13 pt, failing the old 5 pt gate), so 10 pt allows
+        # four net losses: far beyond kernel noise, yet still a gate the tests see decided.
+        "gates": {"max_top1_drop": 0.10},
     }
     path = folder / f"{NAME}.yaml"
     path.write_text(yaml.safe_dump(data))

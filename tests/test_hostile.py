@@ -466,6 +466,7 @@ def _tree(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.promise("docs/reliability.md", "nothing is written or emptied outside `--out`")
 @pytest.mark.parametrize("name", ["../../victim", "../victim", "ABSOLUTE", "", ".", "..", "a/b", "a\\b", "x\ny", " x"])
 def test_a_target_name_that_is_not_one_plain_folder_name_is_refused(tmp_path, name, capsys):
     """Issue 23 item 1: `name:` decides the build folder; before, `../../victim` emptied victim/model and more."""
@@ -485,6 +486,7 @@ def test_a_target_name_that_is_not_one_plain_folder_name_is_refused(tmp_path, na
     assert sorted(p.name for p in tmp_path.iterdir()) == ["conf", "victim"], "something was written outside --out"
 
 
+@pytest.mark.promise("docs/reliability.md", "nothing is written or emptied outside `--out`")
 def test_the_build_folder_is_never_a_link_out_of_out(tmp_path, calib_dir):
     """Every stage computes the folder with config.build_folder: a symlinked build or stage folder is refused."""
     from edgeresnext.config import build_folder
@@ -659,7 +661,7 @@ def test_preprocess_sizes_are_bounded(tmp_path, calib_dir, capsys):
 
 @pytest.mark.parametrize("where", ["sibling-folder", "absolute", "symlink-out"])
 def test_extends_may_name_only_a_file_in_the_target_folder_or_a_shipped_target(tmp_path, where, capsys):
-    """Issue 23 item 9: `extends:` read any file; it now follows the README's rule."""
+    """Issue 23 item 9: `extends:` read any file; it now follows docs/reliability.md's rule."""
     other = tmp_path / "other"
     other.mkdir()
     (other / "base.yaml").write_text("backend: openvino\n")

@@ -259,6 +259,7 @@ def test_a_tiny_image_is_refused_or_skipped_never_upscaled(resize_bundle, tmp_pa
     assert images_at_model_size([small_enough], FOLDER_28)[0].shape == (1, 28, 28)
 
 
+@pytest.mark.promise("docs/reliability.md", "data folders do not follow links out")
 def test_data_folders_do_not_follow_links_out(tmp_path):
     outside = tmp_path / "elsewhere"
     outside.mkdir()

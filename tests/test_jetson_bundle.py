@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from bundle_helpers import reseal
 from jetson_helpers import copy_bundle, fake_trtexec, jetson_bundle, run_device_command, snapshot
 
 from edgeresnext.backends import get_backend
@@ -216,7 +217,7 @@ def test_a_refused_timing_cache_is_dropped_said_and_rebuilt(sealed, bin_dir):
     verify_bundle(sealed)
 
 
-def test_tensorrt_8_is_named_with_the_jetpack_that_brings_10(bundle, bin_dir):
+def test_tensorrt_8_is_named_with_the_jetpack_that_brings_10(bundle, bin_dir, monkeypatch, capsys):
     """JetPack 6.0: trtexec's banner says [TensorRT v8602] (8.6.2); no tensorrt module in the device's python3."""
     before = snapshot(bundle)
     done = run_device_command(bundle, bin_dir, FAKE_BANNER="8602", FAKE_TRT_VERSION="8.6.2")
@@ -224,6 +225,13 @@ def test_tensorrt_8_is_named_with_the_jetpack_that_brings_10(bundle, bin_dir):
     assert (
         "build_engine.sh: TensorRT 8.6.2 found; needs TensorRT 10 or later (JetPack 6.1 and later)"
         in done.stderr.splitlines()
+    )
+    assert snapshot(bundle) == before
+    monkeypatch.setenv("FAKE_BANNER", "8602")  # edgeresnext's own trtexec build tells the version the same way
+    assert main(["bundle", "build-engine", str(bundle), "--trtexec", str(bin_dir / "trtexec")]) == 2
+    assert capsys.readouterr().err == (
+        "edgeresnext bundle: error: TensorRT 8.6.2 found; needs TensorRT 10 or later (JetPack 6.1 and later); the "
+        "bundle is unchanged\n"
     )
     assert snapshot(bundle) == before
 
@@ -370,8 +378,49 @@ def test_a_failed_build_leaves_the_bundle_exactly_as_it_was(bundle, sealed, bin_
         for name, value in fake.items():
             patch.setenv(name, value)
         assert main(["bundle", "build-engine", str(bundle), "--trtexec", str(bin_dir / "trtexec")]) == 2
-    assert capsys.readouterr().err.strip().endswith(f"error: {message}; the bundle is unchanged")
+    said = message.replace("build_engine.sh failed", "trtexec failed")  # edgeresnext runs trtexec, not the script
+    assert capsys.readouterr().err.strip().endswith(f"error: {said}; the bundle is unchanged")
     assert snapshot(bundle) == before
+
+
+PLANTED = {  # a line in each kit file that would touch its own marker if edgeresnext ran that file
+    "kit/build_engine.sh": "touch {marker}\n",
+    "kit/seal.py": "\nopen({marker!r}, 'w').close()\n",
+    "kit/device_check.py": "\nopen({marker!r}, 'w').close()\n",
+    "kit/check/stats.py": "\nopen({marker!r}, 'w').close()\n",
+}
+
+
+def test_edgeresnext_never_runs_code_from_the_bundle(bundle, bin_dir, tmp_path, monkeypatch):
+    """Tampered, resealed kit files (sha256 and size updated in manifest.json: `verify` passes) are data to edgeresnext:
+    `bundle build-engine` and `compile --on-device` run the package's own code and the device's trtexec."""
+    import edgeresnext.backends.tensorrt as tensorrt
+
+    markers = {name: tmp_path / f"ran-{Path(name).name}" for name in PLANTED}
+    for name, marker in markers.items():
+        path = bundle / name
+        if name.endswith(".sh"):  # before the script's first command
+            head, _, body = path.read_text().partition("set -euo pipefail\n")
+            path.write_text(head + "set -euo pipefail\n" + PLANTED[name].format(marker=marker) + body)
+        else:
+            path.write_text(path.read_text() + PLANTED[name].format(marker=str(marker)))
+        reseal(bundle, name)
+    verify_bundle(bundle)  # the sha256 values catch accidents, not this
+    assert main(["bundle", "build-engine", str(bundle), "--trtexec", str(bin_dir / "trtexec")]) == 0
+    assert read_manifest(bundle)["artifacts"][0]["engine"]["device_check"]["status"] == "checked"
+    assert [name for name, marker in markers.items() if marker.exists()] == []
+
+    def engine_from_onnx(onnx_path, engine_path, plan, timing_cache=None):
+        Path(engine_path).write_text(f"stand-in engine: --onnx={Path(onnx_path).name}")
+        info = {"onnx": Path(onnx_path).name, "tensorrt_version": "10.3.0", "gpu_name": "Orin", "gpu_sm": "8.7"}
+        Path(f"{engine_path}.json").write_text(json.dumps({**info, "build_mode": plan.build_mode}))
+        return info
+
+    monkeypatch.setattr(tensorrt, "engine_from_onnx", engine_from_onnx)
+    monkeypatch.setenv("TRTEXEC", str(bin_dir / "trtexec"))  # the device check runs the engine with it
+    assert main(["compile", "--on-device", str(bundle / "kit")]) == 0
+    assert read_manifest(bundle)["artifacts"][0]["engine"]["device_check"]["status"] == "checked"
+    assert [name for name, marker in markers.items() if marker.exists()] == []
 
 
 def test_python_api_without_tensorrt_leaves_the_bundle_as_it_was(bundle):

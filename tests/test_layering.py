@@ -1,4 +1,4 @@
-"""The layering rule of README "Architecture", checked: an AST walk over every ``import`` in edgeresnext/
+"""The layering rule of docs/architecture.md ("Layers"), checked: an AST walk over every ``import`` in edgeresnext/
 (module-level, function-level and ``TYPE_CHECKING`` ones) finds no import cycle between modules and no
 upward import; the only imports it lets through are optional runtimes, named in one allow-list."""
 
@@ -16,7 +16,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = "edgeresnext"
 
-# The layers, top first, as README "Architecture" draws them: a module may import its own layer or any layer
+# The layers, top first, as docs/architecture.md draws them: a module may import its own layer or any layer
 # below. A name ending in "/" is a package (every module in it); anything else is one module file.
 LAYERS: list[tuple[str, ...]] = [
     ("cli/",),
@@ -159,7 +159,7 @@ def layer_of(module: str) -> int:
     for index, layer in enumerate(LAYERS):
         if entry in layer:
             return index
-    raise KeyError(f"{module} is in no layer of README 'Architecture' (tests/test_layering.py LAYERS)")
+    raise KeyError(f"{module} is in no layer of docs/architecture.md (tests/test_layering.py LAYERS)")
 
 
 def _is_internal(target: str) -> bool:
@@ -234,6 +234,7 @@ def layering_problems(root: Path) -> list[str]:
     return problems
 
 
+@pytest.mark.promise("docs/architecture.md", "Layers import downwards only")
 def test_the_package_keeps_its_layers():
     imports, _ = collect_imports(REPO)
     function_level = [i for i in imports if i.place == "function" and _is_internal(i.target)]
@@ -253,11 +254,11 @@ def test_every_module_is_in_a_layer():
     assert unplaced == []
 
 
-def test_the_readme_diagram_names_the_layers():
-    """README "Architecture" draws the same layers, top first, with the names the tree has (a renamed module
+def test_the_architecture_page_diagram_names_the_layers():
+    """docs/architecture.md ("Layers") draws the same layers, top first, with the names the tree has (a renamed module
     or a module turned package fails here)."""
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## Architecture", 1)[1]
+    page = (REPO / "docs" / "architecture.md").read_text(encoding="utf-8")
+    section = page.split("## Layers", 1)[1]
     diagram = section.split("```", 2)[1]
     drawn = re.findall(r"(?<![\w/.])(\w+(?:/|\.py))", diagram)
     expected = [name for layer in LAYERS for name in layer if name != "__init__.py"]

@@ -15,32 +15,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pipeline_helpers import write_small_target as _write_target
 
 from edgeresnext.config import load_target
 from edgeresnext.pipeline import STAGES, build
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _write_target(folder: Path, calib: Path, checkpoint: Path, **overrides: object) -> Path:
-    data = {
-        "extends": str(REPO / "targets" / "cpu.yaml"),
-        "name": "cpu-small",
-        "model": {"checkpoint": str(checkpoint)},
-        "data": {"limit": 200},
-        "quant": {"calib_dir": str(calib), "subset_size": 60},
-        "validate": {"latency_runs": 5, "warmup_runs": 1},
-        "gates": {"max_top1_drop": 0.05},
-    }
-    for dotted, value in overrides.items():
-        cursor = data
-        *parents, leaf = dotted.split("__")
-        for part in parents:
-            cursor = cursor.setdefault(part, {})
-        cursor[leaf] = value
-    path = folder / "cpu-small.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
 
 
 def _stage_records(root: Path) -> dict[str, dict]:
@@ -52,24 +32,6 @@ def _stage_records(root: Path) -> dict[str, dict]:
     return records
 
 
-@pytest.fixture(scope="session")
-def small_calib(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from edgeresnext.data.calibration import write_calibration_set
-
-    folder = tmp_path_factory.mktemp("pipeline-calib") / "calib"
-    write_calibration_set(folder, count=60, seed=1)
-    return folder
-
-
-@pytest.fixture(scope="session")
-def first_build(tmp_path_factory: pytest.TempPathFactory, small_calib: Path, shipped_checkpoint: Path):
-    """(target yaml, build root, summary) of one complete build."""
-    folder = tmp_path_factory.mktemp("pipeline")
-    yaml_path = _write_target(folder, small_calib, shipped_checkpoint)
-    summary = build(load_target(yaml_path), out_root=folder / "build", progress=False)
-    return yaml_path, folder / "build", summary
-
-
 def _copy_build(first_build, tmp_path: Path, calib: Path | None = None, **overrides: object):
     yaml_path, build_root, _summary = first_build
     shutil.copytree(build_root, tmp_path / "build")
@@ -79,6 +41,7 @@ def _copy_build(first_build, tmp_path: Path, calib: Path | None = None, **overri
     return load_target(new_yaml), tmp_path / "build"
 
 
+@pytest.mark.promise("README.md", "leaves `build/cpu/`: one folder per stage")
 def test_first_build_runs_every_stage_and_passes(first_build) -> None:
     _yaml, root, summary = first_build
     assert summary.ok, summary.render()
@@ -123,6 +86,33 @@ def test_second_build_skips_every_stage(first_build, tmp_path: Path) -> None:
     summary = build(target, out_root=root, progress=False)
     assert [s.name for s in summary.stages if not s.skipped] == []
     assert _stage_records(root / "cpu-small") == before
+
+
+def test_a_build_that_passes_signs_its_bundle_and_one_that_fails_does_not(first_build, tmp_path: Path) -> None:
+    from bundle_helpers import key_pair
+
+    from edgeresnext.bundle.signature import check_signature
+    from edgeresnext.cli import main
+
+    private, public = key_pair(tmp_path, "host")
+    target, root = _copy_build(first_build, tmp_path / "passes")
+    summary = build(target, out_root=root, progress=False, sign_key=private)
+    assert summary.ok and not [s.name for s in summary.stages if not s.skipped]  # a cached build is signed too
+    bundle = root / "cpu-small" / "bundle"
+    note = f"bundle: signed with {private}: {bundle}/bundle.sig covers every file of it, manifest.json included"
+    assert note in summary.notes
+    check_signature(bundle, public)
+    # Agreement with FP32 on every one of 200 images is more than INT8 gives here: the gate fails, nothing is signed.
+    target, root = _copy_build(first_build, tmp_path / "fails", gates__min_agreement=1.0)
+    summary = build(target, out_root=root, progress=False, sign_key=private)
+    assert not summary.ok and not (root / "cpu-small" / "bundle" / "bundle.sig").exists()
+    assert f"bundle: NOT signed: the build failed its gates ({root / 'cpu-small' / 'bundle'} is not signed with " in (
+        " ".join(summary.notes)
+    )
+    # A key that cannot sign stops the build before its first stage.
+    command = ["build", "--target", str(tmp_path / "passes" / "cpu-small.yaml"), "--out", str(tmp_path / "other")]
+    assert main([*command, "--sign-key", str(tmp_path / "none.key")]) == 2
+    assert not (tmp_path / "other").exists()
 
 
 def test_changed_validation_setting_reruns_only_validate_and_bundle(first_build, tmp_path: Path) -> None:

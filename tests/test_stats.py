@@ -506,6 +506,7 @@ def gate_false_pass_rate(n: int, p_lost: float, p_won: float, limit: float) -> f
     return rate + max(0.0, 1.0 - covered)
 
 
+@pytest.mark.promise("docs/validation.md", "a 95 % gate passes wrongly at most 5 % of the time")
 def test_gate_false_pass_rate_is_at_most_5_percent_at_the_limit() -> None:
     """At a true drop equal to the 0.3 pt limit, a 95 % gate may pass wrongly at most 5 % of the time. Enumerated
     exactly for every cell of n x FP32 top-1, with the drop all in one direction (INT8 never wins an image) and

@@ -1,5 +1,5 @@
 """Convention tests: every shipped target validates and names a registered backend; every backend satisfies
-the protocol and states its facts (README "Architecture", "Adding a backend")."""
+the protocol and states its facts (docs/architecture.md, "Adding a backend")."""
 
 from __future__ import annotations
 

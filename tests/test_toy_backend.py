@@ -88,6 +88,7 @@ def test_a_registry_entry_that_cannot_be_imported_is_one_clear_error(monkeypatch
         target_from_dict({"name": "x", "backend": "onnxruntime"})
 
 
+@pytest.mark.promise("docs/architecture.md", "is one module and one registry entry")
 def test_a_backend_from_the_test_folder_goes_from_build_to_a_loaded_bundle(tmp_path: Path, toy_registered: str):
     target = load_target(_target_file(tmp_path))
     assert "onnxruntime" in stage_packages()

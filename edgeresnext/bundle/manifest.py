@@ -21,6 +21,7 @@ FORMAT = "edgeresnext-bundle"
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 LABELS = "labels.txt"
+SIGNATURE = "bundle.sig"  # a signed bundle's signature (bundle/signature.py); it cannot be listed in what it signs
 SCHEMA_PATH = Path(__file__).parent.parent / "schemas" / "manifest.schema.json"
 
 
@@ -153,7 +154,7 @@ def verify_bundle(bundle_dir: str | os.PathLike[str]) -> dict[str, Any]:
             problems.append(f"{name}: sha256 differs from the manifest (modified or corrupt)")
     for path in sorted(p for p in bundle_dir.rglob("*") if p.is_file()):
         name = path.relative_to(bundle_dir).as_posix()
-        if name != MANIFEST and name not in listed:
+        if name not in (MANIFEST, SIGNATURE) and name not in listed:
             problems.append(f"{name}: not listed in the manifest")
     for artifact in manifest["artifacts"]:
         for name in [artifact["path"], *artifact["files"]]:

@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 from edgeresnext.atomic import sha256_file, temp_folder
 from edgeresnext.backends import get_backend, list_backends
-from edgeresnext.bundle.manifest import FORMAT, LABELS, MANIFEST, SCHEMA_VERSION, check_schema, manifest_schema
+from edgeresnext.bundle.manifest import (
+    FORMAT,
+    LABELS,
+    MANIFEST,
+    SCHEMA_VERSION,
+    SIGNATURE,
+    check_schema,
+    manifest_schema,
+)
 from edgeresnext.environment import cpu_model
 from edgeresnext.errors import ConfigError
 
@@ -238,7 +246,7 @@ def _bundle_names(artifacts: list[Artifact]) -> tuple[dict[Path, str], dict[str,
                 name = f"{prefix}/{source.relative_to(folder).as_posix()}"
             elif source.is_dir():
                 raise ConfigError(f"{source}: a folder inside the artifact's file list; list its files instead")
-            if name in (MANIFEST, LABELS):
+            if name in (MANIFEST, LABELS, SIGNATURE):
                 raise ConfigError(f"{source}: the name {name!r} is reserved in a bundle")
             if name in sources and sources[name].resolve() != source.resolve():
                 raise ConfigError(

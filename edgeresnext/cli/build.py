@@ -23,7 +23,7 @@ def run_build(args: argparse.Namespace) -> int:
     from edgeresnext.pipeline import build
 
     target = target_from_args(args, BUILD_FLAGS)
-    summary = build(target, out_root=args.out, progress=not args.quiet, say=print, install=True)
+    summary = build(target, out_root=args.out, progress=not args.quiet, say=print, install=True, sign_key=args.sign_key)
     print(summary.render())
     if summary.exit_code == EXIT_UNPROVEN:
         print(f"edgeresnext build: {UNPROVEN_LINE}", file=sys.stderr)
@@ -38,6 +38,13 @@ def _add_build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labels", default=None, help="labels file, one class name per line in output order (LABELS=...)")
     p.add_argument("--out", default="build", help="build root (default build/)")
     p.add_argument("--targets-dir", default="targets", help="where target names are looked up (default targets/)")
+    p.add_argument(
+        "--sign-key",
+        default=None,
+        metavar="KEY",
+        help="sign the bundle of a build that passes with this PEM private key (bundle/bundle.sig; its password: "
+        "$EDGERESNEXT_SIGN_KEY_PASSWORD; needs pip install 'edgeresnext[sign]')",
+    )
 
 
 def add_build(sub: argparse._SubParsersAction) -> None:
@@ -51,7 +58,9 @@ def run_build_all(args: argparse.Namespace) -> int:
 
     paths = sorted(p for p in Path(args.targets_dir).glob("*.yaml") if not p.name.startswith("_"))
     targets = [target_from_args(args, BUILD_FLAGS, path=p) for p in paths]
-    table, code = build_all(targets, out_root=args.out, progress=not args.quiet, say=print, install=True)
+    table, code = build_all(
+        targets, out_root=args.out, progress=not args.quiet, say=print, install=True, sign_key=args.sign_key
+    )
     print(table)
     return code
 

@@ -1,5 +1,5 @@
-"""``edgeresnext bundle verify | extract | predict | build-engine``: check, unpack or run a bundle as a device app
-would; on the device, build a TensorRT bundle's engine and record it in the manifest."""
+"""``edgeresnext bundle verify | extract | predict | build-engine | sign``: check, unpack or run a bundle as a device
+app would; on the device, build a TensorRT bundle's engine and record it in the manifest; sign a bundle."""
 
 from __future__ import annotations
 
@@ -18,8 +18,10 @@ def _extract(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     from edgeresnext.bundle import verify_bundle
+    from edgeresnext.bundle.signature import check_signature, public_key_from, signature_status
 
-    manifest = verify_bundle(args.bundle)
+    key = public_key_from(args.verify_key)
+    manifest = verify_bundle(args.bundle) if key is None else check_signature(args.bundle, key)
     backend = manifest["backend"]
     print(
         f"OK {args.bundle}: {manifest['model']['arch']} {manifest['precision']} for {backend['name']} "
@@ -41,27 +43,46 @@ def _verify(args: argparse.Namespace) -> int:
             f"engine: not built yet; on the device run `edgeresnext bundle build-engine {args.bundle}` "
             f"(or {args.bundle}/{primary['path']}/build_engine.sh)"
         )
+    print(signature_status(args.bundle, key))
     return 0
 
 
 def _build_engine(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from edgeresnext.bundle import engine_into_bundle
 
     manifest = engine_into_bundle(
-        args.bundle, trtexec=args.trtexec, python_api=args.python_api, trtexec_args=args.trtexec_args
+        args.bundle,
+        trtexec=args.trtexec,
+        python_api=args.python_api,
+        trtexec_args=args.trtexec_args,
+        public_key=args.verify_key,
+        sign_key=args.sign_key,
     )
-    return sealed_exit_code(args.bundle, manifest)
+    signature = []
+    if args.sign_key:
+        signature.append(
+            f"signature: signed with {args.sign_key}: {args.bundle}/bundle.sig covers every file, the engine included"
+        )
+    elif (Path(args.bundle) / "bundle.sig").is_file():
+        signature.append(
+            f"signature: NOT renewed: {args.bundle}/bundle.sig covers the bundle as it was before this step, not the "
+            f"engine; sign the sealed bundle here with `edgeresnext bundle sign {args.bundle} --sign-key KEY`"
+        )
+    return sealed_exit_code(args.bundle, manifest, signature)
 
 
-def sealed_exit_code(bundle, manifest: dict) -> int:
-    """Print what the device step sealed and return its exit code, as the kit's build_engine.sh (seal.py) does: 0
-    the device gate is proven, 1 the check failed, 3 the engine is sealed but its gate is NOT PROVEN or unchecked."""
+def sealed_exit_code(bundle, manifest: dict, extra: list[str] = ()) -> int:
+    """Print what the device step sealed (and ``extra`` lines) and return its exit code, as the kit's
+    build_engine.sh (seal.py) does: 0 the device gate is proven, 1 the check failed, 3 the engine is sealed but its
+    gate is NOT PROVEN or unchecked."""
     import sys
 
     from edgeresnext.bundle import device_check_exit_code, engine_summary, failed_check_message, unproven_check_message
     from edgeresnext.errors import EXIT_GATE_FAILED, EXIT_UNPROVEN
 
-    for line in engine_summary(bundle, manifest):
+    for line in [*engine_summary(bundle, manifest), *extra]:
         print(line)
     code = device_check_exit_code(manifest)
     if code == EXIT_GATE_FAILED:  # sealed as failed
@@ -76,7 +97,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     from edgeresnext.runtime import load_bundle
 
-    classifier = load_bundle(args.bundle, backend=args.backend)
+    classifier = load_bundle(args.bundle, backend=args.backend, public_key=args.verify_key)
     results = classifier.predict(list(args.images), top_k=args.top_k)
     for image, result in zip(args.images, results, strict=True):
         if args.json:
@@ -90,8 +111,20 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sign(args: argparse.Namespace) -> int:
+    from edgeresnext.bundle.signature import check_signature, private_key_password, public_key_from, sign_bundle
+
+    password = private_key_password(args.sign_key)
+    key = public_key_from(args.verify_key) if args.verify_key else None
+    if key is not None:  # the signature it has must hold before it is replaced
+        check_signature(args.bundle, key)
+    signature = sign_bundle(args.bundle, args.sign_key, password)
+    print(f"OK {args.bundle}: signed with {args.sign_key}: {signature} covers every file, manifest.json included")
+    return 0
+
+
 def run_bundle(args: argparse.Namespace) -> int:
-    commands = {"extract": _extract, "verify": _verify, "build-engine": _build_engine}
+    commands = {"extract": _extract, "verify": _verify, "build-engine": _build_engine, "sign": _sign}
     return commands.get(args.bundle_command, _predict)(args)
 
 
@@ -100,6 +133,7 @@ def add_bundle(sub: argparse._SubParsersAction) -> None:
     actions = p.add_subparsers(dest="bundle_command", metavar="ACTION", required=True)
     verify = actions.add_parser("verify", help="check manifest.json and the sha256 of every file; exit 2 if not")
     verify.add_argument("bundle", help="bundle folder, e.g. build/cpu/bundle")
+    _add_verify_key(verify)
     extract = actions.add_parser(
         "extract",
         help="unpack a .tar[.gz]/.zip bundle safely (no paths leaving the "
@@ -113,6 +147,7 @@ def add_bundle(sub: argparse._SubParsersAction) -> None:
     predict.add_argument("--top-k", type=int_at_least(1), default=5)
     predict.add_argument("--backend", default=None, help="which of the bundle's artifacts to run (default: primary)")
     predict.add_argument("--json", action="store_true", help="one JSON line per image")
+    _add_verify_key(predict)
     build = actions.add_parser(
         "build-engine",
         help="on the device: build the TensorRT engine from the bundle's kit and record it in the manifest "
@@ -122,7 +157,37 @@ def add_bundle(sub: argparse._SubParsersAction) -> None:
     how = build.add_mutually_exclusive_group()
     how.add_argument("--trtexec", default=None, help="trtexec to run (default: $TRTEXEC, PATH, JetPack's)")
     how.add_argument("--python-api", action="store_true", help="build with TensorRT's Python API, not trtexec")
+    _add_verify_key(build)
+    build.add_argument(
+        "--sign-key",
+        default=None,
+        metavar="KEY",
+        help="sign the sealed bundle with this PEM private key (its password: $EDGERESNEXT_SIGN_KEY_PASSWORD); "
+        "without it, a signature the bundle had no longer covers it once the engine is sealed",
+    )
     build.add_argument("trtexec_args", nargs="*", metavar="-- TRTEXEC_FLAG", help="extra trtexec flags, after --")
+    sign = actions.add_parser(
+        "sign", help="sign a bundle with a private key: bundle.sig covers every file, manifest.json included"
+    )
+    sign.add_argument("bundle", help="bundle folder, e.g. build/cpu/bundle")
+    sign.add_argument(
+        "--sign-key",
+        required=True,
+        metavar="KEY",
+        help="PEM elliptic-curve private key (its password: $EDGERESNEXT_SIGN_KEY_PASSWORD)",
+    )
+    _add_verify_key(sign, "first check the signature the bundle has with this public key (default: not checked)")
+
+
+def _add_verify_key(parser: argparse.ArgumentParser, what: str = "") -> None:
+    parser.add_argument(
+        "--verify-key",
+        default=None,
+        metavar="PUB",
+        help=what
+        or "check the bundle's signature (bundle.sig) with this PEM public key; an unsigned bundle or a mismatch is "
+        "refused (default: $EDGERESNEXT_BUNDLE_PUBLIC_KEY)",
+    )
 
 
 # This module's commands: name -> (add the sub-parser, run it).

@@ -181,6 +181,7 @@ def build(
     say: Callable[[str], None] = logger.info,
     install: bool = False,
     stop_after: str | None = None,
+    sign_key: str | Path | None = None,
 ) -> BuildSummary:
     """Run the stages for ``target`` into ``<out_root>/<target.name>/``; returns the summary the CLI prints.
 
@@ -188,6 +189,8 @@ def build(
     the log). Missing default inputs are set up first (:func:`prepare_inputs`; ``install`` allows apt-get for
     Fashion-MNIST).
     ``stop_after`` ends the build after that stage (``edgeresnext quantize``/``compile`` run the same stages).
+    ``sign_key``: a PEM private key; a build that passes its gates signs its bundle with it (``bundle/bundle.sig``,
+    :mod:`edgeresnext.bundle.signature`), cached stages or not. The key is checked before the first stage.
     """
     ctx = BuildContext(target=target, root=build_folder(out_root, target.name), progress=progress, say=say)
     planned = ctx.planned
@@ -195,6 +198,11 @@ def build(
         if stop_after not in planned:
             raise ConfigError(f"stop_after={stop_after!r}; a {target.precision} build runs {', '.join(planned)}")
         planned = planned[: planned.index(stop_after) + 1]
+    password = None
+    if sign_key is not None:
+        from edgeresnext.bundle.signature import private_key_password
+
+        password = private_key_password(sign_key)
     prepare_inputs(target, say, install=install)
     summary = BuildSummary(context=ctx)
     # Classes, preprocessing, validation folder and calibration images are checked before any stage writes.
@@ -226,7 +234,21 @@ def build(
         summary.notes += _device_step_notes(ctx, artifact)
     if target.model.checkpoint == SHIPPED_CHECKPOINT:
         summary.notes.append("model: the shipped Fashion-MNIST ResNeXt (override with CHECKPOINT=... / MODEL=...)")
+    if sign_key is not None and "bundle" in ctx.done:
+        summary.notes.append(_signed(ctx, summary, Path(sign_key), password))
     return summary
+
+
+def _signed(ctx: BuildContext, summary: BuildSummary, sign_key: Path, password: bytes | None) -> str:
+    """Sign the bundle of a build that passed (never one that failed its gates); the note saying what happened."""
+    from edgeresnext.bundle.signature import sign_bundle
+
+    bundle = ctx.folder("bundle")
+    if not summary.ok:
+        return f"bundle: NOT signed: the build failed its gates ({bundle} is not signed with {sign_key})"
+    with BuildLock(ctx.root, on_wait=ctx.say):
+        signature = sign_bundle(bundle, sign_key, password)
+    return f"bundle: signed with {sign_key}: {signature} covers every file of it, manifest.json included"
 
 
 def _device_step_notes(ctx: BuildContext, kit: dict[str, Any]) -> list[str]:
@@ -373,14 +395,16 @@ def build_all(
     progress: bool = True,
     say: Callable[[str], None] = logger.info,
     install: bool = False,
+    sign_key: str | Path | None = None,
 ) -> tuple[str, int]:
-    """Build each target (a failure is recorded, not fatal) and write ``<out_root>/comparison.md``; returns the
-    table and the exit code: 1 when any build failed or erred, else 3 when any gate is NOT PROVEN, else 0."""
+    """Build each target (a failure is recorded, not fatal) and write ``<out_root>/comparison.md``; ``sign_key`` signs
+    each bundle that passes (:func:`build`). Returns the table and the exit code: 1 when any build failed or erred,
+    else 3 when any gate is NOT PROVEN, else 0."""
     rows = [COMPARISON_HEADER]
     codes = {EXIT_OK}
     for target in targets:
         try:
-            summary = build(target, out_root=out_root, progress=progress, say=say, install=install)
+            summary = build(target, out_root=out_root, progress=progress, say=say, install=install, sign_key=sign_key)
         except EdgeResNeXtError as err:
             codes.add(EXIT_GATE_FAILED)
             rows.append([target.name, target.backend, target.precision, *["-"] * 6, f"error: {err}"])

@@ -404,8 +404,11 @@ def gate(stats, spec: dict, agree: int, n: int) -> dict:
     }
 
 
-def run_check(kit_dir, engine, record: dict | None = None, trtexec: str | None = None) -> dict:
-    """The device check of ``engine`` (a file in ``kit_dir``): the record for the manifest (never raises)."""
+def run_check(kit_dir, engine, record: dict | None = None, trtexec: str | None = None, stats=None) -> dict:
+    """The device check of ``engine`` (a file in ``kit_dir``): the record for the manifest (never raises).
+
+    ``stats``: the host's statistics module; None loads the kit's copy (``check/stats.py``), as a device without
+    edgeresnext must. edgeresnext passes its own ``edgeresnext.stats`` and never runs the kit's copy."""
     kit_dir = Path(kit_dir)
     check_dir = kit_dir / CHECK_DIR
     started = time.time()
@@ -418,7 +421,7 @@ def run_check(kit_dir, engine, record: dict | None = None, trtexec: str | None =
         result["reason"] = f"trtexec not found (JetPack: {JETPACK_TRTEXEC}; set TRTEXEC=)"
         return result
     try:
-        stats = load_stats(kit_dir)
+        stats = stats if stats is not None else load_stats(kit_dir)
         check = json.loads((check_dir / CHECK_FILE).read_text(encoding="utf-8"))
         work = Path(tempfile.mkdtemp(prefix="edgeresnext-device-check-"))
         try:

@@ -42,6 +42,9 @@ import sys
 from pathlib import Path, PurePosixPath
 
 MANIFEST = "manifest.json"
+# A signed bundle's signature (edgeresnext's bundle.signature: OpenSSF model-signing over every file, manifest.json
+# included). It cannot be listed in the manifest it signs; this module cannot check it (standard library only).
+SIGNATURE = "bundle.sig"
 KIT_FILE = "kit.json"
 KIT_SCRIPT = "build_engine.sh"
 BUILD_LOG = "build_engine.log"
@@ -146,7 +149,7 @@ def check_files(bundle: Path, manifest: dict, tolerated: set[str] = frozenset())
     for path in sorted(bundle.rglob("*")):
         name = path.relative_to(bundle).as_posix()
         if path.is_symlink() or not path.is_dir():
-            if name != MANIFEST and name not in listed and name not in tolerated:
+            if name not in (MANIFEST, SIGNATURE) and name not in listed and name not in tolerated:
                 problems.append(f"{name}: not listed in the manifest")
     if problems:
         raise SealError(f"{bundle}: bundle does not match its manifest: " + "; ".join(problems))
@@ -361,6 +364,8 @@ def _commit(bundle: Path, stage: Path, kit: str, built: list[str], previous: set
     for name in built:
         os.replace(stage / name, bundle / name)
     _fsync_dir(bundle / kit)
+    if (stage / SIGNATURE).is_file():  # signed in the stage (edgeresnext, given a key on the device)
+        os.replace(stage / SIGNATURE, bundle / SIGNATURE)
     os.replace(stage / MANIFEST, bundle / MANIFEST)
     _fsync_dir(bundle)
     for name in sorted(previous - set(built)):  # an earlier build's file this one did not make (trtexec's log)
@@ -470,16 +475,17 @@ def failed_check_message(manifest: dict) -> str:
     )
 
 
-def summary_lines(bundle, manifest: dict) -> list[str]:
-    """What the device command prints once the engine is sealed."""
+def summary_lines(bundle, manifest: dict, describe_check=None) -> list[str]:
+    """What the device command prints once the engine is sealed (``describe_check``: the device check's
+    ``summary_lines``; default: the kit's ``device_check.py`` this module ran)."""
     artifact = manifest["artifacts"][0]
     engine = artifact["engine"]
     check = engine.get("device_check")
     check_lines = []
+    describe_check = describe_check or getattr(sys.modules.get("edgeresnext_kit_device_check"), "summary_lines", None)
     if check is not None:
-        module = sys.modules.get("edgeresnext_kit_device_check")
-        if module is not None:
-            check_lines = module.summary_lines(check)
+        if describe_check is not None:
+            check_lines = describe_check(check)
         else:
             check_lines = [f"device check: {check['status'].upper()}"]
     return [
@@ -490,6 +496,17 @@ def summary_lines(bundle, manifest: dict) -> list[str]:
         f"OK {bundle}: sealed, {len(manifest['files'])} files, sha256 verified; the engine is the primary artifact, "
         "the kit stays listed for rebuilding on another device",
     ]
+
+
+def unchecked_signature_note(bundle: Path) -> str:
+    """What this module says of a signed bundle: it cannot check the signature, and what it did check."""
+    return (
+        f"seal.py: NOT CHECKED: {bundle / SIGNATURE}: this bundle is signed, but seal.py (Python's standard library "
+        "only) cannot check signatures: it checked each file's sha256 against manifest.json, which catches accidents "
+        "and incomplete copies, not someone who edits a file and its hash; check the signature where edgeresnext is "
+        f"installed (`edgeresnext bundle verify {bundle} --verify-key KEY.pub`). The engine sealed now is not covered "
+        "by that signature"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -504,6 +521,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("trtexec_args", nargs="*", help="extra trtexec flags (after --)")
     args = parser.parse_args(argv)
     bundle = Path(args.bundle).resolve()
+    if (bundle / SIGNATURE).is_file():
+        print(unchecked_signature_note(bundle), file=sys.stderr)
     try:
         manifest = engine_into_bundle(
             bundle,
