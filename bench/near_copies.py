@@ -101,6 +101,30 @@ def _nearest_unflagged(candidates, reference, ids: np.ndarray, flagged: set[int]
     ]
 
 
+def _single_distance_alternatives(candidates, reference, copies: dict) -> dict:
+    """How many of the tuning images a threshold on one distance alone would flag, set just high enough to catch
+    every copy above (the hash's for JPEG copies, the thumbnail's for resized ones)."""
+    bits_needed = max(row["max_hash_bits"] for row in copies.values())
+    thumb_needed = max(row["max_thumb_distance"] for row in copies.values())
+    by_bits, by_thumb = 0, 0
+    for start in range(0, len(candidates), 250):
+        words, thumbs = candidates.bits[start : start + 250], candidates.thumbs[start : start + 250]
+        bits = sum(
+            np.bitwise_count(words[:, w, None] ^ reference.bits[None, :, w]).astype(np.int32)
+            for w in range(words.shape[1])
+        )
+        squares = (thumbs**2).sum(1)[:, None] + (reference.thumbs**2).sum(1)[None]
+        gaps = np.sqrt(np.maximum(0.0, squares - 2 * thumbs @ reference.thumbs.T))
+        by_bits += int((bits.min(axis=1) <= bits_needed).sum())
+        by_thumb += int((gaps.min(axis=1) <= thumb_needed).sum())
+    return {
+        "hash_bits_threshold": bits_needed,
+        "flagged_by_hash_alone": by_bits,
+        "thumb_distance_threshold": thumb_needed,
+        "flagged_by_thumbnail_alone": by_thumb,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path)
@@ -140,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     calib_ids = balanced_indices(train.labels, DEFAULT_COUNT, seed=0)  # the images `make data` writes
     calib = content.fingerprints(normalize_array(train.images[calib_ids], train.preprocess).numpy())
     calib_found = content.near_copies(calib, reference)
+    alone = _single_distance_alternatives(tuning, reference, copies)
     result = {
         "cpu": cpu_model(),
         "platform": platform.platform(),
@@ -151,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             "nearest_not_flagged": _nearest_unflagged(tuning, reference, holdout, {f.image for f in tuning_found}),
             "compare_seconds": round(compared, 2),
         },
+        "one_distance_alone_on_the_tuning_images": alone,
         "calib_data_500_vs_test": {
             "flagged": _flagged("train", calib_found, calib_ids, train.labels[calib_ids], test),
             "nearest_not_flagged": _nearest_unflagged(calib, reference, calib_ids, {f.image for f in calib_found}, 3),

@@ -278,6 +278,7 @@ def test_a_check_set_too_small_to_prove_the_gate_exits_3(unproven, bin_dir, tmp_
     assert "edgeresnext: the device check is NOT PROVEN" in capsys.readouterr().err
 
 
+@pytest.mark.promise("docs/jetson.md", "both give the same bytes, the ones the host computed its outputs on")
 def test_the_device_normalizes_the_pixels_into_the_hosts_very_bytes(tmp_path):
     """Every uint8 value of every channel, for the shipped model's, ImageNet's and an odd mean/std: the kit's standard
     library path (run under python3 -I -S, no numpy, as on a bare JetPack: decode the stored pixels, normalize), its

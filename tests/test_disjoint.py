@@ -154,6 +154,7 @@ def test_the_named_dataset_default_is_the_training_hold_out(fmnist):
     assert len(capped) == 100 and np.bincount(capped.labels).tolist() == [10] * 10
 
 
+@pytest.mark.promise("docs/quantization.md", "named in a WARNING in the build summary and the report's notes")
 def test_planted_copies_in_calib_are_named_in_a_warning_until_removed(tmp_path, calib_dir, fmnist):
     """The build's quantize stage: --calib holds 60 training images plus a resized, a JPEG q95 and an alpha copy of
     3 scored test images. All 9 are named (quant.json, a WARNING in the summary, the report's notes) and the

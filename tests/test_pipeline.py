@@ -333,6 +333,7 @@ def test_validate_command_reads_the_build_s_own_target_and_its_flags_override_it
     assert json.loads((tmp_path / "limited" / "report.json").read_text())["data"]["count"] == 50
 
 
+@pytest.mark.promise("docs/validation.md", "NOT PROVEN stops a pipeline")
 def test_build_exit_code_says_what_was_proven(first_build, tmp_path: Path, capsys) -> None:
     """`edgeresnext build` exits 0 when every gate is proven, 3 when every gate passed but one only on its measured
     value (NOT PROVEN: 200 images cannot prove 99 % agreement, 299 can), 1 with gates.unproven: fail. Exit 3 is not

@@ -25,6 +25,7 @@ def _proportional(counts: np.ndarray, sizes: np.ndarray) -> bool:
 
 
 @pytest.mark.parametrize("seed", range(40))
+@pytest.mark.promise("docs/validation.md", "keeps every class in proportion")
 def test_every_prefix_keeps_every_class_in_proportion(seed):
     rng = np.random.default_rng(seed)
     classes = int(rng.integers(1, 30))

@@ -506,7 +506,6 @@ def gate_false_pass_rate(n: int, p_lost: float, p_won: float, limit: float) -> f
     return rate + max(0.0, 1.0 - covered)
 
 
-@pytest.mark.promise("docs/validation.md", "a 95 % gate passes wrongly at most 5 % of the time")
 def test_gate_false_pass_rate_is_at_most_5_percent_at_the_limit() -> None:
     """At a true drop equal to the 0.3 pt limit, a 95 % gate may pass wrongly at most 5 % of the time. Enumerated
     exactly for every cell of n x FP32 top-1, with the drop all in one direction (INT8 never wins an image) and
@@ -644,6 +643,7 @@ def test_pass_probability_matches_this_file_s_transcription():
         )
 
 
+@pytest.mark.promise("docs/validation.md", "the 0.3 pt gate's bound passes wrongly at most 5 % of the time")
 def test_false_pass_stays_below_5_percent_at_large_discordance():
     """The docs: at a true drop equal to the limit, the bound passes wrongly at most 5 % of the time whatever the
     discordance, on 121 to 10,000 images, up to every image being discordant (the grid's top, where the maxima are).
@@ -662,6 +662,7 @@ def test_the_documented_false_pass_maxima():
         assert round(max(rates), 4) == worst and max(rates) <= 0.05, n
 
 
+@pytest.mark.promise("docs/validation.md", "NOT PROVEN stops a pipeline")
 def test_exit_0_carries_the_guarantee_exit_3_does_not():
     """A 0.3 pt drop, all in one direction, on sets too small to prove the gate: the bound never passes (exit 0 is
     never reached), the measured drop passes (NOT PROVEN, exit 3) 69.5 % of the time on 121 images and 48.8 % on 572."""
@@ -711,6 +712,7 @@ def test_power_of_the_agreement_gates():
     assert module_stats.agreement_gate_power(1984, 0.01, 0.005) < 0.8  # the saw-tooth
 
 
+@pytest.mark.promise("docs/jetson.md", "124 images prove 5 % when at most 2 of them disagree")
 def test_the_device_check_set_proves_its_gate_at_the_default_size():
     """The default check set (124 images) is the smallest that proves max_device_disagreement 5 % at 95 % confidence
     95 % of the time when the engine truly disagrees on 0.5 % of images; it proves it when at most 2 of 124 disagree;

@@ -297,14 +297,17 @@ def test_121_images_cannot_prove_a_03_pt_drop(unproven):
     assert not agreement.provable and agreement.min_images == 299
     assert agreement.value == pytest.approx(0.05 ** (1 / 121))
     assert "121 images cannot prove 99.00 % agreement at 95 %: at least 299 images needed" in agreement.message
+    from edgeresnext.errors import exit_code
+
     if unproven == "warn":
         assert drop.passed and agreement.passed and report.passed
         assert drop.verdict == agreement.verdict == "NOT PROVEN" and drop.message.startswith(
             "max_top1_drop: NOT PROVEN"
         )
+        assert exit_code(report.gates) == 3  # passed, but not proven: not exit 0
     else:
         assert not drop.passed and not agreement.passed and not report.passed
-        assert drop.verdict == "FAIL"
+        assert drop.verdict == "FAIL" and exit_code(report.gates) == 1
 
 
 def test_a_measured_drop_over_the_limit_fails_even_on_a_set_too_small_to_prove_anything():
