@@ -76,7 +76,8 @@ format: setup
 	$(VENV)/bin/ruff format edgeresnext tests docs/hooks
 	$(VENV)/bin/ruff check --fix edgeresnext tests docs/hooks
 
+# calib_data/ may hold your own images: only those `edgeresnext data` wrote (listed in its record) are removed.
 clean:
-	rm -rf build runs site .pytest_cache .ruff_cache calib_data/.complete
-	find calib_data -mindepth 1 -maxdepth 1 -type d -exec rm -rf {} +
+	rm -rf build runs site .pytest_cache .ruff_cache
+	test ! -x $(PY) || $(PY) -m edgeresnext.cli -q data --out calib_data --remove
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -16,7 +16,24 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
-from edgeresnext.errors import SHOWN_MAX, ConfigError, shown
+from edgeresnext.errors import (
+    MAX_BATCH,
+    MAX_CLASSES,
+    MAX_DEVICE_CHECK_IMAGES,
+    MAX_DEVICE_CHECK_MEGABYTES,
+    MAX_EPOCHS,
+    MAX_FALLBACK_LAYERS,
+    MAX_IMAGES,
+    MAX_LATENCY_MS,
+    MAX_LEARNING_RATE,
+    MAX_RUNS,
+    MAX_SEED,
+    MAX_SPEEDUP,
+    SHOWN_MAX,
+    ConfigError,
+    range_text,
+    shown,
+)
 from edgeresnext.registry import backend_class, backend_names, registry_key, target_options
 
 SHIPPED_CHECKPOINT = "shipped:fashion-mnist"
@@ -47,8 +64,8 @@ class ModelSpec(_Strict):
 
     arch: str | None = Field(None, description="registered arch; None takes it from the checkpoint")
     checkpoint: str = Field(SHIPPED_CHECKPOINT, description="path, or 'shipped:fashion-mnist' for the bundled model")
-    num_classes: int | None = Field(None, ge=1)
-    in_channels: int | None = Field(None, ge=1)
+    num_classes: int | None = Field(None, ge=1, le=MAX_CLASSES)
+    in_channels: int | None = Field(None, ge=1, le=4)
     class_names: list[str] | str | None = Field(
         None, description="the model's class names in output order: a list, or a labels file (one per line)"
     )
@@ -64,11 +81,15 @@ class DataSpec(_Strict):
     root: str | None = None
     split: str = "test"
     limit: int | None = Field(
-        None, ge=1, description="validate on N images only: a class-stratified random sample (seeded by sample_seed)"
+        None,
+        ge=1,
+        le=MAX_IMAGES,
+        description="validate on N images only: a class-stratified random sample (seeded by sample_seed)",
     )
     sample_seed: int = Field(
         0,
         ge=0,
+        le=MAX_SEED,
         description="seed of the class-stratified order every sample of the validation set is taken from (data.limit, "
         "validate.stand_in_images, the device check set)",
     )
@@ -81,10 +102,16 @@ class QuantSpec(_Strict):
     method: Literal["ptq", "qat", "none"] = "ptq"
     calib_dir: str = "calib_data"
     subset_size: int = Field(
-        300, ge=1, description="calibration images (images, not batches; PTQ reads them in batches of 10)"
+        300,
+        ge=1,
+        le=MAX_IMAGES,
+        description="calibration images (images, not batches; PTQ reads them in batches of 10)",
     )
     min_calibration_images: int | None = Field(
-        None, ge=1, description="fewer usable calibration images than this fails the build (default: warn only)"
+        None,
+        ge=1,
+        le=MAX_IMAGES,
+        description="fewer usable calibration images than this fails the build (default: warn only)",
     )
     range_estimator: Literal["minmax", "mean_minmax", "percentile", "histogram"] = "minmax"
     per_channel: bool = True
@@ -100,15 +127,17 @@ class QuantSpec(_Strict):
     sensitivity: bool = Field(
         False, description="write the per-layer ranking even when the fallback does not need it (sensitivity.json)"
     )
-    max_fallback_layers: int = Field(8, ge=0)
+    max_fallback_layers: int = Field(8, ge=0, le=MAX_FALLBACK_LAYERS)
     tune_dir: str | None = Field(
         None, description="labelled images for the fallback's decisions (default: disjoint from the validation set)"
     )
-    tune_images: int = Field(5000, ge=1, description="at most this many tuning images")
-    qat_epochs: int = Field(2, ge=1)
-    qat_lr: float = Field(1e-3, gt=0)
-    qat_batch_size: int = Field(128, ge=1)
-    qat_train_limit: int | None = Field(None, ge=1, description="QAT on the first N training images only")
+    tune_images: int = Field(5000, ge=1, le=MAX_IMAGES, description="at most this many tuning images")
+    qat_epochs: int = Field(2, ge=1, le=MAX_EPOCHS)
+    qat_lr: float = Field(1e-3, gt=0, le=MAX_LEARNING_RATE)
+    qat_batch_size: int = Field(128, ge=1, le=MAX_BATCH)
+    qat_train_limit: int | None = Field(
+        None, ge=1, le=MAX_IMAGES, description="QAT on the first N training images only"
+    )
 
     renamed: ClassVar[dict[str, tuple[str, str]]] = {
         # NNCF's option of that name means something else (false: full BiasCorrection)
@@ -120,9 +149,9 @@ class QuantSpec(_Strict):
 
 
 class BatchRange(_Strict):
-    min: int = Field(1, ge=1)
-    opt: int = Field(1, ge=1)
-    max: int = Field(1, ge=1)
+    min: int = Field(1, ge=1, le=MAX_BATCH)
+    opt: int = Field(1, ge=1, le=MAX_BATCH)
+    max: int = Field(1, ge=1, le=MAX_BATCH)
 
     @model_validator(mode="after")
     def _ordered(self) -> BatchRange:
@@ -175,10 +204,10 @@ class Gates(_Strict):
     measured value and says NOT PROVEN, ``fail`` fails the gate.
     """
 
-    max_top1_drop: float | None = Field(None, ge=0)
+    max_top1_drop: float | None = Field(None, ge=0, le=1)
     min_agreement: float | None = Field(None, ge=0, le=1)
-    max_latency_ms: float | None = Field(None, gt=0)
-    min_speedup: float | None = Field(None, gt=0)
+    max_latency_ms: float | None = Field(None, gt=0, le=MAX_LATENCY_MS)
+    min_speedup: float | None = Field(None, gt=0, le=MAX_SPEEDUP)
     confidence: float | None = Field(0.95, gt=0.5, lt=1, description="level of the bound the accuracy gates use")
     unproven: Literal["warn", "fail"] = Field(
         "warn",
@@ -201,11 +230,12 @@ class Gates(_Strict):
 
 
 class ValidateSpec(_Strict):
-    latency_runs: int = Field(50, ge=1)
-    warmup_runs: int = Field(10, ge=0)
+    latency_runs: int = Field(50, ge=1, le=MAX_RUNS)
+    warmup_runs: int = Field(10, ge=0, le=MAX_RUNS)
     device_check_images: int | None = Field(
         None,
         ge=0,
+        le=MAX_DEVICE_CHECK_IMAGES,
         description="TensorRT on-device kits: validation images the bundle carries (a class-stratified sample, uint8 "
         "after resize and crop) with the host's per-image outputs, for the device check after the engine is built. "
         "null: derived from gates.max_device_disagreement and gates.confidence (the smallest set that proves the gate "
@@ -215,12 +245,14 @@ class ValidateSpec(_Strict):
     device_check_megabytes: float = Field(
         32.0,
         gt=0,
-        description="TensorRT on-device kits: the most the check set may add to the bundle, in MB (10^6 bytes); "
-        "124 ResNeXt-50 images at 224x224 take 18.7 MB",
+        le=MAX_DEVICE_CHECK_MEGABYTES,
+        description="TensorRT on-device kits: the most the check set may add to the bundle, in MB (10^6 bytes, "
+        "counted before its lossless compression); 124 ResNeXt-50 images at 224x224 take 18.7 MB",
     )
     stand_in_images: int | None = Field(
         None,
         ge=1,
+        le=MAX_IMAGES,
         description="validate the host stand-ins of an artifact that cannot run here (the TensorRT kit's ONNX Runtime "
         "FP16 variant) on the first N validation images only; their intervals say how many (null: all)",
     )
@@ -379,6 +411,35 @@ def _distinct_nodes(root: Any) -> int:
     return len(seen)
 
 
+def _refuse_repeated_keys(root: Any, path: Path) -> None:
+    """A key written twice in one mapping is a :class:`ConfigError` naming it and both lines: YAML keeps the last one
+    silently (``backend: onnxruntime`` ... ``backend: tensorrt`` builds for TensorRT without a word)."""
+    import yaml
+
+    seen: set[int] = set()
+    stack: list[tuple[Any, str]] = [(root, "")]
+    while stack:
+        node, prefix = stack.pop()
+        if id(node) in seen:  # an alias: the node it names is checked once
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend((child, prefix) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            first: dict[tuple[str, str], int] = {}
+            for key, value in node.value:
+                name = f"{prefix}.{key.value}" if prefix else str(key.value)
+                if isinstance(key, yaml.ScalarNode):
+                    line = key.start_mark.line + 1
+                    if (key.tag, key.value) in first:
+                        raise ConfigError(
+                            f"{path}: line {line}: key {shown(name)} is written twice (first on line "
+                            f"{first[key.tag, key.value]}); YAML would keep the last one without a word: remove one"
+                        )
+                    first[key.tag, key.value] = line
+                stack.append((value, name if isinstance(key, yaml.ScalarNode) else prefix))
+
+
 def read_small_text(path: Path, limit: int, kind: str, expected: str) -> str:
     """The UTF-8 text of ``path``, a regular file of at most ``limit`` bytes (a target or labels file). Anything else
     is a :class:`ConfigError` naming the file, what it is instead (``kind``: "target file") and what is
@@ -422,6 +483,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
                     f"{path}: YAML aliases expand to {expanded} values ({distinct} written); at most "
                     f"{ALIAS_EXPANSION_MAX} repeated values are accepted"
                 )
+            _refuse_repeated_keys(node, path)
         try:
             data = loader.construct_document(node) if node is not None else None
         except (ValueError, OverflowError, IndexError, TypeError, AttributeError, KeyError) as err:
@@ -558,6 +620,8 @@ def _format_validation_error(err: ValidationError, source: str, flags: dict[str,
     kind = first["type"]
     value = first.get("input")
     got = f", got {shown(value)}" if value is not None and not isinstance(value, dict) else ""
+    if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        got += _accepted_range(first["loc"])
     flag = (flags or {}).get(location)
     if flag is not None:
         return f"{flag} {_explain(first)}{got}"
@@ -573,7 +637,29 @@ def _format_validation_error(err: ValidationError, source: str, flags: dict[str,
     return f"{source}: {location} {_explain(first)}{got}"
 
 
-def _accepted_keys(loc: tuple[Any, ...]) -> list[str]:
+def _accepted_range(loc: tuple[Any, ...]) -> str:
+    """`` (accepted: 1 to 1,000,000)`` for a bounded number at ``loc`` ("" when the key has no two bounds)."""
+    from annotated_types import Ge, Gt, Le, Lt
+
+    *parents, name = loc
+    fields = _fields_at(tuple(parents))
+    field = fields.get(str(name)) if fields else None
+    if field is None:
+        return ""
+    low = next((m for m in field.metadata if isinstance(m, Ge | Gt)), None)
+    high = next((m for m in field.metadata if isinstance(m, Le | Lt)), None)
+    if low is None or high is None:
+        return ""
+    low_value = low.ge if isinstance(low, Ge) else low.gt
+    high_value = high.le if isinstance(high, Le) else high.lt
+    if isinstance(low, Ge) and isinstance(high, Le):
+        return f" (accepted: {range_text(low_value, high_value)})"
+    below, above = ">=" if isinstance(low, Ge) else ">", "<=" if isinstance(high, Le) else "<"
+    return f" (accepted: {below} {low_value:g} and {above} {high_value:g})"
+
+
+def _fields_at(loc: tuple[Any, ...]) -> dict[str, Any] | None:
+    """The pydantic fields (by key, aliases included) of the section at ``loc`` in a target (None: not a section)."""
     model: type[BaseModel] = Target
     for part in loc:
         field = model.model_fields.get(str(part)) or next(
@@ -583,9 +669,13 @@ def _accepted_keys(loc: tuple[Any, ...]) -> list[str]:
         if model is Target and part == "backend_options":
             annotation = backend_options_model()
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            return []
+            return None
         model = annotation
-    return sorted(f.alias or name for name, f in model.model_fields.items() if name != "source")
+    return {f.alias or name: f for name, f in model.model_fields.items() if name != "source"}
+
+
+def _accepted_keys(loc: tuple[Any, ...]) -> list[str]:
+    return sorted(_fields_at(loc) or {})
 
 
 def target_from_dict(data: dict[str, Any], source: str = "<config>", flags: dict[str, str] | None = None) -> Target:
@@ -638,16 +728,25 @@ def find_target(name_or_path: str, targets_dir: str | os.PathLike[str] = "target
     """``cpu`` or ``targets/cpu.yaml`` to the file path; an unknown name lists the known ones."""
     candidate = Path(name_or_path)
     if candidate.suffix in (".yaml", ".yml"):
-        if not candidate.is_file():
-            raise ConfigError(f"{candidate}: no such target file")
+        if not _is_file(candidate):
+            raise ConfigError(f"--target {shown(name_or_path)}: no such target file")
         return candidate
     path = Path(targets_dir) / f"{name_or_path}.yaml"
-    if path.is_file():
+    if _is_file(path):
         return path
     known = sorted(p.stem for p in Path(targets_dir).glob("*.yaml") if not p.stem.startswith("_"))
     raise ConfigError(
-        f"unknown target {name_or_path!r}; expected one of: {', '.join(known) or '(none found)'} in {targets_dir}/"
+        f"unknown target {shown(name_or_path)}; expected one of: {', '.join(known) or '(none found)'} in "
+        f"{targets_dir}/, or the path of a .yaml file"
     )
+
+
+def _is_file(path: Path) -> bool:
+    """Whether ``path`` is a file; a name too long for the file system, a link loop or a permission is "no"."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 @dataclass

@@ -95,3 +95,57 @@ def environment(threads: int | None = None) -> dict[str, Any]:
         "python": sys.version.split()[0],
         "packages": package_versions((*REPORT_CORE_PACKAGES, *backend_packages())),
     }
+
+
+# --------------------------------------------------------------------------------------------- no telemetry
+# The switches keep_home_clean sets, by library (tests/test_hostile_round3.py runs commands with a fresh HOME).
+ORT_TELEMETRY_SWITCH = "ORT_DISABLE_TELEMETRY"
+OPENVINO_TELEMETRY_MODULE = "openvino_telemetry"
+MATPLOTLIB_FOLDER = "MPLCONFIGDIR"
+MATPLOTLIB_PREFIX = "edgeresnext-matplotlib-"
+
+
+def keep_home_clean() -> None:
+    """No telemetry, and nothing of the runtimes' own in the home folder; ``edgeresnext/__init__.py`` calls this before
+    anything else, so every entry point (the CLI, :mod:`edgeresnext.runtime` in a device app, the pipeline used from
+    Python, torchrun's ranks) runs with it.
+
+    Left alone, the libraries write outside ``--out`` on import: OpenVINO and NNCF, through the ``openvino_telemetry``
+    client, a client id and usage counts to ``~/intel/openvino_ga_cid`` and ``~/intel/stats`` (and send usage events);
+    ONNX Runtime (1.29 and later, Linux and macOS) a device id and an event store to
+    ``~/.cache/Microsoft/DeveloperTools/.onnxruntime/`` (and uploads events); matplotlib its font cache to
+    ``~/.cache/matplotlib``. Each is turned off by the switch its project provides:
+
+    - ONNX Runtime: ``ORT_DISABLE_TELEMETRY=1``, its documented full opt-out, read when the runtime initializes (no
+      uploader, device id or event store is created). Set always, whatever the environment said.
+    - OpenVINO and NNCF: ``openvino_telemetry`` is marked absent (``sys.modules[name] = None`` makes its import fail)
+      and both take the path they have for a machine without it: OpenVINO's converter its ``telemetry_stub``, NNCF its
+      ``NNCFTelemetryStub`` ("No telemetry will be sent"). The client reads no environment switch, and its documented
+      opt-out (``opt_in_out --opt_out``) is itself a file written to ``~/intel``.
+    - matplotlib: ``MPLCONFIGDIR`` (its documented setting for its config and cache folder), when unset, a new folder
+      in the temporary folder, made only when matplotlib is imported (a report with plots) and removed at exit.
+
+    Idempotent. A library imported before edgeresnext has started already (a device app should import edgeresnext
+    first, or set the same switches itself).
+    """
+    import sys
+
+    os.environ[ORT_TELEMETRY_SWITCH] = "1"
+    if OPENVINO_TELEMETRY_MODULE not in sys.modules:
+        sys.modules[OPENVINO_TELEMETRY_MODULE] = None  # type: ignore[assignment]  # import fails: the stub is used
+    if MATPLOTLIB_FOLDER not in os.environ and "matplotlib" not in sys.modules:
+        import atexit
+        import tempfile
+        from pathlib import Path
+
+        folder = Path(tempfile.gettempdir()) / f"{MATPLOTLIB_PREFIX}{os.getpid()}-{os.urandom(6).hex()}"
+        os.environ[MATPLOTLIB_FOLDER] = str(folder)
+        atexit.register(_remove_own_folder, str(folder), os.getpid())
+
+
+def _remove_own_folder(folder: str, pid: int) -> None:
+    """Remove the matplotlib folder this process chose (a forked child that inherits the handler leaves it)."""
+    import shutil
+
+    if os.getpid() == pid and os.environ.get(MATPLOTLIB_FOLDER) == folder:
+        shutil.rmtree(folder, ignore_errors=True)

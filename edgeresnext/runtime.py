@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from edgeresnext.backends import Artifact, ArtifactInfo, Runner, get_backend
-from edgeresnext.bundle import BundleError, read_labels, read_manifest, verify_bundle
+from edgeresnext.bundle import BundleError, read_manifest, verify_bundle
+from edgeresnext.bundle.manifest import BundleInputs, bundle_inputs
 from edgeresnext.bundle.signature import check_signature, public_key_from
 from edgeresnext.data.preprocess import Preprocess
 from edgeresnext.errors import BackendUnavailable, ConfigError, DataError
@@ -60,23 +61,25 @@ class Classifier:
     closes on exit.
     """
 
-    def __init__(self, bundle_dir: Path, manifest: dict[str, Any], artifact: dict[str, Any], runner: Runner) -> None:
+    def __init__(
+        self,
+        bundle_dir: Path,
+        manifest: dict[str, Any],
+        artifact: dict[str, Any],
+        runner: Runner,
+        inputs: BundleInputs | None = None,
+    ) -> None:
         self.bundle_dir = bundle_dir
         self.manifest = manifest
         self.artifact = artifact
         self.runner = runner
-        self.labels = read_labels(bundle_dir, manifest)
-        fields = set(Preprocess.__dataclass_fields__)
-        self.preprocess = Preprocess.from_dict(
-            {k: v for k, v in manifest["preprocess"].items() if k in fields}, f"{bundle_dir}/manifest.json: preprocess"
-        )
-        shape = manifest["input"]["shape"]
-        self.input_shape: tuple[int, int, int] = (shape[1], shape[2], shape[3])
+        # Read and checked by the function `bundle verify` runs too: what verify passes, this loads.
+        inputs = inputs or bundle_inputs(bundle_dir, manifest)
+        self.labels = inputs.labels
+        self.preprocess: Preprocess = inputs.preprocess
+        self.input_shape: tuple[int, int, int] = inputs.input_shape
         # The batch sizes the bundle was built and validated for; logits() takes any size (the runner splits).
-        batch = manifest["input"].get("batch", {"min": 1, "max": 1})
-        self.batch_range = (int(batch["min"]), int(batch["max"]))
-        if shape[0] > 0:  # a static batch dimension
-            self.batch_range = (shape[0], shape[0])
+        self.batch_range = inputs.batch_range
 
     def close(self) -> None:
         """Free the runtime's resources (session, compiled model, device memory)."""
@@ -272,6 +275,7 @@ def load_bundle(
         manifest = check_signature(bundle_dir, key)
     else:
         manifest = verify_bundle(bundle_dir) if verify else read_manifest(bundle_dir)
+    inputs = bundle_inputs(bundle_dir, manifest)  # before a runtime is started
     artifact = _chosen_artifact(bundle_dir, manifest, backend)
     _check_loadable(bundle_dir, artifact, allow_failed_check)
     runtime = get_backend(artifact["backend"])
@@ -292,6 +296,6 @@ def load_bundle(
         others = [a["backend"] for a in manifest["artifacts"] if a is not artifact and a["kind"] != "kit"]
         hint = f"; the bundle also has: {', '.join(others)} (load_bundle(..., backend=...))" if others else ""
         raise BackendUnavailable(f"{bundle_dir}: {err}{hint}") from err
-    classifier = Classifier(bundle_dir, manifest, artifact, runner)
+    classifier = Classifier(bundle_dir, manifest, artifact, runner, inputs)
     logger.info("loaded %r", classifier)
     return classifier

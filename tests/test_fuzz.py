@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -306,6 +306,125 @@ def test_any_manifest_file_is_read_or_a_bundle_error(raw):
         assert result is None or isinstance(result, dict)
 
 
+# Written as a 5,001-digit integer (more digits than Python converts; json.dumps cannot write it either).
+TOO_LONG = "<5001 digits>"
+# The manifest keys a device runtime reads besides the file list, and values around their edges.
+RUNTIME_KEYS = [
+    ("preprocess", "resize"),
+    ("preprocess", "crop"),
+    ("preprocess", "mean"),
+    ("preprocess", "std"),
+    ("preprocess", "channels"),
+    ("input", "shape"),
+    ("input", "shape", 1),
+    ("input", "shape", 2),
+    ("input", "batch", "min"),
+    ("input", "batch", "max"),
+    ("model", "num_classes"),
+    ("labels",),
+    ("schema_version",),
+]
+EDGES = st.one_of(
+    st.integers(-3, 3),
+    st.sampled_from([28, 2047, 2048, 2049, 60000, 65536, 65537, 2**31, 2**63, 10**4299, TOO_LONG]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=4),
+    st.lists(st.integers(-2, 30), min_size=4, max_size=4),
+    st.sampled_from(["L", "RGB", "labels.txt", "model.onnx", "../x", "", None]),
+)
+
+
+def _set(manifest: dict, where: tuple, value) -> None:
+    cursor = manifest
+    for part in where[:-1]:
+        cursor = cursor[part]
+    cursor[where[-1]] = value
+
+
+def _reseal_labels(copy: Path, text: str) -> None:
+    import hashlib
+
+    data = text.encode("utf-8")
+    (copy / "labels.txt").write_bytes(data)
+    manifest = json.loads((copy / MANIFEST).read_text())
+    for entry in manifest["files"]:
+        if entry["path"] == "labels.txt":
+            entry["sha256"], entry["bytes"] = hashlib.sha256(data).hexdigest(), len(data)
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+
+
+@pytest.fixture(scope="module")
+def garment_png(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from edgeresnext.data import load_dataset
+
+    path = tmp_path_factory.mktemp("fuzz-image") / "garment.png"
+    Image.fromarray(load_dataset("fashion-mnist", split="test").images[0]).save(path)
+    return path
+
+
+# Values a runtime key may plausibly hold (so that a share of the bundles still verifies), besides the edges.
+PLAUSIBLE = st.sampled_from(
+    [None, 1, 10, 28, 32, 56, 224, 0.5, [0.5], [0.5, 0.5, 0.5], "L", "RGB", [-1, 1, 28, 28], [1, 1, 28, 28]]
+)
+LABEL_LINES = st.one_of(
+    # names of any visible characters (invisible format ones included: predict must print them escaped)
+    st.lists(
+        st.text(st.characters(exclude_categories=("Cc", "Cs", "Zs", "Zl", "Zp")), min_size=1, max_size=12),
+        min_size=10,
+        max_size=10,
+    ),
+    st.lists(st.text(min_size=1, max_size=12), min_size=10, max_size=10),  # any characters, one name a line
+    st.lists(st.text(max_size=12), min_size=9, max_size=11),  # blank names, line breaks inside, a count off by one
+)
+
+
+@FUZZ
+@given(
+    changes=st.one_of(
+        st.just([]), st.lists(st.tuples(st.sampled_from(RUNTIME_KEYS), st.one_of(PLAUSIBLE, EDGES)), max_size=2)
+    ),
+    labels=st.one_of(st.none(), LABEL_LINES.map("\n".join)),
+)
+def test_a_manifest_verify_passes_is_one_load_bundle_loads_and_predict_prints_safely(
+    bundle, garment_png, changes, labels
+):
+    """Issue 30: `verify` passed manifests `load_bundle`/`predict` refused. Whatever the runtime keys and labels hold:
+    what verify accepts loads and predicts (or refuses the image with a DataError), predict's output is printable,
+    and a manifest verify refuses is refused by load_bundle too, with our error."""
+    import contextlib
+
+    from edgeresnext.cli import main
+    from edgeresnext.runtime import load_bundle
+
+    with tempfile.TemporaryDirectory() as folder:
+        copy = Path(shutil.copytree(bundle, Path(folder) / "bundle"))
+        if labels is not None:
+            _reseal_labels(copy, labels + "\n")
+        manifest = json.loads((copy / MANIFEST).read_text())
+        for where, value in changes:
+            with contextlib.suppress(IndexError, TypeError, KeyError):  # a path an earlier change removed
+                _set(manifest, where, value)
+        (copy / MANIFEST).write_text(json.dumps(manifest).replace(json.dumps(TOO_LONG), "9" * 5001))
+        verified = _expect_ours(lambda: verify_bundle(copy))
+        loaded = _expect_ours(lambda: load_bundle(copy, verify=False))
+        if verified is None:
+            event("refused by verify")
+            if loaded is not None:  # refused by verify for its files (a hash), not for what the runtime reads
+                loaded.close()
+            return
+        assert loaded is not None, "verify passed a bundle load_bundle refuses"
+        with loaded:
+            result = _expect_ours(lambda: loaded.predict(garment_png, top_k=3))
+        if result is None:
+            event("verified and loaded; the image refused (DataError)")
+            return
+        event("verified, loaded and predicted")
+        output = io.StringIO()
+        with contextlib.redirect_stdout(output):
+            assert main(["-q", "bundle", "predict", str(copy), str(garment_png)]) == 0
+        assert all(line.isprintable() for line in output.getvalue().splitlines()), output.getvalue()
+
+
 def test_deeply_nested_manifest_is_a_bundle_error(tmp_path):
     (tmp_path / MANIFEST).write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(BundleError, match=r"manifest\.json"):
@@ -445,3 +564,81 @@ def test_damaged_checkpoints_read_or_are_a_checkpoint_error(checkpoint_bytes, da
             read_checkpoint(path)
         except CheckpointError as err:
             assert "damaged" in str(err)
+
+
+# --------------------------------------------------------------------------------------------- numeric flags
+# Arguments each command needs besides the flag under test (nothing runs: values are parsed and checked only).
+REQUIRED = {
+    ("build",): ["--target", "cpu"],
+    ("validate",): ["--target", "cpu"],
+    ("compile",): ["--target", "cpu"],
+    ("compare",): ["a.onnx", "b.onnx"],
+    ("bundle", "predict"): ["b", "x.png"],
+}
+FLAG_VALUES = st.one_of(
+    st.integers(-(2**80), 2**80).map(str),
+    st.integers(-3, 70_000).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.sampled_from(["", "-0", "1e3", "0x10", "1_000", " 5", "nan", "inf", "9" * 5000, "1\n2", "\x1b[2J"]),
+)
+
+
+def _numeric_flags() -> list[tuple[tuple[str, ...], str, object]]:
+    import argparse
+
+    from edgeresnext.cli import make_parser
+
+    def walk(parser, path=()):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield (*path, name), sub
+                    yield from walk(sub, (*path, name))
+
+    found = []
+    for words, sub in walk(make_parser()):
+        for action in sub._actions:
+            named = getattr(action.type, "__name__", "")
+            if action.option_strings and (action.type in (int, float) or named in ("integer", "number")):
+                found.append((words, action.option_strings[0], action))
+    return found
+
+
+NUMERIC_FLAGS = _numeric_flags()
+
+
+@FUZZ
+@given(flag=st.sampled_from(NUMERIC_FLAGS), value=FLAG_VALUES)
+def test_any_value_of_a_numeric_flag_is_taken_within_its_bounds_or_refused_in_one_line(flag, value):
+    """Issue 30, item 4: every numeric flag of every command has an upper bound. A value is parsed into its range
+    (and, for a flag that sets a target key, into a target) or refused with exit 2 in one line naming the flag."""
+    import contextlib
+
+    from edgeresnext.cli import make_parser
+    from edgeresnext.cli.common import BUILD_FLAGS, QUANTIZE_FLAGS, VALIDATE_FLAGS, target_from_args
+
+    words, name, action = flag
+    argv = [*words, *REQUIRED.get(words, []), f"{name}={value}"]
+    errors = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(errors):
+            args = make_parser().parse_args(argv)
+    except SystemExit as exited:
+        lines = errors.getvalue().strip().splitlines()
+        assert exited.code == 2 and len(lines) == 1 and name in lines[0] and lines[0].isprintable(), errors.getvalue()
+        event("refused by the parser")
+        return
+    parsed = getattr(args, action.dest)
+    bounds = getattr(action.type, "bounds", None)
+    if bounds is not None:
+        assert bounds[0] <= parsed <= bounds[1]
+        event("taken, within its bounds")
+        return
+    flags = {"validate": VALIDATE_FLAGS, "quantize": QUANTIZE_FLAGS, "build": BUILD_FLAGS}[words[0]]
+    try:
+        target_from_args(args, flags)
+    except ConfigError as err:
+        assert str(err).startswith(f"{name} ") and "accepted" in str(err), str(err)
+        event("refused by the target schema")
+        return
+    event("taken into a target")

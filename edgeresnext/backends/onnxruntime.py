@@ -18,7 +18,7 @@ import numpy as np
 
 from edgeresnext.backends import Runner, RunOptions
 from edgeresnext.backends.base import Artifact, ArtifactInfo, Backend, PrecisionReport, copy_file_atomic
-from edgeresnext.errors import BackendUnavailable, ConfigError
+from edgeresnext.errors import MAX_THREADS, BackendUnavailable, ConfigError
 from edgeresnext.onnx_io import check_onnx_precision, onnx_input, ort_runtime_ops, ort_session
 from edgeresnext.registry import option
 
@@ -34,7 +34,7 @@ class ONNXRuntimeOptions(RunOptions):
     it, else CPU)."""
 
     graph_optimization: Literal["disable", "basic", "extended", "all"] = option("all", recorded=True)
-    threads: int | None = option(None, ge=1, recorded=True)
+    threads: int | None = option(None, ge=1, le=MAX_THREADS, recorded=True)
     int8_form: Literal["ort", "qdq"] = option(
         "ort",
         description="ort: the Q/DQ form ONNX Runtime's CPU provider runs as integer kernels, made from the Q/DQ "

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from edgeresnext.backends.base import Artifact, ArtifactInfo, Backend, PrecisionReport, Runner, RunOptions
-from edgeresnext.errors import BackendUnavailable, ConfigError
+from edgeresnext.errors import MAX_THREADS, BackendUnavailable, ConfigError
 from edgeresnext.onnx_io import check_onnx_precision, onnx_input
 from edgeresnext.registry import option
 
@@ -138,7 +138,7 @@ class OpenVINOOptions(RunOptions):
     elsewhere)."""
 
     hint: Literal["latency", "throughput"] = option("latency", recorded=True)
-    threads: int | None = option(None, ge=1, recorded=True)
+    threads: int | None = option(None, ge=1, le=MAX_THREADS, recorded=True)
     cache_dir: str | None = option(None, path=True)
     native_int8: bool = option(False, description="quantize the FP32 IR with NNCF instead of reading the Q/DQ ONNX")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -108,6 +109,10 @@ def read_manifest(bundle_dir: str | os.PathLike[str]) -> dict[str, Any]:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise BundleError(f"{path}: not valid JSON ({err})") from err
+    except ValueError as err:  # an integer of more digits than Python converts (4,300 by default)
+        raise BundleError(f"{path}: not a manifest ({str(err).split(';')[0]})") from err
+    except OSError as err:
+        raise BundleError(f"{path}: cannot read the manifest ({err.strerror or err})") from err
     except RecursionError as err:  # json recurses once per nesting level
         raise BundleError(f"{path}: nested too deeply to be a manifest") from err
     if (
@@ -180,16 +185,87 @@ def verify_bundle(bundle_dir: str | os.PathLike[str]) -> dict[str, Any]:
             )
     if manifest["labels"] not in listed:
         problems.append(f"{manifest['labels']}: labels file not in the manifest's file list")
-    elif not problems:
-        labels = read_labels(bundle_dir, manifest)
-        num_classes = manifest["model"]["num_classes"]
-        if len(labels) != num_classes:
-            problems.append(f"{manifest['labels']}: {len(labels)} labels for {num_classes} classes")
     if problems:
         raise BundleError(f"{bundle_dir}: bundle does not match its manifest: " + "; ".join(problems))
+    bundle_inputs(bundle_dir, manifest)  # what load_bundle and predict read, checked as they check it
     return manifest
 
 
+@dataclass(frozen=True)
+class BundleInputs:
+    """What a device runtime reads from a bundle besides its artifact, checked: the class names in output order, the
+    preprocessing (:class:`~edgeresnext.data.preprocess.Preprocess`), one input's (C, H, W), the batch range."""
+
+    labels: list[str]
+    preprocess: Any
+    input_shape: tuple[int, int, int]
+    batch_range: tuple[int, int]
+
+
+def bundle_inputs(bundle_dir: str | os.PathLike[str], manifest: dict[str, Any]) -> BundleInputs:
+    """The labels, preprocessing, input shape and batch range of a bundle whose manifest passed the schema, each
+    checked as :func:`edgeresnext.runtime.load_bundle` and ``predict`` use it; the one function both they and
+    :func:`verify_bundle` call, so ``bundle verify`` passes exactly the bundles a device app can load. Raises
+    :class:`BundleError` naming the manifest key or the labels file's line."""
+    from edgeresnext.data.preprocess import MAX_SIZE, Preprocess
+    from edgeresnext.errors import MAX_BATCH, ConfigError
+
+    where = f"{Path(bundle_dir) / MANIFEST}"
+    fields = set(Preprocess.__dataclass_fields__)
+    try:
+        preprocess = Preprocess.from_dict(
+            {k: v for k, v in manifest["preprocess"].items() if k in fields}, f"{where}: preprocess"
+        )
+    except (ConfigError, TypeError, ValueError) as err:
+        raise BundleError(str(err) if where in str(err) else f"{where}: preprocess: {err}") from err
+    batch, channels, height, width = manifest["input"]["shape"]
+    if channels != preprocess.num_channels or not 0 < height <= MAX_SIZE or not 0 < width <= MAX_SIZE:
+        raise BundleError(
+            f"{where}: input.shape {manifest['input']['shape']} does not take the preprocessing's images "
+            f"({preprocess.num_channels} channel(s) for {preprocess.channels}, height and width from 1 to {MAX_SIZE})"
+        )
+    if preprocess.crop is not None and (height, width) != (preprocess.crop, preprocess.crop):
+        raise BundleError(
+            f"{where}: preprocess.crop={preprocess.crop} makes {preprocess.crop}x{preprocess.crop} images, but "
+            f"input.shape takes {width}x{height}"
+        )
+    low, high = (batch, batch) if batch > 0 else _batch_range(manifest, where)
+    if not 1 <= low <= high <= MAX_BATCH:
+        raise BundleError(f"{where}: input batch range {low}..{high}; expected 1 <= min <= max <= {MAX_BATCH}")
+    labels = read_labels(bundle_dir, manifest)
+    if len(labels) != manifest["model"]["num_classes"]:
+        raise BundleError(
+            f"{Path(bundle_dir) / manifest['labels']}: {len(labels)} labels for {manifest['model']['num_classes']} "
+            "classes (one name per line, in output order)"
+        )
+    return BundleInputs(labels, preprocess, (channels, height, width), (low, high))
+
+
+def _batch_range(manifest: dict[str, Any], where: str) -> tuple[int, int]:
+    batch = manifest["input"].get("batch", {"min": 1, "max": 1})
+    return int(batch["min"]), int(batch["max"])
+
+
+# A label is one line of labels.txt: what a class name may be in a build (edgeresnext.pipeline.preflight).
+LABEL_MAX = 200
+
+
 def read_labels(bundle_dir: str | os.PathLike[str], manifest: dict[str, Any]) -> list[str]:
-    text = (Path(bundle_dir) / manifest["labels"]).read_text(encoding="utf-8")
-    return text.splitlines()
+    """The class names of a bundle, one per line of its labels file, in output order. A blank line (every later name
+    would shift by one), a name over :data:`LABEL_MAX` characters or one holding a control character (a terminal
+    escape sequence) is a :class:`BundleError` naming the line; a line break at the end of the file is fine."""
+    path = Path(bundle_dir) / manifest["labels"]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise BundleError(f"{path}: cannot read the labels file ({err})") from err
+    labels = text.splitlines()
+    for number, label in enumerate(labels, start=1):
+        if not label.strip():
+            raise BundleError(f"{path}: line {number} is blank; a labels file has one class name per line")
+        if len(label) > LABEL_MAX or any(ord(c) < 32 or 127 <= ord(c) < 160 for c in label):
+            raise BundleError(
+                f"{path}: line {number} is over {LABEL_MAX} characters or holds a control character (a terminal "
+                "escape sequence, say); a label is one short line of text"
+            )
+    return labels

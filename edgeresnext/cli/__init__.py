@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from edgeresnext import __version__
 from edgeresnext.cli import build, bundle, model, report, train
 from edgeresnext.cli.common import Parser
-from edgeresnext.errors import EdgeResNeXtError
+from edgeresnext.errors import EdgeResNeXtError, printable
 
 Add = Callable[[argparse._SubParsersAction], None]
 Run = Callable[[argparse.Namespace], int]
@@ -42,7 +42,51 @@ def make_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add, _run in COMMANDS.values():
         add(sub)
+    _say_ranges(parser)
     return parser
+
+
+def _say_ranges(parser: argparse.ArgumentParser) -> None:
+    """Each bounded number's accepted range at the end of its --help line (and so in the CLI reference)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                _say_ranges(command)
+        accepted = getattr(action.type, "accepted", None)
+        if accepted is not None and action.help != argparse.SUPPRESS:
+            action.help = f"{action.help or ''} ({accepted})".lstrip()
+
+
+class _PrintableFormatter(logging.Formatter):
+    """Log lines through :func:`~edgeresnext.errors.printable`: a message naming a user's file stays one line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(super().format(record))
+
+
+# What a user's file system answers that is the user's to fix (a read-only folder, a file where a folder is needed, a
+# name too long, a link loop): one line naming the path, like our own errors. Anything else keeps its traceback.
+_USER_OS_ERRORS = {
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "read-only file system",
+    errno.ENOTDIR: "a file where a folder is needed",
+    errno.EISDIR: "a folder where a file is needed",
+    errno.EEXIST: "already exists",
+    errno.ENAMETOOLONG: "a name too long for the file system",
+    errno.ELOOP: "a symbolic link loop",
+}
+
+
+def _os_error_line(err: OSError) -> str | None:
+    """The one line for an OSError the user can fix, or None (a bug: the traceback stays)."""
+    where = f"{err.filename}: " if err.filename else ""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        # A full disk hit outside edgeresnext.atomic (a library writing on its own) is still the user's to fix.
+        return f"{where}no space left on device ({err.strerror}); free space and rerun"
+    if err.errno in _USER_OS_ERRORS and err.filename:
+        return f"{where}{err.strerror or _USER_OS_ERRORS[err.errno]} ({_USER_OS_ERRORS[err.errno]}); check the path"
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -53,22 +97,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(_PrintableFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     _add, run = COMMANDS[args.command]
     try:
         return run(args)
     except EdgeResNeXtError as err:
-        print(f"edgeresnext {args.command}: error: {err}", file=sys.stderr)
+        print(f"edgeresnext {args.command}: error: {printable(err)}", file=sys.stderr)
         return 2
     except OSError as err:
-        # A full disk hit outside edgeresnext.atomic (a library writing on its own) is still the user's to fix.
-        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+        line = _os_error_line(err)
+        if line is None:
             raise
-        where = f"{err.filename}: " if err.filename else ""
-        print(
-            f"edgeresnext {args.command}: error: {where}no space left on device ({err.strerror}); free space and rerun",
-            file=sys.stderr,
-        )
+        print(f"edgeresnext {args.command}: error: {printable(line)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"edgeresnext {args.command}: interrupted", file=sys.stderr)

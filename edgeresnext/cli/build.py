@@ -12,18 +12,27 @@ from edgeresnext.cli.common import (
     UNPROVEN_LINE,
     VALIDATE_FLAGS,
     add_model_flag,
-    float_above,
-    int_at_least,
+    check_output,
+    float_in,
+    int_in,
+    say,
     target_from_args,
 )
-from edgeresnext.errors import EXIT_GATE_FAILED, EXIT_UNPROVEN, exit_code
+from edgeresnext.errors import EXIT_GATE_FAILED, EXIT_UNPROVEN, MAX_IMAGES, MAX_THREADS, MAX_TOLERANCE, exit_code
 
 
 def run_build(args: argparse.Namespace) -> int:
     from edgeresnext.pipeline import build
 
     target = target_from_args(args, BUILD_FLAGS)
-    summary = build(target, out_root=args.out, progress=not args.quiet, say=print, install=True, sign_key=args.sign_key)
+    summary = build(
+        target,
+        out_root=check_output(args.out, "--out"),
+        progress=not args.quiet,
+        say=print,
+        install=True,
+        sign_key=args.sign_key,
+    )
     print(summary.render())
     if summary.exit_code == EXIT_UNPROVEN:
         print(f"edgeresnext build: {UNPROVEN_LINE}", file=sys.stderr)
@@ -59,7 +68,12 @@ def run_build_all(args: argparse.Namespace) -> int:
     paths = sorted(p for p in Path(args.targets_dir).glob("*.yaml") if not p.name.startswith("_"))
     targets = [target_from_args(args, BUILD_FLAGS, path=p) for p in paths]
     table, code = build_all(
-        targets, out_root=args.out, progress=not args.quiet, say=print, install=True, sign_key=args.sign_key
+        targets,
+        out_root=check_output(args.out, "--out"),
+        progress=not args.quiet,
+        say=print,
+        install=True,
+        sign_key=args.sign_key,
     )
     print(table)
     return code
@@ -77,14 +91,14 @@ def run_validate(args: argparse.Namespace) -> int:
     from edgeresnext.validate import validate_target
 
     target = target_from_args(args, VALIDATE_FLAGS)
-    root = build_folder(args.build, target.name)
+    root = build_folder(check_output(args.build, "--build"), target.name)
     built = root / "config.json"
     if not args.artifact and built.is_file():
         # A finished build is validated as it was built (its own data, model and gates, e.g. a user's photo folder
         # given to `build --data`): its resolved target, with this command's flags on top.
         target = target_from_args(args, VALIDATE_FLAGS, path=built)
         print(f"target: {built} (as built; flags override it)", file=sys.stderr)
-    out = Path(args.out) if args.out else root / STAGE_FOLDERS["validate"]
+    out = check_output(args.out, "--out") if args.out else root / STAGE_FOLDERS["validate"]
     items, model_path, sensitivity = _what_to_validate(args, target, root, out)
     report = validate_target(
         target,
@@ -185,7 +199,7 @@ def add_validate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=int, default=None, help="untimed warm-up runs (default: the target's)")
     p.add_argument(
         "--threads",
-        type=int_at_least(1),
+        type=int_in(1, MAX_THREADS),
         default=None,
         help="threads for every runtime (default: the target's, else each runtime's own default, as the build)",
     )
@@ -200,6 +214,8 @@ def run_compare(args: argparse.Namespace) -> int:
     from edgeresnext.models.shipped import resolve_checkpoint
     from edgeresnext.validate import compare_artifacts
 
+    if args.json:
+        check_output(args.json, "--json", folder=False)
     meta = read_checkpoint(resolve_checkpoint(args.checkpoint)).meta
     if meta is None:
         from edgeresnext.errors import CheckpointError
@@ -225,8 +241,8 @@ def run_compare(args: argparse.Namespace) -> int:
         f"{'PASS' if result['passed'] else 'FAIL'}"
     )
     print(f"  worst {len(result['worst'])} images:")
-    for row in result["worst"]:
-        print(
+    for row in result["worst"]:  # class names come from the checkpoint, image names from a folder: a user's files
+        say(
             f"    {row['image']:<24s} label {names[row['label']]:<12s} a: {names[row['pred_a']]:<12s} "
             f"b: {names[row['pred_b']]:<12s} max abs {row['max_abs_error']:.4g}  cosine {row['cosine']:.6f}"
         )
@@ -249,14 +265,20 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--data", default="fashion-mnist", help="dataset name or labelled image folder")
     p.add_argument("--split", default="test")
-    p.add_argument("--limit", type=int_at_least(1), default=512, help="number of images (default 512)")
+    p.add_argument("--limit", type=int_in(1, MAX_IMAGES), default=512, help="number of images (default 512)")
     p.add_argument(
-        "--atol", type=float_above(0, inclusive=True), default=1e-3, help="absolute tolerance per logit (default 1e-3)"
+        "--atol",
+        type=float_in(0, MAX_TOLERANCE, inclusive=True),
+        default=1e-3,
+        help="absolute tolerance per logit (default 1e-3)",
     )
     p.add_argument(
-        "--rtol", type=float_above(0, inclusive=True), default=1e-3, help="relative tolerance per logit (default 1e-3)"
+        "--rtol",
+        type=float_in(0, MAX_TOLERANCE, inclusive=True),
+        default=1e-3,
+        help="relative tolerance per logit (default 1e-3)",
     )
-    p.add_argument("--worst", type=int_at_least(0), default=10, help="how many worst images to list")
+    p.add_argument("--worst", type=int_in(0, MAX_IMAGES), default=10, help="how many worst images to list")
     p.add_argument("--json", default=None, help="also write the comparison as JSON to this file")
 
 
@@ -280,6 +302,9 @@ def run_compile(args: argparse.Namespace) -> int:
     from edgeresnext.pipeline import build
 
     target = target_from_args(args, ())
+    check_output(args.build, "--build")
+    if args.out:
+        check_output(args.out, "--out")
     if args.onnx or args.out:
         # A given ONNX, or another output folder: the backend compiles here, outside the stage cache.
         onnx_path = Path(args.onnx) if args.onnx else None

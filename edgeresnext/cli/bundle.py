@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import argparse
 
-from edgeresnext.cli.common import int_at_least
+from edgeresnext.cli.common import check_output, int_in, say
+from edgeresnext.errors import MAX_CLASSES
 
 
 def _extract(args: argparse.Namespace) -> int:
     from edgeresnext.bundle import extract_bundle
 
-    manifest = extract_bundle(args.archive, args.dest)
-    print(f"OK {args.dest}: extracted from {args.archive}, {len(manifest['files'])} files, sha256 verified")
+    manifest = extract_bundle(args.archive, check_output(args.dest, "DEST"))
+    say(f"OK {args.dest}: extracted from {args.archive}, {len(manifest['files'])} files, sha256 verified")
     return 0
 
 
@@ -23,7 +24,7 @@ def _verify(args: argparse.Namespace) -> int:
     key = public_key_from(args.verify_key)
     manifest = verify_bundle(args.bundle) if key is None else check_signature(args.bundle, key)
     backend = manifest["backend"]
-    print(
+    say(
         f"OK {args.bundle}: {manifest['model']['arch']} {manifest['precision']} for {backend['name']} "
         f"{backend['version']} ({manifest['device']['target_device']}), {len(manifest['files'])} files, "
         "sha256 verified"
@@ -31,19 +32,19 @@ def _verify(args: argparse.Namespace) -> int:
     primary = manifest["artifacts"][0]
     if "engine" in primary:
         engine = primary["engine"]
-        print(
+        say(
             f"engine: {primary['path']} built with TensorRT {engine['tensorrt_version']} on {engine['gpu_name']} "
             f"(SM {engine['gpu_sm']}, {engine['build_mode'].replace('_', ' ')}) from {engine['onnx']['path']}"
         )
         check = engine.get("device_check") or {"status": "unchecked", "reason": "no device check recorded"}
         said = check.get("reason") or (check.get("gate") or {}).get("message", "")
-        print(f"device check: {check['status']}: {said}")
+        say(f"device check: {check['status']}: {said}")
     elif primary["kind"] == "kit":
-        print(
+        say(
             f"engine: not built yet; on the device run `edgeresnext bundle build-engine {args.bundle}` "
             f"(or {args.bundle}/{primary['path']}/build_engine.sh)"
         )
-    print(signature_status(args.bundle, key))
+    say(signature_status(args.bundle, key))
     return 0
 
 
@@ -76,19 +77,19 @@ def _build_engine(args: argparse.Namespace) -> int:
 def sealed_exit_code(bundle, manifest: dict, extra: list[str] = ()) -> int:
     """Print what the device step sealed (and ``extra`` lines) and return its exit code, as the kit's
     build_engine.sh (seal.py) does: 0 the device gate is proven, 1 the check failed, 3 the engine is sealed but its
-    gate is NOT PROVEN or unchecked."""
+    gate is NOT PROVEN or unchecked. The lines carry a manifest's strings: through :func:`say`."""
     import sys
 
     from edgeresnext.bundle import device_check_exit_code, engine_summary, failed_check_message, unproven_check_message
     from edgeresnext.errors import EXIT_GATE_FAILED, EXIT_UNPROVEN
 
     for line in [*engine_summary(bundle, manifest), *extra]:
-        print(line)
+        say(line)
     code = device_check_exit_code(manifest)
     if code == EXIT_GATE_FAILED:  # sealed as failed
-        print(f"edgeresnext: error: {failed_check_message(manifest)}", file=sys.stderr)
+        say(f"edgeresnext: error: {failed_check_message(manifest)}", file=sys.stderr)
     elif code == EXIT_UNPROVEN:
-        print(f"edgeresnext: {unproven_check_message(manifest)}", file=sys.stderr)
+        say(f"edgeresnext: {unproven_check_message(manifest)}", file=sys.stderr)
     return code
 
 
@@ -101,13 +102,13 @@ def _predict(args: argparse.Namespace) -> int:
     results = classifier.predict(list(args.images), top_k=args.top_k)
     for image, result in zip(args.images, results, strict=True):
         if args.json:
-            print(json.dumps({"image": image, **result.to_dict()}))
+            say(json.dumps({"image": image, **result.to_dict()}))
             continue
-        print(image)
+        say(image)
         for rank, (index, label, score) in enumerate(
             zip(result.indices, result.labels, result.scores, strict=True), start=1
         ):
-            print(f"  {rank}. {label:20s} {score:.6f}  (class {index})")
+            say(f"  {rank}. {label:20s} {score:.6f}  (class {index})")
     return 0
 
 
@@ -119,7 +120,7 @@ def _sign(args: argparse.Namespace) -> int:
     if key is not None:  # the signature it has must hold before it is replaced
         check_signature(args.bundle, key)
     signature = sign_bundle(args.bundle, args.sign_key, password)
-    print(f"OK {args.bundle}: signed with {args.sign_key}: {signature} covers every file, manifest.json included")
+    say(f"OK {args.bundle}: signed with {args.sign_key}: {signature} covers every file, manifest.json included")
     return 0
 
 
@@ -144,7 +145,7 @@ def add_bundle(sub: argparse._SubParsersAction) -> None:
     predict = actions.add_parser("predict", help="top-k classes of images with the bundle's runtime")
     predict.add_argument("bundle", help="bundle folder, e.g. build/cpu/bundle")
     predict.add_argument("images", nargs="+", help="image files (PNG, JPEG, PGM/PPM, ...)")
-    predict.add_argument("--top-k", type=int_at_least(1), default=5)
+    predict.add_argument("--top-k", type=int_in(1, MAX_CLASSES), default=5)
     predict.add_argument("--backend", default=None, help="which of the bundle's artifacts to run (default: primary)")
     predict.add_argument("--json", action="store_true", help="one JSON line per image")
     _add_verify_key(predict)

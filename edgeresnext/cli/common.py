@@ -7,48 +7,69 @@ import argparse
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TextIO
+
+from edgeresnext.errors import printable, range_text, shown
 
 
 class Parser(argparse.ArgumentParser):
     """argparse's errors as one line naming the flag (exit 2), like our own errors, without the usage dump."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"{self.prog}: error: {printable(message)} (see {self.prog} --help)\n")
 
 
-def int_at_least(low: int) -> Callable[[str], int]:
-    """An argparse ``type``: an integer >= ``low`` (the message names what is accepted; argparse adds the flag)."""
+def say(*parts: object, sep: str = " ", file: TextIO | None = None) -> None:
+    """``print`` for lines that carry text from a user's files (labels, names, paths, a manifest's strings): through
+    :func:`~edgeresnext.errors.printable`, so a label cannot clear the screen or add a line."""
+    print(printable(sep.join(str(part) for part in parts)), file=file)
+
+
+def int_in(low: int, high: int) -> Callable[[str], int]:
+    """An argparse ``type``: an integer from ``low`` to ``high`` (the message names the accepted range; argparse adds
+    the flag). Every count has an upper bound (:mod:`edgeresnext.limits`)."""
+    accepted = f"(accepted: {range_text(low, high)})"
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"must be an integer, got {shown(text)} {accepted}") from None
         if value < low:
-            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value} {accepted}")
+        if value > high:
+            raise argparse.ArgumentTypeError(f"must be <= {high:,}, got {shown(value)} {accepted}")
         return value
 
     parse.__name__ = "integer"
+    parse.bounds = (low, high)  # type: ignore[attr-defined]  # read by the convention test
+    parse.accepted = range_text(low, high)  # type: ignore[attr-defined]  # said in --help
     return parse
 
 
-def float_above(low: float, inclusive: bool = False) -> Callable[[str], float]:
-    """An argparse ``type``: a finite number > ``low`` (>= with ``inclusive``)."""
+def float_in(low: float, high: float, inclusive: bool = False) -> Callable[[str], float]:
+    """An argparse ``type``: a finite number > ``low`` (>= with ``inclusive``) and <= ``high``."""
     import math
 
     symbol = ">=" if inclusive else ">"
+    accepted = f"(accepted: {symbol} {low:g} and <= {high:g})"
 
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a number {symbol} {low:g}, got {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"must be a number {symbol} {low:g}, got {shown(text)} {accepted}"
+            ) from None
         if not math.isfinite(value) or (value < low if inclusive else value <= low):
-            raise argparse.ArgumentTypeError(f"must be a number {symbol} {low:g}, got {text}")
+            raise argparse.ArgumentTypeError(f"must be a number {symbol} {low:g}, got {text} {accepted}")
+        if value > high:
+            raise argparse.ArgumentTypeError(f"must be <= {high:g}, got {text} {accepted}")
         return value
 
     parse.__name__ = "number"
+    parse.bounds = (low, high)  # type: ignore[attr-defined]
+    parse.accepted = f"{symbol} {low:g} and <= {high:g}"  # type: ignore[attr-defined]
     return parse
 
 
@@ -153,3 +174,43 @@ def _check_path_flags(overrides: dict[str, object], named: dict[str, str]) -> No
         if not Path(value).exists():
             accepted = what or f"one of {', '.join(DATASETS)} or an image folder"
             raise ConfigError(f"{named[key]} {value}: no such file or folder; expected {accepted}")
+
+
+def check_output(value: str | os.PathLike[str], flag: str, folder: bool = True) -> Path:
+    """``value`` (given as ``flag``) checked as a place this command may write, before any work: a folder (or, with
+    ``folder=False``, a file) that exists as one or can be made, each name short enough for the file system, its
+    nearest existing parent a writable folder. Anything else is one :class:`ConfigError` naming the flag and what
+    is wrong (never a traceback after work was done and half of it left)."""
+    from edgeresnext.errors import ConfigError
+
+    path = Path(value)
+    kind = "a folder" if folder else "a file"
+    where = f"{flag} {shown(str(value))}"
+    for part in path.parts:
+        size = len(os.fsencode(part))
+        if size > _name_max(path):
+            raise ConfigError(f"{where}: the name {shown(part)} is {size} bytes, over the file system's limit")
+    try:
+        if path.exists() or path.is_symlink():
+            if folder and not path.is_dir():
+                raise ConfigError(f"{where}: not a folder; {flag} takes a folder to write into")
+            if not folder and path.is_dir():
+                raise ConfigError(f"{where}: a folder; {flag} takes a file to write")
+        parent = next(p for p in (path if folder else path.parent, *path.parents) if p.exists() or p.is_symlink())
+        if not parent.is_dir():
+            raise ConfigError(f"{where}: {parent} is not a folder, so {kind} cannot be made below it")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise ConfigError(f"{where}: {parent} is not writable (read-only or no permission); give another {flag}")
+    except OSError as err:  # a link loop, a permission on the way
+        raise ConfigError(f"{where}: not usable ({err.strerror or err})") from err
+    return path
+
+
+def _name_max(path: Path) -> int:
+    """The longest file name (bytes) on the file system holding ``path``'s nearest existing parent (255 if unknown)."""
+    for parent in (path, *path.parents):
+        try:
+            return os.pathconf(parent, "PC_NAME_MAX")
+        except (OSError, ValueError):
+            continue
+    return 255

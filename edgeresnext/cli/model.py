@@ -8,12 +8,14 @@ import argparse
 from edgeresnext.cli.common import (
     QUANTIZE_FLAGS,
     add_model_flag,
-    float_above,
-    int_at_least,
+    check_output,
+    float_in,
+    int_in,
     is_rank0,
     target_from_args,
 )
 from edgeresnext.cli.train import add_distributed_options, launch_torchrun_if_asked
+from edgeresnext.errors import MAX_IMAGES, MAX_OPSET, MAX_SEED, MAX_TOLERANCE
 
 
 def run_inspect(args: argparse.Namespace) -> int:
@@ -47,8 +49,12 @@ def add_inspect(sub: argparse._SubParsersAction) -> None:
 
 
 def run_data(args: argparse.Namespace) -> int:
-    from edgeresnext.data.calibration import write_calibration_set
+    from edgeresnext.data.calibration import remove_calibration_set, write_calibration_set
 
+    if args.remove:
+        removed = remove_calibration_set(check_output(args.out, "--out"))
+        print(f"removed {removed} calibration images written by `edgeresnext data` from {args.out} (nothing else)")
+        return 0
     if args.fetch_only:
         from edgeresnext.data.fashion_mnist import ensure_fashion_mnist
 
@@ -59,7 +65,8 @@ def run_data(args: argparse.Namespace) -> int:
         print(f"Fashion-MNIST: {ensure_fashion_mnist(install=not args.no_install)}")
         return 0
     sample = {"dataset": args.dataset, "root": args.data_root, "count": args.count, "seed": args.seed}
-    written = write_calibration_set(args.out, **sample, split=args.split, install=not args.no_install)
+    out = check_output(args.out, "--out")
+    written = write_calibration_set(out, **sample, split=args.split, install=not args.no_install)
     print(f"wrote {written.count} calibration images ({written.per_class} per class) to {written.folder}")
     return 0
 
@@ -70,8 +77,8 @@ def add_data(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--data-root", default=None)
     p.add_argument("--split", default="train", help="split to sample from (default train: never the test set)")
-    p.add_argument("--count", type=int_at_least(1), default=500)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--count", type=int_in(1, MAX_IMAGES), default=500)
+    p.add_argument("--seed", type=int_in(0, MAX_SEED), default=0)
     p.add_argument(
         "--fetch-only",
         action="store_true",
@@ -79,6 +86,11 @@ def add_data(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--no-install", action="store_true", help="never run apt-get (also EDGERESNEXT_NO_INSTALL=1); download only"
+    )
+    p.add_argument(
+        "--remove",
+        action="store_true",
+        help="remove the images this command wrote into --out (listed in its record, unchanged); nothing else",
     )
 
 
@@ -89,11 +101,21 @@ def _load_cli_model(args: argparse.Namespace):
     return load_checkpoint(resolve_checkpoint(args.checkpoint), arch=args.model)
 
 
-def _parity_batch(model, count: int):
+def _parity_batch(model, count: int, checkpoint: str):
+    """``count`` test images prepared with the model's preprocessing, for the PyTorch comparison."""
     import numpy as np
 
     from edgeresnext.data import load_dataset
+    from edgeresnext.errors import CheckpointError
 
+    preprocess = model.meta.preprocess
+    if preprocess.num_channels != model.meta.in_channels:  # a bare state dict names no preprocessing
+        raise CheckpointError(
+            f"{checkpoint}: the model takes {model.meta.in_channels} input channel(s), but the checkpoint carries no "
+            f"preprocessing for them (the default gives {preprocess.num_channels}, {preprocess.channels}), so the "
+            "PyTorch comparison has no images to feed it: --parity-images 0 skips it, or export a checkpoint with "
+            "metadata (edgeresnext build writes one)"
+        )
     data = load_dataset(model.meta.dataset or "fashion-mnist", split="test")
     return np.stack([model.meta.preprocess.image_to_array(image) for image in data.images[:count]])
 
@@ -101,11 +123,17 @@ def _parity_batch(model, count: int):
 def run_export(args: argparse.Namespace) -> int:
     from edgeresnext.export import assert_parity, onnx_from_torch
 
+    out = check_output(args.out, "--out", folder=False)
     model = _load_cli_model(args)
-    path = onnx_from_torch(model, args.out, dynamic_batch=not args.static_batch, opset=args.opset)
+    batch = _parity_batch(model, args.parity_images, args.checkpoint) if args.parity_images else None
+    path = onnx_from_torch(model, out, dynamic_batch=not args.static_batch, opset=args.opset)
     message = f"wrote {path} (opset {args.opset}, checker and shape inference pass)"
-    if args.parity_images:
-        error = assert_parity(model, path, _parity_batch(model, args.parity_images), tolerance=args.tolerance)
+    if batch is not None:
+        try:
+            error = assert_parity(model, path, batch, tolerance=args.tolerance)
+        except BaseException:
+            path.unlink(missing_ok=True)  # an ONNX that failed its check is not left to look finished
+            raise
         message += f"; max abs error vs PyTorch {error:.2e} on {args.parity_images} test images"
     print(message)
     return 0
@@ -116,12 +144,15 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", nargs="?", default="shipped:fashion-mnist", help="checkpoint path or shipped:<name>")
     add_model_flag(p, "the model of a bare state dict")
     p.add_argument("--out", default="model_fp32.onnx")
-    p.add_argument("--opset", type=int_at_least(13), default=17)
+    p.add_argument("--opset", type=int_in(13, MAX_OPSET), default=17)
     p.add_argument("--static-batch", action="store_true", help="fix the batch axis to 1 (default: dynamic)")
     p.add_argument(
-        "--parity-images", type=int_at_least(0), default=64, help="test images for the PyTorch comparison (0: skip)"
+        "--parity-images",
+        type=int_in(0, MAX_IMAGES),
+        default=64,
+        help="test images for the PyTorch comparison (0: skip)",
     )
-    p.add_argument("--tolerance", type=float_above(0), default=1e-3, help="max abs logit error accepted (default 1e-3)")
+    p.add_argument("--tolerance", type=float_in(0, MAX_TOLERANCE), default=1e-3, help="max abs logit error accepted")
 
 
 def run_quantize(args: argparse.Namespace) -> int:
@@ -140,6 +171,9 @@ def run_quantize(args: argparse.Namespace) -> int:
     if args.ignore:
         extra["quant.ignored_scope"] = args.ignore
     target = target_from_args(args, QUANTIZE_FLAGS, **extra)
+    check_output(args.out, "--out", folder=False)
+    if args.sensitivity:
+        check_output(args.sensitivity, "--sensitivity", folder=False)
     from edgeresnext import distributed
 
     if distributed.launched_by_torchrun():
@@ -147,7 +181,9 @@ def run_quantize(args: argparse.Namespace) -> int:
     from edgeresnext.backends.base import copy_file_atomic
     from edgeresnext.pipeline import build
 
-    summary = build(target, out_root=args.build, progress=not args.quiet, stop_after="lint", install=True)
+    summary = build(
+        target, out_root=check_output(args.build, "--build"), progress=not args.quiet, stop_after="lint", install=True
+    )
     ctx = summary.context
     copy_file_atomic(ctx.qdq_onnx, args.out)
     quantized = summary.stage("quantize")

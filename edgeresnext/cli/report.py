@@ -8,6 +8,8 @@ import argparse
 import json
 from pathlib import Path
 
+from edgeresnext.cli.common import check_output, say
+
 
 def run_report(args: argparse.Namespace) -> int:
     from edgeresnext.backends.tensorrt.device_check import CHECK_DIR, HOST_REPORT
@@ -39,13 +41,13 @@ def run_report(args: argparse.Namespace) -> int:
         report["device_engine"] = f"{engine['path']} ({engine['precision']}, on the device)"
     report["device_check"] = check
     report["notes"] = [*report.get("notes", []), f"device check: {check['status']}"]
-    out = Path(args.out) if args.out else bundle.resolve().parent / "device-report"
+    out = check_output(args.out, "--out") if args.out else bundle.resolve().parent / "device-report"
     out.mkdir(parents=True, exist_ok=True)
     paths = write_report_record(report, out).values()
     said = check.get("reason") or (check.get("gate") or {}).get("message", "")
-    print(f"device check: {check['status']}: {said}")
+    say(f"device check: {check['status']}: {said}")
     for path in paths:
-        print(f"wrote {path}")
+        say(f"wrote {path}")
     return _exit_code(report, check)
 
 

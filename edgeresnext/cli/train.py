@@ -6,7 +6,17 @@ import argparse
 import logging
 import sys
 
-from edgeresnext.cli.common import add_model_flag, float_above, int_at_least, is_rank0
+from edgeresnext.cli.common import add_model_flag, check_output, float_in, int_in, is_rank0
+from edgeresnext.errors import (
+    MAX_BATCH,
+    MAX_EPOCHS,
+    MAX_IMAGES,
+    MAX_LEARNING_RATE,
+    MAX_NODE_RANK,
+    MAX_PROCESSES,
+    MAX_SEED,
+    MAX_THREADS,
+)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -20,7 +30,7 @@ def run_train(args: argparse.Namespace) -> int:
         arch=args.model,
         dataset=args.dataset,
         data_root=args.data_root,
-        out_dir=args.out,
+        out_dir=str(check_output(args.out, "--out")),
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
@@ -85,16 +95,18 @@ def add_distributed_options(p: argparse.ArgumentParser, training: bool = True) -
     ``training``: also --sync-bn, --workers and --device (the FP32 training loop)."""
     g = p.add_argument_group("distributed (torchrun/DDP; the batch size is the global batch)")
     launch = "launch N processes on this node with torchrun (DDP: gloo on CPU, nccl on GPU)"
-    g.add_argument("--nproc", type=int_at_least(1), default=None, metavar="N", help=launch)
+    g.add_argument("--nproc", type=int_in(1, MAX_PROCESSES), default=None, metavar="N", help=launch)
     g.add_argument("--nnodes", default="1", help="nodes in the job (torchrun --nnodes; default 1)")
-    g.add_argument("--node-rank", type=int_at_least(0), default=None, help="this node's rank (torchrun --node-rank)")
+    g.add_argument(
+        "--node-rank", type=int_in(0, MAX_NODE_RANK), default=None, help="this node's rank (torchrun --node-rank)"
+    )
     g.add_argument("--rdzv-endpoint", default=None, metavar="HOST:PORT", help="node 0's address for a multi-node job")
     g.add_argument("--rdzv-id", default=None, help="job id shared by all nodes (default edgeresnext)")
     if not training:
         return
     g.add_argument("--sync-bn", action="store_true", help="BatchNorm statistics over the global batch")
     g.add_argument(
-        "--workers", type=int_at_least(0), default=None, help="data loader worker processes for image folders"
+        "--workers", type=int_in(0, MAX_PROCESSES), default=None, help="data loader worker processes for image folders"
     )
     g.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
 
@@ -108,20 +120,26 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", default=d.dataset, help="fashion-mnist | cifar10 | path to an image folder")
     p.add_argument("--data-root", default=None, help="where the dataset files are (default: search the usual places)")
     p.add_argument("--out", default=d.out_dir, help=f"run folder (default {d.out_dir})")
-    p.add_argument("--epochs", type=int_at_least(1), default=d.epochs)
-    p.add_argument("--batch-size", type=int_at_least(1), default=d.batch_size)
-    p.add_argument("--lr", type=float_above(0), default=d.lr, help="peak learning rate of the one-cycle schedule")
-    p.add_argument("--weight-decay", type=float_above(0, inclusive=True), default=d.weight_decay)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--threads", type=int_at_least(1), default=None, help="torch intra-op threads (default: all cores)")
+    p.add_argument("--epochs", type=int_in(1, MAX_EPOCHS), default=d.epochs)
+    p.add_argument("--batch-size", type=int_in(1, MAX_BATCH), default=d.batch_size)
     p.add_argument(
-        "--limit-train", type=int_at_least(1), default=None, help="train on the first N images only (smoke runs)"
+        "--lr", type=float_in(0, MAX_LEARNING_RATE), default=d.lr, help="peak learning rate of the one-cycle schedule"
+    )
+    p.add_argument("--weight-decay", type=float_in(0, 1, inclusive=True), default=d.weight_decay)
+    p.add_argument("--seed", type=int_in(0, MAX_SEED), default=d.seed)
+    p.add_argument(
+        "--threads", type=int_in(1, MAX_THREADS), default=None, help="torch intra-op threads (default: all cores)"
+    )
+    p.add_argument(
+        "--limit-train", type=int_in(1, MAX_IMAGES), default=None, help="train on the first N images only (smoke runs)"
     )
     p.add_argument("--no-resume", action="store_true", help="start over even if the run folder has last.pt")
-    p.add_argument("--limit-test", type=int_at_least(1), default=None, help="evaluate on the first N test images only")
+    p.add_argument(
+        "--limit-test", type=int_in(1, MAX_IMAGES), default=None, help="evaluate on the first N test images only"
+    )
     p.add_argument("--no-augment", action="store_true", help="no random crop/flip (deterministic batches)")
     stop = "end after epoch N of the schedule (time-limited jobs); the same command resumes"
-    p.add_argument("--stop-after-epoch", type=int_at_least(1), default=None, metavar="N", help=stop)
+    p.add_argument("--stop-after-epoch", type=int_in(1, MAX_EPOCHS), default=None, metavar="N", help=stop)
     add_distributed_options(p)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeresnext.atomic import write_text_atomic
+from edgeresnext.atomic import TMP_MARK, write_text_atomic
 from edgeresnext.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -163,15 +163,23 @@ def write_calibration_set(
     split: str = "train",
     install: bool = False,
 ) -> CalibrationSet:
-    """Replace the images in ``out`` with a balanced sample; built in a sibling folder, then swapped in.
+    """Write a balanced sample into ``out``, replacing only a set this function wrote there before.
 
-    ``install``: Fashion-MNIST missing from the machine may be installed with apt-get (see
+    ``out`` must be missing, empty of images, or hold only images that this function wrote (listed with their
+    sha256 in ``out/.edgeresnext-calibration.json``); any other image in it is the user's, and the call refuses
+    (:class:`DataError` naming the folder) rather than delete, overwrite or mix with it. Files other than images are
+    never touched. ``install``: Fashion-MNIST missing from the machine may be installed with apt-get (see
     :func:`~edgeresnext.data.fashion_mnist.ensure_fashion_mnist`). ``out/.complete`` is written last. Holds the
     folder's lock while writing (see :func:`ensure_calibration_set`).
     """
     out = Path(out)
     with _writer_lock(out):
         return _write_calibration_set(out, dataset, root, count, seed, split, install)
+
+
+# Lists every image write_calibration_set put in the folder, with its sha256: what it may replace or remove.
+RECORD = ".edgeresnext-calibration.json"
+_STAGING = f".calibration{TMP_MARK}"
 
 
 def _write_calibration_set(
@@ -183,53 +191,152 @@ def _write_calibration_set(
     split: str = "train",
     install: bool = False,
 ) -> CalibrationSet:
-    from PIL import Image
-
     from edgeresnext.data import load_dataset
-    from edgeresnext.data.folder import IMAGE_SUFFIXES
 
+    ours = _own_images(out)  # refuses a folder with images of the user's, before any work
     if dataset == "fashion-mnist" and root is None:
         from edgeresnext.data.fashion_mnist import ensure_fashion_mnist
 
         ensure_fashion_mnist(install=install)
     data = load_dataset(dataset, split=split, root=root)
     indices = balanced_indices(data.labels, count, seed)
-    out = Path(out)
-    (out / COMPLETE_MARK).unlink(missing_ok=True)
-    staging = out.parent / f".{out.name}.staging-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    created = not out.exists()
+    staging = out / f"{_STAGING}{os.getpid()}"
     try:
-        counters: dict[int, int] = {}
-        for index in indices:
-            label = int(data.labels[index])
-            folder = staging / _slug(label, data.class_names[label])
-            folder.mkdir(exist_ok=True)
-            number = counters.get(label, 0)
-            counters[label] = number + 1
-            Image.fromarray(data.images[index]).save(folder / f"{number:05d}.png")
-        write_text_atomic(staging / "README.md", README)
         out.mkdir(parents=True, exist_ok=True)
-        # Swap: drop old class folders and images, move the new ones in (README last).
-        for old in out.iterdir():
-            if old.is_dir():
-                shutil.rmtree(old)
-            elif old.suffix.lower() in IMAGE_SUFFIXES:
-                old.unlink()
-        for new in sorted(staging.iterdir()):
-            os.replace(new, out / new.name)
+        for stale in out.glob(f"{_STAGING}*"):  # a killed writer's (the lock says none is live): ours by name
+            shutil.rmtree(stale, ignore_errors=True)
+        staging.mkdir()
+        written, per_class = _save_sample(data, indices, staging)
+        _swap_in(out, staging, ours, written)
+        if not (out / "README.md").exists():  # a README of the user's is theirs
+            write_text_atomic(out / "README.md", README)
         write_text_atomic(out / COMPLETE_MARK, f"{dataset} {split} count={count} seed={seed}\n")
     except OSError as err:  # Pillow's save drops the file name: say which folder filled the disk
         from edgeresnext.atomic import storage_error
 
         full = storage_error(out, err)
         if full is None:
-            raise
+            raise DataError(f"{out}: cannot write the calibration images ({err.strerror or err})") from err
         raise full from err
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # nothing of a failed first write is left
     logger.info("wrote %d images to %s", len(indices), out)
-    return CalibrationSet(folder=out, count=len(indices), per_class=len(indices) // len(counters))
+    return CalibrationSet(folder=out, count=len(indices), per_class=per_class)
+
+
+def _save_sample(data, indices: np.ndarray, staging: Path) -> tuple[dict[str, str], int]:
+    """The sample as ``<class slug>/<number>.png`` in ``staging``: ``{relative path: sha256}``, images per class."""
+    from PIL import Image
+
+    from edgeresnext.atomic import sha256_file
+
+    counters: dict[int, int] = {}
+    written: dict[str, str] = {}
+    for index in indices:
+        label = int(data.labels[index])
+        relative = f"{_slug(label, data.class_names[label])}/{counters.get(label, 0):05d}.png"
+        counters[label] = counters.get(label, 0) + 1
+        (staging / relative).parent.mkdir(exist_ok=True)
+        Image.fromarray(data.images[index]).save(staging / relative)
+        written[relative] = sha256_file(staging / relative)
+    return written, len(indices) // len(counters)
+
+
+def _swap_in(out: Path, staging: Path, ours: dict[str, str], written: dict[str, str]) -> None:
+    """Replace the images of ours in ``out`` by the staged ones. At every step the record lists each image of ours
+    the folder holds, so an interrupted swap leaves a folder the next call may still replace."""
+    from edgeresnext.atomic import write_json_atomic
+
+    (out / COMPLETE_MARK).unlink(missing_ok=True)
+    _remove_own_images(out, ours)
+    write_json_atomic(out / RECORD, {"format": "edgeresnext-calibration", "files": written})
+    for relative in sorted(written):
+        (out / relative).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / relative, out / relative)
+
+
+def _remove_own_images(out: Path, ours: dict[str, str]) -> None:
+    """Delete the images listed in ``ours`` (still as written), then the class folders they leave empty."""
+    for relative in sorted(ours):
+        (out / relative).unlink(missing_ok=True)
+    for folder in sorted({(out / relative).parent for relative in ours}, key=lambda p: len(p.parts), reverse=True):
+        if folder != out and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+
+
+def _own_images(out: Path) -> dict[str, str]:
+    """The images in ``out`` this module wrote (``{relative path: sha256}``, from its record, each checked); a
+    :class:`DataError` if ``out`` is not a folder or holds any other image (the user's, or one of ours changed)."""
+    from edgeresnext.atomic import sha256_file
+    from edgeresnext.data.folder import IMAGE_SUFFIXES
+
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: not a folder; the calibration images are written into a folder (data --out FOLDER)")
+    if not out.exists():
+        return {}
+    recorded = _read_record(out)
+    ours: dict[str, str] = {}
+    foreign: list[str] = []
+    try:
+        for path in sorted(out.rglob("*")):
+            relative = path.relative_to(out).as_posix()
+            hidden = any(part.startswith(".") for part in path.relative_to(out).parts)  # never read, never touched
+            if hidden or path.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            if path.is_file() and not path.is_symlink() and recorded.get(relative) == sha256_file(path):
+                ours[relative] = recorded[relative]
+            else:
+                foreign.append(relative)
+    except OSError as err:
+        raise DataError(f"{out}: cannot read the folder ({err.strerror or err}: {err.filename})") from err
+    if foreign:
+        raise DataError(
+            f"{out}: holds {len(foreign)} image(s) that `edgeresnext data` did not write (first: {foreign[0]}); it "
+            f"writes only into a folder without images or one holding a set it wrote (listed in {RECORD}) and never "
+            "deletes or overwrites other images: give another --out, or move those images (a build calibrates on "
+            "the images in its calibration folder as they are)"
+        )
+    return ours
+
+
+def _read_record(out: Path) -> dict[str, str]:
+    """``{relative path: sha256}`` of the images the record in ``out`` lists ({} without a readable record)."""
+    import json
+
+    try:
+        record = json.loads((out / RECORD).read_text(encoding="utf-8"))
+        files = record["files"]
+        return {str(k): str(v) for k, v in files.items()} if isinstance(files, dict) else {}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def remove_calibration_set(folder: str | os.PathLike[str]) -> int:
+    """Remove the images :func:`write_calibration_set` wrote into ``folder`` (those still as written), their empty
+    class folders, the record and the mark; anything else stays. Returns how many images were removed."""
+    folder = Path(folder)
+    with _writer_lock(folder):
+        if not folder.is_dir():
+            return 0
+        recorded = _read_record(folder)
+        ours = {}
+        for relative, digest in recorded.items():
+            path = folder / relative
+            if path.is_file() and not path.is_symlink() and _sha256(path) == digest:
+                ours[relative] = digest
+        (folder / COMPLETE_MARK).unlink(missing_ok=True)
+        _remove_own_images(folder, ours)
+        (folder / RECORD).unlink(missing_ok=True)
+        return len(ours)
+
+
+def _sha256(path: Path) -> str:
+    from edgeresnext.atomic import sha256_file
+
+    return sha256_file(path)
 
 
 def calibration_set_complete(folder: str | os.PathLike[str]) -> bool:
@@ -243,13 +350,15 @@ def load_calibration_images(
     count: int | None = None,
     on_bad_image: str = "fail",
     skipped: list[tuple[str, str]] | None = None,
+    shape: tuple[int, ...] | None = None,
     used: list[Path] | None = None,
 ) -> np.ndarray:
     """The first ``count`` images below ``folder`` (sorted paths), preprocessed for the model: float32 NCHW.
 
     Any folder of images works (class sub-folders optional). ``on_bad_image='skip'`` drops unreadable files
     with a warning and takes the next ones, so the set still has ``count`` images when the folder has them;
-    ``skipped`` receives ``(file, reason)`` of each dropped file, ``used`` the file of each image returned.
+    ``skipped`` receives ``(file, reason)`` of each dropped file, ``used`` the file of each image returned. ``shape``:
+    the CHW input the model takes (an image that does not become it is a bad image, named).
     """
     from edgeresnext.data.folder import list_images, load_folder_arrays
 
@@ -265,7 +374,9 @@ def load_calibration_images(
         take = files[position : position + wanted - sum(len(a) for a in arrays)]
         position += len(take)
         try:
-            batch, kept = load_folder_arrays(take, preprocess, on_bad_image=on_bad_image, skipped=skipped)
+            if shape is None and arrays:
+                shape = arrays[0].shape[1:]
+            batch, kept = load_folder_arrays(take, preprocess, on_bad_image, skipped, shape)
         except DataError:
             if on_bad_image == "fail":
                 raise

@@ -7,6 +7,7 @@ Used for calibration sets (labels optional) and for user validation/training dat
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import warnings
@@ -82,25 +83,44 @@ def list_images(root: str | os.PathLike[str]) -> list[Path]:
     ``root`` is refused, naming it, rather than read or silently dropped. Hidden files and folders are ignored.
     """
     root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{root}: image folder not found")
-    inside = root.resolve()
-    files = []
-    for path in sorted(root.rglob("*")):
-        if any(part.startswith(".") for part in path.relative_to(root).parts):
-            continue
-        if path.is_symlink():
-            target = path.resolve()
-            if not target.is_relative_to(inside):
-                raise DataError(
-                    f"{path}: a symlink to {target}, outside the data folder {root}; data folders do not follow "
-                    "links out (copy the file in, or point the build at the folder that holds it)"
-                )
-        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
-            files.append(path)
+    try:
+        if not root.is_dir():
+            raise DataError(f"{root}: image folder not found")
+        inside = root.resolve()
+        files = [path for path in sorted(root.rglob("*")) if _listed_image(path, root, inside)]
+    except OSError as err:  # a folder that cannot be read (/proc, a permission), or a file vanishing while listed
+        where = err.filename or root
+        raise DataError(f"{where}: cannot read the image folder {root} ({err.strerror or err})") from err
     if not files:
         raise DataError(f"{root}: no images found (expected files ending in {', '.join(IMAGE_SUFFIXES)})")
     return files
+
+
+def _listed_image(path: Path, root: Path, inside: Path) -> bool:
+    """Whether ``path`` (below ``root``, which resolves to ``inside``) is an image to read; a link leading out of the
+    folder or into a loop is refused."""
+    if any(part.startswith(".") for part in path.relative_to(root).parts):
+        return False
+    if path.is_symlink():
+        try:
+            target = path.resolve(strict=True)
+        except FileNotFoundError as err:
+            raise DataError(f"{path}: a symbolic link to nothing ({os.readlink(path)}); remove it") from err
+        except RuntimeError as err:  # a loop, before Python 3.13
+            raise DataError(f"{path}: a symbolic link loop; remove it or replace it by the file") from err
+        except OSError as err:  # ELOOP (a loop, Python 3.13 and later), a permission
+            why = (
+                "a symbolic link loop"
+                if err.errno == errno.ELOOP
+                else f"a symbolic link that cannot be followed ({err.strerror})"
+            )
+            raise DataError(f"{path}: {why}; remove it or replace it by the file") from err
+        if not target.is_relative_to(inside):
+            raise DataError(
+                f"{path}: a symlink to {target}, outside the data folder {root}; data folders do not follow "
+                "links out (copy the file in, or point the build at the folder that holds it)"
+            )
+    return path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
 
 
 @dataclass
@@ -149,20 +169,40 @@ def scan_image_folder(root: str | os.PathLike[str], class_names: list[str] | Non
     return ImageFolder(root=root, files=files, labels=labels, class_names=list(class_names))
 
 
+def model_input(path: Path, preprocess: Preprocess, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """The float32 CHW input ``preprocess`` makes of the image at ``path``; with ``shape``, a :class:`DataError` naming
+    the file when it is not that shape (an image of another size under ``resize: null``, say: it cannot be batched)."""
+    array = preprocess.image_to_array(decode_image(path))
+    if shape is not None and tuple(array.shape) != tuple(shape):
+        size = "x".join(str(n) for n in array.shape)
+        wanted = "x".join(str(n) for n in shape)
+        raise DataError(
+            f"{path}: becomes a {size} input after preprocessing (resize={preprocess.resize}, crop={preprocess.crop}), "
+            f"not the {wanted} the model takes; images must reach that size: set the preprocessing's resize and crop, "
+            "or give images of that size"
+        )
+    return array
+
+
 def load_folder_arrays(
-    files: list[Path], preprocess: Preprocess, on_bad_image: str = "fail", skipped: list[tuple[str, str]] | None = None
+    files: list[Path],
+    preprocess: Preprocess,
+    on_bad_image: str = "fail",
+    skipped: list[tuple[str, str]] | None = None,
+    shape: tuple[int, ...] | None = None,
 ) -> tuple[np.ndarray, list[int]]:
     """Decode + preprocess ``files`` into one float32 NCHW array. Returns (array, indices of files kept).
 
     ``on_bad_image``: ``fail`` raises on the first broken file; ``skip`` drops it and appends
-    ``(path, reason)`` to ``skipped`` (reported later).
+    ``(path, reason)`` to ``skipped`` (reported later). ``shape``: the CHW input every image must become (default:
+    the first image's), so one of another size is that file's error, not a failure to stack them.
     """
     if on_bad_image not in ("fail", "skip"):
         raise DataError(f"on_bad_image={on_bad_image!r}; expected 'fail' or 'skip'")
     arrays, kept = [], []
     for position, path in enumerate(files):
         try:
-            arrays.append(preprocess.image_to_array(decode_image(path)))
+            arrays.append(model_input(path, preprocess, shape or (arrays[0].shape if arrays else None)))
         except DataError as err:
             message = str(err) if str(path) in str(err) else f"{path}: {err}"
             if on_bad_image == "fail":

@@ -53,6 +53,11 @@ class ModelMeta:
     # Where metadata the weights did not carry came from (``class_names``, ``preprocess``): said by the build.
     provenance: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def input_chw(self) -> tuple[int, int, int]:
+        """The (channels, height, width) of one input the model takes."""
+        return (self.in_channels, self.input_size, self.input_size)
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["preprocess"] = self.preprocess.to_dict()

@@ -165,13 +165,15 @@ def run_stage(
     produce: Callable[[Path], dict[str, Any]],
     upstream_changed: bool = False,
     record_path: Path | None = None,
+    kept_on_failure: tuple[str, ...] = (),
 ) -> StageResult:
     """Run ``produce(folder)`` unless ``folder/stage.json`` proves the same inputs already made intact outputs.
 
     ``produce`` writes its files into ``folder`` (atomically) and returns an ``info`` dict; every regular
     file it leaves (besides stage.json) is recorded with its sha256. stage.json also records each input (the
     config section, every input file's sha256, package versions), so a rerun names what changed
-    (:attr:`StageResult.reason`).
+    (:attr:`StageResult.reason`). A stage that fails keeps nothing it wrote but the files ``kept_on_failure`` names
+    (a report of why it failed, such as the lint's findings).
     """
     packages = package_versions()
     file_digests = [(Path(path), sha256_file(path)) for path in input_files]
@@ -197,16 +199,17 @@ def run_stage(
     _clear_folder(folder)
     folder.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
-    info = produce(folder)
-    outputs = {
-        p.relative_to(folder).as_posix(): sha256_file(p)
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and p != record_path and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    }
-    seconds = round(time.perf_counter() - began, 2)
-    write_json_atomic(
-        record_path,
-        {
+    try:
+        info = produce(folder)
+        outputs = {
+            p.relative_to(folder).as_posix(): sha256_file(p)
+            for p in sorted(folder.rglob("*"))
+            if p.is_file()
+            and p != record_path
+            and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        }
+        seconds = round(time.perf_counter() - began, 2)
+        record = {
             "stage": name,
             "inputs_hash": key,
             "config": config,
@@ -216,17 +219,30 @@ def run_stage(
             "outputs": outputs,
             "info": info,
             "seconds": seconds,
-        },
-    )
+        }
+        write_json_atomic(record_path, record)
+    except BaseException:
+        # A stage that fails (a full disk, a bad input, Ctrl-C) keeps none of what it wrote: a finished-looking
+        # model.qdq.onnx without its stage.json would be read as an output by hand, and the next run redoes it anyway.
+        _discard(folder, kept_on_failure)
+        raise
     return StageResult(name, folder, outputs, False, seconds, info, reason)
 
 
-def _clear_folder(folder: Path) -> None:
-    """Remove what a previous (finished, stale or killed) run of the stage left, so outputs are only new files."""
+def _discard(folder: Path, kept: tuple[str, ...]) -> None:
+    try:
+        _clear_folder(folder, kept)
+    except OSError as err:  # the stage's own error says what went wrong; this one would hide it
+        logger.warning("could not remove the outputs of a failed stage in %s: %s", folder, err)
+
+
+def _clear_folder(folder: Path, kept: tuple[str, ...] = ()) -> None:
+    """Remove what a previous (finished, stale or killed) run of the stage left, so outputs are only new files (the
+    lock and the names in ``kept`` stay)."""
     if not folder.is_dir():
         return
     for entry in folder.iterdir():
-        if entry.name == LOCK_FILE:
+        if entry.name == LOCK_FILE or entry.name in kept:
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)

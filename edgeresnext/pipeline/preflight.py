@@ -79,7 +79,7 @@ def preflight(target: Target) -> Preflight:
     result = Preflight(meta=meta, notes=notes)
     _check_validation_data(target, meta)
     if target.precision == "int8":
-        result.calibration_images = _check_calibration(target, notes)
+        result.calibration_images = _check_calibration(target, meta, notes)
     return result
 
 
@@ -120,13 +120,24 @@ CLASS_NAME_MAX = 200
 
 
 def read_labels_file(path: Path) -> list[str]:
-    """The class names in a labels file (one per line, blank lines ignored): a regular UTF-8 text file of at most
-    :data:`LABELS_FILE_MAX_BYTES`. A file that is not one is refused by what it is, never by quoting its text."""
+    """The class names in a labels file (one per line; blank lines after the last name ignored): a regular UTF-8
+    text file of at most :data:`LABELS_FILE_MAX_BYTES`. A blank line before a name is refused naming its line (the
+    names after it would shift by one class). A file that is not one is refused by what it is, never by quoting its
+    text."""
     from edgeresnext.config import read_small_text
 
     what = "a labels file (UTF-8 text, one class name per line, at most 4 MiB)"
     text = read_small_text(path, LABELS_FILE_MAX_BYTES, "labels file", f"model.class_names / --labels takes {what}")
-    names = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = text.splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    blank = next((number for number, line in enumerate(lines, start=1) if not line.strip()), None)
+    if blank is not None:
+        raise ConfigError(
+            f"{path}: line {blank} is blank; a labels file has one class name per line, in output order (a blank line "
+            "would shift every later name by one class)"
+        )
+    names = [line.strip() for line in lines]
     for number, name in enumerate(names, start=1):
         if len(name) > CLASS_NAME_MAX or any(ord(c) < 32 or ord(c) == 127 for c in name):
             raise ConfigError(
@@ -214,10 +225,11 @@ def _check_validation_data(target: Target, meta: ModelMeta) -> None:
     scan_image_folder(target.data.dataset, class_names=meta.class_names)
 
 
-def _check_calibration(target: Target, notes: list[str]) -> int:
-    """Decode the calibration images the quantize stage will use (a bad one replaced by the next, as there); how many
-    are usable. Decoding is the check: an unreadable file is never counted as usable."""
-    from edgeresnext.data.folder import decode_image, list_images
+def _check_calibration(target: Target, meta: ModelMeta, notes: list[str]) -> int:
+    """Decode and preprocess the calibration images the quantize stage will use (a bad one replaced by the next, as
+    there); how many are usable. That is the check: an unreadable file, or one that does not become the model's input
+    (another size under ``resize: null``), is never counted as usable."""
+    from edgeresnext.data.folder import list_images, model_input
 
     spec = target.quant
     files = list_images(spec.calib_dir)
@@ -226,7 +238,7 @@ def _check_calibration(target: Target, notes: list[str]) -> int:
         if usable == spec.subset_size:
             break
         try:
-            decode_image(path)
+            model_input(path, meta.preprocess, meta.input_chw)
         except DataError as err:
             if target.data.on_bad_image == "fail":
                 raise DataError(f"{err} (data.on_bad_image: fail; 'skip' replaces it with the next image)") from err

@@ -123,8 +123,10 @@ class BuildContext:
             from edgeresnext.data.calibration import load_calibration_images
             from edgeresnext.models import read_checkpoint
 
-            preprocess = read_checkpoint(self.model_file).meta.preprocess
-            return load_calibration_images(spec.calib_dir, preprocess, spec.subset_size, self.target.data.on_bad_image)
+            meta = read_checkpoint(self.model_file).meta
+            return load_calibration_images(
+                spec.calib_dir, meta.preprocess, spec.subset_size, self.target.data.on_bad_image, shape=meta.input_chw
+            )
 
         return CalibrationSet(files=[self.model_file, *self.calibration_files()], load=load)
 
@@ -246,7 +248,13 @@ def _quantize(ctx: BuildContext, int8: Path) -> tuple[dict[str, Any], Any, Model
     skipped: list[tuple[str, str]] = []
     used: list[Path] = []
     calib = load_calibration_images(
-        spec.calib_dir, model.meta.preprocess, spec.subset_size, target.data.on_bad_image, skipped=skipped, used=used
+        spec.calib_dir,
+        model.meta.preprocess,
+        spec.subset_size,
+        target.data.on_bad_image,
+        skipped=skipped,
+        shape=model.meta.input_chw,
+        used=used,
     )
     began = time.perf_counter()
     quantize_int8(
@@ -349,7 +357,8 @@ def stage_lint(ctx: BuildContext) -> StageResult:
             )
         return {"errors": 0, "warnings": len(found) - len(errors)}
 
-    return run_stage(ctx.root / STAGE_FOLDERS["lint"], "lint", {"rules": "tensorrt"}, [qdq_onnx], produce)
+    folder = ctx.root / STAGE_FOLDERS["lint"]
+    return run_stage(folder, "lint", {"rules": "tensorrt"}, [qdq_onnx], produce, kept_on_failure=("lint.json",))
 
 
 def stage_compile(ctx: BuildContext) -> StageResult:

@@ -20,7 +20,7 @@ from edgeresnext.backends.tensorrt.engine import (
 from edgeresnext.backends.tensorrt.kit import check_fp16_scales, kit_from_onnx, rebuild_hint
 from edgeresnext.backends.tensorrt.plan import ENGINE_FILE, FP16_QDQ_FILE, BuildPlan
 from edgeresnext.backends.tensorrt.runner import TensorRTRunner, engine_mismatch
-from edgeresnext.errors import BackendUnavailable, EdgeResNeXtError
+from edgeresnext.errors import MAX_DLA_CORE, MAX_WORKSPACE_MB, BackendUnavailable, EdgeResNeXtError
 from edgeresnext.onnx_io import check_onnx_precision
 from edgeresnext.registry import option
 
@@ -34,8 +34,8 @@ logger = logging.getLogger(__name__)
 class TensorRTOptions(RunOptions):
     """``backend_options.tensorrt``: how the engine is built (the runner itself takes no options of its own)."""
 
-    workspace_mb: int = option(1024, ge=16)
-    dla_core: int | None = option(None, ge=0)
+    workspace_mb: int = option(1024, ge=16, le=MAX_WORKSPACE_MB)
+    dla_core: int | None = option(None, ge=0, le=MAX_DLA_CORE)
     gpu_fallback: bool = option(True)
     timing_cache: str | None = option("build/timing.cache", path=True)
     strongly_typed: bool = option(True)
