@@ -688,7 +688,6 @@ def test_power_of_the_drop_gates():
     assert power(2383, 0.003, 0.01) == pytest.approx(0.36, abs=0.005)
 
 
-@pytest.mark.slow
 def test_the_drop_gates_first_reach_80_percent_where_the_docs_say():
     for (limit, discordance), first in DROP_POWER_80.items():
         start = min_images_to_prove(limit)
