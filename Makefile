@@ -78,6 +78,7 @@ test-gpu: dataset
 bench: dataset
 	$(PY) -m bench.run --out bench/results.json
 	$(PY) -m bench.onnxruntime_int8 --out bench/onnxruntime_int8.json
+	$(PY) -m bench.near_copies --out bench/near_copies.json
 
 # The manual into site/, warnings as errors (tests/test_docs.py builds it the same way in `make test`).
 docs: setup

@@ -20,12 +20,14 @@ from edgeresnext.errors import (
     MAX_BATCH,
     MAX_CLASSES,
     MAX_DEVICE_CHECK_IMAGES,
+    MAX_DEVICE_CHECK_MEGABYTES,
     MAX_EPOCHS,
     MAX_FALLBACK_LAYERS,
     MAX_IMAGES,
     MAX_LATENCY_MS,
     MAX_LEARNING_RATE,
     MAX_RUNS,
+    MAX_SEED,
     MAX_SPEEDUP,
     SHOWN_MAX,
     ConfigError,
@@ -78,7 +80,19 @@ class DataSpec(_Strict):
     dataset: str = Field("fashion-mnist", description="'fashion-mnist', 'cifar10' or an image-folder path")
     root: str | None = None
     split: str = "test"
-    limit: int | None = Field(None, ge=1, le=MAX_IMAGES, description="validate on the first N images only")
+    limit: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_IMAGES,
+        description="validate on N images only: a class-stratified random sample (seeded by sample_seed)",
+    )
+    sample_seed: int = Field(
+        0,
+        ge=0,
+        le=MAX_SEED,
+        description="seed of the class-stratified order every sample of the validation set is taken from (data.limit, "
+        "validate.stand_in_images, the device check set)",
+    )
     on_bad_image: Literal["fail", "skip"] = "fail"
 
 
@@ -218,13 +232,22 @@ class Gates(_Strict):
 class ValidateSpec(_Strict):
     latency_runs: int = Field(50, ge=1, le=MAX_RUNS)
     warmup_runs: int = Field(10, ge=0, le=MAX_RUNS)
-    device_check_images: int = Field(
-        32,
+    device_check_images: int | None = Field(
+        None,
         ge=0,
         le=MAX_DEVICE_CHECK_IMAGES,
-        description="TensorRT on-device kits: validation images the bundle carries, preprocessed, with the host's "
-        "per-image outputs, for the device check after the engine is built (0: no check set; the engine stays "
-        "unchecked). 32 ResNeXt-50 inputs at 224x224 are 18.4 MiB",
+        description="TensorRT on-device kits: validation images the bundle carries (a class-stratified sample, uint8 "
+        "after resize and crop) with the host's per-image outputs, for the device check after the engine is built. "
+        "null: derived from gates.max_device_disagreement and gates.confidence (the smallest set that proves the gate "
+        "95 % of the time when the engine truly disagrees on 0.5 % of images: 124 for 5 % at 95 %), within "
+        "device_check_megabytes; 0: no check set (the engine stays unchecked)",
+    )
+    device_check_megabytes: float = Field(
+        32.0,
+        gt=0,
+        le=MAX_DEVICE_CHECK_MEGABYTES,
+        description="TensorRT on-device kits: the most the check set may add to the bundle, in MB (10^6 bytes, "
+        "counted before its lossless compression); 124 ResNeXt-50 images at 224x224 take 18.7 MB",
     )
     stand_in_images: int | None = Field(
         None,

@@ -621,3 +621,130 @@ def drop_gate(counts: PairedCounts, limit: float, confidence: float = 0.95) -> D
         provable=provable,
         min_images=min_images,
     )
+
+
+# --------------------------------------------------------------------------------------------- power
+# The minimum set sizes above say when a perfect result *can* pass a gate; these say how often a good-but-not-perfect
+# one *does*, computed exactly (binomial sums, no simulation), and size the device check set from its gate.
+def binomial_cdf(k: int, n: int, p: float) -> float:
+    """``P(X <= k)`` for ``X ~ Binomial(n, p)``, summed term by term in log space."""
+    if k < 0:
+        return 0.0
+    if k >= n or p <= 0.0:
+        return 1.0
+    if p >= 1.0:
+        return 0.0
+    return min(1.0, _tail_probability(_log_binomial_terms(n, p, range(k + 1))))
+
+
+def max_disagreements(n: int, limit: float, confidence: float = 0.95) -> int | None:
+    """The most of ``n`` images on which two models may disagree and still prove a disagreement of at most ``limit``
+    (their agreement's :func:`agreement_lower_bound` at least ``1 - limit``); None when not even full agreement can
+    (``n`` below :func:`min_images_for_agreement`). It is the K of "proves <= 5 % when at most K of N disagree"."""
+    _check_trials(0, n)
+    if agreement_lower_bound(n, n, confidence) < 1.0 - limit:
+        return None
+    low, high = 0, n  # the bound falls as disagreements rise: the last passing count, by bisection
+    while low < high:
+        middle = (low + high + 1) // 2
+        if agreement_lower_bound(n - middle, n, confidence) >= 1.0 - limit:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def agreement_gate_power(n: int, limit: float, disagreement: float, confidence: float = 0.95) -> float:
+    """How often ``n`` images prove a disagreement of at most ``limit`` when the models truly disagree on a share
+    ``disagreement`` of images (each image independently): ``P(X <= K)``, ``K`` = :func:`max_disagreements`. At
+    ``disagreement == limit`` it is the gate's false-pass rate, at most ``1 - confidence``."""
+    most = max_disagreements(n, limit, confidence)
+    return 0.0 if most is None else binomial_cdf(most, n, disagreement)
+
+
+def check_set_size(
+    limit: float, confidence: float = 0.95, disagreement: float = 0.005, power: float = 0.95, largest: int = 100_000
+) -> int | None:
+    """The smallest set that proves a disagreement of at most ``limit`` with probability at least ``power`` when the
+    true disagreement is ``disagreement``: the device check set's default size (0.05 at 95 %: 124 images, which
+    also give 87 % at a true 1 %). None when no set up to ``largest`` does (``disagreement`` too near ``limit``)."""
+    start = min_images_for_agreement(1.0 - limit, confidence)
+    if start is None:
+        return None
+    for n in range(start, largest + 1):
+        if agreement_gate_power(n, limit, disagreement, confidence) >= power:
+            return n
+    return None
+
+
+def min_detectable_drop(n: int, confidence: float = 0.95) -> int | None:
+    """The fewest images an artifact must lose against FP32 (winning none) on ``n`` for the two-sided drop interval
+    at ``confidence`` to lie above 0: the smallest drop (``result / n``) these images can show at all. None when even
+    losing every image cannot."""
+    _check_trials(0, n)
+    for lost in range(1, n + 1):
+        if drop_interval(PairedCounts(n - lost, lost, 0, 0), confidence).lower > 0.0:
+            return lost
+    return None
+
+
+def drop_gate_pass_probability(
+    n: int, p_lost: float, p_won: float, limit: float, confidence: float = 0.95, tail: float = 1e-15
+) -> float:
+    """How often a max-drop gate of ``limit`` passes on its bound over ``n`` images when each image is, independently,
+    lost by the artifact (right only in FP32) with probability ``p_lost`` and won with ``p_won``.
+
+    At ``p_lost - p_won == limit`` this is the false-pass rate (at most ``1 - confidence``); at ``p_lost == p_won``
+    (a harmless artifact) it is the power. Exact: with ``m`` discordant images (``m ~ Binomial(n, p_lost + p_won)``)
+    the bound depends on ``b`` (lost) and ``m`` alone and grows with ``b``, so the gate passes iff ``b <= b*(m)``,
+    ``b ~ Binomial(m, p_lost / (p_lost + p_won))``; ``b*`` rises by at most one per extra discordant image. Values
+    of ``m`` whose total probability is below ``tail`` are left out, and that probability added (an upper bound).
+    """
+    limit = _check_limit(limit)
+    discordant = p_lost + p_won
+    if not (0.0 <= p_lost and 0.0 <= p_won and discordant <= 1.0):
+        raise ConfigError(f"p_lost={p_lost!r}, p_won={p_won!r}; expected probabilities that sum to at most 1")
+
+    def passes(b: int, m: int) -> bool:
+        return drop_upper_bound(PairedCounts(n - m, b, m - b, 0), confidence) <= limit
+
+    if discordant == 0.0:
+        return 1.0 if passes(0, 0) else 0.0
+    share = p_lost / discordant
+    rate, covered, best = 0.0, 0.0, None
+    for m in _binomial_window(n, discordant, tail):
+        weight = math.exp(_log_binomial_terms(n, discordant, range(m, m + 1))[0]) if 0 < discordant < 1 else 1.0
+        covered += weight
+        if best is None:  # the first m: b* by bisection; then walked up as m grows
+            low, high = -1, m
+            while low < high:
+                middle = (low + high + 1) // 2
+                low, high = (middle, high) if passes(middle, m) else (low, middle - 1)
+            best = low
+        else:
+            while best + 1 <= m and passes(best + 1, m):
+                best += 1
+        rate += weight * _binomial_share(best, m, share, tail)
+    return min(1.0, rate + max(0.0, 1.0 - covered))
+
+
+def _binomial_window(n: int, p: float, tail: float) -> range:
+    """The counts of ``Binomial(n, p)`` outside of which the probability is below ``tail`` (a Chernoff-style margin
+    of standard deviations, generous: the caller adds back whatever the window misses)."""
+    if p >= 1.0:
+        return range(n, n + 1)
+    spread = math.sqrt(max(n * p * (1.0 - p), 1.0)) * math.sqrt(2.0 * math.log(2.0 / tail)) + 20
+    return range(max(0, int(n * p - spread)), min(n, int(n * p + spread)) + 1)
+
+
+def _binomial_share(best: int, m: int, share: float, tail: float) -> float:
+    """``P(b <= best)`` for ``b ~ Binomial(m, share)``, from the terms of its window, plus the mass outside the window
+    (so never below the exact value)."""
+    if best < 0:
+        return 0.0
+    if share >= 1.0:
+        return 1.0 if best >= m else 0.0
+    window = _binomial_window(m, share, tail)
+    inside = [math.exp(t) for t in _log_binomial_terms(m, share, window)]
+    below = math.fsum(inside[: max(0, min(best, window.stop - 1) - window.start + 1)])
+    return min(1.0, below + max(0.0, 1.0 - math.fsum(inside)))

@@ -215,3 +215,44 @@ def test_a_class_folder_the_labels_do_not_name_fails_before_any_stage(user_files
     with pytest.raises(DataError, match=r"class folder 'frog' is not one of the model's classes"):
         build(_target("cpu", checkpoint, photos, **{"model.class_names": str(labels)}), out_root=tmp_path / "b")
     assert not (tmp_path / "b" / "cpu" / "export").exists()
+
+
+@pytest.fixture(scope="module")
+def class_sorted_photos(user_files, fmnist_test, tmp_path_factory) -> Path:
+    """121 photos of the 5 classes, 30/25/24/22/20 per class folder (sorted paths list the classes in turn), mixed
+    sizes, JPEG and PNG."""
+    root = tmp_path_factory.mktemp("sorted") / "photos"
+    rng = np.random.default_rng(1)
+    for label, (name, count) in enumerate(zip(CLASSES, (30, 25, 24, 22, 20), strict=True)):
+        (root / name).mkdir(parents=True)
+        for k, index in enumerate(np.flatnonzero(fmnist_test.labels == label)[:count]):
+            size = (int(rng.integers(60, 300)), int(rng.integers(60, 300)))
+            image = Image.fromarray(fmnist_test.images[index]).resize(size).convert("RGB")
+            image.save(root / name / f"{k:03d}.{'jpg' if k % 2 else 'png'}")
+    return root
+
+
+def test_the_jetson_check_set_of_a_class_sorted_folder_draws_every_class(user_files, class_sorted_photos, tmp_path):
+    """The device check set is a seeded class-stratified sample, not the folder's first files (60 of these would be
+    30 birds, 25 cats and 5 deer), and the build summary shows its class counts and what it proves."""
+    import json
+
+    from edgeresnext.pipeline.checkset import check_set_size
+
+    checkpoint, _photos = user_files
+    target = _target("jetson", checkpoint, class_sorted_photos, **{"validate.device_check_images": 60})
+    summary = build(target, out_root=tmp_path, progress=False)
+    check = json.loads((summary.root / "bundle" / "kit" / "check" / "check.json").read_text())
+    counts = check["class_counts"]
+    assert sum(counts.values()) == 60 and set(counts) == set(CLASSES) and min(counts.values()) >= 9, counts
+    assert check["sample"]["seed"] == 0 and check["sample"]["of"] == 121
+    shown = ", ".join(f"{name} {count}" for name, count in counts.items())
+    rendered = summary.render()
+    assert f"device check set: 60 images, a class-stratified random sample of 121 (data.sample_seed 0): {shown};" in (
+        rendered
+    )
+    assert "device check set: proves max_device_disagreement <= 5 % when at most 0 of 60 images disagree" in rendered
+    # By default the set is derived from the gate (124 images), so here it is all 121 photos: <= 5 % when at most 1
+    # of 121 disagrees.
+    default = _target("jetson", checkpoint, class_sorted_photos)
+    assert check_set_size(default, (3, 224, 224), 5, 121).images == 121

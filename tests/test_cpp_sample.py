@@ -366,8 +366,9 @@ def test_header_tells_a_checked_engine_from_an_unchecked_or_failed_one(engine_re
     done = run_device_command(failed, fake_trtexec(tmp_path / "bin"), FAKE_FLIP="0.05")
     assert done.returncode == 1, done.stdout + done.stderr
     assert status(failed) == (
-        "device check: failed: max_device_disagreement: the engine disagrees with the host's INT8 stand-in on 2 of 32 "
-        "images (6.25 %), over the 5.00 % limit by 1.25 pt"
+        "device check: failed: max_device_disagreement: the engine disagrees with the host's INT8 stand-in on 4 of 64 "
+        "images (6.25 %), over the 5.00 % limit by 1.25 pt (95 % upper bound 13.73 %; 64 images prove <= 5.00 % when "
+        "at most 0 disagree)"
     )
     unchecked = copy_bundle(sealed_jetson, tmp_path / "unchecked")  # sealed before device checks existed
     manifest = json.loads((unchecked / "manifest.json").read_text())

@@ -191,7 +191,9 @@ def test_build_validate_and_predict_leave_a_fresh_home_empty(tmp_path):
     }
     for name, command in commands.items():
         done = subprocess.run(command, cwd=fresh["cwd"], env=env, capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, (name, done.stdout[-2000:], done.stderr[-2000:])
+        # 32 (8) images cannot prove cpu.yaml's 0.3 pt gate: build and validate pass NOT PROVEN, exit 3 (all written)
+        expected = 3 if name in ("build", "validate") else 0
+        assert done.returncode == expected, (name, done.stdout[-2000:], done.stderr[-2000:])
         left = {
             key: sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")) for key, folder in fresh.items()
         }

@@ -105,7 +105,7 @@ def test_device_command_without_edgeresnext_seals_the_engine(bundle, bin_dir, ca
         f"engine: {bundle.resolve()}/kit/model.engine  (strongly typed, TensorRT 10.3.0, Orin SM 8.7, built with "
         "trtexec)",
         f"from: kit/model.qdq-fp16.onnx  (sha256 {_sha(bundle, 'kit/model.qdq-fp16.onnx')[:16]}...)",
-        f"OK {bundle.resolve()}: sealed, 26 files, sha256 verified; the engine is the primary artifact, the kit stays "
+        f"OK {bundle.resolve()}: sealed, 30 files, sha256 verified; the engine is the primary artifact, the kit stays "
         "listed for rebuilding on another device",
     ]
     manifest = verify_bundle(bundle)
@@ -130,14 +130,14 @@ def test_device_command_without_edgeresnext_seals_the_engine(bundle, bin_dir, ca
     assert all(listed[name] == _sha(bundle, name) for name in ENGINE_FILES)
     assert main(["bundle", "verify", str(bundle)]) == 0
     out = capsys.readouterr().out
-    assert "for tensorrt 10.3.0 (jetson-orin), 26 files, sha256 verified" in out
+    assert "for tensorrt 10.3.0 (jetson-orin), 30 files, sha256 verified" in out
     assert "engine: kit/model.engine built with TensorRT 10.3.0 on Orin (SM 8.7, strongly typed) from kit/" in out
 
 
 def test_edgeresnext_build_engine_is_the_same_step(bundle, bin_dir, sealed_once, capsys):
     assert main(["bundle", "build-engine", str(bundle), "--trtexec", str(bin_dir / "trtexec")]) == 0
     out = capsys.readouterr().out
-    assert out.strip().splitlines()[-1].startswith(f"OK {bundle.resolve()}: sealed, 26 files")
+    assert out.strip().splitlines()[-1].startswith(f"OK {bundle.resolve()}: sealed, 30 files")
     mine, theirs = read_manifest(bundle), read_manifest(sealed_once)
     assert mine["artifacts"][0]["engine"]["sealed_by"].startswith("edgeresnext ")
     for manifest in (mine, theirs):  # what differs: the time, who sealed it, and so the build record's bytes
@@ -182,9 +182,10 @@ def test_the_python_api_builds_from_the_kits_plan(bundle, monkeypatch, capsys):
     ]
     assert engine["engine"]["built_with"] == "tensorrt-python" and engine["engine"]["gpu_sm"] == "9.0"
     verify_bundle(bundle)
-    # The kit's own command still works inside a bundle, and now records the engine too (a rebuild here).
-    assert main(["compile", "--on-device", str(bundle / "kit")]) == 0
-    assert "OK" in capsys.readouterr().out and len(calls) == 4
+    # The kit's own command still works inside a bundle, and now records the engine too (a rebuild here); with no
+    # trtexec to run the device check, the engine is sealed unchecked and the command exits 3, as build-engine does.
+    assert main(["compile", "--on-device", str(bundle / "kit")]) == 3
+    assert "OK" in capsys.readouterr().out and len(calls) == 4  # the engine and DeepStream's, twice
     assert [a["kind"] for a in verify_bundle(bundle)["artifacts"]] == ["engine", "kit"]
 
 

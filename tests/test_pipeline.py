@@ -328,5 +328,31 @@ def test_validate_command_reads_the_build_s_own_target_and_its_flags_override_it
     args = ["--quiet", "validate", "--target", str(edited), "--build", str(root), "--no-html", "--runs", "2"]
     assert main([*args, "--out", str(tmp_path / "as-built")]) == 0
     assert json.loads((tmp_path / "as-built" / "report.json").read_text())["data"]["count"] == 200
-    assert main([*args, "--out", str(tmp_path / "limited"), "--limit", "50"]) == 0
+    # 50 images cannot prove this target's 5 pt gate (70 needed): it passes on the measured drop, NOT PROVEN, exit 3
+    assert main([*args, "--out", str(tmp_path / "limited"), "--limit", "50"]) == 3
     assert json.loads((tmp_path / "limited" / "report.json").read_text())["data"]["count"] == 50
+
+
+@pytest.mark.promise("docs/validation.md", "NOT PROVEN stops a pipeline")
+def test_build_exit_code_says_what_was_proven(first_build, tmp_path: Path, capsys) -> None:
+    """`edgeresnext build` exits 0 when every gate is proven, 3 when every gate passed but one only on its measured
+    value (NOT PROVEN: 200 images cannot prove 99 % agreement, 299 can), 1 with gates.unproven: fail. Exit 3 is not
+    a pass to a script (any non-zero fails a CI step); the summary and stderr say why."""
+    from edgeresnext.cli import main
+
+    _target, root = _copy_build(first_build, tmp_path)
+    command = ["--quiet", "build", "--out", str(root)]
+    target = tmp_path / "cpu-small.yaml"
+    assert main([*command, "--target", str(target)]) == 0  # max_top1_drop 5 pt: proven on 200 images (70 needed)
+    data = yaml.safe_load(target.read_text())
+    data["gates"]["min_agreement"] = 0.99
+    target.write_text(yaml.safe_dump(data))
+    capsys.readouterr()
+    assert main([*command, "--target", str(target)]) == 3
+    out, err = capsys.readouterr()
+    assert "build cpu-small: OK, NOT PROVEN (exit 3: a gate passed unproven)" in out
+    assert "gate min_agreement: NOT PROVEN (min_agreement: NOT PROVEN: 200 images cannot prove 99.00 % agreement" in out
+    assert "edgeresnext build: NOT PROVEN: every gate passed on its measured value" in err and "[ $? -eq 3 ]" in err
+    data["gates"]["unproven"] = "fail"
+    target.write_text(yaml.safe_dump(data))
+    assert main([*command, "--target", str(target)]) == 1

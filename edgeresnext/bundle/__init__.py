@@ -9,7 +9,14 @@ kit's engine on the device and records it in the manifest).
 """
 
 from edgeresnext.bundle.archive import ARCHIVE_SUFFIXES, extract_bundle
-from edgeresnext.bundle.engine import device_check_status, engine_into_bundle, engine_summary, failed_check_message
+from edgeresnext.bundle.engine import (
+    device_check_exit_code,
+    device_check_status,
+    engine_into_bundle,
+    engine_summary,
+    failed_check_message,
+    unproven_check_message,
+)
 from edgeresnext.bundle.manifest import (
     FORMAT,
     LABELS,
@@ -33,6 +40,7 @@ __all__ = [
     "BundleError",
     "build_manifest",
     "bundle_from_artifacts",
+    "device_check_exit_code",
     "device_check_status",
     "engine_into_bundle",
     "engine_summary",
@@ -40,5 +48,6 @@ __all__ = [
     "failed_check_message",
     "read_labels",
     "read_manifest",
+    "unproven_check_message",
     "verify_bundle",
 ]

@@ -142,6 +142,19 @@ def failed_check_message(manifest: dict[str, Any]) -> str:
     return seal.failed_check_message(manifest)
 
 
+def device_check_exit_code(manifest: dict[str, Any]) -> int:
+    """The device step's exit code: 0 proven, 1 failed, 3 NOT PROVEN or unchecked (the kit's seal.py says the same)."""
+    from edgeresnext.backends.tensorrt import seal
+
+    return seal.check_exit_code(manifest)
+
+
+def unproven_check_message(manifest: dict[str, Any]) -> str:
+    from edgeresnext.backends.tensorrt import seal
+
+    return seal.unproven_check_message(manifest)
+
+
 def engine_summary(bundle_dir: str | os.PathLike[str], manifest: dict[str, Any]) -> list[str]:
     """The lines the device command prints (the same as the kit's seal.py prints)."""
     from edgeresnext.backends.tensorrt import device_check, seal

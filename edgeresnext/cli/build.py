@@ -9,6 +9,7 @@ from pathlib import Path
 
 from edgeresnext.cli.common import (
     BUILD_FLAGS,
+    UNPROVEN_LINE,
     VALIDATE_FLAGS,
     add_model_flag,
     check_output,
@@ -17,7 +18,7 @@ from edgeresnext.cli.common import (
     say,
     target_from_args,
 )
-from edgeresnext.errors import MAX_IMAGES, MAX_THREADS, MAX_TOLERANCE
+from edgeresnext.errors import EXIT_GATE_FAILED, EXIT_UNPROVEN, MAX_IMAGES, MAX_THREADS, MAX_TOLERANCE, exit_code
 
 
 def run_build(args: argparse.Namespace) -> int:
@@ -33,7 +34,9 @@ def run_build(args: argparse.Namespace) -> int:
         sign_key=args.sign_key,
     )
     print(summary.render())
-    return 0 if summary.ok else 1
+    if summary.exit_code == EXIT_UNPROVEN:
+        print(f"edgeresnext build: {UNPROVEN_LINE}", file=sys.stderr)
+    return summary.exit_code
 
 
 def _add_build_options(p: argparse.ArgumentParser) -> None:
@@ -64,7 +67,7 @@ def run_build_all(args: argparse.Namespace) -> int:
 
     paths = sorted(p for p in Path(args.targets_dir).glob("*.yaml") if not p.name.startswith("_"))
     targets = [target_from_args(args, BUILD_FLAGS, path=p) for p in paths]
-    table, ok = build_all(
+    table, code = build_all(
         targets,
         out_root=check_output(args.out, "--out"),
         progress=not args.quiet,
@@ -73,7 +76,7 @@ def run_build_all(args: argparse.Namespace) -> int:
         sign_key=args.sign_key,
     )
     print(table)
-    return 0 if ok else 1
+    return code
 
 
 def add_build_all(sub: argparse._SubParsersAction) -> None:
@@ -125,11 +128,13 @@ def run_validate(args: argparse.Namespace) -> int:
     for gate in report.gates:
         print(f"{gate.verdict.upper()} {gate.message}")
     print(f"report: {', '.join(str(p) for p in paths.values())}")
-    if not report.passed:
+    code = exit_code(report.gates)
+    if code == EXIT_GATE_FAILED:
         failed = "; ".join(g.message for g in report.gates if not g.passed)
         print(f"edgeresnext validate: gate failed: {failed}", file=sys.stderr)
-        return 1
-    return 0
+    elif code == EXIT_UNPROVEN:
+        print(f"edgeresnext validate: {UNPROVEN_LINE}", file=sys.stderr)
+    return code
 
 
 def _what_to_validate(args: argparse.Namespace, target, root: Path, out: Path):
@@ -247,9 +252,9 @@ def run_compare(args: argparse.Namespace) -> int:
         f"{'PASS' if result['passed'] else 'FAIL'}"
     )
     print(f"  worst {len(result['worst'])} images:")
-    for row in result["worst"]:  # class names come from the checkpoint: a user's file
+    for row in result["worst"]:  # class names come from the checkpoint, image names from a folder: a user's files
         say(
-            f"    #{row['index']:<6d} label {names[row['label']]:<12s} a: {names[row['pred_a']]:<12s} "
+            f"    {row['image']:<24s} label {names[row['label']]:<12s} a: {names[row['pred_a']]:<12s} "
             f"b: {names[row['pred_b']]:<12s} max abs {row['max_abs_error']:.4g}  cosine {row['cosine']:.6f}"
         )
     if args.json:
@@ -295,11 +300,10 @@ def run_compile(args: argparse.Namespace) -> int:
         on_device = Path(args.on_device)
         bundle = next((p for p in (on_device, on_device.parent) if (p / "manifest.json").is_file()), None)
         if bundle is not None:  # a bundle, or the kit inside one: the engine must be recorded in its manifest
-            from edgeresnext.bundle import engine_into_bundle, engine_summary
+            from edgeresnext.bundle import engine_into_bundle
+            from edgeresnext.cli.bundle import sealed_exit_code
 
-            for line in engine_summary(bundle, engine_into_bundle(bundle, python_api=True)):
-                print(line)
-            return 0
+            return sealed_exit_code(bundle, engine_into_bundle(bundle, python_api=True))
         artifact = engine_from_kit(args.on_device)
         print(describe_engine(artifact))
         print(f"build record: {artifact.path}.json")

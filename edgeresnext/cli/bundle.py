@@ -50,10 +50,9 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _build_engine(args: argparse.Namespace) -> int:
-    import sys
     from pathlib import Path
 
-    from edgeresnext.bundle import device_check_status, engine_into_bundle, engine_summary, failed_check_message
+    from edgeresnext.bundle import engine_into_bundle
 
     manifest = engine_into_bundle(
         args.bundle,
@@ -63,19 +62,36 @@ def _build_engine(args: argparse.Namespace) -> int:
         public_key=args.verify_key,
         sign_key=args.sign_key,
     )
-    for line in engine_summary(args.bundle, manifest):
-        say(line)
+    signature = []
     if args.sign_key:
-        say(f"signature: signed with {args.sign_key}: {args.bundle}/bundle.sig covers every file, the engine included")
+        signature.append(
+            f"signature: signed with {args.sign_key}: {args.bundle}/bundle.sig covers every file, the engine included"
+        )
     elif (Path(args.bundle) / "bundle.sig").is_file():
-        say(
+        signature.append(
             f"signature: NOT renewed: {args.bundle}/bundle.sig covers the bundle as it was before this step, not the "
             f"engine; sign the sealed bundle here with `edgeresnext bundle sign {args.bundle} --sign-key KEY`"
         )
-    if device_check_status(manifest) == "failed":  # sealed as failed: exit 1, as the kit's build_engine.sh does
+    return sealed_exit_code(args.bundle, manifest, signature)
+
+
+def sealed_exit_code(bundle, manifest: dict, extra: list[str] = ()) -> int:
+    """Print what the device step sealed (and ``extra`` lines) and return its exit code, as the kit's
+    build_engine.sh (seal.py) does: 0 the device gate is proven, 1 the check failed, 3 the engine is sealed but its
+    gate is NOT PROVEN or unchecked. The lines carry a manifest's strings: through :func:`say`."""
+    import sys
+
+    from edgeresnext.bundle import device_check_exit_code, engine_summary, failed_check_message, unproven_check_message
+    from edgeresnext.errors import EXIT_GATE_FAILED, EXIT_UNPROVEN
+
+    for line in [*engine_summary(bundle, manifest), *extra]:
+        say(line)
+    code = device_check_exit_code(manifest)
+    if code == EXIT_GATE_FAILED:  # sealed as failed
         say(f"edgeresnext: error: {failed_check_message(manifest)}", file=sys.stderr)
-        return 1
-    return 0
+    elif code == EXIT_UNPROVEN:
+        say(f"edgeresnext: {unproven_check_message(manifest)}", file=sys.stderr)
+    return code
 
 
 def _predict(args: argparse.Namespace) -> int:

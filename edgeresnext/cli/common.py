@@ -80,6 +80,14 @@ def add_model_flag(p: argparse.ArgumentParser, help: str, default: str | None = 
     p.add_argument("--arch", dest="model", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
+# What a command says on stderr when it exits 3 (edgeresnext.errors.EXIT_UNPROVEN).
+UNPROVEN_LINE = (
+    "NOT PROVEN: every gate passed on its measured value, but at least one could not be proven by these images "
+    "(exit code 3; more images prove it, `gates.unproven: fail` makes it exit 1, a script that accepts it adds "
+    "`|| [ $? -eq 3 ]`)"
+)
+
+
 def is_rank0() -> bool:
     """Under torchrun only rank 0 prints results (every rank runs the same command)."""
     return os.environ.get("RANK", "0") == "0"

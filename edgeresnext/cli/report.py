@@ -48,7 +48,20 @@ def run_report(args: argparse.Namespace) -> int:
     say(f"device check: {check['status']}: {said}")
     for path in paths:
         say(f"wrote {path}")
-    return 1 if check["status"] == "failed" else 0
+    return _exit_code(report, check)
+
+
+def _exit_code(report: dict, check: dict) -> int:
+    """What the bundle proves, as build and validate say it: 1 when the device check or a host gate failed; 3 when
+    all passed but the device check was NOT PROVEN or did not run, or a host gate is NOT PROVEN; else 0."""
+    from edgeresnext.errors import EXIT_GATE_FAILED, EXIT_OK, EXIT_UNPROVEN, exit_code
+    from edgeresnext.validate.results import GateResult
+
+    host = exit_code(GateResult(**gate) for gate in report.get("gates", []))
+    if check["status"] == "failed" or host == EXIT_GATE_FAILED:
+        return EXIT_GATE_FAILED
+    device_proven = check["status"] == "checked" and (check.get("gate") or {}).get("provable") is not False
+    return EXIT_OK if device_proven and host == EXIT_OK else EXIT_UNPROVEN
 
 
 def add_report(sub: argparse._SubParsersAction) -> None:

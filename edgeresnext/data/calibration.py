@@ -351,13 +351,14 @@ def load_calibration_images(
     on_bad_image: str = "fail",
     skipped: list[tuple[str, str]] | None = None,
     shape: tuple[int, ...] | None = None,
+    used: list[Path] | None = None,
 ) -> np.ndarray:
     """The first ``count`` images below ``folder`` (sorted paths), preprocessed for the model: float32 NCHW.
 
     Any folder of images works (class sub-folders optional). ``on_bad_image='skip'`` drops unreadable files
     with a warning and takes the next ones, so the set still has ``count`` images when the folder has them;
-    ``skipped`` receives ``(file, reason)`` of each dropped file. ``shape``: the CHW input the model takes (an image
-    that does not become it is a bad image, named).
+    ``skipped`` receives ``(file, reason)`` of each dropped file, ``used`` the file of each image returned. ``shape``:
+    the CHW input the model takes (an image that does not become it is a bad image, named).
     """
     from edgeresnext.data.folder import list_images, load_folder_arrays
 
@@ -375,12 +376,14 @@ def load_calibration_images(
         try:
             if shape is None and arrays:
                 shape = arrays[0].shape[1:]
-            batch, _kept = load_folder_arrays(take, preprocess, on_bad_image, skipped, shape)
+            batch, kept = load_folder_arrays(take, preprocess, on_bad_image, skipped, shape)
         except DataError:
             if on_bad_image == "fail":
                 raise
             continue  # every file of this slice was bad: try the next ones
         arrays.append(batch)
+        if used is not None:
+            used += [take[i] for i in kept]
     if not arrays:
         raise DataError(f"{folder}: none of its {len(files)} images could be used for calibration")
     images = np.concatenate(arrays)

@@ -313,11 +313,6 @@ def images_at_model_size(
 
     if on_bad_image not in ("fail", "skip"):
         raise DataError(f"on_bad_image={on_bad_image!r}; expected 'fail' or 'skip'")
-    if preprocess.crop is None:
-        raise DataError(
-            "image folders need preprocess.crop (images of different sizes cannot be stacked); "
-            f"got {preprocess.to_dict()}"
-        )
     pixels, kept, skipped = [], [], []
     for position, path in enumerate(progress_bar(files, desc="images", unit="img", disable=not progress, leave=False)):
         try:
@@ -333,6 +328,11 @@ def images_at_model_size(
         kept.append(position)
     if not pixels:
         raise DataError(f"no usable images among {len(files)} files (first: {files[0] if files else '-'})")
+    if len({p.shape for p in pixels}) > 1:
+        raise DataError(
+            "image folders need preprocess.crop (images of different sizes cannot be stacked); "
+            f"got {preprocess.to_dict()}"
+        )
     return np.stack(pixels), kept, skipped
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgeresnext.atomic import remove_stale_temporaries, write_json_atomic, write_text_atomic
 from edgeresnext.config import SHIPPED_CHECKPOINT, Target, build_folder
-from edgeresnext.errors import ConfigError, EdgeResNeXtError
+from edgeresnext.errors import EXIT_GATE_FAILED, EXIT_OK, EXIT_UNPROVEN, ConfigError, EdgeResNeXtError, exit_code
 from edgeresnext.pipeline.cache import BuildLock, StageResult, run_stage
 from edgeresnext.pipeline.preflight import preflight
 from edgeresnext.pipeline.stages import STAGE_FUNCTIONS, STAGES, BuildContext, load_report
@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 __all__ = ["STAGES", "BuildContext", "BuildSummary", "StageResult", "build", "build_all", "prepare_inputs", "run_stage"]
 
 logger = logging.getLogger(__name__)
+
+# The summary's first line, by exit code.
+VERDICTS = {EXIT_OK: "OK", EXIT_GATE_FAILED: "FAILED", EXIT_UNPROVEN: "OK, NOT PROVEN (exit 3: a gate passed unproven)"}
 
 
 @dataclass
@@ -46,7 +49,14 @@ class BuildSummary:
 
     @property
     def ok(self) -> bool:
+        """No gate failed (a NOT PROVEN gate passed on its measured value: see :attr:`exit_code`)."""
         return self.report is None or self.report.passed
+
+    @property
+    def exit_code(self) -> int:
+        """0 every gate proven, 1 a gate failed, 3 every gate passed but at least one NOT PROVEN
+        (:func:`edgeresnext.errors.exit_code`)."""
+        return EXIT_OK if self.report is None else exit_code(self.report.gates)
 
     def stage(self, name: str) -> StageResult | None:
         return next((s for s in self.stages if s.name == name), None)
@@ -54,7 +64,7 @@ class BuildSummary:
     def render(self) -> str:
         """The closing summary: stages, artifacts with sizes, accuracy and latency, gates, where things are."""
         lines = [
-            f"build {self.target.name}: {'OK' if self.ok else 'FAILED'}  "
+            f"build {self.target.name}: {VERDICTS[self.exit_code]}  "
             f"({self.target.backend}, {self.target.precision}; {self.root})"
         ]
         for stage in self.stages:
@@ -88,7 +98,7 @@ class BuildSummary:
         if bundle_stage:
             lines.append(f"bundle: {bundle_stage.folder} (edgeresnext bundle verify {bundle_stage.folder})")
         lines += [f"not done here: {item}" for item in self.not_done]
-        lines += [f"note: {note}" for note in self.notes]
+        lines += [note if note.startswith("WARNING") else f"note: {note}" for note in self.notes]
         return "\n".join(lines)
 
     def comparison_row(self) -> list[str]:
@@ -108,7 +118,7 @@ class BuildSummary:
             f"{primary.agreement * 100:.2f} %{agreement_bound}",
             f"{primary.p50_ms:.3f}",
             _speedup_text(primary, self.report),
-            "pass" if self.report.passed else "FAIL",
+            {EXIT_OK: "pass", EXIT_GATE_FAILED: "FAIL", EXIT_UNPROVEN: "NOT PROVEN"}[self.exit_code],
         ]
 
 
@@ -264,11 +274,7 @@ def _device_step_notes(ctx: BuildContext, kit: dict[str, Any]) -> list[str]:
     notes = []
     check_set = ctx.done["bundle"].info.get("device_check_set")
     if check_set:
-        notes.append(
-            f"device check set: {check_set['images']} validation images ({check_set['megabytes']:.1f} MB, "
-            f"batches of {check_set['batch']}) with the host's outputs in {bundle}/kit/check; the device step "
-            "runs the engine on them and seals the result (validate.device_check_images)"
-        )
+        notes += check_set_notes(check_set, f"{bundle}/kit/check")
     notes.append(
         f"on the device (copy {bundle} there): <bundle>/kit/build_engine.sh, or with edgeresnext installed "
         "`edgeresnext bundle build-engine <bundle>`: builds the engine and records it in the bundle"
@@ -276,10 +282,76 @@ def _device_step_notes(ctx: BuildContext, kit: dict[str, Any]) -> list[str]:
     return notes
 
 
+def check_set_notes(check_set: dict[str, Any], where: str) -> list[str]:
+    """What the build summary says about a kit's device check set: its size and sample, what it can prove."""
+    sample = check_set.get("sample") or {}
+    counts = ", ".join(f"{name} {count}" for name, count in (check_set.get("class_counts") or {}).items())
+    if not sample:
+        chosen = "validation images"
+    elif sample["of"] > check_set["images"]:
+        chosen = f"a class-stratified random sample of {sample['of']:,} (data.sample_seed {sample['seed']}): {counts}"
+    else:
+        chosen = f"all the validation images: {counts}"
+    lines = [
+        f"device check set: {check_set['images']} images, {chosen}; {check_set['megabytes']:.1f} MB (uint8 after "
+        f"resize and crop; budget {check_set.get('budget_megabytes', 0):g} MB), batches of {check_set['batch']}, "
+        f"with the host's outputs, in {where}; the device step runs the engine on them and seals the result"
+    ]
+    proves = check_set.get("proves")
+    if proves:
+        lines.append(f"device check set: {_what_it_proves(proves)}")
+    if check_set.get("calibration_near_copies"):
+        lines.append(
+            f"device check set: {check_set['calibration_near_copies']} of its images are near-copies of calibration "
+            "images (see the quantize stage's WARNING)"
+        )
+    return lines
+
+
+def _what_it_proves(proves: dict[str, Any]) -> str:
+    n, level = proves["images"], f"{100 * proves['confidence']:g} %"
+    limit, most = proves.get("limit"), proves.get("max_disagreements")
+    if limit is None:
+        said = "no max_device_disagreement gate"
+    elif most is None:
+        said = (
+            f"cannot prove max_device_disagreement <= {100 * limit:g} % at {level} (at least {proves['min_images']:,} "
+            "images needed): the device verdict will read NOT PROVEN (exit 3)"
+        )
+    else:
+        power = ", ".join(
+            f"{100 * p:.1f} % of the time at a true {100 * float(d):g} %" for d, p in proves["power"].items()
+        )
+        said = f"proves max_device_disagreement <= {100 * limit:g} % when at most {most} of {n} images disagree "
+        said += f"(at {level}; {power})"
+    detect = proves.get("detectable_drop") or {}
+    if detect.get("images_lost") is None:
+        said += "; against FP32 it can show no drop"
+    else:
+        said += (
+            f"; against FP32 it shows a drop only when at least {detect['images_lost']} more images are lost than won "
+            f"({100 * detect['drop']:.2f} pt)"
+        )
+    gate = proves.get("max_top1_drop")
+    if gate:
+        proven = "can" if gate["provable"] else "cannot"
+        said += f" and {proven} prove max_top1_drop {100 * gate['limit']:g} pt ({gate['min_images']:,} images needed)"
+    return said
+
+
 def _quantize_notes(quantized: StageResult) -> list[str]:
     """What the quantize stage did besides PTQ/QAT (also when it was cached): skipped images, sensitivity, fallback."""
     info = quantized.info
     notes = []
+    near = info.get("calibration_near_copies") or {}
+    if near.get("count"):
+        first = near["images"][0]
+        notes.append(
+            f"WARNING: calibration: {near['count']} of {near['checked']} calibration images are near-copies of "
+            f"validation images (the same model input up to a resize, a re-encoding or an alpha channel; first: "
+            f"{first['image']} ~ {first['near']}): the drop is measured partly on images the quantizer calibrated "
+            f"on; all in {quantized.folder / 'quant.json'}"
+        )
     skipped = info.get("calibration_skipped")
     if skipped:
         notes.append(
@@ -302,6 +374,9 @@ def _quantize_notes(quantized: StageResult) -> list[str]:
             f"fallback checked on {fallback['images']}: drop {fallback['top1_drop_before'] * 100:.2f} pt within "
             "the gate, nothing left in float"
         )
+    if fallback and fallback.get("near_copies"):
+        copies = fallback["near_copies"]
+        decided += f" (near-copies left out, first: {copies[0]['image']} ~ {copies[0]['near']})"
     if fallback and fallback.get("run") and fallback.get("decided_on"):
         bound = fallback.get("top1_drop_upper_bound")
         on_bound = bound is not None and fallback["decided_on"] == "bound"
@@ -335,22 +410,24 @@ def build_all(
     say: Callable[[str], None] = logger.info,
     install: bool = False,
     sign_key: str | Path | None = None,
-) -> tuple[str, bool]:
+) -> tuple[str, int]:
     """Build each target (a failure is recorded, not fatal) and write ``<out_root>/comparison.md``; ``sign_key`` signs
-    each bundle that passes (:func:`build`)."""
+    each bundle that passes (:func:`build`). Returns the table and the exit code: 1 when any build failed or erred,
+    else 3 when any gate is NOT PROVEN, else 0."""
     rows = [COMPARISON_HEADER]
-    all_ok = True
+    codes = {EXIT_OK}
     for target in targets:
         try:
             summary = build(target, out_root=out_root, progress=progress, say=say, install=install, sign_key=sign_key)
         except EdgeResNeXtError as err:
-            all_ok = False
+            codes.add(EXIT_GATE_FAILED)
             rows.append([target.name, target.backend, target.precision, *["-"] * 6, f"error: {err}"])
             continue
-        all_ok &= summary.ok
+        codes.add(summary.exit_code)
         rows.append(summary.comparison_row())
     table = "\n".join(
         "| " + " | ".join(row) + " |" + ("\n|" + "---|" * len(row) if i == 0 else "") for i, row in enumerate(rows)
     )
     path = write_text_atomic(Path(out_root) / "comparison.md", "# Targets compared\n\n" + table + "\n")
-    return f"{table}\n\ncomparison written to {path}", all_ok
+    code = EXIT_GATE_FAILED if EXIT_GATE_FAILED in codes else max(codes)
+    return f"{table}\n\ncomparison written to {path}", code

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 STAGES = ("model", "export", "quantize", "lint", "compile", "validate", "bundle")
+NEAR_COPY_CHECK = "phash-256 + thumbnail-8x8 after the model's preprocessing (edgeresnext.data.content)"
 EXPORT_PARITY_IMAGES = 32
 EXPORT_TOLERANCE = 1e-3
 
@@ -204,21 +205,28 @@ def stage_quantize(ctx: BuildContext) -> StageResult:
         "gate": target.gates.max_top1_drop,
         "data": target.data.model_dump(mode="json"),
         "on_bad_image": target.data.on_bad_image,
+        # how calibration and tuning images are compared with the validation images (a new check reruns the stage)
+        "near_copy_check": NEAR_COPY_CHECK,
     }
 
     def produce(folder: Path) -> dict[str, Any]:
+        from edgeresnext.data.validation import validation_fingerprints
         from edgeresnext.quantize.sensitivity import SENSITIVITY_IMAGES, layer_sensitivity
 
         began = time.perf_counter()
         int8 = folder / QDQ_ONNX
-        info, calib, meta = _quantize(ctx, int8)
+        info, calib, meta, calib_files = _quantize(ctx, int8)
+        # Calibration and tuning images are compared by content with the validation images the gates score.
+        reference = validation_fingerprints(target.data, meta.preprocess, meta.class_names)
+        info["calibration_near_copies"] = _calibration_near_copies(calib, calib_files, reference)
         ranking, ranking_images = None, calib[:SENSITIVITY_IMAGES]
         if target.quant.sensitivity:
             ranking = layer_sensitivity(int8, ranking_images, folder / SENSITIVITY_JSON, fp32_onnx=ctx.fp32_onnx)
             info["most_sensitive"] = [row["module"] for row in ranking["layers"][:3]]
         info["sensitivity"] = "asked for (quant.sensitivity)" if ranking else "not run"
         if target.gates.max_top1_drop is not None and target.quant.max_fallback_layers > 0:
-            info["fallback"], ranked = _fallback(ctx, meta, int8, ranking, ranking_images, folder / SENSITIVITY_JSON)
+            sensitivity_json = folder / SENSITIVITY_JSON
+            info["fallback"], ranked = _fallback(ctx, meta, int8, ranking, ranking_images, sensitivity_json, reference)
             if ranked and not ranking:
                 info["sensitivity"] = "run by the fallback: the drop on the tuning images was above the gate"
         info["seconds"] = round(time.perf_counter() - began, 2)
@@ -229,15 +237,16 @@ def stage_quantize(ctx: BuildContext) -> StageResult:
     return run_stage(ctx.root / STAGE_FOLDERS["quantize"], "quantize", section, inputs, produce)
 
 
-def _quantize(ctx: BuildContext, int8: Path) -> tuple[dict[str, Any], Any, ModelMeta]:
+def _quantize(ctx: BuildContext, int8: Path) -> tuple[dict[str, Any], Any, ModelMeta, list[Path]]:
     """The Q/DQ INT8 ONNX at ``int8`` from the calibration images; (the record so far, the calibration images, the
-    model's metadata)."""
+    model's metadata, the file of each calibration image)."""
     from edgeresnext.data.calibration import load_calibration_images
     from edgeresnext.quantize.int8 import quantize_int8
 
     spec, target = ctx.target.quant, ctx.target
     model = ctx.load_model()
     skipped: list[tuple[str, str]] = []
+    used: list[Path] = []
     calib = load_calibration_images(
         spec.calib_dir,
         model.meta.preprocess,
@@ -245,6 +254,7 @@ def _quantize(ctx: BuildContext, int8: Path) -> tuple[dict[str, Any], Any, Model
         target.data.on_bad_image,
         skipped=skipped,
         shape=model.meta.input_chw,
+        used=used,
     )
     began = time.perf_counter()
     quantize_int8(
@@ -256,11 +266,32 @@ def _quantize(ctx: BuildContext, int8: Path) -> tuple[dict[str, Any], Any, Model
         "calibration_skipped": skipped,
         "quantize_seconds": round(time.perf_counter() - began, 2),
     }
-    return info, calib, model.meta
+    return info, calib, model.meta, used
+
+
+def _calibration_near_copies(calib: Any, files: list[Path], reference: Any) -> dict[str, Any]:
+    """Which calibration images are near-copies of validation images (named, not removed: the user chose them; the
+    drop is then measured partly on images the quantizer calibrated on, and the summary warns)."""
+    from edgeresnext.data.validation import near_copies_of_validation
+
+    copies = near_copies_of_validation(calib, [str(f) for f in files], reference)
+    return {
+        "checked": len(files),
+        "count": len(copies),
+        "disjoint_from_validation": not copies,
+        "against": reference.name,
+        "images": copies,
+    }
 
 
 def _fallback(
-    ctx: BuildContext, meta: ModelMeta, int8: Path, ranking: Any, ranking_images: Any, sensitivity_json: Path
+    ctx: BuildContext,
+    meta: ModelMeta,
+    int8: Path,
+    ranking: Any,
+    ranking_images: Any,
+    sensitivity_json: Path,
+    reference: Any = None,
 ) -> tuple[dict[str, Any], bool]:
     """Layers back to float, most sensitive first, until the drop on held-out tuning images meets the gate; decided
     on images the validation gate never sees (the validation set judges the result, not the choice). (The record,
@@ -269,7 +300,7 @@ def _fallback(
     from edgeresnext.quantize.sensitivity import fallback
 
     target, spec = ctx.target, ctx.target.quant
-    tuning = load_tuning_data(target.data, spec, meta.preprocess, meta.class_names)
+    tuning = load_tuning_data(target.data, spec, meta.preprocess, meta.class_names, reference=reference)
     if isinstance(tuning, str):
         return {"run": False, "why": f"no labelled images disjoint from the validation set: {tuning}"}, False
     result = fallback(
@@ -290,9 +321,11 @@ def _fallback(
     record = {
         "run": True,
         "images": tuning.name,
-        # checked by content (decoded pixels) against every validation image, not assumed
+        # checked by content (after the model's preprocessing) against every validation image, not assumed: True
+        # only when no tuning image was a near-copy of one (those found are left out, and named here)
         "disjoint_from_validation": tuning.disjoint_from_validation,
         "overlap_excluded": tuning.overlap_excluded,
+        "near_copies": tuning.near_copies,
         "top1_drop_before": round(result.fp32_top1 - result.int8_top1, 5),
         "top1_drop_after": round(result.top1_drop, 5),
         "layers_in_float": result.layers,
@@ -395,13 +428,10 @@ def stage_validate(ctx: BuildContext) -> StageResult:
         model = ctx.load_model()
         data = load_validation_data(target.data, model.meta.preprocess, model.meta.class_names)
         items = choose_artifacts(ctx.build_files, target, baseline_dir=folder / "baseline")
-        # A Jetson kit's device check set needs the host's outputs for its first images: kept from this pass.
+        # A Jetson kit's device check set needs the host's outputs for its images (the first of the set's
+        # class-stratified order): kept from this pass.
         kept: dict[str, Any] = {}
-        keep = (
-            target.validate_.device_check_images
-            if ctx.done["compile"].info.get("artifact", {}).get("kind") == "kit"
-            else 0
-        )
+        keep = _check_set_images(ctx, data) if ctx.done["compile"].info.get("artifact", {}).get("kind") == "kit" else 0
         report = validate(
             target,
             items,
@@ -418,12 +448,20 @@ def stage_validate(ctx: BuildContext) -> StageResult:
         if kept:
             from edgeresnext.pipeline.checkset import KEPT_LOGITS, save_kept_logits
 
-            save_kept_logits(folder / KEPT_LOGITS, kept)
+            save_kept_logits(folder / KEPT_LOGITS, kept, data.ids[:keep], data.inputs[:keep])
         report.deepstream = measure_serving_exports(ctx.build_files, target, model.meta, target_threads(target))
         write_report(report, folder)
         return {"passed": report.passed, "primary": report.primary}
 
     return run_stage(ctx.root / STAGE_FOLDERS["validate"], "validate", section, files, produce)
+
+
+def _check_set_images(ctx: BuildContext, data: Any) -> int:
+    """How many images a kit's device check set will take from ``data`` (0: none)."""
+    from edgeresnext.pipeline.checkset import check_set_size
+
+    size = check_set_size(ctx.target, tuple(data.inputs.shape[1:]), len(data.class_names), len(data))
+    return size.images
 
 
 def load_report(ctx: BuildContext) -> ValidationReport:
@@ -488,7 +526,7 @@ def stage_bundle(ctx: BuildContext) -> StageResult:
         summary = bundle_summary(report)
         artifact = Artifact.load(artifact_json)
         info: dict[str, Any] = {"validation_summary": summary}
-        if artifact.kind == "kit" and ctx.target.validate_.device_check_images > 0:
+        if artifact.kind == "kit" and ctx.target.validate_.device_check_images != 0:
             from edgeresnext.pipeline.checkset import kit_with_check_set
 
             artifact, info["device_check_set"] = kit_with_check_set(ctx, artifact, ctx.root / "device-check")
@@ -506,6 +544,8 @@ def stage_bundle(ctx: BuildContext) -> StageResult:
     section = {
         "backend": ctx.target.backend,
         "device_check_images": ctx.target.validate_.device_check_images,
+        "device_check_megabytes": ctx.target.validate_.device_check_megabytes,
+        "check_set_version": 2,  # uint8 pixels, class-stratified sample (a new format reruns the stage)
         "data": ctx.target.data.model_dump(mode="json"),
         "gates": ctx.target.gates.model_dump(mode="json"),
     }

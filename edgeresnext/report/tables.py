@@ -396,7 +396,17 @@ def device_section(report: dict[str, Any]) -> tuple[list[list[str]], str] | None
     if not rows:
         return None
     check = report["device_check"]
-    return rows, check.get("reason") or (check.get("gate") or {}).get("message", "")
+    said = check.get("reason") or (check.get("gate") or {}).get("message", "")
+    sample = check.get("sample")
+    if sample:
+        counts = ", ".join(f"{name} {count}" for name, count in (check.get("class_counts") or {}).items())
+        drawn = (
+            f"a class-stratified random sample of {sample['of']:,} validation images, data.sample_seed {sample['seed']}"
+            if sample["of"] > (check.get("images") or 0)
+            else "all the validation images"
+        )
+        said += f" (check set: {check.get('images')} images, {drawn}: {counts})"
+    return rows, said
 
 
 def _md_device(report: dict[str, Any]) -> list[str]:

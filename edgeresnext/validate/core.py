@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgeresnext.data.sampling import class_counts
 from edgeresnext.data.validation import ValidationData, load_validation_data
 from edgeresnext.environment import environment
 from edgeresnext.errors import BackendUnavailable, ConfigError
@@ -188,8 +189,8 @@ def _measure_row(item: ArtifactUnderTest, run: _Pass) -> ArtifactResult:
     inputs, labels = data.inputs[:count], data.labels[:count]
     if count < len(data):
         run.subsets.append(
-            f"{item.name}: validated on the first {count:,} of {len(data):,} images "
-            "(validate.stand_in_images); its top-1, drop and intervals are over those images"
+            f"{item.name}: validated on {data.sample_of(count)} (validate.stand_in_images); its top-1, drop and "
+            "intervals are over those images"
         )
     logger.info("validating %s on %d images", item.name, count)
     with PeakMemory() as memory:
@@ -264,6 +265,9 @@ def _data_summary(data: ValidationData) -> DataSummary:
         class_names=data.class_names,
         input_shape=list(data.inputs.shape[1:]),
         skipped=[{"file": file, "reason": reason} for file, reason in data.skipped],
+        sample_seed=data.sample_seed,
+        total=data.total,
+        class_counts=class_counts(data.labels, data.class_names),
     )
 
 
@@ -440,4 +444,6 @@ def compare_artifacts(
     logits = [run_logits(item.runner, data.inputs) for item in items]  # type: ignore[union-attr]
     result = compare_outputs(logits[0], logits[1], data.labels, atol=atol, rtol=rtol, worst=worst)
     result.update({"a": path_a, "b": path_b, "data": data.name, "class_names": data.class_names})
+    for row in result["worst"]:  # which image: its dataset index or file (the set is a class-stratified sample)
+        row["image"] = data.ids[row["index"]] if data.ids else str(row["index"])
     return result

@@ -278,12 +278,17 @@ class DataSummary:
     class_names: list[str]
     input_shape: list[int]
     skipped: list[dict[str, str]] = field(default_factory=list)
+    # The images are the first of the set's class-stratified order (data.sample_seed) among `total`; None: as given.
+    sample_seed: int | None = None
+    total: int | None = None
+    class_counts: dict[str, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["skipped_count"] = len(self.skipped)
         order = ("name", "count", "num_classes", "class_names", "input_shape", "skipped_count", "skipped")
-        return {k: data[k] for k in order}
+        extra = ("sample_seed", "total", "class_counts")
+        return {**{k: data[k] for k in order}, **{k: data[k] for k in extra if data[k] is not None}}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DataSummary:

@@ -9,12 +9,18 @@ preprocessing) and ``--exportOutput`` (trtexec's JSON), and its timing summary g
 the check's batch (the plan's largest).
 
 The check set (``check/``, written by the build host): ``check.json`` (labels, the host's per-image FP32 and INT8
-stand-in logits, the gate), ``inputs-NNN.bin`` (one file per batch), ``host_report.json`` (the host's validation
-report, for ``edgeresnext report BUNDLE``).
+stand-in logits, the gate, how the images were sampled and normalized), ``pixels-NNN.u8`` (one file per batch: the
+images after the bundle's resize and crop, uint8 NCHW, a quarter of their float32 size), ``host_report.json`` (the
+host's validation report, for ``edgeresnext report BUNDLE``). The device normalizes the pixels into the float32 files
+trtexec reads (:func:`normalized_bytes`: ``((x / 255) - mean) / std``, every step rounded to float32, with numpy when
+it is there and with the standard library alone when not, byte for byte the same), and the host computed its outputs
+on exactly those bytes.
 
 Result (recorded in the sealed manifest under the engine's ``device_check``): ``status`` ``checked`` (the gate
-passed), ``failed`` (the engine disagrees with the host's INT8 stand-in beyond ``gates.max_device_disagreement``) or
-``unchecked`` (no check set, no trtexec, or trtexec failed; ``reason`` says which).
+passed; ``gate.provable`` says whether on its bound or, NOT PROVEN, on the measured value), ``failed`` (the engine
+disagrees with the host's INT8 stand-in beyond ``gates.max_device_disagreement``) or ``unchecked`` (no check set, no
+trtexec, or trtexec failed; ``reason`` says which). Run alone it exits 0 (checked and proven), 1 (failed), 3
+(checked, NOT PROVEN) or 2 (the check could not run).
 """
 
 from __future__ import annotations
@@ -26,10 +32,12 @@ import math
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 CHECK_DIR = "check"
@@ -137,6 +145,105 @@ def _trtexec(trtexec: str, args: list[str], work: Path) -> str:
     return log
 
 
+def _float32(value: float) -> float:
+    """``value`` rounded to the nearest float32 (IEEE round to nearest, even), as a Python float."""
+    return struct.unpack("<f", struct.pack("<f", value))[0]
+
+
+def _lanes(mean: float, std: float) -> list[bytes]:
+    """For one channel: four ``bytes.translate`` tables, lane k mapping a pixel value to byte k of its normalized
+    float32 (little-endian). Each step is rounded to float32 as numpy's float32 arithmetic rounds it (an operation of
+    two float32 values done in double, then rounded, is correctly rounded: 53 >= 2 x 24 + 2 bits)."""
+    mean32, std32 = _float32(mean), _float32(std)
+    values = [struct.pack("<f", _float32(_float32(_float32(v / 255.0) - mean32) / std32)) for v in range(256)]
+    return [bytes(value[k] for value in values) for k in range(4)]
+
+
+def normalized_bytes(pixels: bytes, chw: list[int], mean: list[float], std: list[float]) -> bytes:
+    """uint8 NCHW pixels to the float32 NCHW bytes trtexec's ``--loadInputs`` reads (little-endian, as Jetson and
+    x86 are): ``((x / 255) - mean[c]) / std[c]``, each step rounded to float32. numpy when importable, else the
+    standard library (per-channel lookup tables applied with ``bytes.translate``, one byte lane at a time); the two
+    give the same bytes (``tests/test_device_check.py``), which are the bytes the build host ran its models on."""
+    channels, height, width = (int(d) for d in chw)
+    plane = height * width
+    if len(mean) != channels or len(std) != channels or len(pixels) % (channels * plane):
+        raise CheckError(f"{len(pixels)} pixel bytes for {channels}x{height}x{width} images with {len(mean)} means")
+    try:
+        import numpy as np
+    except ImportError:
+        np = None
+    if np is not None:
+        array = np.frombuffer(pixels, dtype=np.uint8).reshape(-1, channels, height, width).astype(np.float32)
+        mean32 = np.asarray(mean, dtype=np.float32).reshape(1, channels, 1, 1)
+        std32 = np.asarray(std, dtype=np.float32).reshape(1, channels, 1, 1)
+        return ((array / np.float32(255.0) - mean32) / std32).astype("<f4").tobytes()
+    lanes = [_lanes(m, s) for m, s in zip(mean, std, strict=True)]
+    out = bytearray(4 * len(pixels))
+    for start in range(0, len(pixels), plane):
+        source = pixels[start : start + plane]
+        for k, lane in enumerate(lanes[(start // plane) % channels]):
+            out[4 * start + k : 4 * (start + plane) : 4] = source.translate(lane)
+    return bytes(out)
+
+
+# How a version-2 check set stores its pixels: zlib over rows that hold their XOR with the row above (per image and
+# channel), lossless; photos shrink by a quarter to a third, and both steps undo at C speed without numpy.
+PIXEL_ENCODING = "zlib(xor-up)"
+
+
+def encoded_pixels(pixels: bytes, chw: list[int]) -> bytes:
+    """uint8 NCHW pixels as a check set stores them (:data:`PIXEL_ENCODING`); the inverse of :func:`decoded_pixels`."""
+    _, height, width = (int(d) for d in chw)
+    rows = [pixels[start : start + width] for start in range(0, len(pixels), width)]
+    out = bytearray(len(pixels))
+    for index, row in enumerate(rows):
+        above = rows[index - 1] if index % height else bytes(width)
+        out[index * width : (index + 1) * width] = (
+            int.from_bytes(row, "little") ^ int.from_bytes(above, "little")
+        ).to_bytes(width, "little")
+    return zlib.compress(bytes(out), 9)
+
+
+def decoded_pixels(data: bytes, chw: list[int]) -> bytes:
+    """The uint8 NCHW pixels of a check set's file: each row XOR the decoded row above it, from the plane's top."""
+    _, height, width = (int(d) for d in chw)
+    raw = zlib.decompress(data)
+    try:
+        import numpy as np
+    except ImportError:
+        np = None
+    if np is not None:
+        rows = np.frombuffer(raw, dtype=np.uint8).reshape(-1, height, width)
+        return np.bitwise_xor.accumulate(rows, axis=1).tobytes()
+    out = bytearray(len(raw))
+    above = 0
+    for index, start in enumerate(range(0, len(raw), width)):
+        above = int.from_bytes(raw[start : start + width], "little") ^ (above if index % height else 0)
+        out[start : start + width] = above.to_bytes(width, "little")
+    return bytes(out)
+
+
+def _input_file(check: dict, check_dir: Path, batch: dict, index: int, work: Path) -> Path:
+    """The batch as trtexec reads it: a version-1 set's float32 file as it is; a version-2 set's uint8 pixels
+    decoded and normalized into ``work`` (never into the bundle)."""
+    source = check_dir / batch["file"]
+    if check.get("dtype", "float32") == "float32":
+        return source
+    chw, norm = check["input_chw"], check["normalize"]
+    pixels = source.read_bytes()
+    if check.get("encoding") == PIXEL_ENCODING:
+        try:
+            pixels = decoded_pixels(pixels, chw)
+        except zlib.error as err:
+            raise CheckError(f"{batch['file']}: not a {PIXEL_ENCODING} pixel file ({err})") from err
+    expected = batch["size"] * chw[0] * chw[1] * chw[2]
+    if len(pixels) != expected:
+        raise CheckError(f"{batch['file']}: {len(pixels)} bytes, {expected} expected ({batch['size']} images)")
+    target = work / f"inputs-{index:03d}.bin"
+    target.write_bytes(normalized_bytes(pixels, chw, norm["mean"], norm["std"]))
+    return target
+
+
 def run_engine(trtexec: str, engine: Path, check: dict, check_dir: Path, work: Path) -> tuple[list, dict]:
     """The engine's logits for every check image, and trtexec's timing at batch 1 and at the check's batch."""
     name, chw = check["input_name"], "x".join(str(d) for d in check["input_chw"])
@@ -147,7 +254,7 @@ def run_engine(trtexec: str, engine: Path, check: dict, check_dir: Path, work: P
         args = [
             f"--loadEngine={engine}",
             f"--shapes={name}:{batch['size']}x{chw}",
-            f"--loadInputs={name}:{check_dir / batch['file']}",
+            f"--loadInputs={name}:{_input_file(check, check_dir, batch, index, work)}",
             f"--exportOutput={out}",
         ]
         if index > 0:  # the first call's timing run is the batch's timing; the rest only compute
@@ -230,6 +337,11 @@ def evaluate(stats, check: dict, device_logits: list[list[float]]) -> dict:
     }
     if not all(math.isfinite(x) for x in deltas):
         result["max_abs_dlogit_vs_stand_in"] = None
+    if "sample" in check:  # how the set was chosen (check.json version 2), and which images the engine disagrees on
+        result["sample"] = {**check["sample"], "dataset": check.get("dataset")}
+        result["class_counts"] = check.get("class_counts")
+        ids = check.get("ids") or [str(i) for i in range(n)]
+        result["disagreeing_images"] = [ids[i] for i in range(n) if device[i] != stand_in[i]][:20]
     result["gate"] = gate(stats, check["gate"], agree_si, n)
     return result
 
@@ -251,16 +363,20 @@ def gate(stats, spec: dict, agree: int, n: int) -> dict:
         return {"limit": limit, "measured": disagreement, "passed": passed, "basis": "point", "message": message}
     bound = stats.agreement_lower_bound(agree, n, confidence)
     needed = stats.min_images_for_agreement(1 - limit, confidence)
-    provable = stats.agreement_gate_provable(n, 1 - limit, confidence)
+    most = stats.max_disagreements(n, limit, confidence)
     level = f"{100 * confidence:g} %"
-    if provable:
+    if most is not None:  # the set can prove the limit: decided on the bound
         passed = bound >= 1 - limit
-        message = (
-            f"{head}; {level} upper bound {_pct(1 - bound)} <= {_pct(limit)} (passed)"
-            if passed
-            else f"{head}; its {level} upper bound {_pct(1 - bound)} is over the {_pct(limit)} limit by "
-            f"{100 * ((1 - bound) - limit):.2f} pt"
-        )
+        proves = f"{n} images prove <= {_pct(limit)} when at most {most} disagree"
+        if passed:
+            message = f"{head}; {level} upper bound {_pct(1 - bound)} <= {_pct(limit)} (passed: {proves})"
+        elif disagreement > limit:
+            message = f"{head}, {over} ({level} upper bound {_pct(1 - bound)}; {proves})"
+        else:
+            message = (
+                f"{head}; its {level} upper bound {_pct(1 - bound)} is over the {_pct(limit)} limit by "
+                f"{100 * ((1 - bound) - limit):.2f} pt ({proves})"
+            )
     else:
         passed = disagreement <= limit and unproven == "warn"
         short = "no finite set can" if needed is None else f"at least {needed:,} images needed"
@@ -281,7 +397,8 @@ def gate(stats, spec: dict, agree: int, n: int) -> dict:
         "passed": passed,
         "basis": "bound",
         "upper_bound": 1 - bound,
-        "provable": provable,
+        "provable": most is not None,
+        "max_disagreements": most,
         "min_images": needed,
         "message": message,
     }
@@ -344,6 +461,18 @@ def summary_lines(result: dict) -> list[str]:
         f"{_pct(si['value'])}, max |Δlogit| {result['max_abs_dlogit_vs_stand_in']:.4g}",
         f"  {result['gate']['message']}",
     ]
+    sample = result.get("sample")
+    if sample:
+        counts = ", ".join(f"{name} {count}" for name, count in (result.get("class_counts") or {}).items())
+        seed = f"data.sample_seed {sample['seed']}"
+        drawn = (
+            f"a class-stratified random sample of {sample['of']:,} validation images ({seed})"
+            if sample["of"] > result["images"]
+            else "all the validation images"
+        )
+        lines.append(f"  check set: {drawn}: {counts}")
+    if result.get("disagreeing_images"):
+        lines.append(f"  disagreeing images: {', '.join(result['disagreeing_images'][:5])}")
     for _, timing in sorted(result.get("latency", {}).items()):
         lines.append(
             f"  latency @{timing['batch']}: p50 {timing['p50_ms']:.3f} ms, p99 "
@@ -368,7 +497,21 @@ def main(argv: list[str] | None = None) -> int:
     engine = args.engine or kit / json.loads((kit / "kit.json").read_text(encoding="utf-8"))["plan"]["engine"]
     result = run_check(kit, engine, trtexec=args.trtexec)
     print(json.dumps(result, indent=2))
-    return {"checked": 0, "failed": 1}.get(result["status"], 3)
+    return exit_code(result)
+
+
+# Exit codes, as edgeresnext's commands use them (edgeresnext.errors.EXIT_*; this file imports nothing of edgeresnext):
+# 0 every gate proven, 1 a gate failed, 2 the check could not run, 3 passed on the measured value but NOT PROVEN.
+EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_UNPROVEN = 0, 1, 2, 3
+
+
+def exit_code(result: dict) -> int:
+    """The check's exit code: 0 checked and proven, 1 failed, 3 checked but NOT PROVEN, 2 not checked at all."""
+    if result["status"] == "failed":
+        return EXIT_FAILED
+    if result["status"] != "checked":
+        return EXIT_ERROR
+    return EXIT_OK if result.get("gate", {}).get("provable", True) else EXIT_UNPROVEN
 
 
 if __name__ == "__main__":

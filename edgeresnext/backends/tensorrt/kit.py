@@ -281,7 +281,9 @@ in the bundle's manifest, so that `edgeresnext bundle verify`, `load_bundle()` a
 The engine is built in a copy of the bundle; if the build fails, the bundle stays exactly as it was. Then
 `{DEVICE_CHECK_SCRIPT}` runs the engine with trtexec on the check set in `check/` (images the build host preprocessed,
 with its own outputs for them) and the result is sealed with the engine: `checked`, `failed` (it disagrees with the
-host's INT8 stand-in beyond the target's gate; the command exits 1 and apps refuse the engine) or `unchecked`.
+host's INT8 stand-in beyond the target's gate; the command exits 1 and apps refuse the engine) or `unchecked`. The
+command exits 0 when the gate is proven, and 3 when the engine is sealed but its gate is not proven (the check set
+cannot prove it: NOT PROVEN, or the check did not run).
 The manifest then lists `kit/{plan.engine}` as the primary artifact with its sha256, TensorRT version, GPU name, SM,
 build mode and the ONNX it came from; the kit stays listed, so the same bundle can be rebuilt on another device.
 

@@ -446,6 +446,32 @@ def check_status(manifest: dict) -> str:
     return str(check.get("status") or "unchecked")
 
 
+# Exit codes as edgeresnext's commands use them (edgeresnext.errors.EXIT_*; this file imports nothing of edgeresnext).
+EXIT_OK, EXIT_GATE_FAILED, EXIT_BAD_INPUT, EXIT_UNPROVEN = 0, 1, 2, 3
+
+
+def check_exit_code(manifest: dict) -> int:
+    """The device step's exit code for the sealed engine: 1 when its check failed; 3 when it passed NOT PROVEN (the
+    check set cannot prove the gate) or did not run at all (unchecked); 0 when the gate is proven."""
+    status = check_status(manifest)
+    if status == "failed":
+        return EXIT_GATE_FAILED
+    if status != "checked":
+        return EXIT_UNPROVEN
+    gate = manifest["artifacts"][0]["engine"]["device_check"].get("gate") or {}
+    return EXIT_UNPROVEN if gate.get("provable") is False else EXIT_OK
+
+
+def unproven_check_message(manifest: dict) -> str:
+    """Why the device step exits 3: the engine is sealed, but its device gate is not proven."""
+    check = manifest["artifacts"][0].get("engine", {}).get("device_check") or {}
+    said = check.get("reason") or (check.get("gate") or {}).get("message") or "no device check recorded"
+    return (
+        f"the device check is {'NOT PROVEN' if check.get('status') == 'checked' else 'UNCHECKED'}: {said}; the engine "
+        "is sealed (exit code 3: built, but its gate is not proven; a script that accepts it adds `|| [ $? -eq 3 ]`)"
+    )
+
+
 def failed_check_message(manifest: dict) -> str:
     check = manifest["artifacts"][0]["engine"]["device_check"]
     return (
@@ -510,13 +536,15 @@ def main(argv: list[str] | None = None) -> int:
         )
     except SealError as err:
         print(f"seal.py: error: {err}; the bundle is unchanged", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     for line in summary_lines(bundle, manifest):
         print(line)
-    if check_status(manifest) == "failed":
+    code = check_exit_code(manifest)
+    if code == EXIT_GATE_FAILED:
         print(f"seal.py: error: {failed_check_message(manifest)}", file=sys.stderr)
-        return 1
-    return 0
+    elif code == EXIT_UNPROVEN:
+        print(f"seal.py: {unproven_check_message(manifest)}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":
