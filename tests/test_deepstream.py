@@ -53,6 +53,33 @@ def test_every_config_key_is_one_nvinfer_reads(built, mode):
         assert {"operate-on-gie-id", "operate-on-class-ids", "classifier-async-mode"} <= set(config)
 
 
+@pytest.mark.parametrize("source", ["dataset", "folder"])
+def test_the_section_reads_the_validation_set_s_own_images(source, fmnist_test, tmp_path):
+    """The images nvinfer's emulation starts from are the validation set's, in its order: a named dataset's and an
+    image folder's class-stratified sample under data.limit and data.sample_seed (not the first N)."""
+    from edgeresnext.config import DataSpec
+    from edgeresnext.data.validation import load_validation_pixels, validation_images
+
+    names = list(fmnist_test.class_names)
+    if source == "dataset":
+        spec = DataSpec(dataset="fashion-mnist", split="test", limit=50, sample_seed=7)
+    else:
+        names = ["ankle", "bag", "coat"]  # folder names (Fashion-MNIST's own hold a '/')
+        for label, name in enumerate(names):
+            (tmp_path / name).mkdir()
+            for k, index in enumerate(np.flatnonzero(fmnist_test.labels == label)[:6]):
+                Image.fromarray(fmnist_test.images[index]).save(tmp_path / name / f"{k}.png")
+        spec = DataSpec(dataset=str(tmp_path), limit=9, sample_seed=7)
+    preprocess = Preprocess(channels="L", mean=(0.5,), std=(0.5,))
+    expected = load_validation_pixels(spec, preprocess, names)
+    images = validation_images(spec, names)
+    assert images.labels.tolist() == expected.labels.tolist() and len(images) == len(expected.labels)
+    decoded = np.stack([np.asarray(images.image(i)) for i in range(len(images))])
+    assert np.array_equal(decoded, expected.pixels[:, 0])  # 28x28 already: model size is the image as stored
+    first = fmnist_test.labels[: len(images)] if source == "dataset" else np.repeat([0, 1, 2], 6)[: len(images)]
+    assert expected.labels.tolist() != first.tolist()  # a sample, not the first N: the test can tell them apart
+
+
 def test_labels_are_one_semicolon_separated_line(built):
     assert (built / "deepstream" / "labels.txt").read_text() == ";".join(
         (built / "labels.txt").read_text().splitlines()

@@ -196,8 +196,8 @@ def load_validation_data(spec: DataSpec, preprocess: Preprocess, class_names: Se
 class ValidationImages:
     """The validation set's images as decoded, before any preprocessing (what a serving engine's own preprocessing
     starts from, e.g. DeepStream's nvinfer), one at a time: a folder's files are decoded when asked for, never all held
-    in memory. The same selection as :func:`load_validation_data` (split, ``limit``); an image that preprocessing
-    refuses is the caller's to leave out, as the validation set leaves it out."""
+    in memory. The same selection and order as :func:`load_validation_data`; an image that preprocessing refuses is
+    the caller's to leave out, as the validation set leaves it out."""
 
     labels: np.ndarray
     arrays: np.ndarray | None = None  # a named dataset's uint8 images
@@ -216,18 +216,17 @@ class ValidationImages:
 
 
 def validation_images(spec: DataSpec, class_names: Sequence[str]) -> ValidationImages:
-    """The target's validation images as decoded (see :class:`ValidationImages`)."""
+    """The target's validation images as decoded (see :class:`ValidationImages`): the images
+    :func:`load_validation_data` takes, in its class-stratified order (``data.limit``, ``data.sample_seed``)."""
     from edgeresnext.data import DATASETS, load_dataset
+    from edgeresnext.data.sampling import stratified_sample
 
     if spec.dataset in DATASETS:
         dataset = load_dataset(spec.dataset, split=spec.split, root=spec.root)
-        count = min(spec.limit or len(dataset), len(dataset))
-        return ValidationImages(labels=dataset.labels[:count].astype(np.int64), arrays=dataset.images[:count])
-    from edgeresnext.data.folder import scan_image_folder
-
-    folder = scan_image_folder(Path(spec.dataset), class_names=list(class_names))
-    files = folder.files[: spec.limit] if spec.limit else folder.files
-    return ValidationImages(labels=np.asarray(folder.labels[: len(files)], np.int64), files=tuple(files))
+        index = stratified_sample(dataset.labels, spec.limit, spec.sample_seed)
+        return ValidationImages(labels=dataset.labels[index].astype(np.int64), arrays=dataset.images[index])
+    _folder, files, labels = _sampled_folder(spec, class_names, spec.limit)
+    return ValidationImages(labels=np.asarray(labels, np.int64), files=tuple(files))
 
 
 TUNING_SEED = 1
