@@ -33,10 +33,6 @@ needs_server = pytest.mark.skipif(SERVER_REASON is not None, reason=f"no Triton 
 # within 5e-7 of the float32 the model returned, which is within 2**-24 (float32's half step below 1) of predict's
 # float64 probability.
 PRINTED_SCORE_TOLERANCE = 5e-7 + 2**-24
-# The files ONNX Runtime's and OpenVINO's own telemetry write under HOME on first load: the one thing the HOME check
-# below lets through. TO TIGHTEN when branch issue30-hostile is merged too (it turns that telemetry off): remove this
-# tuple and assert that the server's HOME holds no file at all.
-RUNTIME_TELEMETRY = (".cache/Microsoft/DeveloperTools/.onnxruntime/", "intel/openvino_ga_cid", "intel/stats")
 
 
 def _parse(path: Path):
@@ -282,12 +278,10 @@ def test_bad_requests_get_triton_s_error_and_the_server_stays_healthy(
 @needs_server
 def test_serving_writes_nothing_to_home_and_keeps_the_repository(server, repos, client, images):
     _infer(client, "fmnist_ort_images", _rows(images[:2]))
-    # The server runs with a HOME of its own: nothing of ours lands there. What the runtimes' own telemetry writes on
-    # first load (ONNX Runtime's device id, OpenVINO's client id) is allowed for now, and nothing else: once
-    # issue30-hostile (which turns that telemetry off) is merged, this becomes `assert written == set()`
-    # (see RUNTIME_TELEMETRY above).
-    written = {p.relative_to(server.home).as_posix() for p in server.home.rglob("*") if p.is_file()}
-    assert all(name.startswith(RUNTIME_TELEMETRY) for name in written), written
+    # The server runs with a HOME of its own, and the model's `import edgeresnext` turns the runtimes' telemetry off
+    # before they load (environment.keep_home_clean): not even ONNX Runtime's device id or OpenVINO's client id lands.
+    written = {p.relative_to(server.home).as_posix() for p in server.home.rglob("*")}
+    assert written == set(), written
     repo = repos["onnxruntime"]
     record = json.loads((repo / RECORD).read_text())
     for entry in record["files"]:
