@@ -12,10 +12,10 @@ EXTRA_BUILD_ARGS = $(if $(MODEL),--model $(MODEL)) $(if $(CHECKPOINT),--checkpoi
                    $(if $(DATA),--data $(DATA)) $(if $(CALIB),--calib $(CALIB)) $(if $(LABELS),--labels $(LABELS))
 PYTEST_ARGS ?=
 
-.PHONY: setup tritonserver dataset data train build build-all test test-slow test-gpu bench docs lint format clean help
+.PHONY: setup tritonserver dataset data train build build-all test test-slow test-gpu bench docs lint format schema clean help
 
 help:
-	@echo "make setup | dataset | data | train | build TARGET=<name> | build-all | test | test-slow | test-gpu | bench | docs | lint | clean"
+	@echo "make setup | dataset | data | train | build TARGET=<name> | build-all | test | test-slow | test-gpu | bench | docs | lint | schema | clean"
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -91,6 +91,10 @@ lint: setup
 format: setup
 	$(VENV)/bin/ruff format edgeresnext tests docs/hooks
 	$(VENV)/bin/ruff check --fix edgeresnext tests docs/hooks
+
+# edgeresnext/schemas/manifest.schema.json, generated from the manifest's type (edgeresnext.bundle.model).
+schema: setup
+	$(PY) -c "from edgeresnext.bundle.model import write_schema_file; print(write_schema_file())"
 
 # calib_data/ may hold your own images: only those `edgeresnext data` wrote (listed in its record) are removed.
 clean:

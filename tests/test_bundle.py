@@ -227,3 +227,13 @@ def test_tensorrt_kit_bundle_keeps_the_kit_folder(bundles, shipped_model, tmp_pa
         f"kit/{p.relative_to(kit.path).as_posix()}" for p in kit.files
     }
     assert (bundle / "kit" / "build_engine.sh").stat().st_mode & 0o111
+
+
+def test_the_committed_schema_is_the_one_the_model_generates():
+    """edgeresnext/schemas/manifest.schema.json is generated from edgeresnext.bundle.model (the shipped backends'
+    device sections composed in); an edit of either alone fails here."""
+    from edgeresnext.bundle.model import shipped_schema_text
+
+    assert SCHEMA_PATH.read_text(encoding="utf-8") == shipped_schema_text(), (
+        f"{SCHEMA_PATH} differs from what edgeresnext.bundle.model generates; run `make schema` and commit it"
+    )

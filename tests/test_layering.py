@@ -36,6 +36,7 @@ LAYERS: list[tuple[str, ...]] = [
         "stats.py",
         "progress.py",
         "registry.py",
+        "records.py",
     ),
 ]
 

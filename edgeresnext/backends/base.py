@@ -28,6 +28,7 @@ from edgeresnext.registry import backend_class, backend_names, target_options
 
 if TYPE_CHECKING:
     from edgeresnext.config import Target
+    from edgeresnext.records import DeviceRecord
 
 
 @dataclass
@@ -295,6 +296,9 @@ class Backend:
     default_device: str = "CPU"
     devices: tuple[str, ...] = ("CPU",)  # device names a bundle's target_device may give this runtime
     options_type: type[RunOptions] = RunOptions
+    # What the device step records in the manifest for an artifact built on the device (the artifact's ``engine``
+    # section; the manifest's schema composes it in, readers get it typed): a Record type, or None.
+    device_record: type[DeviceRecord] | None = None
     # The float build of this runtime an INT8 artifact's speed-up is measured against (compiled from the FP32 ONNX
     # beside it); None: none of its own (the FP32 ONNX row in ONNX Runtime is the baseline).
     float_baseline: str | None = None

@@ -1,12 +1,15 @@
 """Reading and checking a bundle: ``manifest.json`` against its schema, and every file against its sha256.
 
-The manifest's shape is ``edgeresnext/schemas/manifest.schema.json`` (JSON Schema); :func:`verify_bundle`
-checks a bundle against it with the small validator below, so device runtimes need no ``jsonschema``. Only the
-standard library at import time: :mod:`edgeresnext.runtime` uses it on devices without torch, pydantic or nncf.
+The manifest's type is :class:`~edgeresnext.bundle.model.Manifest`; its JSON Schema
+(``edgeresnext/schemas/manifest.schema.json``) is generated from that type. :func:`read_manifest` checks a manifest
+against the schema with the small validator below (device runtimes need no ``jsonschema``) and returns the typed
+manifest; :func:`verify_bundle` then checks the files. Only the standard library at import time:
+:mod:`edgeresnext.runtime` uses it on devices without torch, pydantic or nncf.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -15,15 +18,15 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from edgeresnext.atomic import sha256_file
+from edgeresnext.bundle.model import FORMAT, SCHEMA_PATH, SCHEMA_VERSION, schema_for
 from edgeresnext.errors import EdgeResNeXtError
-from edgeresnext.registry import backend_class, backend_names
+from edgeresnext.registry import backend_class, registry_key
 
-FORMAT = "edgeresnext-bundle"
-SCHEMA_VERSION = 1
+__all__ = ["FORMAT", "SCHEMA_PATH", "SCHEMA_VERSION"]
+
 MANIFEST = "manifest.json"
 LABELS = "labels.txt"
 SIGNATURE = "bundle.sig"  # a signed bundle's signature (bundle/signature.py); it cannot be listed in what it signs
-SCHEMA_PATH = Path(__file__).parent.parent / "schemas" / "manifest.schema.json"
 
 
 class BundleError(EdgeResNeXtError):
@@ -31,11 +34,17 @@ class BundleError(EdgeResNeXtError):
 
 
 def manifest_schema() -> dict[str, Any]:
-    """The manifest schema with each ``"x-enum"`` filled in from the registry (the one list of backends): the
-    registered backends' names (``"backends"``) and the artifact kinds they make (``"kinds"``)."""
-    names = backend_names()
+    """The manifest schema, generated from :class:`~edgeresnext.bundle.model.Manifest` for the registered backends
+    (their device sections composed in), with each ``"x-enum"`` filled in from the registry (the one list of
+    backends): the registered backends' names (``"backends"``) and the artifact kinds they make (``"kinds"``)."""
+    return json.loads(_schema_text(registry_key()))
+
+
+@functools.lru_cache(maxsize=8)
+def _schema_text(registered: tuple[tuple[str, str], ...]) -> str:
+    names = [name for name, _ in registered]
     kinds = sorted({kind for name in names for kind in backend_class(name).kinds})
-    return _fill_enums(json.loads(SCHEMA_PATH.read_text(encoding="utf-8")), {"backends": names, "kinds": kinds})
+    return json.dumps(_fill_enums(schema_for(names), {"backends": names, "kinds": kinds}))
 
 
 def _fill_enums(node: Any, enums: dict[str, list[str]]) -> Any:
@@ -63,7 +72,18 @@ _TYPES: dict[str, Any] = {
 
 def check_schema(value: Any, schema: dict[str, Any], where: str) -> None:
     """The part of JSON Schema the manifest schema uses (type, enum, required, properties,
-    additionalProperties: false, items, min/maxItems, minimum, pattern); raises on the first violation."""
+    additionalProperties: false, items, min/maxItems, minimum, pattern, anyOf); raises on the first violation."""
+    if "anyOf" in schema:  # device sections of several backends: one must hold (the first one's error is shown)
+        errors = []
+        for option in schema["anyOf"]:
+            try:
+                check_schema(value, option, where)
+                break
+            except BundleError as err:
+                errors.append(err)
+        else:
+            if errors:
+                raise errors[0]
     kinds = schema.get("type")
     if kinds is not None:
         kinds = [kinds] if isinstance(kinds, str) else kinds

@@ -27,6 +27,7 @@ from edgeresnext.backends.tensorrt.engine import (
 )
 from edgeresnext.backends.tensorrt.kit import check_fp16_scales, kit_from_onnx, rebuild_hint
 from edgeresnext.backends.tensorrt.plan import ENGINE_FILE, FP16_QDQ_FILE, BuildPlan
+from edgeresnext.backends.tensorrt.record import EngineRecord
 from edgeresnext.backends.tensorrt.runner import TensorRTRunner, engine_mismatch
 from edgeresnext.errors import MAX_DLA_CORE, MAX_WORKSPACE_MB, BackendUnavailable, EdgeResNeXtError
 from edgeresnext.onnx_io import check_onnx_precision
@@ -64,6 +65,7 @@ class TensorRTBackend(Backend):
     default_device = "GPU"
     devices = ("GPU",)
     options_type = TensorRTOptions
+    device_record = EngineRecord  # the manifest's engine section of an engine built and checked on the device
     float_baseline = "fp16"  # a GPU's float deployment is its FP16 engine
     always_compare_speed = True  # the FP16 engine can beat INT8 on a GPU
 
