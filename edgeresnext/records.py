@@ -84,16 +84,19 @@ class Record:
         return record
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON object: a record that was read keeps its keys' order; the known keys in field order (None left out
-        unless the field writes null), then the unknown ones."""
+        """The JSON object. A record that was read is written as it was read (its keys' order, null where it was null,
+        absent where absent); a new one has its known keys in field order (None left out unless the field writes
+        null), then the unknown ones."""
         fields = {f.name: f for f in _fields(type(self))}
+        read = getattr(self, "_order", None)  # the keys it was read with: null where it was null, absent where absent
         out: dict[str, Any] = {}
-        for name in [*getattr(self, "_order", ()), *fields, *self.extra]:
+        for name in [*(read or ()), *fields, *self.extra]:
             if name in out:
                 continue
             if name in fields:
                 value = getattr(self, name)
-                if value is not None or fields[name].metadata.get("write_none", False):
+                null = name in read if read is not None else fields[name].metadata.get("write_none", False)
+                if value is not None or null:
                     out[name] = write_value(value)
             elif name in self.extra:
                 out[name] = write_value(self.extra[name])

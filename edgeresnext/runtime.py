@@ -25,9 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from edgeresnext.backends import Artifact, ArtifactInfo, Runner, get_backend
+from edgeresnext.backends import Artifact, Runner, get_backend
 from edgeresnext.bundle import BundleError, read_manifest, verify_bundle
 from edgeresnext.bundle.manifest import BundleInputs, bundle_inputs
+from edgeresnext.bundle.model import ArtifactEntry, Manifest
 from edgeresnext.bundle.signature import check_signature, public_key_from
 from edgeresnext.data.preprocess import Preprocess
 from edgeresnext.errors import BackendUnavailable, ConfigError, DataError
@@ -64,8 +65,8 @@ class Classifier:
     def __init__(
         self,
         bundle_dir: Path,
-        manifest: dict[str, Any],
-        artifact: dict[str, Any],
+        manifest: Manifest,
+        artifact: ArtifactEntry,
         runner: Runner,
         inputs: BundleInputs | None = None,
     ) -> None:
@@ -95,17 +96,17 @@ class Classifier:
 
     @property
     def backend(self) -> str:
-        return self.artifact["backend"]
+        return self.artifact.backend
 
     @property
     def device_check(self) -> str | None:
         """A TensorRT engine built on the device: ``checked``, ``failed`` or ``unchecked`` (see :func:`load_bundle`);
-        None for other artifacts. The full record is ``artifact["engine"]["device_check"]``."""
+        None for other artifacts. The full record is ``artifact.engine.device_check``."""
         return device_check_status(self.artifact)
 
     @property
     def precision(self) -> str:
-        return self.artifact["precision"]
+        return self.artifact.precision
 
     def preprocess_images(self, images: list[Any]) -> np.ndarray:
         """Images (paths, PIL images, uint8 arrays) to the float32 NCHW batch the model takes."""
@@ -175,9 +176,8 @@ class Classifier:
         return results[0] if single else results
 
     def __repr__(self) -> str:
-        model = self.manifest["model"]
         return (
-            f"Classifier({self.bundle_dir}, {model['arch']}, {self.backend} {self.precision}, "
+            f"Classifier({self.bundle_dir}, {self.manifest.model.arch}, {self.backend} {self.precision}, "
             f"{len(self.labels)} classes)"
         )
 
@@ -194,70 +194,70 @@ def _open_image(image: Any) -> Any:
     return image
 
 
-def device_check_status(artifact: dict[str, Any]) -> str | None:
+def device_check_status(artifact: ArtifactEntry) -> str | None:
     """What the device check recorded for an engine built on the device (None: not such an engine)."""
-    if artifact.get("kind") != "engine" or "engine" not in artifact:
+    if artifact.engine is None:
         return None
-    return str((artifact["engine"].get("device_check") or {}).get("status") or "unchecked")
+    check = getattr(artifact.engine, "device_check", None)
+    return check.status if check is not None else "unchecked"
 
 
-def _chosen_artifact(bundle_dir: Path, manifest: dict[str, Any], backend: str | None) -> dict[str, Any]:
+def _chosen_artifact(bundle_dir: Path, manifest: Manifest, backend: str | None) -> ArtifactEntry:
     """The manifest entry of the artifact to load: the primary one, or the first of ``backend``."""
-    artifacts = manifest["artifacts"]
+    artifacts = manifest.artifacts
     if backend is None:
         return artifacts[0]
-    matching = [a for a in artifacts if a["backend"] == backend]
+    matching = [a for a in artifacts if a.backend == backend]
     if not matching:
         raise ConfigError(
-            f"{bundle_dir}: no {backend!r} artifact; the bundle has "
-            f"{', '.join(sorted({a['backend'] for a in artifacts}))}"
+            f"{bundle_dir}: no {backend!r} artifact; the bundle has {', '.join(sorted({a.backend for a in artifacts}))}"
         )
     return matching[0]
 
 
-def _check_loadable(bundle_dir: Path, artifact: dict[str, Any], allow_failed_check: bool) -> None:
+def _check_loadable(bundle_dir: Path, artifact: ArtifactEntry, allow_failed_check: bool) -> None:
     """Refuse a kit (no engine yet) and an engine that failed its device check; warn about an unchecked one."""
-    where = bundle_dir / artifact["path"]
-    if artifact["kind"] == "kit":
+    where = bundle_dir / artifact.path
+    if artifact.kind == "kit":
         raise BackendUnavailable(
             f"{where}: an on-device build kit, not an engine; build the engine on the "
             f"device first: `edgeresnext bundle build-engine {bundle_dir}` (or `{where}/"
             "build_engine.sh` without edgeresnext; see the kit's README)"
         )
     status = device_check_status(artifact)
+    check = getattr(artifact.engine, "device_check", None)
     if status == "failed" and not allow_failed_check:
-        said = ((artifact["engine"]["device_check"].get("gate") or {}).get("message")) or "see the manifest"
+        said = (check.gate.message if check.gate is not None else None) or "see the manifest"
         raise BundleError(
             f"{where}: this engine FAILED its device check ({said}); it is refused. Rebuild it "
             f"(`edgeresnext bundle build-engine {bundle_dir}`), or load_bundle(..., allow_failed_check=True) to run it "
             "anyway"
         )
     if status == "unchecked":
-        reason = (artifact["engine"].get("device_check") or {}).get("reason") or "no device check recorded"
+        reason = (check.reason if check is not None else None) or "no device check recorded"
         logger.warning("%s: this engine is UNCHECKED on the device (%s)", where, reason)
 
 
-def _runtime_device(manifest: dict[str, Any], artifact: dict[str, Any], runtime: Any) -> str:
+def _runtime_device(manifest: Manifest, artifact: ArtifactEntry, runtime: Any) -> str:
     """The primary artifact's target device when the runtime knows that name (not ``jetson-orin``, say), else the
     runtime's default."""
-    device = manifest["device"]["target_device"] if artifact is manifest["artifacts"][0] else runtime.default_device
+    device = manifest.device.target_device if artifact is manifest.primary else runtime.default_device
     return device if device in runtime.devices else runtime.default_device
 
 
 def _stand_in_classifier(
-    bundle_dir: Path, manifest: dict[str, Any], artifact: dict[str, Any], threads: int | None, inputs: BundleInputs
+    bundle_dir: Path, manifest: Manifest, artifact: ArtifactEntry, threads: int | None, inputs: BundleInputs
 ) -> Classifier:
     """A classifier running the first stand-in the artifact's backend names (the files it is built from, run by
     another backend here); a BundleError when it has none."""
-    files = [bundle_dir / name for name in artifact["files"]]
-    if "engine" in artifact:  # an engine sealed on the device lists its build outputs; its source ONNX is recorded
-        files.append(bundle_dir / artifact["engine"]["onnx"]["path"])
-    recorded = Artifact(
-        artifact["backend"], artifact["precision"], artifact["kind"], bundle_dir / artifact["path"], files
-    )
-    stand_ins = get_backend(artifact["backend"]).stand_ins(recorded)
+    files = [bundle_dir / name for name in artifact.files]
+    if artifact.engine is not None:  # built on the device: it lists its build outputs; what it was built from is
+        # recorded with its sha256 (a TensorRT engine's source ONNX)
+        files += [bundle_dir / name for _, name, sha256 in artifact.engine.sources() if sha256 is not None]
+    recorded = Artifact(artifact.backend, artifact.precision, artifact.kind, bundle_dir / artifact.path, files)
+    stand_ins = get_backend(artifact.backend).stand_ins(recorded)
     if not stand_ins:
-        raise BundleError(f"{bundle_dir}: the {artifact['backend']} {artifact['kind']} artifact has no host stand-in")
+        raise BundleError(f"{bundle_dir}: the {artifact.backend} {artifact.kind} artifact has no host stand-in")
     name, chosen = stand_ins[0]
     runtime = get_backend(chosen.backend)
     runner = runtime.load(chosen, runtime.run_options(threads=threads))
@@ -310,22 +310,15 @@ def load_bundle(
     if stand_in:
         return _stand_in_classifier(bundle_dir, manifest, artifact, threads, inputs)
     _check_loadable(bundle_dir, artifact, allow_failed_check)
-    runtime = get_backend(artifact["backend"])
+    runtime = get_backend(artifact.backend)
     if device is None:
         device = _runtime_device(manifest, artifact, runtime)
-    recorded = Artifact(
-        backend=artifact["backend"],
-        precision=artifact["precision"],
-        kind=artifact["kind"],
-        path=bundle_dir / artifact["path"],
-        files=[bundle_dir / name for name in artifact["files"]],
-        # An engine built on the device: what it was built for (TensorRT version, SM) is checked before it loads.
-        info=ArtifactInfo.from_dict({**artifact.get("info", {}), **artifact.get("engine", {})}),
-    )
+    # An engine built on the device: what it was built for (TensorRT version, SM) is checked before it loads.
+    recorded = artifact.to_artifact(bundle_dir)
     try:
         runner = runtime.load(recorded, runtime.run_options(info=recorded.info, device=device, threads=threads))
     except BackendUnavailable as err:
-        others = [a["backend"] for a in manifest["artifacts"] if a is not artifact and a["kind"] != "kit"]
+        others = [a.backend for a in manifest.artifacts if a is not artifact and a.kind != "kit"]
         hint = f"; the bundle also has: {', '.join(others)} (load_bundle(..., backend=...))" if others else ""
         raise BackendUnavailable(f"{bundle_dir}: {err}{hint}") from err
     classifier = Classifier(bundle_dir, manifest, artifact, runner, inputs)

@@ -49,29 +49,29 @@ def _rewrite_manifest(bundle: Path, change) -> None:
 
 
 def test_manifest_describes_model_input_preprocessing_and_backend(bundles, shipped_model):
-    manifest = verify_bundle(bundles["openvino"])
+    manifest = verify_bundle(bundles["openvino"])  # typed: edgeresnext.bundle.model.Manifest
     meta = shipped_model.meta
-    assert manifest["format"] == "edgeresnext-bundle" and manifest["schema_version"] == 1
-    assert manifest["model"]["arch"] == meta.arch and manifest["model"]["num_classes"] == meta.num_classes
-    assert manifest["input"] == {
+    assert manifest.format == "edgeresnext-bundle" and manifest.schema_version == 1
+    assert manifest.model.arch == meta.arch and manifest.model.num_classes == meta.num_classes
+    assert manifest.input.to_json() == {
         "name": "input",
         "shape": [-1, meta.in_channels, 28, 28],
         "dtype": "float32",
         "layout": "NCHW",
         "batch": {"min": 1, "opt": 1, "max": 8},
     }
-    pre = manifest["preprocess"]
-    assert (pre["channels"], pre["resize"], pre["crop"]) == (meta.preprocess.channels, None, None)
-    assert pre["mean"] == list(meta.preprocess.mean) and pre["std"] == list(meta.preprocess.std)
-    assert pre["scale"] == pytest.approx(1 / 255)
-    assert manifest["output"]["meaning"] == "logits" and manifest["output"]["shape"] == [-1, meta.num_classes]
-    assert manifest["precision"] == "fp32"
-    assert manifest["backend"] == {"name": "openvino", "version": metadata.version("openvino")}
-    assert manifest["device"]["target_device"] == "CPU"
-    assert manifest["validation"] == {"top1": float(SUMMARY["top1"]), "top1_drop": 0.0, "latency_ms_p50": 0.4}
-    assert [a["kind"] for a in manifest["artifacts"]] == ["ir", "onnx"]
-    assert manifest["artifacts"][0]["files"] == ["model.xml", "model.bin"]
-    assert manifest["target"]["name"] == "test-openvino-fp32"
+    pre = manifest.preprocess
+    assert (pre.channels, pre.resize, pre.crop) == (meta.preprocess.channels, None, None)
+    assert pre.mean == list(meta.preprocess.mean) and pre.std == list(meta.preprocess.std)
+    assert pre.scale == pytest.approx(1 / 255)
+    assert manifest.output.meaning == "logits" and manifest.output.shape == [-1, meta.num_classes]
+    assert manifest.precision == "fp32"
+    assert manifest.backend.to_json() == {"name": "openvino", "version": metadata.version("openvino")}
+    assert manifest.device.target_device == "CPU"
+    assert manifest.validation == {"top1": float(SUMMARY["top1"]), "top1_drop": 0.0, "latency_ms_p50": 0.4}
+    assert [a.kind for a in manifest.artifacts] == ["ir", "onnx"]
+    assert manifest.artifacts[0].files == ["model.xml", "model.bin"]
+    assert manifest.target.name == "test-openvino-fp32"
     labels = (bundles["openvino"] / "labels.txt").read_text().splitlines()
     assert labels == meta.class_names
 
@@ -177,8 +177,8 @@ def test_rebundling_replaces_the_folder_whole(bundles, shipped_model, tmp_path):
     (out / "stale.engine").write_bytes(b"old")
     bundle_from_artifacts(out, artifact, shipped_model.meta, None)
     assert sorted(p.name for p in out.iterdir()) == ["labels.txt", "manifest.json", "model.onnx"]
-    assert verify_bundle(out)["validation"] is None
-    assert verify_bundle(out)["input"]["name"] == manifest["input"]["name"]
+    assert verify_bundle(out).validation is None
+    assert verify_bundle(out).input.name == manifest["input"]["name"]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary folders left
 
 
@@ -222,8 +222,8 @@ def test_tensorrt_kit_bundle_keeps_the_kit_folder(bundles, shipped_model, tmp_pa
     assert kit.kind == "kit"
     bundle = bundle_from_artifacts(tmp_path / "bundle", kit, shipped_model.meta, None, target)
     manifest = verify_bundle(bundle)
-    assert manifest["artifacts"][0]["path"] == "kit"
-    assert {f["path"] for f in manifest["files"]} == {"labels.txt"} | {
+    assert manifest.artifacts[0].path == "kit"
+    assert {f.path for f in manifest.files} == {"labels.txt"} | {
         f"kit/{p.relative_to(kit.path).as_posix()}" for p in kit.files
     }
     assert (bundle / "kit" / "build_engine.sh").stat().st_mode & 0o111

@@ -42,7 +42,7 @@ def test_every_config_key_is_one_nvinfer_reads(built, mode):
     manifest = verify_bundle(built)
     plan = json.loads((built / "kit" / "kit.json").read_text())["plan"]
     assert config["process-mode"] == {"primary": "1", "secondary": "2"}[mode] and config["network-type"] == "1"
-    assert config["infer-dims"] == "1;28;28" == ";".join(map(str, manifest["input"]["shape"][1:]))
+    assert config["infer-dims"] == "1;28;28" == ";".join(map(str, manifest.input.shape[1:]))
     assert config["model-color-format"] == "2"  # the shipped model is grayscale (L): nvinfer's GRAY
     assert (config["net-scale-factor"], config["offsets"]) == ("1.0", "0")  # the normalization is in the engine
     assert config["model-engine-file"] == f"../kit/{VARIANT_ENGINE}" and config["onnx-file"] == f"../kit/{VARIANT_ONNX}"
@@ -90,11 +90,11 @@ def test_the_manifest_says_what_was_exported_and_verify_covers_it(built, tmp_pat
     import shutil
 
     manifest = verify_bundle(built)
-    export = manifest["exports"]["deepstream"]
-    listed = {entry["path"] for entry in manifest["files"]}
-    assert set(export["files"]) <= listed and f"kit/{VARIANT_ONNX}" in listed
-    assert export["normalization"] == "in_model" and export["softmax"] is True
-    assert export["scaling_filter"] in ("nearest", "bilinear") and len(export["measured"]) >= 3
+    export = manifest.exports.deepstream
+    listed = {entry.path for entry in manifest.files}
+    assert set(export.files) <= listed and f"kit/{VARIANT_ONNX}" in listed
+    assert export.normalization == "in_model" and export.softmax is True
+    assert export.scaling_filter in ("nearest", "bilinear") and len(export.measured) >= 3
     plan = json.loads((built / "kit" / "kit.json").read_text())["plan"]
     assert plan["variants"] == [VARIANT_ONNX]  # the device step builds it (tests/test_jetson_bundle.py)
     copy = shutil.copytree(built, tmp_path / "bundle")

@@ -141,13 +141,13 @@ def test_the_kit_carries_the_check_set_and_the_hosts_own_stats(built):
     check_set = stage["info"]["device_check_set"]
     assert (check_set["images"], check_set["batches"], check_set["batch"]) == (64, 8, 8)
     assert check_set["megabytes"] < 0.3  # pixels at most 0.05 MB + check.json + host report
-    listed = {f["path"] for f in read_manifest(built)["files"]}
+    listed = {f.path for f in read_manifest(built).files}
     assert {"kit/device_check.py", "kit/check/stats.py", "kit/check/check.json", "kit/check/pixels-007.u8.z"} <= listed
 
 
 def test_the_device_step_records_the_check_in_the_sealed_manifest(checked, capsys):
     manifest = verify_bundle(checked)
-    check = manifest["artifacts"][0]["engine"]["device_check"]
+    check = manifest.artifacts[0].engine.device_check.to_json()  # the record as the device wrote it
     assert check["status"] == "checked" and check["checked_with"] == "trtexec" and check["images"] == 64
     # The stand-in engine computes what the host's stand-in computed: full agreement, |Δlogit| at print precision.
     assert check["agreement_stand_in"]["value"] == 1.0 and check["max_abs_dlogit_vs_stand_in"] < 1e-3
@@ -186,8 +186,9 @@ def test_a_stand_in_that_changes_5_percent_of_the_top1s_fails_the_device_step(fa
     )
     assert "device check: FAILED on 64 images" in done.stdout
     manifest = verify_bundle(bundle)  # sealed, and says so
-    check = manifest["artifacts"][0]["engine"]["device_check"]
-    assert check["status"] == "failed" and check["gate"]["message"] == FLIPPED
+    typed = manifest.artifacts[0].engine.device_check
+    assert typed.status == "failed" and typed.gate.passed is False and typed.gate.message == FLIPPED
+    check = typed.to_json()
     assert check["agreement_stand_in"]["count"] == 60
     assert check["disagreeing_images"] == [check_id for i, check_id in enumerate(_check_ids(bundle)) if i % 20 == 0]
     with pytest.raises(BundleError, match=r"this engine FAILED its device check \(max_device_disagreement: .*6\.25 %"):
@@ -259,9 +260,9 @@ def test_a_check_set_too_small_to_prove_the_gate_exits_3(unproven, bin_dir, tmp_
     bundle build-engine` and `edgeresnext report`."""
     bundle, done = unproven
     assert done.returncode == 3, done.stdout + done.stderr
-    gate = verify_bundle(bundle)["artifacts"][0]["engine"]["device_check"]["gate"]
-    assert gate["passed"] and gate["provable"] is False and gate["max_disagreements"] is None
-    assert "NOT PROVEN: 32 images cannot prove it at 95 % (at least 59 images needed" in gate["message"]
+    gate = verify_bundle(bundle).artifacts[0].engine.device_check.gate
+    assert gate.passed and gate.provable is False and gate.extra["max_disagreements"] is None
+    assert "NOT PROVEN: 32 images cannot prove it at 95 % (at least 59 images needed" in gate.message
     assert done.stderr.startswith("seal.py: the device check is NOT PROVEN: max_device_disagreement: ")
     assert "the engine is sealed (exit code 3: built, but its gate is not proven" in done.stderr
     alone = subprocess.run(
@@ -327,7 +328,7 @@ def test_report_shows_the_device_row_beside_the_host_rows(checked, tmp_path, cap
     assert rows[3].startswith("| kit/model.engine (int8, on the device) | Orin SM 8.7, TensorRT 10.3.0 | 64 | ")
     assert rows[3].endswith("| CHECKED |") and "100.00 % [" in rows[3]
     report = json.loads((tmp_path / "report" / "report.json").read_text())
-    assert report["device_check"] == read_manifest(checked)["artifacts"][0]["engine"]["device_check"]
+    assert report["device_check"] == read_manifest(checked).artifacts[0].engine.device_check.to_json()
     assert "On the device" in (tmp_path / "report" / "report.html").read_text()
     assert (
         "(check set: 64 images, a class-stratified random sample of 10,000 validation images, data.sample_seed 0: "

@@ -70,8 +70,8 @@ def sealed(sealed_once, tmp_path) -> Path:
 # ------------------------------------------------------------------------------------------ before the device step
 def test_the_built_bundle_carries_the_kit_and_says_what_to_run(built, capsys):
     manifest = verify_bundle(built)
-    assert [(a["kind"], a["path"]) for a in manifest["artifacts"]] == [("kit", "kit")]
-    assert {"kit/build_engine.sh", "kit/seal.py", "kit/kit.json"} <= {f["path"] for f in manifest["files"]}
+    assert [(a.kind, a.path) for a in manifest.artifacts] == [("kit", "kit")]
+    assert {"kit/build_engine.sh", "kit/seal.py", "kit/kit.json"} <= {f.path for f in manifest.files}
     assert main(["bundle", "verify", str(built)]) == 0
     out = capsys.readouterr().out
     assert f"engine: not built yet; on the device run `edgeresnext bundle build-engine {built}`" in out
@@ -108,7 +108,10 @@ def test_device_command_without_edgeresnext_seals_the_engine(bundle, bin_dir, ca
         f"OK {bundle.resolve()}: sealed, 30 files, sha256 verified; the engine is the primary artifact, the kit stays "
         "listed for rebuilding on another device",
     ]
-    manifest = verify_bundle(bundle)
+    typed = verify_bundle(bundle)
+    engine, kit = typed.artifacts
+    assert engine.engine.gpu_sm == "8.7" and engine.engine.check().status == "checked"  # typed: EngineRecord
+    manifest = typed.to_json()  # as the device wrote it
     engine, kit = manifest["artifacts"]
     assert (engine["kind"], engine["path"], engine["files"]) == ("engine", "kit/model.engine", ENGINE_FILES)
     assert (kit["kind"], kit["path"]) == ("kit", "kit") and "kit/build_engine.sh" in kit["files"]
@@ -138,7 +141,7 @@ def test_edgeresnext_build_engine_is_the_same_step(bundle, bin_dir, sealed_once,
     assert main(["bundle", "build-engine", str(bundle), "--trtexec", str(bin_dir / "trtexec")]) == 0
     out = capsys.readouterr().out
     assert out.strip().splitlines()[-1].startswith(f"OK {bundle.resolve()}: sealed, 30 files")
-    mine, theirs = read_manifest(bundle), read_manifest(sealed_once)
+    mine, theirs = read_manifest(bundle).to_json(), read_manifest(sealed_once).to_json()
     assert mine["artifacts"][0]["engine"]["sealed_by"].startswith("edgeresnext ")
     for manifest in (mine, theirs):  # what differs: the time, who sealed it, and so the build record's bytes
         assert manifest["artifacts"][0]["engine"].pop("device_check")["status"] == "checked"  # timed: differs
@@ -186,22 +189,22 @@ def test_the_python_api_builds_from_the_kits_plan(bundle, monkeypatch, capsys):
     # trtexec to run the device check, the engine is sealed unchecked and the command exits 3, as build-engine does.
     assert main(["compile", "--on-device", str(bundle / "kit")]) == 3
     assert "OK" in capsys.readouterr().out and len(calls) == 4  # the engine and DeepStream's, twice
-    assert [a["kind"] for a in verify_bundle(bundle)["artifacts"]] == ["engine", "kit"]
+    assert [a.kind for a in verify_bundle(bundle).artifacts] == ["engine", "kit"]
 
 
 def test_trtexec_version_from_the_banner_when_the_version_line_is_missing(bundle, bin_dir):
     done = run_device_command(bundle, bin_dir, FAKE_TRT_VERSION="", FAKE_BANNER="100701")
     assert done.returncode == 0, done.stderr
-    assert read_manifest(bundle)["artifacts"][0]["engine"]["tensorrt_version"] == "10.7.1"
+    assert read_manifest(bundle).artifacts[0].engine.tensorrt_version == "10.7.1"
 
 
 def test_rebuilding_on_another_device_replaces_the_engine(sealed, bin_dir):
     done = run_device_command(sealed, bin_dir, FAKE_GPU="NVIDIA H200", FAKE_SM="9.0", FAKE_TRT_VERSION="10.7.0")
     assert done.returncode == 0, done.stderr
     manifest = verify_bundle(sealed)
-    assert [a["kind"] for a in manifest["artifacts"]] == ["engine", "kit"]
-    assert manifest["artifacts"][0]["engine"]["gpu_sm"] == "9.0" and manifest["backend"]["version"] == "10.7.0"
-    assert sum(f["path"] == "kit/model.engine" for f in manifest["files"]) == 1
+    assert [a.kind for a in manifest.artifacts] == ["engine", "kit"]
+    assert manifest.artifacts[0].engine.gpu_sm == "9.0" and manifest.backend.version == "10.7.0"
+    assert sum(f.path == "kit/model.engine" for f in manifest.files) == 1
     assert b"SM 9.0" in (sealed / "kit" / "model.engine").read_bytes()
 
 
@@ -212,7 +215,7 @@ def test_an_engine_an_old_kit_built_in_place_is_rebuilt_and_sealed(bundle, bin_d
         verify_bundle(bundle)
     done = run_device_command(bundle, bin_dir)
     assert done.returncode == 0, done.stderr
-    assert verify_bundle(bundle)["artifacts"][0]["path"] == "kit/model.engine"
+    assert verify_bundle(bundle).artifacts[0].path == "kit/model.engine"
 
 
 def test_a_rebuild_reuses_the_timing_cache(sealed, bin_dir):
@@ -220,7 +223,7 @@ def test_a_rebuild_reuses_the_timing_cache(sealed, bin_dir):
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Loaded timing cache from timing.cache" in done.stdout
     assert (sealed / "kit" / "timing.cache").read_text() == "stand-in timing cache\nreused by a build\n"
-    assert verify_bundle(sealed)["artifacts"][0]["files"] == ENGINE_FILES
+    assert verify_bundle(sealed).artifacts[0].files == ENGINE_FILES
 
 
 def test_a_refused_timing_cache_is_dropped_said_and_rebuilt(sealed, bin_dir):
@@ -260,7 +263,7 @@ def test_the_kit_file_carries_no_build_host_paths(built):
     assert str(host_root) not in text and str(Path.home()) not in text and "build/" not in text
     assert kit["build_trtexec"] == "./build_engine.sh" and kit["build_python"] == "edgeresnext compile --on-device ."
     assert kit["host_paths_omitted"] == ["quant.calib_dir"]
-    calib_dir = Path(read_manifest(built)["target"]["config"]["quant"]["calib_dir"])
+    calib_dir = Path(read_manifest(built).target.config["quant"]["calib_dir"])
     assert calib_dir.is_absolute() and kit["target_config"]["quant"]["calib_dir"] == calib_dir.name
 
 
@@ -425,7 +428,7 @@ def test_edgeresnext_never_runs_code_from_the_bundle(bundle, bin_dir, tmp_path, 
         reseal(bundle, name)
     verify_bundle(bundle)  # the sha256 values catch accidents, not this
     assert main(["bundle", "build-engine", str(bundle), "--trtexec", str(bin_dir / "trtexec")]) == 0
-    assert read_manifest(bundle)["artifacts"][0]["engine"]["device_check"]["status"] == "checked"
+    assert read_manifest(bundle).artifacts[0].engine.device_check.status == "checked"
     assert [name for name, marker in markers.items() if marker.exists()] == []
 
     def engine_from_onnx(onnx_path, engine_path, plan, timing_cache=None):
@@ -437,7 +440,7 @@ def test_edgeresnext_never_runs_code_from_the_bundle(bundle, bin_dir, tmp_path, 
     monkeypatch.setattr(tensorrt, "engine_from_onnx", engine_from_onnx)
     monkeypatch.setenv("TRTEXEC", str(bin_dir / "trtexec"))  # the device check runs the engine with it
     assert main(["compile", "--on-device", str(bundle / "kit")]) == 0
-    assert read_manifest(bundle)["artifacts"][0]["engine"]["device_check"]["status"] == "checked"
+    assert read_manifest(bundle).artifacts[0].engine.device_check.status == "checked"
     assert [name for name, marker in markers.items() if marker.exists()] == []
 
 
@@ -463,7 +466,7 @@ def test_a_real_engine_built_into_the_bundle_runs(bundle, fmnist_batch):
     session = ort.InferenceSession(str(bundle / "kit" / "model.qdq-fp16.onnx"), providers=["CPUExecutionProvider"])
     reference = session.run(None, {"input": fmnist_batch})[0]
     with load_bundle(bundle) as clf:
-        assert clf.backend == "tensorrt" and clf.artifact["kind"] == "engine"
+        assert clf.backend == "tensorrt" and clf.artifact.kind == "engine"
         logits = clf.logits(fmnist_batch)
     assert float((logits.argmax(1) == reference.argmax(1)).mean()) >= 0.97
     assert np.isfinite(logits).all()

@@ -96,10 +96,8 @@ def test_the_runtime_runs_the_runner_validation_runs(bundles, backend, fmnist_te
     from edgeresnext.backends import Artifact, get_backend
 
     with load_bundle(bundles[backend]) as clf:
-        entry = clf.artifact
-        artifact = Artifact(
-            entry["backend"], entry["precision"], entry["kind"], bundles[backend] / entry["path"], info=entry["info"]
-        )
+        entry = clf.artifact  # the manifest's entry (edgeresnext.bundle.model.ArtifactEntry)
+        artifact = Artifact(entry.backend, entry.precision, entry.kind, bundles[backend] / entry.path, info=entry.info)
         with get_backend(backend).load(artifact) as validated:
             assert type(clf.runner) is type(validated) and clf.runner.options == validated.options
             batch = np.stack([fmnist_test.preprocess.image_to_array(img) for img in fmnist_test.images[:19]])

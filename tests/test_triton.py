@@ -113,23 +113,19 @@ def test_native_entry_matches_the_manifest_and_parses_strictly(
     manifest = verify_bundle(bundle)
     config = _parse(repos[which] / native / "config.pbtxt")
     assert getattr(config, platform[0]) == platform[1] and config.name == native
-    batch = manifest["input"]["batch"]
-    assert manifest["input"]["shape"][0] == -1 and config.max_batch_size == batch["max"] == 8
+    batch = manifest.input.batch
+    assert manifest.input.shape[0] == -1 and config.max_batch_size == batch.max == 8
     assert config.HasField("dynamic_batching")
     (inp,) = config.input
     (out,) = config.output
-    assert (
-        (inp.name, list(inp.dims))
-        == (manifest["input"]["name"], manifest["input"]["shape"][1:])
-        == ("input", [1, 28, 28])
-    )
-    assert (out.name, list(out.dims)) == (manifest["output"]["name"], manifest["output"]["shape"][1:])
+    assert (inp.name, list(inp.dims)) == (manifest.input.name, manifest.input.shape[1:]) == ("input", [1, 28, 28])
+    assert (out.name, list(out.dims)) == (manifest.output.name, manifest.output.shape[1:])
     assert inp.data_type == out.data_type == 11  # TYPE_FP32: the manifest's float32
     assert out.label_filename == "labels.txt"
     assert (repos[which] / native / "labels.txt").read_bytes() == (bundle / "labels.txt").read_bytes()
     assert sorted(p.name for p in (repos[which] / native / "1").iterdir()) == files
-    artifact = manifest["artifacts"][0]
-    source = {"model.onnx": artifact["path"], "model.xml": artifact["path"], "model.plan": artifact["path"]}
+    artifact = manifest.artifacts[0]
+    source = {"model.onnx": artifact.path, "model.xml": artifact.path, "model.plan": artifact.path}
     assert (repos[which] / native / "1" / files[-1]).read_bytes() == (bundle / source[files[-1]]).read_bytes()
     if which == "jetson":  # a plan runs only on the compute capability that built it
         assert dict(config.cc_model_filenames) == {"8.7": "model.plan"} and config.instance_group[0].kind == 1

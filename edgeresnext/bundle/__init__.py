@@ -3,7 +3,8 @@ and ``manifest.json`` (input, preprocessing, output meaning, precision, backend 
 summary, and the sha256 of every file).
 
 One job per module: :mod:`.write` (:func:`bundle_from_artifacts`), :mod:`.manifest` (reading and verifying:
-:func:`read_manifest`, :func:`verify_bundle`; only the standard library, for device runtimes), :mod:`.archive`
+:func:`read_manifest`, :func:`verify_bundle`; only the standard library, for device runtimes), :mod:`.model` (the
+manifest's type, :class:`Manifest`, and the JSON Schema generated from it), :mod:`.archive`
 (:func:`extract_bundle`), :mod:`.engine` (the device step of a TensorRT bundle: :func:`engine_into_bundle` builds the
 kit's engine on the device and records it in the manifest).
 """
@@ -24,6 +25,7 @@ from edgeresnext.bundle.manifest import (
     SCHEMA_PATH,
     SCHEMA_VERSION,
     BundleError,
+    Manifest,
     read_labels,
     read_manifest,
     verify_bundle,
@@ -38,6 +40,7 @@ __all__ = [
     "SCHEMA_PATH",
     "SCHEMA_VERSION",
     "BundleError",
+    "Manifest",
     "build_manifest",
     "bundle_from_artifacts",
     "device_check_exit_code",

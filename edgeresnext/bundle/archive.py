@@ -9,6 +9,7 @@ from typing import Any
 
 from edgeresnext.atomic import temp_folder
 from edgeresnext.bundle.manifest import MANIFEST, BundleError, verify_bundle
+from edgeresnext.bundle.model import Manifest
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ def _write_members(archive: Path, tmp: Path, members: list[Member], open_member:
         os.chmod(target, (mode & 0o755) or 0o644)  # keep executables, never setuid/world-writable
 
 
-def _verified_move(archive: Path, tmp: Path, dest: Path) -> dict[str, Any]:
+def _verified_move(archive: Path, tmp: Path, dest: Path) -> Manifest:
     """:func:`verify_bundle` on the unpacked ``tmp``, then ``tmp`` renamed to ``dest``; returns the manifest."""
     try:
         manifest = verify_bundle(tmp)
@@ -144,7 +145,7 @@ def extract_bundle(
     dest: str | os.PathLike[str],
     max_bytes: int = MAX_ARCHIVE_BYTES,
     max_files: int = MAX_ARCHIVE_FILES,
-) -> dict[str, Any]:
+) -> Manifest:
     """Unpack a bundle archive (``.tar[.gz|.bz2|.xz]``/``.tgz``/``.zip``) into ``dest`` and verify it.
 
     Every member is checked before anything is written: names must stay inside ``dest`` (relative, no ``..``,
@@ -174,5 +175,5 @@ def extract_bundle(
                 manifest = _verified_move(archive, tmp, dest)
             except unreadable as err:
                 raise _extraction_error(archive, dest, err) from err
-    logger.info("extracted %s into %s (%d files)", archive, dest, len(manifest["files"]))
+    logger.info("extracted %s into %s (%d files)", archive, dest, len(manifest.files))
     return manifest

@@ -18,11 +18,11 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from edgeresnext.atomic import sha256_file
-from edgeresnext.bundle.model import FORMAT, SCHEMA_PATH, SCHEMA_VERSION, schema_for
+from edgeresnext.bundle.model import FORMAT, SCHEMA_PATH, SCHEMA_VERSION, Manifest, schema_for
 from edgeresnext.errors import EdgeResNeXtError
 from edgeresnext.registry import backend_class, registry_key
 
-__all__ = ["FORMAT", "SCHEMA_PATH", "SCHEMA_VERSION"]
+__all__ = ["FORMAT", "SCHEMA_PATH", "SCHEMA_VERSION", "Manifest"]  # defined in .model, read here
 
 MANIFEST = "manifest.json"
 LABELS = "labels.txt"
@@ -117,8 +117,8 @@ def check_schema(value: Any, schema: dict[str, Any], where: str) -> None:
         raise BundleError(f"{where}: {value!r} does not match {schema['pattern']}")
 
 
-def read_manifest(bundle_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """``manifest.json`` of a bundle, parsed and checked against the schema (files are not hashed here)."""
+def read_manifest(bundle_dir: str | os.PathLike[str]) -> Manifest:
+    """``manifest.json`` of a bundle, parsed, checked against the schema and typed (files are not hashed here)."""
     bundle_dir = Path(bundle_dir)
     path = bundle_dir / MANIFEST
     if not bundle_dir.is_dir():
@@ -145,7 +145,7 @@ def read_manifest(bundle_dir: str | os.PathLike[str]) -> dict[str, Any]:
             f"this one reads version {SCHEMA_VERSION}"
         )
     check_schema(manifest, manifest_schema(), str(path))
-    return manifest
+    return Manifest.from_json(manifest)
 
 
 def _safe_relative(name: str, where: str) -> PurePosixPath:
@@ -155,16 +155,16 @@ def _safe_relative(name: str, where: str) -> PurePosixPath:
     return relative
 
 
-def verify_bundle(bundle_dir: str | os.PathLike[str]) -> dict[str, Any]:
+def verify_bundle(bundle_dir: str | os.PathLike[str]) -> Manifest:
     """Check a bundle: manifest schema, every listed file present with its size and sha256, no unlisted files,
-    artifacts and labels consistent. Returns the manifest; raises :class:`BundleError` naming every problem."""
+    artifacts and labels consistent. Returns the typed manifest; raises :class:`BundleError` naming every problem."""
     bundle_dir = Path(bundle_dir)
     manifest = read_manifest(bundle_dir)
     where = str(bundle_dir / MANIFEST)
     problems: list[str] = []
     listed: set[str] = set()
-    for entry in manifest["files"]:
-        name = _safe_relative(entry["path"], where).as_posix()
+    for entry in manifest.files:
+        name = _safe_relative(entry.path, where).as_posix()
         listed.add(name)
         path = bundle_dir / name
         if any(
@@ -173,46 +173,49 @@ def verify_bundle(bundle_dir: str | os.PathLike[str]) -> dict[str, Any]:
             problems.append(f"{name}: a symlink; bundles hold regular files only (a link can point anywhere)")
         elif not path.is_file():
             problems.append(f"{name}: missing")
-        elif path.stat().st_size != entry["bytes"]:
-            problems.append(f"{name}: {path.stat().st_size} bytes, the manifest says {entry['bytes']}")
-        elif sha256_file(path) != entry["sha256"]:
+        elif path.stat().st_size != entry.bytes:
+            problems.append(f"{name}: {path.stat().st_size} bytes, the manifest says {entry.bytes}")
+        elif sha256_file(path) != entry.sha256:
             problems.append(f"{name}: sha256 differs from the manifest (modified or corrupt)")
     for path in sorted(p for p in bundle_dir.rglob("*") if p.is_file()):
         name = path.relative_to(bundle_dir).as_posix()
         if name not in (MANIFEST, SIGNATURE) and name not in listed:
             problems.append(f"{name}: not listed in the manifest")
-    for artifact in manifest["artifacts"]:
-        for name in [artifact["path"], *artifact["files"]]:
+    for artifact in manifest.artifacts:
+        for name in [artifact.path, *artifact.files]:
             relative = _safe_relative(name, where).as_posix()
             if relative not in listed and not any(item.startswith(relative + "/") for item in listed):
                 problems.append(f"artifact file {name}: not in the manifest's file list")
-    sha256 = {entry["path"]: entry["sha256"] for entry in manifest["files"]}
-    for artifact in manifest["artifacts"]:
-        engine = artifact.get("engine")
-        if engine is None:
-            continue
-        for what, name in (
-            ("the ONNX it is built from", engine["onnx"]["path"]),
-            ("its build record", engine["record"]),
-        ):
-            if _safe_relative(name, where).as_posix() not in listed:
-                problems.append(f"{artifact['path']}: {what}, {name}, is not in the manifest's file list")
-        recorded = engine["onnx"]["sha256"]
-        if sha256.get(engine["onnx"]["path"], recorded) != recorded:
-            problems.append(
-                f"{artifact['path']}: built from {engine['onnx']['path']} with sha256 {recorded[:16]}..., but the "
-                f"bundle's file has {sha256[engine['onnx']['path']][:16]}..."
-            )
-    for name, export in (manifest.get("exports") or {}).items():
-        for item in export["files"]:
+    problems += _device_record_problems(manifest, listed, where)
+    for name, files in (manifest.exports.files() if manifest.exports is not None else {}).items():
+        for item in files:
             if _safe_relative(item, where).as_posix() not in listed:
                 problems.append(f"exports.{name}: {item} is not in the manifest's file list")
-    if manifest["labels"] not in listed:
-        problems.append(f"{manifest['labels']}: labels file not in the manifest's file list")
+    if manifest.labels not in listed:
+        problems.append(f"{manifest.labels}: labels file not in the manifest's file list")
     if problems:
         raise BundleError(f"{bundle_dir}: bundle does not match its manifest: " + "; ".join(problems))
     bundle_inputs(bundle_dir, manifest)  # what load_bundle and predict read, checked as they check it
     return manifest
+
+
+def _device_record_problems(manifest: Manifest, listed: set[str], where: str) -> list[str]:
+    """What an artifact built on the device names (a TensorRT engine: its source ONNX and build record) is listed,
+    and with the sha256 it was built from."""
+    problems = []
+    sha256 = manifest.sha256()
+    for artifact in manifest.artifacts:
+        sources = artifact.engine.sources() if artifact.engine is not None else []
+        for what, name, _ in sources:
+            if _safe_relative(name, where).as_posix() not in listed:
+                problems.append(f"{artifact.path}: {what}, {name}, is not in the manifest's file list")
+        for _, name, recorded in sources:
+            if recorded is not None and sha256.get(name, recorded) != recorded:
+                problems.append(
+                    f"{artifact.path}: built from {name} with sha256 {recorded[:16]}..., but the "
+                    f"bundle's file has {sha256[name][:16]}..."
+                )
+    return problems
 
 
 @dataclass(frozen=True)
@@ -226,7 +229,7 @@ class BundleInputs:
     batch_range: tuple[int, int]
 
 
-def bundle_inputs(bundle_dir: str | os.PathLike[str], manifest: dict[str, Any]) -> BundleInputs:
+def bundle_inputs(bundle_dir: str | os.PathLike[str], manifest: Manifest) -> BundleInputs:
     """The labels, preprocessing, input shape and batch range of a bundle whose manifest passed the schema, each
     checked as :func:`edgeresnext.runtime.load_bundle` and ``predict`` use it; the one function both they and
     :func:`verify_bundle` call, so ``bundle verify`` passes exactly the bundles a device app can load. Raises
@@ -238,14 +241,14 @@ def bundle_inputs(bundle_dir: str | os.PathLike[str], manifest: dict[str, Any]) 
     fields = set(Preprocess.__dataclass_fields__)
     try:
         preprocess = Preprocess.from_dict(
-            {k: v for k, v in manifest["preprocess"].items() if k in fields}, f"{where}: preprocess"
+            {k: v for k, v in manifest.preprocess.to_json().items() if k in fields}, f"{where}: preprocess"
         )
     except (ConfigError, TypeError, ValueError) as err:
         raise BundleError(str(err) if where in str(err) else f"{where}: preprocess: {err}") from err
-    batch, channels, height, width = manifest["input"]["shape"]
+    batch, channels, height, width = manifest.input.shape
     if channels != preprocess.num_channels or not 0 < height <= MAX_SIZE or not 0 < width <= MAX_SIZE:
         raise BundleError(
-            f"{where}: input.shape {manifest['input']['shape']} does not take the preprocessing's images "
+            f"{where}: input.shape {manifest.input.shape} does not take the preprocessing's images "
             f"({preprocess.num_channels} channel(s) for {preprocess.channels}, height and width from 1 to {MAX_SIZE})"
         )
     if preprocess.crop is not None and (height, width) != (preprocess.crop, preprocess.crop):
@@ -257,28 +260,28 @@ def bundle_inputs(bundle_dir: str | os.PathLike[str], manifest: dict[str, Any]) 
     if not 1 <= low <= high <= MAX_BATCH:
         raise BundleError(f"{where}: input batch range {low}..{high}; expected 1 <= min <= max <= {MAX_BATCH}")
     labels = read_labels(bundle_dir, manifest)
-    if len(labels) != manifest["model"]["num_classes"]:
+    if len(labels) != manifest.model.num_classes:
         raise BundleError(
-            f"{Path(bundle_dir) / manifest['labels']}: {len(labels)} labels for {manifest['model']['num_classes']} "
+            f"{Path(bundle_dir) / manifest.labels}: {len(labels)} labels for {manifest.model.num_classes} "
             "classes (one name per line, in output order)"
         )
     return BundleInputs(labels, preprocess, (channels, height, width), (low, high))
 
 
-def _batch_range(manifest: dict[str, Any], where: str) -> tuple[int, int]:
-    batch = manifest["input"].get("batch", {"min": 1, "max": 1})
-    return int(batch["min"]), int(batch["max"])
+def _batch_range(manifest: Manifest, where: str) -> tuple[int, int]:
+    batch = manifest.input.batch
+    return (1, 1) if batch is None else (int(batch.min), int(batch.max))
 
 
 # A label is one line of labels.txt: what a class name may be in a build (edgeresnext.pipeline.preflight).
 LABEL_MAX = 200
 
 
-def read_labels(bundle_dir: str | os.PathLike[str], manifest: dict[str, Any]) -> list[str]:
+def read_labels(bundle_dir: str | os.PathLike[str], manifest: Manifest) -> list[str]:
     """The class names of a bundle, one per line of its labels file, in output order. A blank line (every later name
     would shift by one), a name over :data:`LABEL_MAX` characters or one holding a control character (a terminal
     escape sequence) is a :class:`BundleError` naming the line; a line break at the end of the file is fine."""
-    path = Path(bundle_dir) / manifest["labels"]
+    path = Path(bundle_dir) / manifest.labels
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:

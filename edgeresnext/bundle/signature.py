@@ -31,6 +31,7 @@ from typing import Any
 
 from edgeresnext.atomic import atomic_path, sha256_file
 from edgeresnext.bundle.manifest import MANIFEST, SIGNATURE, BundleError, verify_bundle
+from edgeresnext.bundle.model import Manifest
 
 logger = logging.getLogger(__name__)
 
@@ -121,13 +122,13 @@ def _signed_files(signature: Path) -> dict[str, str]:
     return {item["name"]: item["digest"] for item in statement["predicate"]["resources"]}
 
 
-def _mismatch(bundle_dir: Path, manifest: dict[str, Any]) -> str:
+def _mismatch(bundle_dir: Path, manifest: Manifest) -> str:
     """What changed since signing, in words: the device step's additions, or edits."""
     try:
         signed = _signed_files(bundle_dir / SIGNATURE)
     except (OSError, ValueError, KeyError, TypeError):
         return "the bundle's files differ from the ones it lists"
-    now = {entry["path"]: entry["sha256"] for entry in manifest["files"]}
+    now = manifest.sha256()
     now[MANIFEST] = sha256_file(bundle_dir / MANIFEST)
     changed = sorted(name for name in signed.keys() & now.keys() if signed[name] != now[name])
     added, missing = sorted(now.keys() - signed.keys()), sorted(signed.keys() - now.keys())
@@ -136,11 +137,11 @@ def _mismatch(bundle_dir: Path, manifest: dict[str, Any]) -> str:
         for what, names in (("changed", changed), ("added", added), ("missing", missing))
         if names
     )
-    primary = manifest["artifacts"][0]
-    device_files = set(primary["files"]) if primary.get("kind") == "engine" and "engine" in primary else set()
+    primary = manifest.primary
+    device_files = set(primary.files) if primary.engine is not None else set()  # what the device step built
     if device_files and set(added) <= device_files and set(changed) <= device_files | {MANIFEST} and not missing:
         return (
-            f"{SIGNATURE} covers this bundle as it was before the device step sealed the engine {primary['path']} "
+            f"{SIGNATURE} covers this bundle as it was before the device step sealed the engine {primary.path} "
             f"into it ({listed}): no signature covers the engine. Sign the sealed bundle on the device "
             f"(`edgeresnext bundle sign {bundle_dir} --sign-key KEY`, or `bundle build-engine --sign-key KEY`) and "
             "check it with that key's public key"
@@ -148,7 +149,7 @@ def _mismatch(bundle_dir: Path, manifest: dict[str, Any]) -> str:
     return f"the bundle was changed after it was signed ({listed})"
 
 
-def check_signature(bundle_dir: str | os.PathLike[str], public_key: str | os.PathLike[str]) -> dict[str, Any]:
+def check_signature(bundle_dir: str | os.PathLike[str], public_key: str | os.PathLike[str]) -> Manifest:
     """Check ``bundle_dir`` against its manifest (:func:`verify_bundle`), then its signature with ``public_key``.
     Returns the manifest; raises :class:`BundleError` in one line: no signature, another key's, or files changed."""
     bundle_dir, public_key = Path(bundle_dir), Path(public_key)

@@ -16,14 +16,22 @@ from typing import TYPE_CHECKING, Any
 
 from edgeresnext.atomic import sha256_file, temp_folder
 from edgeresnext.backends import get_backend, list_backends
-from edgeresnext.bundle.manifest import (
+from edgeresnext.bundle.manifest import LABELS, MANIFEST, SIGNATURE, check_schema, manifest_schema
+from edgeresnext.bundle.model import (
     FORMAT,
-    LABELS,
-    MANIFEST,
     SCHEMA_VERSION,
-    SIGNATURE,
-    check_schema,
-    manifest_schema,
+    ArtifactEntry,
+    BackendSection,
+    BatchRange,
+    DeviceSection,
+    Exports,
+    FileEntry,
+    InputSection,
+    Manifest,
+    ModelSection,
+    OutputSection,
+    PreprocessSection,
+    TargetSection,
 )
 from edgeresnext.environment import cpu_model
 from edgeresnext.errors import ConfigError
@@ -100,59 +108,58 @@ def _io_signature(artifact: Artifact, meta: ModelMeta) -> dict[str, Any]:
     return sig
 
 
-def _batch_range(sig: dict[str, Any], target: Target | None) -> dict[str, int]:
+def _batch_range(sig: dict[str, Any], target: Target | None) -> BatchRange:
     """The batch sizes the bundle runs: the target's range, or the model's static batch dimension when it has one."""
-    batch = {"min": 1, "opt": 1, "max": 1}
-    if target is not None:
-        batch = target.input.batch.model_dump()
     if sig["input_shape"][0] > 0:  # a static batch dimension overrides the target's range
-        batch = {"min": sig["input_shape"][0], "opt": sig["input_shape"][0], "max": sig["input_shape"][0]}
-    return batch
+        return BatchRange(min=sig["input_shape"][0], opt=sig["input_shape"][0], max=sig["input_shape"][0])
+    if target is not None:
+        return BatchRange(**target.input.batch.model_dump())
+    return BatchRange(min=1, opt=1, max=1)
 
 
-def _model_section(meta: ModelMeta) -> dict[str, Any]:
-    return {
-        "arch": meta.arch,
-        "num_classes": meta.num_classes,
-        "dataset": meta.dataset,
-        "recipe": meta.recipe,
-        "metrics": _jsonable(meta.metrics),
-        **({"provenance": dict(meta.provenance)} if meta.provenance else {}),
-    }
+def _model_section(meta: ModelMeta) -> ModelSection:
+    return ModelSection(
+        arch=meta.arch,
+        num_classes=meta.num_classes,
+        dataset=meta.dataset,
+        recipe=meta.recipe,
+        metrics=_jsonable(meta.metrics),
+        provenance=dict(meta.provenance) if meta.provenance else None,
+    )
 
 
-def _preprocess_section(meta: ModelMeta) -> dict[str, Any]:
+def _preprocess_section(meta: ModelMeta) -> PreprocessSection:
     """The preprocessing keys plus, in words, what a device app must do with them."""
     pre = meta.preprocess
-    return {
+    return PreprocessSection(
         **pre.to_dict(),
-        "channel_order": pre.channels,
-        "resize_mode": "shorter side to `resize`, bilinear (Pillow, antialiased)",
-        "crop_mode": "center",
-        "scale": 1.0 / 255.0,
-        "order": "convert to `channels`, resize, crop, x * scale, (x - mean) / std, HWC to CHW",
-    }
+        channel_order=pre.channels,
+        resize_mode="shorter side to `resize`, bilinear (Pillow, antialiased)",
+        crop_mode="center",
+        scale=1.0 / 255.0,
+        order="convert to `channels`, resize, crop, x * scale, (x - mean) / std, HWC to CHW",
+    )
 
 
-def _device_section(target_device: str, built_on: dict[str, Any]) -> dict[str, Any]:
+def _device_section(target_device: str, built_on: dict[str, Any]) -> DeviceSection:
     """The device the bundle is for and the machine that built it (``built_on``: what the backend adds, e.g. the
     GPU and TensorRT version an engine was built with)."""
-    return {
-        "target_device": target_device,
-        "built_on": {"machine": platform.machine(), "system": platform.system(), "cpu": cpu_model(), **built_on},
-    }
+    return DeviceSection(
+        target_device=target_device,
+        built_on={"machine": platform.machine(), "system": platform.system(), "cpu": cpu_model(), **built_on},
+    )
 
 
-def _artifact_entries(artifacts: Sequence[Artifact], names: dict[Path, str]) -> list[dict[str, Any]]:
+def _artifact_entries(artifacts: Sequence[Artifact], names: dict[Path, str]) -> list[ArtifactEntry]:
     return [
-        {
-            "backend": a.backend,
-            "precision": a.precision,
-            "kind": a.kind,
-            "path": names[Path(a.path)],
-            "files": [names[p] for p in _artifact_files(a)],
-            "info": _jsonable(a.info.to_dict()),
-        }
+        ArtifactEntry(
+            backend=a.backend,
+            precision=a.precision,
+            kind=a.kind,
+            path=names[Path(a.path)],
+            files=[names[p] for p in _artifact_files(a)],
+            info=_jsonable(a.info.to_dict()),
+        )
         for a in artifacts
     ]
 
@@ -163,43 +170,46 @@ def build_manifest(
     meta: ModelMeta,
     validation_summary: dict[str, Any] | None,
     target: Target | None,
-) -> dict[str, Any]:
-    """The manifest (without ``files``) for artifacts whose files are known in the bundle as ``names``."""
+) -> Manifest:
+    """The manifest (``files`` still empty) for artifacts whose files are known in the bundle as ``names``."""
     primary = artifacts[0]
     sig = _io_signature(primary, meta)
     backend = get_backend(primary.backend)
     backend_version = str(backend.runtime_version(primary) or _package_version(backend.package))
     target_device = str(backend.target_device(target))
-    manifest: dict[str, Any] = {
-        "format": FORMAT,
-        "schema_version": SCHEMA_VERSION,
-        "created_by": f"edgeresnext {_edgeresnext_version()}",
-        "model": _model_section(meta),
-        "input": {
-            "name": sig["input_name"],
-            "shape": [int(d) for d in sig["input_shape"]],
-            "dtype": "float32",
-            "layout": "NCHW",
-            "batch": _batch_range(sig, target),
-        },
-        "preprocess": _preprocess_section(meta),
-        "output": {
-            "name": sig["output_name"],
-            "shape": [int(d) for d in sig["output_shape"]],
-            "dtype": "float32",
-            "meaning": "logits",
-            "scores": "softmax over the class axis; class i is line i of labels.txt",
-        },
-        "labels": LABELS,
-        "precision": primary.precision,
-        "backend": {"name": primary.backend, "version": backend_version},
-        "device": _device_section(target_device, backend.built_on(primary)),
-        "validation": _jsonable(validation_summary) if validation_summary is not None else None,
-        "artifacts": _artifact_entries(artifacts, names),
-    }
-    if target is not None:
-        manifest["target"] = {"name": target.name, "description": target.description, "config": target.resolved()}
-    return manifest
+    return Manifest(
+        format=FORMAT,
+        schema_version=SCHEMA_VERSION,
+        created_by=f"edgeresnext {_edgeresnext_version()}",
+        model=_model_section(meta),
+        input=InputSection(
+            name=sig["input_name"],
+            shape=[int(d) for d in sig["input_shape"]],
+            dtype="float32",
+            layout="NCHW",
+            batch=_batch_range(sig, target),
+        ),
+        preprocess=_preprocess_section(meta),
+        output=OutputSection(
+            name=sig["output_name"],
+            shape=[int(d) for d in sig["output_shape"]],
+            dtype="float32",
+            meaning="logits",
+            scores="softmax over the class axis; class i is line i of labels.txt",
+        ),
+        labels=LABELS,
+        precision=primary.precision,
+        backend=BackendSection(name=primary.backend, version=backend_version),
+        device=_device_section(target_device, backend.built_on(primary)),
+        validation=_jsonable(validation_summary) if validation_summary is not None else None,
+        artifacts=_artifact_entries(artifacts, names),
+        target=(
+            None
+            if target is None
+            else TargetSection(name=target.name, description=target.description, config=target.resolved())
+        ),
+        files=[],
+    )
 
 
 def _check_artifacts(out_dir: Path, artifacts: list[Artifact]) -> None:
@@ -257,15 +267,16 @@ def _bundle_names(artifacts: list[Artifact]) -> tuple[dict[Path, str], dict[str,
     return names, sources
 
 
-def _fill_bundle(folder: Path, sources: dict[str, Path], class_names: list[str], manifest: dict[str, Any]) -> None:
+def _fill_bundle(folder: Path, sources: dict[str, Path], class_names: list[str], manifest: Manifest) -> None:
     """The files, ``labels.txt`` and the checked ``manifest.json`` (with every file's hash) in ``folder``, synced."""
     for name, source in sources.items():
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, folder / name)  # keeps the mode: the kit's build_engine.sh stays executable
     (folder / LABELS).write_text("".join(f"{name}\n" for name in class_names), encoding="utf-8")
-    manifest["files"] = _file_entries(folder)
-    check_schema(manifest, manifest_schema(), "manifest")
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    manifest.files = _file_entries(folder)
+    data = manifest.to_json()
+    check_schema(data, manifest_schema(), "manifest")
+    (folder / MANIFEST).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     for path in folder.rglob("*"):
         if path.is_file():
             with open(path, "rb") as handle:
@@ -296,12 +307,14 @@ def bundle_from_artifacts(
     class_names = _labels(meta)
     names, sources = _bundle_names(artifacts)
     manifest = build_manifest(artifacts, names, meta, validation_summary, target)
+    records = {}
     for name, (record, files) in (exports or {}).items():
         for bundle_name, source in files.items():
             if bundle_name in sources or bundle_name in (MANIFEST, LABELS):
                 raise ConfigError(f"{source}: the {name} export's {bundle_name!r} clashes with another bundle file")
             sources[bundle_name] = Path(source)
-        manifest.setdefault("exports", {})[name] = {**_jsonable(record), "files": sorted(files)}
+        records[name] = {**_jsonable(record), "files": sorted(files)}
+    manifest.exports = Exports.from_json(records) if records else None
     with temp_folder(out_dir) as tmp:
         _fill_bundle(tmp, sources, class_names, manifest)
         old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
@@ -313,17 +326,15 @@ def bundle_from_artifacts(
     logger.info(
         "bundle %s: %s %s, %d files",
         out_dir,
-        manifest["backend"]["name"],
-        manifest["precision"],
-        len(manifest["files"]),
+        manifest.backend.name,
+        manifest.precision,
+        len(manifest.files),
     )
     return out_dir
 
 
-def _file_entries(root: Path) -> list[dict[str, Any]]:
-    entries = []
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST):
-        entries.append(
-            {"path": path.relative_to(root).as_posix(), "sha256": sha256_file(path), "bytes": path.stat().st_size}
-        )
-    return entries
+def _file_entries(root: Path) -> list[FileEntry]:
+    return [
+        FileEntry(path=path.relative_to(root).as_posix(), sha256=sha256_file(path), bytes=path.stat().st_size)
+        for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST)
+    ]

@@ -14,7 +14,7 @@ def _extract(args: argparse.Namespace) -> int:
     from edgeresnext.bundle import extract_bundle
 
     manifest = extract_bundle(args.archive, check_output(args.dest, "DEST"))
-    say(f"OK {args.dest}: extracted from {args.archive}, {len(manifest['files'])} files, sha256 verified")
+    say(f"OK {args.dest}: extracted from {args.archive}, {len(manifest.files)} files, sha256 verified")
     return 0
 
 
@@ -24,26 +24,26 @@ def _verify(args: argparse.Namespace) -> int:
 
     key = public_key_from(args.verify_key)
     manifest = verify_bundle(args.bundle) if key is None else check_signature(args.bundle, key)
-    backend = manifest["backend"]
+    backend = manifest.backend
     say(
-        f"OK {args.bundle}: {manifest['model']['arch']} {manifest['precision']} for {backend['name']} "
-        f"{backend['version']} ({manifest['device']['target_device']}), {len(manifest['files'])} files, "
+        f"OK {args.bundle}: {manifest.model.arch} {manifest.precision} for {backend.name} "
+        f"{backend.version} ({manifest.device.target_device}), {len(manifest.files)} files, "
         "sha256 verified"
     )
-    primary = manifest["artifacts"][0]
-    if "engine" in primary:
-        engine = primary["engine"]
+    primary = manifest.primary
+    if primary.engine is not None:
+        engine = primary.engine
         say(
-            f"engine: {primary['path']} built with TensorRT {engine['tensorrt_version']} on {engine['gpu_name']} "
-            f"(SM {engine['gpu_sm']}, {engine['build_mode'].replace('_', ' ')}) from {engine['onnx']['path']}"
+            f"engine: {primary.path} built with TensorRT {engine.tensorrt_version} on {engine.gpu_name} "
+            f"(SM {engine.gpu_sm}, {engine.build_mode.replace('_', ' ')}) from {engine.onnx.path}"
         )
-        check = engine.get("device_check") or {"status": "unchecked", "reason": "no device check recorded"}
-        said = check.get("reason") or (check.get("gate") or {}).get("message", "")
-        say(f"device check: {check['status']}: {said}")
-    elif primary["kind"] == "kit":
+        check = engine.check()
+        said = check.reason or (check.gate.message if check.gate is not None else None) or ""
+        say(f"device check: {check.status}: {said}")
+    elif primary.kind == "kit":
         say(
             f"engine: not built yet; on the device run `edgeresnext bundle build-engine {args.bundle}` "
-            f"(or {args.bundle}/{primary['path']}/build_engine.sh)"
+            f"(or {args.bundle}/{primary.path}/build_engine.sh)"
         )
     say(signature_status(args.bundle, key))
     return 0

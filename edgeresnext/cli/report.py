@@ -20,25 +20,25 @@ def run_report(args: argparse.Namespace) -> int:
 
     bundle = Path(args.bundle)
     manifest = verify_bundle(bundle)
-    kit = next((a for a in manifest["artifacts"] if a["backend"] == "tensorrt" and a["kind"] == "kit"), None)
-    host = f"{kit['path']}/{CHECK_DIR}/{HOST_REPORT}" if kit else None
-    if host is None or host not in {entry["path"] for entry in manifest["files"]}:
+    kit = next((a for a in manifest.artifacts if a.backend == "tensorrt" and a.kind == "kit"), None)
+    host = f"{kit.path}/{CHECK_DIR}/{HOST_REPORT}" if kit else None
+    if host is None or host not in manifest.sha256():
         raise ConfigError(
             f"{bundle}: no host report in this bundle ({host or 'no TensorRT kit'}); `edgeresnext report` reads a "
             "TensorRT bundle that `make build` wrote (its kit carries the check set and the host's report)"
         )
     report = upgrade_record(json.loads((bundle / host).read_text(encoding="utf-8")))  # a bundle of an older version
-    engine = next((a for a in manifest["artifacts"] if a["kind"] == "engine" and "engine" in a), None)
+    engine = next((a for a in manifest.artifacts if a.engine is not None), None)
     if engine is None:
         check = {
             "status": "unchecked",
-            "reason": f"the engine is not built yet: on the device run {kit['path']}/"
+            "reason": f"the engine is not built yet: on the device run {kit.path}/"
             "build_engine.sh (or `edgeresnext bundle build-engine`), then copy the bundle back",
         }
         report["device_engine"] = "tensorrt engine (not built)"
     else:
-        check = engine["engine"].get("device_check") or {"status": "unchecked", "reason": "no device check recorded"}
-        report["device_engine"] = f"{engine['path']} ({engine['precision']}, on the device)"
+        check = engine.engine.check().to_json()  # the report keeps the record as the device wrote it
+        report["device_engine"] = f"{engine.path} ({engine.precision}, on the device)"
     report["device_check"] = check
     report["notes"] = [*report.get("notes", []), f"device check: {check['status']}"]
     out = check_output(args.out, "--out") if args.out else bundle.resolve().parent / "device-report"

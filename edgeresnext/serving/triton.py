@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from edgeresnext.atomic import sha256_file, temp_folder
-from edgeresnext.backends import Artifact, ArtifactInfo, TritonEntry, get_backend
+from edgeresnext.backends import TritonEntry, get_backend
 from edgeresnext.bundle import LABELS, MANIFEST, BundleError, verify_bundle
+from edgeresnext.bundle.model import ArtifactEntry, Manifest
 from edgeresnext.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -67,28 +68,32 @@ def _parameters(values: dict[str, str]) -> list[str]:
     ]
 
 
-def _batching(manifest: dict[str, Any]) -> tuple[int, list[int]]:
+def _batching(manifest: Manifest) -> tuple[int, list[int]]:
     """(max_batch_size, the input dims Triton sees): a dynamic batch dimension becomes ``max_batch_size`` (the
     bundle's largest validated batch) and leaves the dims; a static one is ``max_batch_size: 0`` and full dims."""
-    shape = manifest["input"]["shape"]
+    shape = manifest.input.shape
     if shape[0] > 0:
         return 0, list(shape)
-    return int(manifest["input"].get("batch", {}).get("max", 1)), list(shape[1:])
+    return _max_batch(manifest), list(shape[1:])
 
 
-def native_config(name: str, manifest: dict[str, Any], entry: TritonEntry) -> str:
+def _max_batch(manifest: Manifest) -> int:
+    return int(manifest.input.batch.max) if manifest.input.batch is not None else 1
+
+
+def native_config(name: str, manifest: Manifest, entry: TritonEntry) -> str:
     """config.pbtxt of the native entry: the manifest's tensors, batch and labels, the backend's platform."""
     max_batch, dims = _batching(manifest)
     types = {"float32": "TYPE_FP32", "float16": "TYPE_FP16"}
-    inp, out = manifest["input"], manifest["output"]
-    out_dims = out["shape"][1:] if max_batch else out["shape"]
+    inp, out = manifest.input, manifest.output
+    out_dims = out.shape[1:] if max_batch else out.shape
     lines = [f"name: {_quoted(name)}"]
     lines.append(f"platform: {_quoted(entry.platform)}" if entry.platform else f"backend: {_quoted(entry.backend)}")
     lines += [
         f"max_batch_size: {max_batch}",
-        f"input [ {{ name: {_quoted(inp['name'])} data_type: {types[inp['dtype']]} format: FORMAT_NCHW "
+        f"input [ {{ name: {_quoted(inp.name)} data_type: {types[inp.dtype]} format: FORMAT_NCHW "
         f"dims: {_dims(dims)} }} ]",
-        f"output [ {{ name: {_quoted(out['name'])} data_type: {types[out['dtype']]} dims: {_dims(out_dims)} "
+        f"output [ {{ name: {_quoted(out.name)} data_type: {types[out.dtype]} dims: {_dims(out_dims)} "
         f"label_filename: {_quoted(LABELS)} }} ]",
     ]
     if max_batch:
@@ -100,19 +105,19 @@ def native_config(name: str, manifest: dict[str, Any], entry: TritonEntry) -> st
     return "\n".join(lines) + "\n"
 
 
-def images_config(name: str, manifest: dict[str, Any], parameters: dict[str, str]) -> str:
+def images_config(name: str, manifest: Manifest, parameters: dict[str, str]) -> str:
     """config.pbtxt of the end-to-end entry (Python backend): UINT8 image bytes in, FP32 scores with labels out.
 
     ``allow_ragged_batch`` lets the dynamic batcher hand requests of different byte lengths to one ``execute`` call
     (the Python backend keeps each request's tensor apart)."""
-    max_batch = max(1, int(manifest["input"].get("batch", {}).get("max", 1)))
+    max_batch = max(1, _max_batch(manifest))
     lines = [
         f"name: {_quoted(name)}",
         'backend: "python"',
         f"max_batch_size: {max_batch}",
         f"input [ {{ name: {_quoted(IMAGE_INPUT)} data_type: TYPE_UINT8 dims: [ -1 ] allow_ragged_batch: true }} ]",
         f"output [ {{ name: {_quoted(SCORES_OUTPUT)} data_type: TYPE_FP32 "
-        f"dims: [ {int(manifest['model']['num_classes'])} ] label_filename: {_quoted(LABELS)} }} ]",
+        f"dims: [ {int(manifest.model.num_classes)} ] label_filename: {_quoted(LABELS)} }} ]",
         "dynamic_batching { }",
         "instance_group [ { kind: KIND_CPU count: 1 } ]",
         *_parameters(parameters),
@@ -120,26 +125,19 @@ def images_config(name: str, manifest: dict[str, Any], parameters: dict[str, str
     return "\n".join(lines) + "\n"
 
 
-def _artifact(bundle: Path, entry: dict[str, Any]) -> Artifact:
-    info = ArtifactInfo.from_dict({**entry.get("info", {}), **entry.get("engine", {})})
-    files = [bundle / name for name in entry["files"]]
-    return Artifact(entry["backend"], entry["precision"], entry["kind"], bundle / entry["path"], files, info)
-
-
-def _chosen(bundle: Path, manifest: dict[str, Any], backend: str | None) -> dict[str, Any]:
-    artifacts = manifest["artifacts"]
-    chosen = next((a for a in artifacts if backend is None or a["backend"] == backend), None)
+def _chosen(bundle: Path, manifest: Manifest, backend: str | None) -> ArtifactEntry:
+    artifacts = manifest.artifacts
+    chosen = next((a for a in artifacts if backend is None or a.backend == backend), None)
     if chosen is None:
-        have = ", ".join(sorted({a["backend"] for a in artifacts}))
+        have = ", ".join(sorted({a.backend for a in artifacts}))
         raise ConfigError(f"{bundle}: --backend {backend}: the bundle has no such artifact; it has: {have}")
     return chosen
 
 
-def _model_name(name: str | None, manifest: dict[str, Any]) -> str:
+def _model_name(name: str | None, manifest: Manifest) -> str:
     if name is None:
-        name = re.sub(
-            r"[^A-Za-z0-9_.-]", "_", str((manifest.get("target") or {}).get("name") or manifest["model"]["arch"])
-        )
+        target = manifest.target.name if manifest.target is not None else None
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", str(target or manifest.model.arch))
     if not _NAME.match(name):
         raise ConfigError(f"--name {name!r}: a model name is 1-64 letters, digits, '_', '.', '-' (not first)")
     return name
@@ -158,34 +156,34 @@ def _check_out(out: Path, bundle: Path) -> None:
         )
 
 
-def _write_native(folder: Path, name: str, manifest: dict[str, Any], entry: TritonEntry, bundle: Path) -> None:
+def _write_native(folder: Path, name: str, manifest: Manifest, entry: TritonEntry, bundle: Path) -> None:
     (folder / "1").mkdir(parents=True)
     for filename, source in entry.files.items():
         shutil.copyfile(source, folder / "1" / filename)
-    shutil.copyfile(bundle / manifest["labels"], folder / LABELS)
+    shutil.copyfile(bundle / manifest.labels, folder / LABELS)
     (folder / "config.pbtxt").write_text(native_config(name, manifest, entry), encoding="utf-8")
 
 
-def _write_images(folder: Path, name: str, manifest: dict[str, Any], bundle: Path, params: dict[str, str]) -> None:
+def _write_images(folder: Path, name: str, manifest: Manifest, bundle: Path, params: dict[str, str]) -> None:
     copy = folder / "1" / "bundle"
-    for relative in [MANIFEST, *(item["path"] for item in manifest["files"])]:
+    for relative in [MANIFEST, *(item.path for item in manifest.files)]:
         (copy / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(bundle / relative, copy / relative)
     shutil.copyfile(MODEL_PY, folder / "1" / "model.py")
-    shutil.copyfile(bundle / manifest["labels"], folder / LABELS)
+    shutil.copyfile(bundle / manifest.labels, folder / LABELS)
     (folder / "config.pbtxt").write_text(images_config(name, manifest, params), encoding="utf-8")
 
 
-def _record(root: Path, bundle: Path, manifest: dict[str, Any], names: dict[str, str], stand_in: bool) -> dict:
+def _record(root: Path, bundle: Path, manifest: Manifest, names: dict[str, str], stand_in: bool) -> dict:
     files = sorted(p for p in root.rglob("*") if p.is_file())
     return {
         "format": RECORD_FORMAT,
         "bundle": {
             "name": bundle.resolve().name,
             "manifest_sha256": sha256_file(bundle / MANIFEST),
-            "target": (manifest.get("target") or {}).get("name"),
-            "backend": manifest["backend"],
-            "precision": manifest["precision"],
+            "target": manifest.target.name if manifest.target is not None else None,
+            "backend": manifest.backend.to_json(),
+            "precision": manifest.precision,
         },
         "models": names,
         "stand_in": stand_in,
@@ -212,16 +210,16 @@ def triton_repository(
     bundle, out = Path(bundle_dir), Path(out_dir)
     manifest = verify_bundle(bundle)
     chosen = _chosen(bundle, manifest, backend)
-    entry = get_backend(chosen["backend"]).triton_entry(_artifact(bundle, chosen))
+    entry = get_backend(chosen.backend).triton_entry(chosen.to_artifact(bundle))
     if entry is None:
         raise BundleError(
-            f"{bundle}: the {chosen['backend']} {chosen['kind']} artifact is nothing Triton runs yet; build it on the "
+            f"{bundle}: the {chosen.backend} {chosen.kind} artifact is nothing Triton runs yet; build it on the "
             f"device first: `edgeresnext bundle build-engine {bundle}`"
         )
     _check_out(out, bundle)
     native = _model_name(name, manifest)
     names = {"native": native, "images": native + IMAGES_SUFFIX}
-    params = {"bundle": "bundle", "backend": chosen["backend"], **({"stand_in": "true"} if stand_in else {})}
+    params = {"bundle": "bundle", "backend": chosen.backend, **({"stand_in": "true"} if stand_in else {})}
     with temp_folder(out) as tmp:
         _write_native(tmp / native, native, manifest, entry, bundle)
         _write_images(tmp / names["images"], names["images"], manifest, bundle, params)
@@ -233,5 +231,5 @@ def triton_repository(
         os.replace(tmp, out)
         if old.exists():
             shutil.rmtree(old)
-    logger.info("triton repository %s: %s (native %s) and %s (images)", out, native, chosen["backend"], names["images"])
+    logger.info("triton repository %s: %s (native %s) and %s (images)", out, native, chosen.backend, names["images"])
     return TritonRepository(out, native, names["images"], record)
