@@ -263,7 +263,7 @@ def _stand_in_classifier(
     runner = runtime.load(chosen, runtime.run_options(threads=threads))
     classifier = Classifier(bundle_dir, manifest, artifact, runner, inputs)
     classifier.stand_in = name
-    logger.warning("%s: running the host stand-in %s, not the %s artifact itself", bundle_dir, name, artifact["kind"])
+    logger.warning("%s: running the host stand-in %s, not the %s artifact itself", bundle_dir, name, artifact.kind)
     return classifier
 
 

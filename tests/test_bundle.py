@@ -7,17 +7,18 @@ import importlib.util
 import json
 import re
 import shutil
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 
 import pytest
 from bundle_helpers import SUMMARY, make_bundles
 
-from edgeresnext.backends.base import Artifact
+from edgeresnext.backends.base import Artifact, Backend
 from edgeresnext.bundle import MANIFEST, SCHEMA_PATH, BundleError, bundle_from_artifacts, verify_bundle
 from edgeresnext.cli import main
 from edgeresnext.errors import ConfigError
+from edgeresnext.records import DeviceRecord, json_schema, key
 
 
 @pytest.fixture(scope="module")
@@ -237,3 +238,102 @@ def test_the_committed_schema_is_the_one_the_model_generates():
     assert SCHEMA_PATH.read_text(encoding="utf-8") == shipped_schema_text(), (
         f"{SCHEMA_PATH} differs from what edgeresnext.bundle.model generates; run `make schema` and commit it"
     )
+
+
+# The oldest manifest schema version 1 accepts: its required keys only (no target, exports, validation, batch range,
+# preprocessing words, artifact info, built_on; an engine section without sealed_by, built_at or device check).
+OPTIONAL = {
+    "": ("target", "exports", "validation"),
+    "model": ("dataset", "recipe", "metrics", "provenance"),
+    "input": ("batch",),
+    "preprocess": ("resize_mode", "crop_mode", "order"),
+    "output": ("scores",),
+    "device": ("built_on",),
+}
+
+
+def _oldest(manifest: dict) -> dict:
+    for section, keys in OPTIONAL.items():
+        for name in keys:
+            (manifest[section] if section else manifest).pop(name, None)
+    for artifact in manifest["artifacts"]:
+        artifact.pop("info", None)
+    return manifest
+
+
+def test_an_old_manifest_of_required_keys_only_verifies_loads_and_reads_back_unchanged(bundles, tmp_path, fmnist_test):
+    """Old bundles stay valid: the typed manifest reads one with only the keys version 1 requires, device apps load it,
+    and it is written back key for key (null stays null, an absent key stays absent, the keys' order is kept)."""
+    from edgeresnext.bundle.model import Manifest
+    from edgeresnext.runtime import load_bundle
+
+    bundle = Path(shutil.copytree(bundles["onnxruntime"], tmp_path / "bundle"))
+    _rewrite_manifest(bundle, _oldest)
+    raw = json.loads((bundle / MANIFEST).read_text())
+    manifest = verify_bundle(bundle)
+    assert manifest.target is None and manifest.exports is None and manifest.input.batch is None
+    assert manifest.to_json() == raw and list(manifest.to_json()) == list(raw)
+    with load_bundle(bundle) as clf:
+        assert clf.batch_range == (1, 1) and clf.manifest == manifest and clf.device_check is None
+        assert clf.predict(fmnist_test.images[0]).label in clf.labels
+    # A manifest as the writer writes it today reads back byte for byte.
+    text = (bundles["openvino"] / MANIFEST).read_text()
+    assert json.dumps(Manifest.from_json(json.loads(text)).to_json(), indent=2) + "\n" == text
+
+
+def test_an_engine_section_without_a_device_check_reads_as_unchecked(bundle_copy):
+    """An engine sealed before the device check existed: the TensorRT record says unchecked, as runtimes treat it."""
+    from edgeresnext.backends.tensorrt.record import EngineRecord
+    from edgeresnext.bundle.model import ArtifactEntry
+    from edgeresnext.runtime import device_check_status
+
+    entry = {"backend": "tensorrt", "precision": "int8", "kind": "engine", "path": "m.engine", "files": ["m.engine"]}
+    artifact = ArtifactEntry.from_json({**entry, "engine": ENGINE_SECTION})
+    assert isinstance(artifact.engine, EngineRecord) and artifact.engine.onnx.sha256 == "0" * 64
+    assert artifact.engine.check().status == "unchecked" and device_check_status(artifact) == "unchecked"
+    assert artifact.to_json() == {**entry, "engine": ENGINE_SECTION}
+    assert device_check_status(ArtifactEntry.from_json(entry)) is None
+
+
+@dataclass(kw_only=True)
+class BoardRecord(DeviceRecord):
+    """A second on-device backend's record: the board it was built on and the file it was built from."""
+
+    board: str
+    source: str
+    source_sha256: str = key(pattern="^[0-9a-f]{64}$")
+
+    def sources(self):
+        return [("the file it is built from", self.source, self.source_sha256)]
+
+
+class BoardBackend(Backend):
+    name = "board"
+    kinds = ("blob",)
+    device_record = BoardRecord
+
+
+def test_each_backends_device_record_is_composed_into_the_schema_and_read_back_typed(monkeypatch):
+    """The manifest's device sections come from the registry: a second backend with its own record adds its section's
+    schema (one of them must hold, the key named when none does) and its artifacts' sections read back as its type."""
+    from edgeresnext.backends.tensorrt.record import EngineRecord
+    from edgeresnext.bundle.manifest import check_schema, manifest_schema
+    from edgeresnext.bundle.model import ArtifactEntry
+    from edgeresnext.registry import BACKENDS
+
+    monkeypatch.setitem(BACKENDS, "board", f"{__name__}:BoardBackend")
+    item = manifest_schema()["properties"]["artifacts"]["items"]
+    assert "board" in item["properties"]["backend"]["enum"] and "blob" in item["properties"]["kind"]["enum"]
+    sections = item["properties"]["engine"]["anyOf"]
+    assert [sorted(s["required"]) for s in sections] == [
+        sorted(json_schema(BoardRecord)["required"]),
+        sorted(json_schema(EngineRecord)["required"]),
+    ]
+    section = {"board": "npu-1", "source": "model.onnx", "source_sha256": "a" * 64}
+    check_schema(section, item["properties"]["engine"], "manifest.artifacts[0].engine")
+    with pytest.raises(BundleError, match=r"manifest\.artifacts\[0\]\.engine: missing required key"):
+        check_schema({"board": "npu-1"}, item["properties"]["engine"], "manifest.artifacts[0].engine")
+    entry = {"backend": "board", "precision": "int8", "kind": "blob", "path": "m.blob", "files": ["m.blob"]}
+    artifact = ArtifactEntry.from_json({**entry, "engine": section})
+    assert isinstance(artifact.engine, BoardRecord) and artifact.engine.sources()[0][1] == "model.onnx"
+    assert artifact.to_json() == {**entry, "engine": section}

@@ -277,6 +277,16 @@ def test_without_tensorrt_load_bundle_names_both_packages(sealed):
     assert "the tensorrt Python package is not installed" in said and "cuda-python is not installed" in said
 
 
+def test_the_host_stand_in_runs_for_the_kit_and_for_the_sealed_engine(built, sealed):
+    """load_bundle(..., stand_in=True): the FP16 Q/DQ ONNX in ONNX Runtime, found among the kit's files, and for the
+    sealed engine as the ONNX its engine section records it was built from (the engine's own files do not list it)."""
+    for bundle in (built, sealed):
+        with load_bundle(bundle, stand_in=True) as clf:
+            assert clf.stand_in == "qdq-int8-fp16 (onnxruntime)" and clf.backend == "tensorrt"
+            assert clf.predict(np.zeros((1, 28, 28), np.float32)).label in clf.labels
+    assert "kit/model.qdq-fp16.onnx" not in read_manifest(sealed).artifacts[0].files
+
+
 # ------------------------------------------------------------------------------------------ refusals
 def test_a_flipped_byte_in_the_engine_is_refused(sealed, capsys):
     engine = sealed / "kit" / "model.engine"

@@ -168,6 +168,27 @@ See [Bundles and device apps](../bundles.md).
 
 ::: edgeresnext.runtime.Prediction
 
+## The manifest: `edgeresnext.bundle.model`
+
+`manifest.json`, typed: what `Classifier.manifest` holds and `edgeresnext.bundle.verify_bundle` returns. The JSON
+Schema, `edgeresnext/schemas/manifest.schema.json`, is generated from these classes (`make schema`). An artifact's
+`engine` section is its backend's record: for TensorRT, `edgeresnext.backends.tensorrt.record.EngineRecord`.
+
+::: edgeresnext.bundle.model.Manifest
+    options:
+      show_bases: false
+      members: [primary, sha256]
+
+::: edgeresnext.bundle.model.ArtifactEntry
+    options:
+      show_bases: false
+      members: [to_artifact]
+
+::: edgeresnext.backends.tensorrt.record.EngineRecord
+    options:
+      show_bases: false
+      members: [check, sources]
+
 ## Targets in Python: `edgeresnext.config`
 
 The same `Target` a target file describes (keys: [Target file reference](target.md)).

@@ -105,6 +105,10 @@ class DeviceSection(Record):
 
 @dataclass(kw_only=True)
 class ArtifactEntry(Record):
+    """One artifact of the bundle: its backend, precision and kind, its path and files in the bundle, how it was built
+    (``info``), and, for one built on the device, what the device step recorded (``engine``: its backend's
+    ``device_record``, e.g. TensorRT's :class:`~edgeresnext.backends.tensorrt.record.EngineRecord`)."""
+
     backend: str = key(x_enum="backends")
     precision: Precision
     kind: str = key(x_enum="kinds")
@@ -188,7 +192,11 @@ class FileEntry(Record):
 
 @dataclass(kw_only=True)
 class Manifest(Record):
-    """``manifest.json`` of ``build/<target>/bundle/``."""
+    """``manifest.json`` of ``build/<target>/bundle/``: what a device app needs to run the model (input, preprocessing,
+    output, labels, precision, backend and device), the validation summary, every artifact, and the sha256 and size of
+    every file. Each key is an attribute, each section a typed record (``manifest.input.shape``,
+    ``manifest.artifacts[0].engine``); keys this version does not know are kept in ``extra``, and ``to_json()`` gives
+    the JSON object back as it was read."""
 
     CLOSED = True
 

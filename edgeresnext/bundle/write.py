@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 KIT_FOLDER = "kit"  # where a bundle carries an on-device build kit
+SCORES = "softmax over the class axis; class i is line i of labels.txt"  # what a device app makes of the logits
 
 
 def _package_version(name: str) -> str:
@@ -106,6 +107,11 @@ def _io_signature(artifact: Artifact, meta: ModelMeta) -> dict[str, Any]:
     except Exception as err:  # onnx/openvino raise their own types (DecodeError, RuntimeError) for a bad file
         raise ConfigError(f"{path}: cannot read the {artifact.backend} {artifact.kind} artifact ({err})") from err
     return sig
+
+
+def _tensor(sig: dict[str, Any], which: str) -> dict[str, Any]:
+    """The name, shape and dtype of the model's input or output (``which``), as the manifest records them."""
+    return {"name": sig[f"{which}_name"], "shape": [int(d) for d in sig[f"{which}_shape"]], "dtype": "float32"}
 
 
 def _batch_range(sig: dict[str, Any], target: Target | None) -> BatchRange:
@@ -182,21 +188,9 @@ def build_manifest(
         schema_version=SCHEMA_VERSION,
         created_by=f"edgeresnext {_edgeresnext_version()}",
         model=_model_section(meta),
-        input=InputSection(
-            name=sig["input_name"],
-            shape=[int(d) for d in sig["input_shape"]],
-            dtype="float32",
-            layout="NCHW",
-            batch=_batch_range(sig, target),
-        ),
+        input=InputSection(**_tensor(sig, "input"), layout="NCHW", batch=_batch_range(sig, target)),
         preprocess=_preprocess_section(meta),
-        output=OutputSection(
-            name=sig["output_name"],
-            shape=[int(d) for d in sig["output_shape"]],
-            dtype="float32",
-            meaning="logits",
-            scores="softmax over the class axis; class i is line i of labels.txt",
-        ),
+        output=OutputSection(**_tensor(sig, "output"), meaning="logits", scores=SCORES),
         labels=LABELS,
         precision=primary.precision,
         backend=BackendSection(name=primary.backend, version=backend_version),
