@@ -138,10 +138,11 @@ class ArtifactEntry(Record):
         entry = super().from_json(data)
         # The schema checked the section against the registered backends' records: read it as the artifact's
         # backend's, or (a section on an artifact of a backend without one) as the first registered backend's.
-        records = [device_record(entry.backend)] + [device_record(name) for name in backend_names()]
-        record = next((r for r in records if r is not None), None)
-        if entry.engine is not None and record is not None:
-            entry.engine = record.from_json(data["engine"])
+        if entry.engine is not None:
+            records = (device_record(name) for name in [entry.backend, *backend_names()])
+            record = next((r for r in records if r is not None), None)
+            if record is not None:
+                entry.engine = record.from_json(data["engine"])
         return entry
 
 
