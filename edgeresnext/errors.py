@@ -37,6 +37,10 @@ class GateFailed(EdgeResNeXtError):
     """A validation gate of the target was not met."""
 
 
+class BundleError(EdgeResNeXtError):
+    """A bundle is missing, malformed, or does not match its manifest (tampered or incomplete)."""
+
+
 class StorageError(EdgeResNeXtError):
     """An output cannot be written: the disk (or quota) is full, or the folder is not writable."""
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeresnext.backends import Artifact, ArtifactInfo, Runner, get_backend
+from edgeresnext.backends import Runner, backend_facts, get_backend
 from edgeresnext.bundle import BundleError, read_manifest, verify_bundle
 from edgeresnext.bundle.manifest import BundleInputs, bundle_inputs
 from edgeresnext.bundle.signature import check_signature, public_key_from
@@ -99,8 +99,9 @@ class Classifier:
 
     @property
     def device_check(self) -> str | None:
-        """A TensorRT engine built on the device: ``checked``, ``failed`` or ``unchecked`` (see :func:`load_bundle`);
-        None for other artifacts. The full record is ``artifact["engine"]["device_check"]``."""
+        """An artifact built on the device (a TensorRT engine): ``checked``, ``failed`` or ``unchecked`` (see
+        :func:`load_bundle`); None for other artifacts. Its backend reads the full record from the manifest entry
+        (TensorRT: ``artifact["engine"]["device_check"]``)."""
         return device_check_status(self.artifact)
 
     @property
@@ -195,10 +196,16 @@ def _open_image(image: Any) -> Any:
 
 
 def device_check_status(artifact: dict[str, Any]) -> str | None:
-    """What the device check recorded for an engine built on the device (None: not such an engine)."""
-    if artifact.get("kind") != "engine" or "engine" not in artifact:
-        return None
-    return str((artifact["engine"].get("device_check") or {}).get("status") or "unchecked")
+    """What the device check recorded for an artifact built on the device (None: not such an artifact)."""
+    record = _device_check(artifact)
+    return None if record is None else str(record.get("status") or "unchecked")
+
+
+def _device_check(artifact: dict[str, Any]) -> dict[str, Any] | None:
+    """The device step's check of a manifest entry, as its backend reads it (None: not built on a device, or a
+    backend not registered here)."""
+    backend = backend_facts(artifact["backend"])
+    return backend.device_check(artifact) if backend is not None else None
 
 
 def _chosen_artifact(bundle_dir: Path, manifest: dict[str, Any], backend: str | None) -> dict[str, Any]:
@@ -216,25 +223,31 @@ def _chosen_artifact(bundle_dir: Path, manifest: dict[str, Any], backend: str | 
 
 
 def _check_loadable(bundle_dir: Path, artifact: dict[str, Any], allow_failed_check: bool) -> None:
-    """Refuse a kit (no engine yet) and an engine that failed its device check; warn about an unchecked one."""
+    """Refuse what the device has not built yet (a kit) and what failed its device check; warn about an unchecked
+    one. The artifact's backend says which is which."""
     where = bundle_dir / artifact["path"]
-    if artifact["kind"] == "kit":
-        raise BackendUnavailable(
-            f"{where}: an on-device build kit, not an engine; build the engine on the "
-            f"device first: `edgeresnext bundle build-engine {bundle_dir}` (or `{where}/"
-            "build_engine.sh` without edgeresnext; see the kit's README)"
-        )
+    not_yet = get_backend(artifact["backend"]).not_loadable_yet(bundle_dir, artifact)
+    if not_yet is not None:
+        raise BackendUnavailable(not_yet)
+    check = _device_check(artifact) or {}
     status = device_check_status(artifact)
     if status == "failed" and not allow_failed_check:
-        said = ((artifact["engine"]["device_check"].get("gate") or {}).get("message")) or "see the manifest"
+        said = ((check.get("gate") or {}).get("message")) or "see the manifest"
         raise BundleError(
             f"{where}: this engine FAILED its device check ({said}); it is refused. Rebuild it "
             f"(`edgeresnext bundle build-engine {bundle_dir}`), or load_bundle(..., allow_failed_check=True) to run it "
             "anyway"
         )
     if status == "unchecked":
-        reason = (artifact["engine"].get("device_check") or {}).get("reason") or "no device check recorded"
+        reason = check.get("reason") or "no device check recorded"
         logger.warning("%s: this engine is UNCHECKED on the device (%s)", where, reason)
+
+
+def _loadable(bundle_dir: Path, artifact: dict[str, Any]) -> bool:
+    """Whether the manifest entry ``artifact`` may load (its backend registered here, and nothing left for the
+    device to build)."""
+    backend = backend_facts(artifact["backend"])
+    return backend is not None and backend.not_loadable_yet(bundle_dir, artifact) is None
 
 
 def _runtime_device(manifest: dict[str, Any], artifact: dict[str, Any], runtime: Any) -> str:
@@ -249,13 +262,9 @@ def _stand_in_classifier(
 ) -> Classifier:
     """A classifier running the first stand-in the artifact's backend names (the files it is built from, run by
     another backend here); a BundleError when it has none."""
-    files = [bundle_dir / name for name in artifact["files"]]
-    if "engine" in artifact:  # an engine sealed on the device lists its build outputs; its source ONNX is recorded
-        files.append(bundle_dir / artifact["engine"]["onnx"]["path"])
-    recorded = Artifact(
-        artifact["backend"], artifact["precision"], artifact["kind"], bundle_dir / artifact["path"], files
-    )
-    stand_ins = get_backend(artifact["backend"]).stand_ins(recorded)
+    # What the device step recorded (an engine's source ONNX) is the backend's to read.
+    backend = get_backend(artifact["backend"])
+    stand_ins = backend.stand_ins(backend.artifact_from_manifest(bundle_dir, artifact))
     if not stand_ins:
         raise BundleError(f"{bundle_dir}: the {artifact['backend']} {artifact['kind']} artifact has no host stand-in")
     name, chosen = stand_ins[0]
@@ -313,19 +322,12 @@ def load_bundle(
     runtime = get_backend(artifact["backend"])
     if device is None:
         device = _runtime_device(manifest, artifact, runtime)
-    recorded = Artifact(
-        backend=artifact["backend"],
-        precision=artifact["precision"],
-        kind=artifact["kind"],
-        path=bundle_dir / artifact["path"],
-        files=[bundle_dir / name for name in artifact["files"]],
-        # An engine built on the device: what it was built for (TensorRT version, SM) is checked before it loads.
-        info=ArtifactInfo.from_dict({**artifact.get("info", {}), **artifact.get("engine", {})}),
-    )
+    # What the device step recorded (an engine's TensorRT version and SM) is checked by the backend before it loads.
+    recorded = runtime.artifact_from_manifest(bundle_dir, artifact)
     try:
         runner = runtime.load(recorded, runtime.run_options(info=recorded.info, device=device, threads=threads))
     except BackendUnavailable as err:
-        others = [a["backend"] for a in manifest["artifacts"] if a is not artifact and a["kind"] != "kit"]
+        others = [a["backend"] for a in manifest["artifacts"] if a is not artifact and _loadable(bundle_dir, a)]
         hint = f"; the bundle also has: {', '.join(others)} (load_bundle(..., backend=...))" if others else ""
         raise BackendUnavailable(f"{bundle_dir}: {err}{hint}") from err
     classifier = Classifier(bundle_dir, manifest, artifact, runner, inputs)

@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from edgeresnext.atomic import sha256_file
-from edgeresnext.errors import EdgeResNeXtError
+from edgeresnext.errors import BundleError
 from edgeresnext.registry import backend_class, backend_names
 
 FORMAT = "edgeresnext-bundle"
@@ -24,10 +24,6 @@ MANIFEST = "manifest.json"
 LABELS = "labels.txt"
 SIGNATURE = "bundle.sig"  # a signed bundle's signature (bundle/signature.py); it cannot be listed in what it signs
 SCHEMA_PATH = Path(__file__).parent.parent / "schemas" / "manifest.schema.json"
-
-
-class BundleError(EdgeResNeXtError):
-    """A bundle is missing, malformed, or does not match its manifest (tampered or incomplete)."""
 
 
 def manifest_schema() -> dict[str, Any]:

@@ -428,10 +428,10 @@ def stage_validate(ctx: BuildContext) -> StageResult:
         model = ctx.load_model()
         data = load_validation_data(target.data, model.meta.preprocess, model.meta.class_names)
         items = choose_artifacts(ctx.build_files, target, baseline_dir=folder / "baseline")
-        # A Jetson kit's device check set needs the host's outputs for its images (the first of the set's
-        # class-stratified order): kept from this pass.
+        # A bundle finished on the device (a Jetson kit's check set) may carry the host's outputs for the first
+        # images of the set's class-stratified order: kept from this pass.
         kept: dict[str, Any] = {}
-        keep = _check_set_images(ctx, data) if ctx.done["compile"].info.get("artifact", {}).get("kind") == "kit" else 0
+        keep = _host_outputs_needed(ctx, data)
         report = validate(
             target,
             items,
@@ -446,7 +446,7 @@ def stage_validate(ctx: BuildContext) -> StageResult:
             kept_images=keep,
         )
         if kept:
-            from edgeresnext.pipeline.checkset import KEPT_LOGITS, save_kept_logits
+            from edgeresnext.pipeline.device import KEPT_LOGITS, save_kept_logits
 
             save_kept_logits(folder / KEPT_LOGITS, kept, data.ids[:keep], data.inputs[:keep])
         report.deepstream = measure_serving_exports(ctx.build_files, target, model.meta, target_threads(target))
@@ -456,12 +456,13 @@ def stage_validate(ctx: BuildContext) -> StageResult:
     return run_stage(ctx.root / STAGE_FOLDERS["validate"], "validate", section, files, produce)
 
 
-def _check_set_images(ctx: BuildContext, data: Any) -> int:
-    """How many images a kit's device check set will take from ``data`` (0: none)."""
-    from edgeresnext.pipeline.checkset import check_set_size
+def _host_outputs_needed(ctx: BuildContext, data: Any) -> int:
+    """How many of ``data``'s first images the bundle for the device carries the host's outputs of (0: none)."""
+    from edgeresnext.backends import Artifact, get_backend
 
-    size = check_set_size(ctx.target, tuple(data.inputs.shape[1:]), len(data.class_names), len(data))
-    return size.images
+    artifact = Artifact.load(ctx.done["compile"].folder / ARTIFACT_JSON)
+    chw, classes = tuple(data.inputs.shape[1:]), len(data.class_names)
+    return get_backend(artifact.backend).host_outputs_needed(artifact, ctx.target, chw, classes, len(data))
 
 
 def load_report(ctx: BuildContext) -> ValidationReport:
@@ -526,10 +527,13 @@ def stage_bundle(ctx: BuildContext) -> StageResult:
         summary = bundle_summary(report)
         artifact = Artifact.load(artifact_json)
         info: dict[str, Any] = {"validation_summary": summary}
-        if artifact.kind == "kit" and ctx.target.validate_.device_check_images != 0:
-            from edgeresnext.pipeline.checkset import kit_with_check_set
+        from edgeresnext.pipeline.device import host_outputs
 
-            artifact, info["device_check_set"] = kit_with_check_set(ctx, artifact, ctx.root / "device-check")
+        backend = get_backend(artifact.backend)
+        if backend.awaits_device(artifact) is not None:
+            artifact, for_device = backend.bundle_for_device(artifact, ctx.root / "device-check", host_outputs(ctx))
+            if for_device is not None:
+                info["device_check_set"] = for_device
         exports = {}
         if get_backend(artifact.backend).exports_deepstream(artifact):
             if report.deepstream is None:  # the validate stage measures it for every such artifact
@@ -540,11 +544,11 @@ def stage_bundle(ctx: BuildContext) -> StageResult:
         return info
 
     root = ctx.root
-    # The device check set: its size, the data it comes from and its gate go into the stage's hash.
+    # What the bundle carries for the device (the check set: its size, the data it comes from and its gate, set in
+    # the backend's options) goes into the stage's hash.
     section = {
         "backend": ctx.target.backend,
-        "device_check_images": ctx.target.validate_.device_check_images,
-        "device_check_megabytes": ctx.target.validate_.device_check_megabytes,
+        "backend_options": getattr(ctx.target.backend_options, ctx.target.backend).model_dump(mode="json"),
         "check_set_version": 2,  # uint8 pixels, class-stratified sample (a new format reruns the stage)
         "data": ctx.target.data.model_dump(mode="json"),
         "gates": ctx.target.gates.model_dump(mode="json"),

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeresnext.atomic import sha256_file, temp_folder
-from edgeresnext.backends import Artifact, ArtifactInfo, TritonEntry, get_backend
+from edgeresnext.backends import TritonEntry, get_backend
 from edgeresnext.bundle import LABELS, MANIFEST, BundleError, verify_bundle
 from edgeresnext.errors import ConfigError
 
@@ -120,12 +120,6 @@ def images_config(name: str, manifest: dict[str, Any], parameters: dict[str, str
     return "\n".join(lines) + "\n"
 
 
-def _artifact(bundle: Path, entry: dict[str, Any]) -> Artifact:
-    info = ArtifactInfo.from_dict({**entry.get("info", {}), **entry.get("engine", {})})
-    files = [bundle / name for name in entry["files"]]
-    return Artifact(entry["backend"], entry["precision"], entry["kind"], bundle / entry["path"], files, info)
-
-
 def _chosen(bundle: Path, manifest: dict[str, Any], backend: str | None) -> dict[str, Any]:
     artifacts = manifest["artifacts"]
     chosen = next((a for a in artifacts if backend is None or a["backend"] == backend), None)
@@ -212,7 +206,8 @@ def triton_repository(
     bundle, out = Path(bundle_dir), Path(out_dir)
     manifest = verify_bundle(bundle)
     chosen = _chosen(bundle, manifest, backend)
-    entry = get_backend(chosen["backend"]).triton_entry(_artifact(bundle, chosen))
+    backend = get_backend(chosen["backend"])
+    entry = backend.triton_entry(backend.artifact_from_manifest(bundle, chosen))
     if entry is None:
         raise BundleError(
             f"{bundle}: the {chosen['backend']} {chosen['kind']} artifact is nothing Triton runs yet; build it on the "
