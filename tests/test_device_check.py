@@ -80,7 +80,7 @@ def test_the_kit_carries_the_check_set_and_the_hosts_own_stats(built):
     from edgeresnext.backends.tensorrt import device_check
     from edgeresnext.data import load_dataset
     from edgeresnext.data.sampling import stratified_sample
-    from edgeresnext.pipeline.checkset import check_inputs
+    from edgeresnext.backends.tensorrt.checkset import check_inputs
 
     kit = built / "kit"
     assert (kit / "check" / "stats.py").read_bytes() == Path(stats.__file__).read_bytes()
@@ -216,7 +216,7 @@ def test_an_app_may_run_a_failed_engine_only_when_it_asks(failed, monkeypatch):
 def test_an_unchecked_engine_loads_with_a_warning(built, tmp_path, monkeypatch, caplog, capsys):
     """The Python API build where no trtexec is found: the engine is sealed, its check says why it did not run."""
     import edgeresnext.backends.tensorrt as tensorrt
-    from edgeresnext.bundle import engine_into_bundle
+    from edgeresnext.bundle import finish_on_device
 
     bundle = copy_bundle(built, tmp_path / "bundle")
 
@@ -229,7 +229,7 @@ def test_an_unchecked_engine_loads_with_a_warning(built, tmp_path, monkeypatch, 
     monkeypatch.setattr(tensorrt, "engine_from_onnx", engine_from_onnx)
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
     monkeypatch.delenv("TRTEXEC", raising=False)
-    manifest = engine_into_bundle(bundle, python_api=True)
+    manifest = finish_on_device(bundle, python_api=True)
     check = manifest["artifacts"][0]["engine"]["device_check"]
     assert check["status"] == "unchecked" and check["reason"].startswith("trtexec not found")
     with caplog.at_level(logging.WARNING), pytest.raises(BackendUnavailable):
@@ -246,7 +246,7 @@ def _check_ids(bundle: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def unproven(tmp_path_factory, calib_dir, bin_dir) -> tuple[Path, subprocess.CompletedProcess]:
-    """validate.device_check_images: 32, fewer than the 59 that can prove a 5 % gate: the device step on an engine
+    """backend_options.tensorrt.device_check_images: 32, fewer than the 59 that can prove a 5 % gate: the device step on an engine
     that agrees everywhere."""
     built = jetson_bundle(tmp_path_factory, calib_dir, device_check_images=32)
     bundle = copy_bundle(built, tmp_path_factory.mktemp("unproven") / "bundle")
@@ -285,7 +285,7 @@ def test_the_device_normalizes_the_pixels_into_the_hosts_very_bytes(tmp_path):
     numpy path, the host's Preprocess.normalize and the check set's own inputs give the same float32 bytes."""
     from edgeresnext.backends.tensorrt.device_check import decoded_pixels, encoded_pixels, normalized_bytes
     from edgeresnext.data.preprocess import Preprocess
-    from edgeresnext.pipeline.checkset import check_inputs
+    from edgeresnext.backends.tensorrt.checkset import check_inputs
 
     script = Path(__file__).resolve().parents[1] / "edgeresnext" / "backends" / "tensorrt" / "device_check.py"
     for mean, std in (

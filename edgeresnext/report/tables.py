@@ -288,7 +288,10 @@ def _host_rows(report: dict[str, Any], check: dict[str, Any]) -> list[list[str]]
 
 
 def _device_where(device: dict[str, Any]) -> str:
-    """``Orin SM 8.7, TensorRT 10.3, power mode MAXN``: the device the check ran on, as it reported itself."""
+    """``Orin SM 8.7, TensorRT 10.3, power mode MAXN``: the device the check ran on, as it reported itself (a backend
+    whose device is no GPU names it in ``where``)."""
+    if device.get("where"):
+        return str(device["where"])
     where = f"{device.get('gpu_name') or 'device'} SM {device.get('gpu_sm') or '?'}, TensorRT " + str(
         device.get("tensorrt_version") or "?"
     )
