@@ -4,8 +4,8 @@ put into the bundle with its own outputs for them.
 
 It implements the on-device hooks of :class:`~edgeresnext.backends.Backend` (what the bundle carries for the device,
 when the bundle is loadable, the manifest section the device step writes and how it is read back, the report's device
-row, what the CLI says) and nothing else of edgeresnext names it: tests/test_device_backend.py registers it (one registry
-entry) and carries it through build, the kit, the device step, the seal, ``bundle verify``, ``load_bundle`` and
+row, what the CLI says) and nothing else of edgeresnext names it: tests/test_device_backend.py registers it (one
+registry entry) and carries it through build, the kit, the device step, the seal, ``bundle verify``, ``load_bundle`` and
 ``edgeresnext report BUNDLE``. A hook that generic code bypassed (a ``kind == "kit"`` test, a TensorRT import) fails
 there.
 """
@@ -221,9 +221,8 @@ def _top1(logits: np.ndarray) -> list[int]:
 def _built_into(work: Path, manifest: dict[str, Any], kit: dict[str, Any]) -> dict[str, Any]:
     """Run the kit's own build script in the copy ``work``, check the model it built on the check images, and record
     both in the copy's manifest (the new primary artifact, with its ``ondevice`` section)."""
-    from edgeresnext.bundle.manifest import MANIFEST, SIGNATURE
-
     from edgeresnext.atomic import sha256_file
+    from edgeresnext.bundle.manifest import MANIFEST, SIGNATURE
 
     folder = work / kit["path"]
     plan = json.loads((folder / KIT_FILE).read_text())
@@ -236,7 +235,10 @@ def _built_into(work: Path, manifest: dict[str, Any], kit: dict[str, Any]) -> di
         "path": built,
         "files": [built],
         "info": {k: v for k, v in kit.get("info", {}).items() if k == "threads"},
-        SECTION: {"built_from": f"{kit['path']}/{plan['onnx']}", "device_check": _device_check(folder / plan["output"])},
+        SECTION: {
+            "built_from": f"{kit['path']}/{plan['onnx']}",
+            "device_check": _device_check(folder / plan["output"]),
+        },
     }
     manifest["artifacts"] = [entry, *manifest["artifacts"]]
     manifest["files"] = [

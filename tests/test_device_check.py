@@ -78,9 +78,9 @@ def _imports(source: str) -> tuple[set[str], set[str]]:
 
 def test_the_kit_carries_the_check_set_and_the_hosts_own_stats(built):
     from edgeresnext.backends.tensorrt import device_check
+    from edgeresnext.backends.tensorrt.checkset import check_inputs
     from edgeresnext.data import load_dataset
     from edgeresnext.data.sampling import stratified_sample
-    from edgeresnext.backends.tensorrt.checkset import check_inputs
 
     kit = built / "kit"
     assert (kit / "check" / "stats.py").read_bytes() == Path(stats.__file__).read_bytes()
@@ -246,8 +246,8 @@ def _check_ids(bundle: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def unproven(tmp_path_factory, calib_dir, bin_dir) -> tuple[Path, subprocess.CompletedProcess]:
-    """backend_options.tensorrt.device_check_images: 32, fewer than the 59 that can prove a 5 % gate: the device step on an engine
-    that agrees everywhere."""
+    """backend_options.tensorrt.device_check_images: 32, fewer than the 59 that can prove a 5 % gate: the device step
+    on an engine that agrees everywhere."""
     built = jetson_bundle(tmp_path_factory, calib_dir, device_check_images=32)
     bundle = copy_bundle(built, tmp_path_factory.mktemp("unproven") / "bundle")
     return bundle, run_device_command(bundle, bin_dir)
@@ -283,9 +283,9 @@ def test_the_device_normalizes_the_pixels_into_the_hosts_very_bytes(tmp_path):
     """Every uint8 value of every channel, for the shipped model's, ImageNet's and an odd mean/std: the kit's standard
     library path (run under python3 -I -S, no numpy, as on a bare JetPack: decode the stored pixels, normalize), its
     numpy path, the host's Preprocess.normalize and the check set's own inputs give the same float32 bytes."""
+    from edgeresnext.backends.tensorrt.checkset import check_inputs
     from edgeresnext.backends.tensorrt.device_check import decoded_pixels, encoded_pixels, normalized_bytes
     from edgeresnext.data.preprocess import Preprocess
-    from edgeresnext.backends.tensorrt.checkset import check_inputs
 
     script = Path(__file__).resolve().parents[1] / "edgeresnext" / "backends" / "tensorrt" / "device_check.py"
     for mean, std in (

@@ -137,7 +137,7 @@ def _mismatch(bundle_dir: Path, manifest: dict[str, Any]) -> str:
         if names
     )
     primary = manifest["artifacts"][0]
-    device_files = set(primary["files"]) if primary.get("kind") == "engine" and "engine" in primary else set()
+    device_files = set(primary["files"]) if _built_on_device(primary) else set()
     if device_files and set(added) <= device_files and set(changed) <= device_files | {MANIFEST} and not missing:
         return (
             f"{SIGNATURE} covers this bundle as it was before the device step sealed the engine {primary['path']} "
@@ -146,6 +146,14 @@ def _mismatch(bundle_dir: Path, manifest: dict[str, Any]) -> str:
             "check it with that key's public key"
         )
     return f"the bundle was changed after it was signed ({listed})"
+
+
+def _built_on_device(artifact: dict[str, Any]) -> bool:
+    """Whether the manifest entry ``artifact`` was built by a device step (its backend reads a device check in it)."""
+    from edgeresnext.backends import backend_facts
+
+    backend = backend_facts(artifact.get("backend", ""))
+    return backend is not None and backend.device_check(artifact) is not None
 
 
 def check_signature(bundle_dir: str | os.PathLike[str], public_key: str | os.PathLike[str]) -> dict[str, Any]:

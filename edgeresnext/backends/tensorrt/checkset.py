@@ -259,14 +259,14 @@ def kit_with_check_set(
     batches = _write_pixel_batches(check_dir, images.pixels, plan)
     files += [check_dir / batch["file"] for batch in batches]
     count = sum(b["size"] for b in batches)
-    host = {
+    outputs = {
         "fp32_name": "pytorch-fp32",
         "fp32_top1": [int(i) for i in fp32[:count].argmax(1)],
         "stand_in_name": stand_in_name,
         "stand_in_top1": [int(i) for i in stand_in_logits[:count].argmax(1)],
         "stand_in_logits": _rounded(stand_in_logits[:count]),
     }
-    extra = {"batches": batches, "host": host, "why": images.size.reason}
+    extra = {"batches": batches, "host": outputs, "why": images.size.reason}
     check = _check_record(host, plan, output_name, images, extra)
     (check_dir / CHECK_FILE).write_text(json.dumps(check) + "\n", encoding="utf-8")
     files.append(check_dir / CHECK_FILE)
