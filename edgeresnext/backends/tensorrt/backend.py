@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -181,10 +181,12 @@ class TensorRTBackend(Backend):
     def bundle_for_device(
         self, artifact: Artifact, scratch: Path, host: HostOutputs
     ) -> tuple[Artifact, dict[str, Any] | None]:
-        if artifact.kind != "kit" or host.target.backend_options.tensorrt.device_check_images == 0:
+        if artifact.kind != "kit":
             return artifact, None
-        from edgeresnext.backends.tensorrt.checkset import kit_with_check_set
+        from edgeresnext.backends.tensorrt.checkset import kit_info, kit_with_check_set
 
+        if host.target.backend_options.tensorrt.device_check_images == 0:
+            return replace(artifact, info=replace(artifact.info, extra=kit_info(artifact.info.extra))), None
         return kit_with_check_set(artifact, scratch, host, self.stand_ins(artifact))
 
     def bundle_folder(self, artifact: Artifact) -> str | None:

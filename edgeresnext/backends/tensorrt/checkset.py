@@ -293,19 +293,19 @@ def kit_with_check_set(
         kind=artifact.kind,
         path=kit,
         files=sorted(set(files)),
-        info=replace(artifact.info, extra=_with_check_set(artifact.info.extra, info)),
+        info=replace(artifact.info, extra=kit_info(artifact.info.extra, info)),
     )
     logger.info("device check set: %d images in %d batch(es) of %d, %.1f MB", count, len(batches), size, mb)
     return checked, info
 
 
-def _with_check_set(extra: dict[str, Any], check_set: dict[str, Any]) -> dict[str, Any]:
-    """The kit's info with ``device_check_set`` after its device commands, where artifact.json has always had it."""
-    keys = list(extra)
-    at = keys.index("device_commands") + 1 if "device_commands" in keys else 0
-    rest = {k: v for k, v in extra.items() if k != "device_check_set"}
-    before = {k: rest[k] for k in keys[:at] if k in rest}
-    return {**before, "device_check_set": check_set, **{k: v for k, v in rest.items() if k not in before}}
+def kit_info(extra: dict[str, Any], check_set: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The kit's info as a bundle's manifest has always listed it: why it is a kit, the device commands and the check
+    set first (they were shared fields of ``ArtifactInfo`` before they became the kit's own), then the rest."""
+    first = {k: extra[k] for k in ("reason", "device_commands") if k in extra}
+    if check_set is not None:
+        first["device_check_set"] = check_set
+    return {**first, **{k: v for k, v in extra.items() if k not in first}}
 
 
 # ------------------------------------------------------------------------------------------ the build summary
