@@ -24,17 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgeresnext.backends import (
-    Artifact,
-    ArtifactInfo,
-    Backend,
-    DeviceStepOutcome,
-    HostOutputs,
-    Runner,
-    RunOptions,
-    copy_artifact_folder,
-    option,
-)
+from edgeresnext.backends import Artifact, ArtifactInfo, Backend, Runner, RunOptions, copy_artifact_folder, option
+from edgeresnext.backends.base import DeviceStepOutcome, HostOutputs
 from edgeresnext.errors import EXIT_GATE_FAILED, EXIT_OK, EXIT_UNPROVEN, ConfigError
 
 if TYPE_CHECKING:
