@@ -215,7 +215,7 @@ def test_an_app_may_run_a_failed_engine_only_when_it_asks(failed, monkeypatch):
 
 def test_an_unchecked_engine_loads_with_a_warning(built, tmp_path, monkeypatch, caplog, capsys):
     """The Python API build where no trtexec is found: the engine is sealed, its check says why it did not run."""
-    import edgeresnext.backends.tensorrt as tensorrt
+    import edgeresnext.backends.tensorrt.engine as tensorrt  # the Python API build the device step calls
     from edgeresnext.bundle import finish_on_device
 
     bundle = copy_bundle(built, tmp_path / "bundle")

@@ -150,7 +150,7 @@ def test_edgeresnext_build_engine_is_the_same_step(bundle, bin_dir, sealed_once,
 
 def test_the_python_api_builds_from_the_kits_plan(bundle, monkeypatch, capsys):
     """--python-api (and `compile --on-device` of a kit inside a bundle) build with the kit's own plan, in the copy."""
-    import edgeresnext.backends.tensorrt as tensorrt
+    import edgeresnext.backends.tensorrt.engine as tensorrt  # the Python API build the device step calls
 
     calls = []
 
@@ -412,7 +412,7 @@ PLANTED = {  # a line in each kit file that would touch its own marker if edgere
 def test_edgeresnext_never_runs_code_from_the_bundle(bundle, bin_dir, tmp_path, monkeypatch):
     """Tampered, resealed kit files (sha256 and size updated in manifest.json: `verify` passes) are data to edgeresnext:
     `bundle build-engine` and `compile --on-device` run the package's own code and the device's trtexec."""
-    import edgeresnext.backends.tensorrt as tensorrt
+    import edgeresnext.backends.tensorrt.engine as tensorrt  # the Python API build the device step calls
 
     markers = {name: tmp_path / f"ran-{Path(name).name}" for name in PLANTED}
     for name, marker in markers.items():

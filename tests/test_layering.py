@@ -236,13 +236,14 @@ def import_cycles(imports: list[Import]) -> list[list[str]]:
 
 
 def tensorrt_imports(imports: list[Import], root: Path) -> list[str]:
-    """Imports of ``backends.tensorrt`` (or a module in it) from a module outside it."""
-    return [
+    """Imports of ``backends.tensorrt`` (or a module in it) from a module outside it, once per statement and module."""
+    found = [
         f"{imp.where(root)}: {imp.importer} imports {imp.target}: only backends/tensorrt/ imports it (ask the backend)"
         for imp in imports
         if (imp.target == TENSORRT_PACKAGE or imp.target.startswith(TENSORRT_PACKAGE + "."))
         and not (imp.importer == TENSORRT_PACKAGE or imp.importer.startswith(TENSORRT_PACKAGE + "."))
     ]
+    return list(dict.fromkeys(found))
 
 
 def _names_a_kind(node: ast.expr) -> bool:
