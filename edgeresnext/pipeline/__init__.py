@@ -19,6 +19,8 @@ from edgeresnext.pipeline.preflight import preflight
 from edgeresnext.pipeline.stages import STAGE_FUNCTIONS, STAGES, BuildContext, load_report
 
 if TYPE_CHECKING:
+    from edgeresnext.backends import Artifact
+    from edgeresnext.pipeline.stage_info import FallbackRecord, QuantizeInfo
     from edgeresnext.validate import ArtifactResult, ValidationReport
 
 __all__ = ["STAGES", "BuildContext", "BuildSummary", "StageResult", "build", "build_all", "prepare_inputs", "run_stage"]
@@ -242,9 +244,9 @@ def build(
     summary.notes[:0] = ctx.notes
     if "validate" in ctx.done:
         summary.report = load_report(ctx)
-    artifact = ctx.done["compile"].info.get("artifact", {}) if "compile" in ctx.done else {}
-    if artifact.get("kind") == "kit":
-        summary.not_done.append(artifact.get("info", {}).get("reason", "TensorRT engine: built on the device"))
+    artifact = ctx.done["compile"].info.artifact if "compile" in ctx.done else None
+    if artifact is not None and artifact.kind == "kit":
+        summary.not_done.append(artifact.info.reason or "TensorRT engine: built on the device")
         summary.notes += _device_step_notes(ctx, artifact)
     if target.model.checkpoint == SHIPPED_CHECKPOINT:
         summary.notes.append("model: the shipped Fashion-MNIST ResNeXt (override with CHECKPOINT=... / MODEL=...)")
@@ -265,14 +267,14 @@ def _signed(ctx: BuildContext, summary: BuildSummary, sign_key: Path, password: 
     return f"bundle: signed with {sign_key}: {signature} covers every file of it, manifest.json included"
 
 
-def _device_step_notes(ctx: BuildContext, kit: dict[str, Any]) -> list[str]:
+def _device_step_notes(ctx: BuildContext, kit: Artifact) -> list[str]:
     """What is left to do on the device for a kit build: with a bundle, the check set it carries and how to build
     and record the engine there; without one, the kit's own device commands."""
     if "bundle" not in ctx.done:
-        return [f"on the device: {line}" for line in kit.get("info", {}).get("device_commands", [])]
+        return [f"on the device: {line}" for line in kit.info.device_commands]
     bundle = ctx.folder("bundle")  # the device step runs against the bundle copied to the device
     notes = []
-    check_set = ctx.done["bundle"].info.get("device_check_set")
+    check_set = ctx.done["bundle"].info.device_check_set
     if check_set:
         notes += check_set_notes(check_set, f"{bundle}/kit/check")
     notes.append(
@@ -341,52 +343,58 @@ def _what_it_proves(proves: dict[str, Any]) -> str:
 
 def _quantize_notes(quantized: StageResult) -> list[str]:
     """What the quantize stage did besides PTQ/QAT (also when it was cached): skipped images, sensitivity, fallback."""
-    info = quantized.info
+    info: QuantizeInfo = quantized.info
     notes = []
-    near = info.get("calibration_near_copies") or {}
-    if near.get("count"):
-        first = near["images"][0]
+    near = info.calibration_near_copies
+    if near is not None and near.count:
+        first = near.images[0]
         notes.append(
-            f"WARNING: calibration: {near['count']} of {near['checked']} calibration images are near-copies of "
+            f"WARNING: calibration: {near.count} of {near.checked} calibration images are near-copies of "
             f"validation images (the same model input up to a resize, a re-encoding or an alpha channel; first: "
             f"{first['image']} ~ {first['near']}): the drop is measured partly on images the quantizer calibrated "
             f"on; all in {quantized.folder / 'quant.json'}"
         )
-    skipped = info.get("calibration_skipped")
+    skipped = info.calibration_skipped
     if skipped:
         notes.append(
             f"calibration: skipped {len(skipped)} unreadable image(s) (data.on_bad_image: skip) and took the next, "
             f"first: {skipped[0][1]}; all in {quantized.folder / 'quant.json'}"
         )
-    fallback = info.get("fallback")
+    # No timings here: the note goes into the report, which two builds of the same inputs write alike.
+    notes.append(
+        f"quantize: {info.method} on {info.calibration_images} calibration images; sensitivity {info.sensitivity}; "
+        f"{_fallback_said(info.fallback)}"
+    )
+    return notes
+
+
+def _fallback_said(fallback: FallbackRecord | None) -> str:
+    """The quantize note's account of the fallback: not asked for, not run and why, or what it left in float."""
     if fallback is None:
-        decided = "no fallback (no max_top1_drop gate, or quant.max_fallback_layers: 0)"
-    elif not fallback.get("run"):
-        decided = f"fallback not run: {fallback['why']}"
-    elif fallback["layers_in_float"]:
+        return "no fallback (no max_top1_drop gate, or quant.max_fallback_layers: 0)"
+    if not fallback.run:
+        return f"fallback not run: {fallback.why}"
+    if fallback.layers_in_float:
         decided = (
-            f"fallback on {fallback['images']}: drop {fallback['top1_drop_before'] * 100:.2f} pt not within the gate, "
-            f"{len(fallback['layers_in_float'])} layer(s) left in float ({', '.join(fallback['layers_in_float'])}), "
-            f"drop {fallback['top1_drop_after'] * 100:.2f} pt"
+            f"fallback on {fallback.images}: drop {fallback.top1_drop_before * 100:.2f} pt not within the gate, "
+            f"{len(fallback.layers_in_float)} layer(s) left in float ({', '.join(fallback.layers_in_float)}), "
+            f"drop {fallback.top1_drop_after * 100:.2f} pt"
         )
     else:
         decided = (
-            f"fallback checked on {fallback['images']}: drop {fallback['top1_drop_before'] * 100:.2f} pt within "
+            f"fallback checked on {fallback.images}: drop {fallback.top1_drop_before * 100:.2f} pt within "
             "the gate, nothing left in float"
         )
-    if fallback and fallback.get("near_copies"):
-        copies = fallback["near_copies"]
+    if fallback.near_copies:
+        copies = fallback.near_copies
         decided += f" (near-copies left out, first: {copies[0]['image']} ~ {copies[0]['near']})"
-    if fallback and fallback.get("run") and fallback.get("decided_on"):
-        bound = fallback.get("top1_drop_upper_bound")
-        on_bound = bound is not None and fallback["decided_on"] == "bound"
-        decided += f" (decided on the {fallback['decided_on']}" + (
+    if fallback.decided_on:
+        bound = fallback.top1_drop_upper_bound
+        on_bound = bound is not None and fallback.decided_on == "bound"
+        decided += f" (decided on the {fallback.decided_on}" + (
             f", upper bound {bound * 100:.2f} pt)" if on_bound else ")"
         )
-    # No timings here: the note goes into the report, which two builds of the same inputs write alike.
-    method, images, sensitivity = info.get("method", "ptq"), info.get("calibration_images"), info.get("sensitivity")
-    notes.append(f"quantize: {method} on {images} calibration images; sensitivity {sensitivity}; {decided}")
-    return notes
+    return decided
 
 
 COMPARISON_HEADER = [
