@@ -1,5 +1,5 @@
 """Each stage's record (the ``info`` of its stage.json) is a small dataclass whose JSON form is the one the records had
-before they were typed. tests/fixtures/stage_info/ holds the info of every stage.json of cpu and jetson
+before they were typed. tests/fixtures/stage_info/ holds the info of every stage.json of cpu, onnxruntime and jetson
 builds (200 validation and 60 calibration images) made by the version before: each reads back field for field, is
 written again byte for byte, and a stage.json of that version is taken as cached."""
 
@@ -37,7 +37,7 @@ def _bytes(record: dict) -> str:
 
 def test_every_stage_has_a_record_type_and_every_build_records_every_stage():
     assert list(STAGE_INFO) == list(STAGES)
-    assert {p.stem for p in BUILDS} == {"cpu", "jetson"}
+    assert {p.stem for p in BUILDS} == {"cpu", "onnxruntime", "jetson"}
     for path in BUILDS:
         assert set(_records(path)) == set(STAGES), path.name
 

@@ -166,9 +166,7 @@ def _summary_cells(row: ArtifactResult, report: ValidationReport) -> str:
 
 def _integer_share(row: ArtifactResult) -> str:
     """What an INT8 artifact really runs, as its runtime reports it (convolutions as integer kernels)."""
-    from edgeresnext.backends import PrecisionReport
-
-    runtime = PrecisionReport.from_dict({**(row.info.get("runtime") or {}), "precision": row.precision})
+    runtime = row.runtime_precision
     if "int8" not in row.precision or not runtime.int8_count:
         return ""
     return f"  (int8 kernels: {runtime.int8_count})"
