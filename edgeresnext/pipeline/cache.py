@@ -181,13 +181,11 @@ def run_stage(
 ) -> StageResult:
     """Run ``produce(folder)`` unless ``folder/stage.json`` proves the same inputs already made intact outputs.
 
-    ``produce`` writes its files into ``folder`` (atomically) and returns the stage's ``info``: an ``info_type``
-    record (its ``to_dict`` goes into stage.json, and a skipped stage reads it back with ``from_dict``), or a plain
-    dict without one. Every regular file it leaves (besides stage.json) is recorded with its sha256. stage.json also
-    records each input (the config section, every input file's sha256, package versions), so a rerun names what
-    changed (:attr:`StageResult.reason`). A stage that fails keeps nothing it wrote but the files ``kept_on_failure``
-    names (a report of why it failed, such as the lint's findings).
-    """
+    ``produce`` writes its files into ``folder`` (atomically) and returns the stage's ``info``, an ``info_type``
+    record (stage.json holds its ``to_dict``; a skipped stage reads it back with ``from_dict``; without one, a dict).
+    Every regular file it leaves (besides stage.json) is recorded with its sha256, and each input (the config
+    section, every input file's sha256, package versions), so a rerun names what changed (:attr:`StageResult.reason`).
+    A stage that fails keeps nothing it wrote but the files ``kept_on_failure`` names (a report of why it failed)."""
     packages = package_versions()
     file_digests = [(Path(path), sha256_file(path)) for path in input_files]
     files = {str(path): digest for path, digest in file_digests}
@@ -204,8 +202,7 @@ def run_stage(
         except (OSError, json.JSONDecodeError):
             record = None
         reason = rerun_reason(record if isinstance(record, dict) else None, key, folder, config, files, packages)
-        if reason is None:
-            info, reason = _recorded_info(record.get("info", {}), info_type)
+        info, reason = _recorded_info(record.get("info", {}), info_type) if reason is None else (None, reason)
         if reason is None:
             logger.info("stage %s: inputs unchanged, skipped", name)
             return StageResult(name, folder, record["outputs"], True, 0.0, info)
