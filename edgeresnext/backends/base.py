@@ -486,7 +486,7 @@ class Backend:
         return Artifact(backend=self.name, precision=precision, kind=kind, path=path, files=[path])
 
     def compile_needs_calibration(self, target: Target) -> bool:
-        """Whether :meth:`compile` for ``target`` calibrates (takes ``calibration=``, preprocessed images)."""
+        """Whether :meth:`compile` for ``target`` calibrates (reads ``calibration``, the preprocessed images)."""
         return False
 
     def threads(self, target: Target) -> int | None:
@@ -516,9 +516,12 @@ class Backend:
             return f"{self.package} is not installed ({err}); pip install {self.package}"
         return None
 
-    def compile(self, onnx_path: str | Path, target: Target, out_dir: str | Path, **extra: Any) -> Artifact:
-        """Turn ``onnx_path`` into what ``target`` runs, in ``out_dir``. ``extra``: backend-specific inputs
-        (OpenVINO's native INT8 takes ``calibration=`` a float32 NCHW array)."""
+    def compile(
+        self, onnx_path: str | Path, target: Target, out_dir: str | Path, calibration: np.ndarray | None = None
+    ) -> Artifact:
+        """Turn ``onnx_path`` into what ``target`` runs, in ``out_dir``. ``calibration``: the preprocessed images
+        (float32 NCHW) a compile that calibrates reads (:meth:`compile_needs_calibration`: OpenVINO's native INT8,
+        ONNX Runtime's INT8 form); None for every other compile."""
         onnx_path = Path(onnx_path)
         if not onnx_path.is_file():
             raise ConfigError(f"{onnx_path}: ONNX model not found")
@@ -535,7 +538,7 @@ class Backend:
             )
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        return self._compile_impl(onnx_path, target, out_dir, **extra)
+        return self._compile_impl(onnx_path, target, out_dir, calibration)
 
     def load(self, artifact: Artifact, options: RunOptions | Target | None = None) -> Runner:
         """A :class:`Runner` for ``artifact``. ``options``: :class:`RunOptions` (see :meth:`run_options`), a
@@ -558,7 +561,9 @@ class Backend:
             options = replace(options, device=self.default_device)
         return self._load_impl(artifact, options)
 
-    def _compile_impl(self, onnx_path: Path, target: Target, out_dir: Path, **extra: Any) -> Artifact:
+    def _compile_impl(
+        self, onnx_path: Path, target: Target, out_dir: Path, calibration: np.ndarray | None = None
+    ) -> Artifact:
         raise NotImplementedError
 
     def _load_impl(self, artifact: Artifact, options: RunOptions) -> Runner:

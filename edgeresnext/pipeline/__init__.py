@@ -19,6 +19,7 @@ from edgeresnext.pipeline.preflight import preflight
 from edgeresnext.pipeline.stages import STAGE_FUNCTIONS, STAGES, BuildContext, load_report
 
 if TYPE_CHECKING:
+    from edgeresnext.pipeline.stage_info import FallbackRecord, QuantizeInfo
     from edgeresnext.validate import ArtifactResult, ValidationReport
 
 __all__ = ["STAGES", "BuildContext", "BuildSummary", "StageResult", "build", "build_all", "prepare_inputs", "run_stage"]
@@ -164,9 +165,7 @@ def _summary_cells(row: ArtifactResult, report: ValidationReport) -> str:
 
 def _integer_share(row: ArtifactResult) -> str:
     """What an INT8 artifact really runs, as its runtime reports it (convolutions as integer kernels)."""
-    from edgeresnext.backends import PrecisionReport
-
-    runtime = PrecisionReport.from_dict({**(row.info.get("runtime") or {}), "precision": row.precision})
+    runtime = row.runtime_precision
     if "int8" not in row.precision or not runtime.int8_count:
         return ""
     return f"  (int8 kernels: {runtime.int8_count})"
@@ -266,68 +265,72 @@ def _signed(ctx: BuildContext, summary: BuildSummary, sign_key: Path, password: 
 def _device_step(ctx: BuildContext, summary: BuildSummary) -> None:
     """What is left to do on the device for an artifact finished there (its backend says): why, and with a bundle
     what it carries for the device and how to finish it there; without one, the device commands."""
-    from edgeresnext.backends import Artifact, get_backend
+    from edgeresnext.backends import get_backend
 
-    recorded = ctx.done["compile"].info.get("artifact")
-    artifact = Artifact.from_dict(recorded) if recorded else None
-    backend = get_backend(artifact.backend) if artifact is not None else None
-    reason = backend.awaits_device(artifact) if backend is not None else None
+    artifact = ctx.done["compile"].info.artifact
+    reason = get_backend(artifact.backend).awaits_device(artifact)
     if reason is None:
         return
     summary.not_done.append(reason)
     bundle = ctx.folder("bundle") if "bundle" in ctx.done else None  # the device step runs against the bundle copy
-    record = ctx.done["bundle"].info.get("device_check_set") if bundle is not None else None
-    summary.notes += backend.device_step_notes(artifact, bundle, record)
+    record = ctx.done["bundle"].info.device_check_set if bundle is not None else None
+    summary.notes += get_backend(artifact.backend).device_step_notes(artifact, bundle, record)
 
 
 def _quantize_notes(quantized: StageResult) -> list[str]:
     """What the quantize stage did besides PTQ/QAT (also when it was cached): skipped images, sensitivity, fallback."""
-    info = quantized.info
+    info: QuantizeInfo = quantized.info
     notes = []
-    near = info.get("calibration_near_copies") or {}
-    if near.get("count"):
-        first = near["images"][0]
+    near = info.calibration_near_copies
+    if near is not None and near.count:
+        first = near.images[0]
         notes.append(
-            f"WARNING: calibration: {near['count']} of {near['checked']} calibration images are near-copies of "
+            f"WARNING: calibration: {near.count} of {near.checked} calibration images are near-copies of "
             f"validation images (the same model input up to a resize, a re-encoding or an alpha channel; first: "
             f"{first['image']} ~ {first['near']}): the drop is measured partly on images the quantizer calibrated "
             f"on; all in {quantized.folder / 'quant.json'}"
         )
-    skipped = info.get("calibration_skipped")
+    skipped = info.calibration_skipped
     if skipped:
         notes.append(
             f"calibration: skipped {len(skipped)} unreadable image(s) (data.on_bad_image: skip) and took the next, "
             f"first: {skipped[0][1]}; all in {quantized.folder / 'quant.json'}"
         )
-    fallback = info.get("fallback")
+    # No timings here: the note goes into the report, which two builds of the same inputs write alike.
+    notes.append(
+        f"quantize: {info.method} on {info.calibration_images} calibration images; sensitivity {info.sensitivity}; "
+        f"{_fallback_said(info.fallback)}"
+    )
+    return notes
+
+
+def _fallback_said(fallback: FallbackRecord | None) -> str:
+    """The quantize note's account of the fallback: not asked for, not run and why, or what it left in float."""
     if fallback is None:
-        decided = "no fallback (no max_top1_drop gate, or quant.max_fallback_layers: 0)"
-    elif not fallback.get("run"):
-        decided = f"fallback not run: {fallback['why']}"
-    elif fallback["layers_in_float"]:
+        return "no fallback (no max_top1_drop gate, or quant.max_fallback_layers: 0)"
+    if not fallback.run:
+        return f"fallback not run: {fallback.why}"
+    if fallback.layers_in_float:
         decided = (
-            f"fallback on {fallback['images']}: drop {fallback['top1_drop_before'] * 100:.2f} pt not within the gate, "
-            f"{len(fallback['layers_in_float'])} layer(s) left in float ({', '.join(fallback['layers_in_float'])}), "
-            f"drop {fallback['top1_drop_after'] * 100:.2f} pt"
+            f"fallback on {fallback.images}: drop {fallback.top1_drop_before * 100:.2f} pt not within the gate, "
+            f"{len(fallback.layers_in_float)} layer(s) left in float ({', '.join(fallback.layers_in_float)}), "
+            f"drop {fallback.top1_drop_after * 100:.2f} pt"
         )
     else:
         decided = (
-            f"fallback checked on {fallback['images']}: drop {fallback['top1_drop_before'] * 100:.2f} pt within "
+            f"fallback checked on {fallback.images}: drop {fallback.top1_drop_before * 100:.2f} pt within "
             "the gate, nothing left in float"
         )
-    if fallback and fallback.get("near_copies"):
-        copies = fallback["near_copies"]
+    if fallback.near_copies:
+        copies = fallback.near_copies
         decided += f" (near-copies left out, first: {copies[0]['image']} ~ {copies[0]['near']})"
-    if fallback and fallback.get("run") and fallback.get("decided_on"):
-        bound = fallback.get("top1_drop_upper_bound")
-        on_bound = bound is not None and fallback["decided_on"] == "bound"
-        decided += f" (decided on the {fallback['decided_on']}" + (
+    if fallback.decided_on:
+        bound = fallback.top1_drop_upper_bound
+        on_bound = bound is not None and fallback.decided_on == "bound"
+        decided += f" (decided on the {fallback.decided_on}" + (
             f", upper bound {bound * 100:.2f} pt)" if on_bound else ")"
         )
-    # No timings here: the note goes into the report, which two builds of the same inputs write alike.
-    method, images, sensitivity = info.get("method", "ptq"), info.get("calibration_images"), info.get("sensitivity")
-    notes.append(f"quantize: {method} on {images} calibration images; sensitivity {sensitivity}; {decided}")
-    return notes
+    return decided
 
 
 COMPARISON_HEADER = [

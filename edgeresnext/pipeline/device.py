@@ -44,11 +44,8 @@ def load_kept_logits(path: Path) -> tuple[dict[str, np.ndarray], list[str], str]
 
 def _near_copies(ctx: BuildContext) -> frozenset[str]:
     """The validation images the quantize stage found to be near-copies of calibration images."""
-    if "quantize" not in ctx.done:
-        return frozenset()
-    record = ctx.folder("quantize") / "quant.json"
-    near = json.loads(record.read_text(encoding="utf-8")).get("calibration_near_copies") or {}
-    return frozenset(pair["near"] for pair in near.get("images", []))
+    near = ctx.done["quantize"].info.calibration_near_copies if "quantize" in ctx.done else None
+    return frozenset(pair["near"] for pair in near.images) if near is not None else frozenset()
 
 
 def host_outputs(ctx: BuildContext) -> HostOutputs:

@@ -43,6 +43,8 @@ from edgeresnext.onnx_io import check_onnx_precision
 from edgeresnext.registry import option
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from edgeresnext.config import Target
 
 logger = logging.getLogger(__name__)
@@ -307,7 +309,9 @@ class TensorRTBackend(Backend):
             return f"TensorRT {trt.__version__} found; needs TensorRT 10 or later (JetPack 6.1 and later)"
         return None
 
-    def _compile_impl(self, onnx_path: Path, target: Target, out_dir: Path, **extra: Any) -> Artifact:
+    def _compile_impl(
+        self, onnx_path: Path, target: Target, out_dir: Path, calibration: np.ndarray | None = None
+    ) -> Artifact:
         from edgeresnext.quantize.qdq import fp16_qdq_from_onnx
 
         options = target.backend_options.tensorrt
