@@ -19,8 +19,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from edgeresnext.errors import (
     MAX_BATCH,
     MAX_CLASSES,
-    MAX_DEVICE_CHECK_IMAGES,
-    MAX_DEVICE_CHECK_MEGABYTES,
     MAX_EPOCHS,
     MAX_FALLBACK_LAYERS,
     MAX_IMAGES,
@@ -176,7 +174,7 @@ def _section_model(name: str) -> type[BaseModel]:
     hints = typing.get_type_hints(options_type)
     fields: dict[str, Any] = {}
     for key, item, meta in target_options(options_type):
-        bounds = {k: v for k, v in (("ge", meta.ge), ("le", meta.le)) if v is not None}
+        bounds = {k: v for k, v in (("ge", meta.ge), ("le", meta.le), ("gt", meta.gt)) if v is not None}
         fields[key] = (hints[item.name], Field(item.default, description=meta.description or None, **bounds))
     return create_model(f"{options_type.__name__}Section", __base__=_Strict, **fields)
 
@@ -218,37 +216,23 @@ class Gates(_Strict):
 
     renamed: ClassVar[dict[str, tuple[str, str]]] = {
         "min_speedup_vs_fp32": ("min_speedup", "measured against the same runtime's float build: FP32, or FP16"),
+        "max_device_disagreement": (
+            "backend_options.tensorrt.max_device_disagreement",
+            "the device check of a TensorRT on-device kit is that backend's setting",
+        ),
     }
-    max_device_disagreement: float | None = Field(
-        0.05,
-        ge=0,
-        le=1,
-        description="TensorRT on-device kits: the largest top-1 disagreement of the engine, run on the device on the "
-        "bundle's check set, with the host's INT8 stand-in; beyond it the device step exits 1 and seals the engine as "
-        "failed (decided like min_agreement: bound, NOT PROVEN rules)",
-    )
 
 
 class ValidateSpec(_Strict):
+    renamed: ClassVar[dict[str, tuple[str, str]]] = {
+        key: (
+            f"backend_options.tensorrt.{key}",
+            "the device check of a TensorRT on-device kit is that backend's setting",
+        )
+        for key in ("device_check_images", "device_check_megabytes")
+    }
     latency_runs: int = Field(50, ge=1, le=MAX_RUNS)
     warmup_runs: int = Field(10, ge=0, le=MAX_RUNS)
-    device_check_images: int | None = Field(
-        None,
-        ge=0,
-        le=MAX_DEVICE_CHECK_IMAGES,
-        description="TensorRT on-device kits: validation images the bundle carries (a class-stratified sample, uint8 "
-        "after resize and crop) with the host's per-image outputs, for the device check after the engine is built. "
-        "null: derived from gates.max_device_disagreement and gates.confidence (the smallest set that proves the gate "
-        "95 % of the time when the engine truly disagrees on 0.5 % of images: 124 for 5 % at 95 %), within "
-        "device_check_megabytes; 0: no check set (the engine stays unchecked)",
-    )
-    device_check_megabytes: float = Field(
-        32.0,
-        gt=0,
-        le=MAX_DEVICE_CHECK_MEGABYTES,
-        description="TensorRT on-device kits: the most the check set may add to the bundle, in MB (10^6 bytes, "
-        "counted before its lossless compression); 124 ResNeXt-50 images at 224x224 take 18.7 MB",
-    )
     stand_in_images: int | None = Field(
         None,
         ge=1,

@@ -37,6 +37,10 @@ class GateFailed(EdgeResNeXtError):
     """A validation gate of the target was not met."""
 
 
+class BundleError(EdgeResNeXtError):
+    """A bundle is missing, malformed, or does not match its manifest (tampered or incomplete)."""
+
+
 class StorageError(EdgeResNeXtError):
     """An output cannot be written: the disk (or quota) is full, or the folder is not writable."""
 
@@ -126,7 +130,7 @@ MAX_RUNS = 1_000_000
 # Images: validation or training limits, calibration or tuning set sizes, counts to write or compare.
 MAX_IMAGES = 10_000_000
 # The device check set travels in the bundle: 10,000 ResNeXt-50 inputs at 224x224 are 1.5 GB (uint8); its byte
-# budget (validate.device_check_megabytes, MB) at most 4 GB.
+# budget (backend_options.tensorrt.device_check_megabytes, MB) at most 4 GB.
 MAX_DEVICE_CHECK_IMAGES = 10_000
 MAX_DEVICE_CHECK_MEGABYTES = 4096
 # Training or fine-tuning epochs.

@@ -90,6 +90,7 @@ class Option:
     description: str = ""
     ge: float | None = None
     le: float | None = None
+    gt: float | None = None
     key: str | None = None  # the key in a target file when it differs from the field's name
     recorded: bool = False  # carried in the artifact's info to another host (the device runtime runs with it)
     path: bool = False  # a path the build writes: must stay below the working folder
@@ -101,12 +102,13 @@ def option(
     description: str = "",
     ge: float | None = None,
     le: float | None = None,
+    gt: float | None = None,
     key: str | None = None,
     recorded: bool = False,
     path: bool = False,
 ) -> Any:
     """A dataclass field that is also a target key, with the checks ``config`` applies to it."""
-    meta = Option(description=description, ge=ge, le=le, key=key, recorded=recorded, path=path)
+    meta = Option(description=description, ge=ge, le=le, gt=gt, key=key, recorded=recorded, path=path)
     return dataclasses.field(default=default, metadata={OPTION: meta})
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeresnext.backends import Artifact, Runner, get_backend
+from edgeresnext.backends import Runner, backend_facts, get_backend
 from edgeresnext.bundle import BundleError, read_manifest, verify_bundle
 from edgeresnext.bundle.manifest import BundleInputs, bundle_inputs
 from edgeresnext.bundle.model import ArtifactEntry, Manifest
@@ -100,8 +100,9 @@ class Classifier:
 
     @property
     def device_check(self) -> str | None:
-        """A TensorRT engine built on the device: ``checked``, ``failed`` or ``unchecked`` (see :func:`load_bundle`);
-        None for other artifacts. The full record is ``artifact.engine.device_check``."""
+        """An artifact built on the device (a TensorRT engine): ``checked``, ``failed`` or ``unchecked`` (see
+        :func:`load_bundle`); None for other artifacts. Its backend reads the full record from the manifest entry
+        (TensorRT: ``artifact.engine.device_check``)."""
         return device_check_status(self.artifact)
 
     @property
@@ -195,11 +196,16 @@ def _open_image(image: Any) -> Any:
 
 
 def device_check_status(artifact: ArtifactEntry) -> str | None:
-    """What the device check recorded for an engine built on the device (None: not such an engine)."""
-    if artifact.engine is None:
-        return None
-    check = getattr(artifact.engine, "device_check", None)
-    return check.status if check is not None else "unchecked"
+    """What the device check recorded for an artifact built on the device (None: not such an artifact)."""
+    record = _device_check(artifact)
+    return None if record is None else str(record.get("status") or "unchecked")
+
+
+def _device_check(artifact: ArtifactEntry) -> dict[str, Any] | None:
+    """The device step's check of a manifest entry, as its backend reads it (None: not built on a device, or a
+    backend not registered here)."""
+    backend = backend_facts(artifact.backend)
+    return backend.device_check(artifact.to_json()) if backend is not None else None
 
 
 def _chosen_artifact(bundle_dir: Path, manifest: Manifest, backend: str | None) -> ArtifactEntry:
@@ -216,26 +222,31 @@ def _chosen_artifact(bundle_dir: Path, manifest: Manifest, backend: str | None) 
 
 
 def _check_loadable(bundle_dir: Path, artifact: ArtifactEntry, allow_failed_check: bool) -> None:
-    """Refuse a kit (no engine yet) and an engine that failed its device check; warn about an unchecked one."""
+    """Refuse what the device has not built yet (a kit) and what failed its device check; warn about an unchecked
+    one. The artifact's backend says which is which."""
     where = bundle_dir / artifact.path
-    if artifact.kind == "kit":
-        raise BackendUnavailable(
-            f"{where}: an on-device build kit, not an engine; build the engine on the "
-            f"device first: `edgeresnext bundle build-engine {bundle_dir}` (or `{where}/"
-            "build_engine.sh` without edgeresnext; see the kit's README)"
-        )
+    not_yet = get_backend(artifact.backend).not_loadable_yet(bundle_dir, artifact.to_json())
+    if not_yet is not None:
+        raise BackendUnavailable(not_yet)
+    check = _device_check(artifact) or {}
     status = device_check_status(artifact)
-    check = getattr(artifact.engine, "device_check", None)
     if status == "failed" and not allow_failed_check:
-        said = (check.gate.message if check.gate is not None else None) or "see the manifest"
+        said = ((check.get("gate") or {}).get("message")) or "see the manifest"
         raise BundleError(
             f"{where}: this engine FAILED its device check ({said}); it is refused. Rebuild it "
             f"(`edgeresnext bundle build-engine {bundle_dir}`), or load_bundle(..., allow_failed_check=True) to run it "
             "anyway"
         )
     if status == "unchecked":
-        reason = (check.reason if check is not None else None) or "no device check recorded"
+        reason = check.get("reason") or "no device check recorded"
         logger.warning("%s: this engine is UNCHECKED on the device (%s)", where, reason)
+
+
+def _loadable(bundle_dir: Path, artifact: ArtifactEntry) -> bool:
+    """Whether the manifest entry ``artifact`` may load (its backend registered here, and nothing left for the
+    device to build)."""
+    backend = backend_facts(artifact.backend)
+    return backend is not None and backend.not_loadable_yet(bundle_dir, artifact.to_json()) is None
 
 
 def _runtime_device(manifest: Manifest, artifact: ArtifactEntry, runtime: Any) -> str:
@@ -250,12 +261,9 @@ def _stand_in_classifier(
 ) -> Classifier:
     """A classifier running the first stand-in the artifact's backend names (the files it is built from, run by
     another backend here); a BundleError when it has none."""
-    files = [bundle_dir / name for name in artifact.files]
-    if artifact.engine is not None:  # built on the device: it lists its build outputs; what it was built from is
-        # recorded with its sha256 (a TensorRT engine's source ONNX)
-        files += [bundle_dir / name for _, name, sha256 in artifact.engine.sources() if sha256 is not None]
-    recorded = Artifact(artifact.backend, artifact.precision, artifact.kind, bundle_dir / artifact.path, files)
-    stand_ins = get_backend(artifact.backend).stand_ins(recorded)
+    # What the device step recorded (an engine's source ONNX) is the backend's to read.
+    backend = get_backend(artifact.backend)
+    stand_ins = backend.stand_ins(backend.artifact_from_manifest(bundle_dir, artifact.to_json()))
     if not stand_ins:
         raise BundleError(f"{bundle_dir}: the {artifact.backend} {artifact.kind} artifact has no host stand-in")
     name, chosen = stand_ins[0]
@@ -313,12 +321,12 @@ def load_bundle(
     runtime = get_backend(artifact.backend)
     if device is None:
         device = _runtime_device(manifest, artifact, runtime)
-    # An engine built on the device: what it was built for (TensorRT version, SM) is checked before it loads.
-    recorded = artifact.to_artifact(bundle_dir)
+    # What the device step recorded (an engine's TensorRT version and SM) is checked by the backend before it loads.
+    recorded = runtime.artifact_from_manifest(bundle_dir, artifact.to_json())
     try:
         runner = runtime.load(recorded, runtime.run_options(info=recorded.info, device=device, threads=threads))
     except BackendUnavailable as err:
-        others = [a.backend for a in manifest.artifacts if a is not artifact and a.kind != "kit"]
+        others = [a.backend for a in manifest.artifacts if a is not artifact and _loadable(bundle_dir, a)]
         hint = f"; the bundle also has: {', '.join(others)} (load_bundle(..., backend=...))" if others else ""
         raise BackendUnavailable(f"{bundle_dir}: {err}{hint}") from err
     classifier = Classifier(bundle_dir, manifest, artifact, runner, inputs)

@@ -75,11 +75,15 @@ echo "&&&& PASSED TensorRT.trtexec [TensorRT v${FAKE_BANNER-100300}] [b10] # trt
 """
 
 
+DEVICE_CHECK_KEYS = ("device_check_images", "device_check_megabytes", "max_device_disagreement")
+
+
 def jetson_bundle(tmp_path_factory: pytest.TempPathFactory, calib_dir: Path, **validate) -> Path:
     """``bundle/`` of a real build of targets/jetson.yaml (small data), built once per session; do not change it.
 
-    ``validate`` keys on top (e.g. ``device_check_images=32``) build a variant in its own folder, starting from a copy
-    of the plain build so that only the stages they change run again."""
+    ``validate`` keys on top (e.g. ``stand_in_images=40``; the device check's keys, e.g. ``device_check_images=32``, go
+    to ``backend_options.tensorrt``) build a variant in its own folder, starting from a copy of the plain build so that
+    only the stages they change run again."""
     import yaml
 
     from edgeresnext.config import load_target
@@ -94,6 +98,8 @@ def jetson_bundle(tmp_path_factory: pytest.TempPathFactory, calib_dir: Path, **v
             shutil.copytree(jetson_bundle(tmp_path_factory, calib_dir).parent, root / "build" / "jetson-small")
         root.mkdir(exist_ok=True)
         target = root / "jetson-small.yaml"
+        device = {k: v for k, v in validate.items() if k in DEVICE_CHECK_KEYS}
+        spec = {k: v for k, v in validate.items() if k not in device}
         data = {
             "extends": str(REPO / "targets" / "jetson.yaml"),
             "name": "jetson-small",
@@ -105,9 +111,11 @@ def jetson_bundle(tmp_path_factory: pytest.TempPathFactory, calib_dir: Path, **v
             "quant": {"calib_dir": str(calib_dir), "subset_size": 32},
             # The host stand-in on 40 of the 64 images only (validate.stand_in_images): the first 40 of the set's
             # class-stratified order, as the check set's are its first 64.
-            "validate": {"latency_runs": 3, "warmup_runs": 1, "stand_in_images": 40, **validate},
+            "validate": {"latency_runs": 3, "warmup_runs": 1, "stand_in_images": 40, **spec},
             "gates": {"max_top1_drop": 0.5},
         }
+        if device:
+            data["backend_options"] = {"tensorrt": device}
         target.write_text(yaml.safe_dump(data))
         summary = build(load_target(target), out_root=root / "build", progress=False)
         assert summary.ok, summary.render()

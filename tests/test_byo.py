@@ -237,10 +237,10 @@ def test_the_jetson_check_set_of_a_class_sorted_folder_draws_every_class(user_fi
     30 birds, 25 cats and 5 deer), and the build summary shows its class counts and what it proves."""
     import json
 
-    from edgeresnext.pipeline.checkset import check_set_size
+    from edgeresnext.backends.tensorrt.checkset import check_set_size
 
     checkpoint, _photos = user_files
-    target = _target("jetson", checkpoint, class_sorted_photos, **{"validate.device_check_images": 60})
+    target = _target("jetson", checkpoint, class_sorted_photos, **{"backend_options.tensorrt.device_check_images": 60})
     summary = build(target, out_root=tmp_path, progress=False)
     check = json.loads((summary.root / "bundle" / "kit" / "check" / "check.json").read_text())
     counts = check["class_counts"]

@@ -197,6 +197,33 @@ def test_the_renamed_speedup_gate_names_its_new_key(tmp_path) -> None:
     assert load_target(path).gates.min_speedup == 1.5
 
 
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("gates", "max_device_disagreement", 0.02),
+        ("validate", "device_check_images", 32),
+        ("validate", "device_check_megabytes", 8),
+    ],
+)
+def test_the_device_check_keys_moved_to_the_tensorrt_section(tmp_path, section, key, value):
+    """The device check is TensorRT's (its on-device kit): ``gates.max_device_disagreement`` and
+    ``validate.device_check_images``/``device_check_megabytes`` are ``backend_options.tensorrt.*`` now; an old file is
+    refused naming the new key, never read silently."""
+    repo = Path(__file__).resolve().parents[1]
+    path = write(tmp_path, "old.yaml", f"extends: {repo / 'targets' / 'jetson.yaml'}\n{section}:\n  {key}: {value}\n")
+    with pytest.raises(
+        ConfigError,
+        match=rf"old\.yaml: {section} has the old key {key}: rename it backend_options\.tensorrt\.{key} \(the device",
+    ):
+        load_target(path)
+    moved = f"extends: {repo / 'targets' / 'jetson.yaml'}\nbackend_options:\n  tensorrt:\n    {key}: {value}\n"
+    target = load_target(write(tmp_path, "new.yaml", moved))
+    assert getattr(target.backend_options.tensorrt, key) == value
+    assert key not in target.resolved()[section]
+    with pytest.raises(ConfigError, match=r"new\.yaml: .*tensorrt\.device_check_megabytes"):
+        load_target(write(tmp_path, "new.yaml", moved.replace(f"{key}: {value}", "device_check_megabytes: 0")))
+
+
 def test_old_bias_correction_key_is_refused_naming_the_new_one(tmp_path):
     """``quant.fast_bias_correction`` was renamed ``quant.bias_correction``: an old file gets the new name."""
     path = write(tmp_path, "old.yaml", "backend: onnxruntime\nquant:\n  fast_bias_correction: true\n")

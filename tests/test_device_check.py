@@ -78,9 +78,9 @@ def _imports(source: str) -> tuple[set[str], set[str]]:
 
 def test_the_kit_carries_the_check_set_and_the_hosts_own_stats(built):
     from edgeresnext.backends.tensorrt import device_check
+    from edgeresnext.backends.tensorrt.checkset import check_inputs
     from edgeresnext.data import load_dataset
     from edgeresnext.data.sampling import stratified_sample
-    from edgeresnext.pipeline.checkset import check_inputs
 
     kit = built / "kit"
     assert (kit / "check" / "stats.py").read_bytes() == Path(stats.__file__).read_bytes()
@@ -216,8 +216,8 @@ def test_an_app_may_run_a_failed_engine_only_when_it_asks(failed, monkeypatch):
 
 def test_an_unchecked_engine_loads_with_a_warning(built, tmp_path, monkeypatch, caplog, capsys):
     """The Python API build where no trtexec is found: the engine is sealed, its check says why it did not run."""
-    import edgeresnext.backends.tensorrt as tensorrt
-    from edgeresnext.bundle import engine_into_bundle
+    import edgeresnext.backends.tensorrt.engine as tensorrt  # the Python API build the device step calls
+    from edgeresnext.bundle import finish_on_device
 
     bundle = copy_bundle(built, tmp_path / "bundle")
 
@@ -230,7 +230,7 @@ def test_an_unchecked_engine_loads_with_a_warning(built, tmp_path, monkeypatch, 
     monkeypatch.setattr(tensorrt, "engine_from_onnx", engine_from_onnx)
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
     monkeypatch.delenv("TRTEXEC", raising=False)
-    manifest = engine_into_bundle(bundle, python_api=True)
+    manifest = finish_on_device(bundle, python_api=True)
     check = manifest["artifacts"][0]["engine"]["device_check"]
     assert check["status"] == "unchecked" and check["reason"].startswith("trtexec not found")
     with caplog.at_level(logging.WARNING), pytest.raises(BackendUnavailable):
@@ -247,8 +247,8 @@ def _check_ids(bundle: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def unproven(tmp_path_factory, calib_dir, bin_dir) -> tuple[Path, subprocess.CompletedProcess]:
-    """validate.device_check_images: 32, fewer than the 59 that can prove a 5 % gate: the device step on an engine
-    that agrees everywhere."""
+    """backend_options.tensorrt.device_check_images: 32, fewer than the 59 that can prove a 5 % gate: the device step
+    on an engine that agrees everywhere."""
     built = jetson_bundle(tmp_path_factory, calib_dir, device_check_images=32)
     bundle = copy_bundle(built, tmp_path_factory.mktemp("unproven") / "bundle")
     return bundle, run_device_command(bundle, bin_dir)
@@ -284,9 +284,9 @@ def test_the_device_normalizes_the_pixels_into_the_hosts_very_bytes(tmp_path):
     """Every uint8 value of every channel, for the shipped model's, ImageNet's and an odd mean/std: the kit's standard
     library path (run under python3 -I -S, no numpy, as on a bare JetPack: decode the stored pixels, normalize), its
     numpy path, the host's Preprocess.normalize and the check set's own inputs give the same float32 bytes."""
+    from edgeresnext.backends.tensorrt.checkset import check_inputs
     from edgeresnext.backends.tensorrt.device_check import decoded_pixels, encoded_pixels, normalized_bytes
     from edgeresnext.data.preprocess import Preprocess
-    from edgeresnext.pipeline.checkset import check_inputs
 
     script = Path(__file__).resolve().parents[1] / "edgeresnext" / "backends" / "tensorrt" / "device_check.py"
     for mean, std in (

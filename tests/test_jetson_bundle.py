@@ -20,7 +20,7 @@ from jetson_helpers import copy_bundle, fake_trtexec, jetson_bundle, run_device_
 
 from edgeresnext.backends import get_backend
 from edgeresnext.backends.tensorrt import read_kit
-from edgeresnext.bundle import BundleError, engine_into_bundle, read_manifest, verify_bundle
+from edgeresnext.bundle import BundleError, finish_on_device, read_manifest, verify_bundle
 from edgeresnext.cli import main
 from edgeresnext.errors import BackendUnavailable
 from edgeresnext.runtime import load_bundle
@@ -153,7 +153,7 @@ def test_edgeresnext_build_engine_is_the_same_step(bundle, bin_dir, sealed_once,
 
 def test_the_python_api_builds_from_the_kits_plan(bundle, monkeypatch, capsys):
     """--python-api (and `compile --on-device` of a kit inside a bundle) build with the kit's own plan, in the copy."""
-    import edgeresnext.backends.tensorrt as tensorrt
+    import edgeresnext.backends.tensorrt.engine as tensorrt  # the Python API build the device step calls
 
     calls = []
 
@@ -168,7 +168,7 @@ def test_the_python_api_builds_from_the_kits_plan(bundle, monkeypatch, capsys):
         return info
 
     monkeypatch.setattr(tensorrt, "engine_from_onnx", engine_from_onnx)
-    manifest = engine_into_bundle(bundle, python_api=True)
+    manifest = finish_on_device(bundle, python_api=True)
     ((onnx_path, plan, cache), (variant, variant_plan, no_cache)) = calls
     assert plan == read_kit(bundle / "kit")["plan"] and onnx_path.name == plan.onnx == "model.qdq-fp16.onnx"
     assert onnx_path.parent.parent != bundle.resolve() and cache.name == "timing.cache"  # built in the staged copy
@@ -355,10 +355,10 @@ def _must_not_deserialise(artifact, options):
 
 def test_the_command_wants_the_bundle_folder(bundle, tmp_path):
     with pytest.raises(BundleError, match=r"kit: not a bundle \(no manifest\.json\); give the bundle folder"):
-        engine_into_bundle(bundle / "kit")
+        finish_on_device(bundle / "kit")
     (bundle / "manifest.json").write_text(json.dumps({"files": [{"path": "labels.txt"}], "artifacts": []}))
     with pytest.raises(BundleError, match=r"not a readable bundle manifest .*; the bundle is unchanged"):
-        engine_into_bundle(bundle)
+        finish_on_device(bundle)
 
 
 def test_a_stray_file_is_refused_before_and_after_the_step(bundle, sealed, bin_dir):
@@ -425,7 +425,7 @@ PLANTED = {  # a line in each kit file that would touch its own marker if edgere
 def test_edgeresnext_never_runs_code_from_the_bundle(bundle, bin_dir, tmp_path, monkeypatch):
     """Tampered, resealed kit files (sha256 and size updated in manifest.json: `verify` passes) are data to edgeresnext:
     `bundle build-engine` and `compile --on-device` run the package's own code and the device's trtexec."""
-    import edgeresnext.backends.tensorrt as tensorrt
+    import edgeresnext.backends.tensorrt.engine as tensorrt  # the Python API build the device step calls
 
     markers = {name: tmp_path / f"ran-{Path(name).name}" for name in PLANTED}
     for name, marker in markers.items():
@@ -459,7 +459,7 @@ def test_python_api_without_tensorrt_leaves_the_bundle_as_it_was(bundle):
         pytest.skip("TensorRT runs here")
     before = snapshot(bundle)
     with pytest.raises(BackendUnavailable, match=r"tensorrt.*; the bundle is unchanged"):
-        engine_into_bundle(bundle, python_api=True)
+        finish_on_device(bundle, python_api=True)
     assert snapshot(bundle) == before
 
 
@@ -471,7 +471,7 @@ def test_a_real_engine_built_into_the_bundle_runs(bundle, fmnist_batch):
     """The device step with TensorRT's Python API on whatever GPU runs the tests, then the device app."""
     import onnxruntime as ort
 
-    manifest = engine_into_bundle(bundle, python_api=True)
+    manifest = finish_on_device(bundle, python_api=True)
     assert manifest["artifacts"][0]["engine"]["built_with"] == "tensorrt-python"
     session = ort.InferenceSession(str(bundle / "kit" / "model.qdq-fp16.onnx"), providers=["CPUExecutionProvider"])
     reference = session.run(None, {"input": fmnist_batch})[0]

@@ -1,6 +1,11 @@
 """The layering rule of docs/architecture.md ("Layers"), checked: an AST walk over every ``import`` in edgeresnext/
 (module-level, function-level and ``TYPE_CHECKING`` ones) finds no import cycle between modules and no
-upward import; the only imports it lets through are optional runtimes, named in one allow-list."""
+upward import; the only imports it lets through are optional runtimes, named in one allow-list.
+
+And the rule of "A backend" (shared code asks the backend and never names one): outside ``backends/`` no module
+compares an artifact's kind with a string (``artifact.kind == "kit"``, ``entry["kind"] != "engine"``) or with the
+TensorRT kit's kind ``"kit"`` at all, and no module outside ``backends/tensorrt/`` imports it (the registry names it in
+a string, imported by name)."""
 
 from __future__ import annotations
 
@@ -52,6 +57,10 @@ OPTIONAL_RUNTIMES: dict[str, frozenset[str]] = {
     "cuda": frozenset({"edgeresnext.backends.tensorrt.engine"}),
 }
 DYNAMIC_IMPORTS_IN = ("edgeresnext.registry", "edgeresnext.backends")
+# What knows a backend's artifact kinds, and the one backend package only its own modules import.
+BACKENDS_PACKAGE = "edgeresnext.backends"
+TENSORRT_PACKAGE = "edgeresnext.backends.tensorrt"
+KIT_KIND = "kit"
 
 
 class Import(NamedTuple):
@@ -227,10 +236,63 @@ def import_cycles(imports: list[Import]) -> list[list[str]]:
     return cycles
 
 
+def tensorrt_imports(imports: list[Import], root: Path) -> list[str]:
+    """Imports of ``backends.tensorrt`` (or a module in it) from a module outside it, once per statement and module."""
+    found = [
+        f"{imp.where(root)}: {imp.importer} imports {imp.target}: only backends/tensorrt/ imports it (ask the backend)"
+        for imp in imports
+        if (imp.target == TENSORRT_PACKAGE or imp.target.startswith(TENSORRT_PACKAGE + "."))
+        and not (imp.importer == TENSORRT_PACKAGE or imp.importer.startswith(TENSORRT_PACKAGE + "."))
+    ]
+    return list(dict.fromkeys(found))
+
+
+def _names_a_kind(node: ast.expr) -> bool:
+    """``x.kind``, ``x["kind"]`` or ``x.get("kind")``: an artifact's (or a manifest entry's) kind."""
+    if isinstance(node, ast.Attribute):  # not numpy's ``dtype.kind``
+        owner = node.value.attr if isinstance(node.value, ast.Attribute) else getattr(node.value, "id", "")
+        return node.attr == "kind" and owner != "dtype"
+    if isinstance(node, ast.Subscript):
+        return isinstance(node.slice, ast.Constant) and node.slice.value == "kind"
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get":
+        return bool(node.args) and isinstance(node.args[0], ast.Constant) and node.args[0].value == "kind"
+    return False
+
+
+def _strings(node: ast.expr) -> list[str]:
+    """The string constants ``node`` is or holds (a tuple, list or set of them)."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return [node.value]
+    if isinstance(node, ast.Tuple | ast.List | ast.Set):
+        return [s for item in node.elts for s in _strings(item)]
+    return []
+
+
+def kind_comparisons(root: Path) -> list[str]:
+    """Comparisons outside backends/ of an artifact's kind with a string, or of anything with ``"kit"``."""
+    found = []
+    for file in sorted((root / PACKAGE).rglob("*.py")):
+        module = module_name(file, root)
+        if module == BACKENDS_PACKAGE or module.startswith(BACKENDS_PACKAGE + "."):
+            continue
+        for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"), filename=str(file))):
+            if not isinstance(node, ast.Compare):
+                continue
+            sides = [node.left, *node.comparators]
+            strings = [s for side in sides for s in _strings(side)]
+            if KIT_KIND in strings or (strings and any(_names_a_kind(side) for side in sides)):
+                found.append(
+                    f"{file.relative_to(root)}:{node.lineno}: {module} compares an artifact kind "
+                    f"({ast.unparse(node)}); ask the artifact's backend instead"
+                )
+    return found
+
+
 def layering_problems(root: Path) -> list[str]:
     """Everything the layering rule refuses in the tree under ``root``, one line each."""
     imports, dynamic = collect_imports(root)
     problems = upward_imports(imports, root) + optional_runtime_imports(imports, root) + dynamic
+    problems += tensorrt_imports(imports, root) + kind_comparisons(root)
     problems += [f"import cycle: {' -> '.join(group)}" for group in import_cycles(imports)]
     return problems
 
@@ -321,3 +383,45 @@ def test_a_planted_cycle_a_top_level_tensorrt_import_and_an_import_by_name_fail(
     assert any(p.startswith("edgeresnext/backends/tensorrt/engine.py:") and "tensorrt (module)" in p for p in problems)
     assert any(p.startswith("edgeresnext/errors.py:") and "imports by name" in p for p in problems)
     assert len(problems) == 3, problems
+
+
+KIND_FAULTS = {  # file, text appended, what the problem line starts with
+    "kit-kind": ("pipeline/choose.py", "\n\ndef _planted(artifact):\n    return artifact.kind == 'kit'\n", "compares"),
+    "entry-kind": ("runtime.py", "\n\ndef _planted(entry):\n    return entry['kind'] != 'engine'\n", "compares"),
+    "kit-literal": ("cli/report.py", "\n\ndef _planted(name):\n    return name in ('kit', 'other')\n", "compares"),
+    "tensorrt-import": (
+        "cli/bundle.py",
+        "\n\ndef _planted():\n    from edgeresnext.backends.tensorrt import seal\n",
+        "imports edgeresnext.backends.tensorrt.seal",
+    ),
+    "tensorrt-package": (
+        "serving/export.py",
+        "\n\ndef _planted():\n    import edgeresnext.backends.tensorrt\n",
+        "imports edgeresnext.backends.tensorrt:",
+    ),
+}
+
+
+@pytest.mark.promise("docs/architecture.md", "generic code never compares an artifact's kind")
+@pytest.mark.parametrize("fault", KIND_FAULTS)
+def test_a_planted_kind_comparison_or_tensorrt_import_outside_the_backend_fails(tmp_path, fault):
+    root = _copy_tree(tmp_path)
+    name, text, said = KIND_FAULTS[fault]
+    path = root / PACKAGE / name
+    line = len(path.read_text(encoding="utf-8").splitlines()) + text.count("\n")
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(text)
+
+    problems = layering_problems(root)
+
+    assert len(problems) == 1, problems
+    where = f"edgeresnext/{name}:{line}: "
+    assert problems[0].startswith(where) and said in problems[0], problems
+
+
+def test_a_backend_may_compare_its_own_kinds(tmp_path):
+    """The rule is about shared code: a backend's own module compares its kinds freely."""
+    root = _copy_tree(tmp_path)
+    with (root / PACKAGE / "backends" / "onnxruntime.py").open("a", encoding="utf-8") as handle:
+        handle.write("\n\ndef _planted(artifact):\n    return artifact.kind == 'kit'\n")
+    assert layering_problems(root) == []

@@ -103,8 +103,8 @@ def test_schema_rejects_broken_reports(report, path, value, where):
         check_report(broken)
 
 
-def test_markdown_has_the_tables(report):
-    text = render_markdown(report)
+def test_markdown_has_the_tables(validated, report):
+    text = render_markdown(validated)
     assert text.startswith("# Validation report: report-test — FAILED")
     assert "| pytorch-fp32 | pytorch | fp32 |" in text and "| onnx-fp32 | onnxruntime | fp32 |" in text
     assert "skipped: tensorrt is not installed" in text
@@ -169,11 +169,11 @@ def _render_in_chromium(page: Path, tmp_path: Path) -> tuple[str, list[list[int]
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium; .ci/run does)")
-def test_html_plots_render_in_headless_chromium(report, tmp_path):
+def test_html_plots_render_in_headless_chromium(validated, tmp_path):
     from PIL import Image
 
     page = tmp_path / "report.html"
-    page.write_text(render_html(report))
+    page.write_text(render_html(validated))
     # 1. The page's own script counts the plots the browser decoded and records where they are drawn;
     # 2. a screenshot: where each plot is, there must be a drawing, not blank page.
     body, rects, shot = _render_in_chromium(page, tmp_path)
@@ -195,7 +195,7 @@ def test_html_plots_render_in_headless_chromium(report, tmp_path):
     assert np.mean(margin.min(axis=2) < 200) < 0.01
 
 
-def _crowded(report: dict) -> dict:
+def _crowded(report: dict) -> ValidationReport:
     """The report with four more artifacts at the same top-1 and nearly the same latency as onnx-fp32: the case
     where labels placed at a fixed offset from their points ran over each other."""
     crowded = copy.deepcopy(report)
@@ -211,7 +211,7 @@ def _crowded(report: dict) -> dict:
         twin["name"], twin["top1"] = name, model["top1"] - drop
         twin["latency"]["p50_ms"] = p50 * factor
         crowded["artifacts"].insert(2, twin)
-    return crowded
+    return ValidationReport.from_dict(crowded)
 
 
 def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
@@ -224,8 +224,9 @@ def test_accuracy_vs_latency_labels_never_overlap(report):
 
     from edgeresnext.report import accuracy_vs_latency
 
-    png, labels = accuracy_vs_latency(_crowded(report))
-    assert sorted(name for name, _ in labels) == sorted(a["name"] for a in _crowded(report)["artifacts"][:-1])
+    crowded = _crowded(report)
+    png, labels = accuracy_vs_latency(crowded)
+    assert sorted(name for name, _ in labels) == sorted(a.name for a in crowded.artifacts[:-1])
     pixels = np.asarray(Image.open(io.BytesIO(base64.b64decode(png))).convert("L"), dtype=np.int16)
     for i, (name, box) in enumerate(labels):
         left, top, right, bottom = box
@@ -285,7 +286,7 @@ def test_placed_labels_never_overlap_each_other_or_other_points(points):
             assert points[j] == points[i] or not _overlap(box, (x - r, y - r, x + r, y + r)), (i, j)
 
 
-def _spread(report: dict) -> dict:
+def _spread(report: dict) -> ValidationReport:
     """The report with onnx-fp32's timings scaled to a 25th of PyTorch's: a log axis spanning under two decades,
     where matplotlib's own labels (2×10⁻¹ 3×10⁻¹ 4×10⁻¹ ...) ran into each other."""
     spread = copy.deepcopy(report)
@@ -294,7 +295,7 @@ def _spread(report: dict) -> dict:
     scale = reference["latency"]["p50_ms"] / model["latency"]["p50_ms"] / 25
     model["latency"]["samples_ms"] = [v * scale for v in model["latency"]["samples_ms"]]
     model["latency"]["p50_ms"] *= scale
-    return spread
+    return ValidationReport.from_dict(spread)
 
 
 def _assert_tick_labels_readable(labels: list[tuple[str, tuple[int, int, int, int]]]) -> None:
@@ -312,7 +313,7 @@ def test_latency_axis_labels_are_few_plain_and_apart(report):
     from edgeresnext.report.plots import latency_distribution
 
     spread = _spread(report)
-    samples = [v for a in spread["artifacts"] if a["status"] == "ok" for v in a["latency"]["samples_ms"]]
+    samples = [v for a in spread.measured for v in a.latency.samples_ms]
     assert 20 < max(samples) / min(samples) < 100  # a log axis spanning under two decades
     png, labels = latency_distribution(spread)
     _assert_tick_labels_readable(labels)
@@ -347,3 +348,31 @@ def test_latency_axis_labels_stay_apart_in_headless_chromium(report, tmp_path):
     for (_, box), (_, nxt) in itertools.pairwise(drawn):
         between = pixels[box[1] : box[3], box[2] + 2 : nxt[0] - 2]
         assert between.size and np.mean(between < 128) < 0.01, (box, nxt)
+
+
+def test_a_record_read_from_disk_is_rendered_as_its_typed_report(validated, report, tmp_path):
+    """The boundary: a report.json record (``edgeresnext report`` reads the host's from a bundle) becomes the typed
+    report once; the record is written as it was read, and its views are those of the typed report."""
+    from edgeresnext.report import write_report_record
+
+    typed = write_report(validated, tmp_path / "typed")
+    read = json.loads(typed["json"].read_text())
+    record = write_report_record(read, tmp_path / "record")
+    assert record["json"].read_bytes() == typed["json"].read_bytes()
+    assert record["md"].read_text() == render_markdown(ValidationReport.from_dict(read))
+    assert record["html"].read_text() == render_html(ValidationReport.from_dict(read))
+    device = {**report, "device_engine": "kit/model.engine (int8, on the device)", "device_check": {"status": "x"}}
+    again = ValidationReport.from_dict(device)
+    assert (again.device_engine, again.device_check) == ("kit/model.engine (int8, on the device)", {"status": "x"})
+    assert again.to_dict() == device
+
+
+def test_a_gate_recorded_before_measured_existed_shows_its_value_as_measured(report):
+    from edgeresnext.report import gate_rows
+
+    older = copy.deepcopy(report)
+    for gate in older["gates"]:
+        del gate["measured"]
+    gates = ValidationReport.from_dict(older).gates
+    assert [g.measured for g in gates] == [g["value"] for g in report["gates"]]
+    assert gate_rows(ValidationReport.from_dict(older))[1][3] == "+5.45 pt"  # the bound, where the drop was +0.00

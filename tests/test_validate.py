@@ -278,7 +278,7 @@ def test_the_intervals_come_from_the_paired_counts_and_land_in_report_json_and_m
         f"| openvino-int8 | 2,000 | 8 | 4 | +0.20 pt | [{drop.lower * 100:+.2f}, {drop.upper * 100:+.2f}] pt | "
         f"{u.drop_upper_bound * 100:.2f} pt | 0.388 | 98.90 % | "
     )
-    assert row in render_markdown(record)
+    assert row in render_markdown(report)
     assert record["gates"][0]["value"] == pytest.approx(u.agreement_lower_bound)
 
 
@@ -341,10 +341,10 @@ def test_speedup_is_against_the_same_runtime_float_build():
     assert rows["tensorrt-fp16"].speedup is None and rows["tensorrt-kit"].speedup is None
     (gate,) = report.gates
     assert gate.value == ov8.speedup and "p50 speed-up over OpenVINO FP32" in gate.message
-    text = render_markdown(report.to_dict())
+    text = render_markdown(report)
     assert f"| {ov8.speedup:.2f}x vs OpenVINO FP32 |" in text and "| float baseline |" in text
     # Which TensorRT build is faster is said outright; the kit's speed-up is unknown, not borrowed.
-    assert speed_findings(report.to_dict()) == [
+    assert speed_findings(report) == [
         "TensorRT: FP16 (tensorrt-fp16) is faster than INT8 (tensorrt-int8) on this host, p50 "
         f"{rows['tensorrt-fp16'].p50_ms:.3f} ms against {rows['tensorrt-int8'].p50_ms:.3f} ms"
     ]

@@ -73,7 +73,9 @@ class ToyBackend(Backend):
 
         return onnx_signature(artifact.path)  # a .toy file is an ONNX model
 
-    def _compile_impl(self, onnx_path: Path, target: Target, out_dir: Path, **extra: Any) -> Artifact:
+    def _compile_impl(
+        self, onnx_path: Path, target: Target, out_dir: Path, calibration: np.ndarray | None = None
+    ) -> Artifact:
         dest = out_dir / "model.toy"
         shutil.copyfile(onnx_path, dest)
         options = target.backend_options.toy

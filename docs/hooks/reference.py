@@ -182,7 +182,7 @@ Schema, `edgeresnext/schemas/manifest.schema.json`, is generated from these clas
 ::: edgeresnext.bundle.model.ArtifactEntry
     options:
       show_bases: false
-      members: [to_artifact]
+      members: []
 
 ::: edgeresnext.backends.tensorrt.record.EngineRecord
     options:

@@ -28,6 +28,7 @@ from edgeresnext.registry import backend_class, backend_names, target_options
 
 if TYPE_CHECKING:
     from edgeresnext.config import Target
+    from edgeresnext.models.checkpoints import ModelMeta
     from edgeresnext.records import DeviceRecord
 
 
@@ -41,9 +42,6 @@ class ArtifactInfo:
     input_shape: list[Any] | None = None  # as the ONNX declares it (a name for a dynamic dimension)
     input_name: str | None = None  # recorded where the artifact cannot be opened everywhere (an engine)
     output_name: str | None = None
-    reason: str | None = None  # an artifact to build on the device (a kit): why not here
-    device_commands: list[str] = field(default_factory=list)  # ... and what to run there
-    device_check_set: dict[str, Any] | None = None  # a kit's check set (images, batches, megabytes)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -120,8 +118,8 @@ class Artifact:
 
     backend: str
     precision: str  # "int8" | "fp16" | "fp32" (what the artifact was built to run)
-    kind: str  # "onnx" | "ir" | "engine" | "kit"
-    path: Path  # the file a runtime opens (.onnx, .xml, .engine, or the kit folder)
+    kind: str  # one of its backend's ``kinds`` ("onnx", "ir", "engine", TensorRT's on-device "kit")
+    path: Path  # the file a runtime opens (.onnx, .xml, .engine), or the folder of a build the device finishes
     files: list[Path] = field(default_factory=list)
     info: ArtifactInfo = field(default_factory=ArtifactInfo)
 
@@ -168,6 +166,33 @@ class TritonEntry:
     kind: str = "KIND_CPU"
     parameters: dict[str, str] = field(default_factory=dict)
     cc_model_filenames: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class HostOutputs:
+    """What the build host knows that a bundle finished on the device may carry (:meth:`Backend.bundle_for_device`):
+    the target, the model's metadata, the validation the host ran, and the host's outputs for any images.
+
+    ``logits(inputs, ids, row=None, onnx=None)``: the host's logits of the float32 NCHW ``inputs`` (validation images
+    ``ids``) and whether the validate stage kept them for these very bytes: the FP32 reference (``row`` None) or the
+    report row ``row``, else run here (the FP32 model, or ``onnx`` in ONNX Runtime)."""
+
+    target: Target
+    meta: ModelMeta
+    validated_images: int  # how many images the validate stage scored
+    report: Path | None  # the validate stage's report.json
+    logits: Callable[..., tuple[np.ndarray, bool]]
+    near_copies: frozenset[str] = frozenset()  # validation image ids the quantize stage found in the calibration set
+
+
+@dataclass(frozen=True)
+class DeviceStepOutcome:
+    """What a device step sealed into a bundle, as the command that ran it says it: the lines to print, the exit code
+    (:mod:`edgeresnext.errors`: 0 proven, 1 failed, 3 NOT PROVEN or unchecked) and the one-line error or warning."""
+
+    lines: list[str]
+    exit_code: int
+    message: str = ""
 
 
 @dataclass(frozen=True)
@@ -366,6 +391,97 @@ class Backend:
         on-device build kit: no engine yet)."""
         return None
 
+    # ---------------------------------------------------------------- builds that finish on the device
+    # An artifact the host cannot finish (TensorRT's kit: the engine is built on the Jetson) travels in the bundle as
+    # what the device needs, and a device step records what it built in the manifest. These hooks are everything
+    # shared code asks about it; the defaults are a backend whose compile finishes on the host.
+    kit_file: str | None = None  # the file that makes a folder this backend's on-device build kit (kit.json)
+
+    def awaits_device(self, artifact: Artifact) -> str | None:
+        """Why ``artifact`` is not finished until the device builds it (it cannot run or be validated here); None: it
+        is complete."""
+        return None
+
+    def device_commands(self, artifact: Artifact) -> list[str]:
+        """What to run on the device to finish ``artifact`` (its build folder copied there alone)."""
+        return []
+
+    def host_outputs_needed(
+        self, artifact: Artifact, target: Target, input_chw: tuple[int, ...], num_classes: int, available: int
+    ) -> int:
+        """How many of the first validation images' host outputs the bundle for the device carries: the validate
+        stage keeps their logits (``available``: the images it scores). 0: none."""
+        return 0
+
+    def bundle_for_device(
+        self, artifact: Artifact, scratch: Path, host: HostOutputs
+    ) -> tuple[Artifact, dict[str, Any] | None]:
+        """What the bundle carries for the device step: a copy of ``artifact`` in ``scratch`` with what the device
+        needs from the host (TensorRT: the check set), and its record for the build summary (None: nothing added)."""
+        return artifact, None
+
+    def bundle_folder(self, artifact: Artifact) -> str | None:
+        """The name a folder artifact takes in the bundle (the device commands name it); None: its own name."""
+        return None
+
+    def device_step_notes(self, artifact: Artifact, bundle: Path | None, record: dict[str, Any] | None) -> list[str]:
+        """What the build summary says is left to do on the device for ``artifact``: with ``bundle`` (and the record
+        :meth:`bundle_for_device` returned), how to finish it there; without, its :meth:`device_commands`."""
+        return [f"on the device: {line}" for line in self.device_commands(artifact)]
+
+    def artifact_from_manifest(self, bundle_dir: Path, entry: Mapping[str, Any]) -> Artifact:
+        """The artifact a bundle's manifest entry describes, with what the device step recorded in it."""
+        return Artifact(
+            backend=entry["backend"],
+            precision=entry["precision"],
+            kind=entry["kind"],
+            path=bundle_dir / entry["path"],
+            files=[bundle_dir / name for name in entry["files"]],
+            info=ArtifactInfo.from_dict(entry.get("info")),
+        )
+
+    def not_loadable_yet(self, bundle_dir: Path, entry: Mapping[str, Any]) -> str | None:
+        """Why the manifest ``entry`` cannot be loaded until the device step has run, and what to run; None: it can."""
+        return None
+
+    def device_check(self, entry: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The device step's check of the manifest ``entry``: a record with ``status`` (``checked``, ``failed`` or
+        ``unchecked``), ``reason`` or ``gate.message``, and the figures the report's device row shows; None: the
+        artifact was not built on a device."""
+        return None
+
+    def bundle_status(self, bundle_dir: Path, entry: Mapping[str, Any]) -> list[str]:
+        """What ``bundle verify`` says about the primary ``entry`` beyond its files (built on the device? checked?)."""
+        return []
+
+    def device_report(self, bundle_dir: Path, manifest: Mapping[str, Any]) -> dict[str, Any] | None:
+        """For ``edgeresnext report BUNDLE``: ``host_report`` (the bundle path of the host's validation report),
+        ``device_engine`` (the device row's name) and ``device_check`` (:meth:`device_check`, or why there is none
+        yet); None: the bundle carries no host report of this backend."""
+        return None
+
+    def seal_on_device(self, bundle_dir: Path, check: Callable[[Path], None], **options: Any) -> dict[str, Any]:
+        """The device step: build here what the bundle's kit describes and record it in the manifest, all or nothing
+        (``check``: the sealed copy's last check before it replaces the bundle). Returns the new manifest."""
+        raise ConfigError(
+            f"{bundle_dir}: its {self.name} artifact is complete; there is nothing to build on the device"
+        )
+
+    def device_step_outcome(self, bundle_dir: Path, manifest: Mapping[str, Any]) -> DeviceStepOutcome:
+        """What the device step sealed (:meth:`seal_on_device`), as the command says it."""
+        return DeviceStepOutcome([], 0)
+
+    def build_kit_here(self, kit: Path) -> list[str]:
+        """Build the on-device kit folder ``kit`` (one with :attr:`kit_file`, outside a bundle) here; the lines saying
+        what was built."""
+        raise ConfigError(f"{kit}: {self.name} has no on-device build kit")
+
+    def kit_with_variant(self, kit: Path, name: str, make: Callable[[Path, Path], Path]) -> tuple[Path, dict[str, Any]]:
+        """Have the device step build a variant of the kit's model too (DeepStream's, for :meth:`exports_deepstream`):
+        ``make(source, dest)`` writes it from the kit's model into ``kit`` (a private copy) as ``name``. Returns the
+        variant's path and the kit's build plan."""
+        raise ConfigError(f"{kit}: {self.name} builds no variants on the device")
+
     def artifact_for_file(self, path: str | Path, precision: str = "") -> Artifact:
         """An artifact for a file given alone (``validate --artifact``): this backend's own kind for its own
         suffixes (``.xml`` -> ir), else an ONNX model it reads."""
@@ -374,7 +490,7 @@ class Backend:
         return Artifact(backend=self.name, precision=precision, kind=kind, path=path, files=[path])
 
     def compile_needs_calibration(self, target: Target) -> bool:
-        """Whether :meth:`compile` for ``target`` calibrates (takes ``calibration=``, preprocessed images)."""
+        """Whether :meth:`compile` for ``target`` calibrates (reads ``calibration``, the preprocessed images)."""
         return False
 
     def threads(self, target: Target) -> int | None:
@@ -404,9 +520,12 @@ class Backend:
             return f"{self.package} is not installed ({err}); pip install {self.package}"
         return None
 
-    def compile(self, onnx_path: str | Path, target: Target, out_dir: str | Path, **extra: Any) -> Artifact:
-        """Turn ``onnx_path`` into what ``target`` runs, in ``out_dir``. ``extra``: backend-specific inputs
-        (OpenVINO's native INT8 takes ``calibration=`` a float32 NCHW array)."""
+    def compile(
+        self, onnx_path: str | Path, target: Target, out_dir: str | Path, calibration: np.ndarray | None = None
+    ) -> Artifact:
+        """Turn ``onnx_path`` into what ``target`` runs, in ``out_dir``. ``calibration``: the preprocessed images
+        (float32 NCHW) a compile that calibrates reads (:meth:`compile_needs_calibration`: OpenVINO's native INT8,
+        ONNX Runtime's INT8 form); None for every other compile."""
         onnx_path = Path(onnx_path)
         if not onnx_path.is_file():
             raise ConfigError(f"{onnx_path}: ONNX model not found")
@@ -423,7 +542,7 @@ class Backend:
             )
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        return self._compile_impl(onnx_path, target, out_dir, **extra)
+        return self._compile_impl(onnx_path, target, out_dir, calibration)
 
     def load(self, artifact: Artifact, options: RunOptions | Target | None = None) -> Runner:
         """A :class:`Runner` for ``artifact``. ``options``: :class:`RunOptions` (see :meth:`run_options`), a
@@ -446,7 +565,9 @@ class Backend:
             options = replace(options, device=self.default_device)
         return self._load_impl(artifact, options)
 
-    def _compile_impl(self, onnx_path: Path, target: Target, out_dir: Path, **extra: Any) -> Artifact:
+    def _compile_impl(
+        self, onnx_path: Path, target: Target, out_dir: Path, calibration: np.ndarray | None = None
+    ) -> Artifact:
         raise NotImplementedError
 
     def _load_impl(self, artifact: Artifact, options: RunOptions) -> Runner:
@@ -471,6 +592,37 @@ def copy_file_atomic(source: str | Path, dest: str | Path) -> Path:
     with atomic_path(dest) as tmp:
         shutil.copyfile(source, tmp)
     return Path(dest)
+
+
+def _link_or_copy(source: Path, dest: Path) -> None:
+    import os
+    import shutil
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, dest)
+    except OSError:
+        shutil.copy2(source, dest)
+
+
+def copy_artifact_folder(artifact: Artifact, scratch: Path) -> tuple[Path, list[Path]]:
+    """The files of a folder artifact (an on-device build kit) linked (or copied) into a fresh ``scratch``, to add to
+    without touching the compile stage's: the folder there and its files."""
+    import shutil
+
+    source = Path(artifact.path)
+    if scratch.exists():
+        shutil.rmtree(scratch)
+    folder = scratch / source.name
+    files = []
+    for path in artifact.files:
+        path = Path(path)
+        if path == source:
+            continue
+        copy = folder / path.relative_to(source)
+        _link_or_copy(path, copy)
+        files.append(copy)
+    return folder, files
 
 
 _INSTANCES: dict[str, Backend] = {}

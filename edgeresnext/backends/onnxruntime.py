@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -150,7 +150,9 @@ class ONNXRuntimeBackend(Backend):
         # The ONNX Runtime INT8 form calibrates the tensors the Q/DQ ONNX leaves unquantized (residual placement).
         return target.precision == "int8" and target.backend_options.onnxruntime.int8_form == "ort"
 
-    def _compile_impl(self, onnx_path: Path, target: Target, out_dir: Path, **extra: Any) -> Artifact:
+    def _compile_impl(
+        self, onnx_path: Path, target: Target, out_dir: Path, calibration: np.ndarray | None = None
+    ) -> Artifact:
         from edgeresnext.quantize.qdq import fp16_qdq_from_onnx
 
         reason = self.available()
@@ -167,7 +169,7 @@ class ONNXRuntimeBackend(Backend):
             from edgeresnext.quantize.ort_int8 import ort_int8_from_qdq
 
             check_onnx_precision(onnx_path, "int8")
-            form = ort_int8_from_qdq(onnx_path, dest, cpu=options.cpu, calibration=extra.get("calibration"))
+            form = ort_int8_from_qdq(onnx_path, dest, cpu=options.cpu, calibration=calibration)
             info.extra["int8_form"] = {k: v for k, v in form.items() if k != "runtime"}
             # Not the Q/DQ ONNX any more: validation must run this artifact, not the Q/DQ ONNX.
             info.extra["differs_from_source"] = True

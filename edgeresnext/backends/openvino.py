@@ -328,7 +328,9 @@ class OpenVINOBackend(Backend):
         xml = Path(artifact.path)
         return TritonEntry(files={"model.xml": xml, "model.bin": xml.with_suffix(".bin")}, backend="openvino")
 
-    def _compile_impl(self, onnx_path: Path, target: Target, out_dir: Path, **extra: Any) -> Artifact:
+    def _compile_impl(
+        self, onnx_path: Path, target: Target, out_dir: Path, calibration: np.ndarray | None = None
+    ) -> Artifact:
         reason = self.available()
         if reason is not None:
             raise BackendUnavailable(reason)
@@ -341,7 +343,6 @@ class OpenVINOBackend(Backend):
         info.extra["cache_dir"] = options.cache_dir
         if target.precision == "int8" and options.native_int8:
             check_onnx_precision(onnx_path, "fp32")
-            calibration = extra.get("calibration")
             if calibration is None or len(calibration) == 0:
                 raise ConfigError(
                     f"{target.source or target.name}: backend_options.openvino.native_int8 quantizes the FP32 model "

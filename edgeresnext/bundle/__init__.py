@@ -5,19 +5,12 @@ summary, and the sha256 of every file).
 One job per module: :mod:`.write` (:func:`bundle_from_artifacts`), :mod:`.manifest` (reading and verifying:
 :func:`read_manifest`, :func:`verify_bundle`; only the standard library, for device runtimes), :mod:`.model` (the
 manifest's type, :class:`Manifest`, and the JSON Schema generated from it), :mod:`.archive`
-(:func:`extract_bundle`), :mod:`.engine` (the device step of a TensorRT bundle: :func:`engine_into_bundle` builds the
-kit's engine on the device and records it in the manifest).
+(:func:`extract_bundle`), :mod:`.device` (the device step of a bundle whose build finishes on the device:
+:func:`finish_on_device` asks the bundle's backend to build its kit here and record it in the manifest).
 """
 
 from edgeresnext.bundle.archive import ARCHIVE_SUFFIXES, extract_bundle
-from edgeresnext.bundle.engine import (
-    device_check_exit_code,
-    device_check_status,
-    engine_into_bundle,
-    engine_summary,
-    failed_check_message,
-    unproven_check_message,
-)
+from edgeresnext.bundle.device import device_step_outcome, finish_on_device
 from edgeresnext.bundle.manifest import (
     FORMAT,
     LABELS,
@@ -43,14 +36,10 @@ __all__ = [
     "Manifest",
     "build_manifest",
     "bundle_from_artifacts",
-    "device_check_exit_code",
-    "device_check_status",
-    "engine_into_bundle",
-    "engine_summary",
+    "device_step_outcome",
     "extract_bundle",
-    "failed_check_message",
+    "finish_on_device",
     "read_labels",
     "read_manifest",
-    "unproven_check_message",
     "verify_bundle",
 ]

@@ -19,18 +19,14 @@ from typing import Any
 
 from edgeresnext.atomic import sha256_file
 from edgeresnext.bundle.model import FORMAT, SCHEMA_PATH, SCHEMA_VERSION, Manifest, schema_for
-from edgeresnext.errors import EdgeResNeXtError
+from edgeresnext.errors import BundleError
 from edgeresnext.registry import backend_class, registry_key
 
-__all__ = ["FORMAT", "SCHEMA_PATH", "SCHEMA_VERSION", "Manifest"]  # defined in .model, read here
+__all__ = ["FORMAT", "SCHEMA_PATH", "SCHEMA_VERSION", "BundleError", "Manifest"]  # defined elsewhere, read here
 
 MANIFEST = "manifest.json"
 LABELS = "labels.txt"
 SIGNATURE = "bundle.sig"  # a signed bundle's signature (bundle/signature.py); it cannot be listed in what it signs
-
-
-class BundleError(EdgeResNeXtError):
-    """A bundle is missing, malformed, or does not match its manifest (tampered or incomplete)."""
 
 
 def manifest_schema() -> dict[str, Any]:

@@ -16,14 +16,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from edgeresnext.errors import ConfigError
 from edgeresnext.records import DeviceRecord, Record, json_schema, key
 from edgeresnext.registry import backend_class, backend_names
-
-if TYPE_CHECKING:
-    from edgeresnext.backends.base import Artifact
 
 FORMAT = "edgeresnext-bundle"
 SCHEMA_VERSION = 1
@@ -117,21 +114,6 @@ class ArtifactEntry(Record):
     info: dict[str, Any] | None = key(None, description="how the artifact was built, as its builder recorded it")
     # What the device step recorded (a TensorRT engine built on the device): the type is the backend's device_record.
     engine: DeviceRecord | None = None
-
-    def to_artifact(self, bundle_dir: Path) -> Artifact:
-        """The artifact this entry records, its files in ``bundle_dir``; its info is what the builder recorded plus
-        what the device step did (a TensorRT engine's version and SM, checked before it loads)."""
-        from edgeresnext.backends.base import Artifact, ArtifactInfo
-
-        engine = self.engine.to_json() if self.engine is not None else {}
-        return Artifact(
-            backend=self.backend,
-            precision=self.precision,
-            kind=self.kind,
-            path=bundle_dir / self.path,
-            files=[bundle_dir / name for name in self.files],
-            info=ArtifactInfo.from_dict({**(self.info or {}), **engine}),
-        )
 
     @classmethod
     def from_json(cls, data: Any) -> ArtifactEntry:

@@ -31,7 +31,7 @@ from typing import Any
 
 from edgeresnext.atomic import atomic_path, sha256_file
 from edgeresnext.bundle.manifest import MANIFEST, SIGNATURE, BundleError, verify_bundle
-from edgeresnext.bundle.model import Manifest
+from edgeresnext.bundle.model import ArtifactEntry, Manifest
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def _mismatch(bundle_dir: Path, manifest: Manifest) -> str:
         if names
     )
     primary = manifest.primary
-    device_files = set(primary.files) if primary.engine is not None else set()  # what the device step built
+    device_files = set(primary.files) if _built_on_device(primary) else set()
     if device_files and set(added) <= device_files and set(changed) <= device_files | {MANIFEST} and not missing:
         return (
             f"{SIGNATURE} covers this bundle as it was before the device step sealed the engine {primary.path} "
@@ -147,6 +147,14 @@ def _mismatch(bundle_dir: Path, manifest: Manifest) -> str:
             "check it with that key's public key"
         )
     return f"the bundle was changed after it was signed ({listed})"
+
+
+def _built_on_device(artifact: ArtifactEntry) -> bool:
+    """Whether the manifest entry ``artifact`` was built by a device step (its backend reads a device check in it)."""
+    from edgeresnext.backends import backend_facts
+
+    backend = backend_facts(artifact.backend)
+    return backend is not None and backend.device_check(artifact.to_json()) is not None
 
 
 def check_signature(bundle_dir: str | os.PathLike[str], public_key: str | os.PathLike[str]) -> Manifest:

@@ -43,7 +43,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-KIT_FOLDER = "kit"  # where a bundle carries an on-device build kit
 SCORES = "softmax over the class axis; class i is line i of labels.txt"  # what a device app makes of the logits
 
 
@@ -76,7 +75,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def _artifact_files(artifact: Artifact) -> list[Path]:
-    """Every file the artifact needs (a folder artifact — the TensorRT on-device kit — contributes its files)."""
+    """Every file the artifact needs (a folder artifact, an on-device build kit, contributes its files)."""
     files = [Path(p) for p in artifact.files] or [Path(artifact.path)]
     if Path(artifact.path) not in files:
         files.insert(0, Path(artifact.path))
@@ -231,14 +230,15 @@ def _labels(meta: ModelMeta) -> list[str]:
 def _bundle_names(artifacts: list[Artifact]) -> tuple[dict[Path, str], dict[str, Path]]:
     """Bundle-relative names of the artifacts' files (source -> name) and the files to copy (name -> source).
 
-    Files keep their base names; a folder (the TensorRT kit) keeps its own tree under kit/ (the device command and
-    the kit's README say bundle/kit/build_engine.sh, whatever the build called it).
+    Files keep their base names; a folder (an on-device build kit) keeps its own tree under the name its backend gives
+    it (TensorRT: kit/, as the device command and the kit's README say, whatever the build called it).
     """
     names: dict[Path, str] = {}
     sources: dict[str, Path] = {}
     for artifact in artifacts:
         folder = Path(artifact.path) if Path(artifact.path).is_dir() else None
-        prefix = KIT_FOLDER if artifact.kind == "kit" else folder.name if folder is not None else ""
+        named = get_backend(artifact.backend).bundle_folder(artifact)
+        prefix = named if named is not None else folder.name if folder is not None else ""
         for source in _artifact_files(artifact):
             if not source.exists():
                 raise ConfigError(f"{source}: file of the {artifact.backend} artifact not found")

@@ -295,19 +295,7 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
 
 def run_compile(args: argparse.Namespace) -> int:
     if args.on_device:
-        from edgeresnext.backends.tensorrt import describe_engine, engine_from_kit
-
-        on_device = Path(args.on_device)
-        bundle = next((p for p in (on_device, on_device.parent) if (p / "manifest.json").is_file()), None)
-        if bundle is not None:  # a bundle, or the kit inside one: the engine must be recorded in its manifest
-            from edgeresnext.bundle import engine_into_bundle
-            from edgeresnext.cli.bundle import sealed_exit_code
-
-            return sealed_exit_code(bundle, engine_into_bundle(bundle, python_api=True))
-        artifact = engine_from_kit(args.on_device)
-        print(describe_engine(artifact))
-        print(f"build record: {artifact.path}.json")
-        return 0
+        return _compile_on_device(Path(args.on_device))
     from edgeresnext.backends import Artifact, get_backend
     from edgeresnext.config import build_folder
     from edgeresnext.pipeline import build
@@ -334,11 +322,38 @@ def run_compile(args: argparse.Namespace) -> int:
     for path in artifact.files:
         size = Path(path).stat().st_size if Path(path).is_file() else 0
         print(f"  {path}  {size / 1e6:.2f} MB")
-    if artifact.kind == "kit":
-        print(f"no engine built here: {artifact.info.reason}")
+    backend = get_backend(artifact.backend)
+    reason = backend.awaits_device(artifact)
+    if reason is not None:
+        print(f"no engine built here: {reason}")
         print("build it on the device (copy the folder there first):")
-        for line in artifact.info.device_commands:
+        for line in backend.device_commands(artifact):
             print(f"  {line}")
+    return 0
+
+
+def _compile_on_device(on_device: Path) -> int:
+    """``compile --on-device``: build an on-device kit here with the package's own build (TensorRT: its Python API).
+    A bundle, or the kit inside one, gets what was built recorded in its manifest, as ``bundle build-engine`` does."""
+    from edgeresnext.backends import get_backend, list_backends
+    from edgeresnext.errors import ConfigError
+
+    bundle = next((p for p in (on_device, on_device.parent) if (p / "manifest.json").is_file()), None)
+    if bundle is not None:
+        from edgeresnext.bundle import finish_on_device
+        from edgeresnext.cli.bundle import sealed_exit_code
+
+        return sealed_exit_code(bundle, finish_on_device(bundle, python_api=True))
+    kits = [get_backend(name) for name in list_backends() if get_backend(name).kit_file]
+    owner = next((b for b in kits if (on_device / str(b.kit_file)).is_file()), None)
+    if owner is None:
+        kinds = " or ".join(f"{b.display_name or b.name} build kit (no {b.kit_file})" for b in kits)
+        raise ConfigError(
+            f"{on_device}: not a {kinds or 'build kit'}; make one with `edgeresnext compile --target TARGET` "
+            "(a target built on the device, e.g. targets/jetson.yaml)"
+        )
+    for line in owner.build_kit_here(on_device):
+        print(line)
     return 0
 
 

@@ -19,6 +19,9 @@ def _extract(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from edgeresnext.backends import get_backend
     from edgeresnext.bundle import verify_bundle
     from edgeresnext.bundle.signature import check_signature, public_key_from, signature_status
 
@@ -31,20 +34,8 @@ def _verify(args: argparse.Namespace) -> int:
         "sha256 verified"
     )
     primary = manifest.primary
-    if primary.engine is not None:
-        engine = primary.engine
-        say(
-            f"engine: {primary.path} built with TensorRT {engine.tensorrt_version} on {engine.gpu_name} "
-            f"(SM {engine.gpu_sm}, {engine.build_mode.replace('_', ' ')}) from {engine.onnx.path}"
-        )
-        check = engine.check()
-        said = check.reason or (check.gate.message if check.gate is not None else None) or ""
-        say(f"device check: {check.status}: {said}")
-    elif primary.kind == "kit":
-        say(
-            f"engine: not built yet; on the device run `edgeresnext bundle build-engine {args.bundle}` "
-            f"(or {args.bundle}/{primary.path}/build_engine.sh)"
-        )
+    for line in get_backend(primary.backend).bundle_status(Path(args.bundle), primary.to_json()):
+        say(line)
     say(signature_status(args.bundle, key))
     return 0
 
@@ -52,9 +43,9 @@ def _verify(args: argparse.Namespace) -> int:
 def _build_engine(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from edgeresnext.bundle import engine_into_bundle
+    from edgeresnext.bundle import finish_on_device
 
-    manifest = engine_into_bundle(
+    manifest = finish_on_device(
         args.bundle,
         trtexec=args.trtexec,
         python_api=args.python_api,
@@ -76,22 +67,23 @@ def _build_engine(args: argparse.Namespace) -> int:
 
 
 def sealed_exit_code(bundle, manifest: dict, extra: list[str] = ()) -> int:
-    """Print what the device step sealed (and ``extra`` lines) and return its exit code, as the kit's
-    build_engine.sh (seal.py) does: 0 the device gate is proven, 1 the check failed, 3 the engine is sealed but its
-    gate is NOT PROVEN or unchecked. The lines carry a manifest's strings: through :func:`say`."""
+    """Print what the device step sealed (and ``extra`` lines) and return its exit code, as the bundle's backend says
+    it (TensorRT: as the kit's build_engine.sh, seal.py, does): 0 the device gate is proven, 1 the check failed, 3 the
+    engine is sealed but its gate is NOT PROVEN or unchecked. The lines carry a manifest's strings: through
+    :func:`say`."""
     import sys
 
-    from edgeresnext.bundle import device_check_exit_code, engine_summary, failed_check_message, unproven_check_message
+    from edgeresnext.bundle import device_step_outcome
     from edgeresnext.errors import EXIT_GATE_FAILED, EXIT_UNPROVEN
 
-    for line in [*engine_summary(bundle, manifest), *extra]:
+    outcome = device_step_outcome(bundle, manifest)
+    for line in [*outcome.lines, *extra]:
         say(line)
-    code = device_check_exit_code(manifest)
-    if code == EXIT_GATE_FAILED:  # sealed as failed
-        say(f"edgeresnext: error: {failed_check_message(manifest)}", file=sys.stderr)
-    elif code == EXIT_UNPROVEN:
-        say(f"edgeresnext: {unproven_check_message(manifest)}", file=sys.stderr)
-    return code
+    if outcome.exit_code == EXIT_GATE_FAILED:  # sealed as failed
+        say(f"edgeresnext: error: {outcome.message}", file=sys.stderr)
+    elif outcome.exit_code == EXIT_UNPROVEN:
+        say(f"edgeresnext: {outcome.message}", file=sys.stderr)
+    return outcome.exit_code
 
 
 def _predict(args: argparse.Namespace) -> int:

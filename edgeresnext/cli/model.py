@@ -189,12 +189,12 @@ def run_quantize(args: argparse.Namespace) -> int:
     quantized = summary.stage("quantize")
     spec = target.quant
     print(
-        f"wrote {args.out} ({spec.method}, {quantized.info['calibration_images']} calibration images from "
+        f"wrote {args.out} ({spec.method}, {quantized.info.calibration_images} calibration images from "
         f"{spec.calib_dir}, placement {spec.placement}; TensorRT lint clean; stages in {ctx.root})"
     )
     if args.sensitivity:
         copy_file_atomic(ctx.sensitivity_json, args.sensitivity)
-        print(f"wrote {args.sensitivity}: most sensitive {', '.join(quantized.info.get('most_sensitive', []))}")
+        print(f"wrote {args.sensitivity}: most sensitive {', '.join(quantized.info.most_sensitive or [])}")
     for note in summary.notes:
         print(f"note: {note}")
     return 0

@@ -1,44 +1,54 @@
 """``edgeresnext report BUNDLE``: the host's validation report with the device check's row beside the host rows, for
-a TensorRT bundle whose engine was built and checked on the device (the sealed manifest records the check; the
-bundle's kit carries the host's report as ``kit/check/host_report.json``)."""
+a bundle whose build finished on the device (a TensorRT engine built and checked there: the sealed manifest records
+the check; the bundle's kit carries the host's report, ``kit/check/host_report.json``). The bundle's backend says
+where the host's report is and what the device recorded (:meth:`~edgeresnext.backends.Backend.device_report`)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgeresnext.cli.common import check_output, say
 
+if TYPE_CHECKING:
+    from edgeresnext.bundle.model import Manifest
+
+
+def _device_report(bundle: Path, manifest: Manifest) -> dict:
+    """What the bundle's backend says about its device step: the host report's path, the device row, the check."""
+    from edgeresnext.backends import backend_facts
+    from edgeresnext.errors import ConfigError
+
+    for name in dict.fromkeys(a.backend for a in manifest.artifacts):
+        backend = backend_facts(name)
+        found = backend.device_report(bundle, manifest.to_json()) if backend is not None else None
+        if found is not None and found["host_report"] in manifest.sha256():
+            return found
+        if found is not None:
+            raise ConfigError(f"{bundle}: no host report in this bundle ({found['host_report']}); {_WHICH}")
+    raise ConfigError(f"{bundle}: no host report in this bundle (no on-device build kit); {_WHICH}")
+
+
+_WHICH = (
+    "`edgeresnext report` reads a bundle that `make build` wrote for a target built on the device (its kit carries "
+    "the check set and the host's report)"
+)
+
 
 def run_report(args: argparse.Namespace) -> int:
-    from edgeresnext.backends.tensorrt.device_check import CHECK_DIR, HOST_REPORT
     from edgeresnext.bundle import verify_bundle
-    from edgeresnext.errors import ConfigError
     from edgeresnext.report import write_report_record
     from edgeresnext.validate.results import upgrade_record
 
     bundle = Path(args.bundle)
     manifest = verify_bundle(bundle)
-    kit = next((a for a in manifest.artifacts if a.backend == "tensorrt" and a.kind == "kit"), None)
-    host = f"{kit.path}/{CHECK_DIR}/{HOST_REPORT}" if kit else None
-    if host is None or host not in manifest.sha256():
-        raise ConfigError(
-            f"{bundle}: no host report in this bundle ({host or 'no TensorRT kit'}); `edgeresnext report` reads a "
-            "TensorRT bundle that `make build` wrote (its kit carries the check set and the host's report)"
-        )
+    device = _device_report(bundle, manifest)
+    host = device["host_report"]
     report = upgrade_record(json.loads((bundle / host).read_text(encoding="utf-8")))  # a bundle of an older version
-    engine = next((a for a in manifest.artifacts if a.engine is not None), None)
-    if engine is None:
-        check = {
-            "status": "unchecked",
-            "reason": f"the engine is not built yet: on the device run {kit.path}/"
-            "build_engine.sh (or `edgeresnext bundle build-engine`), then copy the bundle back",
-        }
-        report["device_engine"] = "tensorrt engine (not built)"
-    else:
-        check = engine.engine.check().to_json()  # the report keeps the record as the device wrote it
-        report["device_engine"] = f"{engine.path} ({engine.precision}, on the device)"
+    check = device["device_check"]
+    report["device_engine"] = device["device_engine"]
     report["device_check"] = check
     report["notes"] = [*report.get("notes", []), f"device check: {check['status']}"]
     out = check_output(args.out, "--out") if args.out else bundle.resolve().parent / "device-report"

@@ -9,7 +9,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from edgeresnext.atomic import remove_stale_temporaries, write_json_atomic, write_text_atomic
 from edgeresnext.config import SHIPPED_CHECKPOINT, Target, build_folder
@@ -19,6 +19,7 @@ from edgeresnext.pipeline.preflight import preflight
 from edgeresnext.pipeline.stages import STAGE_FUNCTIONS, STAGES, BuildContext, load_report
 
 if TYPE_CHECKING:
+    from edgeresnext.pipeline.stage_info import FallbackRecord, QuantizeInfo
     from edgeresnext.validate import ArtifactResult, ValidationReport
 
 __all__ = ["STAGES", "BuildContext", "BuildSummary", "StageResult", "build", "build_all", "prepare_inputs", "run_stage"]
@@ -164,9 +165,7 @@ def _summary_cells(row: ArtifactResult, report: ValidationReport) -> str:
 
 def _integer_share(row: ArtifactResult) -> str:
     """What an INT8 artifact really runs, as its runtime reports it (convolutions as integer kernels)."""
-    from edgeresnext.backends import PrecisionReport
-
-    runtime = PrecisionReport.from_dict({**(row.info.get("runtime") or {}), "precision": row.precision})
+    runtime = row.runtime_precision
     if "int8" not in row.precision or not runtime.int8_count:
         return ""
     return f"  (int8 kernels: {runtime.int8_count})"
@@ -242,10 +241,8 @@ def build(
     summary.notes[:0] = ctx.notes
     if "validate" in ctx.done:
         summary.report = load_report(ctx)
-    artifact = ctx.done["compile"].info.get("artifact", {}) if "compile" in ctx.done else {}
-    if artifact.get("kind") == "kit":
-        summary.not_done.append(artifact.get("info", {}).get("reason", "TensorRT engine: built on the device"))
-        summary.notes += _device_step_notes(ctx, artifact)
+    if "compile" in ctx.done:
+        _device_step(ctx, summary)
     if target.model.checkpoint == SHIPPED_CHECKPOINT:
         summary.notes.append("model: the shipped Fashion-MNIST ResNeXt (override with CHECKPOINT=... / MODEL=...)")
     if sign_key is not None and "bundle" in ctx.done:
@@ -265,128 +262,75 @@ def _signed(ctx: BuildContext, summary: BuildSummary, sign_key: Path, password: 
     return f"bundle: signed with {sign_key}: {signature} covers every file of it, manifest.json included"
 
 
-def _device_step_notes(ctx: BuildContext, kit: dict[str, Any]) -> list[str]:
-    """What is left to do on the device for a kit build: with a bundle, the check set it carries and how to build
-    and record the engine there; without one, the kit's own device commands."""
-    if "bundle" not in ctx.done:
-        return [f"on the device: {line}" for line in kit.get("info", {}).get("device_commands", [])]
-    bundle = ctx.folder("bundle")  # the device step runs against the bundle copied to the device
-    notes = []
-    check_set = ctx.done["bundle"].info.get("device_check_set")
-    if check_set:
-        notes += check_set_notes(check_set, f"{bundle}/kit/check")
-    notes.append(
-        f"on the device (copy {bundle} there): <bundle>/kit/build_engine.sh, or with edgeresnext installed "
-        "`edgeresnext bundle build-engine <bundle>`: builds the engine and records it in the bundle"
-    )
-    return notes
+def _device_step(ctx: BuildContext, summary: BuildSummary) -> None:
+    """What is left to do on the device for an artifact finished there (its backend says): why, and with a bundle
+    what it carries for the device and how to finish it there; without one, the device commands."""
+    from edgeresnext.backends import get_backend
 
-
-def check_set_notes(check_set: dict[str, Any], where: str) -> list[str]:
-    """What the build summary says about a kit's device check set: its size and sample, what it can prove."""
-    sample = check_set.get("sample") or {}
-    counts = ", ".join(f"{name} {count}" for name, count in (check_set.get("class_counts") or {}).items())
-    if not sample:
-        chosen = "validation images"
-    elif sample["of"] > check_set["images"]:
-        chosen = f"a class-stratified random sample of {sample['of']:,} (data.sample_seed {sample['seed']}): {counts}"
-    else:
-        chosen = f"all the validation images: {counts}"
-    lines = [
-        f"device check set: {check_set['images']} images, {chosen}; {check_set['megabytes']:.1f} MB (uint8 after "
-        f"resize and crop; budget {check_set.get('budget_megabytes', 0):g} MB), batches of {check_set['batch']}, "
-        f"with the host's outputs, in {where}; the device step runs the engine on them and seals the result"
-    ]
-    proves = check_set.get("proves")
-    if proves:
-        lines.append(f"device check set: {_what_it_proves(proves)}")
-    if check_set.get("calibration_near_copies"):
-        lines.append(
-            f"device check set: {check_set['calibration_near_copies']} of its images are near-copies of calibration "
-            "images (see the quantize stage's WARNING)"
-        )
-    return lines
-
-
-def _what_it_proves(proves: dict[str, Any]) -> str:
-    n, level = proves["images"], f"{100 * proves['confidence']:g} %"
-    limit, most = proves.get("limit"), proves.get("max_disagreements")
-    if limit is None:
-        said = "no max_device_disagreement gate"
-    elif most is None:
-        said = (
-            f"cannot prove max_device_disagreement <= {100 * limit:g} % at {level} (at least {proves['min_images']:,} "
-            "images needed): the device verdict will read NOT PROVEN (exit 3)"
-        )
-    else:
-        power = ", ".join(
-            f"{100 * p:.1f} % of the time at a true {100 * float(d):g} %" for d, p in proves["power"].items()
-        )
-        said = f"proves max_device_disagreement <= {100 * limit:g} % when at most {most} of {n} images disagree "
-        said += f"(at {level}; {power})"
-    detect = proves.get("detectable_drop") or {}
-    if detect.get("images_lost") is None:
-        said += "; against FP32 it can show no drop"
-    else:
-        said += (
-            f"; against FP32 it shows a drop only when at least {detect['images_lost']} more images are lost than won "
-            f"({100 * detect['drop']:.2f} pt)"
-        )
-    gate = proves.get("max_top1_drop")
-    if gate:
-        proven = "can" if gate["provable"] else "cannot"
-        said += f" and {proven} prove max_top1_drop {100 * gate['limit']:g} pt ({gate['min_images']:,} images needed)"
-    return said
+    artifact = ctx.done["compile"].info.artifact
+    reason = get_backend(artifact.backend).awaits_device(artifact)
+    if reason is None:
+        return
+    summary.not_done.append(reason)
+    bundle = ctx.folder("bundle") if "bundle" in ctx.done else None  # the device step runs against the bundle copy
+    record = ctx.done["bundle"].info.device_check_set if bundle is not None else None
+    summary.notes += get_backend(artifact.backend).device_step_notes(artifact, bundle, record)
 
 
 def _quantize_notes(quantized: StageResult) -> list[str]:
     """What the quantize stage did besides PTQ/QAT (also when it was cached): skipped images, sensitivity, fallback."""
-    info = quantized.info
+    info: QuantizeInfo = quantized.info
     notes = []
-    near = info.get("calibration_near_copies") or {}
-    if near.get("count"):
-        first = near["images"][0]
+    near = info.calibration_near_copies
+    if near is not None and near.count:
+        first = near.images[0]
         notes.append(
-            f"WARNING: calibration: {near['count']} of {near['checked']} calibration images are near-copies of "
+            f"WARNING: calibration: {near.count} of {near.checked} calibration images are near-copies of "
             f"validation images (the same model input up to a resize, a re-encoding or an alpha channel; first: "
             f"{first['image']} ~ {first['near']}): the drop is measured partly on images the quantizer calibrated "
             f"on; all in {quantized.folder / 'quant.json'}"
         )
-    skipped = info.get("calibration_skipped")
+    skipped = info.calibration_skipped
     if skipped:
         notes.append(
             f"calibration: skipped {len(skipped)} unreadable image(s) (data.on_bad_image: skip) and took the next, "
             f"first: {skipped[0][1]}; all in {quantized.folder / 'quant.json'}"
         )
-    fallback = info.get("fallback")
+    # No timings here: the note goes into the report, which two builds of the same inputs write alike.
+    notes.append(
+        f"quantize: {info.method} on {info.calibration_images} calibration images; sensitivity {info.sensitivity}; "
+        f"{_fallback_said(info.fallback)}"
+    )
+    return notes
+
+
+def _fallback_said(fallback: FallbackRecord | None) -> str:
+    """The quantize note's account of the fallback: not asked for, not run and why, or what it left in float."""
     if fallback is None:
-        decided = "no fallback (no max_top1_drop gate, or quant.max_fallback_layers: 0)"
-    elif not fallback.get("run"):
-        decided = f"fallback not run: {fallback['why']}"
-    elif fallback["layers_in_float"]:
+        return "no fallback (no max_top1_drop gate, or quant.max_fallback_layers: 0)"
+    if not fallback.run:
+        return f"fallback not run: {fallback.why}"
+    if fallback.layers_in_float:
         decided = (
-            f"fallback on {fallback['images']}: drop {fallback['top1_drop_before'] * 100:.2f} pt not within the gate, "
-            f"{len(fallback['layers_in_float'])} layer(s) left in float ({', '.join(fallback['layers_in_float'])}), "
-            f"drop {fallback['top1_drop_after'] * 100:.2f} pt"
+            f"fallback on {fallback.images}: drop {fallback.top1_drop_before * 100:.2f} pt not within the gate, "
+            f"{len(fallback.layers_in_float)} layer(s) left in float ({', '.join(fallback.layers_in_float)}), "
+            f"drop {fallback.top1_drop_after * 100:.2f} pt"
         )
     else:
         decided = (
-            f"fallback checked on {fallback['images']}: drop {fallback['top1_drop_before'] * 100:.2f} pt within "
+            f"fallback checked on {fallback.images}: drop {fallback.top1_drop_before * 100:.2f} pt within "
             "the gate, nothing left in float"
         )
-    if fallback and fallback.get("near_copies"):
-        copies = fallback["near_copies"]
+    if fallback.near_copies:
+        copies = fallback.near_copies
         decided += f" (near-copies left out, first: {copies[0]['image']} ~ {copies[0]['near']})"
-    if fallback and fallback.get("run") and fallback.get("decided_on"):
-        bound = fallback.get("top1_drop_upper_bound")
-        on_bound = bound is not None and fallback["decided_on"] == "bound"
-        decided += f" (decided on the {fallback['decided_on']}" + (
+    if fallback.decided_on:
+        bound = fallback.top1_drop_upper_bound
+        on_bound = bound is not None and fallback.decided_on == "bound"
+        decided += f" (decided on the {fallback.decided_on}" + (
             f", upper bound {bound * 100:.2f} pt)" if on_bound else ")"
         )
-    # No timings here: the note goes into the report, which two builds of the same inputs write alike.
-    method, images, sensitivity = info.get("method", "ptq"), info.get("calibration_images"), info.get("sensitivity")
-    notes.append(f"quantize: {method} on {images} calibration images; sensitivity {sensitivity}; {decided}")
-    return notes
+    return decided
 
 
 COMPARISON_HEADER = [

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from edgeresnext.atomic import sha256_file, write_json_atomic
 from edgeresnext.environment import package_versions
@@ -43,6 +43,15 @@ def _hash_inputs(config: Any, file_digests: list[tuple[Path, str]], packages: di
     return digest.hexdigest()
 
 
+class StageInfo(Protocol):
+    """A stage's typed record: ``to_dict`` is its JSON form in stage.json, ``from_dict`` reads it back."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Any: ...
+
+
 @dataclass
 class StageResult:
     name: str
@@ -50,7 +59,9 @@ class StageResult:
     outputs: dict[str, str]
     skipped: bool
     seconds: float
-    info: dict[str, Any] = field(default_factory=dict)
+    # What the stage recorded about itself: its typed record (:mod:`edgeresnext.pipeline.stage_info`); the plain
+    # mapping for a stage run without a record type.
+    info: Any = field(default_factory=dict)
     # Why a stage that had run before ran again (``quant.subset_size 300 -> 200``); None when skipped or new.
     reason: str | None = None
 
@@ -162,19 +173,19 @@ def run_stage(
     name: str,
     config: Any,
     input_files: list[Path],
-    produce: Callable[[Path], dict[str, Any]],
+    produce: Callable[[Path], Any],
     upstream_changed: bool = False,
     record_path: Path | None = None,
     kept_on_failure: tuple[str, ...] = (),
+    info_type: type[StageInfo] | None = None,
 ) -> StageResult:
     """Run ``produce(folder)`` unless ``folder/stage.json`` proves the same inputs already made intact outputs.
 
-    ``produce`` writes its files into ``folder`` (atomically) and returns an ``info`` dict; every regular
-    file it leaves (besides stage.json) is recorded with its sha256. stage.json also records each input (the
-    config section, every input file's sha256, package versions), so a rerun names what changed
-    (:attr:`StageResult.reason`). A stage that fails keeps nothing it wrote but the files ``kept_on_failure`` names
-    (a report of why it failed, such as the lint's findings).
-    """
+    ``produce`` writes its files into ``folder`` (atomically) and returns the stage's ``info``, an ``info_type``
+    record (stage.json holds its ``to_dict``; a skipped stage reads it back with ``from_dict``; without one, a dict).
+    Every regular file it leaves (besides stage.json) is recorded with its sha256, and each input (the config
+    section, every input file's sha256, package versions), so a rerun names what changed (:attr:`StageResult.reason`).
+    A stage that fails keeps nothing it wrote but the files ``kept_on_failure`` names (a report of why it failed)."""
     packages = package_versions()
     file_digests = [(Path(path), sha256_file(path)) for path in input_files]
     files = {str(path): digest for path, digest in file_digests}
@@ -191,9 +202,10 @@ def run_stage(
         except (OSError, json.JSONDecodeError):
             record = None
         reason = rerun_reason(record if isinstance(record, dict) else None, key, folder, config, files, packages)
+        info, reason = _recorded_info(record.get("info", {}), info_type) if reason is None else (None, reason)
         if reason is None:
             logger.info("stage %s: inputs unchanged, skipped", name)
-            return StageResult(name, folder, record["outputs"], True, 0.0, record.get("info", {}))
+            return StageResult(name, folder, record["outputs"], True, 0.0, info)
         logger.info("stage %s: rerunning: %s", name, reason)
     record_path.unlink(missing_ok=True)
     _clear_folder(folder)
@@ -217,7 +229,7 @@ def run_stage(
             "inputs": [str(path) for path, _digest in file_digests],
             "input_sha256": [digest for _path, digest in file_digests],
             "outputs": outputs,
-            "info": info,
+            "info": info.to_dict() if info_type is not None else info,
             "seconds": seconds,
         }
         write_json_atomic(record_path, record)
@@ -227,6 +239,17 @@ def run_stage(
         _discard(folder, kept_on_failure)
         raise
     return StageResult(name, folder, outputs, False, seconds, info, reason)
+
+
+def _recorded_info(recorded: Any, info_type: type[StageInfo] | None) -> tuple[Any, str | None]:
+    """(the stage's info as stage.json recorded it, None), or (None, why the stage reruns) when the record cannot be
+    read as ``info_type`` (a stage.json whose info lacks a field this version reads)."""
+    if info_type is None:
+        return recorded, None
+    try:
+        return info_type.from_dict(recorded), None
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        return None, f"stage.json's info is not a {info_type.__name__} ({type(err).__name__}: {err}): rerun"
 
 
 def _discard(folder: Path, kept: tuple[str, ...]) -> None:

@@ -106,9 +106,7 @@ def _onnx_row(
 
 
 def _why_not_runnable(backend: Backend, artifact: Artifact) -> str | None:
-    if artifact.kind == "kit":
-        return artifact.info.reason or "an on-device build kit: the engine is built on the device"
-    return backend.available()
+    return backend.awaits_device(artifact) or backend.available()
 
 
 def _loaded_row(

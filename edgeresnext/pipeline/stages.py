@@ -24,6 +24,17 @@ from edgeresnext.pipeline.choose import (
     STAGE_FOLDERS,
     BuildFiles,
 )
+from edgeresnext.pipeline.stage_info import (
+    BundleInfo,
+    CompileInfo,
+    ExportInfo,
+    FallbackRecord,
+    LintInfo,
+    ModelInfo,
+    NearCopies,
+    QuantizeInfo,
+    ValidateInfo,
+)
 from edgeresnext.quantize import QDQ_ONNX
 
 if TYPE_CHECKING:
@@ -148,7 +159,7 @@ def stage_model(ctx: BuildContext) -> StageResult:
     if ctx.meta is not None:
         section["meta"] = ctx.meta.to_dict()
 
-    def produce(folder: Path) -> dict[str, Any]:
+    def produce(folder: Path) -> ModelInfo:
         from edgeresnext.models import load_checkpoint, save_checkpoint
 
         kwargs = {
@@ -160,14 +171,15 @@ def stage_model(ctx: BuildContext) -> StageResult:
         if ctx.meta is not None:
             model.meta = ctx.meta
         save_checkpoint(folder / MODEL_FILE, model, model.meta)
-        return {
-            "arch": model.meta.arch,
-            "num_classes": model.meta.num_classes,
-            "source": str(checkpoint),
-            "parameters": sum(p.numel() for p in model.parameters()),
-        }
+        return ModelInfo(
+            arch=model.meta.arch,
+            num_classes=model.meta.num_classes,
+            source=str(checkpoint),
+            parameters=sum(p.numel() for p in model.parameters()),
+        )
 
-    return run_stage(ctx.root / STAGE_FOLDERS["model"], "model", section, [checkpoint], produce)
+    folder = ctx.root / STAGE_FOLDERS["model"]
+    return run_stage(folder, "model", section, [checkpoint], produce, info_type=ModelInfo)
 
 
 def stage_export(ctx: BuildContext) -> StageResult:
@@ -181,7 +193,7 @@ def stage_export(ctx: BuildContext) -> StageResult:
         "parity_data": parity_data.model_dump(mode="json"),
     }
 
-    def produce(folder: Path) -> dict[str, Any]:
+    def produce(folder: Path) -> ExportInfo:
         from edgeresnext.data.validation import load_validation_data
         from edgeresnext.export import assert_parity, onnx_from_torch
 
@@ -192,9 +204,10 @@ def stage_export(ctx: BuildContext) -> StageResult:
         )
         images = load_validation_data(parity_data, model.meta.preprocess, model.meta.class_names).inputs
         error = assert_parity(model, onnx_path, images, tolerance=EXPORT_TOLERANCE)
-        return {"max_abs_error_vs_torch": float(error), "parity_images": len(images)}
+        return ExportInfo(max_abs_error_vs_torch=float(error), parity_images=len(images))
 
-    return run_stage(ctx.root / STAGE_FOLDERS["export"], "export", config, [ctx.model_file], produce)
+    folder = ctx.root / STAGE_FOLDERS["export"]
+    return run_stage(folder, "export", config, [ctx.model_file], produce, info_type=ExportInfo)
 
 
 def stage_quantize(ctx: BuildContext) -> StageResult:
@@ -209,7 +222,7 @@ def stage_quantize(ctx: BuildContext) -> StageResult:
         "near_copy_check": NEAR_COPY_CHECK,
     }
 
-    def produce(folder: Path) -> dict[str, Any]:
+    def produce(folder: Path) -> QuantizeInfo:
         from edgeresnext.data.validation import validation_fingerprints
         from edgeresnext.quantize.sensitivity import SENSITIVITY_IMAGES, layer_sensitivity
 
@@ -218,26 +231,27 @@ def stage_quantize(ctx: BuildContext) -> StageResult:
         info, calib, meta, calib_files = _quantize(ctx, int8)
         # Calibration and tuning images are compared by content with the validation images the gates score.
         reference = validation_fingerprints(target.data, meta.preprocess, meta.class_names)
-        info["calibration_near_copies"] = _calibration_near_copies(calib, calib_files, reference)
+        info.calibration_near_copies = _calibration_near_copies(calib, calib_files, reference)
         ranking, ranking_images = None, calib[:SENSITIVITY_IMAGES]
         if target.quant.sensitivity:
             ranking = layer_sensitivity(int8, ranking_images, folder / SENSITIVITY_JSON, fp32_onnx=ctx.fp32_onnx)
-            info["most_sensitive"] = [row["module"] for row in ranking["layers"][:3]]
-        info["sensitivity"] = "asked for (quant.sensitivity)" if ranking else "not run"
+            info.most_sensitive = [row["module"] for row in ranking["layers"][:3]]
+        info.sensitivity = "asked for (quant.sensitivity)" if ranking else "not run"
         if target.gates.max_top1_drop is not None and target.quant.max_fallback_layers > 0:
             sensitivity_json = folder / SENSITIVITY_JSON
-            info["fallback"], ranked = _fallback(ctx, meta, int8, ranking, ranking_images, sensitivity_json, reference)
+            info.fallback, ranked = _fallback(ctx, meta, int8, ranking, ranking_images, sensitivity_json, reference)
             if ranked and not ranking:
-                info["sensitivity"] = "run by the fallback: the drop on the tuning images was above the gate"
-        info["seconds"] = round(time.perf_counter() - began, 2)
-        write_json_atomic(folder / "quant.json", info)
+                info.sensitivity = "run by the fallback: the drop on the tuning images was above the gate"
+        info.seconds = round(time.perf_counter() - began, 2)
+        write_json_atomic(folder / "quant.json", info.to_dict())
         return info
 
     inputs = [ctx.model_file, ctx.fp32_onnx, *ctx.calibration_files()]
-    return run_stage(ctx.root / STAGE_FOLDERS["quantize"], "quantize", section, inputs, produce)
+    folder = ctx.root / STAGE_FOLDERS["quantize"]
+    return run_stage(folder, "quantize", section, inputs, produce, info_type=QuantizeInfo)
 
 
-def _quantize(ctx: BuildContext, int8: Path) -> tuple[dict[str, Any], Any, ModelMeta, list[Path]]:
+def _quantize(ctx: BuildContext, int8: Path) -> tuple[QuantizeInfo, Any, ModelMeta, list[Path]]:
     """The Q/DQ INT8 ONNX at ``int8`` from the calibration images; (the record so far, the calibration images, the
     model's metadata, the file of each calibration image)."""
     from edgeresnext.data.calibration import load_calibration_images
@@ -260,28 +274,28 @@ def _quantize(ctx: BuildContext, int8: Path) -> tuple[dict[str, Any], Any, Model
     quantize_int8(
         model, calib, spec, int8, fp32_onnx=ctx.fp32_onnx, progress=ctx.progress, train_limit=spec.qat_train_limit
     )
-    info: dict[str, Any] = {
-        "method": spec.method,
-        "calibration_images": len(calib),
-        "calibration_skipped": skipped,
-        "quantize_seconds": round(time.perf_counter() - began, 2),
-    }
+    info = QuantizeInfo(
+        method=spec.method,
+        calibration_images=len(calib),
+        calibration_skipped=skipped,
+        quantize_seconds=round(time.perf_counter() - began, 2),
+    )
     return info, calib, model.meta, used
 
 
-def _calibration_near_copies(calib: Any, files: list[Path], reference: Any) -> dict[str, Any]:
+def _calibration_near_copies(calib: Any, files: list[Path], reference: Any) -> NearCopies:
     """Which calibration images are near-copies of validation images (named, not removed: the user chose them; the
     drop is then measured partly on images the quantizer calibrated on, and the summary warns)."""
     from edgeresnext.data.validation import near_copies_of_validation
 
     copies = near_copies_of_validation(calib, [str(f) for f in files], reference)
-    return {
-        "checked": len(files),
-        "count": len(copies),
-        "disjoint_from_validation": not copies,
-        "against": reference.name,
-        "images": copies,
-    }
+    return NearCopies(
+        checked=len(files),
+        count=len(copies),
+        disjoint_from_validation=not copies,
+        against=reference.name,
+        images=copies,
+    )
 
 
 def _fallback(
@@ -292,7 +306,7 @@ def _fallback(
     ranking_images: Any,
     sensitivity_json: Path,
     reference: Any = None,
-) -> tuple[dict[str, Any], bool]:
+) -> tuple[FallbackRecord, bool]:
     """Layers back to float, most sensitive first, until the drop on held-out tuning images meets the gate; decided
     on images the validation gate never sees (the validation set judges the result, not the choice). (The record,
     whether the fallback ranked the layers itself.)"""
@@ -302,7 +316,7 @@ def _fallback(
     target, spec = ctx.target, ctx.target.quant
     tuning = load_tuning_data(target.data, spec, meta.preprocess, meta.class_names, reference=reference)
     if isinstance(tuning, str):
-        return {"run": False, "why": f"no labelled images disjoint from the validation set: {tuning}"}, False
+        return FallbackRecord(run=False, why=f"no labelled images disjoint from the validation set: {tuning}"), False
     result = fallback(
         int8,
         ctx.fp32_onnx,
@@ -318,23 +332,23 @@ def _fallback(
         confidence=target.gates.confidence,
         unproven=target.gates.unproven,
     )
-    record = {
-        "run": True,
-        "images": tuning.name,
+    record = FallbackRecord(
+        run=True,
+        images=tuning.name,
         # checked by content (after the model's preprocessing) against every validation image, not assumed: True
         # only when no tuning image was a near-copy of one (those found are left out, and named here)
-        "disjoint_from_validation": tuning.disjoint_from_validation,
-        "overlap_excluded": tuning.overlap_excluded,
-        "near_copies": tuning.near_copies,
-        "top1_drop_before": round(result.fp32_top1 - result.int8_top1, 5),
-        "top1_drop_after": round(result.top1_drop, 5),
-        "layers_in_float": result.layers,
-        "steps": result.steps,
-        "gate_reached": result.passed,
+        disjoint_from_validation=tuning.disjoint_from_validation,
+        overlap_excluded=tuning.overlap_excluded,
+        near_copies=tuning.near_copies,
+        top1_drop_before=round(result.fp32_top1 - result.int8_top1, 5),
+        top1_drop_after=round(result.top1_drop, 5),
+        layers_in_float=result.layers,
+        steps=result.steps,
+        gate_reached=result.passed,
         # decided as the validation gate is: on the bound when these images can prove the limit
-        "decided_on": result.decided_on,
-        "top1_drop_upper_bound": result.top1_drop_upper_bound,
-    }
+        decided_on=result.decided_on,
+        top1_drop_upper_bound=result.top1_drop_upper_bound,
+    )
     return record, bool(result.ranked)
 
 
@@ -342,7 +356,7 @@ def stage_lint(ctx: BuildContext) -> StageResult:
     """The TensorRT lint on the Q/DQ ONNX: every INT8 export passes it before any backend sees it."""
     qdq_onnx = ctx.qdq_onnx
 
-    def produce(folder: Path) -> dict[str, Any]:
+    def produce(folder: Path) -> LintInfo:
         from edgeresnext.errors import ExportError
         from edgeresnext.lint import lint_onnx
 
@@ -355,10 +369,11 @@ def stage_lint(ctx: BuildContext) -> StageResult:
                 f"{qdq_onnx}: {len(errors)} TensorRT lint violation(s), first: {errors[0]} "
                 f"(all in {folder / 'lint.json'})"
             )
-        return {"errors": 0, "warnings": len(found) - len(errors)}
+        return LintInfo(errors=0, warnings=len(found) - len(errors))
 
     folder = ctx.root / STAGE_FOLDERS["lint"]
-    return run_stage(folder, "lint", {"rules": "tensorrt"}, [qdq_onnx], produce, kept_on_failure=("lint.json",))
+    config = {"rules": "tensorrt"}
+    return run_stage(folder, "lint", config, [qdq_onnx], produce, kept_on_failure=("lint.json",), info_type=LintInfo)
 
 
 def stage_compile(ctx: BuildContext) -> StageResult:
@@ -379,17 +394,17 @@ def stage_compile(ctx: BuildContext) -> StageResult:
     # e.g. NNCF on the OpenVINO model: the images the quantize stage calibrated on.
     calibration = ctx.calibration_set() if backend.compile_needs_calibration(target) else None
 
-    def produce(folder: Path) -> dict[str, Any]:
-        extra = {"calibration": calibration.load()} if calibration is not None else {}
-        artifact = backend.compile(onnx_path, target, folder, **extra)
+    def produce(folder: Path) -> CompileInfo:
+        images = calibration.load() if calibration is not None else None
+        artifact = backend.compile(onnx_path, target, folder, calibration=images)
         artifact.save(folder / ARTIFACT_JSON)
-        return {"artifact": artifact.to_dict()}
+        return CompileInfo(artifact=artifact)
 
     inputs = [onnx_path]
     if calibration is not None:
         inputs += calibration.files
         section["quant"] = target.quant.model_dump(mode="json")
-    return run_stage(ctx.root / STAGE_FOLDERS["compile"], "compile", section, inputs, produce)
+    return run_stage(ctx.root / STAGE_FOLDERS["compile"], "compile", section, inputs, produce, info_type=CompileInfo)
 
 
 def stage_validate(ctx: BuildContext) -> StageResult:
@@ -419,7 +434,7 @@ def stage_validate(ctx: BuildContext) -> StageResult:
         "deepstream": DEEPSTREAM_MEASURE,
     }
 
-    def produce(folder: Path) -> dict[str, Any]:
+    def produce(folder: Path) -> ValidateInfo:
         from edgeresnext.data.validation import load_validation_data
         from edgeresnext.pipeline.choose import choose_artifacts, measure_serving_exports
         from edgeresnext.report import write_report
@@ -428,10 +443,10 @@ def stage_validate(ctx: BuildContext) -> StageResult:
         model = ctx.load_model()
         data = load_validation_data(target.data, model.meta.preprocess, model.meta.class_names)
         items = choose_artifacts(ctx.build_files, target, baseline_dir=folder / "baseline")
-        # A Jetson kit's device check set needs the host's outputs for its images (the first of the set's
-        # class-stratified order): kept from this pass.
+        # A bundle finished on the device (a Jetson kit's check set) may carry the host's outputs for the first
+        # images of the set's class-stratified order: kept from this pass.
         kept: dict[str, Any] = {}
-        keep = _check_set_images(ctx, data) if ctx.done["compile"].info.get("artifact", {}).get("kind") == "kit" else 0
+        keep = _host_outputs_needed(ctx, data)
         report = validate(
             target,
             items,
@@ -446,22 +461,24 @@ def stage_validate(ctx: BuildContext) -> StageResult:
             kept_images=keep,
         )
         if kept:
-            from edgeresnext.pipeline.checkset import KEPT_LOGITS, save_kept_logits
+            from edgeresnext.pipeline.device import KEPT_LOGITS, save_kept_logits
 
             save_kept_logits(folder / KEPT_LOGITS, kept, data.ids[:keep], data.inputs[:keep])
         report.deepstream = measure_serving_exports(ctx.build_files, target, model.meta, target_threads(target))
         write_report(report, folder)
-        return {"passed": report.passed, "primary": report.primary}
+        return ValidateInfo(passed=report.passed, primary=report.primary)
 
-    return run_stage(ctx.root / STAGE_FOLDERS["validate"], "validate", section, files, produce)
+    folder = ctx.root / STAGE_FOLDERS["validate"]
+    return run_stage(folder, "validate", section, files, produce, info_type=ValidateInfo)
 
 
-def _check_set_images(ctx: BuildContext, data: Any) -> int:
-    """How many images a kit's device check set will take from ``data`` (0: none)."""
-    from edgeresnext.pipeline.checkset import check_set_size
+def _host_outputs_needed(ctx: BuildContext, data: Any) -> int:
+    """How many of ``data``'s first images the bundle for the device carries the host's outputs of (0: none)."""
+    from edgeresnext.backends import get_backend
 
-    size = check_set_size(ctx.target, tuple(data.inputs.shape[1:]), len(data.class_names), len(data))
-    return size.images
+    artifact = ctx.done["compile"].info.artifact
+    chw, classes = tuple(data.inputs.shape[1:]), len(data.class_names)
+    return get_backend(artifact.backend).host_outputs_needed(artifact, ctx.target, chw, classes, len(data))
 
 
 def load_report(ctx: BuildContext) -> ValidationReport:
@@ -515,7 +532,7 @@ def stage_bundle(ctx: BuildContext) -> StageResult:
     report_json = ctx.folder("validate") / "report.json"
     files = [ctx.model_file, artifact_json, report_json, *[compiled.folder / n for n in sorted(compiled.outputs)]]
 
-    def produce(folder: Path) -> dict[str, Any]:
+    def produce(folder: Path) -> BundleInfo:
         from edgeresnext.backends import Artifact, get_backend
         from edgeresnext.bundle import bundle_from_artifacts
         from edgeresnext.models import read_checkpoint
@@ -525,32 +542,36 @@ def stage_bundle(ctx: BuildContext) -> StageResult:
         report = load_report(ctx)
         summary = bundle_summary(report)
         artifact = Artifact.load(artifact_json)
-        info: dict[str, Any] = {"validation_summary": summary}
-        if artifact.kind == "kit" and ctx.target.validate_.device_check_images != 0:
-            from edgeresnext.pipeline.checkset import kit_with_check_set
+        info = BundleInfo(validation_summary=summary)
+        from edgeresnext.pipeline.device import host_outputs
 
-            artifact, info["device_check_set"] = kit_with_check_set(ctx, artifact, ctx.root / "device-check")
+        backend = get_backend(artifact.backend)
+        if backend.awaits_device(artifact) is not None:
+            artifact, info.device_check_set = backend.bundle_for_device(
+                artifact, ctx.root / "device-check", host_outputs(ctx)
+            )
         exports = {}
         if get_backend(artifact.backend).exports_deepstream(artifact):
             if report.deepstream is None:  # the validate stage measures it for every such artifact
                 raise RuntimeError(f"{report_json}: no DeepStream section for a {artifact.backend} {artifact.kind}")
             artifact, exports["deepstream"] = deepstream_export(ctx, artifact, meta, report.deepstream)
-            info["deepstream"] = {k: v for k, v in exports["deepstream"][0].items() if k != "measured"}
+            info.deepstream = {k: v for k, v in exports["deepstream"][0].items() if k != "measured"}
         bundle_from_artifacts(folder, [artifact], meta, validation_summary=summary, target=ctx.target, exports=exports)
         return info
 
     root = ctx.root
-    # The device check set: its size, the data it comes from and its gate go into the stage's hash.
+    # What the bundle carries for the device (the check set: its size, the data it comes from and its gate, set in
+    # the backend's options) goes into the stage's hash.
     section = {
         "backend": ctx.target.backend,
-        "device_check_images": ctx.target.validate_.device_check_images,
-        "device_check_megabytes": ctx.target.validate_.device_check_megabytes,
+        "backend_options": getattr(ctx.target.backend_options, ctx.target.backend).model_dump(mode="json"),
         "check_set_version": 2,  # uint8 pixels, class-stratified sample (a new format reruns the stage)
         "data": ctx.target.data.model_dump(mode="json"),
         "gates": ctx.target.gates.model_dump(mode="json"),
     }
     folder = root / STAGE_FOLDERS["bundle"]
-    return run_stage(folder, "bundle", section, files, produce, record_path=root / "bundle.stage.json")
+    record = root / "bundle.stage.json"
+    return run_stage(folder, "bundle", section, files, produce, record_path=record, info_type=BundleInfo)
 
 
 STAGE_FUNCTIONS: dict[str, Callable[[BuildContext], StageResult]] = {

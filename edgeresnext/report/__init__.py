@@ -1,7 +1,9 @@
 """The validation report: ``report.json`` (versioned schema), ``report.md`` (tables, :mod:`.tables`), ``report.html``
 (one self-contained page with plots embedded as base64 PNG, :mod:`.page` and :mod:`.plots`).
 
-The JSON is the record; the Markdown and HTML are views of it, so all three always show the same numbers.
+The JSON is the record of the typed report (:class:`~edgeresnext.validate.results.ValidationReport`); the Markdown and
+HTML are views of that typed report, so all three always show the same numbers. A record read from disk becomes the
+typed report once, at that boundary (:func:`write_report_record`).
 The schema lives in ``edgeresnext/schemas/report.schema.json`` (``SCHEMA_VERSION`` bumps on any
 incompatible change).
 """
@@ -60,21 +62,27 @@ def check_report(report: dict[str, Any]) -> None:
 def write_report(result: ValidationReport, out_dir: str | Path, html_report: bool = True) -> dict[str, Path]:
     """Write report.json, report.md and (unless disabled) report.html into ``out_dir``, each atomically.
 
-    The typed report becomes JSON here, once; the Markdown and HTML are rendered from that JSON record.
+    The typed report becomes JSON here, once; the Markdown and HTML are rendered from the typed report.
     """
-    return write_report_record(result.to_dict(), out_dir, html_report)
+    return _write(result.to_dict(), result, Path(out_dir), html_report)
 
 
 def write_report_record(report: dict[str, Any], out_dir: str | Path, html_report: bool = True) -> dict[str, Path]:
-    """:func:`write_report` for a report already in its JSON form (``edgeresnext report`` adds the device row to
-    the host's report.json and writes it again): schema-checked when jsonschema is installed, each file atomic."""
-    out_dir = Path(out_dir)
+    """:func:`write_report` for a report already in its JSON form, read from disk (``edgeresnext report`` adds the
+    device row to the host's report.json and writes it again): the record is written as it is, the Markdown and
+    HTML rendered from its typed form (:meth:`ValidationReport.from_dict`, which reads an older schema version)."""
+    return _write(report, ValidationReport.from_dict(report), Path(out_dir), html_report)
+
+
+def _write(record: dict[str, Any], report: ValidationReport, out_dir: Path, html_report: bool) -> dict[str, Path]:
+    """report.json (``record``, schema-checked when jsonschema is installed), report.md and report.html (views of
+    ``report``), each atomic."""
     try:
-        check_report(report)
+        check_report(record)
     except ModuleNotFoundError:
         logger.debug("jsonschema not installed; report.json written without a schema check")
     paths = {
-        "json": write_json_atomic(out_dir / "report.json", report),
+        "json": write_json_atomic(out_dir / "report.json", record),
         "md": write_text_atomic(out_dir / "report.md", render_markdown(report)),
     }
     if html_report:

@@ -1,10 +1,9 @@
-"""report.html: one self-contained page (tables and plots embedded), a view of the JSON record."""
+"""report.html: one self-contained page (tables and plots embedded), a view of the typed report."""
 
 from __future__ import annotations
 
 import html
 import logging
-from typing import Any
 
 from edgeresnext.report.plots import (
     plot_accuracy_vs_latency,
@@ -16,7 +15,6 @@ from edgeresnext.report.tables import (
     DEVICE_TEXT,
     UNCERTAINTY_TEXT,
     _gate_verdict,
-    _ok,
     _pct,
     deepstream_section,
     device_section,
@@ -26,6 +24,7 @@ from edgeresnext.report.tables import (
     summary_rows,
     uncertainty_rows,
 )
+from edgeresnext.validate.results import ValidationReport
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1400px}
@@ -61,31 +60,31 @@ def _html_table(rows: list[list[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def render_html(report: dict[str, Any]) -> str:
+def render_html(report: ValidationReport) -> str:
     """One self-contained page: tables plus plots as base64 PNG (no external files, scripts or fonts)."""
     return "\n".join(part for section in _SECTIONS for part in section(report))
 
 
-def _html_heading(report: dict[str, Any]) -> list[str]:
+def _html_heading(report: ValidationReport) -> list[str]:
     """The document head (title, style, the plot-counting script), the verdict, warnings, what was judged."""
-    status = "PASSED" if report["passed"] else "FAILED"
-    title = f"Validation report: {report['target']['name']} — {status}"
+    status = "PASSED" if report.passed else "FAILED"
+    title = f"Validation report: {report.target['name']} — {status}"
     return [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
         f"<style>{_CSS}</style><script>{_SCRIPT}</script></head><body>",
-        f"<h1>{html.escape(report['target']['name'])}: "
-        f"<span class='{'pass' if report['passed'] else 'fail'}'>{status}</span></h1>",
-        *[f"<p class='fail'>{html.escape(n)}</p>" for n in report.get("notes", []) if n.startswith("WARNING")],
-        f"<p>Gates apply to <b>{html.escape(report['primary'])}</b>; reference "
-        f"<b>{html.escape(report['reference'])}</b>. Data: {html.escape(report['data']['name'])} "
-        f"({report['data']['count']} images).</p>",
+        f"<h1>{html.escape(report.target['name'])}: "
+        f"<span class='{'pass' if report.passed else 'fail'}'>{status}</span></h1>",
+        *[f"<p class='fail'>{html.escape(n)}</p>" for n in report.notes if n.startswith("WARNING")],
+        f"<p>Gates apply to <b>{html.escape(report.primary)}</b>; reference "
+        f"<b>{html.escape(report.reference)}</b>. Data: {html.escape(report.data.name)} "
+        f"({report.data.count} images).</p>",
     ]
 
 
-def _html_plots(report: dict[str, Any]) -> list[str]:
+def _html_plots(report: ValidationReport) -> list[str]:
     """The plots as embedded PNG (the confusion matrix of the primary artifact, else of the last one run)."""
-    ok = _ok(report)
-    primary = next((a for a in ok if a["name"] == report["primary"]), ok[-1])
+    ok = report.measured
+    primary = next((a for a in ok if a.name == report.primary), ok[-1])
     plots = [
         ("accuracy-vs-latency", plot_accuracy_vs_latency(report)),
         ("latency-distribution", plot_latency_distribution(report)),
@@ -102,7 +101,7 @@ def _html_plots(report: dict[str, Any]) -> list[str]:
     return [*parts, "</div>"]
 
 
-def _html_artifacts(report: dict[str, Any]) -> list[str]:
+def _html_artifacts(report: ValidationReport) -> list[str]:
     """The artifacts table, what the speed-ups are against, and the speed findings."""
     parts = ["<h2>Artifacts</h2>" + _html_table(summary_rows(report))]
     parts.append(f"<p>{html.escape(speed_baselines(report))}</p>")
@@ -112,7 +111,7 @@ def _html_artifacts(report: dict[str, Any]) -> list[str]:
     return parts
 
 
-def _html_device(report: dict[str, Any]) -> list[str]:
+def _html_device(report: ValidationReport) -> list[str]:
     """The device check beside the host rows (only in a report with a device check)."""
     section = device_section(report)
     if section is None:
@@ -125,7 +124,7 @@ def _html_device(report: dict[str, Any]) -> list[str]:
     ]
 
 
-def _html_uncertainty(report: dict[str, Any]) -> list[str]:
+def _html_uncertainty(report: ValidationReport) -> list[str]:
     uncertainty = uncertainty_rows(report)
     if not uncertainty:
         return []
@@ -135,16 +134,16 @@ def _html_uncertainty(report: dict[str, Any]) -> list[str]:
     ]
 
 
-def _html_gates(report: dict[str, Any]) -> list[str]:
+def _html_gates(report: ValidationReport) -> list[str]:
     """The gates table, each verdict cell coloured pass or fail and holding the gate's message."""
-    if not report["gates"]:
+    if not report.gates:
         return ["<h2>Gates</h2><p>No gates set in the target.</p>"]
     header, *rows = gate_rows(report)
     body = "".join(
         "<tr>"
         + "".join(f"<td>{html.escape(cell)}</td>" for cell in row[:-1])
-        + f"<td class='{'pass' if _gate_verdict(g) == 'pass' else 'fail'}'>{html.escape(g['message'])}</td></tr>"
-        for row, g in zip(rows, report["gates"], strict=True)
+        + f"<td class='{'pass' if _gate_verdict(g) == 'pass' else 'fail'}'>{html.escape(g.message)}</td></tr>"
+        for row, g in zip(rows, report.gates, strict=True)
     )
     return [
         "<h2>Gates</h2><table><thead><tr>"
@@ -153,7 +152,7 @@ def _html_gates(report: dict[str, Any]) -> list[str]:
     ]
 
 
-def _html_deepstream(report: dict[str, Any]) -> list[str]:
+def _html_deepstream(report: ValidationReport) -> list[str]:
     """nvinfer's preprocessing measured, and what the DeepStream configs chose with it (a Jetson bundle's)."""
     section = deepstream_section(report)
     if section is None:
@@ -167,24 +166,24 @@ def _html_deepstream(report: dict[str, Any]) -> list[str]:
     ]
 
 
-def _html_per_class(report: dict[str, Any]) -> list[str]:
-    ok = _ok(report)
-    classes = report["data"]["class_names"]
+def _html_per_class(report: ValidationReport) -> list[str]:
+    ok = report.measured
+    classes = report.data.class_names
     return [
         "<h2>Per-class top-1</h2>"
         + _html_table(
-            [["class", *[a["name"] for a in ok]]]
-            + [[name, *[_pct(a["per_class_accuracy"][i], 1) for a in ok]] for i, name in enumerate(classes)]
+            [["class", *[a.name for a in ok]]]
+            + [[name, *[_pct(a.per_class_accuracy[i], 1) for a in ok]] for i, name in enumerate(classes)]
         )
     ]
 
 
-def _html_environment(report: dict[str, Any]) -> list[str]:
+def _html_environment(report: ValidationReport) -> list[str]:
     """Command, host, timing protocol, memory method, packages and notes; closes the page."""
-    env, proto = report["environment"], report["protocol"]
+    env, proto = report.environment, report.protocol
     return [
         "<h2>Environment and protocol</h2><ul>"
-        f"<li>command: <code>{html.escape(report['command'])}</code></li>"
+        f"<li>command: <code>{html.escape(report.command)}</code></li>"
         f"<li>host: {html.escape(env['cpu_model'])}, {env['cpu_cores']} cores ({env['cpu_cores_usable']} usable), "
         f"{html.escape(env['platform'])}, Python {env['python']}</li>"
         f"<li>latency: batch {proto['latency_batch']}, {proto['warmup']} warm-up + {proto['runs']} timed runs, "
@@ -193,7 +192,7 @@ def _html_environment(report: dict[str, Any]) -> list[str]:
         "<li>packages: "
         + html.escape(", ".join(f"{k} {v}" for k, v in env["packages"].items()))
         + "</li>"
-        + "".join(f"<li>note: {html.escape(n)}</li>" for n in report.get("notes", []))
+        + "".join(f"<li>note: {html.escape(n)}</li>" for n in report.notes)
         + "</ul></body></html>"
     ]
 

@@ -9,7 +9,7 @@ import logging
 import math
 from typing import Any
 
-from edgeresnext.report.tables import _ok
+from edgeresnext.validate.results import ArtifactResult, ValidationReport
 
 logger = logging.getLogger(__name__)
 
@@ -181,19 +181,17 @@ def place_labels(
         del groups[h]
 
 
-def accuracy_vs_latency(report: dict[str, Any]) -> tuple[str, list[tuple[str, tuple[int, int, int, int]]]]:
+def accuracy_vs_latency(report: ValidationReport) -> tuple[str, list[tuple[str, tuple[int, int, int, int]]]]:
     """The accuracy-vs-latency plot as base64 PNG, and each label's box in the PNG's pixels
     (``name, (left, top, right, bottom)``, top-left origin): labels sit beside their points, stacked where points
     are close (several artifacts often share a top-1 to 0.01 %), with a thin line back to the point when moved."""
     plt = _pyplot()
-    ok = _ok(report)
+    ok = report.measured
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=PLOT_DPI)
     markers = "osD^vP*X"
     for index, a in enumerate(ok):
-        ax.scatter(
-            a["latency"]["p50_ms"], a["top1"] * 100, s=90, alpha=0.8, marker=markers[index % len(markers)], zorder=3
-        )
-    p50s = [a["latency"]["p50_ms"] for a in ok]
+        ax.scatter(a.latency.p50_ms, a.top1 * 100, s=90, alpha=0.8, marker=markers[index % len(markers)], zorder=3)
+    p50s = [a.latency.p50_ms for a in ok]
     log = min(p50s) > 0 and max(p50s) / min(p50s) > 20
     if log:
         ax.set_xscale("log")  # PyTorch eager can be 50x slower than a compiled runtime: keep the rest apart
@@ -210,8 +208,8 @@ def accuracy_vs_latency(report: dict[str, Any]) -> tuple[str, list[tuple[str, tu
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     box = ax.get_window_extent(renderer)
-    points = [ax.transData.transform((a["latency"]["p50_ms"], a["top1"] * 100)) for a in ok]
-    texts = [ax.text(0, 0, a["name"], fontsize=8, transform=None) for a in ok]
+    points = [ax.transData.transform((a.latency.p50_ms, a.top1 * 100)) for a in ok]
+    texts = [ax.text(0, 0, a.name, fontsize=8, transform=None) for a in ok]
     sizes = [t.get_window_extent(renderer) for t in texts]
     for text in texts:
         text.remove()
@@ -223,7 +221,7 @@ def accuracy_vs_latency(report: dict[str, Any]) -> tuple[str, list[tuple[str, tu
     for a, (x, y), (text_x, centre, right) in zip(ok, points, placed, strict=True):
         moved = abs(centre - y) > 2 or abs(abs(text_x - x) - LABEL_GAP_PX) > 1
         ax.annotate(
-            a["name"],
+            a.name,
             xy=(x, y),
             xycoords="figure pixels",
             xytext=(text_x, centre),
@@ -239,30 +237,28 @@ def accuracy_vs_latency(report: dict[str, Any]) -> tuple[str, list[tuple[str, tu
     return _png(fig, tight=False), labels
 
 
-def plot_accuracy_vs_latency(report: dict[str, Any]) -> str:
+def plot_accuracy_vs_latency(report: ValidationReport) -> str:
     return accuracy_vs_latency(report)[0]
 
 
-def plot_latency_distribution(report: dict[str, Any]) -> str:
+def plot_latency_distribution(report: ValidationReport) -> str:
     return latency_distribution(report)[0]
 
 
-def latency_distribution(report: dict[str, Any]) -> tuple[str, list[tuple[str, tuple[int, int, int, int]]]]:
+def latency_distribution(report: ValidationReport) -> tuple[str, list[tuple[str, tuple[int, int, int, int]]]]:
     """The latency box plot as base64 PNG, and its x tick labels' boxes in the PNG's pixels (as
     :func:`accuracy_vs_latency` gives its labels). Artifacts an order of magnitude apart get a log axis, labelled
     at a few round values (:func:`_plain_log_axis`)."""
     plt = _pyplot()
-    ok = _ok(report)
+    ok = report.measured
     fig, ax = plt.subplots(figsize=(6.4, 0.6 * len(ok) + 1.8), dpi=PLOT_DPI)
-    boxes = ax.boxplot(
-        [a["latency"]["samples_ms"] for a in ok], orientation="horizontal", whis=(1, 99), patch_artist=True
-    )
+    boxes = ax.boxplot([a.latency.samples_ms for a in ok], orientation="horizontal", whis=(1, 99), patch_artist=True)
     for box in boxes["boxes"]:
         box.set_facecolor("#9ecae1")
-    ax.set_yticks(range(1, len(ok) + 1), [a["name"] for a in ok])
-    ax.set_xlabel(f"latency per call, batch 1 (ms); whiskers p1–p99, {report['protocol']['runs']} runs")
-    low = min(min(a["latency"]["samples_ms"]) for a in ok)
-    high = max(max(a["latency"]["samples_ms"]) for a in ok)
+    ax.set_yticks(range(1, len(ok) + 1), [a.name for a in ok])
+    ax.set_xlabel(f"latency per call, batch 1 (ms); whiskers p1–p99, {report.protocol['runs']} runs")
+    low = min(min(a.latency.samples_ms) for a in ok)
+    high = max(max(a.latency.samples_ms) for a in ok)
     if low > 0 and high / low > 20:
         # Artifacts an order of magnitude apart would squash the fast ones into a line.
         ax.set_xscale("log")
@@ -277,8 +273,8 @@ def latency_distribution(report: dict[str, Any]) -> tuple[str, list[tuple[str, t
     return _png(fig, tight=False), boxes
 
 
-def plot_sensitivity(report: dict[str, Any], top: int = 20) -> str | None:
-    rows = (report.get("sensitivity") or [])[:top]
+def plot_sensitivity(report: ValidationReport, top: int = 20) -> str | None:
+    rows = (report.sensitivity or [])[:top]
     if not rows:
         return None
     plt = _pyplot()
@@ -290,22 +286,22 @@ def plot_sensitivity(report: dict[str, Any], top: int = 20) -> str | None:
     return _png(fig)
 
 
-def plot_confusion(report: dict[str, Any], artifact: dict[str, Any]) -> str | None:
-    if not artifact.get("confusion"):
+def plot_confusion(report: ValidationReport, artifact: ArtifactResult) -> str | None:
+    if not artifact.confusion:
         return None
     import numpy as np
 
     plt = _pyplot()
 
-    matrix = np.asarray(artifact["confusion"], dtype=float)
-    names = report["data"]["class_names"]
+    matrix = np.asarray(artifact.confusion, dtype=float)
+    names = report.data.class_names
     fig, ax = plt.subplots(figsize=(5.6, 5.0))
     image = ax.imshow(matrix, cmap="Blues")
     ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
     ax.set_yticks(range(len(names)), names, fontsize=7)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"Confusion matrix: {artifact['name']}")
+    ax.set_title(f"Confusion matrix: {artifact.name}")
     for (row, col), count in np.ndenumerate(matrix):
         if count:
             ax.text(

@@ -1,18 +1,13 @@
-"""The report's tables and findings as text, and report.md: views of the JSON record."""
+"""The report's tables and findings as text, and report.md: views of the typed report (:class:`ValidationReport`)."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from edgeresnext.backends import PrecisionReport
-from edgeresnext.validate.results import ValidationReport, runtime_label
+from edgeresnext.validate.results import ArtifactResult, GateResult, ValidationReport
 
 logger = logging.getLogger(__name__)
-
-
-def _ok(report: dict[str, Any]) -> list[dict[str, Any]]:
-    return [a for a in report["artifacts"] if a["status"] == "ok"]
 
 
 def _pct(value: float | None, digits: int = 2) -> str:
@@ -29,40 +24,25 @@ def _size(value: int | None) -> str:
     return f"{value / 1e6:.2f} MB" if value >= 1e5 else f"{value / 1e3:.1f} kB"
 
 
-def _artifact(report: dict[str, Any], name: str) -> dict[str, Any]:
-    return next(a for a in report["artifacts"] if a["name"] == name)
+def _gate_verdict(gate: GateResult) -> str:
+    """The gate table's verdict cell: :attr:`GateResult.verdict` with the gate's message."""
+    if not gate.passed:
+        return "FAIL: " + gate.message
+    return "NOT PROVEN: " + gate.message.split("NOT PROVEN: ", 1)[-1] if gate.provable is False else "pass"
 
 
-def _label(artifact: dict[str, Any]) -> str:
-    return runtime_label(artifact.get("backend", ""), artifact.get("precision", ""))
-
-
-def _gate_verdict(gate: dict[str, Any]) -> str:
-    """The gate table's verdict cell (the JSON record's view of GateResult.verdict)."""
-    if not gate["passed"]:
-        return "FAIL: " + gate["message"]
-    return "NOT PROVEN: " + gate["message"].split("NOT PROVEN: ", 1)[-1] if gate.get("provable") is False else "pass"
-
-
-def speedup_cell(report: dict[str, Any], artifact: dict[str, Any]) -> str:
+def speedup_cell(report: ValidationReport, artifact: ArtifactResult) -> str:
     """``3.40x vs OpenVINO FP32``: the speed-up names the same-runtime float build it is measured against."""
-    speedup, name = artifact.get("speedup"), artifact["name"]
-    is_baseline = any(a.get("speedup_baseline") == name for a in _ok(report))
-    if artifact.get("speedup_baseline") == name or (is_baseline and speedup is None):
+    speedup, name = artifact.speedup, artifact.name
+    is_baseline = any(a.speedup_baseline == name for a in report.measured)
+    if artifact.speedup_baseline == name or (is_baseline and speedup is None):
         return "float baseline"
     if speedup is None:
-        return f"– (no {_label(artifact).rsplit(' ', 1)[0]} float build timed)"
-    return f"{artifact['speedup']:.2f}x vs {_label(_artifact(report, artifact['speedup_baseline']))}"
+        return f"– (no {artifact.label.rsplit(' ', 1)[0]} float build timed)"
+    return f"{speedup:.2f}x vs {report.result(artifact.speedup_baseline).label}"
 
 
-def _precision_cell(artifact: dict[str, Any]) -> str:
-    """The precision the artifact was built for and, for INT8, what its runtime reports running as integer kernels
-    (ONNX Runtime: read from the optimised graph; OpenVINO: from the compiled model)."""
-    runtime = (artifact.get("info") or {}).get("runtime") or {}
-    return PrecisionReport.from_dict({**runtime, "precision": artifact["precision"]}).summary()
-
-
-def summary_rows(report: dict[str, Any]) -> list[list[str]]:
+def summary_rows(report: ValidationReport) -> list[list[str]]:
     """The main table: one row per artifact (header first)."""
     rows = [
         [
@@ -79,46 +59,46 @@ def summary_rows(report: dict[str, Any]) -> list[list[str]]:
             "p90 ms",
             "p99 ms",
             "speed-up (same runtime)",
-            f"img/s @{report['protocol']['throughput_batch']}",
+            f"img/s @{report.protocol['throughput_batch']}",
             "size",
             "peak RSS Δ",
         ]
     ]
-    for a in report["artifacts"]:
-        if a["status"] != "ok":
-            rows.append(
-                [a["name"], a.get("backend", ""), a.get("precision", ""), f"skipped: {a['skip_reason']}", *[""] * 12]
-            )
+    for a in report.artifacts:
+        if not a.ok:
+            rows.append([a.name, a.backend, a.precision, f"skipped: {a.skip_reason}", *[""] * 12])
             continue
-        lat = a["latency"]
+        lat = a.latency
         rows.append(
             [
-                a["name"],
-                a["backend"],
-                _precision_cell(a),
-                _pct(a["top1"]),
-                _pct(a["top5"]),
-                f"{a['top1_drop'] * 100:+.2f} pt",
-                _pct(a["agreement"]),
-                f"{a['cosine_mean']:.5f} / {a['cosine_min']:.5f}",
-                f"{a['max_abs_error']:.4g}",
-                _ms(lat["p50_ms"]),
-                _ms(lat["p90_ms"]),
-                _ms(lat["p99_ms"]),
+                a.name,
+                a.backend,
+                # for INT8, what its runtime reports running as integer kernels (ONNX Runtime: read from the
+                # optimised graph; OpenVINO: from the compiled model)
+                a.runtime_precision.summary(),
+                _pct(a.top1),
+                _pct(a.top5),
+                f"{a.top1_drop * 100:+.2f} pt",
+                _pct(a.agreement),
+                f"{a.cosine_mean:.5f} / {a.cosine_min:.5f}",
+                f"{a.max_abs_error:.4g}",
+                _ms(lat.p50_ms),
+                _ms(lat.p90_ms),
+                _ms(lat.p99_ms),
                 speedup_cell(report, a),
-                f"{a['throughput']['images_per_s']:.0f}",
-                _size(a["size_bytes"]),
-                f"{a['peak_rss_delta_mb']:.1f} MB",
+                f"{a.throughput.images_per_s:.0f}",
+                _size(a.size_bytes),
+                f"{a.peak_rss_delta_mb:.1f} MB",
             ]
         )
     return rows
 
 
-def _confidence(report: dict[str, Any]) -> float | None:
-    return next((a["uncertainty"]["confidence"] for a in _ok(report) if a.get("uncertainty")), None)
+def _confidence(report: ValidationReport) -> float | None:
+    return next((a.uncertainty.confidence for a in report.measured if a.uncertainty), None)
 
 
-def uncertainty_rows(report: dict[str, Any]) -> list[list[str]] | None:
+def uncertainty_rows(report: ValidationReport) -> list[list[str]] | None:
     """How sure each artifact's drop and agreement are (header first); None when nothing was compared."""
     confidence = _confidence(report)
     if confidence is None:
@@ -139,26 +119,25 @@ def uncertainty_rows(report: dict[str, Any]) -> list[list[str]] | None:
             f"{level} lower bound",
         ]
     ]
-    for a in _ok(report):
-        u = a.get("uncertainty")
+    for a in report.measured:
+        u = a.uncertainty
         if not u:
             continue
-        drop, agreement = u["drop"], u["agreement"]
-        low, high = drop["interval"]
-        a_low, a_high = agreement["interval"]
+        low, high = u.drop_interval
+        a_low, a_high = u.agreement_interval
         rows.append(
             [
-                a["name"],
-                f"{u['images']:,}",
-                str(u["paired"]["b"]),
-                str(u["paired"]["c"]),
-                f"{drop['point'] * 100:+.2f} pt",
+                a.name,
+                f"{u.n:,}",
+                str(u.b),
+                str(u.c),
+                f"{u.drop * 100:+.2f} pt",
                 f"[{low * 100:+.2f}, {high * 100:+.2f}] pt",
-                f"{drop['upper_bound'] * 100:.2f} pt",
-                f"{u['mcnemar_p']:.3g}",
-                _pct(agreement["point"]),
+                f"{u.drop_upper_bound * 100:.2f} pt",
+                f"{u.mcnemar_p:.3g}",
+                _pct(u.agreement),
                 f"[{a_low * 100:.2f}, {a_high * 100:.2f}] %",
-                _pct(agreement["lower_bound"]),
+                _pct(u.agreement_lower_bound),
             ]
         )
     return rows
@@ -178,23 +157,21 @@ def _gate_number(gate: str, value: float | None, signed: bool = False) -> str:
     return f"{value:.4g} {unit}" if unit == "ms" else f"{value:.4g}{unit}"
 
 
-def gate_rows(report: dict[str, Any]) -> list[list[str]]:
+def gate_rows(report: ValidationReport) -> list[list[str]]:
     """The gates table (header first): what each gate was decided on (a bound, or the measured value)."""
     rows = [["gate", "artifact", "limit", "measured", "decided on", "result"]]
-    for g in report["gates"]:
-        basis = g.get("basis", "value")
-        if basis == "bound":
-            side = "upper" if g["gate"] == "max_top1_drop" else "lower"
-            decided = f"{g['confidence'] * 100:g} % {side} bound {_gate_number(g['gate'], g['value'])}"
+    for g in report.gates:
+        if g.basis == "bound":
+            side = "upper" if g.gate == "max_top1_drop" else "lower"
+            decided = f"{g.confidence * 100:g} % {side} bound {_gate_number(g.gate, g.value)}"
         else:
             decided = "the measured value"
-        measured = g.get("measured", g["value"])
         rows.append(
             [
-                g["gate"],
-                g["artifact"],
-                _gate_number(g["gate"], g["limit"]),
-                _gate_number(g["gate"], measured, signed=True),
+                g.gate,
+                g.artifact,
+                _gate_number(g.gate, g.limit),
+                _gate_number(g.gate, g.measured, signed=True),
                 decided,
                 _gate_verdict(g),
             ]
@@ -202,19 +179,15 @@ def gate_rows(report: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-def speed_findings(report: dict[str, Any]) -> list[str]:
-    """:meth:`ValidationReport.speed_findings` of a report.json record (the views render records)."""
-    return ValidationReport.from_dict(report).speed_findings()
+def speed_findings(report: ValidationReport) -> list[str]:
+    """:meth:`ValidationReport.speed_findings`: which build is faster, where the report says it."""
+    return report.speed_findings()
 
 
-def speed_baselines(report: dict[str, Any]) -> str:
+def speed_baselines(report: ValidationReport) -> str:
     """One sentence naming what the speed-ups are measured against."""
     pairs = sorted(
-        {
-            (a["name"], a["speedup_baseline"])
-            for a in _ok(report)
-            if a.get("speedup_baseline") and a["speedup_baseline"] != a["name"]
-        }
+        {(a.name, a.speedup_baseline) for a in report.measured if a.speedup_baseline and a.speedup_baseline != a.name}
     )
     named = "; ".join(f"{name} against {baseline}" for name, baseline in pairs)
     return (
@@ -246,41 +219,45 @@ DEVICE_HEADER = [
 ]
 
 
-def device_rows(report: dict[str, Any]) -> list[list[str]]:
+def device_rows(report: ValidationReport) -> list[list[str]]:
     """The device check's row beside the host rows it is compared with (empty without a device check)."""
-    check = report.get("device_check")
+    check = report.device_check
     if not check:
         return []
     rows = [DEVICE_HEADER, *_host_rows(report, check)]
     where = _device_where(check.get("device") or {})
     if check.get("status") == "unchecked" or "top1" not in check:
-        rows.append([report.get("device_engine", "tensorrt engine"), where, "–", *["–"] * 7, "unchecked"])
+        rows.append([report.device_engine or DEVICE_ENGINE, where, "–", *["–"] * 7, "unchecked"])
         return rows
     rows.append(_device_row(report, check, where))
     return rows
 
 
-def _host_rows(report: dict[str, Any], check: dict[str, Any]) -> list[list[str]]:
+# How the device row names the engine when the report does not (``ValidationReport.device_engine``).
+DEVICE_ENGINE = "tensorrt engine"
+
+
+def _host_rows(report: ValidationReport, check: dict[str, Any]) -> list[list[str]]:
     """The host's rows the device is compared with: the FP32 reference and the INT8 stand-in, as measured here."""
-    by_name = {a["name"]: a for a in report["artifacts"] if a.get("status") == "ok"}
+    by_name = {a.name: a for a in report.measured}
     rows = []
-    for name in (report["reference"], check.get("stand_in")):
+    for name in (report.reference, check.get("stand_in")):
         a = by_name.get(name)
         if a is None:
             continue
-        lat, thr = a.get("latency") or {}, a.get("throughput") or {}
+        lat, thr = a.latency, a.throughput
         rows.append(
             [
-                a["name"],
-                f"host ({report['environment'].get('cpu_model', 'CPU')})",
-                str(report["data"]["count"]),
-                _pct(a["top1"]),
-                _pct(a["agreement"]),
+                a.name,
+                f"host ({report.environment.get('cpu_model', 'CPU')})",
+                str(report.data.count),
+                _pct(a.top1),
+                _pct(a.agreement),
                 "–",
                 "–",
-                _ms(lat.get("p50_ms")),
-                _ms(lat.get("p99_ms")),
-                f"{thr['images_per_s']:.1f} ({thr['batch']})" if thr else "–",
+                _ms(lat.p50_ms if lat else None),
+                _ms(lat.p99_ms if lat else None),
+                f"{thr.images_per_s:.1f} ({thr.batch})" if thr else "–",
                 "",
             ]
         )
@@ -288,7 +265,10 @@ def _host_rows(report: dict[str, Any], check: dict[str, Any]) -> list[list[str]]
 
 
 def _device_where(device: dict[str, Any]) -> str:
-    """``Orin SM 8.7, TensorRT 10.3, power mode MAXN``: the device the check ran on, as it reported itself."""
+    """``Orin SM 8.7, TensorRT 10.3, power mode MAXN``: the device the check ran on, as it reported itself (a backend
+    whose device is no GPU names it in ``where``)."""
+    if device.get("where"):
+        return str(device["where"])
     where = f"{device.get('gpu_name') or 'device'} SM {device.get('gpu_sm') or '?'}, TensorRT " + str(
         device.get("tensorrt_version") or "?"
     )
@@ -297,7 +277,7 @@ def _device_where(device: dict[str, Any]) -> str:
     return where
 
 
-def _device_row(report: dict[str, Any], check: dict[str, Any], where: str) -> list[str]:
+def _device_row(report: ValidationReport, check: dict[str, Any], where: str) -> list[str]:
     """The engine's row: its figures on the check set with their intervals, trtexec's latency, the verdict."""
 
     def interval(part: dict[str, Any]) -> str:
@@ -308,7 +288,7 @@ def _device_row(report: dict[str, Any], check: dict[str, Any], where: str) -> li
     largest = max(latency.values(), key=lambda t: t["batch"]) if latency else {}
     dlogit = check.get("max_abs_dlogit_vs_stand_in")
     return [
-        report.get("device_engine", "tensorrt engine"),
+        report.device_engine or DEVICE_ENGINE,
         where,
         str(check["images"]),
         interval(check["top1"]),
@@ -328,7 +308,7 @@ def _md_table(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def render_markdown(report: dict[str, Any]) -> str:
+def render_markdown(report: ValidationReport) -> str:
     sections = [
         _md_heading(report),
         _md_artifacts(report),
@@ -343,28 +323,28 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(line for section in sections for line in section).rstrip() + "\n"
 
 
-def _md_heading(report: dict[str, Any]) -> list[str]:
+def _md_heading(report: ValidationReport) -> list[str]:
     """Title and verdict, warnings, what was judged on which data, skipped images, the timing protocol and host."""
-    env, proto, data = report["environment"], report["protocol"], report["data"]
-    status = "PASSED" if report["passed"] else "FAILED"
+    env, proto, data, target = report.environment, report.protocol, report.data, report.target
+    status = "PASSED" if report.passed else "FAILED"
     skipped = (
         [
-            f"Skipped {data['skipped_count']} unreadable image(s) (data.on_bad_image: skip); first: "
-            f"{data['skipped'][0]['file']} ({data['skipped'][0]['reason']}).",
+            f"Skipped {len(data.skipped)} unreadable image(s) (data.on_bad_image: skip); first: "
+            f"{data.skipped[0]['file']} ({data.skipped[0]['reason']}).",
             "",
         ]
-        if data.get("skipped_count")
+        if data.skipped
         else []
     )
     return [
-        f"# Validation report: {report['target']['name']} — {status}",
+        f"# Validation report: {target['name']} — {status}",
         "",
-        *[f"> **{note}**\n" for note in report.get("notes", []) if note.startswith("WARNING")],
-        f"Target `{report['target']['name']}` ({report['target']['backend']}, {report['target']['precision']}); "
-        f"gates apply to **{report['primary']}**; reference **{report['reference']}**.",
+        *[f"> **{note}**\n" for note in report.notes if note.startswith("WARNING")],
+        f"Target `{target['name']}` ({target['backend']}, {target['precision']}); "
+        f"gates apply to **{report.primary}**; reference **{report.reference}**.",
         "",
-        f"Data: {data['name']} ({data['count']} images, {data['num_classes']} classes, input "
-        f"{'x'.join(map(str, data['input_shape']))}).",
+        f"Data: {data.name} ({data.count} images, {data.num_classes} classes, input "
+        f"{'x'.join(map(str, data.input_shape))}).",
         "",
         *skipped,
         f"Latency: batch {proto['latency_batch']}, {proto['warmup']} warm-up + {proto['runs']} timed runs, "
@@ -375,7 +355,7 @@ def _md_heading(report: dict[str, Any]) -> list[str]:
     ]
 
 
-def _md_artifacts(report: dict[str, Any]) -> list[str]:
+def _md_artifacts(report: ValidationReport) -> list[str]:
     findings = speed_findings(report)
     return [
         "## Artifacts",
@@ -389,13 +369,13 @@ def _md_artifacts(report: dict[str, Any]) -> list[str]:
     ]
 
 
-def device_section(report: dict[str, Any]) -> tuple[list[list[str]], str] | None:
+def device_section(report: ValidationReport) -> tuple[list[list[str]], str] | None:
     """The device check's table (:func:`device_rows`) and what the check said (its verdict or why it did not
     run); None without a device check."""
     rows = device_rows(report)
     if not rows:
         return None
-    check = report["device_check"]
+    check = report.device_check
     said = check.get("reason") or (check.get("gate") or {}).get("message", "")
     sample = check.get("sample")
     if sample:
@@ -409,7 +389,7 @@ def device_section(report: dict[str, Any]) -> tuple[list[list[str]], str] | None
     return rows, said
 
 
-def _md_device(report: dict[str, Any]) -> list[str]:
+def _md_device(report: ValidationReport) -> list[str]:
     section = device_section(report)
     if section is None:
         return []
@@ -417,7 +397,7 @@ def _md_device(report: dict[str, Any]) -> list[str]:
     return ["## On the device", "", DEVICE_TEXT, "", _md_table(rows), "", f"- {said}", ""]
 
 
-def _md_uncertainty(report: dict[str, Any]) -> list[str]:
+def _md_uncertainty(report: ValidationReport) -> list[str]:
     uncertainty = uncertainty_rows(report)
     if not uncertainty:
         return []
@@ -431,8 +411,8 @@ def _md_uncertainty(report: dict[str, Any]) -> list[str]:
     ]
 
 
-def _md_gates(report: dict[str, Any]) -> list[str]:
-    if not report["gates"]:
+def _md_gates(report: ValidationReport) -> list[str]:
+    if not report.gates:
         return ["## Gates", "", "No gates set in the target.", ""]
     return ["## Gates", "", _md_table(gate_rows(report)), ""]
 
@@ -446,14 +426,12 @@ DEEPSTREAM_TEXT = (
 )
 
 
-def deepstream_section(report: dict[str, Any]) -> tuple[str, list[list[str]], list[list[str]]] | None:
+def deepstream_section(report: ValidationReport) -> tuple[str, list[list[str]], list[list[str]]] | None:
     """The DeepStream section (a Jetson bundle's): its text, the measured rows, and each setting of the configs with
     the figure that chose it; None without one."""
-    if not report.get("deepstream"):
+    section = report.deepstream
+    if section is None:
         return None
-    from edgeresnext.validate.deepstream import DeepStreamPreprocessing
-
-    section = DeepStreamPreprocessing.from_dict(report["deepstream"])
     rows = [["preprocessing", "top-1", "agreement with the bundle's", "no class kept by nvinfer's parser"]]
     for row in section.rows:
         rows.append(
@@ -467,7 +445,7 @@ def deepstream_section(report: dict[str, Any]) -> tuple[str, list[list[str]], li
     return DEEPSTREAM_TEXT.format(scored_with=section.scored_with), rows, choices
 
 
-def _md_deepstream(report: dict[str, Any]) -> list[str]:
+def _md_deepstream(report: ValidationReport) -> list[str]:
     section = deepstream_section(report)
     if section is None:
         return []
@@ -476,34 +454,33 @@ def _md_deepstream(report: dict[str, Any]) -> list[str]:
     return [heading, "", text, "", _md_table(rows), "", _md_table(choices), ""]
 
 
-def _md_per_class(report: dict[str, Any]) -> list[str]:
-    ok = _ok(report)
-    classes = report["data"]["class_names"]
-    table = [["class", *[a["name"] for a in ok]]]
-    table += [[name, *[_pct(a["per_class_accuracy"][i], 1) for a in ok]] for i, name in enumerate(classes)]
+def _md_per_class(report: ValidationReport) -> list[str]:
+    ok = report.measured
+    table = [["class", *[a.name for a in ok]]]
+    table += [[name, *[_pct(a.per_class_accuracy[i], 1) for a in ok]] for i, name in enumerate(report.data.class_names)]
     return ["## Per-class top-1", "", _md_table(table), ""]
 
 
-def _md_sensitivity(report: dict[str, Any]) -> list[str]:
+def _md_sensitivity(report: ValidationReport) -> list[str]:
     """The 15 most sensitive layers, when the quantize stage measured them."""
-    if not report.get("sensitivity"):
+    if not report.sensitivity:
         return []
     lines = ["## Quantization sensitivity (most sensitive layers)", "", "| layer | metric | value |", "|---|---|---|"]
-    lines += [f"| {r['layer']} | {r['metric']} | {r['value']:.4g} |" for r in report["sensitivity"][:15]]
+    lines += [f"| {r['layer']} | {r['metric']} | {r['value']:.4g} |" for r in report.sensitivity[:15]]
     return [*lines, ""]
 
 
-def _md_environment(report: dict[str, Any]) -> list[str]:
-    env, proto = report["environment"], report["protocol"]
+def _md_environment(report: ValidationReport) -> list[str]:
+    env, proto = report.environment, report.protocol
     return [
         "## Environment",
         "",
-        f"- command: `{report['command']}`",
+        f"- command: `{report.command}`",
         f"- platform: {env['platform']}, Python {env['python']}",
         "- packages: " + ", ".join(f"{k} {v}" for k, v in env["packages"].items()),
         f"- memory: {proto['memory']}",
         "",
-        *[f"- note: {n}" for n in report.get("notes", [])],
+        *[f"- note: {n}" for n in report.notes],
     ]
 
 

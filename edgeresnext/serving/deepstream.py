@@ -17,13 +17,16 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgeresnext.data.nvinfer import COLOR_FORMATS, FILTERS
 from edgeresnext.data.preprocess import Preprocess
 from edgeresnext.validate.deepstream import DeepStreamPreprocessing
+
+if TYPE_CHECKING:
+    from edgeresnext.backends import Backend
 
 logger = logging.getLogger(__name__)
 
@@ -211,18 +214,7 @@ Each setting of the configs, the figure that chose it and what it was measured a
 """
 
 
-def kit_with_deepstream(kit: Path, preprocess: Preprocess) -> Path:
-    """Put the DeepStream variant of the kit's ONNX into ``kit`` (a private copy) and add it to the kit's plan, so that
-    the device step builds its engine too; returns the variant's path."""
-    from edgeresnext.atomic import sha256_file, write_json_atomic, write_text_atomic
-    from edgeresnext.backends.tensorrt.kit import KIT_FILE, KIT_SCRIPT, build_script
-    from edgeresnext.backends.tensorrt.plan import BuildPlan
-
-    data = json.loads((kit / KIT_FILE).read_text(encoding="utf-8"))
-    variant = deepstream_onnx(kit / data["plan"]["onnx"], kit / VARIANT_ONNX, preprocess)
-    data["plan"]["variants"] = [VARIANT_ONNX]
-    data.setdefault("sha256", {})[VARIANT_ONNX] = sha256_file(variant)
-    write_json_atomic(kit / KIT_FILE, data)
-    script = write_text_atomic(kit / KIT_SCRIPT, build_script(BuildPlan.from_dict(data["plan"])))
-    script.chmod(0o755)
-    return variant
+def kit_with_deepstream(kit: Path, preprocess: Preprocess, backend: Backend) -> tuple[Path, dict[str, Any]]:
+    """Put the DeepStream variant of the kit's ONNX into ``kit`` (a private copy) and have ``backend``'s device step
+    build its engine too; returns the variant's path and the kit's build plan."""
+    return backend.kit_with_variant(kit, VARIANT_ONNX, lambda source, dest: deepstream_onnx(source, dest, preprocess))

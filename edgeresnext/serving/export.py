@@ -4,7 +4,6 @@ validate stage: :mod:`edgeresnext.validate.deepstream`)."""
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -26,13 +25,12 @@ def deepstream_export(
 ) -> tuple[Artifact, tuple[dict[str, Any], dict[str, Path]]]:
     """The kit with the DeepStream variant (a copy), and the export (the manifest's record, the folder's files), the
     configs set as the report's DeepStream ``section`` measured."""
-    from edgeresnext.pipeline.checkset import _copied_kit
+    from edgeresnext.backends import copy_artifact_folder, get_backend
     from edgeresnext.serving.deepstream import kit_with_deepstream
 
-    kit, files = _copied_kit(artifact, ctx.root / "deepstream-kit")
-    # kit.json and build_engine.sh are rewritten through temporary names: the compile stage's files stay as they were
-    variant = kit_with_deepstream(kit, meta.preprocess)
-    plan = json.loads((kit / "kit.json").read_text(encoding="utf-8"))["plan"]
+    kit, files = copy_artifact_folder(artifact, ctx.root / "deepstream-kit")
+    # The kit's plan and build script are rewritten through temporary names: the compile stage's files stay as they were
+    variant, plan = kit_with_deepstream(kit, meta.preprocess, get_backend(artifact.backend))
     if tuple(plan["input_chw"][1:]) != tuple(section.network_size):
         raise ValueError(f"the report measured nvinfer at {section.network_size}, the kit builds {plan['input_chw']}")
     folder = ctx.root / FOLDER

@@ -210,7 +210,8 @@ def triton_repository(
     bundle, out = Path(bundle_dir), Path(out_dir)
     manifest = verify_bundle(bundle)
     chosen = _chosen(bundle, manifest, backend)
-    entry = get_backend(chosen.backend).triton_entry(chosen.to_artifact(bundle))
+    runtime = get_backend(chosen.backend)
+    entry = runtime.triton_entry(runtime.artifact_from_manifest(bundle, chosen.to_json()))
     if entry is None:
         raise BundleError(
             f"{bundle}: the {chosen.backend} {chosen.kind} artifact is nothing Triton runs yet; build it on the "

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeresnext.backends import backend_facts, display_name
+from edgeresnext.backends import PrecisionReport, backend_facts, display_name
 from edgeresnext.stats import PairedCounts
 from edgeresnext.validate.deepstream import DeepStreamPreprocessing
 
@@ -59,6 +59,11 @@ class GateResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GateResult:
+        """A gate of report.json; one recorded before ``measured`` existed was decided on the measured value."""
+        return cls(**({"measured": data["value"]} if "measured" not in data else {}), **data)
 
 
 @dataclass
@@ -240,6 +245,11 @@ class ArtifactResult:
     def p50_ms(self) -> float | None:
         return self.latency.p50_ms if self.latency else None
 
+    @property
+    def runtime_precision(self) -> PrecisionReport:
+        """What the runtime reports running in which precision (``info["runtime"]``), for the precision built."""
+        return PrecisionReport.from_dict({**((self.info or {}).get("runtime") or {}), "precision": self.precision})
+
     def to_dict(self) -> dict[str, Any]:
         head = {"name": self.name, "status": self.status}
         if not self.ok:
@@ -313,6 +323,10 @@ class ValidationReport:
     notes: list[str] = field(default_factory=list)
     # For a bundle with DeepStream configs: nvinfer's preprocessing measured on the same images (.deepstream).
     deepstream: DeepStreamPreprocessing | None = None
+    # Only in the report of a bundle back from the device (``edgeresnext report BUNDLE``): the engine built there and
+    # the manifest's record of its device check, shown beside the host rows.
+    device_engine: str | None = None
+    device_check: dict[str, Any] | None = None
 
     @property
     def passed(self) -> bool:
@@ -371,6 +385,8 @@ class ValidationReport:
             "sensitivity": self.sensitivity,
             "notes": self.notes,
             **({"deepstream": self.deepstream.to_dict()} if self.deepstream else {}),
+            **({"device_engine": self.device_engine} if self.device_engine is not None else {}),
+            **({"device_check": self.device_check} if self.device_check is not None else {}),
         }
 
     @classmethod
@@ -383,10 +399,12 @@ class ValidationReport:
             reference=data["reference"],
             primary=data["primary"],
             artifacts=[ArtifactResult.from_dict(a) for a in data["artifacts"]],
-            gates=[GateResult(**g) for g in data["gates"]],
+            gates=[GateResult.from_dict(g) for g in data["gates"]],
             sensitivity=data.get("sensitivity"),
             notes=list(data.get("notes", [])),
             deepstream=DeepStreamPreprocessing.from_dict(data["deepstream"]) if data.get("deepstream") else None,
+            device_engine=data.get("device_engine"),
+            device_check=data.get("device_check"),
         )
 
     @classmethod

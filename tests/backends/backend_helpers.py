@@ -52,10 +52,10 @@ def assert_int8_agrees(logits: np.ndarray, qdq_logits: np.ndarray, fp32_logits: 
     assert agreement(logits, fp32_logits) >= 0.90
 
 
-def compile_and_load(backend_name: str, onnx_path, target, out_dir, **extra):
+def compile_and_load(backend_name: str, onnx_path, target, out_dir, calibration=None):
     """``(artifact, runner)``: what ``target`` compiles ``onnx_path`` into, loaded as validation loads it."""
     from edgeresnext.backends import get_backend
 
     backend = get_backend(backend_name)
-    artifact = backend.compile(onnx_path, target, out_dir, **extra)
+    artifact = backend.compile(onnx_path, target, out_dir, calibration=calibration)
     return artifact, backend.load(artifact, target)

@@ -100,7 +100,7 @@ def test_jetson_target_makes_an_on_device_kit(qdq_onnx, tmp_path):
     artifact = get_backend("tensorrt").compile(qdq_onnx, target, tmp_path / "kit")
     kit = tmp_path / "kit"
     assert artifact.kind == "kit" and artifact.path == kit
-    assert "on the device" in artifact.info.reason or "tensorrt" in artifact.info.reason.lower()
+    assert "on the device" in artifact.info.extra["reason"] or "tensorrt" in artifact.info.extra["reason"].lower()
     for name in ("model.qdq.onnx", FP16_QDQ_FILE, KIT_SCRIPT, "kit.json", "README.md", "seal.py"):
         assert (kit / name).is_file(), name
     assert (kit / KIT_SCRIPT).stat().st_mode & 0o111
@@ -120,7 +120,7 @@ def test_jetson_target_makes_an_on_device_kit(qdq_onnx, tmp_path):
     plan = read_kit(kit)["plan"]
     assert plan.build_mode == "strongly_typed" and plan.dla_core is None
     assert plan.to_dict()["batch"] == {"min": 1, "opt": 1, "max": 8} and plan.device == "jetson-orin"
-    assert f"edgeresnext compile --on-device {kit}" in artifact.info.device_commands
+    assert f"edgeresnext compile --on-device {kit}" in artifact.info.extra["device_commands"]
 
 
 # kit.json's "plan" as the backend wrote it before the plan was typed (a jetson.yaml kit): kits already on devices.
@@ -318,7 +318,7 @@ def test_without_tensorrt_the_module_still_works_and_says_why(qdq_onnx, tmp_path
     assert "tensorrt" in backend.available()
     # gpu.yaml builds here when it can; without TensorRT it falls back to the kit and says why.
     artifact = backend.compile(qdq_onnx, load_target(TARGETS / "gpu.yaml"), tmp_path / "gpu")
-    assert artifact.kind == "kit" and "tensorrt" in artifact.info.reason
+    assert artifact.kind == "kit" and "tensorrt" in artifact.info.extra["reason"]
     with pytest.raises(BackendUnavailable, match="on-device build kit"):
         backend.load(artifact)
     with pytest.raises(BackendUnavailable, match="tensorrt"):

@@ -14,10 +14,12 @@ kit* instead (:mod:`.kit`). Every engine gets a JSON beside it with the TensorRT
 and SM.
 
 One job per module: :mod:`.plan` (the typed build plan), :mod:`.kit` (build_engine.sh, kit.json),
-:mod:`.seal` (the device step of a bundle: build the kit's engine in a copy, record it in the manifest; standard
-library only, copied into every kit as seal.py), :mod:`.engine` (building with the Python API; the tensorrt/cuda-python
-imports), :mod:`.runner` (running an engine; refusing one built for another TensorRT or SM), :mod:`.backend` (the
-Backend). The package imports without tensorrt or cuda-python installed.
+:mod:`.checkset` (the device check's set the bundle's kit carries), :mod:`.device_step` (``bundle build-engine`` with
+edgeresnext installed), :mod:`.seal` (the device step of a bundle: build the kit's engine in a copy, record it in the
+manifest; standard library only, copied into every kit as seal.py), :mod:`.engine` (building with the Python API;
+the tensorrt/cuda-python imports), :mod:`.runner` (running an engine; refusing one built for another TensorRT or SM),
+:mod:`.backend` (the Backend, with the hooks of a build that finishes on the device). The package imports without
+tensorrt or cuda-python installed.
 """
 
 from edgeresnext.backends.tensorrt.backend import TensorRTBackend

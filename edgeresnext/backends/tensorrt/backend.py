@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +13,8 @@ from edgeresnext.backends.base import (
     Artifact,
     ArtifactInfo,
     Backend,
+    DeviceStepOutcome,
+    HostOutputs,
     Runner,
     RunOptions,
     TritonEntry,
@@ -25,18 +28,30 @@ from edgeresnext.backends.tensorrt.engine import (
     import_tensorrt,
     tensorrt_major,
 )
-from edgeresnext.backends.tensorrt.kit import check_fp16_scales, kit_from_onnx, rebuild_hint
+from edgeresnext.backends.tensorrt.kit import KIT_FILE, KIT_SCRIPT, check_fp16_scales, kit_from_onnx, rebuild_hint
 from edgeresnext.backends.tensorrt.plan import ENGINE_FILE, FP16_QDQ_FILE, BuildPlan
 from edgeresnext.backends.tensorrt.record import EngineRecord
 from edgeresnext.backends.tensorrt.runner import TensorRTRunner, engine_mismatch
-from edgeresnext.errors import MAX_DLA_CORE, MAX_WORKSPACE_MB, BackendUnavailable, EdgeResNeXtError
+from edgeresnext.errors import (
+    MAX_DEVICE_CHECK_IMAGES,
+    MAX_DEVICE_CHECK_MEGABYTES,
+    MAX_DLA_CORE,
+    MAX_WORKSPACE_MB,
+    BackendUnavailable,
+    EdgeResNeXtError,
+)
 from edgeresnext.onnx_io import check_onnx_precision
 from edgeresnext.registry import option
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from edgeresnext.config import Target
 
 logger = logging.getLogger(__name__)
+
+KIT_FOLDER = "kit"  # where a bundle carries the on-device build kit (its README and device commands say so)
+NO_CHECK = "no device check recorded"
 
 
 @dataclass(frozen=True)
@@ -54,6 +69,32 @@ class TensorRTOptions(RunOptions):
     device_name: str = option(
         "gpu", key="device", description="human name of the device the engine is for, e.g. 'jetson-orin'"
     )
+    # The device check of an on-device kit (the engine, run on the device on the bundle's check set).
+    max_device_disagreement: float | None = option(
+        0.05,
+        ge=0,
+        le=1,
+        description="on-device kits: the largest top-1 disagreement of the engine, run on the device on the "
+        "bundle's check set, with the host's INT8 stand-in; beyond it the device step exits 1 and seals the engine as "
+        "failed (decided like gates.min_agreement: bound, NOT PROVEN rules)",
+    )
+    device_check_images: int | None = option(
+        None,
+        ge=0,
+        le=MAX_DEVICE_CHECK_IMAGES,
+        description="on-device kits: validation images the bundle carries (a class-stratified sample, uint8 after "
+        "resize and crop) with the host's per-image outputs, for the device check after the engine is built. null: "
+        "derived from max_device_disagreement and gates.confidence (the smallest set that proves the gate 95 % of "
+        "the time when the engine truly disagrees on 0.5 % of images: 124 for 5 % at 95 %), within "
+        "device_check_megabytes; 0: no check set (the engine stays unchecked)",
+    )
+    device_check_megabytes: float = option(
+        32.0,
+        gt=0,
+        le=MAX_DEVICE_CHECK_MEGABYTES,
+        description="on-device kits: the most the check set may add to the bundle, in MB (10^6 bytes, counted before "
+        "its lossless compression); 124 ResNeXt-50 images at 224x224 take 18.7 MB",
+    )
 
 
 class TensorRTBackend(Backend):
@@ -66,6 +107,7 @@ class TensorRTBackend(Backend):
     devices = ("GPU",)
     options_type = TensorRTOptions
     device_record = EngineRecord  # the manifest's engine section of an engine built and checked on the device
+    kit_file = KIT_FILE
     float_baseline = "fp16"  # a GPU's float deployment is its FP16 engine
     always_compare_speed = True  # the FP16 engine can beat INT8 on a GPU
 
@@ -122,6 +164,129 @@ class TensorRTBackend(Backend):
         stand_in = Artifact("onnxruntime", "int8+fp16", "onnx", fp16, [fp16])
         return [("qdq-int8-fp16 (onnxruntime)", stand_in)]
 
+    # ------------------------------------------------------------ the kit: the engine is built on the device
+    def awaits_device(self, artifact: Artifact) -> str | None:
+        if artifact.kind != "kit":
+            return None
+        return artifact.info.extra.get("reason") or "an on-device build kit: the engine is built on the device"
+
+    def device_commands(self, artifact: Artifact) -> list[str]:
+        return list(artifact.info.extra.get("device_commands") or []) if artifact.kind == "kit" else []
+
+    def host_outputs_needed(
+        self, artifact: Artifact, target: Target, input_chw: tuple[int, ...], num_classes: int, available: int
+    ) -> int:
+        if artifact.kind != "kit":
+            return 0
+        from edgeresnext.backends.tensorrt.checkset import check_set_size
+
+        return check_set_size(target, input_chw, num_classes, available).images
+
+    def bundle_for_device(
+        self, artifact: Artifact, scratch: Path, host: HostOutputs
+    ) -> tuple[Artifact, dict[str, Any] | None]:
+        if artifact.kind != "kit":
+            return artifact, None
+        from edgeresnext.backends.tensorrt.checkset import kit_info, kit_with_check_set
+
+        if host.target.backend_options.tensorrt.device_check_images == 0:
+            return replace(artifact, info=replace(artifact.info, extra=kit_info(artifact.info.extra))), None
+        return kit_with_check_set(artifact, scratch, host, self.stand_ins(artifact))
+
+    def bundle_folder(self, artifact: Artifact) -> str | None:
+        return KIT_FOLDER if artifact.kind == "kit" else None
+
+    def device_step_notes(self, artifact: Artifact, bundle: Path | None, record: dict[str, Any] | None) -> list[str]:
+        if artifact.kind != "kit" or bundle is None:
+            return super().device_step_notes(artifact, bundle, record)
+        from edgeresnext.backends.tensorrt.checkset import check_set_notes
+
+        notes = check_set_notes(record, f"{bundle}/{KIT_FOLDER}/check") if record else []
+        notes.append(
+            f"on the device (copy {bundle} there): <bundle>/{KIT_FOLDER}/{KIT_SCRIPT}, or with edgeresnext installed "
+            "`edgeresnext bundle build-engine <bundle>`: builds the engine and records it in the bundle"
+        )
+        return notes
+
+    def artifact_from_manifest(self, bundle_dir: Path, entry: Mapping[str, Any]) -> Artifact:
+        artifact = super().artifact_from_manifest(bundle_dir, entry)
+        engine = entry.get("engine")
+        if engine is not None:  # an engine sealed on the device: what it was built for and from
+            artifact.info = ArtifactInfo.from_dict({**entry.get("info", {}), **engine})
+            artifact.files.append(bundle_dir / engine["onnx"]["path"])  # its source ONNX: what stands in for it
+        return artifact
+
+    def not_loadable_yet(self, bundle_dir: Path, entry: Mapping[str, Any]) -> str | None:
+        if entry["kind"] != "kit":
+            return None
+        where = bundle_dir / entry["path"]
+        return (
+            f"{where}: an on-device build kit, not an engine; build the engine on the "
+            f"device first: `edgeresnext bundle build-engine {bundle_dir}` (or `{where}/"
+            f"{KIT_SCRIPT}` without edgeresnext; see the kit's README)"
+        )
+
+    def device_check(self, entry: Mapping[str, Any]) -> dict[str, Any] | None:
+        if entry.get("kind") != "engine" or "engine" not in entry:
+            return None
+        return dict(entry["engine"].get("device_check") or {"status": "unchecked", "reason": NO_CHECK})
+
+    def bundle_status(self, bundle_dir: Path, entry: Mapping[str, Any]) -> list[str]:
+        if "engine" in entry:
+            engine = entry["engine"]
+            check = engine.get("device_check") or {"status": "unchecked", "reason": NO_CHECK}
+            said = check.get("reason") or (check.get("gate") or {}).get("message", "")
+            return [
+                f"engine: {entry['path']} built with TensorRT {engine['tensorrt_version']} on {engine['gpu_name']} "
+                f"(SM {engine['gpu_sm']}, {engine['build_mode'].replace('_', ' ')}) from {engine['onnx']['path']}",
+                f"device check: {check['status']}: {said}",
+            ]
+        if entry["kind"] == "kit":
+            return [
+                f"engine: not built yet; on the device run `edgeresnext bundle build-engine {bundle_dir}` "
+                f"(or {bundle_dir}/{entry['path']}/{KIT_SCRIPT})"
+            ]
+        return []
+
+    def device_report(self, bundle_dir: Path, manifest: Mapping[str, Any]) -> dict[str, Any] | None:
+        from edgeresnext.backends.tensorrt.device_check import CHECK_DIR, HOST_REPORT
+
+        kit = next((a for a in manifest["artifacts"] if a["backend"] == self.name and a["kind"] == "kit"), None)
+        if kit is None:
+            return None
+        engine = next((a for a in manifest["artifacts"] if a["kind"] == "engine" and "engine" in a), None)
+        if engine is None:
+            reason = (
+                f"the engine is not built yet: on the device run {kit['path']}/{KIT_SCRIPT} (or `edgeresnext bundle "
+                "build-engine`), then copy the bundle back"
+            )
+            check, name = {"status": "unchecked", "reason": reason}, "tensorrt engine (not built)"
+        else:
+            check = self.device_check(engine)
+            name = f"{engine['path']} ({engine['precision']}, on the device)"
+        return {"host_report": f"{kit['path']}/{CHECK_DIR}/{HOST_REPORT}", "device_engine": name, "device_check": check}
+
+    def seal_on_device(self, bundle_dir: Path, check: Callable[[Path], None], **options: Any) -> dict[str, Any]:
+        from edgeresnext.backends.tensorrt.device_step import engine_into_bundle
+
+        return engine_into_bundle(bundle_dir, check, **options)
+
+    def device_step_outcome(self, bundle_dir: Path, manifest: Mapping[str, Any]) -> DeviceStepOutcome:
+        from edgeresnext.backends.tensorrt.device_step import device_step_outcome
+
+        return device_step_outcome(bundle_dir, manifest)
+
+    def kit_with_variant(self, kit: Path, name: str, make: Callable[[Path, Path], Path]) -> tuple[Path, dict[str, Any]]:
+        from edgeresnext.backends.tensorrt.kit import kit_with_variant
+
+        return kit_with_variant(kit, name, make)
+
+    def build_kit_here(self, kit: Path) -> list[str]:
+        from edgeresnext.backends.tensorrt.kit import describe_engine, engine_from_kit
+
+        artifact = engine_from_kit(kit)
+        return [describe_engine(artifact), f"build record: {artifact.path}.json"]
+
     def available(self) -> str | None:
         # Name every missing package at once: a device app needs both (cuda-python moves the buffers).
         modules, missing = [], []
@@ -146,7 +311,9 @@ class TensorRTBackend(Backend):
             return f"TensorRT {trt.__version__} found; needs TensorRT 10 or later (JetPack 6.1 and later)"
         return None
 
-    def _compile_impl(self, onnx_path: Path, target: Target, out_dir: Path, **extra: Any) -> Artifact:
+    def _compile_impl(
+        self, onnx_path: Path, target: Target, out_dir: Path, calibration: np.ndarray | None = None
+    ) -> Artifact:
         from edgeresnext.quantize.qdq import fp16_qdq_from_onnx
 
         options = target.backend_options.tensorrt

@@ -18,9 +18,9 @@ on exactly those bytes.
 
 Result (recorded in the sealed manifest under the engine's ``device_check``): ``status`` ``checked`` (the gate
 passed; ``gate.provable`` says whether on its bound or, NOT PROVEN, on the measured value), ``failed`` (the engine
-disagrees with the host's INT8 stand-in beyond ``gates.max_device_disagreement``) or ``unchecked`` (no check set, no
-trtexec, or trtexec failed; ``reason`` says which). Run alone it exits 0 (checked and proven), 1 (failed), 3
-(checked, NOT PROVEN) or 2 (the check could not run).
+disagrees with the host's INT8 stand-in beyond ``backend_options.tensorrt.max_device_disagreement``) or
+``unchecked`` (no check set, no trtexec, or trtexec failed; ``reason`` says which). Run alone it exits 0 (checked and
+proven), 1 (failed), 3 (checked, NOT PROVEN) or 2 (the check could not run).
 """
 
 from __future__ import annotations
@@ -383,7 +383,7 @@ def gate(stats, spec: dict, agree: int, n: int) -> dict:
         if passed:
             message = (
                 f"{head} <= {_pct(limit)}; NOT PROVEN: {n} images cannot prove it at {level} ({short}; "
-                "validate.device_check_images sets the check set's size), decided on the measured value"
+                "backend_options.tensorrt.device_check_images sets the check set's size), decided on the measured value"
             )
         elif disagreement > limit:
             message = f"{head}, {over}"

@@ -10,6 +10,7 @@ import json
 import logging
 import re
 import shlex
+from collections.abc import Callable
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
@@ -242,7 +243,7 @@ def kit_from_onnx(onnx_path: str | Path, target: Target, out_dir: str | Path, re
         kind="kit",
         path=out_dir,
         files=files,
-        info=ArtifactInfo(reason=reason, device_commands=commands, extra=extra),
+        info=ArtifactInfo(extra={"reason": reason, "device_commands": commands, **extra}),
     )
 
 
@@ -371,3 +372,19 @@ def engine_from_kit(kit_dir: str | Path) -> Artifact:
         files=[kit_dir / plan.engine, kit_dir / f"{plan.engine}.json"],
         info=ArtifactInfo(extra=info),
     )
+
+
+def kit_with_variant(kit: Path, name: str, make: Callable[[Path, Path], Path]) -> tuple[Path, dict[str, Any]]:
+    """Put a variant of the kit's ONNX (``make(source, dest)``, e.g. DeepStream's) into ``kit`` (a private copy) as
+    ``name`` and add it to the kit's plan and build script, so that the device step builds its engine too; returns the
+    variant's path and the plan."""
+    from edgeresnext.atomic import sha256_file, write_json_atomic, write_text_atomic
+
+    data = json.loads((kit / KIT_FILE).read_text(encoding="utf-8"))
+    variant = make(kit / data["plan"]["onnx"], kit / name)
+    data["plan"]["variants"] = [name]
+    data.setdefault("sha256", {})[name] = sha256_file(variant)
+    write_json_atomic(kit / KIT_FILE, data)
+    script = write_text_atomic(kit / KIT_SCRIPT, build_script(BuildPlan.from_dict(data["plan"])))
+    script.chmod(0o755)
+    return variant, data["plan"]

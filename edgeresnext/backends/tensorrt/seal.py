@@ -4,7 +4,8 @@ This file is also the kit's ``seal.py``: :func:`~edgeresnext.backends.tensorrt.k
 every kit unchanged, so a Jetson with JetPack (``trtexec`` and ``python3``) but without edgeresnext completes a
 bundle with ``<bundle>/kit/build_engine.sh`` alone, which runs ``python3 -I -S seal.py``. Hence: the Python 3
 standard library only, no edgeresnext import (edgeresnext itself runs it through
-:func:`edgeresnext.bundle.engine_into_bundle`, adding its manifest schema check and TensorRT's Python API).
+:func:`edgeresnext.backends.tensorrt.device_step.engine_into_bundle`, adding its manifest schema check and TensorRT's
+Python API).
 
 The step (:func:`engine_into_bundle`):
 
