@@ -96,10 +96,17 @@ def test_seal_py_is_the_package_module_and_needs_only_the_standard_library(built
 
 
 # ------------------------------------------------------------------------------------------ the device command
+@pytest.mark.promise("docs/jetson.md", "and it says so after sealing")
 def test_device_command_without_edgeresnext_seals_the_engine(bundle, bin_dir, capsys):
+    from edgeresnext.backends.tensorrt import seal
+
     done = run_device_command(bundle, bin_dir)
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.strip().splitlines()
+    assert (
+        seal.unchecked_structure_note() in lines
+        and "NOT CHECKED: the rest of the manifest's JSON Schema" in done.stdout
+    )
     assert lines[0].startswith("+ ") and "--stronglyTyped" in lines[0]  # TensorRT 10 (the banner's v100300)
     assert lines[-3:] == [
         f"engine: {bundle.resolve()}/kit/model.engine  (strongly typed, TensorRT 10.3.0, Orin SM 8.7, built with "
@@ -344,7 +351,8 @@ def test_the_command_wants_the_bundle_folder(bundle, tmp_path):
     with pytest.raises(BundleError, match=r"kit: not a bundle \(no manifest\.json\); give the bundle folder"):
         engine_into_bundle(bundle / "kit")
     (bundle / "manifest.json").write_text(json.dumps({"files": [{"path": "labels.txt"}], "artifacts": []}))
-    with pytest.raises(BundleError, match=r"not a readable bundle manifest .*; the bundle is unchanged"):
+    # the manifest's structure is checked as `bundle verify` checks it, naming the key (tests/test_parity.py)
+    with pytest.raises(BundleError, match=r"manifest\.json: missing required key 'format'; the bundle is unchanged"):
         engine_into_bundle(bundle)
 
 
