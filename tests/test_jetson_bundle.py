@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from bundle_helpers import reseal
-from jetson_helpers import copy_bundle, fake_trtexec, jetson_bundle, run_device_command, snapshot
+from jetson_helpers import copy_bundle, jetson_fixtures, run_device_command, snapshot
 
 from edgeresnext.backends import get_backend
 from edgeresnext.backends.tensorrt import read_kit
@@ -36,15 +36,8 @@ ENGINE_FILES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory, calib_dir) -> Path:
-    """The bundle `make build TARGET=jetson` writes (small data); never changed by a test."""
-    return jetson_bundle(tmp_path_factory, calib_dir)
-
-
-@pytest.fixture(scope="module")
-def bin_dir(tmp_path_factory) -> Path:
-    return fake_trtexec(tmp_path_factory.mktemp("trtexec"))
+# built: the bundle `make build TARGET=jetson` writes (small data), never changed by a test; bin_dir: the stand-in
+built, bin_dir = jetson_fixtures()
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from jetson_helpers import copy_bundle, jetson_bundle
+from jetson_helpers import copy_bundle, jetson_fixtures
 
 from edgeresnext.backends.tensorrt.kit import DEVICE_CHECK_SOURCE, SEAL_SOURCE, STATS_SOURCE
 from edgeresnext.bundle import BundleError, verify_bundle
@@ -484,9 +484,7 @@ FAULTS: list[tuple[str, Callable[[Path], None], str | None]] = [
 ]
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory, calib_dir) -> Path:
-    return jetson_bundle(tmp_path_factory, calib_dir)
+built, _ = jetson_fixtures()
 
 
 @pytest.fixture(scope="module")
