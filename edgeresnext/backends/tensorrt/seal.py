@@ -293,14 +293,9 @@ def check_files(bundle: Path, manifest: dict, tolerated: set[str] = frozenset())
         path = bundle / name
         if name in tolerated and (path.is_file() or not path.exists()) and not path.is_symlink():
             continue
-        if any((bundle / p).is_symlink() for p in [*PurePosixPath(name).parents, PurePosixPath(name)] if p.parts):
-            problems.append(f"{name}: a symlink; bundles hold regular files only (a link can point anywhere)")
-        elif not path.is_file():
-            problems.append(f"{name}: missing")
-        elif path.stat().st_size != entry["bytes"]:
-            problems.append(f"{name}: {path.stat().st_size} bytes, the manifest says {entry['bytes']}")
-        elif sha256_file(path) != entry["sha256"]:
-            problems.append(f"{name}: sha256 differs from the manifest (modified or corrupt)")
+        problem = _file_problem(bundle, name, entry)
+        if problem is not None:
+            problems.append(f"{name}: {problem}")
     for path in sorted(bundle.rglob("*")):
         name = path.relative_to(bundle).as_posix()
         if path.is_symlink() or not path.is_dir():
@@ -309,6 +304,19 @@ def check_files(bundle: Path, manifest: dict, tolerated: set[str] = frozenset())
     problems += _unlisted_references(manifest, listed)
     if problems:
         raise SealError(f"{bundle}: bundle does not match its manifest: " + "; ".join(problems))
+
+
+def _file_problem(bundle: Path, name: str, entry: dict) -> str | None:
+    """What is wrong with the listed file ``name`` (None: nothing), in ``bundle verify``'s words."""
+    path = bundle / name
+    if any((bundle / p).is_symlink() for p in (*PurePosixPath(name).parents, PurePosixPath(name)) if p.parts):
+        return "a symlink; bundles hold regular files only (a link can point anywhere)"
+    if not path.is_file():
+        return "missing"
+    size = path.stat().st_size
+    if size != entry["bytes"]:
+        return f"{size} bytes, the manifest says {entry['bytes']}"
+    return None if sha256_file(path) == entry["sha256"] else "sha256 differs from the manifest (modified or corrupt)"
 
 
 def _unlisted_references(manifest: dict, listed: set[str]) -> list[str]:
