@@ -94,7 +94,9 @@ class DeviceBackend(Backend):
         path = Path(artifact.path)
         return onnx_signature(path / "model.onnx" if artifact.kind == KIT else path)
 
-    def _compile_impl(self, onnx_path: Path, target: Target, out_dir: Path, calibration: Any = None) -> Artifact:
+    def _compile_impl(
+        self, onnx_path: Path, target: Target, out_dir: Path, calibration: np.ndarray | None = None
+    ) -> Artifact:
         kit = out_dir / KIT
         kit.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(onnx_path, kit / "model.onnx")

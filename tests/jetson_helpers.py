@@ -218,3 +218,19 @@ def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
     }
     files["<siblings>"] = (" ".join(sorted(p.name for p in folder.parent.iterdir())).encode(), 0)
     return files
+
+
+def jetson_fixtures(bundle: str = "built"):
+    """The two module-scoped fixtures of a test module of the device step, to bind at module level
+    (``built, bin_dir = jetson_fixtures()``): ``bundle`` (its name; default ``built``), the bundle of
+    :func:`jetson_bundle` (never changed by a test), and ``bin_dir``, a folder holding the stand-in trtexec."""
+
+    @pytest.fixture(scope="module", name=bundle)
+    def built(tmp_path_factory: pytest.TempPathFactory, calib_dir: Path) -> Path:
+        return jetson_bundle(tmp_path_factory, calib_dir)
+
+    @pytest.fixture(scope="module")
+    def bin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+        return fake_trtexec(tmp_path_factory.mktemp("trtexec"))
+
+    return built, bin_dir

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from jetson_helpers import copy_bundle, fake_trtexec, jetson_bundle, run_device_command
+from jetson_helpers import copy_bundle, jetson_bundle, jetson_fixtures, run_device_command
 
 from edgeresnext import stats
 from edgeresnext.bundle import BundleError, read_manifest, verify_bundle
@@ -35,14 +35,7 @@ FLIPPED = (
 )
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory, calib_dir) -> Path:
-    return jetson_bundle(tmp_path_factory, calib_dir)
-
-
-@pytest.fixture(scope="module")
-def bin_dir(tmp_path_factory) -> Path:
-    return fake_trtexec(tmp_path_factory.mktemp("trtexec"))
+built, bin_dir = jetson_fixtures()
 
 
 @pytest.fixture(scope="module")

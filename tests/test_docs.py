@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from chromium_helpers import CHROMIUM, run_chromium
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 MKDOCS = Path(sys.executable).parent / "mkdocs"
 
 
@@ -265,34 +265,20 @@ QUIET = (
 
 
 def _chromium(args: list[str], profile: Path, proxy: int) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-domain-reliability",
-            "--disable-client-side-phishing-detection",
-            "--disable-default-apps",
-            "--disable-extensions",
-            f"--disable-features={QUIET}",
-            "--no-first-run",
-            "--no-pings",
-            f"--proxy-server=http://127.0.0.1:{proxy}",
-            "--proxy-bypass-list=<-loopback>",
-            f"--user-data-dir={profile}",
-            "--window-size=1280,1600",
-            "--hide-scrollbars",
-            "--virtual-time-budget=5000",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    return run_chromium(
+        "--disable-domain-reliability",
+        "--disable-client-side-phishing-detection",
+        "--disable-default-apps",
+        "--disable-extensions",
+        f"--disable-features={QUIET}",
+        "--no-pings",
+        f"--proxy-server=http://127.0.0.1:{proxy}",
+        "--proxy-bypass-list=<-loopback>",
+        "--window-size=1280,1600",
+        "--hide-scrollbars",
+        "--virtual-time-budget=5000",
+        *args,
+        profile=profile,
     )
 
 

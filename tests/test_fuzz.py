@@ -171,15 +171,23 @@ def _yaml_like_texts(draw) -> str:
 @given(text=_yaml_like_texts())
 def test_yaml_like_text_is_a_target_or_a_config_error(text):
     """Random target files made of YAML's tricky parts: a Target or one ConfigError naming the file, briefly."""
+    _target_or_a_brief_config_error(text, "fuzz.yaml", 600)
+
+
+def _target_or_a_brief_config_error(text: str, name: str, briefly: int | None) -> Target | None:
+    """:func:`load_target` of a file ``name`` holding ``text``: the Target, or None after a ConfigError that names the
+    file (and, given ``briefly``, is under that many characters beside the file's path)."""
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "fuzz.yaml"
+        path = Path(folder) / name
         path.write_text(text, encoding="utf-8")
         try:
             target = load_target(path)
         except ConfigError as err:
-            assert str(path) in str(err) and len(str(err)) < 600 + len(str(path)), str(err)[:800]
-            return
+            assert str(path) in str(err)  # every config error names the file
+            assert briefly is None or len(str(err)) < briefly + len(str(path)), str(err)[: briefly + 200]
+            return None
         assert isinstance(target, Target)
+        return target
 
 
 @FUZZ
@@ -199,15 +207,8 @@ def test_any_yaml_text_is_a_target_or_a_config_error(text):
 @given(data=_section(""))
 def test_any_target_structure_is_a_target_or_a_config_error(data):
     data.pop("extends", None)  # 'extends' names files; covered with real files in test_config.py
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "fuzz.yaml"
-        path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
-        try:
-            target = load_target(path)
-        except ConfigError as err:
-            assert str(path) in str(err)  # every config error names the file
-            return
-        assert isinstance(target, Target)
+    target = _target_or_a_brief_config_error(yaml.safe_dump(data, allow_unicode=True), "fuzz.yaml", None)
+    if target is not None:
         assert target.input.batch.min <= target.input.batch.opt <= target.input.batch.max
 
 
@@ -215,15 +216,8 @@ def test_any_target_structure_is_a_target_or_a_config_error(data):
 @given(text=_alias_bomb_texts())
 def test_alias_bombs_are_answered_quickly_and_briefly(text):
     """Issue 23: whatever the bomb's shape, the loader answers in its deadline and an error quotes little of it."""
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "bomb.yaml"
-        path.write_text(text, encoding="utf-8")
-        try:
-            target = load_target(path)
-        except ConfigError as err:
-            assert str(path) in str(err) and len(str(err)) < 300 + len(str(path)), str(err)[:500]
-            return
-        assert isinstance(target, Target)
+    target = _target_or_a_brief_config_error(text, "bomb.yaml", 300)
+    if target is not None:
         assert len(json.dumps(target.resolved())) < 400_000
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from bundle_helpers import reseal
-from jetson_helpers import copy_bundle, fake_trtexec, jetson_bundle, run_device_command, snapshot
+from jetson_helpers import copy_bundle, jetson_fixtures, run_device_command, snapshot
 
 from edgeresnext.backends import get_backend
 from edgeresnext.backends.tensorrt import read_kit
@@ -36,15 +36,8 @@ ENGINE_FILES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory, calib_dir) -> Path:
-    """The bundle `make build TARGET=jetson` writes (small data); never changed by a test."""
-    return jetson_bundle(tmp_path_factory, calib_dir)
-
-
-@pytest.fixture(scope="module")
-def bin_dir(tmp_path_factory) -> Path:
-    return fake_trtexec(tmp_path_factory.mktemp("trtexec"))
+# built: the bundle `make build TARGET=jetson` writes (small data), never changed by a test; bin_dir: the stand-in
+built, bin_dir = jetson_fixtures()
 
 
 @pytest.fixture
@@ -96,10 +89,17 @@ def test_seal_py_is_the_package_module_and_needs_only_the_standard_library(built
 
 
 # ------------------------------------------------------------------------------------------ the device command
+@pytest.mark.promise("docs/jetson.md", "and it says so after sealing")
 def test_device_command_without_edgeresnext_seals_the_engine(bundle, bin_dir, capsys):
+    from edgeresnext.backends.tensorrt import seal
+
     done = run_device_command(bundle, bin_dir)
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.strip().splitlines()
+    assert (
+        seal.unchecked_structure_note() in lines
+        and "NOT CHECKED: the rest of the manifest's JSON Schema" in done.stdout
+    )
     assert lines[0].startswith("+ ") and "--stronglyTyped" in lines[0]  # TensorRT 10 (the banner's v100300)
     assert lines[-3:] == [
         f"engine: {bundle.resolve()}/kit/model.engine  (strongly typed, TensorRT 10.3.0, Orin SM 8.7, built with "
@@ -357,7 +357,8 @@ def test_the_command_wants_the_bundle_folder(bundle, tmp_path):
     with pytest.raises(BundleError, match=r"kit: not a bundle \(no manifest\.json\); give the bundle folder"):
         finish_on_device(bundle / "kit")
     (bundle / "manifest.json").write_text(json.dumps({"files": [{"path": "labels.txt"}], "artifacts": []}))
-    with pytest.raises(BundleError, match=r"not a readable bundle manifest .*; the bundle is unchanged"):
+    # the manifest's structure is checked as `bundle verify` checks it, naming the key (tests/test_parity.py)
+    with pytest.raises(BundleError, match=r"manifest\.json: missing required key 'format'; the bundle is unchanged"):
         finish_on_device(bundle)
 
 

@@ -8,20 +8,18 @@ import copy
 import io
 import itertools
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+from chromium_helpers import CHROMIUM, run_chromium
 
 from edgeresnext.config import target_from_dict
 from edgeresnext.data.validation import ValidationData
 from edgeresnext.errors import ConfigError
 from edgeresnext.report import check_report, load_schema, render_html, render_markdown, write_report
 from edgeresnext.validate import ArtifactUnderTest, ValidationReport, validate
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="module")
@@ -130,26 +128,8 @@ def test_write_report_writes_three_files_and_html_is_self_contained(validated, t
 
 
 def _chromium(*args: str, profile: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            f"--user-data-dir={profile}",
-            "--force-device-scale-factor=1",
-            "--window-size=1400,2600",
-            "--hide-scrollbars",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    return run_chromium(
+        "--force-device-scale-factor=1", "--window-size=1400,2600", "--hide-scrollbars", *args, profile=profile
     )
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from bundle_helpers import key_pair, reseal, tiny_onnxruntime_bundle
-from jetson_helpers import copy_bundle, fake_trtexec, jetson_bundle, run_device_command, snapshot
+from jetson_helpers import copy_bundle, jetson_fixtures, run_device_command, snapshot
 
 from edgeresnext.backends import get_backend
 from edgeresnext.bundle import BundleError, verify_bundle
@@ -149,14 +149,7 @@ def test_a_bad_signing_key_is_refused_before_anything_is_signed(unsigned, keys, 
 
 
 # ------------------------------------------------------------------------------------------ Jetson: the device step
-@pytest.fixture(scope="module")
-def jetson(tmp_path_factory, calib_dir) -> Path:
-    return jetson_bundle(tmp_path_factory, calib_dir)
-
-
-@pytest.fixture(scope="module")
-def bin_dir(tmp_path_factory) -> Path:
-    return fake_trtexec(tmp_path_factory.mktemp("trtexec"))
+jetson, bin_dir = jetson_fixtures("jetson")
 
 
 @pytest.fixture

@@ -64,7 +64,7 @@ def test_the_records_are_read_by_field():
         "ir",
     )
     kit = CompileInfo.from_dict(jetson["compile"]).artifact
-    assert kit.kind == "kit" and kit.info.reason and kit.info.device_commands
+    assert kit.kind == "kit" and kit.info.extra["reason"] and kit.info.extra["device_commands"]  # the kit's own keys
     bundled = BundleInfo.from_dict(jetson["bundle"])
     assert bundled.device_check_set == jetson["bundle"]["device_check_set"] and bundled.deepstream is not None
     assert BundleInfo.from_dict(cpu["bundle"]).device_check_set is None

@@ -152,8 +152,10 @@ def _safe_relative(name: str, where: str) -> PurePosixPath:
 
 
 def verify_bundle(bundle_dir: str | os.PathLike[str]) -> Manifest:
-    """Check a bundle: manifest schema, every listed file present with its size and sha256, no unlisted files,
-    artifacts and labels consistent. Returns the typed manifest; raises :class:`BundleError` naming every problem."""
+    """Check a bundle: manifest schema, every listed file present once with its size and sha256, no unlisted files
+    (nor links, FIFOs), artifacts and labels consistent. Returns the typed manifest; raises :class:`BundleError` naming
+    every problem. The kit's ``seal.py`` checks the same, worded the same, as far as the standard library allows
+    (tests/test_parity.py)."""
     bundle_dir = Path(bundle_dir)
     manifest = read_manifest(bundle_dir)
     where = str(bundle_dir / MANIFEST)
@@ -161,6 +163,9 @@ def verify_bundle(bundle_dir: str | os.PathLike[str]) -> Manifest:
     listed: set[str] = set()
     for entry in manifest.files:
         name = _safe_relative(entry.path, where).as_posix()
+        if name in listed:
+            problems.append(f"{name}: listed twice in the manifest's files")
+            continue
         listed.add(name)
         path = bundle_dir / name
         if any(
@@ -173,7 +178,7 @@ def verify_bundle(bundle_dir: str | os.PathLike[str]) -> Manifest:
             problems.append(f"{name}: {path.stat().st_size} bytes, the manifest says {entry.bytes}")
         elif sha256_file(path) != entry.sha256:
             problems.append(f"{name}: sha256 differs from the manifest (modified or corrupt)")
-    for path in sorted(p for p in bundle_dir.rglob("*") if p.is_file()):
+    for path in sorted(p for p in bundle_dir.rglob("*") if p.is_symlink() or not p.is_dir()):  # links, FIFOs too
         name = path.relative_to(bundle_dir).as_posix()
         if name not in (MANIFEST, SIGNATURE) and name not in listed:
             problems.append(f"{name}: not listed in the manifest")

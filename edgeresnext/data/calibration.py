@@ -136,7 +136,7 @@ def ensure_calibration_set(
         if calibration_set_complete(folder) or _has_images(folder):
             return False
         (say or logger.info)(f"calibration images: {folder}/ is empty; writing {count} Fashion-MNIST training images")
-        _write_calibration_set(folder, count=count, install=install)
+        _write_calibration_set(folder, "fashion-mnist", None, count=count, seed=0, split="train", install=install)
         return True
 
 
@@ -183,14 +183,9 @@ _STAGING = f".calibration{TMP_MARK}"
 
 
 def _write_calibration_set(
-    out: Path,
-    dataset: str = "fashion-mnist",
-    root: str | None = None,
-    count: int = 500,
-    seed: int = 0,
-    split: str = "train",
-    install: bool = False,
+    out: Path, dataset: str, root: str | None, count: int, seed: int, split: str, install: bool
 ) -> CalibrationSet:
+    """:func:`write_calibration_set`'s work, with the folder's lock held by the caller."""
     from edgeresnext.data import load_dataset
 
     ours = _own_images(out)  # refuses a folder with images of the user's, before any work

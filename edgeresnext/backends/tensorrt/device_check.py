@@ -349,7 +349,9 @@ def evaluate(stats, check: dict, device_logits: list[list[float]]) -> dict:
 def gate(stats, spec: dict, agree: int, n: int) -> dict:
     """``max_device_disagreement``: the engine's top-1 disagreement with the host's INT8 stand-in, decided as the
     host decides ``min_agreement`` (on the one-sided lower bound of the agreement; NOT PROVEN on a set too small to
-    prove the limit, then on the measured value unless ``gates.unproven: fail``)."""
+    prove the limit, then on the measured value unless ``gates.unproven: fail``). The measured value is compared as
+    the host compares ``min_agreement = 1 - limit``: ``agree / n >= 1 - limit`` (``1 - agree / n <= limit`` rounds
+    differently: 1 of 20 is over 5 % that way; tests/test_parity.py feeds both gates every count up to 300)."""
     limit, confidence, unproven = spec.get(GATE), spec.get("confidence"), spec.get("unproven", "warn")
     disagreement = 1 - agree / n
     head = f"{GATE}: the engine disagrees with the host's INT8 stand-in on {n - agree} of {n} images "
@@ -357,8 +359,9 @@ def gate(stats, spec: dict, agree: int, n: int) -> dict:
     if limit is None:
         return {"limit": None, "measured": disagreement, "passed": True, "message": f"{head}; no gate set"}
     over = f"over the {_pct(limit)} limit by {100 * (disagreement - limit):.2f} pt"
+    within = agree / n >= 1 - limit
     if confidence is None:
-        passed = disagreement <= limit
+        passed = within
         message = f"{head} <= {_pct(limit)} (measured value; gates.confidence: null)" if passed else f"{head}, {over}"
         return {"limit": limit, "measured": disagreement, "passed": passed, "basis": "point", "message": message}
     bound = stats.agreement_lower_bound(agree, n, confidence)
@@ -370,7 +373,7 @@ def gate(stats, spec: dict, agree: int, n: int) -> dict:
         proves = f"{n} images prove <= {_pct(limit)} when at most {most} disagree"
         if passed:
             message = f"{head}; {level} upper bound {_pct(1 - bound)} <= {_pct(limit)} (passed: {proves})"
-        elif disagreement > limit:
+        elif not within:
             message = f"{head}, {over} ({level} upper bound {_pct(1 - bound)}; {proves})"
         else:
             message = (
@@ -378,14 +381,14 @@ def gate(stats, spec: dict, agree: int, n: int) -> dict:
                 f"{100 * ((1 - bound) - limit):.2f} pt ({proves})"
             )
     else:
-        passed = disagreement <= limit and unproven == "warn"
+        passed = within and unproven == "warn"
         short = "no finite set can" if needed is None else f"at least {needed:,} images needed"
         if passed:
             message = (
                 f"{head} <= {_pct(limit)}; NOT PROVEN: {n} images cannot prove it at {level} ({short}; "
                 "backend_options.tensorrt.device_check_images sets the check set's size), decided on the measured value"
             )
-        elif disagreement > limit:
+        elif not within:
             message = f"{head}, {over}"
         else:
             message = (

@@ -291,7 +291,11 @@ build mode and the ONNX it came from; the kit stays listed, so the same bundle c
 Why `{SEAL_SCRIPT}`: JetPack has trtexec and Python 3 but not edgeresnext (nor pydantic and the rest of the build
 host's packages), and a fielded device is often offline. `{SEAL_SCRIPT}` is edgeresnext's own sealing module
 (`edgeresnext/backends/tensorrt/seal.py`), copied verbatim, standard library only; `{KIT_SCRIPT}` runs it with
-`python3 -I -S`, so it never imports anything installed on the device.
+`python3 -I -S`, so it never imports anything installed on the device. Before it builds, it checks the bundle as
+`edgeresnext bundle verify` does, with the same messages, as far as the standard library allows: `manifest.json`'s
+structure (required keys and types, the file list, paths inside the bundle, sha256s, sizes, every file an artifact
+names listed) and every file's size and sha256. It does not check the rest of the manifest's JSON Schema, the labels
+file's lines or a signature, and says so when it is done; `edgeresnext bundle verify` checks them.
 
 A kit on its own (outside a bundle) builds in place, as before:
 

@@ -9,8 +9,10 @@ Python API).
 
 The step (:func:`engine_into_bundle`):
 
-1. check the bundle: every listed file has its size and sha256, nothing unlisted; the outputs of an earlier engine
-   build in the kit are exempt (they are rebuilt, never carried over);
+1. check the bundle as ``edgeresnext bundle verify`` does, with the same messages, as far as the standard library
+   allows (:func:`check_bundle`; ``tests/test_parity.py`` plants the same faults for both): the manifest's structure
+   (:func:`check_manifest`; not :data:`NOT_CHECKED`), every listed file has its size and sha256, nothing unlisted;
+   the outputs of an earlier engine build in the kit are exempt (they are rebuilt, never carried over);
 2. copy the bundle's files, less any earlier engine build's outputs, into a hidden sibling folder; the earlier
    build's timing cache is the exception: it goes into the copy, so a rebuild reuses TensorRT's tactic timings;
 3. build the engine in the copy's kit (``build_engine.sh`` = trtexec, or TensorRT's Python API), with the kit's
@@ -57,6 +59,24 @@ SEAL_ENV = "EDGERESNEXT_SEAL"
 _RELEASE = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?")
 _SM = re.compile(r"^\d+\.\d+$")
 
+# The manifest as this file reads it (edgeresnext.bundle.manifest: FORMAT, SCHEMA_VERSION, and the schema's required
+# keys, top-level keys, precisions and patterns; tests/test_parity.py feeds both checks the same broken manifests).
+FORMAT = "edgeresnext-bundle"
+SCHEMA_VERSION = 1
+_REQUIRED = ("format", "schema_version", "created_by", "model", "input", "preprocess", "output", "labels")
+_REQUIRED += ("precision", "backend", "device", "artifacts", "files")
+_KEYS = (*_REQUIRED, "target", "validation", "exports")
+_PRECISIONS = ["int8", "fp16", "fp32"]
+_FILE_PATH = r"^[^/\\][^\\]*$"
+_SHA256 = r"^[0-9a-f]{64}$"
+_ENGINE = ("tensorrt_version", "gpu_name", "gpu_sm", "build_mode", "onnx", "record")
+# What check_manifest leaves to edgeresnext (`edgeresnext bundle verify`): this file has no JSON Schema validator, no
+# registry of backends and no signature library.
+NOT_CHECKED = (
+    "the rest of the manifest's JSON Schema (the contents of its model, input, preprocess, output, device and "
+    "validation sections, the names of backends and artifact kinds), the labels file's lines, and a signature"
+)
+
 
 class SealError(Exception):
     """The engine cannot be built into the bundle, or sealed; the bundle is unchanged."""
@@ -88,8 +108,123 @@ def engine_outputs(plan: dict) -> list[str]:
     return [plan["engine"], plan["engine"] + ".json", BUILD_LOG, plan["timing_cache"], *variants]
 
 
-def read_bundle(bundle: Path) -> tuple[dict, str, dict]:
-    """``(manifest, kit folder relative to the bundle, the kit's build plan)``."""
+def _json(value) -> str:
+    return json.dumps(value)[:60]
+
+
+def _typed(value, kind: str, where: str):
+    """``value`` if it is of JSON type ``kind`` (object, array, string, integer), else a SealError naming ``where``."""
+    python = {"object": dict, "array": list, "string": str, "integer": int}[kind]
+    if not isinstance(value, python) or isinstance(value, bool):
+        raise SealError(f"{where}: expected {kind}, got {_json(value)}")
+    return value
+
+
+def _section(value, where: str, required, accepted=None) -> dict:
+    """An object with its required keys (and, given ``accepted``, no others)."""
+    _typed(value, "object", where)
+    missing = [key for key in required if key not in value]
+    if missing:
+        raise SealError(f"{where}: missing required key {missing[0]!r}")
+    unknown = sorted(set(value) - set(accepted)) if accepted is not None else []
+    if unknown:
+        raise SealError(f"{where}: unknown key {unknown[0]!r}; accepted: {', '.join(sorted(accepted))}")
+    return value
+
+
+def _matching(value, pattern: str, where: str) -> None:
+    if not re.search(pattern, _typed(value, "string", where)):
+        raise SealError(f"{where}: {value!r} does not match {pattern}")
+
+
+def _strings(value, where: str) -> list:
+    items = _typed(value, "array", where)
+    if not items:
+        raise SealError(f"{where}: needs at least 1 items, has 0")
+    for index, item in enumerate(items):
+        _typed(item, "string", f"{where}[{index}]")
+    return items
+
+
+def _posix(name: str) -> str:
+    """A manifest path as a bundle's files are named (``kit//a`` and ``kit/./a`` are ``kit/a``)."""
+    return PurePosixPath(name).as_posix()
+
+
+def inside(name: str, where: str) -> str:
+    """``name`` if it is a path inside the bundle (relative, no ``..``), else a SealError naming it."""
+    relative = PurePosixPath(name)
+    if relative.is_absolute() or ".." in relative.parts or not relative.parts:
+        raise SealError(f"{where}: file path {name!r} must stay inside the bundle (relative, no '..')")
+    return relative.as_posix()
+
+
+def _check_artifact(artifact, where: str, manifest_path: str) -> None:
+    _section(artifact, where, ("backend", "precision", "kind", "path", "files"))
+    for key in ("backend", "precision", "kind", "path"):
+        _typed(artifact[key], "string", f"{where}.{key}")
+        if key == "precision" and artifact[key] not in _PRECISIONS:
+            raise SealError(f"{where}.precision: {artifact[key]!r} is not one of {_PRECISIONS}")
+    for name in [artifact["path"], *_strings(artifact["files"], f"{where}.files")]:
+        inside(name, manifest_path)
+    if "engine" in artifact:
+        engine = _section(artifact["engine"], f"{where}.engine", _ENGINE)
+        onnx = _section(engine["onnx"], f"{where}.engine.onnx", ("path", "sha256"), ("path", "sha256"))
+        _typed(onnx["path"], "string", f"{where}.engine.onnx.path")
+        _matching(onnx["sha256"], _SHA256, f"{where}.engine.onnx.sha256")
+        _typed(engine["record"], "string", f"{where}.engine.record")
+        for name in (onnx["path"], engine["record"]):
+            inside(name, manifest_path)
+
+
+def check_manifest(manifest, where: str) -> None:
+    """The manifest's structure, as far as this file checks it without edgeresnext (not :data:`NOT_CHECKED`): the
+    format and version, every required key and no unknown one, the types of what this file reads and writes, each
+    ``files`` entry (a path inside the bundle, its sha256 as 64 hex digits, its size a non-negative integer, nothing
+    else), each artifact's backend, precision, kind, path and files (all inside the bundle) and its engine record's
+    ONNX and build record. Worded as edgeresnext's schema check words the same fault (the key, then what is wrong)."""
+    _section(manifest, where, _REQUIRED, _KEYS)
+    if _typed(manifest["format"], "string", f"{where}.format") != FORMAT:
+        raise SealError(f"{where}.format: {manifest['format']!r} is not one of {[FORMAT]}")
+    version = _typed(manifest["schema_version"], "integer", f"{where}.schema_version")
+    if version > SCHEMA_VERSION:
+        raise SealError(
+            f"{where}: schema_version {version} was written by a newer edgeresnext; this one reads version "
+            f"{SCHEMA_VERSION}"
+        )
+    if version < 1:
+        raise SealError(f"{where}.schema_version: {version} is below the minimum 1")
+    for key in ("model", "input", "preprocess", "output", "device"):
+        _typed(manifest[key], "object", f"{where}.{key}")
+    _typed(manifest["labels"], "string", f"{where}.labels")
+    if _typed(manifest["precision"], "string", f"{where}.precision") not in _PRECISIONS:
+        raise SealError(f"{where}.precision: {manifest['precision']!r} is not one of {_PRECISIONS}")
+    backend = _section(manifest["backend"], f"{where}.backend", ("name", "version"))
+    for key in ("name", "version"):
+        _typed(backend[key], "string", f"{where}.backend.{key}")
+    for name, export in _typed(manifest.get("exports", {}), "object", f"{where}.exports").items():
+        for item in _strings(_section(export, f"{where}.exports.{name}", ("files",))["files"], f"{where}.exports"):
+            inside(item, where)
+    artifacts = _typed(manifest["artifacts"], "array", f"{where}.artifacts")
+    if not artifacts:
+        raise SealError(f"{where}.artifacts: needs at least 1 items, has 0")
+    files = _typed(manifest["files"], "array", f"{where}.files")
+    if not files:
+        raise SealError(f"{where}.files: needs at least 1 items, has 0")
+    for index, entry in enumerate(files):
+        at = f"{where}.files[{index}]"
+        _section(entry, at, ("path", "sha256", "bytes"), ("path", "sha256", "bytes"))
+        _matching(entry["path"], _FILE_PATH, f"{at}.path")
+        _matching(entry["sha256"], _SHA256, f"{at}.sha256")
+        if _typed(entry["bytes"], "integer", f"{at}.bytes") < 0:
+            raise SealError(f"{at}.bytes: {entry['bytes']} is below the minimum 0")
+        inside(entry["path"], where)
+    for index, artifact in enumerate(artifacts):
+        _check_artifact(artifact, f"{where}.artifacts[{index}]", where)
+
+
+def read_manifest(bundle: Path) -> dict:
+    """The bundle's manifest, parsed and its structure checked (:func:`check_manifest`)."""
     path = bundle / MANIFEST
     if not path.is_file():
         hint = (
@@ -98,26 +233,27 @@ def read_bundle(bundle: Path) -> tuple[dict, str, dict]:
         raise SealError(f"{bundle}: not a bundle (no {MANIFEST}){hint}")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
-        for entry in manifest["files"]:
-            if not (isinstance(entry["path"], str) and isinstance(entry["sha256"], str)):
-                raise TypeError(f"files entry {entry!r}")
-            if not isinstance(entry["bytes"], int):
-                raise TypeError(f"files entry {entry!r}")
-        for artifact in manifest["artifacts"]:
-            if not all(isinstance(artifact[key], str) for key in ("backend", "kind", "path")):
-                raise TypeError(f"artifact {artifact!r}")
-            if not isinstance(artifact["files"], list):
-                raise TypeError(f"artifact {artifact!r}")
-        kits = [a for a in manifest["artifacts"] if a["backend"] == "tensorrt" and a["kind"] == "kit"]
-        listed = {entry["path"] for entry in manifest["files"]}
-    except (ValueError, KeyError, TypeError) as err:
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise SealError(f"{path}: not valid JSON ({err})") from err
+    except (OSError, ValueError, RecursionError) as err:
         raise SealError(f"{path}: not a readable bundle manifest ({err!r})") from err
+    check_manifest(manifest, str(path))
+    return manifest
+
+
+def _kit_folder(bundle: Path, manifest: dict) -> str:
+    kits = [a for a in manifest["artifacts"] if a["backend"] == "tensorrt" and a["kind"] == "kit"]
     if not kits:
         kinds = ", ".join(f"{a.get('backend')} {a.get('kind')}" for a in manifest["artifacts"])
         raise SealError(f"{bundle}: no TensorRT build kit in this bundle (it has: {kinds}); nothing to build")
     kit = str(kits[0]["path"]).rstrip("/")
-    if f"{kit}/{KIT_FILE}" not in listed:
+    if f"{kit}/{KIT_FILE}" not in {entry["path"] for entry in manifest["files"]}:
         raise SealError(f"{bundle}: the kit's {kit}/{KIT_FILE} is not in the manifest's file list")
+    return kit
+
+
+def read_plan(bundle: Path, kit: str) -> dict:
+    """The kit's build plan (``kit.json``), its file names checked."""
     try:
         plan = json.loads((bundle / kit / KIT_FILE).read_text(encoding="utf-8"))["plan"]
         for key in ("engine", "onnx", "timing_cache", "build_mode", "precision"):
@@ -125,44 +261,106 @@ def read_bundle(bundle: Path) -> tuple[dict, str, dict]:
                 raise ValueError(f"plan {key}={plan[key]!r}")
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise SealError(f"{bundle / kit / KIT_FILE}: not a readable kit file ({err!r})") from err
-    return manifest, kit, plan
+    return plan
 
 
-def _inside(name: str) -> bool:
-    relative = PurePosixPath(name)
-    return bool(relative.parts) and not relative.is_absolute() and ".." not in relative.parts and "\\" not in name
+def check_bundle(bundle: Path) -> tuple[dict, str, dict, set[str]]:
+    """What this file checks of a bundle before it builds: :func:`read_manifest`, then :func:`check_files` with an
+    earlier engine build's outputs tolerated (before the kit's plan is trusted: a changed ``kit.json`` is named as a
+    changed file). Returns ``(manifest, kit folder, plan, the earlier build's outputs)``."""
+    manifest = read_manifest(bundle)
+    kit = _kit_folder(bundle, manifest)
+    try:
+        plan = read_plan(bundle, kit)
+    except SealError:
+        plan = None  # check_files names the changed kit.json; read_plan below says what is wrong with it otherwise
+    previous = _previous_outputs(manifest, kit, plan)
+    check_files(bundle, manifest, tolerated=previous)
+    return manifest, kit, plan if plan is not None else read_plan(bundle, kit), previous
 
 
 def check_files(bundle: Path, manifest: dict, tolerated: set[str] = frozenset()) -> None:
-    """Every listed file present with its size and sha256, no links, and no unlisted file; ``tolerated`` files (an
-    earlier engine build's outputs, which the build replaces) may be missing, changed or unlisted."""
+    """Every listed file present once with its size and sha256, no links, no unlisted file, and every file an artifact,
+    an engine record, an export or the labels name listed; ``tolerated`` files (an earlier engine build's outputs,
+    which the build replaces) may be missing, changed or unlisted. Worded as ``edgeresnext bundle verify`` words it."""
     problems = []
     listed = set()
     for entry in manifest["files"]:
-        name = entry["path"]
+        name = _posix(entry["path"])
+        if name in listed:
+            problems.append(f"{name}: listed twice in the manifest's files")
+            continue
         listed.add(name)
         path = bundle / name
         if name in tolerated and (path.is_file() or not path.exists()) and not path.is_symlink():
             continue
-        if not _inside(name):
-            problems.append(f"{name}: leaves the bundle")
-        elif any((bundle / p).is_symlink() for p in [*PurePosixPath(name).parents, PurePosixPath(name)] if p.parts):
-            problems.append(f"{name}: a symlink; bundles hold regular files only")
-        elif not path.is_file():
-            problems.append(f"{name}: missing")
-        elif path.stat().st_size != entry["bytes"] or sha256_file(path) != entry["sha256"]:
-            problems.append(f"{name}: sha256 differs from the manifest (modified or corrupt)")
+        problem = _file_problem(bundle, name, entry)
+        if problem is not None:
+            problems.append(f"{name}: {problem}")
     for path in sorted(bundle.rglob("*")):
         name = path.relative_to(bundle).as_posix()
         if path.is_symlink() or not path.is_dir():
             if name not in (MANIFEST, SIGNATURE) and name not in listed and name not in tolerated:
                 problems.append(f"{name}: not listed in the manifest")
+    problems += _unlisted_references(manifest, listed)
     if problems:
         raise SealError(f"{bundle}: bundle does not match its manifest: " + "; ".join(problems))
 
 
-def _previous_outputs(manifest: dict, kit: str, plan: dict) -> set[str]:
-    """Files of an earlier engine build in the kit (listed or not): never copied, the build makes them anew."""
+def _file_problem(bundle: Path, name: str, entry: dict) -> str | None:
+    """What is wrong with the listed file ``name`` (None: nothing), in ``bundle verify``'s words."""
+    path = bundle / name
+    if any((bundle / p).is_symlink() for p in (*PurePosixPath(name).parents, PurePosixPath(name)) if p.parts):
+        return "a symlink; bundles hold regular files only (a link can point anywhere)"
+    if not path.is_file():
+        return "missing"
+    size = path.stat().st_size
+    if size != entry["bytes"]:
+        return f"{size} bytes, the manifest says {entry['bytes']}"
+    return None if sha256_file(path) == entry["sha256"] else "sha256 differs from the manifest (modified or corrupt)"
+
+
+def _unlisted_references(manifest: dict, listed: set[str]) -> list[str]:
+    """Files the manifest names (artifacts, engine records, exports, labels) that its file list lacks, and an engine
+    record whose ONNX is not the listed one; in ``bundle verify``'s order and words."""
+
+    def unlisted(name: str, folder: bool = False) -> bool:  # an artifact may name a folder of listed files
+        name = _posix(name)
+        return name not in listed and not (folder and any(item.startswith(name + "/") for item in listed))
+
+    artifacts = manifest["artifacts"]
+    said = "is not in the manifest's file list"
+    problems = [
+        f"artifact file {name}: not in the manifest's file list"
+        for artifact in artifacts
+        for name in [artifact["path"], *artifact["files"]]
+        if unlisted(name, folder=True)
+    ]
+    sha256 = {entry["path"]: entry["sha256"] for entry in manifest["files"]}
+    for path, engine in ((a["path"], a["engine"]) for a in artifacts if "engine" in a):
+        onnx = engine["onnx"]
+        made = (("the ONNX it is built from", onnx["path"]), ("its build record", engine["record"]))
+        problems += [f"{path}: {what}, {name}, {said}" for what, name in made if unlisted(name)]
+        if sha256.get(onnx["path"], onnx["sha256"]) != onnx["sha256"]:
+            recorded, has = onnx["sha256"][:16], sha256[onnx["path"]][:16]
+            problems.append(
+                f"{path}: built from {onnx['path']} with sha256 {recorded}..., but the bundle's file has {has}..."
+            )
+    exports = (manifest.get("exports") or {}).items()
+    problems += [
+        f"exports.{name}: {item} {said}" for name, export in exports for item in export["files"] if unlisted(item)
+    ]
+    if manifest["labels"] not in listed:
+        problems.append(f"{manifest['labels']}: labels file not in the manifest's file list")
+    return problems
+
+
+def _previous_outputs(manifest: dict, kit: str, plan: dict | None) -> set[str]:
+    """Files of an earlier engine build in the kit (listed or not): never copied, the build makes them anew. Without
+    a plan (an unreadable kit.json), those of the manifest's engines in the kit."""
+    if plan is None:
+        engines = [a for a in manifest["artifacts"] if a["backend"] == "tensorrt" and a["kind"] == "engine"]
+        return {name for a in engines if a["path"].startswith(f"{kit}/") for name in a["files"]}
     engine = f"{kit}/{plan['engine']}"
     names = {f"{kit}/{name}" for name in engine_outputs(plan)} | {f"{kit}/{plan['engine']}.json.tmp"}
     for artifact in manifest["artifacts"]:
@@ -391,9 +589,7 @@ def engine_into_bundle(bundle, build, sealed_by: str = SEAL_SCRIPT, check=None, 
     """
     device_check = device_check if device_check is not None else kit_device_check()
     bundle = Path(bundle).resolve()
-    manifest, kit, plan = read_bundle(bundle)
-    previous = _previous_outputs(manifest, kit, plan)
-    check_files(bundle, manifest, tolerated=previous)
+    manifest, kit, plan, previous = check_bundle(bundle)
     stage = bundle.with_name(f".{bundle.name}.tmp-{os.getpid()}")
     if stage.exists():
         shutil.rmtree(stage)
@@ -430,6 +626,7 @@ def engine_into_bundle(bundle, build, sealed_by: str = SEAL_SCRIPT, check=None, 
         checked = device_check(stage / kit, plan, record)
         new = sealed_manifest(manifest, stage, kit, plan, record, sealed_by, checked)
         _write_manifest(stage, new)
+        check_manifest(new, str(stage / MANIFEST))
         check_files(stage, new)
         if check is not None:
             check(stage)
@@ -515,6 +712,15 @@ def unchecked_signature_note(bundle: Path) -> str:
     )
 
 
+def unchecked_structure_note() -> str:
+    """What this module says after sealing: what it checked of the bundle, and what it left to edgeresnext."""
+    return (
+        "seal.py: checked manifest.json's structure (required keys and types, the file list, paths inside the "
+        f"bundle, 64-digit sha256s, non-negative sizes, every file an artifact names listed) and every file; NOT "
+        f"CHECKED: {NOT_CHECKED} (`edgeresnext bundle verify` checks them where edgeresnext is installed)"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="seal.py",
@@ -538,6 +744,7 @@ def main(argv: list[str] | None = None) -> int:
     except SealError as err:
         print(f"seal.py: error: {err}; the bundle is unchanged", file=sys.stderr)
         return EXIT_BAD_INPUT
+    print(unchecked_structure_note())
     for line in summary_lines(bundle, manifest):
         print(line)
     code = check_exit_code(manifest)
