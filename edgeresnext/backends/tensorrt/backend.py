@@ -51,7 +51,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 KIT_FOLDER = "kit"  # where a bundle carries the on-device build kit (its README and device commands say so)
-NO_CHECK = "no device check recorded"
 
 
 @dataclass(frozen=True)
@@ -210,10 +209,10 @@ class TensorRTBackend(Backend):
 
     def artifact_from_manifest(self, bundle_dir: Path, entry: Mapping[str, Any]) -> Artifact:
         artifact = super().artifact_from_manifest(bundle_dir, entry)
-        engine = entry.get("engine")
-        if engine is not None:  # an engine sealed on the device: what it was built for and from
-            artifact.info = ArtifactInfo.from_dict({**entry.get("info", {}), **engine})
-            artifact.files.append(bundle_dir / engine["onnx"]["path"])  # its source ONNX: what stands in for it
+        record = self._engine_record(entry)
+        if record is not None:  # an engine sealed on the device: what it was built for and from
+            artifact.info = ArtifactInfo.from_dict({**entry.get("info", {}), **entry["engine"]})
+            artifact.files.append(bundle_dir / record.onnx.path)  # its source ONNX: what stands in for it
         return artifact
 
     def not_loadable_yet(self, bundle_dir: Path, entry: Mapping[str, Any]) -> str | None:
@@ -226,20 +225,25 @@ class TensorRTBackend(Backend):
             f"{KIT_SCRIPT}` without edgeresnext; see the kit's README)"
         )
 
+    @staticmethod
+    def _engine_record(entry: Mapping[str, Any]) -> EngineRecord | None:
+        """The manifest entry's ``engine`` section (the device step wrote it), read as its type; None: no engine."""
+        engine = entry.get("engine")
+        return EngineRecord.from_json(engine) if engine is not None else None
+
     def device_check(self, entry: Mapping[str, Any]) -> dict[str, Any] | None:
-        if entry.get("kind") != "engine" or "engine" not in entry:
-            return None
-        return dict(entry["engine"].get("device_check") or {"status": "unchecked", "reason": NO_CHECK})
+        record = self._engine_record(entry) if entry.get("kind") == "engine" else None
+        return record.check().to_json() if record is not None else None
 
     def bundle_status(self, bundle_dir: Path, entry: Mapping[str, Any]) -> list[str]:
-        if "engine" in entry:
-            engine = entry["engine"]
-            check = engine.get("device_check") or {"status": "unchecked", "reason": NO_CHECK}
-            said = check.get("reason") or (check.get("gate") or {}).get("message", "")
+        record = self._engine_record(entry)
+        if record is not None:
+            check = record.check()
+            said = check.reason or (check.gate.message if check.gate is not None else None) or ""
             return [
-                f"engine: {entry['path']} built with TensorRT {engine['tensorrt_version']} on {engine['gpu_name']} "
-                f"(SM {engine['gpu_sm']}, {engine['build_mode'].replace('_', ' ')}) from {engine['onnx']['path']}",
-                f"device check: {check['status']}: {said}",
+                f"engine: {entry['path']} built with TensorRT {record.tensorrt_version} on {record.gpu_name} "
+                f"(SM {record.gpu_sm}, {record.build_mode.replace('_', ' ')}) from {record.onnx.path}",
+                f"device check: {check.status}: {said}",
             ]
         if entry["kind"] == "kit":
             return [
