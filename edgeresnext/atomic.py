@@ -35,7 +35,7 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-# bundle.py moves the previous bundle folder aside under this mark while it swaps in the new one.
+# replace_folder moves the previous folder (a bundle, a Triton repository) aside under this mark during the swap.
 OLD_MARK = ".old-"
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 # Writers that wrap the OSError in their own exception (torch's stream writer, OpenVINO's serializer, protobuf)
@@ -194,6 +194,17 @@ def temp_folder(dest: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def replace_folder(tmp: Path, dest: Path) -> None:
+    """Swap the assembled folder ``tmp`` in as ``dest``: the old one is moved aside (under :data:`OLD_MARK`) first and
+    deleted only once the new one is in place, so ``dest`` is never half old, half new."""
+    old = dest.with_name(f".{dest.name}{OLD_MARK}{os.getpid()}")
+    if dest.exists():
+        os.replace(dest, old)
+    os.replace(tmp, dest)
+    if old.exists():
+        shutil.rmtree(old)
 
 
 def remove_stale_temporaries(root: str | os.PathLike[str]) -> list[Path]:

@@ -8,6 +8,7 @@ stand-in engine, so the kit's script, ``seal.py`` and everything that reads the 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -210,6 +211,14 @@ def copy_bundle(bundle: Path, dest: Path) -> Path:
     return Path(shutil.copytree(bundle, dest))
 
 
+def sealed_copy(built: Path, bin_dir: Path, folder: Path) -> Path:
+    """A copy of ``built`` in ``folder`` after the device step ran on it with the stand-in trtexec and passed."""
+    bundle = copy_bundle(built, folder / "bundle")
+    done = run_device_command(bundle, bin_dir)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return bundle
+
+
 def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
     """Every entry under ``folder`` (and its hidden siblings' names): content and mode, to prove nothing changed."""
     files = {
@@ -234,3 +243,17 @@ def jetson_fixtures(bundle: str = "built"):
         return fake_trtexec(tmp_path_factory.mktemp("trtexec"))
 
     return built, bin_dir
+
+
+def stand_in_python_api_build(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Replace TensorRT's Python API build, where the device step calls it, by a stand-in that writes what the real one
+    writes: an engine (naming its ONNX, which the stand-in trtexec runs) and its build record."""
+    import edgeresnext.backends.tensorrt.engine as tensorrt
+
+    def engine_from_onnx(onnx_path, engine_path, plan, timing_cache=None):
+        Path(engine_path).write_text(f"stand-in engine: --onnx={Path(onnx_path).name}")
+        info = {"onnx": Path(onnx_path).name, "tensorrt_version": "10.3.0", "gpu_name": "Orin", "gpu_sm": "8.7"}
+        Path(f"{engine_path}.json").write_text(json.dumps({**info, "build_mode": plan.build_mode}))
+        return info
+
+    monkeypatch.setattr(tensorrt, "engine_from_onnx", engine_from_onnx)

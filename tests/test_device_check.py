@@ -20,7 +20,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from jetson_helpers import copy_bundle, jetson_bundle, jetson_fixtures, run_device_command
+from jetson_helpers import (
+    copy_bundle,
+    jetson_bundle,
+    jetson_fixtures,
+    run_device_command,
+    sealed_copy,
+    stand_in_python_api_build,
+)
 
 from edgeresnext import stats
 from edgeresnext.bundle import BundleError, read_manifest, verify_bundle
@@ -40,10 +47,7 @@ built, bin_dir = jetson_fixtures()
 
 @pytest.fixture(scope="module")
 def checked(built, bin_dir, tmp_path_factory) -> Path:
-    bundle = copy_bundle(built, tmp_path_factory.mktemp("checked") / "bundle")
-    done = run_device_command(bundle, bin_dir)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return bundle
+    return sealed_copy(built, bin_dir, tmp_path_factory.mktemp("checked"))
 
 
 @pytest.fixture(scope="module")
@@ -209,18 +213,10 @@ def test_an_app_may_run_a_failed_engine_only_when_it_asks(failed, monkeypatch):
 
 def test_an_unchecked_engine_loads_with_a_warning(built, tmp_path, monkeypatch, caplog, capsys):
     """The Python API build where no trtexec is found: the engine is sealed, its check says why it did not run."""
-    import edgeresnext.backends.tensorrt.engine as tensorrt  # the Python API build the device step calls
     from edgeresnext.bundle import finish_on_device
 
     bundle = copy_bundle(built, tmp_path / "bundle")
-
-    def engine_from_onnx(onnx_path, engine_path, plan, timing_cache=None):
-        Path(engine_path).write_bytes(b"stand-in engine")
-        info = {"onnx": Path(onnx_path).name, "tensorrt_version": "10.3.0", "gpu_name": "Orin", "gpu_sm": "8.7"}
-        Path(f"{engine_path}.json").write_text(json.dumps({**info, "build_mode": plan.build_mode}))
-        return info
-
-    monkeypatch.setattr(tensorrt, "engine_from_onnx", engine_from_onnx)
+    stand_in_python_api_build(monkeypatch)
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
     monkeypatch.delenv("TRTEXEC", raising=False)
     manifest = finish_on_device(bundle, python_api=True)

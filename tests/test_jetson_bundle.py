@@ -16,7 +16,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from bundle_helpers import reseal
-from jetson_helpers import copy_bundle, jetson_fixtures, run_device_command, snapshot
+from jetson_helpers import (
+    copy_bundle,
+    jetson_fixtures,
+    run_device_command,
+    sealed_copy,
+    snapshot,
+    stand_in_python_api_build,
+)
 
 from edgeresnext.backends import get_backend
 from edgeresnext.backends.tensorrt import read_kit
@@ -48,10 +55,7 @@ def bundle(built, tmp_path) -> Path:
 
 @pytest.fixture(scope="module")
 def sealed_once(built, bin_dir, tmp_path_factory) -> Path:
-    bundle = copy_bundle(built, tmp_path_factory.mktemp("sealed") / "bundle")
-    done = run_device_command(bundle, bin_dir)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return bundle
+    return sealed_copy(built, bin_dir, tmp_path_factory.mktemp("sealed"))
 
 
 @pytest.fixture
@@ -426,7 +430,6 @@ PLANTED = {  # a line in each kit file that would touch its own marker if edgere
 def test_edgeresnext_never_runs_code_from_the_bundle(bundle, bin_dir, tmp_path, monkeypatch):
     """Tampered, resealed kit files (sha256 and size updated in manifest.json: `verify` passes) are data to edgeresnext:
     `bundle build-engine` and `compile --on-device` run the package's own code and the device's trtexec."""
-    import edgeresnext.backends.tensorrt.engine as tensorrt  # the Python API build the device step calls
 
     markers = {name: tmp_path / f"ran-{Path(name).name}" for name in PLANTED}
     for name, marker in markers.items():
@@ -442,13 +445,7 @@ def test_edgeresnext_never_runs_code_from_the_bundle(bundle, bin_dir, tmp_path, 
     assert read_manifest(bundle).artifacts[0].engine.device_check.status == "checked"
     assert [name for name, marker in markers.items() if marker.exists()] == []
 
-    def engine_from_onnx(onnx_path, engine_path, plan, timing_cache=None):
-        Path(engine_path).write_text(f"stand-in engine: --onnx={Path(onnx_path).name}")
-        info = {"onnx": Path(onnx_path).name, "tensorrt_version": "10.3.0", "gpu_name": "Orin", "gpu_sm": "8.7"}
-        Path(f"{engine_path}.json").write_text(json.dumps({**info, "build_mode": plan.build_mode}))
-        return info
-
-    monkeypatch.setattr(tensorrt, "engine_from_onnx", engine_from_onnx)
+    stand_in_python_api_build(monkeypatch)
     monkeypatch.setenv("TRTEXEC", str(bin_dir / "trtexec"))  # the device check runs the engine with it
     assert main(["compile", "--on-device", str(bundle / "kit")]) == 0
     assert read_manifest(bundle).artifacts[0].engine.device_check.status == "checked"

@@ -14,7 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgeresnext.atomic import sha256_file, temp_folder
+from edgeresnext.atomic import replace_folder, sha256_file, temp_folder
 from edgeresnext.backends import get_backend, list_backends
 from edgeresnext.bundle.manifest import LABELS, MANIFEST, SIGNATURE, check_schema, manifest_schema
 from edgeresnext.bundle.model import (
@@ -311,12 +311,7 @@ def bundle_from_artifacts(
     manifest.exports = Exports.from_json(records) if records else None
     with temp_folder(out_dir) as tmp:
         _fill_bundle(tmp, sources, class_names, manifest)
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-        if out_dir.exists():
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        if old.exists():
-            shutil.rmtree(old)
+        replace_folder(tmp, out_dir)
     logger.info(
         "bundle %s: %s %s, %d files",
         out_dir,

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeresnext.atomic import sha256_file, temp_folder
+from edgeresnext.atomic import replace_folder, sha256_file, temp_folder
 from edgeresnext.backends import TritonEntry, get_backend
 from edgeresnext.bundle import LABELS, MANIFEST, BundleError, verify_bundle
 from edgeresnext.bundle.model import ArtifactEntry, Manifest
@@ -226,11 +226,6 @@ def triton_repository(
         _write_images(tmp / names["images"], names["images"], manifest, bundle, params)
         record = _record(tmp, bundle, manifest, names, stand_in)
         (tmp / RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        if out.exists():
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old.exists():
-            shutil.rmtree(old)
+        replace_folder(tmp, out)
     logger.info("triton repository %s: %s (native %s) and %s (images)", out, native, chosen.backend, names["images"])
     return TritonRepository(out, native, names["images"], record)
