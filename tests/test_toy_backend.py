@@ -120,3 +120,33 @@ def test_a_backend_from_the_test_folder_goes_from_build_to_a_loaded_bundle(tmp_p
     with load_bundle(bundle) as classifier:
         assert classifier.backend == "toy" and classifier.runner.options.flavour == "fancy"
         assert len(classifier.predict(list(images))) == 2
+
+
+def test_a_compile_where_the_runtime_is_missing_is_refused_before_the_backend_runs(
+    tmp_path: Path, toy_registered: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Base.compile asks available() once for every backend (TensorRT alone writes its kit instead): the toy's
+    _compile_impl never runs, and nothing is written."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgeresnext.backends import get_backend
+    from edgeresnext.backends.tensorrt import TensorRTBackend
+    from edgeresnext.errors import BackendUnavailable
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])],
+    )
+    onnx.save(helper.make_model(graph), tmp_path / "model.onnx")
+    backend = get_backend(toy_registered)
+    monkeypatch.setattr(type(backend), "available", lambda self: "the toy runtime is not installed")
+    ran = []
+    monkeypatch.setattr(type(backend), "_compile_impl", lambda *args: ran.append(args))
+    target = load_target(_target_file(tmp_path))
+    with pytest.raises(BackendUnavailable, match=r"^the toy runtime is not installed$"):
+        backend.compile(tmp_path / "model.onnx", target, tmp_path / "out")
+    assert ran == [] and not (tmp_path / "out").exists()
+    assert TensorRTBackend.compiles_without_runtime and not type(backend).compiles_without_runtime

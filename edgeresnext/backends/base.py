@@ -324,6 +324,9 @@ class Backend:
     # What the device step records in the manifest for an artifact built on the device (the artifact's ``engine``
     # section; the manifest's schema composes it in, readers get it typed): a Record type, or None.
     device_record: type[DeviceRecord] | None = None
+    # compile() refuses where available() says the runtime is missing, unless the backend writes what the device
+    # finishes then (TensorRT's kit)
+    compiles_without_runtime: bool = False
     # The float build of this runtime an INT8 artifact's speed-up is measured against (compiled from the FP32 ONNX
     # beside it); None: none of its own (the FP32 ONNX row in ONNX Runtime is the baseline).
     float_baseline: str | None = None
@@ -540,6 +543,9 @@ class Backend:
             raise ConfigError(
                 f"{target.source or target.name}: target backend is {target.backend!r}, not {self.name!r}"
             )
+        reason = None if self.compiles_without_runtime else self.available()
+        if reason is not None:
+            raise BackendUnavailable(reason)
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         return self._compile_impl(onnx_path, target, out_dir, calibration)

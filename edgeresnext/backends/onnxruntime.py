@@ -25,7 +25,7 @@ from edgeresnext.backends.base import (
     TritonEntry,
     copy_file_atomic,
 )
-from edgeresnext.errors import MAX_THREADS, BackendUnavailable, ConfigError
+from edgeresnext.errors import MAX_THREADS, ConfigError
 from edgeresnext.onnx_io import check_onnx_precision, onnx_input, ort_runtime_ops, ort_session
 from edgeresnext.registry import option
 
@@ -155,9 +155,6 @@ class ONNXRuntimeBackend(Backend):
     ) -> Artifact:
         from edgeresnext.quantize.qdq import fp16_qdq_from_onnx
 
-        reason = self.available()
-        if reason is not None:
-            raise BackendUnavailable(reason)
         _name, shape = onnx_input(onnx_path)
         dest = out_dir / "model.onnx"
         options = target.backend_options.onnxruntime

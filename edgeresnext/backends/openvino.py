@@ -28,7 +28,7 @@ from edgeresnext.backends.base import (
     RunOptions,
     TritonEntry,
 )
-from edgeresnext.errors import MAX_THREADS, BackendUnavailable, ConfigError
+from edgeresnext.errors import MAX_THREADS, ConfigError
 from edgeresnext.onnx_io import check_onnx_precision, onnx_input
 from edgeresnext.registry import option
 
@@ -331,9 +331,6 @@ class OpenVINOBackend(Backend):
     def _compile_impl(
         self, onnx_path: Path, target: Target, out_dir: Path, calibration: np.ndarray | None = None
     ) -> Artifact:
-        reason = self.available()
-        if reason is not None:
-            raise BackendUnavailable(reason)
         options = target.backend_options.openvino
         batch = (target.input.batch.min, target.input.batch.max)
         xml = out_dir / "model.xml"

@@ -105,6 +105,7 @@ class TensorRTBackend(Backend):
     default_device = "GPU"
     devices = ("GPU",)
     options_type = TensorRTOptions
+    compiles_without_runtime = True  # without TensorRT here, compile writes the kit the device builds the engine from
     device_record = EngineRecord  # the manifest's engine section of an engine built and checked on the device
     kit_file = KIT_FILE
     float_baseline = "fp16"  # a GPU's float deployment is its FP16 engine
