@@ -231,7 +231,10 @@ def _proxy() -> tuple[int, list[str], threading.Event]:
             with conn:
                 conn.settimeout(2)
                 try:
-                    seen.append(conn.recv(4096).decode("latin-1").split("\r\n", 1)[0])
+                    data = conn.recv(4096)
+                    if not data:  # a connection opened (a preconnect) and closed unused: no request was sent
+                        continue
+                    seen.append(data.decode("latin-1").split("\r\n", 1)[0])
                     conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
                 except OSError:
                     pass
