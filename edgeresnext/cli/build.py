@@ -21,18 +21,22 @@ from edgeresnext.cli.common import (
 from edgeresnext.errors import EXIT_GATE_FAILED, EXIT_UNPROVEN, MAX_IMAGES, MAX_THREADS, MAX_TOLERANCE, exit_code
 
 
+def _run_options(args: argparse.Namespace) -> dict:
+    """What `build` and `build-all` hand the pipeline from their shared flags."""
+    return {
+        "out_root": check_output(args.out, "--out"),
+        "progress": not args.quiet,
+        "say": print,
+        "install": True,
+        "sign_key": args.sign_key,
+    }
+
+
 def run_build(args: argparse.Namespace) -> int:
     from edgeresnext.pipeline import build
 
     target = target_from_args(args, BUILD_FLAGS)
-    summary = build(
-        target,
-        out_root=check_output(args.out, "--out"),
-        progress=not args.quiet,
-        say=print,
-        install=True,
-        sign_key=args.sign_key,
-    )
+    summary = build(target, **_run_options(args))
     print(summary.render())
     if summary.exit_code == EXIT_UNPROVEN:
         print(f"edgeresnext build: {UNPROVEN_LINE}", file=sys.stderr)
@@ -67,14 +71,7 @@ def run_build_all(args: argparse.Namespace) -> int:
 
     paths = sorted(p for p in Path(args.targets_dir).glob("*.yaml") if not p.name.startswith("_"))
     targets = [target_from_args(args, BUILD_FLAGS, path=p) for p in paths]
-    table, code = build_all(
-        targets,
-        out_root=check_output(args.out, "--out"),
-        progress=not args.quiet,
-        say=print,
-        install=True,
-        sign_key=args.sign_key,
-    )
+    table, code = build_all(targets, **_run_options(args))
     print(table)
     return code
 
