@@ -142,6 +142,54 @@ def load_onnx_safely(
     return model
 
 
+SHARED_MIN_BYTES = 1024  # smaller initializers (shapes, scales, zero points) stay inside each model
+_SHARED_ALIGN = 64
+
+
+def share_initializers(paths: list[Path], data_name: str) -> Path:
+    """Store the initializers of the ONNX files ``paths`` (one folder) once, in one external data file ``data_name``
+    beside them that each refers to by offset: a tensor of at least :data:`SHARED_MIN_BYTES` whose bytes another one
+    already put there is not written again. The Jetson kit's models (the Q/DQ ONNX, its FP16 variant, DeepStream's)
+    hold the same INT8 weights, so the bundle carries them once instead of three times. Each model is read back in
+    full first (its external data too), so the call can be repeated as models are added; the models are then files
+    ONNX Runtime, OpenVINO, onnx and TensorRT's parser (``parse_from_file``, trtexec ``--onnx``) read as before, with
+    the data file beside them. Returns the data file."""
+    import hashlib
+
+    from onnx import TensorProto
+
+    from edgeresnext.atomic import write_bytes_atomic
+
+    folder = Path(paths[0]).parent
+    if any(Path(path).parent != folder for path in paths):
+        raise ValueError(f"share_initializers: {paths} are not in one folder")
+    models = [load_onnx_safely(path) for path in paths]  # before the data file they may read is replaced
+    offsets: dict[bytes, int] = {}
+    chunks: list[bytes] = []
+    size = 0
+    for model in models:
+        for tensor in model.graph.initializer:
+            if not tensor.HasField("raw_data") or len(tensor.raw_data) < SHARED_MIN_BYTES:
+                continue
+            data = tensor.raw_data
+            digest = hashlib.sha256(data).digest()
+            if digest not in offsets:
+                padding = -size % _SHARED_ALIGN
+                chunks += [b"\0" * padding, data]
+                offsets[digest] = size + padding
+                size += padding + len(data)
+            tensor.ClearField("raw_data")
+            tensor.data_location = TensorProto.EXTERNAL
+            del tensor.external_data[:]
+            for key, value in (("location", data_name), ("offset", offsets[digest]), ("length", len(data))):
+                entry = tensor.external_data.add()
+                entry.key, entry.value = key, str(value)
+    data_file = write_bytes_atomic(folder / data_name, b"".join(chunks))
+    for path, model in zip(paths, models, strict=True):
+        write_bytes_atomic(path, model.SerializeToString())
+    return data_file
+
+
 def onnx_input(onnx_path: str | Path) -> tuple[str, list[int | str]]:
     """Name and shape of the model's single image input (a dynamic dimension is its symbol, e.g. 'batch')."""
     model = load_onnx_safely(onnx_path, load_external_data=False, error=ConfigError)
@@ -271,7 +319,9 @@ def ort_runtime_ops(
     with tempfile.TemporaryDirectory(prefix="edgeresnext-ort-") as scratch:
         optimized = Path(scratch) / "optimized.onnx"
         ort_session(model, threads, optimization, optimized, providers)
-        graph = load_onnx_safely(optimized, load_external_data=False).graph if optimized.is_file() else None
+        # Graph facts only, from the file ONNX Runtime just wrote: its tensors may still name a model's external data
+        # file by its name relative to the model (a kit's model.weights), which is not in this folder.
+        graph = _parsed_model(optimized).graph if optimized.is_file() else None
         ops = [node.op_type for node in graph.node] if graph is not None else []
     counts = Counter(ops)
     integer = {op: n for op, n in sorted(counts.items()) if op in INTEGER_COMPUTE_OPS}

@@ -77,6 +77,51 @@ def test_the_built_bundle_carries_the_kit_and_says_what_to_run(built, capsys):
     assert f"build the engine on the device first: `edgeresnext bundle build-engine {built}`" in str(refused.value)
 
 
+@pytest.mark.promise("docs/jetson.md", "the bundle carries the weights once")
+def test_the_kits_three_models_keep_their_weights_once_in_one_file(
+    built,
+):
+    """The Q/DQ ONNX, its FP16 variant and DeepStream's hold the same INT8 weights: they keep every tensor of 1 KB or
+    more in kit/model.weights, once, and each still runs from the kit exactly as it does with its tensors inside."""
+    from onnx import TensorProto
+
+    from edgeresnext.onnx_io import SHARED_MIN_BYTES, load_onnx_safely, ort_session
+
+    kit = built / "kit"
+    models = sorted(kit.glob("*.onnx"))
+    assert [p.name for p in models] == ["model.deepstream.onnx", "model.qdq-fp16.onnx", "model.qdq.onnx"]
+    weights = kit / "model.weights"
+    batch = np.random.default_rng(0).standard_normal((2, 1, 28, 28)).astype(np.float32)
+    inline_bytes, payloads = 0, set()
+    for path in models:
+        external = load_onnx_safely(path, load_external_data=False)
+        large = [t for t in external.graph.initializer if t.data_location == TensorProto.EXTERNAL]
+        assert large and {e.value for t in large for e in t.external_data if e.key == "location"} == {weights.name}
+        whole = load_onnx_safely(path)  # the tensors read back in
+        assert all(len(t.raw_data) < SHARED_MIN_BYTES for t in external.graph.initializer if t.HasField("raw_data"))
+        payloads |= {t.raw_data for t in whole.graph.initializer if len(t.raw_data) >= SHARED_MIN_BYTES}
+        inline = whole.SerializeToString()
+        inline_bytes += len(inline)
+        # The same graph and the same tensor bytes in one process: ONNX Runtime computes the same bits.
+        name = whole.graph.input[0].name
+        from_kit = ort_session(path, 1, "all").run(None, {name: batch})[0]
+        from_bytes = ort_session(inline, 1, "all").run(None, {name: batch})[0]
+        np.testing.assert_array_equal(from_kit, from_bytes)
+    # Each distinct tensor once (at most 63 bytes of alignment before each), so the three models with their weights
+    # weigh under half of what they did with their tensors inside (a third, plus the small tensors each keeps).
+    distinct = sum(len(data) for data in payloads)
+    assert distinct <= weights.stat().st_size < distinct + 64 * len(payloads)
+    kit_bytes = sum(p.stat().st_size for p in models) + weights.stat().st_size
+    assert kit_bytes < 0.5 * inline_bytes, (kit_bytes, inline_bytes)
+    manifest = verify_bundle(built)
+    assert "kit/model.weights" in {f.path for f in manifest.files}
+    # The validation's precision report read ONNX Runtime's optimised graph of the stand-in, whose tensors name the
+    # weights file relative to the kit (it once failed there, and the row said nothing of what runs in INT8).
+    report = json.loads((kit / "check" / "host_report.json").read_text(encoding="utf-8"))
+    row = next(a for a in report["artifacts"] if a["name"] == "qdq-int8-fp16 (onnxruntime)")
+    assert row["info"]["runtime"]["convs"] > 0
+
+
 def test_seal_py_is_the_package_module_and_needs_only_the_standard_library(built):
     from edgeresnext.backends.tensorrt import seal
 
@@ -109,7 +154,7 @@ def test_device_command_without_edgeresnext_seals_the_engine(bundle, bin_dir, ca
         f"engine: {bundle.resolve()}/kit/model.engine  (strongly typed, TensorRT 10.3.0, Orin SM 8.7, built with "
         "trtexec)",
         f"from: kit/model.qdq-fp16.onnx  (sha256 {_sha(bundle, 'kit/model.qdq-fp16.onnx')[:16]}...)",
-        f"OK {bundle.resolve()}: sealed, 30 files, sha256 verified; the engine is the primary artifact, the kit stays "
+        f"OK {bundle.resolve()}: sealed, 31 files, sha256 verified; the engine is the primary artifact, the kit stays "
         "listed for rebuilding on another device",
     ]
     typed = verify_bundle(bundle)
@@ -137,14 +182,14 @@ def test_device_command_without_edgeresnext_seals_the_engine(bundle, bin_dir, ca
     assert all(listed[name] == _sha(bundle, name) for name in ENGINE_FILES)
     assert main(["bundle", "verify", str(bundle)]) == 0
     out = capsys.readouterr().out
-    assert "for tensorrt 10.3.0 (jetson-orin), 30 files, sha256 verified" in out
+    assert "for tensorrt 10.3.0 (jetson-orin), 31 files, sha256 verified" in out
     assert "engine: kit/model.engine built with TensorRT 10.3.0 on Orin (SM 8.7, strongly typed) from kit/" in out
 
 
 def test_edgeresnext_build_engine_is_the_same_step(bundle, bin_dir, sealed_once, capsys):
     assert main(["bundle", "build-engine", str(bundle), "--trtexec", str(bin_dir / "trtexec")]) == 0
     out = capsys.readouterr().out
-    assert out.strip().splitlines()[-1].startswith(f"OK {bundle.resolve()}: sealed, 30 files")
+    assert out.strip().splitlines()[-1].startswith(f"OK {bundle.resolve()}: sealed, 31 files")
     mine, theirs = read_manifest(bundle).to_json(), read_manifest(sealed_once).to_json()
     assert mine["artifacts"][0]["engine"]["sealed_by"].startswith("edgeresnext ")
     for manifest in (mine, theirs):  # what differs: the time, who sealed it, and so the build record's bytes

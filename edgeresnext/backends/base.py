@@ -616,17 +616,27 @@ def copy_artifact_folder(artifact: Artifact, scratch: Path) -> tuple[Path, list[
     without touching the compile stage's: the folder there and its files."""
     import shutil
 
+    from edgeresnext.onnx_io import check_external_data
+
     source = Path(artifact.path)
     if scratch.exists():
         shutil.rmtree(scratch)
     folder = scratch / source.name
+    # onnx refuses to read external data from a file with several hard links (it cannot tell a link to a file
+    # elsewhere from the model's own), so an ONNX model's external data file (a kit's model.weights) is copied.
+    models = [Path(p) for p in artifact.files if Path(p).suffix == ".onnx" and Path(p).is_file()]
+    external = {data for model in models for data in check_external_data(model)}
     files = []
     for path in artifact.files:
         path = Path(path)
         if path == source:
             continue
         copy = folder / path.relative_to(source)
-        _link_or_copy(path, copy)
+        if path.resolve() in external:
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, copy)
+        else:
+            _link_or_copy(path, copy)
         files.append(copy)
     return folder, files
 

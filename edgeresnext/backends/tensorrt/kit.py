@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 from edgeresnext.backends.base import Artifact, ArtifactInfo, copy_file_atomic
 from edgeresnext.backends.tensorrt.device_check import CHECK_DIR, STATS_FILE
 from edgeresnext.backends.tensorrt.engine import engine_from_onnx
-from edgeresnext.backends.tensorrt.plan import FP16_QDQ_FILE, QDQ_FILE, BuildPlan
+from edgeresnext.backends.tensorrt.plan import FP16_QDQ_FILE, QDQ_FILE, WEIGHTS_FILE, BuildPlan
 from edgeresnext.backends.tensorrt.seal import DEVICE_CHECK_SCRIPT, KIT_FILE, KIT_SCRIPT, MANIFEST, SEAL_SCRIPT
 from edgeresnext.errors import ConfigError
+from edgeresnext.onnx_io import share_initializers
 
 if TYPE_CHECKING:
     from edgeresnext.config import Target
@@ -202,6 +203,8 @@ def kit_from_onnx(onnx_path: str | Path, target: Target, out_dir: str | Path, re
         extra["fp16"] = fp16_qdq_from_onnx(onnx_path, out_dir / FP16_QDQ_FILE)
         check_fp16_scales(out_dir / FP16_QDQ_FILE)
         files.append(out_dir / FP16_QDQ_FILE)
+    weights = share_initializers([path for path in files if path.suffix == ".onnx"], WEIGHTS_FILE)
+    files.append(weights)
     script = write_text_atomic(out_dir / KIT_SCRIPT, build_script(plan))
     script.chmod(0o755)
     files.append(script)
@@ -218,7 +221,7 @@ def kit_from_onnx(onnx_path: str | Path, target: Target, out_dir: str | Path, re
         "plan": plan.to_dict(),
         "reason": reason,
         "target_config": target_config,
-        "sha256": {path.name: sha256_file(path) for path in files if path.suffix == ".onnx"},
+        "sha256": {path.name: sha256_file(path) for path in files if path.suffix == ".onnx" or path == weights},
         # Run in the kit folder on the device: the kit travels (bundle/kit/), the build host's paths do not.
         "build_python": "edgeresnext compile --on-device .",
         "build_trtexec": f"./{KIT_SCRIPT}",
@@ -387,7 +390,16 @@ def kit_with_variant(kit: Path, name: str, make: Callable[[Path, Path], Path]) -
     data = json.loads((kit / KIT_FILE).read_text(encoding="utf-8"))
     variant = make(kit / data["plan"]["onnx"], kit / name)
     data["plan"]["variants"] = [name]
-    data.setdefault("sha256", {})[name] = sha256_file(variant)
+    # The variant refers to the kit's weights file too (a tensor of its own is added). The kit's models come first, in
+    # the order kit_from_onnx shared them, so their files and the weights they already use stay byte for byte.
+    sha256 = data.setdefault("sha256", {})
+    models = [kit / file for file in (QDQ_FILE, FP16_QDQ_FILE) if file in sha256 and (kit / file).is_file()]
+    models.append(variant)
+    if (kit / WEIGHTS_FILE).is_file():
+        share_initializers(models, WEIGHTS_FILE)
+    for path in [*models, kit / WEIGHTS_FILE]:
+        if path.is_file():
+            sha256[path.name] = sha256_file(path)
     write_json_atomic(kit / KIT_FILE, data)
     script = write_text_atomic(kit / KIT_SCRIPT, build_script(BuildPlan.from_dict(data["plan"])))
     script.chmod(0o755)

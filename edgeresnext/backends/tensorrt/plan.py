@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 ENGINE_FILE = "model.engine"
 QDQ_FILE = "model.qdq.onnx"
 FP16_QDQ_FILE = "model.qdq-fp16.onnx"
+# The kit's ONNX files keep their large tensors here, once (onnx_io.share_initializers): ONNX external data.
+WEIGHTS_FILE = "model.weights"
 TIMING_CACHE_FILE = "timing.cache"
 BUILD_MODES = ("strongly_typed", "weakly_typed")
 
