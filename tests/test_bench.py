@@ -1,4 +1,5 @@
-"""bench/run.py's interleaved timing: the rows take turns every round (shuffled), and each row's figure is its own."""
+"""bench/run.py's interleaved timing: the rows take turns every round (shuffled), and each row's figure is its own;
+bench/build_time.py reads a build's stage and row times from what the build prints."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import time
 
 import numpy as np
 
+from bench.build_time import timings
 from bench.run import interleaved_p50
 
 
@@ -40,3 +42,25 @@ def test_interleaved_timing_takes_turns_and_keeps_each_row_apart():
     assert 1.0 <= result["fast"]["p50_ms"] <= result["fast"]["p90_ms"] < 20.0 <= result["slow"]["p50_ms"]
     assert result["slow"]["ratio_to_anchor"] == 1.0
     assert 0.04 < result["fast"]["ratio_to_anchor"] < 0.5
+
+
+def test_build_time_reads_each_stage_and_row_from_a_real_builds_output(capsys):
+    """The lines the build prints (the pipeline's progress lines and the validation's progress bars, the same
+    formats a terminal shows), from a run of the toy pipeline's own printing code paths."""
+    from edgeresnext.progress import progress_bar
+
+    for _ in progress_bar(range(3), desc="qdq-int8-fp16 (onnxruntime)", unit="batch", leave=False):
+        pass
+    printed = capsys.readouterr()
+    output = "\n".join(
+        [
+            "[1/7] model: done in 0.0 s",
+            "[3/7] quantize: done in 10.6 s",
+            "[5/7] compile: unchanged, skipped",
+            "[6/7] validate: rerunning: compile/kit.json changed; done in 66.3 s",
+            printed.out + printed.err,
+        ]
+    )
+    stages, rows = timings(output)
+    assert stages == {"model": 0.0, "quantize": 10.6, "compile": 0.0, "validate": 66.3}
+    assert list(rows) == ["qdq-int8-fp16 (onnxruntime)"] and rows["qdq-int8-fp16 (onnxruntime)"] >= 0

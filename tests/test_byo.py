@@ -256,3 +256,39 @@ def test_the_jetson_check_set_of_a_class_sorted_folder_draws_every_class(user_fi
     # of 121 disagrees.
     default = _target("jetson", checkpoint, class_sorted_photos)
     assert check_set_size(default, (3, 224, 224), 5, 121).images == 121
+
+
+@pytest.mark.slow
+@pytest.mark.promise("docs/byo.md", "stays under 64 MB")
+def test_a_resnext50_jetson_bundle_of_incompressible_photos_stays_under_64_mb(tmp_path):
+    """The worst case of the bundle's size: a real ``resnext50_32x4d`` (no all-zero tensor, so nothing is shared by
+    chance) and 130 noise photos, which no compression shrinks, so the default 124-image check set is as large as it
+    gets. ResNeXt-50's INT8 weights are in the kit once (kit/model.weights) and the check set is raw uint8 at most:
+    the whole bundle, kit included, stays under 64 MB. About 5 minutes on 2 cores (``make test-slow``)."""
+    from edgeresnext.models import create
+
+    torch.manual_seed(0)
+    model = create("resnext50_32x4d", num_classes=5)
+    state = model.state_dict()
+    generator = torch.Generator().manual_seed(1)
+    for key, value in state.items():  # BN weights away from torchvision's zero init: no two weights alike
+        if key.endswith(".weight") and value.ndim == 1:
+            state[key] = 1 + 0.2 * torch.randn(value.shape, generator=generator)
+    checkpoint = tmp_path / "r50_5cls.pth"
+    torch.save(state, checkpoint)
+    rng = np.random.default_rng(0)
+    photos = tmp_path / "photos"
+    for name in CLASSES:
+        (photos / name).mkdir(parents=True)
+        for k in range(26):
+            pixels = rng.integers(0, 256, (int(rng.integers(256, 400)), int(rng.integers(256, 400)), 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(photos / name / f"{k:03d}.png")
+    target = _target("jetson", checkpoint, photos, **{"model.arch": "resnext50_32x4d", "quant.subset_size": 20})
+    summary = build(target, out_root=tmp_path / "build", progress=False)
+    bundle = summary.root / "bundle"
+    check = json.loads((bundle / "kit" / "check" / "check.json").read_text())
+    assert len(check["ids"]) == 124 and check["sample"]["size_reason"].startswith("derived from the gate")
+    size = sum(path.stat().st_size for path in bundle.rglob("*") if path.is_file())
+    weights = (bundle / "kit" / "model.weights").stat().st_size
+    assert 22e6 < weights < 24e6, weights  # ResNeXt-50's ~23 M weights as INT8, once
+    assert size < 64e6, size
