@@ -79,6 +79,7 @@ bench: dataset
 	$(PY) -m bench.run --out bench/results.json
 	$(PY) -m bench.onnxruntime_int8 --out bench/onnxruntime_int8.json
 	$(PY) -m bench.near_copies --out bench/near_copies.json
+	$(PY) -m bench.near_copies_photos --out bench/near_copies_photos.json
 	$(PY) -m bench.build_time --target jetson --out bench/build_time.json
 
 # The manual into site/, warnings as errors (tests/test_docs.py builds it the same way in `make test`).

@@ -306,7 +306,8 @@ A kit on its own (outside a bundle) builds in place, as before:
     edgeresnext compile --on-device {out_dir.name}      # same settings through TensorRT's Python API
 
 Either writes `{plan.engine}` and `{plan.engine}.json` (TensorRT version, build mode, GPU name, SM).
-Model: `{plan.onnx}` ({plan.build_mode.replace("_", " ")}), input `{plan.input_name}`
+Model: `{plan.onnx}` ({plan.build_mode.replace("_", " ")}; its large tensors, shared with the kit's other ONNX files,
+are in `{WEIGHTS_FILE}` beside it: keep the two together), input `{plan.input_name}`
 {plan.batch.min}..{plan.batch.max} x {"x".join(map(str, plan.input_chw))}, workspace \
 {plan.workspace_mb} MiB, DLA core: {plan.dla_core if plan.dla_core is not None else "off"}.
 Validate a DLA engine on its own: DLA INT8 accuracy can differ from the GPU's.
