@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -28,20 +27,10 @@ ROW = re.compile(r"^(.+?): \d+/\d+ batch in ([\d.]+) s")
 
 
 def cpu() -> dict[str, object]:
-    """The CPU as ``lscpu`` names it, and the instruction sets float and INT8 kernels choose between."""
-    info = Path("/proc/cpuinfo").read_text(encoding="utf-8") if Path("/proc/cpuinfo").is_file() else ""
-    field = {}
-    for line in info.splitlines():
-        key, _, value = line.partition(":")
-        field.setdefault(key.strip(), value.strip())
-    flags = set(field.get("flags", "").split())
-    return {
-        "model_name": field.get("model name", platform.processor()),
-        "family": field.get("cpu family"),
-        "model": field.get("model"),
-        "cores": os.cpu_count(),
-        "isa": sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "avx_vnni"}),
-    }
+    """The CPU as ``lscpu`` names it, its family/model, the usable cores and the instruction sets kernels choose by."""
+    from edgeresnext.environment import cpu_family_model, cpu_flags, cpu_model, usable_cores
+
+    return {"model_name": cpu_model(), "family_model": cpu_family_model(), "cores": usable_cores(), "isa": cpu_flags()}
 
 
 def timings(output: str) -> tuple[dict[str, float], dict[str, float]]:

@@ -29,31 +29,33 @@ import numpy as np
 FOLDER_PREPROCESS = {"channels": "L", "resize": 28, "crop": 28, "mean": [0.286], "std": [0.353]}
 
 
+def copy_of(image, kind: str):
+    """``image`` (PIL) copied as a file would be: ``jpeg95``, ``resize2x`` (bilinear, saved as PNG),
+    ``resize2x+jpeg95``, or ``alpha`` (RGBA with an opaque alpha channel, PNG), then decoded again."""
+    from PIL import Image
+
+    def reopened(picture, fmt: str, **options):
+        buffer = io.BytesIO()
+        picture.save(buffer, fmt, **options)
+        buffer.seek(0)
+        return Image.open(buffer)
+
+    if kind.startswith("resize2x"):
+        image = image.resize((image.width * 2, image.height * 2), Image.BILINEAR)
+    if kind.endswith("jpeg95"):
+        return reopened(image, "JPEG", quality=95)
+    if kind == "alpha":
+        rgba = image.convert("RGBA")
+        rgba.putalpha(255)
+        return reopened(rgba, "PNG")
+    return reopened(image, "PNG")
+
+
 def _copies(images: np.ndarray, kind: str, preprocess) -> np.ndarray:
     """Model inputs of a copy of each image, encoded and decoded as a file would be."""
     from PIL import Image
 
-    def encoded(image, fmt: str, **options):
-        buffer = io.BytesIO()
-        image.save(buffer, fmt, **options)
-        buffer.seek(0)
-        return Image.open(buffer)
-
-    out = []
-    for pixels in images:
-        image = Image.fromarray(pixels)
-        if kind in ("resize2x", "resize2x+jpeg95"):
-            image = image.resize((image.width * 2, image.height * 2), Image.BILINEAR)
-        if kind.endswith("jpeg95"):
-            image = encoded(image, "JPEG", quality=95)
-        elif kind == "alpha":
-            rgba = image.convert("RGBA")
-            rgba.putalpha(255)
-            image = encoded(rgba, "PNG")
-        else:
-            image = encoded(image, "PNG")
-        out.append(preprocess.image_to_array(image))
-    return np.stack(out)
+    return np.stack([preprocess.image_to_array(copy_of(Image.fromarray(pixels), kind)) for pixels in images])
 
 
 def _distances(candidates, reference) -> tuple[np.ndarray, np.ndarray]:

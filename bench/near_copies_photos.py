@@ -17,7 +17,6 @@ photo's shorter side, anywhere in it) make the "validation photos". Then:
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import platform
 import sys
@@ -72,26 +71,6 @@ def iou(a: tuple[int, ...], b: tuple[int, ...]) -> float:
     return inter / area
 
 
-def copy_of(image, kind: str):
-    from PIL import Image
-
-    def reopened(picture, fmt: str, **options):
-        buffer = io.BytesIO()
-        picture.save(buffer, fmt, **options)
-        buffer.seek(0)
-        return Image.open(buffer)
-
-    if kind.startswith("resize2x"):
-        image = image.resize((image.width * 2, image.height * 2), Image.BILINEAR)
-    if kind.endswith("jpeg95"):
-        return reopened(image, "JPEG", quality=95)
-    if kind == "alpha":
-        rgba = image.convert("RGBA")
-        rgba.putalpha(255)
-        return reopened(rgba, "PNG")
-    return reopened(image, "PNG")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path)
@@ -101,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from PIL import Image
 
+    from bench.near_copies import copy_of
     from edgeresnext.data import content
     from edgeresnext.data.preprocess import Preprocess
     from edgeresnext.environment import cpu_model

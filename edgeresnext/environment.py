@@ -64,6 +64,13 @@ def cpu_model() -> str:
     return _cpuinfo_field("model name") or platform.processor() or platform.machine()
 
 
+def cpu_family_model() -> str | None:
+    """x86 ``cpu family``/``model`` (``25/17`` is AMD Zen 4): tells CPU generations apart where the model name is
+    only ``AMD EPYC``; None where /proc/cpuinfo has no such fields (ARM)."""
+    family, model = _cpuinfo_field("cpu family"), _cpuinfo_field("model")
+    return f"{family}/{model}" if family and model else None
+
+
 def cpu_flags() -> list[str]:
     """The :data:`KERNEL_FLAGS` this CPU has (x86 ``flags``, ARM ``Features``)."""
     present = set((_cpuinfo_field("flags", "Features") or "").split())
