@@ -23,10 +23,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from ort_runner import OrtRunner
 
 from edgeresnext.backends import Artifact, ArtifactInfo, Backend, Runner, RunOptions, copy_artifact_folder, option
 from edgeresnext.backends.base import DeviceStepOutcome, HostOutputs
 from edgeresnext.errors import EXIT_GATE_FAILED, EXIT_OK, EXIT_UNPROVEN, ConfigError
+from edgeresnext.onnx_io import ort_session
 
 if TYPE_CHECKING:
     from edgeresnext.config import Target
@@ -50,30 +52,11 @@ print("built", plan["output"])
 class DeviceOptions(RunOptions):
     threads: int | None = option(None, ge=1, recorded=True)
     check_images: int = option(16, ge=0, le=1000, description="images the kit carries for the device check")
-    max_disagreement: float = option(0.0, ge=0, le=1, description="device top-1 disagreement with the host's FP32")
 
 
-class DeviceRunner(Runner):
+class DeviceRunner(OrtRunner):
     def __init__(self, artifact: Artifact, options: DeviceOptions) -> None:
-        super().__init__(artifact, options)
-        self.session = _session(Path(artifact.path), options.threads)
-        self.input_name = self.session.get_inputs()[0].name
-        self.input_shape = tuple(self.session.get_inputs()[0].shape[1:])
-
-    def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
-        (logits,) = self.session.run(None, {self.input_name: batch})
-        return logits
-
-    def close(self) -> None:
-        self.session = None
-
-
-def _session(path: Path, threads: int | None = 1):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        super().__init__(artifact, options, Path(artifact.path), options.threads or 1)
 
 
 class DeviceBackend(Backend):
@@ -250,7 +233,7 @@ def _device_check(model: Path) -> dict[str, Any]:
     check_dir = model.parent / CHECK
     host = json.loads((check_dir / "host.json").read_text())
     inputs = np.load(check_dir / "inputs.npy", allow_pickle=False)
-    session = _session(model)
+    session = ort_session(model, 1)
     name = session.get_inputs()[0].name
     start = time.perf_counter()
     logits = np.concatenate([session.run(None, {name: inputs[i : i + 1]})[0] for i in range(len(inputs))])

@@ -117,7 +117,14 @@ def test_a_backend_built_on_the_device_goes_from_build_to_a_sealed_bundle_and_it
         assert classifier.device_check == "checked" and classifier.backend == "ortdevice"
         inputs = np.load(device / "devkit" / "check" / "inputs.npy")
         host = json.loads((device / "devkit" / "check" / "host.json").read_text())
-        assert [int(i) for i in classifier.runner(inputs).argmax(1)] == host["fp32_top1"]
+        logits = classifier.runner(inputs)
+        assert [int(i) for i in logits.argmax(1)] == host["fp32_top1"]
+        # Why the device check may ask for exact agreement with the host's PyTorch FP32 on every CPU kind: this
+        # model's ONNX Runtime and PyTorch FP32 logits differ by about 2e-5 at most (the validation's max_abs_error
+        # over the 10,000 test images), so a top-1 can differ only where the two largest logits lie closer than
+        # that; on these 16 images every gap is above 1e-3.
+        top2 = np.sort(logits, axis=1)[:, -2:]
+        assert (top2[:, 1] - top2[:, 0]).min() > 1e-3
 
     # The report of the bundle back from the device: the host's rows and the device's own row.
     out = tmp_path / "device-report"

@@ -78,9 +78,7 @@ def test_the_built_bundle_carries_the_kit_and_says_what_to_run(built, capsys):
 
 
 @pytest.mark.promise("docs/jetson.md", "the bundle carries the weights once")
-def test_the_kits_three_models_keep_their_weights_once_in_one_file(
-    built,
-):
+def test_the_kits_three_models_keep_their_weights_once_in_one_file(built, fmnist_batch):
     """The Q/DQ ONNX, its FP16 variant and DeepStream's hold the same INT8 weights: they keep every tensor of 1 KB or
     more in kit/model.weights, once, and each still runs from the kit exactly as it does with its tensors inside."""
     from onnx import TensorProto
@@ -91,7 +89,7 @@ def test_the_kits_three_models_keep_their_weights_once_in_one_file(
     models = sorted(kit.glob("*.onnx"))
     assert [p.name for p in models] == ["model.deepstream.onnx", "model.qdq-fp16.onnx", "model.qdq.onnx"]
     weights = kit / "model.weights"
-    batch = np.random.default_rng(0).standard_normal((2, 1, 28, 28)).astype(np.float32)
+    batch = np.ascontiguousarray(fmnist_batch[:8], dtype=np.float32)
     inline_bytes, payloads = 0, set()
     for path in models:
         external = load_onnx_safely(path, load_external_data=False)
@@ -332,6 +330,7 @@ def test_the_host_stand_in_runs_for_the_kit_and_for_the_sealed_engine(built, sea
     for bundle in (built, sealed):
         with load_bundle(bundle, stand_in=True) as clf:
             assert clf.stand_in == "qdq-int8-fp16 (onnxruntime)" and clf.backend == "tensorrt"
+            assert Path(clf.runner.artifact.path).resolve() == (bundle / "kit" / "model.qdq-fp16.onnx").resolve()
             assert clf.predict(np.zeros((1, 28, 28), np.float32)).label in clf.labels
     assert "kit/model.qdq-fp16.onnx" not in read_manifest(sealed).artifacts[0].files
 

@@ -355,4 +355,8 @@ def test_a_gate_recorded_before_measured_existed_shows_its_value_as_measured(rep
         del gate["measured"]
     gates = ValidationReport.from_dict(older).gates
     assert [g.measured for g in gates] == [g["value"] for g in report["gates"]]
-    assert gate_rows(ValidationReport.from_dict(older))[1][3] == "+5.45 pt"  # the bound, where the drop was +0.00
+    # The cell shows the bound the gate was decided on (its value), not the measured drop; the bound depends on how
+    # many of the 64 images PyTorch and ONNX Runtime disagree on, which can differ between CPU kinds.
+    bound = report["gates"][0]["value"]
+    assert report["gates"][0]["basis"] == "bound" and bound > report["gates"][0]["measured"]
+    assert gate_rows(ValidationReport.from_dict(older))[1][3] == f"{bound * 100:+.2f} pt"

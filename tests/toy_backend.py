@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+from ort_runner import OrtRunner
 
 from edgeresnext.backends import Artifact, ArtifactInfo, Backend, PrecisionReport, Runner, RunOptions, option
 
@@ -30,31 +31,14 @@ class ToyOptions(RunOptions):
     flavour: Literal["plain", "fancy"] = option("plain", description="a key only the toy has", recorded=True)
 
 
-class ToyRunner(Runner):
+class ToyRunner(OrtRunner):
     def __init__(self, artifact: Artifact, options: ToyOptions) -> None:
-        import onnxruntime as ort
-
-        super().__init__(artifact, options)
-        self.options: ToyOptions = options
-        session_options = ort.SessionOptions()
-        if options.threads:
-            session_options.intra_op_num_threads = options.threads
         # ONNX Runtime reads the model from bytes: the .toy suffix means nothing to it.
-        self.session = ort.InferenceSession(
-            Path(artifact.path).read_bytes(), session_options, providers=["CPUExecutionProvider"]
-        )
-        self.input_name = self.session.get_inputs()[0].name
-        self.input_shape = tuple(self.session.get_inputs()[0].shape[1:])
-
-    def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
-        (logits,) = self.session.run(None, {self.input_name: batch})
-        return logits
+        super().__init__(artifact, options, Path(artifact.path).read_bytes(), options.threads)
+        self.options: ToyOptions = options
 
     def precision_report(self) -> PrecisionReport:
         return PrecisionReport(self.artifact.precision, self.artifact.backend, extra={"flavour": self.options.flavour})
-
-    def close(self) -> None:
-        self.session = None
 
 
 class ToyBackend(Backend):
