@@ -19,6 +19,8 @@ from edgeresnext.backends.base import (
     copy_artifact_folder,
     display_name,
     get_backend,
+    kit_backends,
+    kit_owner,
     list_backends,
     run_in_chunks,
 )
@@ -40,6 +42,8 @@ __all__ = [
     "copy_artifact_folder",
     "display_name",
     "get_backend",
+    "kit_backends",
+    "kit_owner",
     "list_backends",
     "option",
     "register_backend",

@@ -654,6 +654,16 @@ def list_backends() -> list[str]:
     return backend_names()
 
 
+def kit_backends() -> list[Backend]:
+    """The backends whose builds finish on the device (they write a build kit: :attr:`Backend.kit_file`)."""
+    return [get_backend(name) for name in list_backends() if get_backend(name).kit_file]
+
+
+def kit_owner(folder: str | Path) -> Backend | None:
+    """The backend whose build kit ``folder`` is (its :attr:`Backend.kit_file` is there), or None."""
+    return next((backend for backend in kit_backends() if (Path(folder) / str(backend.kit_file)).is_file()), None)
+
+
 def get_backend(name: str) -> Backend:
     """The backend registered as ``name``, imported on first use."""
     cls = backend_class(name)

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edgeresnext.backends import DeviceStepOutcome, get_backend
-from edgeresnext.bundle.manifest import BundleError, read_manifest, verify_bundle
+from edgeresnext.backends import DeviceStepOutcome, get_backend, kit_owner
+from edgeresnext.bundle.manifest import MANIFEST, BundleError, read_manifest, verify_bundle
 
 
 def _staged_check(sign_key: Path | None, password: bytes | None) -> Callable[[Path], None]:
@@ -61,19 +61,15 @@ def device_step_outcome(bundle_dir: str | os.PathLike[str], manifest: dict[str, 
 
 
 def _device_backend(bundle_dir: str | os.PathLike[str]):
-    """The backend of the bundle's primary artifact (the kit); a bundle that is not one is refused by its backend."""
-    try:
-        return get_backend(read_manifest(bundle_dir).primary.backend)
-    except (BundleError, LookupError, TypeError):
-        # Not a bundle, a kit inside one, a manifest that names no artifact: the backend whose kit it is says what.
-        return get_backend(_kit_backend(Path(bundle_dir)))
-
-
-def _kit_backend(folder: Path) -> str:
-    from edgeresnext.backends import list_backends
-
-    named = [name for name in list_backends() if get_backend(name).kit_file]
-    owner = next((name for name in named if (folder / str(get_backend(name).kit_file)).is_file()), None)
-    if owner is None and len(named) != 1:
+    """The backend of the bundle's primary artifact; a damaged manifest is refused here, naming its key (before any
+    build runs). A folder without a manifest: the backend whose build kit it is says what to pass instead."""
+    folder = Path(bundle_dir)
+    if (folder / MANIFEST).is_file():
+        try:
+            return get_backend(read_manifest(folder).primary.backend)
+        except BundleError as err:  # as seal.py words it: nothing was built or written
+            raise BundleError(f"{err}; the bundle is unchanged") from err
+    owner = kit_owner(folder)
+    if owner is None:
         raise BundleError(f"{folder}: not a bundle (no manifest.json)")
-    return owner or named[0]
+    return owner

@@ -332,7 +332,7 @@ def run_compile(args: argparse.Namespace) -> int:
 def _compile_on_device(on_device: Path) -> int:
     """``compile --on-device``: build an on-device kit here with the package's own build (TensorRT: its Python API).
     A bundle, or the kit inside one, gets what was built recorded in its manifest, as ``bundle build-engine`` does."""
-    from edgeresnext.backends import get_backend, list_backends
+    from edgeresnext.backends import kit_backends, kit_owner
     from edgeresnext.errors import ConfigError
 
     bundle = next((p for p in (on_device, on_device.parent) if (p / "manifest.json").is_file()), None)
@@ -341,8 +341,7 @@ def _compile_on_device(on_device: Path) -> int:
         from edgeresnext.cli.bundle import sealed_exit_code
 
         return sealed_exit_code(bundle, finish_on_device(bundle, python_api=True))
-    kits = [get_backend(name) for name in list_backends() if get_backend(name).kit_file]
-    owner = next((b for b in kits if (on_device / str(b.kit_file)).is_file()), None)
+    kits, owner = kit_backends(), kit_owner(on_device)
     if owner is None:
         kinds = " or ".join(f"{b.display_name or b.name} build kit (no {b.kit_file})" for b in kits)
         raise ConfigError(
