@@ -337,3 +337,17 @@ def test_each_backends_device_record_is_composed_into_the_schema_and_read_back_t
     artifact = ArtifactEntry.from_json({**entry, "engine": section})
     assert isinstance(artifact.engine, BoardRecord) and artifact.engine.sources()[0][1] == "model.onnx"
     assert artifact.to_json() == {**entry, "engine": section}
+
+
+def test_the_device_step_names_what_is_wrong_with_a_damaged_manifest(bundle_copy, capsys):
+    """Before the device step picks a backend, the manifest is read as `bundle verify` reads it: a damaged one is
+    refused naming its key, whatever its backend (it once fell back to TensorRT: "no TensorRT build kit in this bundle
+    (it has: openvino ir)"), and nothing is touched."""
+    manifest = json.loads((bundle_copy / MANIFEST).read_text())
+    manifest["input"]["shape"] = "x"
+    (bundle_copy / MANIFEST).write_text(json.dumps(manifest))
+    before = {p.name: p.read_bytes() for p in bundle_copy.rglob("*") if p.is_file()}
+    assert main(["bundle", "build-engine", str(bundle_copy)]) == 2
+    said = capsys.readouterr().err
+    assert "manifest.json.input.shape: expected array" in said and "; the bundle is unchanged" in said, said
+    assert {p.name: p.read_bytes() for p in bundle_copy.rglob("*") if p.is_file()} == before
