@@ -197,7 +197,10 @@ def _open_image(image: Any) -> Any:
 
 def device_check_status(artifact: ArtifactEntry) -> str | None:
     """What the device check recorded for an artifact built on the device (None: not such an artifact)."""
-    record = _device_check(artifact)
+    return _status(_device_check(artifact))
+
+
+def _status(record: dict[str, Any] | None) -> str | None:
     return None if record is None else str(record.get("status") or "unchecked")
 
 
@@ -228,8 +231,8 @@ def _check_loadable(bundle_dir: Path, artifact: ArtifactEntry, allow_failed_chec
     not_yet = get_backend(artifact.backend).not_loadable_yet(bundle_dir, artifact.to_json())
     if not_yet is not None:
         raise BackendUnavailable(not_yet)
-    check = _device_check(artifact) or {}
-    status = device_check_status(artifact)
+    found = _device_check(artifact)
+    check, status = found or {}, _status(found)
     if status == "failed" and not allow_failed_check:
         said = ((check.get("gate") or {}).get("message")) or "see the manifest"
         raise BundleError(

@@ -351,3 +351,12 @@ def test_the_device_step_names_what_is_wrong_with_a_damaged_manifest(bundle_copy
     said = capsys.readouterr().err
     assert "manifest.json.input.shape: expected array" in said and "; the bundle is unchanged" in said, said
     assert {p.name: p.read_bytes() for p in bundle_copy.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize("export", ["bar", {}, {"files": [1]}, {"files": "labels.txt"}])
+def test_an_export_that_is_not_a_file_list_is_refused_naming_its_key(bundle_copy, export):
+    manifest = json.loads((bundle_copy / MANIFEST).read_text())
+    manifest["exports"] = {"foo": export}
+    (bundle_copy / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=r"manifest\.json\.exports\.foo: expected an object with files: \[path"):
+        verify_bundle(bundle_copy)

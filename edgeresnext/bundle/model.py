@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from edgeresnext.errors import ConfigError
+from edgeresnext.errors import BundleError, ConfigError
 from edgeresnext.records import DeviceRecord, Record, json_schema, key
 from edgeresnext.registry import backend_class, backend_names
 
@@ -161,7 +161,14 @@ class Exports(Record):
     def files(self) -> dict[str, list[str]]:
         """Each export's files by export name (an export this version does not know: as its record lists them)."""
         known = {"deepstream": self.deepstream.files} if self.deepstream is not None else {}
-        return {**known, **{name: list(value.get("files", [])) for name, value in self.extra.items()}}
+        for name, value in self.extra.items():
+            listed = value.get("files") if isinstance(value, dict) else None
+            if not isinstance(listed, list) or not all(isinstance(path, str) for path in listed):
+                raise BundleError(
+                    f"manifest.json.exports.{name}: expected an object with files: [path, ...] (paths inside the "
+                    f"bundle), got {json.dumps(value)[:80]}"
+                )
+        return {**known, **{name: list(value["files"]) for name, value in self.extra.items()}}
 
 
 @dataclass(kw_only=True)
@@ -257,5 +264,7 @@ def write_schema_file() -> str:
     text = shipped_schema_text()
     if SCHEMA_PATH.read_text(encoding="utf-8") == text:
         return f"{SCHEMA_PATH}: up to date"
-    SCHEMA_PATH.write_text(text, encoding="utf-8")
+    from edgeresnext.atomic import write_text_atomic
+
+    write_text_atomic(SCHEMA_PATH, text)
     return f"wrote {SCHEMA_PATH}"

@@ -67,7 +67,7 @@ def _exit_code(report: dict, check: dict) -> int:
     from edgeresnext.errors import EXIT_GATE_FAILED, EXIT_OK, EXIT_UNPROVEN, exit_code
     from edgeresnext.validate.results import GateResult
 
-    host = exit_code(GateResult(**gate) for gate in report.get("gates", []))
+    host = exit_code(GateResult.from_dict(gate) for gate in report.get("gates", []))
     if check["status"] == "failed" or host == EXIT_GATE_FAILED:
         return EXIT_GATE_FAILED
     device_proven = check["status"] == "checked" and (check.get("gate") or {}).get("provable") is not False
