@@ -88,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         "within_goal": None if goal is None else slowest <= goal,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    from edgeresnext.atomic import write_text_atomic
+
+    write_text_atomic(args.out, json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}: slowest {slowest} s (goal {goal} s)")
     return 0 if all(run["exit_code"] in (0, 3) for run in runs) else 1
 

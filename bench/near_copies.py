@@ -64,6 +64,23 @@ def _distances(candidates, reference) -> tuple[np.ndarray, np.ndarray]:
     return bits, np.linalg.norm(candidates.thumbs - reference.thumbs, axis=1)
 
 
+def pairwise(candidates, reference) -> tuple[np.ndarray, np.ndarray]:
+    """Hash bits and thumbnail distance of every candidate to every reference image (candidates x references)."""
+    bits = sum(
+        np.bitwise_count(candidates.bits[:, w, None] ^ reference.bits[None, :, w]).astype(np.int32)
+        for w in range(candidates.bits.shape[1])
+    )
+    squares = (candidates.thumbs**2).sum(1)[:, None] + (reference.thumbs**2).sum(1)[None]
+    return bits, np.sqrt(np.maximum(0.0, squares - 2 * candidates.thumbs @ reference.thumbs.T))
+
+
+def _rows(prints, start: int, stop: int):
+    """Rows ``start:stop`` of fingerprints, as fingerprints (what :func:`pairwise` takes a chunk of)."""
+    from edgeresnext.data.content import Fingerprints
+
+    return Fingerprints(prints.bits[start:stop], prints.thumbs[start:stop])
+
+
 def _flagged(name: str, found, ids: np.ndarray, labels: np.ndarray, test) -> list[dict]:
     return [
         {
@@ -84,13 +101,7 @@ def _nearest_unflagged(candidates, reference, ids: np.ndarray, flagged: set[int]
 
     best = []
     for start in range(0, len(candidates), 250):
-        thumbs, words = candidates.thumbs[start : start + 250], candidates.bits[start : start + 250]
-        squares = (thumbs**2).sum(1)[:, None] + (reference.thumbs**2).sum(1)[None]
-        gaps = np.sqrt(np.maximum(0.0, squares - 2 * thumbs @ reference.thumbs.T))
-        bits = sum(
-            np.bitwise_count(words[:, w, None] ^ reference.bits[None, :, w]).astype(np.int32)
-            for w in range(words.shape[1])
-        )
+        bits, gaps = pairwise(_rows(candidates, start, start + 250), reference)
         scores = near_copy_score(bits, gaps)
         for row, column in enumerate(scores.argmin(axis=1)):
             if start + row not in flagged:
@@ -110,13 +121,7 @@ def _single_distance_alternatives(candidates, reference, copies: dict) -> dict:
     thumb_needed = max(row["max_thumb_distance"] for row in copies.values())
     by_bits, by_thumb = 0, 0
     for start in range(0, len(candidates), 250):
-        words, thumbs = candidates.bits[start : start + 250], candidates.thumbs[start : start + 250]
-        bits = sum(
-            np.bitwise_count(words[:, w, None] ^ reference.bits[None, :, w]).astype(np.int32)
-            for w in range(words.shape[1])
-        )
-        squares = (thumbs**2).sum(1)[:, None] + (reference.thumbs**2).sum(1)[None]
-        gaps = np.sqrt(np.maximum(0.0, squares - 2 * thumbs @ reference.thumbs.T))
+        bits, gaps = pairwise(_rows(candidates, start, start + 250), reference)
         by_bits += int((bits.min(axis=1) <= bits_needed).sum())
         by_thumb += int((gaps.min(axis=1) <= thumb_needed).sum())
     return {
@@ -188,7 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
-        args.out.write_text(text + "\n")
+        from edgeresnext.atomic import write_text_atomic
+
+        write_text_atomic(args.out, text + "\n")
     if args.pairs_png:
         from PIL import Image
 

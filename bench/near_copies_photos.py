@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from PIL import Image
 
-    from bench.near_copies import copy_of
+    from bench.near_copies import _distances, copy_of, pairwise
     from edgeresnext.data import content
     from edgeresnext.data.preprocess import Preprocess
     from edgeresnext.environment import cpu_model
@@ -99,8 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     copies = {}
     for kind in KINDS:
         prints = content.fingerprints(np.stack([preprocess.image_to_array(copy_of(image, kind)) for image in images]))
-        bits = np.bitwise_count(prints.bits ^ reference.bits).sum(axis=1)
-        gaps = np.linalg.norm(prints.thumbs - reference.thumbs, axis=1)
+        bits, gaps = _distances(prints, reference)
         caught = {f.image for f in content.near_copies(prints, reference) if f.near == f.image}
         copies[kind] = {
             "images": len(images),
@@ -110,12 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             "max_score": round(float(content.near_copy_score(bits, gaps).max()), 3),
         }
     # Every crop against every other: which pairs the check calls near-copies.
-    bits = sum(
-        np.bitwise_count(reference.bits[:, None, w] ^ reference.bits[None, :, w]).astype(np.int32)
-        for w in range(reference.bits.shape[1])
-    )
-    squares = (reference.thumbs**2).sum(1)
-    gaps = np.sqrt(np.maximum(0.0, squares[:, None] + squares[None] - 2 * reference.thumbs @ reference.thumbs.T))
+    bits, gaps = pairwise(reference, reference)
     flagged = content.near_copy_score(bits, gaps) <= 1.0
     pairs = {"same photo, IoU < 0.5": [0, 0], "same photo, IoU >= 0.5": [0, 0], "different photos": [0, 0]}
     worst: list[dict] = []
@@ -145,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
-        args.out.write_text(text + "\n")
+        from edgeresnext.atomic import write_text_atomic
+
+        write_text_atomic(args.out, text + "\n")
     return 0
 
 

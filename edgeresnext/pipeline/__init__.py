@@ -268,13 +268,14 @@ def _device_step(ctx: BuildContext, summary: BuildSummary) -> None:
     from edgeresnext.backends import get_backend
 
     artifact = ctx.done["compile"].info.artifact
-    reason = get_backend(artifact.backend).awaits_device(artifact)
+    backend = get_backend(artifact.backend)
+    reason = backend.awaits_device(artifact)
     if reason is None:
         return
     summary.not_done.append(reason)
     bundle = ctx.folder("bundle") if "bundle" in ctx.done else None  # the device step runs against the bundle copy
     record = ctx.done["bundle"].info.device_check_set if bundle is not None else None
-    summary.notes += get_backend(artifact.backend).device_step_notes(artifact, bundle, record)
+    summary.notes += backend.device_step_notes(artifact, bundle, record)
 
 
 def _quantize_notes(quantized: StageResult) -> list[str]:

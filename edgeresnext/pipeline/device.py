@@ -6,7 +6,6 @@ what the host knows (:func:`host_outputs`, a :class:`~edgeresnext.backends.HostO
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,6 +13,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from edgeresnext.backends import HostOutputs
+    from edgeresnext.models import ModelMeta
     from edgeresnext.pipeline.stages import BuildContext
 
 KEPT_LOGITS = "check_logits.npz"  # the validate stage's logits of the images a device bundle carries, by row name
@@ -26,9 +26,14 @@ def save_kept_logits(path: Path, kept: dict[str, np.ndarray], ids: list[str], in
 
     names = sorted(kept)
     arrays = {f"row{i}": kept[name] for i, name in enumerate(names)}
-    digest = hashlib.sha256(np.ascontiguousarray(inputs, dtype=np.float32).tobytes()).hexdigest()
+    digest = _inputs_sha256(inputs)
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.savez(handle, names=np.array(names), ids=np.array(ids), inputs_sha256=np.array(digest), **arrays)
+
+
+def _inputs_sha256(inputs: np.ndarray) -> str:
+    """The sha256 of images as the float32 bytes a device is fed (the one hash both sides of the reuse compare)."""
+    return hashlib.sha256(np.ascontiguousarray(inputs, dtype=np.float32).tobytes()).hexdigest()
 
 
 def load_kept_logits(path: Path) -> tuple[dict[str, np.ndarray], list[str], str]:
@@ -48,14 +53,12 @@ def _near_copies(ctx: BuildContext) -> frozenset[str]:
     return frozenset(pair["near"] for pair in near.images) if near is not None else frozenset()
 
 
-def host_outputs(ctx: BuildContext) -> HostOutputs:
-    """What the host knows for a bundle finished on the device: the validate stage's report and kept logits, the
-    model (run here for logits it did not keep), the quantize stage's near-copies."""
+def host_outputs(ctx: BuildContext, meta: ModelMeta, report: Path, validated: int) -> HostOutputs:
+    """What the host knows for a bundle finished on the device: the validate stage's report (``report``, which
+    validated ``validated`` images) and kept logits, the model ``meta`` (the model is run here for logits the
+    validate stage did not keep), the quantize stage's near-copies."""
     from edgeresnext.backends import HostOutputs
-    from edgeresnext.models import read_checkpoint
 
-    report = ctx.folder("validate") / "report.json"
-    validated = int(json.loads(report.read_text(encoding="utf-8"))["data"]["count"])
     kept, kept_ids, digest = load_kept_logits(ctx.folder("validate") / KEPT_LOGITS)
 
     def logits(inputs: np.ndarray, ids: list[str], row: str | None = None, onnx: Path | None = None):
@@ -63,12 +66,11 @@ def host_outputs(ctx: BuildContext) -> HostOutputs:
         from edgeresnext.validate.gates import REFERENCE_NAME
         from edgeresnext.validate.measure import TorchRunner, run_logits
 
-        same = kept_ids[: len(inputs)] == ids and digest == hashlib.sha256(inputs.tobytes()).hexdigest()
+        same = kept_ids[: len(inputs)] == ids and digest == _inputs_sha256(inputs)
         rows = kept.get(REFERENCE_NAME if row is None else row) if same else None
         if rows is not None and len(rows) >= len(inputs):
             return rows, True
         runner = TorchRunner(ctx.load_model()) if onnx is None else runner_from_file(onnx, ctx.target, "onnxruntime")
         return run_logits(runner, inputs, progress=False), False
 
-    meta = read_checkpoint(ctx.model_file).meta
     return HostOutputs(ctx.target, meta, validated, report, logits, _near_copies(ctx))

@@ -547,11 +547,10 @@ def stage_bundle(ctx: BuildContext) -> StageResult:
 
         backend = get_backend(artifact.backend)
         if backend.awaits_device(artifact) is not None:
-            artifact, info.device_check_set = backend.bundle_for_device(
-                artifact, ctx.root / "device-check", host_outputs(ctx)
-            )
+            host = host_outputs(ctx, meta, report_json, report.data.count)
+            artifact, info.device_check_set = backend.bundle_for_device(artifact, ctx.root / "device-check", host)
         exports = {}
-        if get_backend(artifact.backend).exports_deepstream(artifact):
+        if backend.exports_deepstream(artifact):
             if report.deepstream is None:  # the validate stage measures it for every such artifact
                 raise RuntimeError(f"{report_json}: no DeepStream section for a {artifact.backend} {artifact.kind}")
             artifact, exports["deepstream"] = deepstream_export(ctx, artifact, meta, report.deepstream)

@@ -199,9 +199,9 @@ class TensorRTBackend(Backend):
     def device_step_notes(self, artifact: Artifact, bundle: Path | None, record: dict[str, Any] | None) -> list[str]:
         if artifact.kind != "kit" or bundle is None:
             return super().device_step_notes(artifact, bundle, record)
-        from edgeresnext.backends.tensorrt.checkset import check_set_notes
+        from edgeresnext.backends.tensorrt.checkset import CHECK_DIR, check_set_notes
 
-        notes = check_set_notes(record, f"{bundle}/{KIT_FOLDER}/check") if record else []
+        notes = check_set_notes(record, f"{bundle}/{KIT_FOLDER}/{CHECK_DIR}") if record else []
         notes.append(
             f"on the device (copy {bundle} there): <bundle>/{KIT_FOLDER}/{KIT_SCRIPT}, or with edgeresnext installed "
             "`edgeresnext bundle build-engine <bundle>`: builds the engine and records it in the bundle"
