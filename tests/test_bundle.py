@@ -360,3 +360,24 @@ def test_an_export_that_is_not_a_file_list_is_refused_naming_its_key(bundle_copy
     (bundle_copy / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match=r"manifest\.json\.exports\.foo: expected an object with files: \[path"):
         verify_bundle(bundle_copy)
+
+
+@pytest.mark.parametrize("key", ["labels", "artifact path", "file entry"])
+def test_a_bundle_loaded_unverified_is_never_read_outside_its_folder(bundle_copy, tmp_path, key):
+    """load_bundle(..., verify=False) skips the hashes, not the rule that every path the manifest names stays inside
+    the bundle: a '..' path is refused before anything is read through it."""
+    from edgeresnext.runtime import load_bundle
+
+    outside = tmp_path / "outside.txt"
+    outside.write_text("T-shirt/top\n")
+    manifest = json.loads((bundle_copy / MANIFEST).read_text())
+    name = "../outside.txt"
+    if key == "labels":
+        manifest["labels"] = name
+    elif key == "artifact path":
+        manifest["artifacts"][0]["path"] = name
+    else:
+        manifest["files"][0]["path"] = name
+    (bundle_copy / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=r"file path '\.\./outside\.txt' must stay inside the bundle"):
+        load_bundle(bundle_copy, verify=False)

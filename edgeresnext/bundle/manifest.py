@@ -141,7 +141,22 @@ def read_manifest(bundle_dir: str | os.PathLike[str]) -> Manifest:
             f"this one reads version {SCHEMA_VERSION}"
         )
     check_schema(manifest, manifest_schema(), str(path))
-    return Manifest.from_json(manifest)
+    typed = Manifest.from_json(manifest)
+    for name in _named_paths(typed):  # even a bundle loaded unverified is never read outside its folder
+        _safe_relative(name, str(path))
+    return typed
+
+
+def _named_paths(manifest: Manifest) -> list[str]:
+    """Every path the manifest names: its files, the artifacts' paths and files, what a device record names, the
+    exports' files, the labels file."""
+    names = [entry.path for entry in manifest.files]
+    for artifact in manifest.artifacts:
+        names += [artifact.path, *artifact.files]
+        names += [name for _, name, _ in (artifact.engine.sources() if artifact.engine is not None else [])]
+    for files in (manifest.exports.files() if manifest.exports is not None else {}).values():
+        names += files
+    return [*names, manifest.labels]
 
 
 def _safe_relative(name: str, where: str) -> PurePosixPath:
