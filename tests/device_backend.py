@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from ort_runner import OrtRunner
 
 from edgeresnext.backends import Artifact, ArtifactInfo, Backend, Runner, RunOptions, copy_artifact_folder, option
 from edgeresnext.backends.base import DeviceStepOutcome, HostOutputs
@@ -54,9 +53,19 @@ class DeviceOptions(RunOptions):
     check_images: int = option(16, ge=0, le=1000, description="images the kit carries for the device check")
 
 
-class DeviceRunner(OrtRunner):
+class DeviceRunner(Runner):
     def __init__(self, artifact: Artifact, options: DeviceOptions) -> None:
-        super().__init__(artifact, options, Path(artifact.path), options.threads or 1)
+        super().__init__(artifact, options)
+        self.session = ort_session(Path(artifact.path), options.threads or 1)
+        self.input_name = self.session.get_inputs()[0].name
+        self.input_shape = tuple(self.session.get_inputs()[0].shape[1:])
+
+    def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
+        (logits,) = self.session.run(None, {self.input_name: batch})
+        return logits
+
+    def close(self) -> None:
+        self.session = None
 
 
 class DeviceBackend(Backend):

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from ort_runner import OrtRunner
 
 from edgeresnext.backends import Artifact, ArtifactInfo, Backend, PrecisionReport, Runner, RunOptions, option
+from edgeresnext.onnx_io import ort_session
 
 if TYPE_CHECKING:
     from edgeresnext.config import Target
@@ -31,14 +31,24 @@ class ToyOptions(RunOptions):
     flavour: Literal["plain", "fancy"] = option("plain", description="a key only the toy has", recorded=True)
 
 
-class ToyRunner(OrtRunner):
+class ToyRunner(Runner):
     def __init__(self, artifact: Artifact, options: ToyOptions) -> None:
-        # ONNX Runtime reads the model from bytes: the .toy suffix means nothing to it.
-        super().__init__(artifact, options, Path(artifact.path).read_bytes(), options.threads)
+        super().__init__(artifact, options)
         self.options: ToyOptions = options
+        # ONNX Runtime reads the model from bytes: the .toy suffix means nothing to it.
+        self.session = ort_session(Path(artifact.path).read_bytes(), options.threads)
+        self.input_name = self.session.get_inputs()[0].name
+        self.input_shape = tuple(self.session.get_inputs()[0].shape[1:])
+
+    def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
+        (logits,) = self.session.run(None, {self.input_name: batch})
+        return logits
 
     def precision_report(self) -> PrecisionReport:
         return PrecisionReport(self.artifact.precision, self.artifact.backend, extra={"flavour": self.options.flavour})
+
+    def close(self) -> None:
+        self.session = None
 
 
 class ToyBackend(Backend):
