@@ -1,4 +1,5 @@
-"""How long a shipped-model build takes from scratch on this machine: ``edgeresnext build --target T`` into a fresh
+"""How long a shipped-model build takes on this machine into an empty build folder (calib_data/ and the dataset as
+they are; the first build ever also writes calib_data/): ``edgeresnext build --target T`` into a fresh
 folder (what ``make build TARGET=T`` runs after its setup check), ``--repeats`` times, with each stage's time and
 each validation row's inference time as the build prints them, the load average before and after (a figure taken
 while other work shares the 2 cores is not this machine's), and the CPU.
